@@ -1,0 +1,267 @@
+//! The nouns: jobs, their states, leases and attempts.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::{IdempotencyKey, KeyId, QueueName, Timestamp, WorkerId};
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Uuid);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.as_hyphenated().fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A job's id: a UUIDv7 chosen by the engine at enqueue.
+    JobId
+);
+uuid_id!(
+    /// A tenant's id. Every job, key and record belongs to exactly one.
+    TenantId
+);
+
+/// Where a job is in its life. These six names are part of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Waiting for its `run_at` (first run, or the backoff before a retry).
+    Scheduled,
+    /// Ready to be leased.
+    Queued,
+    /// Leased by a worker; exactly then does the job have a [`Lease`].
+    Running,
+    Succeeded,
+    /// Out of attempts, or failed with `retryable: false`. History is kept.
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Scheduled,
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Finished for good unless an operator retries it.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job state {0:?}")]
+pub struct UnknownState(pub String);
+
+impl FromStr for JobState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// The right to run one attempt of a job, held by one worker until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Names the attempt; every call acting on the lease must present it.
+    pub token: String,
+    pub worker_id: WorkerId,
+    /// The API key that took the lease (workers may read the jobs they leased).
+    pub key_id: KeyId,
+    pub started_at: Timestamp,
+    /// When the lease lapses unless a heartbeat extends it.
+    pub expires_at: Timestamp,
+    /// The attempt's hard deadline (`timeout_secs` after it started); heartbeats never pass it.
+    pub deadline: Timestamp,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+    /// The worker stopped heartbeating (crashed, paused, partitioned).
+    LeaseExpired,
+    /// The attempt ran past its deadline (`timeout_secs`).
+    TimedOut,
+    /// An operator cancelled the job while this attempt ran.
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 5] = [
+        AttemptOutcome::Succeeded,
+        AttemptOutcome::Failed,
+        AttemptOutcome::LeaseExpired,
+        AttemptOutcome::TimedOut,
+        AttemptOutcome::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::LeaseExpired => "lease_expired",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for AttemptOutcome {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AttemptOutcome::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// What a worker (or the engine, for expiries) said went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptError {
+    pub message: String,
+    pub kind: Option<String>,
+}
+
+/// One finished attempt, as kept in the job's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// 1-based, never reused within a job.
+    pub number: u32,
+    pub worker_id: WorkerId,
+    pub key_id: KeyId,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    pub outcome: AttemptOutcome,
+    pub error: Option<AttemptError>,
+}
+
+/// A job as the core sees it: everything a transition needs, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: JobId,
+    pub tenant_id: TenantId,
+    pub queue: QueueName,
+    /// The producer's JSON payload, kept as text: the core never looks inside.
+    pub payload: String,
+    pub state: JobState,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Not before this time (also the end of a retry's backoff).
+    pub run_at: Timestamp,
+    /// Attempts started so far.
+    pub attempt: u32,
+    /// `attempt` when the current attempt budget began: 0, or its value when
+    /// an operator last retried the job. Each budget allows `max_attempts`.
+    pub budget_start: u32,
+    pub max_attempts: u32,
+    /// Each attempt's deadline, measured from its start.
+    pub timeout: Duration,
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// Present exactly while `state` is `Running`.
+    pub lease: Option<Lease>,
+    pub output: Option<String>,
+    pub last_error: Option<AttemptError>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Present exactly while `state` is terminal.
+    pub finished_at: Option<Timestamp>,
+}
+
+impl Job {
+    /// Attempts left in the current budget.
+    pub fn attempts_left(&self) -> u32 {
+        self.max_attempts
+            .saturating_sub(self.attempt - self.budget_start)
+    }
+
+    /// The attempt that is running now, as it will appear in history once it ends.
+    pub fn running_attempt(&self) -> Option<(u32, &Lease)> {
+        self.lease.as_ref().map(|lease| (self.attempt, lease))
+    }
+
+    /// Checks the invariants every stored job satisfies. Storage calls this in
+    /// debug builds and the property tests call it after every transition.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if (self.state == JobState::Running) != self.lease.is_some() {
+            return Err(format!(
+                "state {} with lease {:?}",
+                self.state,
+                self.lease.is_some()
+            ));
+        }
+        if self.state.is_terminal() != self.finished_at.is_some() {
+            return Err(format!(
+                "state {} with finished_at {:?}",
+                self.state, self.finished_at
+            ));
+        }
+        if self.attempt < self.budget_start {
+            return Err("attempt below budget start".into());
+        }
+        if self.attempt - self.budget_start > self.max_attempts {
+            return Err(format!(
+                "{} attempts in a budget of {}",
+                self.attempt - self.budget_start,
+                self.max_attempts
+            ));
+        }
+        if self.state == JobState::Succeeded && self.output.is_none() {
+            return Err("succeeded without output".into());
+        }
+        if let Some(lease) = &self.lease {
+            if lease.expires_at > lease.deadline {
+                return Err("lease outlives the attempt deadline".into());
+            }
+        }
+        Ok(())
+    }
+}
