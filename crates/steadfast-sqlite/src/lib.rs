@@ -1,1 +1,167 @@
-//! placeholder
+//! Steadfast's embedded storage: one SQLite file in WAL mode.
+//!
+//! Writes go through one [`writer`] thread that group-commits with
+//! `synchronous = FULL`, so every acknowledged write is fsync'd; reads use a
+//! small pool of read-only connections ([`readers`]). The module names mirror
+//! the store traits (`tenants`, `keys`, `jobs`, `maintenance`), and will be
+//! mirrored again by the PostgreSQL backend.
+//!
+//! Only this crate contains SQLite SQL.
+
+mod jobs;
+mod keys;
+mod maintenance;
+mod readers;
+mod rows;
+pub mod schema;
+mod tenants;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{Connection, OpenFlags};
+use steadfast_store::StoreError;
+
+use crate::readers::Readers;
+use crate::writer::Writer;
+
+/// The embedded store. Cheap to clone; all clones share one writer.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    writer: Writer,
+    readers: Readers,
+    path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the database at {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot prepare the database at {path}: {source}")]
+    Schema {
+        path: PathBuf,
+        source: schema::SchemaError,
+    },
+    #[error("cannot start the storage writer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens a connection with the settings every Steadfast connection uses.
+fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    // Another process (the CLI while a server runs) may hold the write lock briefly.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode is {mode}, WAL is required"
+        )));
+    }
+    // FULL: every commit fsyncs the WAL. This is what makes a 2xx durable.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    /// Other processes may open the same file: SQLite's own locking keeps
+    /// their writes serialised with ours.
+    pub fn open(path: &Path) -> Result<SqliteStore, OpenError> {
+        let sqlite = |source| OpenError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = connect(path).map_err(sqlite)?;
+        schema::migrate(&mut conn).map_err(|source| OpenError::Schema {
+            path: path.to_owned(),
+            source,
+        })?;
+        // The database and WAL files now exist; make their directory entries
+        // durable too, or a power loss could forget a file we acknowledged into.
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: Writer::start(conn)?,
+                readers: Readers::new(path.to_owned()),
+                path: path.to_owned(),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn writer(&self) -> &Writer {
+        &self.inner.writer
+    }
+
+    fn readers(&self) -> &Readers {
+        &self.inner.readers
+    }
+}
+
+/// SQLite errors are never the client's fault: they mean the store could not
+/// do its job right now. The message is for logs, not for clients.
+pub(crate) fn sqlite_error(error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match error.sqlite_error_code() {
+        Some(DiskFull) => StoreError::Unavailable("the disk is full".into()),
+        Some(DatabaseBusy | DatabaseLocked) => {
+            StoreError::Unavailable("the database is locked by another process".into())
+        }
+        Some(DatabaseCorrupt | NotADatabase) => StoreError::Corrupt(error.to_string()),
+        _ => StoreError::Unavailable(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp_store() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("steadfast.db")).expect("open");
+        (store, dir)
+    }
+
+    steadfast_store::conformance_suite!(temp_store);
+
+    #[tokio::test]
+    async fn data_survives_reopening() {
+        use steadfast_store::conformance::*;
+        use steadfast_store::{JobStore, TenantStore, auth};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steadfast.db");
+        let (job, tenant_name) = {
+            let store = SqliteStore::open(&path).unwrap();
+            let (scope, _) = new_tenant(&store).await;
+            let job = enqueue_one(&store, &scope, spec("durable"), t0()).await;
+            let tenant = store.list_tenants().await.unwrap().remove(0);
+            (job, tenant.name)
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        let tenant = store.tenant_by_name(&tenant_name).await.unwrap().unwrap();
+        let record = store
+            .job(&auth::local_operator(&tenant), job.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.job, job);
+    }
+}

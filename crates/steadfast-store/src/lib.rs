@@ -1,1 +1,30 @@
-//! placeholder
+//! Steadfast's storage boundary.
+//!
+//! Small traits, one per concern ([`TenantStore`], [`KeyStore`], [`JobStore`],
+//! [`Maintenance`]), which every backend implements with the same module
+//! names. Every tenant-owned read or write takes a [`TenantScope`], and a
+//! scope can only be made by [`auth`]: from a verified API key, or by a local
+//! operator who holds the data directory or the database owner credentials.
+//!
+//! [`conformance`] is the one test suite every backend must pass; each
+//! backend crate runs it with [`conformance_suite!`].
+
+pub mod auth;
+pub mod conformance;
+mod error;
+mod jobs;
+mod keys;
+mod maintenance;
+mod tenants;
+
+pub use auth::{Principal, TenantScope};
+pub use error::StoreError;
+pub use jobs::{Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, NewJob};
+pub use keys::{ApiKeyInfo, KeyStore, NewApiKey, StoredKey};
+pub use maintenance::{Maintenance, Swept};
+pub use tenants::{Tenant, TenantStore};
+
+/// Everything a server needs from a backend.
+pub trait Store: TenantStore + KeyStore + JobStore + Maintenance + Send + Sync + 'static {}
+
+impl<T> Store for T where T: TenantStore + KeyStore + JobStore + Maintenance + Send + Sync + 'static {}

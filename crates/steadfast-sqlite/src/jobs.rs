@@ -1,0 +1,331 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use steadfast_core::lifecycle::{self, Failure, LeaseGrant, Rejection, Transition};
+use steadfast_core::retry::jitter_sample;
+use steadfast_core::{Job, JobId, RetryPolicy, TenantId, Timestamp};
+use steadfast_store::{
+    Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, NewJob, StoreError,
+    TenantScope,
+};
+
+use crate::rows::{
+    JOB_COLUMNS, attempts_of, insert_attempt, insert_job, job_from_row, load_job, millis, save_job,
+};
+use crate::{SqliteStore, sqlite_error};
+
+/// Loads a tenant's job, applies `transition`, and persists the result and
+/// the attempt it ended. Runs inside the writer's savepoint.
+fn apply(
+    conn: &Connection,
+    tenant_id: TenantId,
+    id: JobId,
+    transition: impl FnOnce(&Job) -> Result<Transition, Rejection>,
+) -> Result<Job, StoreError> {
+    let job = load_job(conn, tenant_id, id)?.ok_or(StoreError::NotFound)?;
+    let Transition { job, ended_attempt } = transition(&job)?;
+    save_job(conn, &job)?;
+    if let Some(attempt) = &ended_attempt {
+        insert_attempt(conn, &job, attempt)?;
+    }
+    Ok(job)
+}
+
+fn unchanged(job: Job) -> Transition {
+    Transition {
+        job,
+        ended_attempt: None,
+    }
+}
+
+fn enqueue_in(
+    conn: &Connection,
+    tenant_id: TenantId,
+    jobs: Vec<NewJob>,
+    dedup_window: Duration,
+    now: Timestamp,
+) -> Result<Vec<Enqueued>, StoreError> {
+    let tenant = tenant_id.to_string();
+    let expires_at = millis(now.saturating_add(dedup_window).unwrap_or(Timestamp::MAX));
+    let mut created = Vec::with_capacity(jobs.len());
+    for (index, new) in jobs.into_iter().enumerate() {
+        if let Some((key, fingerprint)) = &new.spec.idempotency {
+            let existing: Option<(String, Vec<u8>)> = conn
+                .prepare_cached(
+                    "SELECT job_id, fingerprint FROM idempotency_keys \
+                     WHERE tenant_id = ?1 AND key = ?2 AND expires_at > ?3",
+                )
+                .and_then(|mut select| {
+                    select
+                        .query_row(params![tenant, key.as_str(), millis(now)], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                        .optional()
+                })
+                .map_err(sqlite_error)?;
+            if let Some((job_id, stored)) = existing {
+                if stored != fingerprint {
+                    return Err(StoreError::IdempotencyKeyReused { index });
+                }
+                let job_id = job_id
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("bad job id {job_id}")))?;
+                if let Some(job) = load_job(conn, tenant_id, job_id)? {
+                    created.push(Enqueued {
+                        job,
+                        replayed: true,
+                    });
+                    continue;
+                }
+            }
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO idempotency_keys (tenant_id, key, job_id, fingerprint, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut upsert| {
+                upsert.execute(params![tenant, key.as_str(), new.id.to_string(), fingerprint.as_slice(), expires_at])
+            })
+            .map_err(sqlite_error)?;
+        }
+        let job = lifecycle::new_job(new.id, tenant_id, new.spec, now);
+        insert_job(conn, &job)?;
+        created.push(Enqueued {
+            job,
+            replayed: false,
+        });
+    }
+    Ok(created)
+}
+
+fn lease_in(
+    conn: &Connection,
+    tenant_id: TenantId,
+    request: LeaseRequest,
+    now: Timestamp,
+) -> Result<Vec<Job>, StoreError> {
+    let tenant = tenant_id.to_string();
+    let limit = i64::from(request.max_jobs);
+    // Read the head of each queue from the ready index, then merge: with one
+    // queue this is exactly the index order, and never a scan.
+    let mut candidates: Vec<(i64, Job)> = Vec::new();
+    let mut select = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = ?1 AND queue = ?2 AND state = 'queued' \
+             ORDER BY priority DESC, run_at, seq LIMIT ?3"
+        ))
+        .map_err(sqlite_error)?;
+    for queue in &request.queues {
+        let rows = select
+            .query_map(params![tenant, queue.as_str(), limit], job_from_row)
+            .map_err(sqlite_error)?;
+        for row in rows {
+            candidates.push(row.map_err(sqlite_error)?);
+        }
+    }
+    if request.queues.len() > 1 {
+        candidates.sort_by(|(seq_a, a), (seq_b, b)| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(seq_a.cmp(seq_b))
+        });
+        candidates.truncate(request.max_jobs as usize);
+    }
+    let mut leased = Vec::with_capacity(candidates.len());
+    for (_, job) in candidates {
+        let grant = LeaseGrant {
+            worker_id: request.worker_id.clone(),
+            key_id: request.key_id.clone(),
+            ttl: request.ttl,
+            token_random: jitter_sample(request.token_seed, job.id.0.as_bytes()),
+        };
+        let job = lifecycle::lease(&job, grant, now)?;
+        save_job(conn, &job)?;
+        leased.push(job);
+    }
+    Ok(leased)
+}
+
+fn list_in(conn: &Connection, tenant_id: TenantId, query: JobQuery) -> Result<JobPage, StoreError> {
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = ?1");
+    if query.queue.is_some() {
+        sql.push_str(" AND queue = ?2");
+    }
+    if query.state.is_some() {
+        sql.push_str(" AND state = ?3");
+    }
+    if query.after.is_some() {
+        sql.push_str(" AND seq < ?4");
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?5");
+    let mut select = conn.prepare_cached(&sql).map_err(sqlite_error)?;
+    let mut bind = |index: usize, value: &dyn rusqlite::ToSql| {
+        select
+            .raw_bind_parameter(index, value)
+            .map_err(sqlite_error)
+    };
+    bind(1, &tenant_id.to_string())?;
+    if let Some(queue) = &query.queue {
+        bind(2, &queue.as_str())?;
+    }
+    if let Some(state) = query.state {
+        bind(3, &state.as_str())?;
+    }
+    if let Some(JobCursor(seq)) = query.after {
+        bind(4, &seq)?;
+    }
+    // One extra row tells whether another page follows.
+    bind(5, &(i64::from(query.limit) + 1))?;
+    let mut rows = select.raw_query();
+    let mut jobs = Vec::new();
+    let mut last_seq = None;
+    while let Some(row) = rows.next().map_err(sqlite_error)? {
+        let (seq, job) = job_from_row(row).map_err(sqlite_error)?;
+        if jobs.len() == query.limit as usize {
+            return Ok(JobPage {
+                jobs,
+                next_cursor: last_seq.map(JobCursor),
+            });
+        }
+        last_seq = Some(seq);
+        jobs.push(job);
+    }
+    Ok(JobPage {
+        jobs,
+        next_cursor: None,
+    })
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn enqueue(
+        &self,
+        scope: &TenantScope,
+        jobs: Vec<NewJob>,
+        dedup_window: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        let tenant_id = scope.tenant_id();
+        self.writer()
+            .write(move |conn| enqueue_in(conn, tenant_id, jobs, dedup_window, now))
+            .await
+    }
+
+    async fn job(&self, scope: &TenantScope, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        let tenant_id = scope.tenant_id();
+        self.readers()
+            .read(move |conn| {
+                let Some(job) = load_job(conn, tenant_id, id)? else {
+                    return Ok(None);
+                };
+                let attempts = attempts_of(conn, &job)?;
+                Ok(Some(JobRecord { job, attempts }))
+            })
+            .await
+    }
+
+    async fn list_jobs(&self, scope: &TenantScope, query: JobQuery) -> Result<JobPage, StoreError> {
+        let tenant_id = scope.tenant_id();
+        self.readers()
+            .read(move |conn| list_in(conn, tenant_id, query))
+            .await
+    }
+
+    async fn lease(
+        &self,
+        scope: &TenantScope,
+        request: LeaseRequest,
+        now: Timestamp,
+    ) -> Result<Vec<Job>, StoreError> {
+        let tenant_id = scope.tenant_id();
+        self.writer()
+            .write(move |conn| lease_in(conn, tenant_id, request, now))
+            .await
+    }
+
+    async fn heartbeat(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
+        self.writer()
+            .write(move |conn| {
+                apply(conn, tenant_id, id, |job| {
+                    lifecycle::heartbeat(job, &token, ttl, now).map(unchanged)
+                })
+            })
+            .await
+    }
+
+    async fn complete(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        output: String,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
+        self.writer()
+            .write(move |conn| {
+                apply(conn, tenant_id, id, |job| {
+                    lifecycle::complete(job, &token, output, now)
+                })
+            })
+            .await
+    }
+
+    async fn fail(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        failure: Failure,
+        policy: RetryPolicy,
+        jitter_seed: u64,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
+        self.writer()
+            .write(move |conn| {
+                apply(conn, tenant_id, id, |job| {
+                    let sample = jitter_sample(jitter_seed, job.id.0.as_bytes());
+                    lifecycle::fail(job, &token, failure, &policy, sample, now)
+                })
+            })
+            .await
+    }
+
+    async fn retry(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        let tenant_id = scope.tenant_id();
+        self.writer()
+            .write(move |conn| {
+                apply(conn, tenant_id, id, |job| {
+                    lifecycle::retry(job, now).map(unchanged)
+                })
+            })
+            .await
+    }
+
+    async fn cancel(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        let tenant_id = scope.tenant_id();
+        self.writer()
+            .write(move |conn| apply(conn, tenant_id, id, |job| lifecycle::cancel(job, now)))
+            .await
+    }
+}

@@ -1,0 +1,131 @@
+use async_trait::async_trait;
+use rusqlite::{Connection, params};
+use steadfast_core::lifecycle;
+use steadfast_core::retry::jitter_sample;
+use steadfast_core::{Job, JobState, RetryPolicy, Timestamp};
+use steadfast_store::{Maintenance, StoreError, Swept};
+
+use crate::rows::{
+    JOB_COLUMNS, insert_attempt, job_from_row, millis, optional_timestamp, save_job,
+};
+use crate::{SqliteStore, sqlite_error};
+
+fn due_jobs(
+    conn: &Connection,
+    sql: &str,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<Job>, StoreError> {
+    let mut select = conn.prepare_cached(sql).map_err(sqlite_error)?;
+    let rows = select
+        .query_map(params![millis(now), limit as i64], job_from_row)
+        .map_err(sqlite_error)?;
+    rows.map(|row| row.map(|(_, job)| job))
+        .collect::<Result<_, _>>()
+        .map_err(sqlite_error)
+}
+
+fn note_ready(swept: &mut Swept, job: &Job) {
+    let queue = (job.tenant_id, job.queue.clone());
+    if job.state == JobState::Queued && !swept.ready_queues.contains(&queue) {
+        swept.ready_queues.push(queue);
+    }
+}
+
+#[async_trait]
+impl Maintenance for SqliteStore {
+    async fn promote_due(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError> {
+        self.writer()
+            .write(move |conn| {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at LIMIT ?2"
+                );
+                let due = due_jobs(conn, &sql, now, limit)?;
+                let mut swept = Swept { more: due.len() == limit, ..Swept::default() };
+                for job in due {
+                    let job = lifecycle::promote(&job, now)?;
+                    save_job(conn, &job)?;
+                    swept.count += 1;
+                    note_ready(&mut swept, &job);
+                }
+                Ok(swept)
+            })
+            .await
+    }
+
+    async fn expire_leases(
+        &self,
+        now: Timestamp,
+        policy: RetryPolicy,
+        jitter_seed: u64,
+        limit: usize,
+    ) -> Result<Swept, StoreError> {
+        self.writer()
+            .write(move |conn| {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_expires_at <= ?1 \
+                     ORDER BY lease_expires_at LIMIT ?2"
+                );
+                let due = due_jobs(conn, &sql, now, limit)?;
+                let mut swept = Swept { more: due.len() == limit, ..Swept::default() };
+                for job in due {
+                    let sample = jitter_sample(jitter_seed, job.id.0.as_bytes());
+                    let transition = lifecycle::expire(&job, &policy, sample, now)?;
+                    save_job(conn, &transition.job)?;
+                    if let Some(attempt) = &transition.ended_attempt {
+                        insert_attempt(conn, &transition.job, attempt)?;
+                    }
+                    swept.count += 1;
+                    note_ready(&mut swept, &transition.job);
+                }
+                Ok(swept)
+            })
+            .await
+    }
+
+    async fn prune_idempotency_keys(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.writer()
+            .write(move |conn| {
+                conn.execute(
+                    "DELETE FROM idempotency_keys WHERE (tenant_id, key) IN \
+                     (SELECT tenant_id, key FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)",
+                    params![millis(now), limit as i64],
+                )
+                .map_err(sqlite_error)
+            })
+            .await
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.readers()
+            .read(|conn| {
+                let (scheduled, expiring): (Option<i64>, Option<i64>) = conn
+                    .query_row(
+                        "SELECT (SELECT MIN(run_at) FROM jobs WHERE state = 'scheduled'), \
+                                (SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running')",
+                        [],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .map_err(sqlite_error)?;
+                let earliest = match (scheduled, expiring) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                optional_timestamp(earliest).map_err(sqlite_error)
+            })
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.readers()
+            .read(|conn| {
+                conn.query_row("SELECT 1", [], |_| Ok(()))
+                    .map_err(sqlite_error)
+            })
+            .await
+    }
+}

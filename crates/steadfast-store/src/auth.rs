@@ -1,0 +1,67 @@
+//! The only place a [`TenantScope`] is made.
+//!
+//! Rationale: tenant isolation must not depend on every handler remembering a
+//! `WHERE tenant_id = ?`. Store methods take a scope, and the only ways to get
+//! one are a verified API key ([`authenticate`]) or local operator access
+//! ([`local_operator`]), so a handler without a credential has nothing to pass.
+
+use steadfast_core::{ApiKeySecret, KeyId, Role, TenantId, Timestamp};
+
+use crate::{StoredKey, Tenant};
+
+/// Proof that the bearer may act within one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantScope {
+    tenant_id: TenantId,
+}
+
+impl TenantScope {
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant_id
+    }
+}
+
+/// Who is making a request: the tenant, the role and the key.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub scope: TenantScope,
+    pub role: Role,
+    pub key_id: KeyId,
+    pub key_name: String,
+}
+
+/// Authentication failed. One variant on purpose: the API answers every
+/// failure the same way, so a caller cannot tell unknown from revoked keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid or revoked API key")]
+pub struct AuthFailure;
+
+/// Checks a presented key against what the store holds for its key id.
+pub fn authenticate(
+    presented: &ApiKeySecret,
+    stored: Option<StoredKey>,
+    now: Timestamp,
+) -> Result<Principal, AuthFailure> {
+    let stored = stored.ok_or(AuthFailure)?;
+    let revoked = stored.revoked_at.is_some_and(|at| at <= now);
+    if revoked || stored.key_id != *presented.key_id() || !presented.matches(&stored.secret_hash) {
+        return Err(AuthFailure);
+    }
+    Ok(Principal {
+        scope: TenantScope {
+            tenant_id: stored.tenant_id,
+        },
+        role: stored.role,
+        key_id: stored.key_id,
+        key_name: stored.name,
+    })
+}
+
+/// The scope of a local operator: whoever can open the data directory (or
+/// holds the database owner's credentials) already has every tenant's data,
+/// so the CLI's administrative commands and the server's first start use this.
+pub fn local_operator(tenant: &Tenant) -> TenantScope {
+    TenantScope {
+        tenant_id: tenant.id,
+    }
+}

@@ -1,0 +1,145 @@
+use steadfast_core::{ApiKeySecret, JobState, Role, TenantId, TenantName};
+
+use super::*;
+use crate::{JobQuery, StoreError};
+
+pub async fn tenants_and_keys_round_trip(store: &impl Store) {
+    let name = TenantName::new(format!("acme-{}", uuid::Uuid::now_v7().simple())).unwrap();
+    let tenant = store
+        .create_tenant(TenantId(uuid::Uuid::now_v7()), &name, t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .create_tenant(TenantId(uuid::Uuid::now_v7()), &name, t0())
+            .await,
+        Err(StoreError::AlreadyExists)
+    );
+    assert_eq!(
+        store.tenant_by_name(&name).await.unwrap(),
+        Some(tenant.clone())
+    );
+    assert!(store.list_tenants().await.unwrap().contains(&tenant));
+
+    let scope = auth::local_operator(&tenant);
+    let secret = ApiKeySecret::from_random([3; 8], [9; 32]);
+    let key = NewApiKey {
+        key_id: secret.key_id().clone(),
+        name: "ci".into(),
+        role: Role::Producer,
+        secret_hash: secret.secret_hash(),
+    };
+    let info = store.create_key(&scope, key, t0()).await.unwrap();
+    assert_eq!(
+        (info.role, info.tenant_id, info.revoked_at),
+        (Role::Producer, tenant.id, None)
+    );
+
+    let stored = store.find_key(secret.key_id()).await.unwrap();
+    let principal = auth::authenticate(&secret, stored, at(1)).expect("a stored key authenticates");
+    assert_eq!(principal.scope, scope);
+    assert_eq!(principal.role, Role::Producer);
+
+    let wrong_secret = ApiKeySecret::from_random([3; 8], [8; 32]);
+    let stored = store.find_key(secret.key_id()).await.unwrap();
+    assert!(auth::authenticate(&wrong_secret, stored, at(1)).is_err());
+    let keys = store.list_keys(&scope).await.unwrap();
+    assert_eq!(keys, vec![info]);
+}
+
+pub async fn revoked_keys_no_longer_authenticate(store: &impl Store) {
+    let (scope, _) = new_tenant(store).await;
+    let secret = ApiKeySecret::from_random(
+        *uuid::Uuid::now_v7().as_bytes().last_chunk::<8>().unwrap(),
+        [1; 32],
+    );
+    let key = NewApiKey {
+        key_id: secret.key_id().clone(),
+        name: "k".into(),
+        role: Role::Admin,
+        secret_hash: secret.secret_hash(),
+    };
+    store.create_key(&scope, key, t0()).await.unwrap();
+    let revoked = store.revoke_key(secret.key_id(), at(10)).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(at(10)));
+    let again = store.revoke_key(secret.key_id(), at(20)).await.unwrap();
+    assert_eq!(
+        again.revoked_at,
+        Some(at(10)),
+        "the first revocation time is kept"
+    );
+    let stored = store.find_key(secret.key_id()).await.unwrap();
+    assert!(auth::authenticate(&secret, stored, at(11)).is_err());
+    let unknown = KeyId::from_random([0xee; 8]);
+    assert_eq!(
+        store.revoke_key(&unknown, at(1)).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(store.find_key(&unknown).await.unwrap(), None);
+}
+
+pub async fn tenants_never_see_each_other(store: &impl Store) {
+    let (a, a_key) = new_tenant(store).await;
+    let (b, b_key) = new_tenant(store).await;
+    let keyed = |payload: &str| {
+        EnqueueRequest {
+            idempotency_key: Some("same-key".into()),
+            ..request("shared", payload)
+        }
+        .validate(&Limits::default(), [payload.len() as u8; 32], t0())
+        .unwrap()
+    };
+    let job_a = enqueue_one(store, &a, keyed("{\"a\":1}"), t0()).await;
+    let job_b = enqueue_one(store, &b, keyed("{}"), t0()).await;
+    assert_ne!(job_a.id, job_b.id, "idempotency keys are per tenant");
+
+    assert_eq!(store.job(&b, job_a.id).await.unwrap(), None);
+    let listed = store
+        .list_jobs(
+            &b,
+            JobQuery {
+                queue: None,
+                state: None,
+                limit: 100,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![job_b.id]
+    );
+
+    let leased_by_b = store
+        .lease(&b, lease_request(&["shared"], 10, &b_key), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        leased_by_b.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![job_b.id]
+    );
+    let leased_by_a = store
+        .lease(&a, lease_request(&["shared"], 10, &a_key), t0())
+        .await
+        .unwrap();
+    let token_a = token(&leased_by_a[0]);
+
+    let not_found = Err(StoreError::NotFound);
+    assert_eq!(
+        store
+            .complete(&b, job_a.id, &token_a, "1".into(), at(1))
+            .await,
+        not_found
+    );
+    assert_eq!(
+        store
+            .heartbeat(&b, job_a.id, &token_a, Duration::from_secs(5), at(1))
+            .await,
+        not_found
+    );
+    assert_eq!(store.cancel(&b, job_a.id, at(1)).await, not_found);
+    assert_eq!(store.retry(&b, job_a.id, at(1)).await, not_found);
+    let state_a = store.job(&a, job_a.id).await.unwrap().unwrap().job.state;
+    assert_eq!(state_a, JobState::Running, "nothing B did touched A's job");
+}

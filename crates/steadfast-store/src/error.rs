@@ -1,0 +1,43 @@
+use steadfast_core::JobState;
+use steadfast_core::lifecycle::Rejection;
+
+/// What a store operation can say went wrong. The first group are answers
+/// about the request and change nothing; `Unavailable` means the store could
+/// not be reached or could not persist, and the request may be retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("the lease is no longer held")]
+    LeaseLost,
+    #[error("job is {state}; cannot {action}")]
+    InvalidState {
+        state: JobState,
+        action: &'static str,
+    },
+    /// The idempotency key of batch item `index` was used, within the dedup
+    /// window, for a request with different content.
+    #[error("idempotency key reused with a different request (item {index})")]
+    IdempotencyKeyReused { index: usize },
+    #[error("already exists")]
+    AlreadyExists,
+    /// Could not read or durably write (locked, disk full, I/O error). Nothing was acknowledged.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data broke an invariant. Never expected; reported loudly.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<Rejection> for StoreError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::LeaseLost => StoreError::LeaseLost,
+            Rejection::InvalidState { state, action } => StoreError::InvalidState { state, action },
+            Rejection::NotDue => StoreError::InvalidState {
+                state: JobState::Scheduled,
+                action: "run yet",
+            },
+        }
+    }
+}

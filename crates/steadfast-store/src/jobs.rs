@@ -1,0 +1,152 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use steadfast_core::lifecycle::{Failure, JobSpec};
+use steadfast_core::{
+    Attempt, Job, JobId, JobState, KeyId, QueueName, RetryPolicy, Timestamp, WorkerId,
+};
+
+use crate::{StoreError, TenantScope};
+
+/// A job to create; the engine chose its id.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub spec: JobSpec,
+}
+
+/// The result of enqueueing one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub job: Job,
+    /// The idempotency key matched an earlier request: `job` is that request's job.
+    pub replayed: bool,
+}
+
+/// A job with its history of finished attempts, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub job: Job,
+    pub attempts: Vec<Attempt>,
+}
+
+impl JobRecord {
+    /// Whether `key_id` ever held a lease on this job.
+    pub fn was_leased_by(&self, key_id: &KeyId) -> bool {
+        self.attempts
+            .iter()
+            .any(|attempt| &attempt.key_id == key_id)
+            || self
+                .job
+                .lease
+                .as_ref()
+                .is_some_and(|lease| &lease.key_id == key_id)
+    }
+}
+
+/// A position in a job listing (newest first). Opaque to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobCursor(pub i64);
+
+#[derive(Debug, Clone)]
+pub struct JobQuery {
+    pub queue: Option<QueueName>,
+    pub state: Option<JobState>,
+    pub limit: u32,
+    pub after: Option<JobCursor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Present when more jobs may follow.
+    pub next_cursor: Option<JobCursor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    pub queues: Vec<QueueName>,
+    pub max_jobs: u32,
+    pub worker_id: WorkerId,
+    pub key_id: KeyId,
+    pub ttl: Duration,
+    /// The random part of each lease token is derived from this.
+    pub token_seed: u64,
+}
+
+/// Jobs, always within one tenant.
+#[async_trait]
+pub trait JobStore {
+    /// Creates the jobs, all or none. A job whose idempotency key matches a
+    /// live key of this tenant with the same fingerprint is not created again:
+    /// its entry is the original job with `replayed`. A matching key with a
+    /// different fingerprint fails the whole batch with `IdempotencyKeyReused`.
+    /// Keys older than `dedup_window` no longer match.
+    async fn enqueue(
+        &self,
+        scope: &TenantScope,
+        jobs: Vec<NewJob>,
+        dedup_window: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<Enqueued>, StoreError>;
+
+    async fn job(&self, scope: &TenantScope, id: JobId) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Newest first.
+    async fn list_jobs(&self, scope: &TenantScope, query: JobQuery) -> Result<JobPage, StoreError>;
+
+    /// Leases up to `max_jobs` queued jobs from `queues`: highest priority
+    /// first, then earliest `run_at`, then first enqueued. Never blocks.
+    async fn lease(
+        &self,
+        scope: &TenantScope,
+        request: LeaseRequest,
+        now: Timestamp,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    async fn heartbeat(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Job, StoreError>;
+
+    /// `output` is JSON text.
+    async fn complete(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        output: String,
+        now: Timestamp,
+    ) -> Result<Job, StoreError>;
+
+    async fn fail(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        failure: Failure,
+        policy: RetryPolicy,
+        jitter_seed: u64,
+        now: Timestamp,
+    ) -> Result<Job, StoreError>;
+
+    /// Operator action: a dead or cancelled job goes back to `queued`.
+    async fn retry(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        now: Timestamp,
+    ) -> Result<Job, StoreError>;
+
+    /// Operator action: an unfinished job becomes `cancelled`.
+    async fn cancel(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        now: Timestamp,
+    ) -> Result<Job, StoreError>;
+}

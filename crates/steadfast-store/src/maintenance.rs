@@ -1,0 +1,46 @@
+use async_trait::async_trait;
+use steadfast_core::{QueueName, RetryPolicy, TenantId, Timestamp};
+
+use crate::StoreError;
+
+/// What a background sweep changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Jobs changed.
+    pub count: usize,
+    /// Queues that gained ready jobs, so long-polling workers can be woken.
+    pub ready_queues: Vec<(TenantId, QueueName)>,
+    /// The sweep stopped at its limit; more may be due.
+    pub more: bool,
+}
+
+/// Background duties across all tenants. Only the engine's own timers call
+/// these; no request reaches them.
+#[async_trait]
+pub trait Maintenance {
+    /// Moves scheduled jobs whose `run_at` has come to `queued`.
+    async fn promote_due(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError>;
+
+    /// Ends attempts whose lease lapsed and sends their jobs through the retry policy.
+    async fn expire_leases(
+        &self,
+        now: Timestamp,
+        policy: RetryPolicy,
+        jitter_seed: u64,
+        limit: usize,
+    ) -> Result<Swept, StoreError>;
+
+    /// Forgets idempotency keys whose dedup window has passed.
+    async fn prune_idempotency_keys(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
+
+    /// The earliest time a sweep would find work: the next `run_at` of a
+    /// scheduled job or the next lease expiry.
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Succeeds when the store can serve reads and writes.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
