@@ -1,1 +1,275 @@
-//! placeholder
+//! Steadfast's HTTP/JSON wire types: what goes over `/v1`, shared by the
+//! server, the Rust SDK and the CLI. The OpenAPI document is generated from
+//! these definitions.
+//!
+//! Invariant: only this crate defines serialised API types; the server maps
+//! core types to these and back, and the core knows nothing of JSON.
+//!
+//! Times are RFC 3339 strings in UTC. Payloads and outputs are arbitrary JSON,
+//! passed through untouched. Requests reject unknown fields, so a misspelt
+//! option is an error instead of a silent default.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+/// Arbitrary JSON, kept byte for byte.
+pub type Json = Box<RawValue>;
+
+/// Request header that marks a response replayed from an idempotency key.
+pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Scheduled,
+    Queued,
+    Running,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+    LeaseExpired,
+    TimedOut,
+    Cancelled,
+}
+
+/// `POST /v1/jobs`, and each item of a batch.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    /// 1–128 bytes of ASCII letters, digits and `-_.:`.
+    pub queue: String,
+    /// Any JSON value; handed to the worker unchanged.
+    #[schema(value_type = Object)]
+    pub payload: Json,
+    /// Within the dedup window (default 48 h), the same key returns the
+    /// original job instead of creating another; the same key with a
+    /// different request is refused with `idempotency_key_reused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Attempts before the job is `dead` (default 25, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<i64>,
+    /// Each attempt's hard deadline in seconds (default 300, at most 86400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<i64>,
+    /// Not before this time; in the future, the job starts `scheduled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub run_at: Option<Timestamp>,
+    /// -100 to 100, default 0; higher runs first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+}
+
+/// `POST /v1/jobs/batch`: all jobs are created, or none.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchEnqueueRequest {
+    /// At most 1000 (configurable).
+    pub jobs: Vec<EnqueueRequest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchEnqueueResponse {
+    /// In request order.
+    pub jobs: Vec<BatchItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchItem {
+    pub job: Job,
+    /// The idempotency key matched an earlier request; `job` is its job.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorInfo {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// The current lease of a running job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeaseInfo {
+    pub worker_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
+    /// The attempt's hard deadline; heartbeats never extend past it.
+    #[schema(value_type = String, format = DateTime)]
+    pub deadline: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    pub queue: String,
+    pub state: JobState,
+    #[schema(value_type = Object)]
+    pub payload: Json,
+    pub priority: i32,
+    #[schema(value_type = String, format = DateTime)]
+    pub run_at: Timestamp,
+    /// Attempts started so far.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// Attempts left before the job is `dead`.
+    pub attempts_left: u32,
+    pub timeout_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorInfo>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<Timestamp>,
+}
+
+/// One attempt in a job's history. The running attempt has no end yet.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttemptInfo {
+    pub attempt: u32,
+    pub worker_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ended_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<AttemptOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+/// `GET /v1/jobs/{id}`: the job and every attempt, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: Job,
+    pub attempts: Vec<AttemptInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// Newest first.
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/lease`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// Queues to take jobs from (1–32).
+    pub queues: Vec<String>,
+    /// Most jobs to take (default 1, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jobs: Option<u32>,
+    /// Wait up to this long for a job when none is ready (default 0, at most 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// The worker's own name, shown in attempt history (1–128 printable ASCII bytes).
+    pub worker_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeasedJob {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    pub queue: String,
+    #[schema(value_type = Object)]
+    pub payload: Json,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Present it to heartbeat, complete and fail.
+    pub lease_token: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub lease_expires_at: Timestamp,
+    /// The attempt's hard deadline.
+    #[schema(value_type = String, format = DateTime)]
+    pub deadline: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeaseResponse {
+    pub jobs: Vec<LeasedJob>,
+}
+
+/// `POST /v1/jobs/{id}/heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub lease_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatResponse {
+    #[schema(value_type = String, format = DateTime)]
+    pub lease_expires_at: Timestamp,
+}
+
+/// `POST /v1/jobs/{id}/complete`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    pub lease_token: String,
+    /// Any JSON value; `null` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Json>,
+}
+
+/// `POST /v1/jobs/{id}/fail`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    pub lease_token: String,
+    /// `message` is cut to 4096 bytes.
+    pub error: ErrorInfo,
+    /// `false` sends the job to `dead` at once (default `true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+}
+
+/// Every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable; see docs/errors.md.
+    pub code: String,
+    /// For humans; may change between releases.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or why the server is not ready (`draining`, `storage_unavailable`).
+    pub status: String,
+}

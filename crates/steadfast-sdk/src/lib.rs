@@ -1,1 +1,176 @@
-//! placeholder
+//! A typed Rust client for the Steadfast HTTP API.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), steadfast_sdk::Error> {
+//! use steadfast_sdk::{Client, wire};
+//! let client = Client::new("http://127.0.0.1:8650", "sfk_...")?;
+//! let job = client
+//!     .enqueue(&wire::EnqueueRequest {
+//!         queue: "emails".into(),
+//!         payload: serde_json::value::to_raw_value(&serde_json::json!({"to": "a@example.com"})).unwrap(),
+//!         idempotency_key: Some("signup-42".into()),
+//!         max_attempts: None,
+//!         timeout_secs: None,
+//!         run_at: None,
+//!         priority: None,
+//!     })
+//!     .await?;
+//! println!("{} is {:?}", job.job.id, job.job.state);
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+pub use steadfast_protocol as wire;
+
+/// What a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error body.
+    #[error("{status}: {code}: {message}")]
+    Api { status: StatusCode, code: String, message: String },
+    /// The request did not get an answer (connection refused, reset, timeout):
+    /// the outcome is unknown. Retry writes with an idempotency key.
+    #[error("transport error: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The stable API error code, if the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to an enqueue: the job, and whether it was a replay.
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    pub job: wire::Job,
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: reqwest::Url,
+    key: String,
+    http: reqwest::Client,
+}
+
+/// Filters for [`Client::list_jobs`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ListJobs {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<wire::JobState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+impl Client {
+    /// A client for the server at `base_url`, authenticating with `key`.
+    pub fn new(base_url: &str, key: &str) -> Result<Client, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            // Long enough for the longest lease long-poll (30 s) plus slack.
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Client::with_http(base_url, key, http)
+    }
+
+    /// Like [`Client::new`] with a caller-configured `reqwest::Client`.
+    pub fn with_http(base_url: &str, key: &str, http: reqwest::Client) -> Result<Client, Error> {
+        let base = reqwest::Url::parse(base_url).map_err(|e| Error::Config(format!("bad URL {base_url:?}: {e}")))?;
+        Ok(Client { base, key: key.to_owned(), http })
+    }
+
+    fn url(&self, path: &str) -> Result<reqwest::Url, Error> {
+        self.base.join(path).map_err(|e| Error::Config(e.to_string()))
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        query: Option<&ListJobs>,
+    ) -> Result<(T, reqwest::header::HeaderMap, StatusCode), Error> {
+        let mut request = self.http.request(method, self.url(path)?).bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(query) = query {
+            request = request.query(query);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if status.is_success() {
+            Ok((response.json().await?, headers, status))
+        } else {
+            let text = response.text().await?;
+            Err(match serde_json::from_str::<wire::ErrorBody>(&text) {
+                Ok(body) => Error::Api { status, code: body.error.code, message: body.error.message },
+                Err(_) => Error::Api { status, code: "unknown".into(), message: text },
+            })
+        }
+    }
+
+    pub async fn enqueue(&self, request: &wire::EnqueueRequest) -> Result<Enqueued, Error> {
+        let (job, headers, _) = self.send(Method::POST, "v1/jobs", Some(request), None).await?;
+        let replayed = headers
+            .get(wire::IDEMPOTENT_REPLAYED_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        Ok(Enqueued { job, replayed })
+    }
+
+    pub async fn enqueue_batch(&self, request: &wire::BatchEnqueueRequest) -> Result<wire::BatchEnqueueResponse, Error> {
+        Ok(self.send(Method::POST, "v1/jobs/batch", Some(request), None).await?.0)
+    }
+
+    pub async fn get_job(&self, id: &str) -> Result<wire::JobDetail, Error> {
+        Ok(self.send(Method::GET, &format!("v1/jobs/{id}"), None::<&()>, None).await?.0)
+    }
+
+    pub async fn list_jobs(&self, filter: &ListJobs) -> Result<wire::JobList, Error> {
+        Ok(self.send(Method::GET, "v1/jobs", None::<&()>, Some(filter)).await?.0)
+    }
+
+    pub async fn retry(&self, id: &str) -> Result<wire::Job, Error> {
+        Ok(self.send(Method::POST, &format!("v1/jobs/{id}/retry"), None::<&()>, None).await?.0)
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<wire::Job, Error> {
+        Ok(self.send(Method::POST, &format!("v1/jobs/{id}/cancel"), None::<&()>, None).await?.0)
+    }
+
+    pub async fn lease(&self, request: &wire::LeaseRequest) -> Result<Vec<wire::LeasedJob>, Error> {
+        let response: wire::LeaseResponse = self.send(Method::POST, "v1/lease", Some(request), None).await?.0;
+        Ok(response.jobs)
+    }
+
+    pub async fn heartbeat(&self, id: &str, lease_token: &str) -> Result<wire::HeartbeatResponse, Error> {
+        let body = wire::HeartbeatRequest { lease_token: lease_token.to_owned() };
+        Ok(self.send(Method::POST, &format!("v1/jobs/{id}/heartbeat"), Some(&body), None).await?.0)
+    }
+
+    pub async fn complete(&self, id: &str, lease_token: &str, output: Option<wire::Json>) -> Result<wire::Job, Error> {
+        let body = wire::CompleteRequest { lease_token: lease_token.to_owned(), output };
+        Ok(self.send(Method::POST, &format!("v1/jobs/{id}/complete"), Some(&body), None).await?.0)
+    }
+
+    pub async fn fail(&self, id: &str, lease_token: &str, error: wire::ErrorInfo, retryable: bool) -> Result<wire::Job, Error> {
+        let body = wire::FailRequest { lease_token: lease_token.to_owned(), error, retryable: Some(retryable) };
+        Ok(self.send(Method::POST, &format!("v1/jobs/{id}/fail"), Some(&body), None).await?.0)
+    }
+}

@@ -1,1 +1,13 @@
-//! placeholder
+//! Steadfast's engine and HTTP API.
+//!
+//! [`api`] is thin: it parses, authenticates, checks the role, calls the
+//! [`engine`], and maps errors to stable codes. The engine turns commands into
+//! store operations with time from the injected [`clock`].
+
+pub mod api;
+pub mod clock;
+pub mod engine;
+
+pub use api::router;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{Engine, EngineConfig};

@@ -25,6 +25,6 @@ pub use maintenance::{Maintenance, Swept};
 pub use tenants::{Tenant, TenantStore};
 
 /// Everything a server needs from a backend.
-pub trait Store: TenantStore + KeyStore + JobStore + Maintenance + Send + Sync + 'static {}
+pub trait Store: TenantStore + KeyStore + JobStore + Maintenance + std::fmt::Debug + Send + Sync + 'static {}
 
-impl<T> Store for T where T: TenantStore + KeyStore + JobStore + Maintenance + Send + Sync + 'static {}
+impl<T> Store for T where T: TenantStore + KeyStore + JobStore + Maintenance + std::fmt::Debug + Send + Sync + 'static {}

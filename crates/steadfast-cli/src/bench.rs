@@ -1,0 +1,246 @@
+//! `steadfast bench`: a load generator that drives a real server over HTTP
+//! with the Rust SDK. Every loop is bounded in count and in time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use steadfast_core::{ApiKeySecret, Role, TenantId, TenantName};
+use steadfast_sdk::{Client, wire};
+use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
+use steadfast_store::{KeyStore, NewApiKey, Store, TenantStore, auth};
+
+use crate::cli::ThroughputArgs;
+use crate::serve::{open_store, rand_bytes};
+
+/// A server on a fresh temporary data dir, on its own runtime thread.
+struct LocalServer {
+    url: String,
+    key: String,
+    _data_dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn start_local_server() -> anyhow::Result<LocalServer> {
+    let data_dir = tempfile::Builder::new().prefix("steadfast-bench-").tempdir()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bench-server").build()?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let path = data_dir.path().to_owned();
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let setup = async {
+                let store = open_store(&path)?;
+                let name = TenantName::new("bench").expect("valid");
+                let tenant = store.create_tenant(TenantId(uuid::Uuid::now_v7()), &name, SystemClock.now()).await?;
+                let secret = ApiKeySecret::from_random(rand_bytes(), rand_bytes());
+                let key = NewApiKey {
+                    key_id: secret.key_id().clone(),
+                    name: "bench".into(),
+                    role: Role::Admin,
+                    secret_hash: secret.secret_hash(),
+                };
+                store.create_key(&auth::local_operator(&tenant), key, SystemClock.now()).await?;
+                let store: Arc<dyn Store> = Arc::new(store);
+                let engine = Engine::new(store, Arc::new(SystemClock), EngineConfig::default());
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let url = format!("http://{}", listener.local_addr()?);
+                anyhow::Ok((engine, listener, url, secret.reveal()))
+            };
+            match setup.await {
+                Ok((engine, listener, url, key)) => {
+                    let _ = ready_tx.send(Ok((url, key)));
+                    tokio::spawn(engine.clone().run_duties());
+                    let app = steadfast_server::router(engine);
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stop_rx.await;
+                        })
+                        .await;
+                }
+                Err(error) => {
+                    let _ = ready_tx.send(Err(error));
+                }
+            }
+        })
+    });
+    let (url, key) = ready_rx.recv().context("the benchmark server thread died")??;
+    Ok(LocalServer { url, key, _data_dir: data_dir, _stop: stop_tx })
+}
+
+/// About 100 bytes, like the peers' benchmark payload.
+fn payload(i: usize) -> wire::Json {
+    let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+    serde_json::value::to_raw_value(&serde_json::json!({"i": i, "t": now, "pad": "x".repeat(60)})).expect("serialisable")
+}
+
+fn request(queue: &str, i: usize) -> wire::EnqueueRequest {
+    wire::EnqueueRequest {
+        queue: queue.to_owned(),
+        payload: payload(i),
+        idempotency_key: None,
+        max_attempts: None,
+        timeout_secs: None,
+        run_at: None,
+        priority: None,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ThroughputReport {
+    jobs: usize,
+    workers: usize,
+    lease_batch: u32,
+    producers: usize,
+    batch_size: usize,
+    enqueue_jobs_per_sec: f64,
+    enqueue_batched_jobs_per_sec: f64,
+    /// Drain of the jobs enqueued one by one.
+    drain_jobs_per_sec: f64,
+    /// Drain of the jobs enqueued in batches.
+    drain_after_batched_jobs_per_sec: f64,
+}
+
+fn rate(jobs: usize, elapsed: Duration) -> f64 {
+    (jobs as f64 / elapsed.as_secs_f64() * 10.0).round() / 10.0
+}
+
+async fn enqueue_one_by_one(client: &Client, queue: &str, args: &ThroughputArgs, deadline: Instant) -> anyhow::Result<Duration> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for _ in 0..args.producers {
+        let (client, queue, next, jobs) = (client.clone(), queue.to_owned(), next.clone(), args.jobs);
+        producers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= jobs || Instant::now() > deadline {
+                    return anyhow::Ok(());
+                }
+                client.enqueue(&request(&queue, i)).await?;
+            }
+        }));
+    }
+    for producer in producers {
+        producer.await??;
+    }
+    if Instant::now() > deadline {
+        bail!("the benchmark ran out of time while enqueueing");
+    }
+    Ok(started.elapsed())
+}
+
+async fn enqueue_batched(client: &Client, queue: &str, args: &ThroughputArgs, deadline: Instant) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut i = 0;
+    while i < args.jobs {
+        if Instant::now() > deadline {
+            bail!("the benchmark ran out of time while enqueueing batches");
+        }
+        let end = (i + args.batch_size).min(args.jobs);
+        let jobs = (i..end).map(|i| request(queue, i)).collect();
+        client.enqueue_batch(&wire::BatchEnqueueRequest { jobs }).await?;
+        i = end;
+    }
+    Ok(started.elapsed())
+}
+
+/// Drains `jobs` jobs; the time runs from the first lease to the last completion.
+async fn drain(client: &Client, queue: &str, args: &ThroughputArgs, deadline: Instant) -> anyhow::Result<Duration> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..args.workers {
+        let (client, queue, done, jobs, lease_batch) = (client.clone(), queue.to_owned(), done.clone(), args.jobs, args.lease_batch);
+        workers.push(tokio::spawn(async move {
+            let lease = wire::LeaseRequest {
+                queues: vec![queue],
+                max_jobs: Some(lease_batch),
+                wait_ms: Some(100),
+                worker_id: format!("bench-worker-{w}"),
+            };
+            while done.load(Ordering::Relaxed) < jobs && Instant::now() < deadline {
+                let leased = client.lease(&lease).await?;
+                let completions = futures::stream::iter(leased)
+                    .map(|job| {
+                        let client = &client;
+                        async move { client.complete(&job.id.to_string(), &job.lease_token, None).await }
+                    })
+                    .buffer_unordered(16)
+                    .collect::<Vec<_>>()
+                    .await;
+                for completion in completions {
+                    completion?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    let elapsed = started.elapsed();
+    let finished = done.load(Ordering::Relaxed);
+    if finished < args.jobs {
+        bail!("the benchmark ran out of time: drained {finished} of {} jobs", args.jobs);
+    }
+    Ok(elapsed)
+}
+
+pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
+    if args.jobs == 0 || args.workers == 0 || args.producers == 0 || args.batch_size == 0 || args.lease_batch == 0 {
+        bail!("--jobs, --workers, --producers, --batch-size and --lease-batch must be positive");
+    }
+    let local;
+    let (url, key) = match (&args.url, &args.key) {
+        (Some(url), Some(key)) => (url.clone(), key.clone()),
+        _ => {
+            local = start_local_server()?;
+            (local.url.clone(), local.key.clone())
+        }
+    };
+    let client = Client::new(&url, &key)?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let queue = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let say = |line: String| {
+        if !args.json {
+            eprintln!("{line}");
+        }
+    };
+    say(format!("steadfast bench throughput: {} jobs per phase, {} workers, server {url}", args.jobs, args.workers));
+
+    let enqueue = enqueue_one_by_one(&client, &queue, &args, deadline).await?;
+    say(format!("  enqueued {} one by one in {:.2}s", args.jobs, enqueue.as_secs_f64()));
+    let drain_first = drain(&client, &queue, &args, deadline).await?;
+    say(format!("  drained in {:.2}s", drain_first.as_secs_f64()));
+    let batched = enqueue_batched(&client, &queue, &args, deadline).await?;
+    say(format!("  enqueued {} in batches of {} in {:.2}s", args.jobs, args.batch_size, batched.as_secs_f64()));
+    let drain_second = drain(&client, &queue, &args, deadline).await?;
+    say(format!("  drained in {:.2}s", drain_second.as_secs_f64()));
+
+    let report = ThroughputReport {
+        jobs: args.jobs,
+        workers: args.workers,
+        lease_batch: args.lease_batch,
+        producers: args.producers,
+        batch_size: args.batch_size,
+        enqueue_jobs_per_sec: rate(args.jobs, enqueue),
+        enqueue_batched_jobs_per_sec: rate(args.jobs, batched),
+        drain_jobs_per_sec: rate(args.jobs, drain_first),
+        drain_after_batched_jobs_per_sec: rate(args.jobs, drain_second),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("| measure | jobs/s |\n|---|---:|");
+        println!("| enqueue, one by one ({} producers) | {:.0} |", args.producers, report.enqueue_jobs_per_sec);
+        println!("| enqueue, batches of {} | {:.0} |", args.batch_size, report.enqueue_batched_jobs_per_sec);
+        println!("| drain ({} workers, lease batch {}) | {:.0} |", args.workers, args.lease_batch, report.drain_jobs_per_sec);
+        println!("| drain after batched enqueue | {:.0} |", report.drain_after_batched_jobs_per_sec);
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Command-line flags. Every flag has an environment variable, and both show in `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "steadfast",
+    version,
+    about = "Durable background jobs and workflows: one binary, embedded storage, HTTP/JSON workers.",
+    long_about = "Durable background jobs and workflows: one binary, embedded storage, HTTP/JSON workers.\n\n\
+Start a server with `steadfast serve`. On first start it creates the tenant `default` and an admin key,\n\
+printed once and saved to <data-dir>/admin.key. Then:\n\n\
+  export STEADFAST_KEY=$(cat steadfast-data/admin.key)\n\
+  steadfast enqueue --queue emails --payload '{\"to\":\"a@example.com\"}'\n\
+  steadfast job list",
+    after_help = "Exit codes: 0 ok, 1 runtime error, 2 usage error, 78 configuration error."
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "STEADFAST_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server on embedded storage.
+    #[command(after_help = "Example:\n  steadfast serve --data-dir /var/lib/steadfast --listen 0.0.0.0:8650")]
+    Serve(ServeArgs),
+    /// Manage tenants (works while a server runs on the same data dir).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage API keys (works while a server runs on the same data dir).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Enqueue a job.
+    #[command(after_help = "Example:\n  steadfast enqueue --queue emails --payload '{\"to\":\"a@example.com\"}' --idempotency-key signup-42")]
+    Enqueue(EnqueueArgs),
+    /// Inspect and act on jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Measure throughput against a real server over HTTP.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// Where the embedded database, its lock and admin.key live.
+    #[arg(long, env = "STEADFAST_DATA_DIR", default_value = "./steadfast-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+
+    /// Address to listen on.
+    #[arg(long, env = "STEADFAST_LISTEN", default_value = "127.0.0.1:8650")]
+    pub listen: SocketAddr,
+
+    /// Largest request body in bytes (413 above it).
+    #[arg(long, env = "STEADFAST_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most jobs in one POST /v1/jobs/batch.
+    #[arg(long, env = "STEADFAST_MAX_BATCH_JOBS", default_value_t = 1000)]
+    pub max_batch_jobs: usize,
+
+    /// How long an idempotency key keeps returning the original job, in seconds.
+    #[arg(long, env = "STEADFAST_DEDUP_WINDOW_SECS", default_value_t = 48 * 3600)]
+    pub dedup_window_secs: u64,
+
+    /// How long a lease lasts without a heartbeat, in seconds.
+    #[arg(long, env = "STEADFAST_LEASE_TTL_SECS", default_value_t = 30)]
+    pub lease_ttl_secs: u64,
+
+    /// max_attempts for jobs that do not set it.
+    #[arg(long, env = "STEADFAST_DEFAULT_MAX_ATTEMPTS", default_value_t = 25)]
+    pub default_max_attempts: u32,
+
+    /// timeout_secs for jobs that do not set it.
+    #[arg(long, env = "STEADFAST_DEFAULT_TIMEOUT_SECS", default_value_t = 300)]
+    pub default_timeout_secs: u64,
+
+    /// Backoff bound of the first retry, in milliseconds; it doubles per failure.
+    #[arg(long, env = "STEADFAST_RETRY_BASE_MS", default_value_t = 1000)]
+    pub retry_base_ms: u64,
+
+    /// Longest backoff between attempts, in seconds.
+    #[arg(long, env = "STEADFAST_RETRY_CAP_SECS", default_value_t = 3600)]
+    pub retry_cap_secs: u64,
+
+    /// On SIGTERM, how long to let in-flight requests finish, in seconds.
+    #[arg(long, env = "STEADFAST_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    #[command(after_help = "Example:\n  steadfast tenant create acme")]
+    Create {
+        /// 1–64 ASCII letters, digits and -_.:
+        name: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List tenants.
+    List {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Everything within the tenant, including retry and cancel.
+    Admin,
+    /// Enqueue, read, signal.
+    Producer,
+    /// Lease, heartbeat, complete, fail; read the jobs it leased.
+    Worker,
+    /// Read only.
+    Reader,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key and print it (only the key, on stdout). It is shown once.
+    #[command(after_help = "Example:\n  export STEADFAST_KEY=$(steadfast key create --tenant acme --role producer)")]
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        role: RoleArg,
+        /// A label shown in listings and logs.
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Revoke a key by its id (the 16 hex digits after `sfk_`). Takes effect at once.
+    #[command(after_help = "Example:\n  steadfast key revoke 3f9a0c1d2e4b5a67")]
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List a tenant's keys (ids, roles, revocation; never secrets).
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Server URL.
+    #[arg(long, env = "STEADFAST_URL", default_value = "http://127.0.0.1:8650")]
+    pub url: String,
+    /// API key (see <data-dir>/admin.key after the first start).
+    #[arg(long, env = "STEADFAST_KEY", hide_env_values = true)]
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long)]
+    pub queue: String,
+    /// The job's JSON payload.
+    #[arg(long)]
+    pub payload: String,
+    /// Repeating the command with the same key returns the same job.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    #[arg(long)]
+    pub max_attempts: Option<i64>,
+    #[arg(long)]
+    pub timeout_secs: Option<i64>,
+    /// -100 to 100; higher runs first.
+    #[arg(long, allow_hyphen_values = true)]
+    pub priority: Option<i64>,
+    /// RFC 3339 time, e.g. 2030-01-01T09:00:00Z.
+    #[arg(long)]
+    pub run_at: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Show a job with its full attempt history (JSON).
+    Get {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List jobs, newest first (one JSON object per line).
+    List {
+        #[arg(long)]
+        queue: Option<String>,
+        /// scheduled, queued, running, succeeded, dead or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send a dead or cancelled job back to the queue (admin).
+    Retry {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a job that has not finished (admin).
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Enqueue N no-op jobs (one by one, then in batches) and drain them with W workers.
+    #[command(after_help = "Example:\n  steadfast bench throughput --jobs 20000 --workers 8 --json")]
+    Throughput(ThroughputArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ThroughputArgs {
+    /// Jobs per phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// Concurrent workers draining.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// Jobs per lease request.
+    #[arg(long, default_value_t = 100)]
+    pub lease_batch: u32,
+    /// Concurrent producers for the one-by-one enqueue phase.
+    #[arg(long, default_value_t = 32)]
+    pub producers: usize,
+    /// Jobs per batch in the batched enqueue phase.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Give up after this many seconds in all.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    /// Use this server instead of starting one on a fresh temporary data dir.
+    #[arg(long, requires = "key")]
+    pub url: Option<String>,
+    /// Key for --url, with a role that may enqueue and lease (admin).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,62 @@
+//! Client commands: the SDK, printing JSON for humans and scripts alike.
+
+use anyhow::Context;
+use serde::Serialize;
+use steadfast_sdk::{Client, ListJobs, wire};
+
+use crate::cli::{ClientArgs, EnqueueArgs, JobCommand};
+
+fn client(args: &ClientArgs) -> anyhow::Result<Client> {
+    Ok(Client::new(&args.url, &args.key)?)
+}
+
+fn print(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<()> {
+    let payload = serde_json::value::RawValue::from_string(args.payload)
+        .context("--payload must be valid JSON, e.g. '{\"to\":\"a@example.com\"}'")?;
+    let run_at = args
+        .run_at
+        .map(|at| at.parse())
+        .transpose()
+        .context("--run-at must be an RFC 3339 time such as 2030-01-01T09:00:00Z")?;
+    let request = wire::EnqueueRequest {
+        queue: args.queue,
+        payload,
+        idempotency_key: args.idempotency_key,
+        max_attempts: args.max_attempts,
+        timeout_secs: args.timeout_secs,
+        run_at,
+        priority: args.priority,
+    };
+    let enqueued = client(&args.client)?.enqueue(&request).await?;
+    if enqueued.replayed {
+        eprintln!("idempotency key matched an earlier request: this is the original job");
+    }
+    print(&enqueued.job)
+}
+
+pub async fn job_command(command: JobCommand) -> anyhow::Result<()> {
+    match command {
+        JobCommand::Get { id, client: args } => print(&client(&args)?.get_job(&id).await?),
+        JobCommand::List { queue, state, limit, cursor, client: args } => {
+            let state = state
+                .map(|s| serde_json::from_value(serde_json::Value::String(s)))
+                .transpose()
+                .context("--state must be one of scheduled, queued, running, succeeded, dead, cancelled")?;
+            let page = client(&args)?.list_jobs(&ListJobs { queue, state, limit: Some(limit), cursor }).await?;
+            for job in &page.jobs {
+                println!("{}", serde_json::to_string(job)?);
+            }
+            if let Some(cursor) = page.next_cursor {
+                eprintln!("more: --cursor {cursor}");
+            }
+            Ok(())
+        }
+        JobCommand::Retry { id, client: args } => print(&client(&args)?.retry(&id).await?),
+        JobCommand::Cancel { id, client: args } => print(&client(&args)?.cancel(&id).await?),
+    }
+}

@@ -1,0 +1,230 @@
+//! `steadfast serve`: own the data dir, open storage, bootstrap the first
+//! admin key, serve HTTP, and shut down gracefully.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use steadfast_core::{ApiKeySecret, Limits, RetryPolicy, Role, TenantId, TenantName};
+use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
+use steadfast_sqlite::SqliteStore;
+use steadfast_store::{KeyStore, NewApiKey, Store, TenantStore, auth};
+use tokio::net::TcpListener;
+
+use crate::cli::ServeArgs;
+
+pub const DATABASE_FILE: &str = "steadfast.db";
+const LOCK_FILE: &str = "steadfast.lock";
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
+/// An error that should exit with a particular code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
+impl ServeArgs {
+    fn engine_config(&self) -> EngineConfig {
+        let limits = Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_batch_jobs: self.max_batch_jobs,
+            dedup_window: Duration::from_secs(self.dedup_window_secs),
+            lease_ttl: Duration::from_secs(self.lease_ttl_secs),
+            default_max_attempts: self.default_max_attempts,
+            default_timeout: Duration::from_secs(self.default_timeout_secs),
+            ..Limits::default()
+        };
+        let retry = RetryPolicy {
+            base: Duration::from_millis(self.retry_base_ms),
+            cap: Duration::from_secs(self.retry_cap_secs),
+        };
+        EngineConfig { limits, retry }
+    }
+
+    fn validate(&self) -> Result<(), Exit> {
+        let defaults = Limits::default();
+        let problems = [
+            (self.max_body_bytes == 0, "--max-body-bytes must be positive"),
+            (self.max_batch_jobs == 0, "--max-batch-jobs must be positive"),
+            (self.lease_ttl_secs == 0, "--lease-ttl-secs must be positive"),
+            (
+                self.default_max_attempts == 0 || self.default_max_attempts > defaults.max_attempts,
+                "--default-max-attempts must be between 1 and 1000",
+            ),
+            (
+                self.default_timeout_secs == 0 || self.default_timeout_secs > defaults.max_timeout.as_secs(),
+                "--default-timeout-secs must be between 1 and 86400",
+            ),
+            (self.retry_base_ms == 0, "--retry-base-ms must be positive"),
+        ];
+        match problems.iter().find(|(bad, _)| *bad) {
+            Some((_, message)) => Err(Exit { code: 78, message: (*message).to_owned() }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Creates the data dir if needed and takes its lock, which the OS releases
+/// when the process exits, however it exits.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let path = data_dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Exit {
+            code: 1,
+            message: format!(
+                "another steadfast server is already running on the data dir {} (it holds {}); \
+                 stop it first, or give this one its own --data-dir",
+                data_dir.display(),
+                path.display()
+            ),
+        }
+        .into()),
+        Err(std::fs::TryLockError::Error(error)) => Err(error).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+pub fn open_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    Ok(SqliteStore::open(&data_dir.join(DATABASE_FILE))?)
+}
+
+/// Writes `contents` to `path` with mode 0600, atomically and durably.
+fn write_secret_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// On a store without any key, creates tenant `default` (if missing) and an
+/// admin key, saves it to `admin.key` and prints it once.
+async fn bootstrap(store: &SqliteStore, data_dir: &Path) -> anyhow::Result<()> {
+    for tenant in store.list_tenants().await? {
+        if !store.list_keys(&auth::local_operator(&tenant)).await?.is_empty() {
+            return Ok(());
+        }
+    }
+    let name = TenantName::new("default").expect("valid");
+    let tenant = match store.tenant_by_name(&name).await? {
+        Some(tenant) => tenant,
+        None => store.create_tenant(TenantId(uuid::Uuid::now_v7()), &name, SystemClock.now()).await?,
+    };
+    let secret = ApiKeySecret::from_random(rand_bytes(), rand_bytes());
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    // The file first: if we crash before the key is stored, the next start
+    // finds no key and writes a fresh one over it.
+    write_secret_file(&path, &format!("{}\n", secret.reveal()))?;
+    let key = NewApiKey {
+        key_id: secret.key_id().clone(),
+        name: "bootstrap admin".into(),
+        role: Role::Admin,
+        secret_hash: secret.secret_hash(),
+    };
+    store.create_key(&auth::local_operator(&tenant), key, SystemClock.now()).await?;
+    eprintln!(
+        "\nCreated tenant `default` and its first admin key (shown once; also saved to {}):\n\n    {}\n\n\
+         Try:  curl -H \"Authorization: Bearer $(cat {})\" http://<listen address>/v1/jobs\n",
+        path.display(),
+        secret.reveal(),
+        path.display()
+    );
+    Ok(())
+}
+
+pub fn rand_bytes<const N: usize>() -> [u8; N] {
+    rand::random()
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let data_dir: PathBuf = args.data.data_dir.clone();
+    let _lock = lock_data_dir(&data_dir)?;
+    let store = open_store(&data_dir)?;
+    bootstrap(&store, &data_dir).await?;
+
+    let store: Arc<dyn Store> = Arc::new(store);
+    let engine = Engine::new(store, Arc::new(SystemClock), args.engine_config());
+    let listener = TcpListener::bind(args.listen).await.map_err(|error| Exit {
+        code: 1,
+        message: format!("cannot listen on {}: {error}", args.listen),
+    })?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data_dir = %data_dir.display(), "steadfast is ready");
+
+    let duties = tokio::spawn(engine.clone().run_duties());
+    let shutdown = {
+        let engine = engine.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: no new leases; finishing in-flight requests (signal again to force)");
+            engine.start_draining();
+            tokio::spawn(async {
+                wait_for_signal().await;
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            });
+        }
+    };
+    let server = axum::serve(listener, steadfast_server::router(engine.clone())).with_graceful_shutdown(shutdown);
+    let grace = Duration::from_secs(args.shutdown_timeout_secs);
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result?,
+        () = async { engine.draining().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; exiting");
+        }
+    }
+    duties.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Administrative commands work on an existing data dir only, so a typo in
+/// `--data-dir` does not silently create an empty one.
+pub fn ensure_dir_exists(data_dir: &Path) -> anyhow::Result<()> {
+    if !data_dir.join(DATABASE_FILE).exists() {
+        bail!(
+            "no Steadfast database in {} (start `steadfast serve --data-dir {}` once, or pass --data-dir)",
+            data_dir.display(),
+            data_dir.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Between wire types and core types.
+
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use steadfast_core::lifecycle::{EnqueueRequest, Fingerprint, JobSpec};
+use steadfast_core::{Attempt, AttemptOutcome, Job, JobState, Limits, Timestamp};
+use steadfast_protocol as wire;
+use steadfast_store::JobRecord;
+
+use super::error::ApiError;
+
+/// The fingerprint of everything in a request but its idempotency key, over
+/// a canonical form (object keys sorted), so that a retry that re-serialised
+/// the same payload differently still matches.
+fn fingerprint(request: &wire::EnqueueRequest) -> Result<Fingerprint, ApiError> {
+    let payload: serde_json::Value =
+        serde_json::from_str(request.payload.get()).map_err(|e| ApiError::validation(format!("payload: {e}")))?;
+    let canonical = serde_json::json!({
+        "queue": request.queue,
+        "payload": payload,
+        "max_attempts": request.max_attempts,
+        "timeout_secs": request.timeout_secs,
+        "run_at": request.run_at,
+        "priority": request.priority,
+    });
+    Ok(Sha256::digest(canonical.to_string().as_bytes()).into())
+}
+
+pub fn job_spec(request: wire::EnqueueRequest, limits: &Limits, now: Timestamp) -> Result<JobSpec, ApiError> {
+    let fingerprint = match request.idempotency_key {
+        Some(_) => fingerprint(&request)?,
+        None => [0; 32],
+    };
+    let request = EnqueueRequest {
+        queue: request.queue,
+        payload: request.payload.get().to_owned(),
+        idempotency_key: request.idempotency_key,
+        max_attempts: request.max_attempts,
+        timeout_secs: request.timeout_secs,
+        run_at: request.run_at,
+        priority: request.priority,
+    };
+    Ok(request.validate(limits, fingerprint, now)?)
+}
+
+pub fn raw_json(text: &str) -> Result<wire::Json, ApiError> {
+    RawValue::from_string(text.to_owned()).map_err(|_| {
+        ApiError::from(steadfast_store::StoreError::Corrupt("stored JSON does not parse".into()))
+    })
+}
+
+pub fn state(state: JobState) -> wire::JobState {
+    match state {
+        JobState::Scheduled => wire::JobState::Scheduled,
+        JobState::Queued => wire::JobState::Queued,
+        JobState::Running => wire::JobState::Running,
+        JobState::Succeeded => wire::JobState::Succeeded,
+        JobState::Dead => wire::JobState::Dead,
+        JobState::Cancelled => wire::JobState::Cancelled,
+    }
+}
+
+pub fn state_from_wire(state: wire::JobState) -> JobState {
+    match state {
+        wire::JobState::Scheduled => JobState::Scheduled,
+        wire::JobState::Queued => JobState::Queued,
+        wire::JobState::Running => JobState::Running,
+        wire::JobState::Succeeded => JobState::Succeeded,
+        wire::JobState::Dead => JobState::Dead,
+        wire::JobState::Cancelled => JobState::Cancelled,
+    }
+}
+
+fn outcome(outcome: AttemptOutcome) -> wire::AttemptOutcome {
+    match outcome {
+        AttemptOutcome::Succeeded => wire::AttemptOutcome::Succeeded,
+        AttemptOutcome::Failed => wire::AttemptOutcome::Failed,
+        AttemptOutcome::LeaseExpired => wire::AttemptOutcome::LeaseExpired,
+        AttemptOutcome::TimedOut => wire::AttemptOutcome::TimedOut,
+        AttemptOutcome::Cancelled => wire::AttemptOutcome::Cancelled,
+    }
+}
+
+fn error_info(error: &steadfast_core::AttemptError) -> wire::ErrorInfo {
+    wire::ErrorInfo { message: error.message.clone(), kind: error.kind.clone() }
+}
+
+pub fn job(job: &Job) -> Result<wire::Job, ApiError> {
+    Ok(wire::Job {
+        id: job.id.0,
+        queue: job.queue.to_string(),
+        state: state(job.state),
+        payload: raw_json(&job.payload)?,
+        priority: job.priority,
+        run_at: job.run_at,
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        attempts_left: job.attempts_left(),
+        timeout_secs: job.timeout.as_secs(),
+        idempotency_key: job.idempotency_key.as_ref().map(ToString::to_string),
+        lease: job.lease.as_ref().map(|lease| wire::LeaseInfo {
+            worker_id: lease.worker_id.to_string(),
+            started_at: lease.started_at,
+            expires_at: lease.expires_at,
+            deadline: lease.deadline,
+        }),
+        output: job.output.as_deref().map(raw_json).transpose()?,
+        last_error: job.last_error.as_ref().map(error_info),
+        created_at: job.created_at,
+        updated_at: job.updated_at,
+        finished_at: job.finished_at,
+    })
+}
+
+fn attempt(attempt: &Attempt) -> wire::AttemptInfo {
+    wire::AttemptInfo {
+        attempt: attempt.number,
+        worker_id: attempt.worker_id.to_string(),
+        started_at: attempt.started_at,
+        ended_at: Some(attempt.ended_at),
+        outcome: Some(outcome(attempt.outcome)),
+        error: attempt.error.as_ref().map(error_info),
+    }
+}
+
+pub fn job_detail(record: &JobRecord) -> Result<wire::JobDetail, ApiError> {
+    let mut attempts: Vec<_> = record.attempts.iter().map(attempt).collect();
+    if let Some((number, lease)) = record.job.running_attempt() {
+        attempts.push(wire::AttemptInfo {
+            attempt: number,
+            worker_id: lease.worker_id.to_string(),
+            started_at: lease.started_at,
+            ended_at: None,
+            outcome: None,
+            error: None,
+        });
+    }
+    Ok(wire::JobDetail { job: job(&record.job)?, attempts })
+}
+
+pub fn leased_job(job: &Job) -> Result<wire::LeasedJob, ApiError> {
+    let lease = job.lease.as_ref().ok_or_else(|| {
+        ApiError::from(steadfast_store::StoreError::Corrupt("leased job without a lease".into()))
+    })?;
+    Ok(wire::LeasedJob {
+        id: job.id.0,
+        queue: job.queue.to_string(),
+        payload: raw_json(&job.payload)?,
+        attempt: job.attempt,
+        lease_token: lease.token.clone(),
+        lease_expires_at: lease.expires_at,
+        deadline: lease.deadline,
+    })
+}

@@ -1,0 +1,199 @@
+//! API errors: one table of stable codes and their statuses.
+//!
+//! Every error response is `{"error": {"code", "message"}}`. Codes are a
+//! contract (docs/errors.md); messages are for humans and never carry
+//! internals (storage errors are logged, not returned) or anything about
+//! another tenant.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use steadfast_core::lifecycle::InvalidRequest;
+use steadfast_protocol::{ErrorBody, ErrorDetail};
+use steadfast_store::StoreError;
+
+use crate::engine::AuthError;
+
+/// Every error code the API returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedJson,
+    ValidationFailed,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    LeaseLost,
+    InvalidState,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    IdempotencyKeyReused,
+    BatchTooLarge,
+    Internal,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::MalformedJson,
+        ErrorCode::ValidationFailed,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::RouteNotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::LeaseLost,
+        ErrorCode::InvalidState,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::Internal,
+        ErrorCode::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::RouteNotFound => "route_not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::LeaseLost => "lease_lost",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::BatchTooLarge => "batch_too_large",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::MalformedJson => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound | ErrorCode::RouteNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::LeaseLost | ErrorCode::InvalidState => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::ValidationFailed | ErrorCode::IdempotencyKeyReused | ErrorCode::BatchTooLarge => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into() }
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::new(ErrorCode::NotFound, "no such job")
+    }
+
+    pub fn validation(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::ValidationFailed, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code.as_str().to_owned(), message: self.message } };
+        let mut response = (self.code.status(), Json(body)).into_response();
+        if self.code == ErrorCode::Unauthorized {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::NotFound => ApiError::not_found(),
+            StoreError::LeaseLost => ApiError::new(
+                ErrorCode::LeaseLost,
+                "this lease is no longer held (expired, superseded, or the job was cancelled); drop the work",
+            ),
+            StoreError::InvalidState { state, action } => {
+                ApiError::new(ErrorCode::InvalidState, format!("the job is {state} and cannot {action}"))
+            }
+            StoreError::IdempotencyKeyReused { .. } => ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "idempotency_key: already used for a different request within the dedup window",
+            ),
+            StoreError::AlreadyExists => ApiError::new(ErrorCode::InvalidState, "already exists"),
+            StoreError::Unavailable(detail) => {
+                tracing::error!(%detail, "storage unavailable");
+                ApiError::new(ErrorCode::Unavailable, "storage is unavailable; nothing was changed; retry later")
+            }
+            StoreError::Corrupt(detail) => {
+                tracing::error!(%detail, "storage invariant broken");
+                ApiError::new(ErrorCode::Internal, "internal error; nothing was changed")
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> ApiError {
+        match error {
+            AuthError::Rejected(_) => ApiError::new(ErrorCode::Unauthorized, "missing, unknown or revoked API key"),
+            AuthError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<InvalidRequest> for ApiError {
+    fn from(error: InvalidRequest) -> ApiError {
+        ApiError::validation(error.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        match rejection {
+            JsonRejection::JsonDataError(error) => ApiError::validation(error.body_text()),
+            JsonRejection::JsonSyntaxError(error) => ApiError::new(ErrorCode::MalformedJson, error.body_text()),
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the body as JSON with Content-Type: application/json",
+            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is larger than the server accepts")
+            }
+            other => ApiError::new(ErrorCode::MalformedJson, other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::validation(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(_: PathRejection) -> ApiError {
+        ApiError::not_found()
+    }
+}

@@ -1,0 +1,209 @@
+//! Producers and operators: enqueue, read, list, retry, cancel.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use steadfast_core::{Action, JobId, QueueName};
+use steadfast_protocol as wire;
+use steadfast_store::{JobCursor, JobQuery, StoreError};
+use utoipa::IntoParams;
+
+use super::convert;
+use super::error::{ApiError, ErrorCode};
+use super::extract::{ApiJson, ApiQuery, Caller};
+use crate::Engine;
+
+/// Parses a job id from the path. Anything that is not a UUID names no job.
+pub fn job_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found())
+}
+
+/// Enqueue a job.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs",
+    request_body = wire::EnqueueRequest,
+    responses(
+        (status = 201, description = "Created; durable on disk before this answer", body = wire::Job),
+        (status = 200, description = "Replayed: the idempotency key matched; the original job, with header `Idempotent-Replayed: true`", body = wire::Job),
+        (status = 422, description = "`validation_failed` or `idempotency_key_reused`", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn enqueue(
+    State(engine): State<Engine>,
+    caller: Caller,
+    ApiJson(request): ApiJson<wire::EnqueueRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Action::Enqueue)?;
+    let spec = convert::job_spec(request, engine.limits(), engine.now())?;
+    let enqueued = engine.enqueue(&caller.scope, vec![spec]).await?.remove(0);
+    let body = Json(convert::job(&enqueued.job)?);
+    Ok(if enqueued.replayed {
+        ([(wire::IDEMPOTENT_REPLAYED_HEADER, "true")], body).into_response()
+    } else {
+        (StatusCode::CREATED, body).into_response()
+    })
+}
+
+/// Enqueue several jobs: all are created, or none.
+#[utoipa::path(
+    post, path = "/v1/jobs/batch", tag = "jobs",
+    request_body = wire::BatchEnqueueRequest,
+    responses(
+        (status = 201, description = "Created (some items may be replays)", body = wire::BatchEnqueueResponse),
+        (status = 200, description = "Every item was a replay", body = wire::BatchEnqueueResponse),
+        (status = 422, description = "`validation_failed`, `batch_too_large` or `idempotency_key_reused`; nothing was created", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn enqueue_batch(
+    State(engine): State<Engine>,
+    caller: Caller,
+    ApiJson(request): ApiJson<wire::BatchEnqueueRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Action::Enqueue)?;
+    let limit = engine.limits().max_batch_jobs;
+    if request.jobs.len() > limit {
+        return Err(ApiError::new(
+            ErrorCode::BatchTooLarge,
+            format!("a batch holds at most {limit} jobs, got {}", request.jobs.len()),
+        ));
+    }
+    if request.jobs.is_empty() {
+        return Err(ApiError::validation("jobs: must not be empty"));
+    }
+    let now = engine.now();
+    let specs = request
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(index, job)| {
+            convert::job_spec(job, engine.limits(), now)
+                .map_err(|e| ApiError::new(e.code, format!("jobs[{index}].{}", e.message)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let enqueued = engine.enqueue(&caller.scope, specs).await.map_err(|error| match error {
+        StoreError::IdempotencyKeyReused { index } => {
+            let ApiError { code, message } = ApiError::from(error);
+            ApiError::new(code, format!("jobs[{index}].{message}"))
+        }
+        other => other.into(),
+    })?;
+    let all_replayed = enqueued.iter().all(|e| e.replayed);
+    let jobs = enqueued
+        .iter()
+        .map(|e| Ok(wire::BatchItem { job: convert::job(&e.job)?, replayed: e.replayed }))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let status = if all_replayed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(wire::BatchEnqueueResponse { jobs })).into_response())
+}
+
+/// A job with its full history.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, body = wire::JobDetail),
+        (status = 404, description = "`not_found`: no such job in this tenant", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_job(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<wire::JobDetail>, ApiError> {
+    caller.require(Action::ReadLeasedJob)?;
+    let id = job_id(&id)?;
+    let record = engine.store().job(&caller.scope, id).await?.ok_or_else(ApiError::not_found)?;
+    // Workers see only the jobs they leased; to them the rest do not exist.
+    if !caller.role.allows(Action::ReadAnyJob) && !record.was_leased_by(&caller.key_id) {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(convert::job_detail(&record)?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only jobs of this queue.
+    queue: Option<String>,
+    /// Only jobs in this state.
+    #[param(inline)]
+    state: Option<wire::JobState>,
+    /// Page size (default 50, at most 500).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// List jobs, newest first.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs",
+    params(ListParams),
+    responses((status = 200, body = wire::JobList), (status = 422, body = wire::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_jobs(
+    State(engine): State<Engine>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<wire::JobList>, ApiError> {
+    caller.require(Action::ListJobs)?;
+    let limits = engine.limits();
+    let limit = params.limit.unwrap_or(limits.default_list_limit);
+    if limit == 0 || limit > limits.max_list_limit {
+        return Err(ApiError::validation(format!("limit: must be between 1 and {}", limits.max_list_limit)));
+    }
+    let queue = params
+        .queue
+        .map(QueueName::new)
+        .transpose()
+        .map_err(|e| ApiError::validation(format!("queue: {}", e.problem)))?;
+    let after = params
+        .cursor
+        .map(|c| i64::from_str_radix(&c, 16).map(JobCursor))
+        .transpose()
+        .map_err(|_| ApiError::validation("cursor: not a cursor returned by this API"))?;
+    let query = JobQuery { queue, state: params.state.map(convert::state_from_wire), limit, after };
+    let page = engine.store().list_jobs(&caller.scope, query).await?;
+    Ok(Json(wire::JobList {
+        jobs: page.jobs.iter().map(convert::job).collect::<Result<_, _>>()?,
+        next_cursor: page.next_cursor.map(|JobCursor(seq)| format!("{seq:x}")),
+    }))
+}
+
+/// Operator action: send a dead or cancelled job back to the queue with a fresh attempt budget.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/retry", tag = "operators",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, body = wire::Job),
+        (status = 409, description = "`invalid_state`: only dead or cancelled jobs can be retried", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retry(State(engine): State<Engine>, caller: Caller, Path(id): Path<String>) -> Result<Json<wire::Job>, ApiError> {
+    caller.require(Action::OperatorAction)?;
+    let job = engine.retry(&caller.scope, job_id(&id)?).await?;
+    Ok(Json(convert::job(&job)?))
+}
+
+/// Operator action: cancel a job that has not finished. A running attempt's lease stops working at once.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "operators",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, body = wire::Job),
+        (status = 409, description = "`invalid_state`: the job already finished", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel(State(engine): State<Engine>, caller: Caller, Path(id): Path<String>) -> Result<Json<wire::Job>, ApiError> {
+    caller.require(Action::OperatorAction)?;
+    let job = engine.cancel(&caller.scope, job_id(&id)?).await?;
+    Ok(Json(convert::job(&job)?))
+}

@@ -1,0 +1,132 @@
+//! Workers: lease, heartbeat, complete, fail.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use steadfast_core::lifecycle::Failure;
+use steadfast_core::limits::truncate_utf8;
+use steadfast_core::{Action, AttemptError, QueueName, WorkerId};
+use steadfast_protocol as wire;
+
+use super::convert;
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller};
+use super::jobs::job_id;
+use crate::Engine;
+
+/// Most queues one lease request may name.
+const MAX_LEASE_QUEUES: usize = 32;
+/// Longest error kind kept.
+const MAX_ERROR_KIND_BYTES: usize = 128;
+
+/// Lease jobs, long-polling up to `wait_ms` when none is ready.
+#[utoipa::path(
+    post, path = "/v1/lease", tag = "workers",
+    request_body = wire::LeaseRequest,
+    responses((status = 200, description = "Leased jobs (possibly none)", body = wire::LeaseResponse), (status = 422, body = wire::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn lease(
+    State(engine): State<Engine>,
+    caller: Caller,
+    ApiJson(request): ApiJson<wire::LeaseRequest>,
+) -> Result<Json<wire::LeaseResponse>, ApiError> {
+    caller.require(Action::Lease)?;
+    let limits = engine.limits();
+    if request.queues.is_empty() || request.queues.len() > MAX_LEASE_QUEUES {
+        return Err(ApiError::validation(format!("queues: name between 1 and {MAX_LEASE_QUEUES} queues")));
+    }
+    let mut queues = Vec::with_capacity(request.queues.len());
+    for queue in request.queues {
+        let queue = QueueName::new(queue).map_err(|e| ApiError::validation(format!("queues: {}", e.problem)))?;
+        if !queues.contains(&queue) {
+            queues.push(queue);
+        }
+    }
+    let max_jobs = request.max_jobs.unwrap_or(1);
+    if max_jobs == 0 || max_jobs > limits.max_lease_jobs {
+        return Err(ApiError::validation(format!("max_jobs: must be between 1 and {}", limits.max_lease_jobs)));
+    }
+    let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
+    if wait > limits.max_lease_wait {
+        return Err(ApiError::validation(format!("wait_ms: at most {}", limits.max_lease_wait.as_millis())));
+    }
+    let worker_id = WorkerId::new(request.worker_id).map_err(|e| ApiError::validation(format!("worker_id: {}", e.problem)))?;
+    let jobs = engine.lease(&caller, queues, max_jobs, worker_id, wait).await?;
+    Ok(Json(wire::LeaseResponse { jobs: jobs.iter().map(convert::leased_job).collect::<Result<_, _>>()? }))
+}
+
+/// Extend a lease (never past the attempt's deadline).
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/heartbeat", tag = "workers",
+    params(("id" = String, Path, description = "Job id")),
+    request_body = wire::HeartbeatRequest,
+    responses(
+        (status = 200, body = wire::HeartbeatResponse),
+        (status = 409, description = "`lease_lost`: stop working on this job", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn heartbeat(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<wire::HeartbeatRequest>,
+) -> Result<Json<wire::HeartbeatResponse>, ApiError> {
+    caller.require(Action::ActOnLease)?;
+    let job = engine.heartbeat(&caller.scope, job_id(&id)?, &request.lease_token).await?;
+    let lease = job.lease.as_ref().ok_or_else(|| ApiError::from(steadfast_store::StoreError::LeaseLost))?;
+    Ok(Json(wire::HeartbeatResponse { lease_expires_at: lease.expires_at }))
+}
+
+/// Report success, with an optional JSON output.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/complete", tag = "workers",
+    params(("id" = String, Path, description = "Job id")),
+    request_body = wire::CompleteRequest,
+    responses(
+        (status = 200, body = wire::Job),
+        (status = 409, description = "`lease_lost`: the lease expired or was superseded; nothing changed", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn complete(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<wire::CompleteRequest>,
+) -> Result<Json<wire::Job>, ApiError> {
+    caller.require(Action::ActOnLease)?;
+    let output = request.output.map(|o| o.get().to_owned()).unwrap_or_else(|| "null".to_owned());
+    let job = engine.complete(&caller.scope, job_id(&id)?, &request.lease_token, output).await?;
+    Ok(Json(convert::job(&job)?))
+}
+
+/// Report failure; the retry policy decides what happens next.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/fail", tag = "workers",
+    params(("id" = String, Path, description = "Job id")),
+    request_body = wire::FailRequest,
+    responses(
+        (status = 200, description = "The job after the failure: scheduled for a retry, or dead", body = wire::Job),
+        (status = 409, description = "`lease_lost`", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn fail(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<wire::FailRequest>,
+) -> Result<Json<wire::Job>, ApiError> {
+    caller.require(Action::ActOnLease)?;
+    let wire::ErrorInfo { mut message, mut kind } = request.error;
+    truncate_utf8(&mut message, engine.limits().max_error_message_bytes);
+    if let Some(kind) = kind.as_mut() {
+        truncate_utf8(kind, MAX_ERROR_KIND_BYTES);
+    }
+    let failure = Failure { error: AttemptError { message, kind }, retryable: request.retryable.unwrap_or(true) };
+    let job = engine.fail(&caller.scope, job_id(&id)?, &request.lease_token, failure).await?;
+    Ok(Json(convert::job(&job)?))
+}

@@ -1,0 +1,80 @@
+//! Background duties: promote scheduled jobs whose time has come, expire
+//! lapsed leases, forget idempotency keys past their window.
+//!
+//! The loop asks the store when the next thing is due and sleeps until then
+//! (at most [`MAX_IDLE`]), or until the engine nudges it. Tests with a manual
+//! clock call [`Engine::run_duties_once`] instead.
+
+use std::time::Duration;
+
+use steadfast_store::StoreError;
+
+use super::Engine;
+
+/// Longest sleep between two looks, whatever the store says.
+const MAX_IDLE: Duration = Duration::from_secs(1);
+/// Most jobs one sweep changes in one write.
+const SWEEP_BATCH: usize = 1000;
+/// How often expired idempotency keys are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// What one pass of the duties did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DutyReport {
+    pub promoted: usize,
+    pub expired: usize,
+}
+
+impl Engine {
+    /// One pass: everything due at the clock's now.
+    pub async fn run_duties_once(&self) -> Result<DutyReport, StoreError> {
+        let mut report = DutyReport::default();
+        let store = self.store();
+        loop {
+            let now = self.now();
+            let promoted = store.promote_due(now, SWEEP_BATCH).await?;
+            let expired = store
+                .expire_leases(now, self.inner.config.retry, rand::random(), SWEEP_BATCH)
+                .await?;
+            for (tenant, queue) in promoted.ready_queues.iter().chain(&expired.ready_queues) {
+                self.inner.wakeups.wake(*tenant, queue);
+            }
+            report.promoted += promoted.count;
+            report.expired += expired.count;
+            if !promoted.more && !expired.more {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Runs the duties until the engine drains.
+    pub async fn run_duties(self) {
+        let mut draining = self.inner.draining.subscribe();
+        let mut last_prune = tokio::time::Instant::now();
+        while !*draining.borrow_and_update() {
+            if let Err(error) = self.run_duties_once().await {
+                tracing::warn!(%error, "background duties failed; retrying");
+            }
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = tokio::time::Instant::now();
+                match self.store().prune_idempotency_keys(self.now(), 10_000).await {
+                    Ok(pruned) if pruned > 0 => tracing::debug!(pruned, "pruned expired idempotency keys"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "pruning idempotency keys failed"),
+                }
+            }
+            let sleep = match self.store().next_due().await {
+                Ok(Some(due)) => {
+                    let until = self.now().duration_until(due);
+                    until.try_into().unwrap_or(Duration::ZERO).min(MAX_IDLE)
+                }
+                _ => MAX_IDLE,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.inner.duties_nudge.notified() => {}
+                _ = draining.changed() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The engine: turns authenticated commands into store operations, with the
+//! time from the injected clock and the randomness drawn here, then carries
+//! out what follows a commit (waking long-polling workers, nudging the
+//! background duties).
+
+mod duties;
+mod wakeups;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::select_all;
+use steadfast_core::lifecycle::{Failure, JobSpec};
+use steadfast_core::{ApiKeySecret, Job, JobId, JobState, Limits, QueueName, RetryPolicy, Timestamp, WorkerId};
+use steadfast_store::auth::{self, AuthFailure};
+use steadfast_store::{Enqueued, LeaseRequest, NewJob, Principal, Store, StoreError, TenantScope};
+use tokio::sync::{Notify, watch};
+
+pub use duties::DutyReport;
+use wakeups::Wakeups;
+
+use crate::clock::Clock;
+
+/// Everything tunable about the engine's behaviour.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    pub limits: Limits,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Rejected(#[from] AuthFailure),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    wakeups: Wakeups,
+    /// Nudges the background duties when something may be due sooner than they planned.
+    duties_nudge: Notify,
+    draining: watch::Sender<bool>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                wakeups: Wakeups::default(),
+                duties_nudge: Notify::new(),
+                draining: watch::channel(false).0,
+            }),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.config.limits
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
+    /// Stops handing out leases and ends every long-poll; readiness turns 503.
+    pub fn start_draining(&self) {
+        self.inner.draining.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.inner.draining.borrow()
+    }
+
+    /// Resolves once draining has started.
+    pub async fn draining(&self) {
+        let mut draining = self.inner.draining.subscribe();
+        let _ = draining.wait_for(|draining| *draining).await;
+    }
+
+    /// Resolves the bearer key of a request to its tenant and role.
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthError> {
+        let secret = ApiKeySecret::parse(presented).map_err(|_| AuthFailure)?;
+        let stored = self.inner.store.find_key(secret.key_id()).await?;
+        Ok(auth::authenticate(&secret, stored, self.now())?)
+    }
+
+    pub async fn enqueue(&self, scope: &TenantScope, specs: Vec<JobSpec>) -> Result<Vec<Enqueued>, StoreError> {
+        let jobs = specs.into_iter().map(|spec| NewJob { id: JobId(uuid::Uuid::now_v7()), spec }).collect();
+        let created = self
+            .inner
+            .store
+            .enqueue(scope, jobs, self.limits().dedup_window, self.now())
+            .await?;
+        for enqueued in created.iter().filter(|e| !e.replayed) {
+            self.after_change(&enqueued.job);
+        }
+        Ok(created)
+    }
+
+    /// Leases up to `max_jobs`, waiting up to `wait` for one to become ready.
+    pub async fn lease(
+        &self,
+        principal: &Principal,
+        queues: Vec<QueueName>,
+        max_jobs: u32,
+        worker_id: WorkerId,
+        wait: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let tenant = principal.scope.tenant_id();
+        let mut draining = self.inner.draining.subscribe();
+        let mut wakers: Vec<_> = queues.iter().map(|q| self.inner.wakeups.subscribe(tenant, q)).collect();
+        loop {
+            if *draining.borrow_and_update() {
+                return Ok(Vec::new());
+            }
+            for waker in &mut wakers {
+                waker.borrow_and_update();
+            }
+            let request = LeaseRequest {
+                queues: queues.clone(),
+                max_jobs,
+                worker_id: worker_id.clone(),
+                key_id: principal.key_id.clone(),
+                ttl: self.limits().lease_ttl,
+                token_seed: rand::random(),
+            };
+            let leased = self.inner.store.lease(&principal.scope, request, self.now()).await?;
+            if !leased.is_empty() {
+                return Ok(leased);
+            }
+            let woken = select_all(wakers.iter_mut().map(|w| Box::pin(w.changed())));
+            tokio::select! {
+                _ = woken => {}
+                _ = draining.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    pub async fn heartbeat(&self, scope: &TenantScope, id: JobId, token: &str) -> Result<Job, StoreError> {
+        self.inner.store.heartbeat(scope, id, token, self.limits().lease_ttl, self.now()).await
+    }
+
+    pub async fn complete(&self, scope: &TenantScope, id: JobId, token: &str, output: String) -> Result<Job, StoreError> {
+        self.inner.store.complete(scope, id, token, output, self.now()).await
+    }
+
+    pub async fn fail(&self, scope: &TenantScope, id: JobId, token: &str, failure: Failure) -> Result<Job, StoreError> {
+        let job = self
+            .inner
+            .store
+            .fail(scope, id, token, failure, self.inner.config.retry, rand::random(), self.now())
+            .await?;
+        self.after_change(&job);
+        Ok(job)
+    }
+
+    pub async fn retry(&self, scope: &TenantScope, id: JobId) -> Result<Job, StoreError> {
+        let job = self.inner.store.retry(scope, id, self.now()).await?;
+        self.after_change(&job);
+        Ok(job)
+    }
+
+    pub async fn cancel(&self, scope: &TenantScope, id: JobId) -> Result<Job, StoreError> {
+        self.inner.store.cancel(scope, id, self.now()).await
+    }
+
+    /// What follows a committed change: a ready job wakes its queue's
+    /// waiters; a scheduled one may be due before the duties' next look.
+    fn after_change(&self, job: &Job) {
+        match job.state {
+            JobState::Queued => self.inner.wakeups.wake(job.tenant_id, &job.queue),
+            JobState::Scheduled => self.inner.duties_nudge.notify_one(),
+            _ => {}
+        }
+    }
+}
