@@ -18,7 +18,10 @@ fn store(data: &DataDirArg) -> anyhow::Result<SqliteStore> {
 
 async fn tenant(store: &SqliteStore, name: &str) -> anyhow::Result<Tenant> {
     let name = TenantName::new(name)?;
-    store.tenant_by_name(&name).await?.ok_or_else(|| anyhow!("no tenant named {name:?}"))
+    store
+        .tenant_by_name(&name)
+        .await?
+        .ok_or_else(|| anyhow!("no tenant named {name:?}"))
 }
 
 pub async fn tenant_command(command: TenantCommand) -> anyhow::Result<()> {
@@ -26,9 +29,14 @@ pub async fn tenant_command(command: TenantCommand) -> anyhow::Result<()> {
         TenantCommand::Create { name, data } => {
             let name = TenantName::new(name)?;
             let store = store(&data)?;
-            match store.create_tenant(TenantId(uuid::Uuid::now_v7()), &name, SystemClock.now()).await {
+            match store
+                .create_tenant(TenantId(uuid::Uuid::now_v7()), &name, SystemClock.now())
+                .await
+            {
                 Ok(tenant) => println!("{}", tenant.name),
-                Err(StoreError::AlreadyExists) => return Err(anyhow!("a tenant named {name:?} already exists")),
+                Err(StoreError::AlreadyExists) => {
+                    return Err(anyhow!("a tenant named {name:?} already exists"));
+                }
                 Err(error) => return Err(error.into()),
             }
         }
@@ -52,7 +60,12 @@ fn role(arg: RoleArg) -> Role {
 
 pub async fn key_command(command: KeyCommand) -> anyhow::Result<()> {
     match command {
-        KeyCommand::Create { tenant: name, role: role_arg, name: label, data } => {
+        KeyCommand::Create {
+            tenant: name,
+            role: role_arg,
+            name: label,
+            data,
+        } => {
             let store = store(&data)?;
             let tenant = tenant(&store, &name).await?;
             let secret = ApiKeySecret::from_random(rand_bytes(), rand_bytes());
@@ -62,15 +75,27 @@ pub async fn key_command(command: KeyCommand) -> anyhow::Result<()> {
                 role: role(role_arg),
                 secret_hash: secret.secret_hash(),
             };
-            store.create_key(&auth::local_operator(&tenant), key, SystemClock.now()).await?;
-            eprintln!("created key {} ({} of tenant {}); it is shown only now", secret.key_id(), role(role_arg), tenant.name);
+            store
+                .create_key(&auth::local_operator(&tenant), key, SystemClock.now())
+                .await?;
+            eprintln!(
+                "created key {} ({} of tenant {}); it is shown only now",
+                secret.key_id(),
+                role(role_arg),
+                tenant.name
+            );
             println!("{}", secret.reveal());
         }
         KeyCommand::Revoke { id, data } => {
-            let key_id = KeyId::parse(&id).map_err(|_| anyhow!("{id:?} is not a key id (16 hex digits, the part after sfk_)"))?;
+            let key_id = KeyId::parse(&id)
+                .map_err(|_| anyhow!("{id:?} is not a key id (16 hex digits, the part after sfk_)"))?;
             let store = store(&data)?;
             match store.revoke_key(&key_id, SystemClock.now()).await {
-                Ok(info) => eprintln!("revoked key {} (since {})", info.key_id, info.revoked_at.expect("just revoked")),
+                Ok(info) => eprintln!(
+                    "revoked key {} (since {})",
+                    info.key_id,
+                    info.revoked_at.expect("just revoked")
+                ),
                 Err(StoreError::NotFound) => return Err(anyhow!("no key with id {key_id}")),
                 Err(error) => return Err(error).context("revoking the key"),
             }
@@ -79,7 +104,10 @@ pub async fn key_command(command: KeyCommand) -> anyhow::Result<()> {
             let store = store(&data)?;
             let tenant = tenant(&store, &name).await?;
             for key in store.list_keys(&auth::local_operator(&tenant)).await? {
-                let revoked = key.revoked_at.map(|at| format!("revoked {at}")).unwrap_or_else(|| "active".into());
+                let revoked = key
+                    .revoked_at
+                    .map(|at| format!("revoked {at}"))
+                    .unwrap_or_else(|| "active".into());
                 println!("{}\t{}\t{}\t{}", key.key_id, key.role, revoked, key.name);
             }
         }

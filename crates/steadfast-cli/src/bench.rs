@@ -26,7 +26,10 @@ struct LocalServer {
 
 fn start_local_server() -> anyhow::Result<LocalServer> {
     let data_dir = tempfile::Builder::new().prefix("steadfast-bench-").tempdir()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bench-server").build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bench-server")
+        .build()?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let path = data_dir.path().to_owned();
@@ -35,7 +38,9 @@ fn start_local_server() -> anyhow::Result<LocalServer> {
             let setup = async {
                 let store = open_store(&path)?;
                 let name = TenantName::new("bench").expect("valid");
-                let tenant = store.create_tenant(TenantId(uuid::Uuid::now_v7()), &name, SystemClock.now()).await?;
+                let tenant = store
+                    .create_tenant(TenantId(uuid::Uuid::now_v7()), &name, SystemClock.now())
+                    .await?;
                 let secret = ApiKeySecret::from_random(rand_bytes(), rand_bytes());
                 let key = NewApiKey {
                     key_id: secret.key_id().clone(),
@@ -43,7 +48,9 @@ fn start_local_server() -> anyhow::Result<LocalServer> {
                     role: Role::Admin,
                     secret_hash: secret.secret_hash(),
                 };
-                store.create_key(&auth::local_operator(&tenant), key, SystemClock.now()).await?;
+                store
+                    .create_key(&auth::local_operator(&tenant), key, SystemClock.now())
+                    .await?;
                 let store: Arc<dyn Store> = Arc::new(store);
                 let engine = Engine::new(store, Arc::new(SystemClock), EngineConfig::default());
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -68,13 +75,19 @@ fn start_local_server() -> anyhow::Result<LocalServer> {
         })
     });
     let (url, key) = ready_rx.recv().context("the benchmark server thread died")??;
-    Ok(LocalServer { url, key, _data_dir: data_dir, _stop: stop_tx })
+    Ok(LocalServer {
+        url,
+        key,
+        _data_dir: data_dir,
+        _stop: stop_tx,
+    })
 }
 
 /// About 100 bytes, like the peers' benchmark payload.
 fn payload(i: usize) -> wire::Json {
     let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
-    serde_json::value::to_raw_value(&serde_json::json!({"i": i, "t": now, "pad": "x".repeat(60)})).expect("serialisable")
+    serde_json::value::to_raw_value(&serde_json::json!({"i": i, "t": now, "pad": "x".repeat(60)}))
+        .expect("serialisable")
 }
 
 fn request(queue: &str, i: usize) -> wire::EnqueueRequest {
@@ -108,7 +121,12 @@ fn rate(jobs: usize, elapsed: Duration) -> f64 {
     (jobs as f64 / elapsed.as_secs_f64() * 10.0).round() / 10.0
 }
 
-async fn enqueue_one_by_one(client: &Client, queue: &str, args: &ThroughputArgs, deadline: Instant) -> anyhow::Result<Duration> {
+async fn enqueue_one_by_one(
+    client: &Client,
+    queue: &str,
+    args: &ThroughputArgs,
+    deadline: Instant,
+) -> anyhow::Result<Duration> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut producers = Vec::new();
@@ -133,7 +151,12 @@ async fn enqueue_one_by_one(client: &Client, queue: &str, args: &ThroughputArgs,
     Ok(started.elapsed())
 }
 
-async fn enqueue_batched(client: &Client, queue: &str, args: &ThroughputArgs, deadline: Instant) -> anyhow::Result<Duration> {
+async fn enqueue_batched(
+    client: &Client,
+    queue: &str,
+    args: &ThroughputArgs,
+    deadline: Instant,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut i = 0;
     while i < args.jobs {
@@ -154,7 +177,13 @@ async fn drain(client: &Client, queue: &str, args: &ThroughputArgs, deadline: In
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..args.workers {
-        let (client, queue, done, jobs, lease_batch) = (client.clone(), queue.to_owned(), done.clone(), args.jobs, args.lease_batch);
+        let (client, queue, done, jobs, lease_batch) = (
+            client.clone(),
+            queue.to_owned(),
+            done.clone(),
+            args.jobs,
+            args.lease_batch,
+        );
         workers.push(tokio::spawn(async move {
             let lease = wire::LeaseRequest {
                 queues: vec![queue],
@@ -186,7 +215,10 @@ async fn drain(client: &Client, queue: &str, args: &ThroughputArgs, deadline: In
     let elapsed = started.elapsed();
     let finished = done.load(Ordering::Relaxed);
     if finished < args.jobs {
-        bail!("the benchmark ran out of time: drained {finished} of {} jobs", args.jobs);
+        bail!(
+            "the benchmark ran out of time: drained {finished} of {} jobs",
+            args.jobs
+        );
     }
     Ok(elapsed)
 }
@@ -211,14 +243,26 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
             eprintln!("{line}");
         }
     };
-    say(format!("steadfast bench throughput: {} jobs per phase, {} workers, server {url}", args.jobs, args.workers));
+    say(format!(
+        "steadfast bench throughput: {} jobs per phase, {} workers, server {url}",
+        args.jobs, args.workers
+    ));
 
     let enqueue = enqueue_one_by_one(&client, &queue, &args, deadline).await?;
-    say(format!("  enqueued {} one by one in {:.2}s", args.jobs, enqueue.as_secs_f64()));
+    say(format!(
+        "  enqueued {} one by one in {:.2}s",
+        args.jobs,
+        enqueue.as_secs_f64()
+    ));
     let drain_first = drain(&client, &queue, &args, deadline).await?;
     say(format!("  drained in {:.2}s", drain_first.as_secs_f64()));
     let batched = enqueue_batched(&client, &queue, &args, deadline).await?;
-    say(format!("  enqueued {} in batches of {} in {:.2}s", args.jobs, args.batch_size, batched.as_secs_f64()));
+    say(format!(
+        "  enqueued {} in batches of {} in {:.2}s",
+        args.jobs,
+        args.batch_size,
+        batched.as_secs_f64()
+    ));
     let drain_second = drain(&client, &queue, &args, deadline).await?;
     say(format!("  drained in {:.2}s", drain_second.as_secs_f64()));
 
@@ -237,10 +281,22 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!("| measure | jobs/s |\n|---|---:|");
-        println!("| enqueue, one by one ({} producers) | {:.0} |", args.producers, report.enqueue_jobs_per_sec);
-        println!("| enqueue, batches of {} | {:.0} |", args.batch_size, report.enqueue_batched_jobs_per_sec);
-        println!("| drain ({} workers, lease batch {}) | {:.0} |", args.workers, args.lease_batch, report.drain_jobs_per_sec);
-        println!("| drain after batched enqueue | {:.0} |", report.drain_after_batched_jobs_per_sec);
+        println!(
+            "| enqueue, one by one ({} producers) | {:.0} |",
+            args.producers, report.enqueue_jobs_per_sec
+        );
+        println!(
+            "| enqueue, batches of {} | {:.0} |",
+            args.batch_size, report.enqueue_batched_jobs_per_sec
+        );
+        println!(
+            "| drain ({} workers, lease batch {}) | {:.0} |",
+            args.workers, args.lease_batch, report.drain_jobs_per_sec
+        );
+        println!(
+            "| drain after batched enqueue | {:.0} |",
+            report.drain_after_batched_jobs_per_sec
+        );
     }
     Ok(())
 }

@@ -45,7 +45,9 @@ pub enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
     /// Enqueue a job.
-    #[command(after_help = "Example:\n  steadfast enqueue --queue emails --payload '{\"to\":\"a@example.com\"}' --idempotency-key signup-42")]
+    #[command(
+        after_help = "Example:\n  steadfast enqueue --queue emails --payload '{\"to\":\"a@example.com\"}' --idempotency-key signup-42"
+    )]
     Enqueue(EnqueueArgs),
     /// Inspect and act on jobs.
     #[command(subcommand)]

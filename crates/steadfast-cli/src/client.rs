@@ -42,12 +42,25 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<()> {
 pub async fn job_command(command: JobCommand) -> anyhow::Result<()> {
     match command {
         JobCommand::Get { id, client: args } => print(&client(&args)?.get_job(&id).await?),
-        JobCommand::List { queue, state, limit, cursor, client: args } => {
+        JobCommand::List {
+            queue,
+            state,
+            limit,
+            cursor,
+            client: args,
+        } => {
             let state = state
                 .map(|s| serde_json::from_value(serde_json::Value::String(s)))
                 .transpose()
                 .context("--state must be one of scheduled, queued, running, succeeded, dead, cancelled")?;
-            let page = client(&args)?.list_jobs(&ListJobs { queue, state, limit: Some(limit), cursor }).await?;
+            let page = client(&args)?
+                .list_jobs(&ListJobs {
+                    queue,
+                    state,
+                    limit: Some(limit),
+                    cursor,
+                })
+                .await?;
             for job in &page.jobs {
                 println!("{}", serde_json::to_string(job)?);
             }

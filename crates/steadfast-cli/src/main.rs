@@ -13,7 +13,9 @@ use crate::cli::{BenchCommand, Cli, Command, LogFormat};
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -34,7 +36,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("can start the runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("can start the runtime");
     if let Err(error) = runtime.block_on(run(cli.command)) {
         let code = error.downcast_ref::<serve::Exit>().map_or(1, |exit| exit.code);
         eprintln!("error: {error:#}");

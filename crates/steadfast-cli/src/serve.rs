@@ -64,7 +64,10 @@ impl ServeArgs {
             (self.retry_base_ms == 0, "--retry-base-ms must be positive"),
         ];
         match problems.iter().find(|(bad, _)| *bad) {
-            Some((_, message)) => Err(Exit { code: 78, message: (*message).to_owned() }),
+            Some((_, message)) => Err(Exit {
+                code: 78,
+                message: (*message).to_owned(),
+            }),
             None => Ok(()),
         }
     }
@@ -97,7 +100,9 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
             ),
         }
         .into()),
-        Err(std::fs::TryLockError::Error(error)) => Err(error).with_context(|| format!("cannot lock {}", path.display())),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
 }
 
@@ -113,7 +118,12 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
 /// Writes `contents` to `path` with mode 0600, atomically and durably.
 fn write_secret_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -134,7 +144,11 @@ async fn bootstrap(store: &SqliteStore, data_dir: &Path) -> anyhow::Result<()> {
     let name = TenantName::new("default").expect("valid");
     let tenant = match store.tenant_by_name(&name).await? {
         Some(tenant) => tenant,
-        None => store.create_tenant(TenantId(uuid::Uuid::now_v7()), &name, SystemClock.now()).await?,
+        None => {
+            store
+                .create_tenant(TenantId(uuid::Uuid::now_v7()), &name, SystemClock.now())
+                .await?
+        }
     };
     let secret = ApiKeySecret::from_random(rand_bytes(), rand_bytes());
     let path = data_dir.join(ADMIN_KEY_FILE);
@@ -147,7 +161,9 @@ async fn bootstrap(store: &SqliteStore, data_dir: &Path) -> anyhow::Result<()> {
         role: Role::Admin,
         secret_hash: secret.secret_hash(),
     };
-    store.create_key(&auth::local_operator(&tenant), key, SystemClock.now()).await?;
+    store
+        .create_key(&auth::local_operator(&tenant), key, SystemClock.now())
+        .await?;
     eprintln!(
         "\nCreated tenant `default` and its first admin key (shown once; also saved to {}):\n\n    {}\n\n\
          Try:  curl -H \"Authorization: Bearer $(cat {})\" http://<listen address>/v1/jobs\n",

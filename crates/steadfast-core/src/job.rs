@@ -77,10 +77,7 @@ impl JobState {
 
     /// Finished for good unless an operator retries it.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Dead | JobState::Cancelled
-        )
+        matches!(self, JobState::Succeeded | JobState::Dead | JobState::Cancelled)
     }
 }
 
@@ -219,8 +216,7 @@ pub struct Job {
 impl Job {
     /// Attempts left in the current budget.
     pub fn attempts_left(&self) -> u32 {
-        self.max_attempts
-            .saturating_sub(self.attempt - self.budget_start)
+        self.max_attempts.saturating_sub(self.attempt - self.budget_start)
     }
 
     /// The attempt that is running now, as it will appear in history once it ends.
@@ -232,17 +228,10 @@ impl Job {
     /// debug builds and the property tests call it after every transition.
     pub fn check_invariants(&self) -> Result<(), String> {
         if (self.state == JobState::Running) != self.lease.is_some() {
-            return Err(format!(
-                "state {} with lease {:?}",
-                self.state,
-                self.lease.is_some()
-            ));
+            return Err(format!("state {} with lease {:?}", self.state, self.lease.is_some()));
         }
         if self.state.is_terminal() != self.finished_at.is_some() {
-            return Err(format!(
-                "state {} with finished_at {:?}",
-                self.state, self.finished_at
-            ));
+            return Err(format!("state {} with finished_at {:?}", self.state, self.finished_at));
         }
         if self.attempt < self.budget_start {
             return Err("attempt below budget start".into());
@@ -257,10 +246,10 @@ impl Job {
         if self.state == JobState::Succeeded && self.output.is_none() {
             return Err("succeeded without output".into());
         }
-        if let Some(lease) = &self.lease {
-            if lease.expires_at > lease.deadline {
-                return Err("lease outlives the attempt deadline".into());
-            }
+        if let Some(lease) = &self.lease
+            && lease.expires_at > lease.deadline
+        {
+            return Err("lease outlives the attempt deadline".into());
         }
         Ok(())
     }

@@ -26,10 +26,8 @@ impl KeyId {
 
     /// Parses a key id as printed by `steadfast key create`.
     pub fn parse(value: &str) -> Result<Self, KeyParseError> {
-        let valid = value.len() == KEY_ID_BYTES * 2
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let valid =
+            value.len() == KEY_ID_BYTES * 2 && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if valid {
             Ok(Self(value.to_owned()))
         } else {
@@ -132,11 +130,7 @@ mod tests {
             "sfk_0101010101010101_abc",
             "sk_live_123",
         ] {
-            assert_eq!(
-                ApiKeySecret::parse(bad).unwrap_err(),
-                KeyParseError,
-                "{bad}"
-            );
+            assert_eq!(ApiKeySecret::parse(bad).unwrap_err(), KeyParseError, "{bad}");
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct Limits {
     pub dedup_window: Duration,
     /// Longest stored error message; longer ones are cut at a character boundary.
     pub max_error_message_bytes: usize,
+    /// Deepest nesting of arrays and objects in a payload or output. Deeper
+    /// JSON crashes naive parsers in workers written in other languages.
+    pub max_json_depth: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +61,7 @@ impl Default for Limits {
             max_priority: 100,
             dedup_window: Duration::from_secs(48 * 3600),
             max_error_message_bytes: 4096,
+            max_json_depth: 64,
         }
     }
 }
@@ -73,9 +77,44 @@ pub fn truncate_utf8(text: &mut String, max_bytes: usize) {
     }
 }
 
+/// How deeply arrays and objects nest in `json`, which must be valid JSON.
+/// Counts brackets outside strings in one pass, without recursion.
+pub fn json_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_depth_ignores_brackets_inside_strings() {
+        assert_eq!(json_depth("1"), 0);
+        assert_eq!(json_depth(r#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(json_depth(r#"{"a":"[[[[\"]]"}"#), 1);
+        assert_eq!(json_depth(&format!("{}{}", "[".repeat(100), "]".repeat(100))), 100);
+    }
 
     #[test]
     fn truncation_respects_char_boundaries() {

@@ -83,10 +83,7 @@ mod tests {
     fn only_admin_may_act_as_operator_and_only_workers_and_admins_lease() {
         for role in Role::ALL {
             assert_eq!(role.allows(Action::OperatorAction), role == Role::Admin);
-            assert_eq!(
-                role.allows(Action::Lease),
-                matches!(role, Role::Admin | Role::Worker)
-            );
+            assert_eq!(role.allows(Action::Lease), matches!(role, Role::Admin | Role::Worker));
             assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
         }
         assert!(!Role::Worker.allows(Action::ReadAnyJob));

@@ -144,6 +144,10 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
+    /// Every attempt, oldest first, the running one last without an end.
+    /// Present in `GET /v1/jobs/{id}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<AttemptInfo>>,
 }
 
 /// One attempt in a job's history. The running attempt has no end yet.
@@ -160,14 +164,6 @@ pub struct AttemptInfo {
     pub outcome: Option<AttemptOutcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
-}
-
-/// `GET /v1/jobs/{id}`: the job and every attempt, oldest first.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct JobDetail {
-    #[serde(flatten)]
-    pub job: Job,
-    pub attempts: Vec<AttemptInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

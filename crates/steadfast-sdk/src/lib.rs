@@ -31,7 +31,11 @@ pub use steadfast_protocol as wire;
 pub enum Error {
     /// The server answered with an error body.
     #[error("{status}: {code}: {message}")]
-    Api { status: StatusCode, code: String, message: String },
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
     /// The request did not get an answer (connection refused, reset, timeout):
     /// the outcome is unknown. Retry writes with an idempotency key.
     #[error("transport error: {0}")]
@@ -91,7 +95,11 @@ impl Client {
     /// Like [`Client::new`] with a caller-configured `reqwest::Client`.
     pub fn with_http(base_url: &str, key: &str, http: reqwest::Client) -> Result<Client, Error> {
         let base = reqwest::Url::parse(base_url).map_err(|e| Error::Config(format!("bad URL {base_url:?}: {e}")))?;
-        Ok(Client { base, key: key.to_owned(), http })
+        Ok(Client {
+            base,
+            key: key.to_owned(),
+            http,
+        })
     }
 
     fn url(&self, path: &str) -> Result<reqwest::Url, Error> {
@@ -120,8 +128,16 @@ impl Client {
         } else {
             let text = response.text().await?;
             Err(match serde_json::from_str::<wire::ErrorBody>(&text) {
-                Ok(body) => Error::Api { status, code: body.error.code, message: body.error.message },
-                Err(_) => Error::Api { status, code: "unknown".into(), message: text },
+                Ok(body) => Error::Api {
+                    status,
+                    code: body.error.code,
+                    message: body.error.message,
+                },
+                Err(_) => Error::Api {
+                    status,
+                    code: "unknown".into(),
+                    message: text,
+                },
             })
         }
     }
@@ -134,12 +150,18 @@ impl Client {
         Ok(Enqueued { job, replayed })
     }
 
-    pub async fn enqueue_batch(&self, request: &wire::BatchEnqueueRequest) -> Result<wire::BatchEnqueueResponse, Error> {
+    pub async fn enqueue_batch(
+        &self,
+        request: &wire::BatchEnqueueRequest,
+    ) -> Result<wire::BatchEnqueueResponse, Error> {
         Ok(self.send(Method::POST, "v1/jobs/batch", Some(request), None).await?.0)
     }
 
-    pub async fn get_job(&self, id: &str) -> Result<wire::JobDetail, Error> {
-        Ok(self.send(Method::GET, &format!("v1/jobs/{id}"), None::<&()>, None).await?.0)
+    pub async fn get_job(&self, id: &str) -> Result<wire::Job, Error> {
+        Ok(self
+            .send(Method::GET, &format!("v1/jobs/{id}"), None::<&()>, None)
+            .await?
+            .0)
     }
 
     pub async fn list_jobs(&self, filter: &ListJobs) -> Result<wire::JobList, Error> {
@@ -147,11 +169,17 @@ impl Client {
     }
 
     pub async fn retry(&self, id: &str) -> Result<wire::Job, Error> {
-        Ok(self.send(Method::POST, &format!("v1/jobs/{id}/retry"), None::<&()>, None).await?.0)
+        Ok(self
+            .send(Method::POST, &format!("v1/jobs/{id}/retry"), None::<&()>, None)
+            .await?
+            .0)
     }
 
     pub async fn cancel(&self, id: &str) -> Result<wire::Job, Error> {
-        Ok(self.send(Method::POST, &format!("v1/jobs/{id}/cancel"), None::<&()>, None).await?.0)
+        Ok(self
+            .send(Method::POST, &format!("v1/jobs/{id}/cancel"), None::<&()>, None)
+            .await?
+            .0)
     }
 
     pub async fn lease(&self, request: &wire::LeaseRequest) -> Result<Vec<wire::LeasedJob>, Error> {
@@ -160,17 +188,41 @@ impl Client {
     }
 
     pub async fn heartbeat(&self, id: &str, lease_token: &str) -> Result<wire::HeartbeatResponse, Error> {
-        let body = wire::HeartbeatRequest { lease_token: lease_token.to_owned() };
-        Ok(self.send(Method::POST, &format!("v1/jobs/{id}/heartbeat"), Some(&body), None).await?.0)
+        let body = wire::HeartbeatRequest {
+            lease_token: lease_token.to_owned(),
+        };
+        Ok(self
+            .send(Method::POST, &format!("v1/jobs/{id}/heartbeat"), Some(&body), None)
+            .await?
+            .0)
     }
 
     pub async fn complete(&self, id: &str, lease_token: &str, output: Option<wire::Json>) -> Result<wire::Job, Error> {
-        let body = wire::CompleteRequest { lease_token: lease_token.to_owned(), output };
-        Ok(self.send(Method::POST, &format!("v1/jobs/{id}/complete"), Some(&body), None).await?.0)
+        let body = wire::CompleteRequest {
+            lease_token: lease_token.to_owned(),
+            output,
+        };
+        Ok(self
+            .send(Method::POST, &format!("v1/jobs/{id}/complete"), Some(&body), None)
+            .await?
+            .0)
     }
 
-    pub async fn fail(&self, id: &str, lease_token: &str, error: wire::ErrorInfo, retryable: bool) -> Result<wire::Job, Error> {
-        let body = wire::FailRequest { lease_token: lease_token.to_owned(), error, retryable: Some(retryable) };
-        Ok(self.send(Method::POST, &format!("v1/jobs/{id}/fail"), Some(&body), None).await?.0)
+    pub async fn fail(
+        &self,
+        id: &str,
+        lease_token: &str,
+        error: wire::ErrorInfo,
+        retryable: bool,
+    ) -> Result<wire::Job, Error> {
+        let body = wire::FailRequest {
+            lease_token: lease_token.to_owned(),
+            error,
+            retryable: Some(retryable),
+        };
+        Ok(self
+            .send(Method::POST, &format!("v1/jobs/{id}/fail"), Some(&body), None)
+            .await?
+            .0)
     }
 }

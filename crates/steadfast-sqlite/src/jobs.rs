@@ -4,15 +4,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use steadfast_core::lifecycle::{self, Failure, LeaseGrant, Rejection, Transition};
 use steadfast_core::retry::jitter_sample;
-use steadfast_core::{Job, JobId, RetryPolicy, TenantId, Timestamp};
+use steadfast_core::{Job, JobId, TenantId, Timestamp};
 use steadfast_store::{
-    Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, NewJob, StoreError,
+    Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, NewJob, RetryPlan, StoreError,
     TenantScope,
 };
 
-use crate::rows::{
-    JOB_COLUMNS, attempts_of, insert_attempt, insert_job, job_from_row, load_job, millis, save_job,
-};
+use crate::rows::{JOB_COLUMNS, attempts_of, insert_attempt, insert_job, job_from_row, load_job, millis, save_job};
 use crate::{SqliteStore, sqlite_error};
 
 /// Loads a tenant's job, applies `transition`, and persists the result and
@@ -72,10 +70,7 @@ fn enqueue_in(
                     .parse()
                     .map_err(|_| StoreError::Corrupt(format!("bad job id {job_id}")))?;
                 if let Some(job) = load_job(conn, tenant_id, job_id)? {
-                    created.push(Enqueued {
-                        job,
-                        replayed: true,
-                    });
+                    created.push(Enqueued { job, replayed: true });
                     continue;
                 }
             }
@@ -84,16 +79,19 @@ fn enqueue_in(
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .and_then(|mut upsert| {
-                upsert.execute(params![tenant, key.as_str(), new.id.to_string(), fingerprint.as_slice(), expires_at])
+                upsert.execute(params![
+                    tenant,
+                    key.as_str(),
+                    new.id.to_string(),
+                    fingerprint.as_slice(),
+                    expires_at
+                ])
             })
             .map_err(sqlite_error)?;
         }
         let job = lifecycle::new_job(new.id, tenant_id, new.spec, now);
         insert_job(conn, &job)?;
-        created.push(Enqueued {
-            job,
-            replayed: false,
-        });
+        created.push(Enqueued { job, replayed: false });
     }
     Ok(created)
 }
@@ -160,11 +158,8 @@ fn list_in(conn: &Connection, tenant_id: TenantId, query: JobQuery) -> Result<Jo
     }
     sql.push_str(" ORDER BY seq DESC LIMIT ?5");
     let mut select = conn.prepare_cached(&sql).map_err(sqlite_error)?;
-    let mut bind = |index: usize, value: &dyn rusqlite::ToSql| {
-        select
-            .raw_bind_parameter(index, value)
-            .map_err(sqlite_error)
-    };
+    let mut bind =
+        |index: usize, value: &dyn rusqlite::ToSql| select.raw_bind_parameter(index, value).map_err(sqlite_error);
     bind(1, &tenant_id.to_string())?;
     if let Some(queue) = &query.queue {
         bind(2, &queue.as_str())?;
@@ -227,17 +222,10 @@ impl JobStore for SqliteStore {
 
     async fn list_jobs(&self, scope: &TenantScope, query: JobQuery) -> Result<JobPage, StoreError> {
         let tenant_id = scope.tenant_id();
-        self.readers()
-            .read(move |conn| list_in(conn, tenant_id, query))
-            .await
+        self.readers().read(move |conn| list_in(conn, tenant_id, query)).await
     }
 
-    async fn lease(
-        &self,
-        scope: &TenantScope,
-        request: LeaseRequest,
-        now: Timestamp,
-    ) -> Result<Vec<Job>, StoreError> {
+    async fn lease(&self, scope: &TenantScope, request: LeaseRequest, now: Timestamp) -> Result<Vec<Job>, StoreError> {
         let tenant_id = scope.tenant_id();
         self.writer()
             .write(move |conn| lease_in(conn, tenant_id, request, now))
@@ -272,11 +260,7 @@ impl JobStore for SqliteStore {
     ) -> Result<Job, StoreError> {
         let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
         self.writer()
-            .write(move |conn| {
-                apply(conn, tenant_id, id, |job| {
-                    lifecycle::complete(job, &token, output, now)
-                })
-            })
+            .write(move |conn| apply(conn, tenant_id, id, |job| lifecycle::complete(job, &token, output, now)))
             .await
     }
 
@@ -286,43 +270,28 @@ impl JobStore for SqliteStore {
         id: JobId,
         token: &str,
         failure: Failure,
-        policy: RetryPolicy,
-        jitter_seed: u64,
+        retry: RetryPlan,
         now: Timestamp,
     ) -> Result<Job, StoreError> {
         let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
         self.writer()
             .write(move |conn| {
                 apply(conn, tenant_id, id, |job| {
-                    let sample = jitter_sample(jitter_seed, job.id.0.as_bytes());
-                    lifecycle::fail(job, &token, failure, &policy, sample, now)
+                    let sample = jitter_sample(retry.jitter_seed, job.id.0.as_bytes());
+                    lifecycle::fail(job, &token, failure, &retry.policy, sample, now)
                 })
             })
             .await
     }
 
-    async fn retry(
-        &self,
-        scope: &TenantScope,
-        id: JobId,
-        now: Timestamp,
-    ) -> Result<Job, StoreError> {
+    async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
         let tenant_id = scope.tenant_id();
         self.writer()
-            .write(move |conn| {
-                apply(conn, tenant_id, id, |job| {
-                    lifecycle::retry(job, now).map(unchanged)
-                })
-            })
+            .write(move |conn| apply(conn, tenant_id, id, |job| lifecycle::retry(job, now).map(unchanged)))
             .await
     }
 
-    async fn cancel(
-        &self,
-        scope: &TenantScope,
-        id: JobId,
-        now: Timestamp,
-    ) -> Result<Job, StoreError> {
+    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
         let tenant_id = scope.tenant_id();
         self.writer()
             .write(move |conn| apply(conn, tenant_id, id, |job| lifecycle::cancel(job, now)))

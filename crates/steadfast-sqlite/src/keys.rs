@@ -16,20 +16,14 @@ fn info_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
     Ok(ApiKeyInfo {
         key_id: KeyId::parse(&row.get::<_, String>(0)?).map_err(text_error)?,
         tenant_id: row.get::<_, String>(1)?.parse().map_err(text_error)?,
-        role: row
-            .get::<_, String>(2)?
-            .parse::<Role>()
-            .map_err(text_error)?,
+        role: row.get::<_, String>(2)?.parse::<Role>().map_err(text_error)?,
         name: row.get(3)?,
         created_at: timestamp(row.get(4)?)?,
         revoked_at: optional_timestamp(row.get(5)?)?,
     })
 }
 
-fn info_by_id(
-    conn: &rusqlite::Connection,
-    key_id: &KeyId,
-) -> Result<Option<ApiKeyInfo>, StoreError> {
+fn info_by_id(conn: &rusqlite::Connection, key_id: &KeyId) -> Result<Option<ApiKeyInfo>, StoreError> {
     conn.query_row(
         &format!("SELECT {INFO_COLUMNS} FROM api_keys WHERE key_id = ?1"),
         [key_id.as_str()],
@@ -41,12 +35,7 @@ fn info_by_id(
 
 #[async_trait]
 impl KeyStore for SqliteStore {
-    async fn create_key(
-        &self,
-        scope: &TenantScope,
-        key: NewApiKey,
-        now: Timestamp,
-    ) -> Result<ApiKeyInfo, StoreError> {
+    async fn create_key(&self, scope: &TenantScope, key: NewApiKey, now: Timestamp) -> Result<ApiKeyInfo, StoreError> {
         let info = ApiKeyInfo {
             key_id: key.key_id.clone(),
             tenant_id: scope.tenant_id(),
@@ -72,7 +61,11 @@ impl KeyStore for SqliteStore {
                         ],
                     )
                     .map_err(sqlite_error)?;
-                if inserted == 0 { Err(StoreError::AlreadyExists) } else { Ok(()) }
+                if inserted == 0 {
+                    Err(StoreError::AlreadyExists)
+                } else {
+                    Ok(())
+                }
             })
             .await?;
         Ok(info)
@@ -123,7 +116,9 @@ impl KeyStore for SqliteStore {
         self.readers()
             .read(move |conn| {
                 let mut select = conn
-                    .prepare(&format!("SELECT {INFO_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at, key_id"))
+                    .prepare(&format!(
+                        "SELECT {INFO_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at, key_id"
+                    ))
                     .map_err(sqlite_error)?;
                 let rows = select.query_map([tenant_id], info_from_row).map_err(sqlite_error)?;
                 rows.collect::<Result<_, _>>().map_err(sqlite_error)

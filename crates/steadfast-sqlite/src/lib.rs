@@ -42,24 +42,16 @@ struct Inner {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot open the database at {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("cannot prepare the database at {path}: {source}")]
-    Schema {
-        path: PathBuf,
-        source: schema::SchemaError,
-    },
+    Schema { path: PathBuf, source: schema::SchemaError },
     #[error("cannot start the storage writer: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// Opens a connection with the settings every Steadfast connection uses.
 fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     // Another process (the CLI while a server runs) may hold the write lock briefly.
     conn.busy_timeout(std::time::Duration::from_secs(5))?;

@@ -5,17 +5,10 @@ use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Job, JobState, RetryPolicy, Timestamp};
 use steadfast_store::{Maintenance, StoreError, Swept};
 
-use crate::rows::{
-    JOB_COLUMNS, insert_attempt, job_from_row, millis, optional_timestamp, save_job,
-};
+use crate::rows::{JOB_COLUMNS, insert_attempt, job_from_row, millis, optional_timestamp, save_job};
 use crate::{SqliteStore, sqlite_error};
 
-fn due_jobs(
-    conn: &Connection,
-    sql: &str,
-    now: Timestamp,
-    limit: usize,
-) -> Result<Vec<Job>, StoreError> {
+fn due_jobs(conn: &Connection, sql: &str, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
     let mut select = conn.prepare_cached(sql).map_err(sqlite_error)?;
     let rows = select
         .query_map(params![millis(now), limit as i64], job_from_row)
@@ -41,7 +34,10 @@ impl Maintenance for SqliteStore {
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at LIMIT ?2"
                 );
                 let due = due_jobs(conn, &sql, now, limit)?;
-                let mut swept = Swept { more: due.len() == limit, ..Swept::default() };
+                let mut swept = Swept {
+                    more: due.len() == limit,
+                    ..Swept::default()
+                };
                 for job in due {
                     let job = lifecycle::promote(&job, now)?;
                     save_job(conn, &job)?;
@@ -67,7 +63,10 @@ impl Maintenance for SqliteStore {
                      ORDER BY lease_expires_at LIMIT ?2"
                 );
                 let due = due_jobs(conn, &sql, now, limit)?;
-                let mut swept = Swept { more: due.len() == limit, ..Swept::default() };
+                let mut swept = Swept {
+                    more: due.len() == limit,
+                    ..Swept::default()
+                };
                 for job in due {
                     let sample = jitter_sample(jitter_seed, job.id.0.as_bytes());
                     let transition = lifecycle::expire(&job, &policy, sample, now)?;
@@ -83,11 +82,7 @@ impl Maintenance for SqliteStore {
             .await
     }
 
-    async fn prune_idempotency_keys(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<usize, StoreError> {
+    async fn prune_idempotency_keys(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
         self.writer()
             .write(move |conn| {
                 conn.execute(
@@ -122,10 +117,7 @@ impl Maintenance for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.readers()
-            .read(|conn| {
-                conn.query_row("SELECT 1", [], |_| Ok(()))
-                    .map_err(sqlite_error)
-            })
+            .read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sqlite_error))
             .await
     }
 }

@@ -5,8 +5,7 @@ use std::time::Duration;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use steadfast_core::{
-    Attempt, AttemptError, IdempotencyKey, Job, JobId, KeyId, Lease, QueueName, TenantId,
-    Timestamp, WorkerId,
+    Attempt, AttemptError, IdempotencyKey, Job, JobId, KeyId, Lease, QueueName, TenantId, Timestamp, WorkerId,
 };
 use steadfast_store::StoreError;
 
@@ -20,10 +19,7 @@ pub fn timestamp(millis: i64) -> rusqlite::Result<Timestamp> {
     Timestamp::from_millisecond(millis).map_err(|e| conversion(Type::Integer, e))
 }
 
-fn conversion(
-    kind: Type,
-    error: impl std::error::Error + Send + Sync + 'static,
-) -> rusqlite::Error {
+fn conversion(kind: Type, error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, kind, Box::new(error))
 }
 
@@ -176,11 +172,7 @@ pub fn save_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
 }
 
 /// A tenant's job by id; another tenant's job is simply not found.
-pub fn load_job(
-    conn: &Connection,
-    tenant_id: TenantId,
-    id: steadfast_core::JobId,
-) -> Result<Option<Job>, StoreError> {
+pub fn load_job(conn: &Connection, tenant_id: TenantId, id: steadfast_core::JobId) -> Result<Option<Job>, StoreError> {
     conn.prepare_cached(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND tenant_id = ?2"
     ))
@@ -224,29 +216,26 @@ pub fn attempts_of(conn: &Connection, job: &Job) -> Result<Vec<Attempt>, StoreEr
         )
         .map_err(sqlite_error)?;
     let rows = select
-        .query_map(
-            params![job.id.to_string(), job.tenant_id.to_string()],
-            |row| {
-                let error = row
-                    .get::<_, Option<String>>(6)?
-                    .map(|message| -> rusqlite::Result<_> {
-                        Ok(AttemptError {
-                            message,
-                            kind: row.get(7)?,
-                        })
+        .query_map(params![job.id.to_string(), job.tenant_id.to_string()], |row| {
+            let error = row
+                .get::<_, Option<String>>(6)?
+                .map(|message| -> rusqlite::Result<_> {
+                    Ok(AttemptError {
+                        message,
+                        kind: row.get(7)?,
                     })
-                    .transpose()?;
-                Ok(Attempt {
-                    number: row.get(0)?,
-                    worker_id: parsed(row.get(1)?, WorkerId::new)?,
-                    key_id: parsed(row.get(2)?, |s| KeyId::parse(&s))?,
-                    started_at: timestamp(row.get(3)?)?,
-                    ended_at: timestamp(row.get(4)?)?,
-                    outcome: parsed(row.get(5)?, |s| s.parse())?,
-                    error,
                 })
-            },
-        )
+                .transpose()?;
+            Ok(Attempt {
+                number: row.get(0)?,
+                worker_id: parsed(row.get(1)?, WorkerId::new)?,
+                key_id: parsed(row.get(2)?, |s| KeyId::parse(&s))?,
+                started_at: timestamp(row.get(3)?)?,
+                ended_at: timestamp(row.get(4)?)?,
+                outcome: parsed(row.get(5)?, |s| s.parse())?,
+                error,
+            })
+        })
         .map_err(sqlite_error)?;
     rows.collect::<Result<_, _>>().map_err(sqlite_error)
 }

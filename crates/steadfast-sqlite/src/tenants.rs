@@ -22,12 +22,7 @@ fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
 
 #[async_trait]
 impl TenantStore for SqliteStore {
-    async fn create_tenant(
-        &self,
-        id: TenantId,
-        name: &TenantName,
-        now: Timestamp,
-    ) -> Result<Tenant, StoreError> {
+    async fn create_tenant(&self, id: TenantId, name: &TenantName, now: Timestamp) -> Result<Tenant, StoreError> {
         let tenant = Tenant {
             id,
             name: name.clone(),
@@ -42,7 +37,11 @@ impl TenantStore for SqliteStore {
                         params![row.id.to_string(), row.name.as_str(), millis(row.created_at)],
                     )
                     .map_err(sqlite_error)?;
-                if inserted == 0 { Err(StoreError::AlreadyExists) } else { Ok(()) }
+                if inserted == 0 {
+                    Err(StoreError::AlreadyExists)
+                } else {
+                    Ok(())
+                }
             })
             .await?;
         Ok(tenant)
@@ -69,9 +68,7 @@ impl TenantStore for SqliteStore {
                 let mut select = conn
                     .prepare("SELECT id, name, created_at FROM tenants ORDER BY name")
                     .map_err(sqlite_error)?;
-                let rows = select
-                    .query_map([], tenant_from_row)
-                    .map_err(sqlite_error)?;
+                let rows = select.query_map([], tenant_from_row).map_err(sqlite_error)?;
                 rows.collect::<Result<_, _>>().map_err(sqlite_error)
             })
             .await

@@ -69,8 +69,7 @@ fn in_savepoint<T>(
     conn: &Connection,
     command: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT command")
-        .map_err(sqlite_error)?;
+    conn.execute_batch("SAVEPOINT command").map_err(sqlite_error)?;
     let result = catch_unwind(AssertUnwindSafe(|| command(conn))).unwrap_or_else(|_| {
         Err(StoreError::Corrupt(
             "a storage command panicked; its changes were rolled back".into(),

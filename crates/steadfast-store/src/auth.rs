@@ -61,7 +61,5 @@ pub fn authenticate(
 /// holds the database owner's credentials) already has every tenant's data,
 /// so the CLI's administrative commands and the server's first start use this.
 pub fn local_operator(tenant: &Tenant) -> TenantScope {
-    TenantScope {
-        tenant_id: tenant.id,
-    }
+    TenantScope { tenant_id: tenant.id }
 }

@@ -11,10 +11,7 @@ pub enum StoreError {
     #[error("the lease is no longer held")]
     LeaseLost,
     #[error("job is {state}; cannot {action}")]
-    InvalidState {
-        state: JobState,
-        action: &'static str,
-    },
+    InvalidState { state: JobState, action: &'static str },
     /// The idempotency key of batch item `index` was used, within the dedup
     /// window, for a request with different content.
     #[error("idempotency key reused with a different request (item {index})")]

@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use steadfast_core::lifecycle::{Failure, JobSpec};
-use steadfast_core::{
-    Attempt, Job, JobId, JobState, KeyId, QueueName, RetryPolicy, Timestamp, WorkerId,
-};
+use steadfast_core::{Attempt, Job, JobId, JobState, KeyId, QueueName, RetryPolicy, Timestamp, WorkerId};
 
 use crate::{StoreError, TenantScope};
 
@@ -33,14 +31,8 @@ pub struct JobRecord {
 impl JobRecord {
     /// Whether `key_id` ever held a lease on this job.
     pub fn was_leased_by(&self, key_id: &KeyId) -> bool {
-        self.attempts
-            .iter()
-            .any(|attempt| &attempt.key_id == key_id)
-            || self
-                .job
-                .lease
-                .as_ref()
-                .is_some_and(|lease| &lease.key_id == key_id)
+        self.attempts.iter().any(|attempt| &attempt.key_id == key_id)
+            || self.job.lease.as_ref().is_some_and(|lease| &lease.key_id == key_id)
     }
 }
 
@@ -74,6 +66,13 @@ pub struct LeaseRequest {
     pub token_seed: u64,
 }
 
+/// The retry policy for a failure, with the seed its random backoff is drawn from.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPlan {
+    pub policy: RetryPolicy,
+    pub jitter_seed: u64,
+}
+
 /// Jobs, always within one tenant.
 #[async_trait]
 pub trait JobStore {
@@ -97,12 +96,7 @@ pub trait JobStore {
 
     /// Leases up to `max_jobs` queued jobs from `queues`: highest priority
     /// first, then earliest `run_at`, then first enqueued. Never blocks.
-    async fn lease(
-        &self,
-        scope: &TenantScope,
-        request: LeaseRequest,
-        now: Timestamp,
-    ) -> Result<Vec<Job>, StoreError>;
+    async fn lease(&self, scope: &TenantScope, request: LeaseRequest, now: Timestamp) -> Result<Vec<Job>, StoreError>;
 
     async fn heartbeat(
         &self,
@@ -129,24 +123,13 @@ pub trait JobStore {
         id: JobId,
         token: &str,
         failure: Failure,
-        policy: RetryPolicy,
-        jitter_seed: u64,
+        retry: RetryPlan,
         now: Timestamp,
     ) -> Result<Job, StoreError>;
 
     /// Operator action: a dead or cancelled job goes back to `queued`.
-    async fn retry(
-        &self,
-        scope: &TenantScope,
-        id: JobId,
-        now: Timestamp,
-    ) -> Result<Job, StoreError>;
+    async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError>;
 
     /// Operator action: an unfinished job becomes `cancelled`.
-    async fn cancel(
-        &self,
-        scope: &TenantScope,
-        id: JobId,
-        now: Timestamp,
-    ) -> Result<Job, StoreError>;
+    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError>;
 }

@@ -36,12 +36,7 @@ pub struct ApiKeyInfo {
 
 #[async_trait]
 pub trait KeyStore {
-    async fn create_key(
-        &self,
-        scope: &TenantScope,
-        key: NewApiKey,
-        now: Timestamp,
-    ) -> Result<ApiKeyInfo, StoreError>;
+    async fn create_key(&self, scope: &TenantScope, key: NewApiKey, now: Timestamp) -> Result<ApiKeyInfo, StoreError>;
     /// The lookup behind authentication: by the key's public id, across tenants.
     async fn find_key(&self, key_id: &KeyId) -> Result<Option<StoredKey>, StoreError>;
     /// Revokes a key (a local operator action); revoking twice keeps the first time.

@@ -19,7 +19,7 @@ mod tenants;
 
 pub use auth::{Principal, TenantScope};
 pub use error::StoreError;
-pub use jobs::{Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, NewJob};
+pub use jobs::{Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, NewJob, RetryPlan};
 pub use keys::{ApiKeyInfo, KeyStore, NewApiKey, StoredKey};
 pub use maintenance::{Maintenance, Swept};
 pub use tenants::{Tenant, TenantStore};

@@ -31,11 +31,7 @@ pub trait Maintenance {
     ) -> Result<Swept, StoreError>;
 
     /// Forgets idempotency keys whose dedup window has passed.
-    async fn prune_idempotency_keys(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<usize, StoreError>;
+    async fn prune_idempotency_keys(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;
 
     /// The earliest time a sweep would find work: the next `run_at` of a
     /// scheduled job or the next lease expiry.

@@ -14,12 +14,7 @@ pub struct Tenant {
 #[async_trait]
 pub trait TenantStore {
     /// `AlreadyExists` if the name is taken.
-    async fn create_tenant(
-        &self,
-        id: TenantId,
-        name: &TenantName,
-        now: Timestamp,
-    ) -> Result<Tenant, StoreError>;
+    async fn create_tenant(&self, id: TenantId, name: &TenantName, now: Timestamp) -> Result<Tenant, StoreError>;
     async fn tenant_by_name(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError>;
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
 }

@@ -6,12 +6,7 @@ use crate::{AttemptOutcome, Job, JobState, Timestamp};
 /// Finishes the job with `output` (JSON text). A lapsed or foreign lease
 /// changes nothing: this is the fence that keeps a zombie worker from
 /// overwriting the work of the attempt that replaced it.
-pub fn complete(
-    job: &Job,
-    token: &str,
-    output: String,
-    now: Timestamp,
-) -> Result<Transition, Rejection> {
+pub fn complete(job: &Job, token: &str, output: String, now: Timestamp) -> Result<Transition, Rejection> {
     require_live_lease(job, token, now)?;
     let mut next = job.clone();
     let attempt = end_attempt(&mut next, AttemptOutcome::Succeeded, None, now);

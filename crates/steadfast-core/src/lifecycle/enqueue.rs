@@ -77,12 +77,9 @@ impl EnqueueRequest {
             None => limits.default_max_attempts,
         };
         let timeout = match self.timeout_secs {
-            Some(secs) => Duration::from_secs(in_range(
-                "timeout_secs",
-                secs,
-                1,
-                limits.max_timeout.as_secs() as i64,
-            )? as u64),
+            Some(secs) => {
+                Duration::from_secs(in_range("timeout_secs", secs, 1, limits.max_timeout.as_secs() as i64)? as u64)
+            }
             None => limits.default_timeout,
         };
         let priority = match self.priority {
@@ -95,9 +92,7 @@ impl EnqueueRequest {
             None => 0,
         };
         if let Some(run_at) = self.run_at {
-            let latest = now
-                .checked_add(limits.max_schedule_ahead)
-                .unwrap_or(Timestamp::MAX);
+            let latest = now.checked_add(limits.max_schedule_ahead).unwrap_or(Timestamp::MAX);
             if run_at > latest {
                 return Err(InvalidRequest {
                     field: "run_at",

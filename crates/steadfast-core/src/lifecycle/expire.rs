@@ -7,12 +7,7 @@ use crate::{AttemptError, AttemptOutcome, Job, JobState, RetryPolicy, Timestamp}
 /// Ends an attempt whose lease lapsed at or before `now`. It counts as a
 /// failed attempt (`lease_expired`, or `timed_out` when the attempt reached its
 /// deadline) and goes through the retry policy: a job is never stuck in `running`.
-pub fn expire(
-    job: &Job,
-    policy: &RetryPolicy,
-    jitter_sample: u64,
-    now: Timestamp,
-) -> Result<Transition, Rejection> {
+pub fn expire(job: &Job, policy: &RetryPolicy, jitter_sample: u64, now: Timestamp) -> Result<Transition, Rejection> {
     let lease = match (&job.lease, job.state) {
         (Some(lease), JobState::Running) => lease,
         _ => {

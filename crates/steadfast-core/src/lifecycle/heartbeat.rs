@@ -10,10 +10,7 @@ pub fn heartbeat(job: &Job, token: &str, ttl: Duration, now: Timestamp) -> Resul
     require_live_lease(job, token, now)?;
     let mut next = job.clone();
     let lease = next.lease.as_mut().expect("checked above");
-    lease.expires_at = now
-        .saturating_add(ttl)
-        .expect("ttl is bounded")
-        .min(lease.deadline);
+    lease.expires_at = now.saturating_add(ttl).expect("ttl is bounded").min(lease.deadline);
     next.updated_at = now;
     Ok(next)
 }

@@ -31,10 +31,7 @@ pub fn lease(job: &Job, grant: LeaseGrant, now: Timestamp) -> Result<Job, Reject
     }
     let attempt = job.attempt + 1;
     let deadline = now.saturating_add(job.timeout).expect("timeout is bounded");
-    let expires_at = now
-        .saturating_add(grant.ttl)
-        .expect("ttl is bounded")
-        .min(deadline);
+    let expires_at = now.saturating_add(grant.ttl).expect("ttl is bounded").min(deadline);
     let mut next = job.clone();
     next.state = JobState::Running;
     next.attempt = attempt;

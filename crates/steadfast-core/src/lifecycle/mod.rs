@@ -32,10 +32,7 @@ pub enum Rejection {
     LeaseLost,
     /// The job is not in a state this action applies to.
     #[error("job is {state}; cannot {action}")]
-    InvalidState {
-        state: JobState,
-        action: &'static str,
-    },
+    InvalidState { state: JobState, action: &'static str },
     /// A background duty found nothing due on this job (a race it may ignore).
     #[error("not due")]
     NotDue,
@@ -70,11 +67,7 @@ fn end_attempt(
 /// Holds the running lease named by `token`, still live at `now`.
 fn require_live_lease(job: &Job, token: &str, now: crate::Timestamp) -> Result<(), Rejection> {
     match &job.lease {
-        Some(lease)
-            if job.state == JobState::Running && lease.token == token && now < lease.expires_at =>
-        {
-            Ok(())
-        }
+        Some(lease) if job.state == JobState::Running && lease.token == token && now < lease.expires_at => Ok(()),
         _ => Err(Rejection::LeaseLost),
     }
 }

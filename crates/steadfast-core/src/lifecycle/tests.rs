@@ -6,9 +6,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::{
-    AttemptError, JobId, KeyId, Limits, QueueName, RetryPolicy, TenantId, Timestamp, WorkerId,
-};
+use crate::{AttemptError, JobId, KeyId, Limits, QueueName, RetryPolicy, TenantId, Timestamp, WorkerId};
 
 fn start() -> Timestamp {
     Timestamp::from_second(1_800_000_000).unwrap()
@@ -24,12 +22,7 @@ fn fresh_job(max_attempts: u32, timeout_secs: u64) -> Job {
         run_at: None,
         priority: 0,
     };
-    new_job(
-        JobId(uuid::Uuid::nil()),
-        TenantId(uuid::Uuid::nil()),
-        spec,
-        start(),
-    )
+    new_job(JobId(uuid::Uuid::nil()), TenantId(uuid::Uuid::nil()), spec, start())
 }
 
 fn grant(random: u64) -> LeaseGrant {
@@ -61,8 +54,7 @@ fn command() -> impl Strategy<Value = Command> {
         any::<u64>().prop_map(Command::Lease),
         any::<bool>().prop_map(|stale| Command::Heartbeat { stale }),
         any::<bool>().prop_map(|stale| Command::Complete { stale }),
-        (any::<bool>(), any::<bool>())
-            .prop_map(|(stale, retryable)| Command::Fail { stale, retryable }),
+        (any::<bool>(), any::<bool>()).prop_map(|(stale, retryable)| Command::Fail { stale, retryable }),
         Just(Command::Expire),
         Just(Command::Cancel),
         Just(Command::Retry),
@@ -217,10 +209,7 @@ fn heartbeats_never_extend_past_the_attempt_deadline() {
     let lease_now = job.lease.clone().unwrap();
     let later = start().saturating_add(Duration::from_secs(25)).unwrap();
     let extended = heartbeat(&job, &lease_now.token, Duration::from_secs(30), later).unwrap();
-    assert_eq!(
-        extended.lease.clone().unwrap().expires_at,
-        lease_now.deadline
-    );
+    assert_eq!(extended.lease.clone().unwrap().expires_at, lease_now.deadline);
     let transition = expire(&extended, &RetryPolicy::default(), 0, lease_now.deadline).unwrap();
     assert_eq!(
         transition.ended_attempt.unwrap().outcome,
@@ -244,10 +233,7 @@ fn validation_applies_defaults_and_bounds() {
         ..request.clone()
     };
     assert_eq!(
-        too_many
-            .validate(&limits, [0; 32], start())
-            .unwrap_err()
-            .field,
+        too_many.validate(&limits, [0; 32], start()).unwrap_err().field,
         "max_attempts"
     );
     let bad_queue = EnqueueRequest {
@@ -255,18 +241,12 @@ fn validation_applies_defaults_and_bounds() {
         ..request.clone()
     };
     assert_eq!(
-        bad_queue
-            .validate(&limits, [0; 32], start())
-            .unwrap_err()
-            .field,
+        bad_queue.validate(&limits, [0; 32], start()).unwrap_err().field,
         "queue"
     );
     let far = EnqueueRequest {
         run_at: Some(Timestamp::MAX),
         ..request
     };
-    assert_eq!(
-        far.validate(&limits, [0; 32], start()).unwrap_err().field,
-        "run_at"
-    );
+    assert_eq!(far.validate(&limits, [0; 32], start()).unwrap_err().field, "run_at");
 }

@@ -3,6 +3,7 @@
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use steadfast_core::lifecycle::{EnqueueRequest, Fingerprint, JobSpec};
+use steadfast_core::limits::json_depth;
 use steadfast_core::{Attempt, AttemptOutcome, Job, JobState, Limits, Timestamp};
 use steadfast_protocol as wire;
 use steadfast_store::JobRecord;
@@ -26,7 +27,19 @@ fn fingerprint(request: &wire::EnqueueRequest) -> Result<Fingerprint, ApiError> 
     Ok(Sha256::digest(canonical.to_string().as_bytes()).into())
 }
 
+/// Refuses JSON nested deeper than the limit allows.
+pub fn check_depth(field: &str, json: &RawValue, limits: &Limits) -> Result<(), ApiError> {
+    if json_depth(json.get()) > limits.max_json_depth {
+        return Err(ApiError::validation(format!(
+            "{field}: nested deeper than {} levels",
+            limits.max_json_depth
+        )));
+    }
+    Ok(())
+}
+
 pub fn job_spec(request: wire::EnqueueRequest, limits: &Limits, now: Timestamp) -> Result<JobSpec, ApiError> {
+    check_depth("payload", &request.payload, limits)?;
     let fingerprint = match request.idempotency_key {
         Some(_) => fingerprint(&request)?,
         None => [0; 32],
@@ -45,7 +58,9 @@ pub fn job_spec(request: wire::EnqueueRequest, limits: &Limits, now: Timestamp) 
 
 pub fn raw_json(text: &str) -> Result<wire::Json, ApiError> {
     RawValue::from_string(text.to_owned()).map_err(|_| {
-        ApiError::from(steadfast_store::StoreError::Corrupt("stored JSON does not parse".into()))
+        ApiError::from(steadfast_store::StoreError::Corrupt(
+            "stored JSON does not parse".into(),
+        ))
     })
 }
 
@@ -82,7 +97,10 @@ fn outcome(outcome: AttemptOutcome) -> wire::AttemptOutcome {
 }
 
 fn error_info(error: &steadfast_core::AttemptError) -> wire::ErrorInfo {
-    wire::ErrorInfo { message: error.message.clone(), kind: error.kind.clone() }
+    wire::ErrorInfo {
+        message: error.message.clone(),
+        kind: error.kind.clone(),
+    }
 }
 
 pub fn job(job: &Job) -> Result<wire::Job, ApiError> {
@@ -109,6 +127,7 @@ pub fn job(job: &Job) -> Result<wire::Job, ApiError> {
         created_at: job.created_at,
         updated_at: job.updated_at,
         finished_at: job.finished_at,
+        attempts: None,
     })
 }
 
@@ -123,7 +142,8 @@ fn attempt(attempt: &Attempt) -> wire::AttemptInfo {
     }
 }
 
-pub fn job_detail(record: &JobRecord) -> Result<wire::JobDetail, ApiError> {
+/// A job with its full attempt history.
+pub fn job_detail(record: &JobRecord) -> Result<wire::Job, ApiError> {
     let mut attempts: Vec<_> = record.attempts.iter().map(attempt).collect();
     if let Some((number, lease)) = record.job.running_attempt() {
         attempts.push(wire::AttemptInfo {
@@ -135,12 +155,17 @@ pub fn job_detail(record: &JobRecord) -> Result<wire::JobDetail, ApiError> {
             error: None,
         });
     }
-    Ok(wire::JobDetail { job: job(&record.job)?, attempts })
+    Ok(wire::Job {
+        attempts: Some(attempts),
+        ..job(&record.job)?
+    })
 }
 
 pub fn leased_job(job: &Job) -> Result<wire::LeasedJob, ApiError> {
     let lease = job.lease.as_ref().ok_or_else(|| {
-        ApiError::from(steadfast_store::StoreError::Corrupt("leased job without a lease".into()))
+        ApiError::from(steadfast_store::StoreError::Corrupt(
+            "leased job without a lease".into(),
+        ))
     })?;
     Ok(wire::LeasedJob {
         id: job.id.0,

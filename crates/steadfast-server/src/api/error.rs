@@ -101,7 +101,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into() }
+        ApiError {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn not_found() -> ApiError {
@@ -115,12 +118,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.as_str().to_owned(), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_str().to_owned(),
+                message: self.message,
+            },
+        };
         let mut response = (self.code.status(), Json(body)).into_response();
         if self.code == ErrorCode::Unauthorized {
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -134,9 +143,10 @@ impl From<StoreError> for ApiError {
                 ErrorCode::LeaseLost,
                 "this lease is no longer held (expired, superseded, or the job was cancelled); drop the work",
             ),
-            StoreError::InvalidState { state, action } => {
-                ApiError::new(ErrorCode::InvalidState, format!("the job is {state} and cannot {action}"))
-            }
+            StoreError::InvalidState { state, action } => ApiError::new(
+                ErrorCode::InvalidState,
+                format!("the job is {state} and cannot {action}"),
+            ),
             StoreError::IdempotencyKeyReused { .. } => ApiError::new(
                 ErrorCode::IdempotencyKeyReused,
                 "idempotency_key: already used for a different request within the dedup window",
@@ -144,7 +154,10 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists => ApiError::new(ErrorCode::InvalidState, "already exists"),
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "storage unavailable");
-                ApiError::new(ErrorCode::Unavailable, "storage is unavailable; nothing was changed; retry later")
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "storage is unavailable; nothing was changed; retry later",
+                )
             }
             StoreError::Corrupt(detail) => {
                 tracing::error!(%detail, "storage invariant broken");
@@ -178,9 +191,10 @@ impl From<JsonRejection> for ApiError {
                 ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with Content-Type: application/json",
             ),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is larger than the server accepts")
-            }
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "the request body is larger than the server accepts",
+            ),
             other => ApiError::new(ErrorCode::MalformedJson, other.body_text()),
         }
     }

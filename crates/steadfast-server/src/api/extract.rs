@@ -31,7 +31,10 @@ impl Caller {
         if self.0.role.allows(action) {
             Ok(())
         } else {
-            Err(ApiError::new(ErrorCode::Forbidden, format!("the {} role may not do this", self.0.role)))
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("the {} role may not do this", self.0.role),
+            ))
         }
     }
 }
@@ -62,7 +65,9 @@ impl FromRequestParts<Engine> for Caller {
             Ok(principal) => Ok(Caller(principal)),
             Err(crate::engine::AuthError::Rejected(_)) => {
                 // The key id is public; the secret is never logged.
-                let key_id = steadfast_core::ApiKeySecret::parse(presented).ok().map(|k| k.key_id().to_string());
+                let key_id = steadfast_core::ApiKeySecret::parse(presented)
+                    .ok()
+                    .map(|k| k.key_id().to_string());
                 tracing::warn!(key_id = key_id.as_deref().unwrap_or("-"), "authentication failed");
                 Err(unauthorized())
             }

@@ -8,7 +8,9 @@ use steadfast_protocol::Health;
 use crate::Engine;
 
 fn health(status: &str) -> Json<Health> {
-    Json(Health { status: status.to_owned() })
+    Json(Health {
+        status: status.to_owned(),
+    })
 }
 
 /// Liveness: the process answers. Checks nothing else, so a slow disk never

@@ -84,19 +84,31 @@ pub async fn enqueue_batch(
                 .map_err(|e| ApiError::new(e.code, format!("jobs[{index}].{}", e.message)))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let enqueued = engine.enqueue(&caller.scope, specs).await.map_err(|error| match error {
-        StoreError::IdempotencyKeyReused { index } => {
-            let ApiError { code, message } = ApiError::from(error);
-            ApiError::new(code, format!("jobs[{index}].{message}"))
-        }
-        other => other.into(),
-    })?;
+    let enqueued = engine
+        .enqueue(&caller.scope, specs)
+        .await
+        .map_err(|error| match error {
+            StoreError::IdempotencyKeyReused { index } => {
+                let ApiError { code, message } = ApiError::from(error);
+                ApiError::new(code, format!("jobs[{index}].{message}"))
+            }
+            other => other.into(),
+        })?;
     let all_replayed = enqueued.iter().all(|e| e.replayed);
     let jobs = enqueued
         .iter()
-        .map(|e| Ok(wire::BatchItem { job: convert::job(&e.job)?, replayed: e.replayed }))
+        .map(|e| {
+            Ok(wire::BatchItem {
+                job: convert::job(&e.job)?,
+                replayed: e.replayed,
+            })
+        })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let status = if all_replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if all_replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, Json(wire::BatchEnqueueResponse { jobs })).into_response())
 }
 
@@ -105,7 +117,7 @@ pub async fn enqueue_batch(
     get, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses(
-        (status = 200, body = wire::JobDetail),
+        (status = 200, body = wire::Job),
         (status = 404, description = "`not_found`: no such job in this tenant", body = wire::ErrorBody),
     ),
     security(("bearer" = []))
@@ -114,10 +126,14 @@ pub async fn get_job(
     State(engine): State<Engine>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<wire::JobDetail>, ApiError> {
+) -> Result<Json<wire::Job>, ApiError> {
     caller.require(Action::ReadLeasedJob)?;
     let id = job_id(&id)?;
-    let record = engine.store().job(&caller.scope, id).await?.ok_or_else(ApiError::not_found)?;
+    let record = engine
+        .store()
+        .job(&caller.scope, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     // Workers see only the jobs they leased; to them the rest do not exist.
     if !caller.role.allows(Action::ReadAnyJob) && !record.was_leased_by(&caller.key_id) {
         return Err(ApiError::not_found());
@@ -156,7 +172,10 @@ pub async fn list_jobs(
     let limits = engine.limits();
     let limit = params.limit.unwrap_or(limits.default_list_limit);
     if limit == 0 || limit > limits.max_list_limit {
-        return Err(ApiError::validation(format!("limit: must be between 1 and {}", limits.max_list_limit)));
+        return Err(ApiError::validation(format!(
+            "limit: must be between 1 and {}",
+            limits.max_list_limit
+        )));
     }
     let queue = params
         .queue
@@ -168,7 +187,12 @@ pub async fn list_jobs(
         .map(|c| i64::from_str_radix(&c, 16).map(JobCursor))
         .transpose()
         .map_err(|_| ApiError::validation("cursor: not a cursor returned by this API"))?;
-    let query = JobQuery { queue, state: params.state.map(convert::state_from_wire), limit, after };
+    let query = JobQuery {
+        queue,
+        state: params.state.map(convert::state_from_wire),
+        limit,
+        after,
+    };
     let page = engine.store().list_jobs(&caller.scope, query).await?;
     Ok(Json(wire::JobList {
         jobs: page.jobs.iter().map(convert::job).collect::<Result<_, _>>()?,
@@ -186,7 +210,11 @@ pub async fn list_jobs(
     ),
     security(("bearer" = []))
 )]
-pub async fn retry(State(engine): State<Engine>, caller: Caller, Path(id): Path<String>) -> Result<Json<wire::Job>, ApiError> {
+pub async fn retry(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<wire::Job>, ApiError> {
     caller.require(Action::OperatorAction)?;
     let job = engine.retry(&caller.scope, job_id(&id)?).await?;
     Ok(Json(convert::job(&job)?))
@@ -202,7 +230,11 @@ pub async fn retry(State(engine): State<Engine>, caller: Caller, Path(id): Path<
     ),
     security(("bearer" = []))
 )]
-pub async fn cancel(State(engine): State<Engine>, caller: Caller, Path(id): Path<String>) -> Result<Json<wire::Job>, ApiError> {
+pub async fn cancel(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<wire::Job>, ApiError> {
     caller.require(Action::OperatorAction)?;
     let job = engine.cancel(&caller.scope, job_id(&id)?).await?;
     Ok(Json(convert::job(&job)?))

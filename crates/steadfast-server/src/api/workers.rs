@@ -35,7 +35,9 @@ pub async fn lease(
     caller.require(Action::Lease)?;
     let limits = engine.limits();
     if request.queues.is_empty() || request.queues.len() > MAX_LEASE_QUEUES {
-        return Err(ApiError::validation(format!("queues: name between 1 and {MAX_LEASE_QUEUES} queues")));
+        return Err(ApiError::validation(format!(
+            "queues: name between 1 and {MAX_LEASE_QUEUES} queues"
+        )));
     }
     let mut queues = Vec::with_capacity(request.queues.len());
     for queue in request.queues {
@@ -46,15 +48,24 @@ pub async fn lease(
     }
     let max_jobs = request.max_jobs.unwrap_or(1);
     if max_jobs == 0 || max_jobs > limits.max_lease_jobs {
-        return Err(ApiError::validation(format!("max_jobs: must be between 1 and {}", limits.max_lease_jobs)));
+        return Err(ApiError::validation(format!(
+            "max_jobs: must be between 1 and {}",
+            limits.max_lease_jobs
+        )));
     }
     let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
     if wait > limits.max_lease_wait {
-        return Err(ApiError::validation(format!("wait_ms: at most {}", limits.max_lease_wait.as_millis())));
+        return Err(ApiError::validation(format!(
+            "wait_ms: at most {}",
+            limits.max_lease_wait.as_millis()
+        )));
     }
-    let worker_id = WorkerId::new(request.worker_id).map_err(|e| ApiError::validation(format!("worker_id: {}", e.problem)))?;
+    let worker_id =
+        WorkerId::new(request.worker_id).map_err(|e| ApiError::validation(format!("worker_id: {}", e.problem)))?;
     let jobs = engine.lease(&caller, queues, max_jobs, worker_id, wait).await?;
-    Ok(Json(wire::LeaseResponse { jobs: jobs.iter().map(convert::leased_job).collect::<Result<_, _>>()? }))
+    Ok(Json(wire::LeaseResponse {
+        jobs: jobs.iter().map(convert::leased_job).collect::<Result<_, _>>()?,
+    }))
 }
 
 /// Extend a lease (never past the attempt's deadline).
@@ -75,9 +86,16 @@ pub async fn heartbeat(
     ApiJson(request): ApiJson<wire::HeartbeatRequest>,
 ) -> Result<Json<wire::HeartbeatResponse>, ApiError> {
     caller.require(Action::ActOnLease)?;
-    let job = engine.heartbeat(&caller.scope, job_id(&id)?, &request.lease_token).await?;
-    let lease = job.lease.as_ref().ok_or_else(|| ApiError::from(steadfast_store::StoreError::LeaseLost))?;
-    Ok(Json(wire::HeartbeatResponse { lease_expires_at: lease.expires_at }))
+    let job = engine
+        .heartbeat(&caller.scope, job_id(&id)?, &request.lease_token)
+        .await?;
+    let lease = job
+        .lease
+        .as_ref()
+        .ok_or_else(|| ApiError::from(steadfast_store::StoreError::LeaseLost))?;
+    Ok(Json(wire::HeartbeatResponse {
+        lease_expires_at: lease.expires_at,
+    }))
 }
 
 /// Report success, with an optional JSON output.
@@ -98,8 +116,16 @@ pub async fn complete(
     ApiJson(request): ApiJson<wire::CompleteRequest>,
 ) -> Result<Json<wire::Job>, ApiError> {
     caller.require(Action::ActOnLease)?;
-    let output = request.output.map(|o| o.get().to_owned()).unwrap_or_else(|| "null".to_owned());
-    let job = engine.complete(&caller.scope, job_id(&id)?, &request.lease_token, output).await?;
+    if let Some(output) = &request.output {
+        convert::check_depth("output", output, engine.limits())?;
+    }
+    let output = request
+        .output
+        .map(|o| o.get().to_owned())
+        .unwrap_or_else(|| "null".to_owned());
+    let job = engine
+        .complete(&caller.scope, job_id(&id)?, &request.lease_token, output)
+        .await?;
     Ok(Json(convert::job(&job)?))
 }
 
@@ -126,7 +152,12 @@ pub async fn fail(
     if let Some(kind) = kind.as_mut() {
         truncate_utf8(kind, MAX_ERROR_KIND_BYTES);
     }
-    let failure = Failure { error: AttemptError { message, kind }, retryable: request.retryable.unwrap_or(true) };
-    let job = engine.fail(&caller.scope, job_id(&id)?, &request.lease_token, failure).await?;
+    let failure = Failure {
+        error: AttemptError { message, kind },
+        retryable: request.retryable.unwrap_or(true),
+    };
+    let job = engine
+        .fail(&caller.scope, job_id(&id)?, &request.lease_token, failure)
+        .await?;
     Ok(Json(convert::job(&job)?))
 }

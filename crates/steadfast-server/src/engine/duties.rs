@@ -58,7 +58,9 @@ impl Engine {
             if last_prune.elapsed() >= PRUNE_EVERY {
                 last_prune = tokio::time::Instant::now();
                 match self.store().prune_idempotency_keys(self.now(), 10_000).await {
-                    Ok(pruned) if pruned > 0 => tracing::debug!(pruned, "pruned expired idempotency keys"),
+                    Ok(pruned) if pruned > 0 => {
+                        tracing::debug!(pruned, "pruned expired idempotency keys")
+                    }
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "pruning idempotency keys failed"),
                 }

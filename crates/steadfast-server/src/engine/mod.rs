@@ -13,7 +13,7 @@ use futures::future::select_all;
 use steadfast_core::lifecycle::{Failure, JobSpec};
 use steadfast_core::{ApiKeySecret, Job, JobId, JobState, Limits, QueueName, RetryPolicy, Timestamp, WorkerId};
 use steadfast_store::auth::{self, AuthFailure};
-use steadfast_store::{Enqueued, LeaseRequest, NewJob, Principal, Store, StoreError, TenantScope};
+use steadfast_store::{Enqueued, LeaseRequest, NewJob, Principal, RetryPlan, Store, StoreError, TenantScope};
 use tokio::sync::{Notify, watch};
 
 pub use duties::DutyReport;
@@ -101,7 +101,13 @@ impl Engine {
     }
 
     pub async fn enqueue(&self, scope: &TenantScope, specs: Vec<JobSpec>) -> Result<Vec<Enqueued>, StoreError> {
-        let jobs = specs.into_iter().map(|spec| NewJob { id: JobId(uuid::Uuid::now_v7()), spec }).collect();
+        let jobs = specs
+            .into_iter()
+            .map(|spec| NewJob {
+                id: JobId(uuid::Uuid::now_v7()),
+                spec,
+            })
+            .collect();
         let created = self
             .inner
             .store
@@ -155,10 +161,19 @@ impl Engine {
     }
 
     pub async fn heartbeat(&self, scope: &TenantScope, id: JobId, token: &str) -> Result<Job, StoreError> {
-        self.inner.store.heartbeat(scope, id, token, self.limits().lease_ttl, self.now()).await
+        self.inner
+            .store
+            .heartbeat(scope, id, token, self.limits().lease_ttl, self.now())
+            .await
     }
 
-    pub async fn complete(&self, scope: &TenantScope, id: JobId, token: &str, output: String) -> Result<Job, StoreError> {
+    pub async fn complete(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        output: String,
+    ) -> Result<Job, StoreError> {
         self.inner.store.complete(scope, id, token, output, self.now()).await
     }
 
@@ -166,7 +181,17 @@ impl Engine {
         let job = self
             .inner
             .store
-            .fail(scope, id, token, failure, self.inner.config.retry, rand::random(), self.now())
+            .fail(
+                scope,
+                id,
+                token,
+                failure,
+                RetryPlan {
+                    policy: self.inner.config.retry,
+                    jitter_seed: rand::random(),
+                },
+                self.now(),
+            )
             .await?;
         self.after_change(&job);
         Ok(job)

@@ -20,7 +20,10 @@ pub struct Wakeups {
 impl Wakeups {
     pub fn subscribe(&self, tenant: TenantId, queue: &QueueName) -> watch::Receiver<u64> {
         let mut channels = self.channels.lock().expect("not poisoned");
-        channels.entry((tenant, queue.clone())).or_insert_with(|| watch::channel(0).0).subscribe()
+        channels
+            .entry((tenant, queue.clone()))
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     pub fn wake(&self, tenant: TenantId, queue: &QueueName) {

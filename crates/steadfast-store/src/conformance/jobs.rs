@@ -15,13 +15,7 @@ pub async fn enqueue_then_read_back(store: &impl Store) {
     assert_eq!(record.job, job);
     assert!(record.attempts.is_empty());
     assert_eq!(record.job.payload, r#"{"to":"a@example.com"}"#);
-    assert_eq!(
-        store
-            .job(&scope, JobId(uuid::Uuid::now_v7()))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.job(&scope, JobId(uuid::Uuid::now_v7())).await.unwrap(), None);
 }
 
 pub async fn scheduled_jobs_wait_for_run_at(store: &impl Store) {
@@ -41,26 +35,12 @@ pub async fn scheduled_jobs_wait_for_run_at(store: &impl Store) {
             .unwrap()
             .is_empty()
     );
-    assert!(
-        store
-            .next_due()
-            .await
-            .unwrap()
-            .is_some_and(|due| due <= at(60))
-    );
+    assert!(store.next_due().await.unwrap().is_some_and(|due| due <= at(60)));
 
     let early = store.promote_due(at(59), 100).await.unwrap();
-    assert!(
-        !early
-            .ready_queues
-            .contains(&(scope.tenant_id(), job.queue.clone()))
-    );
+    assert!(!early.ready_queues.contains(&(scope.tenant_id(), job.queue.clone())));
     let swept = store.promote_due(at(60), 100).await.unwrap();
-    assert!(
-        swept
-            .ready_queues
-            .contains(&(scope.tenant_id(), job.queue.clone()))
-    );
+    assert!(swept.ready_queues.contains(&(scope.tenant_id(), job.queue.clone())));
     let leased = store
         .lease(&scope, lease_request(&["reports"], 1, &key), at(60))
         .await
@@ -82,36 +62,18 @@ pub async fn idempotent_enqueue_replays_and_refuses_reuse(store: &impl Store) {
     let (scope, _) = new_tenant(store).await;
     let window = Duration::from_secs(3600);
     let first = store
-        .enqueue(
-            &scope,
-            vec![new_job(keyed("charge-1", "{}", 1))],
-            window,
-            t0(),
-        )
+        .enqueue(&scope, vec![new_job(keyed("charge-1", "{}", 1))], window, t0())
         .await
         .unwrap();
     assert!(!first[0].replayed);
     let again = store
-        .enqueue(
-            &scope,
-            vec![new_job(keyed("charge-1", "{}", 1))],
-            window,
-            at(10),
-        )
+        .enqueue(&scope, vec![new_job(keyed("charge-1", "{}", 1))], window, at(10))
         .await
         .unwrap();
     assert!(again[0].replayed);
-    assert_eq!(
-        again[0].job.id, first[0].job.id,
-        "a replay returns the original job"
-    );
+    assert_eq!(again[0].job.id, first[0].job.id, "a replay returns the original job");
     let reused = store
-        .enqueue(
-            &scope,
-            vec![new_job(keyed("charge-1", "{\"x\":1}", 2))],
-            window,
-            at(10),
-        )
+        .enqueue(&scope, vec![new_job(keyed("charge-1", "{\"x\":1}", 2))], window, at(10))
         .await;
     assert_eq!(reused, Err(StoreError::IdempotencyKeyReused { index: 0 }));
     let all = store
@@ -154,10 +116,7 @@ pub async fn idempotency_keys_expire_after_the_window(store: &impl Store) {
         after[0].job.id, first[0].job.id,
         "after the window the key starts afresh"
     );
-    assert_eq!(
-        store.prune_idempotency_keys(at(250), 1000).await.unwrap() >= 1,
-        true
-    );
+    assert!(store.prune_idempotency_keys(at(250), 1000).await.unwrap() >= 1);
     let fresh = store
         .enqueue(&scope, vec![new_job(keyed("k", "{}", 4))], window, at(251))
         .await
@@ -172,11 +131,7 @@ pub async fn batch_enqueue_is_all_or_nothing(store: &impl Store) {
         .enqueue(&scope, vec![new_job(keyed("taken", "{}", 1))], window, t0())
         .await
         .unwrap();
-    let batch = vec![
-        new_job(spec("a")),
-        new_job(spec("b")),
-        new_job(keyed("taken", "{}", 2)),
-    ];
+    let batch = vec![new_job(spec("a")), new_job(spec("b")), new_job(keyed("taken", "{}", 2))];
     assert_eq!(
         store.enqueue(&scope, batch, window, at(1)).await,
         Err(StoreError::IdempotencyKeyReused { index: 2 })

@@ -4,7 +4,7 @@ use steadfast_core::lifecycle::Failure;
 use steadfast_core::{AttemptError, AttemptOutcome, JobState, RetryPolicy};
 
 use super::*;
-use crate::StoreError;
+use crate::{RetryPlan, StoreError};
 
 pub async fn lease_order_is_priority_then_run_at_then_fifo(store: &impl Store) {
     let (scope, key) = new_tenant(store).await;
@@ -28,25 +28,15 @@ pub async fn lease_order_is_priority_then_run_at_then_fifo(store: &impl Store) {
         .await
         .unwrap();
     let order: Vec<_> = leased.iter().map(|j| j.id).collect();
-    assert_eq!(
-        order,
-        vec![early_high.id, late_high.id, low.id, low_second.id]
-    );
-    assert!(
-        leased
-            .iter()
-            .all(|j| j.state == JobState::Running && j.attempt == 1)
-    );
+    assert_eq!(order, vec![early_high.id, late_high.id, low.id, low_second.id]);
+    assert!(leased.iter().all(|j| j.state == JobState::Running && j.attempt == 1));
     let tokens: HashSet<_> = leased.iter().map(token).collect();
     assert_eq!(tokens.len(), 4, "every lease has its own token");
     let more = store
         .lease(&scope, lease_request(&["work", "other"], 10, &key), at(2))
         .await
         .unwrap();
-    assert_eq!(
-        more.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![other_queue.id]
-    );
+    assert_eq!(more.iter().map(|j| j.id).collect::<Vec<_>>(), vec![other_queue.id]);
 }
 
 pub async fn concurrent_leases_never_share_a_job(store: &(impl Store + Clone)) {
@@ -92,9 +82,7 @@ pub async fn complete_needs_the_current_lease(store: &impl Store) {
         .remove(0);
     let stale = format!("{}x", token(&leased));
     assert_eq!(
-        store
-            .complete(&scope, job.id, &stale, "1".into(), at(2))
-            .await,
+        store.complete(&scope, job.id, &stale, "1".into(), at(2)).await,
         Err(StoreError::LeaseLost)
     );
     assert_eq!(
@@ -104,21 +92,13 @@ pub async fn complete_needs_the_current_lease(store: &impl Store) {
     );
 
     let done = store
-        .complete(
-            &scope,
-            job.id,
-            &token(&leased),
-            r#"{"ok":true}"#.into(),
-            at(3),
-        )
+        .complete(&scope, job.id, &token(&leased), r#"{"ok":true}"#.into(), at(3))
         .await
         .unwrap();
     assert_eq!(done.state, JobState::Succeeded);
     assert_eq!(done.output.as_deref(), Some(r#"{"ok":true}"#));
     assert_eq!(
-        store
-            .complete(&scope, job.id, &token(&leased), "2".into(), at(4))
-            .await,
+        store.complete(&scope, job.id, &token(&leased), "2".into(), at(4)).await,
         Err(StoreError::LeaseLost),
         "completing twice is refused"
     );
@@ -127,20 +107,13 @@ pub async fn complete_needs_the_current_lease(store: &impl Store) {
     assert_eq!(record.attempts.len(), 1);
     let attempt = &record.attempts[0];
     assert_eq!(
-        (
-            attempt.number,
-            attempt.outcome,
-            attempt.started_at,
-            attempt.ended_at
-        ),
+        (attempt.number, attempt.outcome, attempt.started_at, attempt.ended_at),
         (1, AttemptOutcome::Succeeded, at(1), at(3))
     );
     assert!(record.was_leased_by(&key));
     let unknown = JobId(uuid::Uuid::now_v7());
     assert_eq!(
-        store
-            .complete(&scope, unknown, "lt_x", "1".into(), at(4))
-            .await,
+        store.complete(&scope, unknown, "lt_x", "1".into(), at(4)).await,
         Err(StoreError::NotFound)
     );
 }
@@ -177,16 +150,12 @@ pub async fn failures_retry_with_backoff_then_die(store: &impl Store) {
             job.id,
             &token(&first),
             failure("one"),
-            policy,
-            7,
+            RetryPlan { policy, jitter_seed: 7 },
             at(2),
         )
         .await
         .unwrap();
-    assert!(matches!(
-        after_first.state,
-        JobState::Scheduled | JobState::Queued
-    ));
+    assert!(matches!(after_first.state, JobState::Scheduled | JobState::Queued));
     assert!(
         after_first.run_at >= at(2) && after_first.run_at <= at(12),
         "full jitter within the bound"
@@ -205,8 +174,7 @@ pub async fn failures_retry_with_backoff_then_die(store: &impl Store) {
             job.id,
             &token(&second),
             failure("two"),
-            policy,
-            7,
+            RetryPlan { policy, jitter_seed: 7 },
             at(13),
         )
         .await
@@ -218,13 +186,7 @@ pub async fn failures_retry_with_backoff_then_die(store: &impl Store) {
     let history: Vec<_> = record
         .attempts
         .iter()
-        .map(|a| {
-            (
-                a.number,
-                a.outcome,
-                a.error.as_ref().map(|e| e.message.clone()),
-            )
-        })
+        .map(|a| (a.number, a.outcome, a.error.as_ref().map(|e| e.message.clone())))
         .collect();
     assert_eq!(
         history,
@@ -255,13 +217,7 @@ pub async fn expired_leases_are_failed_attempts(store: &impl Store) {
 
     let early = store.expire_leases(at(2), policy, 1, 100).await.unwrap();
     assert_eq!(early.count, 0, "a live lease is not expired");
-    assert!(
-        store
-            .next_due()
-            .await
-            .unwrap()
-            .is_some_and(|due| due <= expiry)
-    );
+    assert!(store.next_due().await.unwrap().is_some_and(|due| due <= expiry));
 
     assert_eq!(
         store
@@ -273,10 +229,7 @@ pub async fn expired_leases_are_failed_attempts(store: &impl Store) {
     let swept = store.expire_leases(expiry, policy, 1, 100).await.unwrap();
     assert_eq!(swept.count, 1);
     let record = store.job(&scope, job.id).await.unwrap().unwrap();
-    assert!(matches!(
-        record.job.state,
-        JobState::Queued | JobState::Scheduled
-    ));
+    assert!(matches!(record.job.state, JobState::Queued | JobState::Scheduled));
     assert_eq!(record.attempts[0].outcome, AttemptOutcome::LeaseExpired);
 
     let later = expiry.saturating_add(Duration::from_secs(2)).unwrap();
@@ -311,24 +264,14 @@ pub async fn heartbeat_extends_the_lease(store: &impl Store) {
         .remove(0);
     let first_expiry = leased.lease.as_ref().unwrap().expires_at;
     let beat = store
-        .heartbeat(
-            &scope,
-            job.id,
-            &token(&leased),
-            Duration::from_secs(30),
-            at(20),
-        )
+        .heartbeat(&scope, job.id, &token(&leased), Duration::from_secs(30), at(20))
         .await
         .unwrap();
     let new_expiry = beat.lease.as_ref().unwrap().expires_at;
     assert!(new_expiry > first_expiry);
     let policy = RetryPolicy::default();
     assert_eq!(
-        store
-            .expire_leases(first_expiry, policy, 1, 100)
-            .await
-            .unwrap()
-            .count,
+        store.expire_leases(first_expiry, policy, 1, 100).await.unwrap().count,
         0
     );
     assert_eq!(
@@ -350,9 +293,7 @@ pub async fn cancel_and_retry_are_operator_actions(store: &impl Store) {
     let cancelled = store.cancel(&scope, job.id, at(2)).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert_eq!(
-        store
-            .complete(&scope, job.id, &token(&leased), "1".into(), at(3))
-            .await,
+        store.complete(&scope, job.id, &token(&leased), "1".into(), at(3)).await,
         Err(StoreError::LeaseLost),
         "cancelling fences the running worker"
     );
@@ -382,8 +323,5 @@ pub async fn cancel_and_retry_are_operator_actions(store: &impl Store) {
     ));
     let record = store.job(&scope, job.id).await.unwrap().unwrap();
     let outcomes: Vec<_> = record.attempts.iter().map(|a| a.outcome).collect();
-    assert_eq!(
-        outcomes,
-        vec![AttemptOutcome::Cancelled, AttemptOutcome::Succeeded]
-    );
+    assert_eq!(outcomes, vec![AttemptOutcome::Cancelled, AttemptOutcome::Succeeded]);
 }

@@ -17,9 +17,7 @@ pub use tenancy::*;
 use std::time::Duration;
 
 use steadfast_core::lifecycle::{EnqueueRequest, JobSpec};
-use steadfast_core::{
-    Job, JobId, KeyId, Limits, QueueName, Role, TenantId, TenantName, Timestamp, WorkerId,
-};
+use steadfast_core::{Job, JobId, KeyId, Limits, QueueName, Role, TenantId, TenantName, Timestamp, WorkerId};
 
 use crate::{LeaseRequest, NewApiKey, NewJob, Store, TenantScope, auth};
 
@@ -73,27 +71,16 @@ pub fn at(seconds_after_t0: u64) -> Timestamp {
 pub async fn new_tenant(store: &impl Store) -> (TenantScope, KeyId) {
     let id = TenantId(uuid::Uuid::now_v7());
     let name = TenantName::new(format!("t-{}", id.0.simple())).expect("valid name");
-    let tenant = store
-        .create_tenant(id, &name, t0())
-        .await
-        .expect("create tenant");
+    let tenant = store.create_tenant(id, &name, t0()).await.expect("create tenant");
     let scope = auth::local_operator(&tenant);
-    let key_id = KeyId::from_random(
-        *uuid::Uuid::now_v7()
-            .as_bytes()
-            .last_chunk::<8>()
-            .expect("16 bytes"),
-    );
+    let key_id = KeyId::from_random(*uuid::Uuid::now_v7().as_bytes().last_chunk::<8>().expect("16 bytes"));
     let key = NewApiKey {
         key_id: key_id.clone(),
         name: "worker".into(),
         role: Role::Worker,
         secret_hash: [0; 32],
     };
-    store
-        .create_key(&scope, key, t0())
-        .await
-        .expect("create key");
+    store.create_key(&scope, key, t0()).await.expect("create key");
     (scope, key_id)
 }
 
@@ -118,19 +105,9 @@ pub fn new_job(spec: JobSpec) -> NewJob {
     }
 }
 
-pub async fn enqueue_one(
-    store: &impl Store,
-    scope: &TenantScope,
-    spec: JobSpec,
-    now: Timestamp,
-) -> Job {
+pub async fn enqueue_one(store: &impl Store, scope: &TenantScope, spec: JobSpec, now: Timestamp) -> Job {
     let mut created = store
-        .enqueue(
-            scope,
-            vec![new_job(spec)],
-            Limits::default().dedup_window,
-            now,
-        )
+        .enqueue(scope, vec![new_job(spec)], Limits::default().dedup_window, now)
         .await
         .expect("enqueue");
     created.remove(0).job
@@ -138,10 +115,7 @@ pub async fn enqueue_one(
 
 pub fn lease_request(queues: &[&str], max_jobs: u32, key_id: &KeyId) -> LeaseRequest {
     LeaseRequest {
-        queues: queues
-            .iter()
-            .map(|q| QueueName::new(*q).expect("valid"))
-            .collect(),
+        queues: queues.iter().map(|q| QueueName::new(*q).expect("valid")).collect(),
         max_jobs,
         worker_id: WorkerId::new("conformance-worker").expect("valid"),
         key_id: key_id.clone(),

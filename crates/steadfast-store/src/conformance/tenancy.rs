@@ -10,15 +10,10 @@ pub async fn tenants_and_keys_round_trip(store: &impl Store) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .create_tenant(TenantId(uuid::Uuid::now_v7()), &name, t0())
-            .await,
+        store.create_tenant(TenantId(uuid::Uuid::now_v7()), &name, t0()).await,
         Err(StoreError::AlreadyExists)
     );
-    assert_eq!(
-        store.tenant_by_name(&name).await.unwrap(),
-        Some(tenant.clone())
-    );
+    assert_eq!(store.tenant_by_name(&name).await.unwrap(), Some(tenant.clone()));
     assert!(store.list_tenants().await.unwrap().contains(&tenant));
 
     let scope = auth::local_operator(&tenant);
@@ -49,10 +44,7 @@ pub async fn tenants_and_keys_round_trip(store: &impl Store) {
 
 pub async fn revoked_keys_no_longer_authenticate(store: &impl Store) {
     let (scope, _) = new_tenant(store).await;
-    let secret = ApiKeySecret::from_random(
-        *uuid::Uuid::now_v7().as_bytes().last_chunk::<8>().unwrap(),
-        [1; 32],
-    );
+    let secret = ApiKeySecret::from_random(*uuid::Uuid::now_v7().as_bytes().last_chunk::<8>().unwrap(), [1; 32]);
     let key = NewApiKey {
         key_id: secret.key_id().clone(),
         name: "k".into(),
@@ -63,18 +55,11 @@ pub async fn revoked_keys_no_longer_authenticate(store: &impl Store) {
     let revoked = store.revoke_key(secret.key_id(), at(10)).await.unwrap();
     assert_eq!(revoked.revoked_at, Some(at(10)));
     let again = store.revoke_key(secret.key_id(), at(20)).await.unwrap();
-    assert_eq!(
-        again.revoked_at,
-        Some(at(10)),
-        "the first revocation time is kept"
-    );
+    assert_eq!(again.revoked_at, Some(at(10)), "the first revocation time is kept");
     let stored = store.find_key(secret.key_id()).await.unwrap();
     assert!(auth::authenticate(&secret, stored, at(11)).is_err());
     let unknown = KeyId::from_random([0xee; 8]);
-    assert_eq!(
-        store.revoke_key(&unknown, at(1)).await,
-        Err(StoreError::NotFound)
-    );
+    assert_eq!(store.revoke_key(&unknown, at(1)).await, Err(StoreError::NotFound));
     assert_eq!(store.find_key(&unknown).await.unwrap(), None);
 }
 
@@ -106,19 +91,13 @@ pub async fn tenants_never_see_each_other(store: &impl Store) {
         )
         .await
         .unwrap();
-    assert_eq!(
-        listed.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![job_b.id]
-    );
+    assert_eq!(listed.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![job_b.id]);
 
     let leased_by_b = store
         .lease(&b, lease_request(&["shared"], 10, &b_key), t0())
         .await
         .unwrap();
-    assert_eq!(
-        leased_by_b.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![job_b.id]
-    );
+    assert_eq!(leased_by_b.iter().map(|j| j.id).collect::<Vec<_>>(), vec![job_b.id]);
     let leased_by_a = store
         .lease(&a, lease_request(&["shared"], 10, &a_key), t0())
         .await
@@ -127,9 +106,7 @@ pub async fn tenants_never_see_each_other(store: &impl Store) {
 
     let not_found = Err(StoreError::NotFound);
     assert_eq!(
-        store
-            .complete(&b, job_a.id, &token_a, "1".into(), at(1))
-            .await,
+        store.complete(&b, job_a.id, &token_a, "1".into(), at(1)).await,
         not_found
     );
     assert_eq!(

@@ -1,0 +1,166 @@
+//! A real server on a loopback port, over a real SQLite file in a temp dir,
+//! with a manual clock the test moves.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::Value;
+use steadfast_core::{ApiKeySecret, Role, TenantId, TenantName, Timestamp};
+use steadfast_server::{Engine, EngineConfig, ManualClock};
+use steadfast_sqlite::SqliteStore;
+use steadfast_store::{KeyStore, NewApiKey, Store, TenantStore, auth};
+
+pub struct TestServer {
+    pub url: String,
+    pub clock: Arc<ManualClock>,
+    pub engine: Engine,
+    pub store: SqliteStore,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+pub fn t0() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).unwrap()
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(EngineConfig::default()).await
+    }
+
+    pub async fn start_with(config: EngineConfig) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("steadfast.db")).unwrap();
+        let clock = Arc::new(ManualClock::new(t0()));
+        let shared: Arc<dyn Store> = Arc::new(store.clone());
+        let engine = Engine::new(shared, clock.clone(), config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = steadfast_server::router(engine.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        TestServer {
+            url,
+            clock,
+            engine,
+            store,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// A new key for `tenant` (created on first use) with `role`.
+    pub async fn key(&self, tenant: &str, role: Role) -> String {
+        let name = TenantName::new(tenant).unwrap();
+        let tenant = match self.store.tenant_by_name(&name).await.unwrap() {
+            Some(tenant) => tenant,
+            None => self
+                .store
+                .create_tenant(TenantId(uuid::Uuid::now_v7()), &name, t0())
+                .await
+                .unwrap(),
+        };
+        let secret = ApiKeySecret::from_random(rand::random(), rand::random());
+        let key = NewApiKey {
+            key_id: secret.key_id().clone(),
+            name: format!("{role}"),
+            role,
+            secret_hash: secret.secret_hash(),
+        };
+        self.store
+            .create_key(&auth::local_operator(&tenant), key, t0())
+            .await
+            .unwrap();
+        secret.reveal()
+    }
+
+    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Response {
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        Response {
+            status: response.status(),
+            headers: response.headers().clone(),
+            text: response.text().await.unwrap(),
+        }
+    }
+
+    pub async fn raw(&self, path: &str, key: &str, content_type: Option<&str>, body: Vec<u8>) -> Response {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        Response {
+            status: response.status(),
+            headers: response.headers().clone(),
+            text: response.text().await.unwrap(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Response {
+        self.call(Method::POST, path, Some(key), Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Response {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn enqueue(&self, key: &str, body: Value) -> Value {
+        let response = self.post("/v1/jobs", key, body).await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+        response.json()
+    }
+
+    /// Leases one job from `queue`; panics if none is ready.
+    pub async fn lease_one(&self, key: &str, queue: &str, worker: &str) -> Value {
+        let response = self
+            .post(
+                "/v1/lease",
+                key,
+                serde_json::json!({"queues": [queue], "worker_id": worker}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+        let jobs = response.json()["jobs"].as_array().unwrap().clone();
+        assert_eq!(jobs.len(), 1, "expected one leased job: {}", response.text);
+        jobs[0].clone()
+    }
+
+    pub async fn job_count(&self, key: &str) -> usize {
+        let response = self.get("/v1/jobs?limit=500", key).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+        response.json()["jobs"].as_array().unwrap().len()
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
