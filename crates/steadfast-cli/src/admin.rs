@@ -9,7 +9,7 @@ use steadfast_sqlite::SqliteStore;
 use steadfast_store::{KeyStore, NewApiKey, StoreError, Tenant, TenantStore, auth};
 
 use crate::cli::{DataDirArg, KeyCommand, RoleArg, TenantCommand};
-use crate::serve::{ensure_dir_exists, open_store, rand_bytes};
+use crate::serve::{ensure_dir_exists, open_store};
 
 fn store(data: &DataDirArg) -> anyhow::Result<SqliteStore> {
     ensure_dir_exists(&data.data_dir)?;
@@ -49,6 +49,18 @@ pub async fn tenant_command(command: TenantCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fresh random key: the secret to show once, and what storage keeps.
+pub fn generate_key(role: Role, name: &str) -> (ApiKeySecret, NewApiKey) {
+    let secret = ApiKeySecret::from_random(rand::random(), rand::random());
+    let key = NewApiKey {
+        key_id: secret.key_id().clone(),
+        name: name.to_owned(),
+        role,
+        secret_hash: secret.secret_hash(),
+    };
+    (secret, key)
+}
+
 fn role(arg: RoleArg) -> Role {
     match arg {
         RoleArg::Admin => Role::Admin,
@@ -68,13 +80,7 @@ pub async fn key_command(command: KeyCommand) -> anyhow::Result<()> {
         } => {
             let store = store(&data)?;
             let tenant = tenant(&store, &name).await?;
-            let secret = ApiKeySecret::from_random(rand_bytes(), rand_bytes());
-            let key = NewApiKey {
-                key_id: secret.key_id().clone(),
-                name: label,
-                role: role(role_arg),
-                secret_hash: secret.secret_hash(),
-            };
+            let (secret, key) = generate_key(role(role_arg), &label);
             store
                 .create_key(&auth::local_operator(&tenant), key, SystemClock.now())
                 .await?;

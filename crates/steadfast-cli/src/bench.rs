@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde::Serialize;
-use steadfast_core::{ApiKeySecret, Role, TenantId, TenantName};
+use steadfast_core::{Role, TenantId, TenantName};
 use steadfast_sdk::{Client, wire};
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
-use steadfast_store::{KeyStore, NewApiKey, Store, TenantStore, auth};
+use steadfast_store::{KeyStore, Store, TenantStore, auth};
 
+use crate::admin::generate_key;
 use crate::cli::ThroughputArgs;
-use crate::serve::{open_store, rand_bytes};
+use crate::serve::open_store;
 
 /// A server on a fresh temporary data dir, on its own runtime thread.
 struct LocalServer {
@@ -41,13 +42,7 @@ fn start_local_server() -> anyhow::Result<LocalServer> {
                 let tenant = store
                     .create_tenant(TenantId(uuid::Uuid::now_v7()), &name, SystemClock.now())
                     .await?;
-                let secret = ApiKeySecret::from_random(rand_bytes(), rand_bytes());
-                let key = NewApiKey {
-                    key_id: secret.key_id().clone(),
-                    name: "bench".into(),
-                    role: Role::Admin,
-                    secret_hash: secret.secret_hash(),
-                };
+                let (secret, key) = generate_key(Role::Admin, "bench");
                 store
                     .create_key(&auth::local_operator(&tenant), key, SystemClock.now())
                     .await?;

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use steadfast_core::{ApiKeySecret, Limits, RetryPolicy, Role, TenantId, TenantName};
+use steadfast_core::{Limits, RetryPolicy, Role, TenantId, TenantName};
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
 use steadfast_sqlite::SqliteStore;
-use steadfast_store::{KeyStore, NewApiKey, Store, TenantStore, auth};
+use steadfast_store::{KeyStore, Store, TenantStore, auth};
 use tokio::net::TcpListener;
 
+use crate::admin::generate_key;
 use crate::cli::ServeArgs;
 
 pub const DATABASE_FILE: &str = "steadfast.db";
@@ -73,14 +74,19 @@ impl ServeArgs {
     }
 }
 
-/// Creates the data dir if needed and takes its lock, which the OS releases
-/// when the process exits, however it exits.
-pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+/// Creates the data dir (private to its owner) if it does not exist.
+fn create_data_dir(data_dir: &Path) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(data_dir)
-        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))
+}
+
+/// Creates the data dir if needed and takes its lock, which the OS releases
+/// when the process exits, however it exits.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    create_data_dir(data_dir)?;
     let path = data_dir.join(LOCK_FILE);
     let lock = OpenOptions::new()
         .create(true)
@@ -107,11 +113,7 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
 }
 
 pub fn open_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(data_dir)
-        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    create_data_dir(data_dir)?;
     Ok(SqliteStore::open(&data_dir.join(DATABASE_FILE))?)
 }
 
@@ -150,17 +152,18 @@ async fn bootstrap(store: &SqliteStore, data_dir: &Path) -> anyhow::Result<()> {
                 .await?
         }
     };
-    let secret = ApiKeySecret::from_random(rand_bytes(), rand_bytes());
+    let (secret, key) = generate_key(Role::Admin, "bootstrap admin");
     let path = data_dir.join(ADMIN_KEY_FILE);
     // The file first: if we crash before the key is stored, the next start
     // finds no key and writes a fresh one over it.
-    write_secret_file(&path, &format!("{}\n", secret.reveal()))?;
-    let key = NewApiKey {
-        key_id: secret.key_id().clone(),
-        name: "bootstrap admin".into(),
-        role: Role::Admin,
-        secret_hash: secret.secret_hash(),
-    };
+    write_secret_file(
+        &path,
+        &format!(
+            "{}
+",
+            secret.reveal()
+        ),
+    )?;
     store
         .create_key(&auth::local_operator(&tenant), key, SystemClock.now())
         .await?;
@@ -172,10 +175,6 @@ async fn bootstrap(store: &SqliteStore, data_dir: &Path) -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
-}
-
-pub fn rand_bytes<const N: usize>() -> [u8; N] {
-    rand::random()
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {

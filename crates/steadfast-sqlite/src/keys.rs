@@ -3,7 +3,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use steadfast_core::{KeyId, Role, Timestamp};
 use steadfast_store::{ApiKeyInfo, KeyStore, NewApiKey, StoreError, StoredKey, TenantScope};
 
-use crate::rows::{millis, optional_timestamp, timestamp};
+use crate::rows::{millis, optional_timestamp, query_all, timestamp};
 use crate::{SqliteStore, sqlite_error};
 
 const INFO_COLUMNS: &str = "key_id, tenant_id, role, name, created_at, revoked_at";
@@ -115,13 +115,9 @@ impl KeyStore for SqliteStore {
         let tenant_id = scope.tenant_id().to_string();
         self.readers()
             .read(move |conn| {
-                let mut select = conn
-                    .prepare(&format!(
-                        "SELECT {INFO_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at, key_id"
-                    ))
-                    .map_err(sqlite_error)?;
-                let rows = select.query_map([tenant_id], info_from_row).map_err(sqlite_error)?;
-                rows.collect::<Result<_, _>>().map_err(sqlite_error)
+                let sql =
+                    format!("SELECT {INFO_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at, key_id");
+                query_all(conn, &sql, [tenant_id], info_from_row)
             })
             .await
     }

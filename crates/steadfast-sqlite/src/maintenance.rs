@@ -5,17 +5,12 @@ use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Job, JobState, RetryPolicy, Timestamp};
 use steadfast_store::{Maintenance, StoreError, Swept};
 
-use crate::rows::{JOB_COLUMNS, insert_attempt, job_from_row, millis, optional_timestamp, save_job};
+use crate::rows::{JOB_COLUMNS, insert_attempt, job_from_row, millis, optional_timestamp, query_all, save_job};
 use crate::{SqliteStore, sqlite_error};
 
 fn due_jobs(conn: &Connection, sql: &str, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
-    let mut select = conn.prepare_cached(sql).map_err(sqlite_error)?;
-    let rows = select
-        .query_map(params![millis(now), limit as i64], job_from_row)
-        .map_err(sqlite_error)?;
-    rows.map(|row| row.map(|(_, job)| job))
-        .collect::<Result<_, _>>()
-        .map_err(sqlite_error)
+    let rows = query_all(conn, sql, params![millis(now), limit as i64], job_from_row)?;
+    Ok(rows.into_iter().map(|(_, job)| job).collect())
 }
 
 fn note_ready(swept: &mut Swept, job: &Job) {

@@ -11,6 +11,18 @@ use steadfast_store::StoreError;
 
 use crate::sqlite_error;
 
+/// Runs a cached query and maps every row.
+pub fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut select = conn.prepare_cached(sql).map_err(sqlite_error)?;
+    let rows = select.query_map(params, map).map_err(sqlite_error)?;
+    rows.collect::<Result<_, _>>().map_err(sqlite_error)
+}
+
 pub fn millis(at: Timestamp) -> i64 {
     at.as_millisecond()
 }

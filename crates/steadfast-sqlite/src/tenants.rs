@@ -3,7 +3,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use steadfast_core::{TenantId, TenantName, Timestamp};
 use steadfast_store::{StoreError, Tenant, TenantStore};
 
-use crate::rows::{millis, timestamp};
+use crate::rows::{millis, query_all, timestamp};
 use crate::{SqliteStore, sqlite_error};
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
@@ -65,11 +65,12 @@ impl TenantStore for SqliteStore {
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         self.readers()
             .read(|conn| {
-                let mut select = conn
-                    .prepare("SELECT id, name, created_at FROM tenants ORDER BY name")
-                    .map_err(sqlite_error)?;
-                let rows = select.query_map([], tenant_from_row).map_err(sqlite_error)?;
-                rows.collect::<Result<_, _>>().map_err(sqlite_error)
+                query_all(
+                    conn,
+                    "SELECT id, name, created_at FROM tenants ORDER BY name",
+                    [],
+                    tenant_from_row,
+                )
             })
             .await
     }
