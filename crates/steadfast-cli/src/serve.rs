@@ -137,7 +137,7 @@ fn write_secret_file(path: &Path, contents: &str) -> anyhow::Result<()> {
 
 /// On a store without any key, creates tenant `default` (if missing) and an
 /// admin key, saves it to `admin.key` and prints it once.
-async fn bootstrap(store: &SqliteStore, data_dir: &Path) -> anyhow::Result<()> {
+async fn bootstrap(store: &SqliteStore, data_dir: &Path, address: std::net::SocketAddr) -> anyhow::Result<()> {
     for tenant in store.list_tenants().await? {
         if !store.list_keys(&auth::local_operator(&tenant)).await?.is_empty() {
             return Ok(());
@@ -169,7 +169,7 @@ async fn bootstrap(store: &SqliteStore, data_dir: &Path) -> anyhow::Result<()> {
         .await?;
     eprintln!(
         "\nCreated tenant `default` and its first admin key (shown once; also saved to {}):\n\n    {}\n\n\
-         Try:  curl -H \"Authorization: Bearer $(cat {})\" http://<listen address>/v1/jobs\n",
+         Try:  curl -H \"Authorization: Bearer $(cat {})\" http://{address}/v1/jobs\n",
         path.display(),
         secret.reveal(),
         path.display()
@@ -182,15 +182,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir: PathBuf = args.data.data_dir.clone();
     let _lock = lock_data_dir(&data_dir)?;
     let store = open_store(&data_dir)?;
-    bootstrap(&store, &data_dir).await?;
-
-    let store: Arc<dyn Store> = Arc::new(store);
-    let engine = Engine::new(store, Arc::new(SystemClock), args.engine_config());
     let listener = TcpListener::bind(args.listen).await.map_err(|error| Exit {
         code: 1,
         message: format!("cannot listen on {}: {error}", args.listen),
     })?;
     let address = listener.local_addr()?;
+    bootstrap(&store, &data_dir, address).await?;
+
+    let store: Arc<dyn Store> = Arc::new(store);
+    let engine = Engine::new(store, Arc::new(SystemClock), args.engine_config());
     tracing::info!(%address, data_dir = %data_dir.display(), "steadfast is ready");
 
     let duties = tokio::spawn(engine.clone().run_duties());
