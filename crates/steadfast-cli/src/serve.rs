@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use steadfast_core::{Limits, RetryPolicy, Role, TenantId, TenantName};
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
 use steadfast_sqlite::SqliteStore;
-use steadfast_store::{KeyStore, Store, TenantStore, auth};
+use steadfast_store::{KeyStore, Store, TenantStore, WorkflowLimits, auth};
 use tokio::net::TcpListener;
 
 use crate::admin::generate_key;
@@ -45,7 +45,11 @@ impl ServeArgs {
             base: Duration::from_millis(self.retry_base_ms),
             cap: Duration::from_secs(self.retry_cap_secs),
         };
-        EngineConfig { limits, retry }
+        EngineConfig {
+            limits,
+            retry,
+            workflow: WorkflowLimits::default(),
+        }
     }
 
     fn validate(&self) -> Result<(), Exit> {

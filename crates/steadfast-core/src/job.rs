@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::{IdempotencyKey, KeyId, QueueName, Timestamp, WorkerId};
+use crate::{IdempotencyKey, KeyId, QueueName, SignalName, StepName, Timestamp, WorkerId};
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -48,6 +48,9 @@ pub enum JobState {
     Queued,
     /// Leased by a worker; exactly then does the job have a [`Lease`].
     Running,
+    /// Parked by its workflow until a time or a signal; exactly then does the
+    /// job have a [`Wait`]. Holds no lease and costs no worker.
+    Waiting,
     Succeeded,
     /// Out of attempts, or failed with `retryable: false`. History is kept.
     Dead,
@@ -55,10 +58,11 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Scheduled,
         JobState::Queued,
         JobState::Running,
+        JobState::Waiting,
         JobState::Succeeded,
         JobState::Dead,
         JobState::Cancelled,
@@ -69,6 +73,7 @@ impl JobState {
             JobState::Scheduled => "scheduled",
             JobState::Queued => "queued",
             JobState::Running => "running",
+            JobState::Waiting => "waiting",
             JobState::Succeeded => "succeeded",
             JobState::Dead => "dead",
             JobState::Cancelled => "cancelled",
@@ -128,15 +133,19 @@ pub enum AttemptOutcome {
     TimedOut,
     /// An operator cancelled the job while this attempt ran.
     Cancelled,
+    /// The workflow parked the job to wait for a time or a signal. Not a
+    /// failure: it does not count against `max_attempts`.
+    Suspended,
 }
 
 impl AttemptOutcome {
-    pub const ALL: [AttemptOutcome; 5] = [
+    pub const ALL: [AttemptOutcome; 6] = [
         AttemptOutcome::Succeeded,
         AttemptOutcome::Failed,
         AttemptOutcome::LeaseExpired,
         AttemptOutcome::TimedOut,
         AttemptOutcome::Cancelled,
+        AttemptOutcome::Suspended,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -146,6 +155,7 @@ impl AttemptOutcome {
             AttemptOutcome::LeaseExpired => "lease_expired",
             AttemptOutcome::TimedOut => "timed_out",
             AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Suspended => "suspended",
         }
     }
 }
@@ -181,6 +191,42 @@ pub struct Attempt {
     pub error: Option<AttemptError>,
 }
 
+/// What a waiting job waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitFor {
+    /// A durable timer: wake at this time.
+    Until(Timestamp),
+    /// A named signal, or the deadline, whichever comes first.
+    Signal {
+        name: SignalName,
+        deadline: Option<Timestamp>,
+    },
+}
+
+/// A parked workflow: the step that waits, and for what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    pub step: StepName,
+    pub wait_for: WaitFor,
+}
+
+impl Wait {
+    /// When the duties must wake the job if nothing else does.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        match &self.wait_for {
+            WaitFor::Until(at) => Some(*at),
+            WaitFor::Signal { deadline, .. } => *deadline,
+        }
+    }
+}
+
+/// The job and step that enqueued a child job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentLink {
+    pub job_id: JobId,
+    pub step: StepName,
+}
+
 /// A job as the core sees it: everything a transition needs, nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
@@ -196,15 +242,20 @@ pub struct Job {
     pub run_at: Timestamp,
     /// Attempts started so far.
     pub attempt: u32,
-    /// `attempt` when the current attempt budget began: 0, or its value when
-    /// an operator last retried the job. Each budget allows `max_attempts`.
-    pub budget_start: u32,
+    /// Attempts that do not count against `max_attempts`: those before an
+    /// operator's retry (which grants a fresh budget), and those that ended
+    /// by suspending the workflow.
+    pub uncounted_attempts: u32,
     pub max_attempts: u32,
     /// Each attempt's deadline, measured from its start.
     pub timeout: Duration,
     pub idempotency_key: Option<IdempotencyKey>,
     /// Present exactly while `state` is `Running`.
     pub lease: Option<Lease>,
+    /// Present exactly while `state` is `Waiting`.
+    pub wait: Option<Wait>,
+    /// Set when a workflow step enqueued this job.
+    pub parent: Option<ParentLink>,
     pub output: Option<String>,
     pub last_error: Option<AttemptError>,
     pub created_at: Timestamp,
@@ -216,7 +267,7 @@ pub struct Job {
 impl Job {
     /// Attempts left in the current budget.
     pub fn attempts_left(&self) -> u32 {
-        self.max_attempts.saturating_sub(self.attempt - self.budget_start)
+        self.max_attempts.saturating_sub(self.attempt - self.uncounted_attempts)
     }
 
     /// The attempt that is running now, as it will appear in history once it ends.
@@ -230,16 +281,19 @@ impl Job {
         if (self.state == JobState::Running) != self.lease.is_some() {
             return Err(format!("state {} with lease {:?}", self.state, self.lease.is_some()));
         }
+        if (self.state == JobState::Waiting) != self.wait.is_some() {
+            return Err(format!("state {} with wait {:?}", self.state, self.wait.is_some()));
+        }
         if self.state.is_terminal() != self.finished_at.is_some() {
             return Err(format!("state {} with finished_at {:?}", self.state, self.finished_at));
         }
-        if self.attempt < self.budget_start {
+        if self.attempt < self.uncounted_attempts {
             return Err("attempt below budget start".into());
         }
-        if self.attempt - self.budget_start > self.max_attempts {
+        if self.attempt - self.uncounted_attempts > self.max_attempts {
             return Err(format!(
                 "{} attempts in a budget of {}",
-                self.attempt - self.budget_start,
+                self.attempt - self.uncounted_attempts,
                 self.max_attempts
             ));
         }

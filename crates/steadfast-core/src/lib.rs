@@ -14,13 +14,17 @@ pub mod limits;
 pub mod names;
 pub mod retry;
 pub mod role;
+mod step;
 
-pub use job::{Attempt, AttemptError, AttemptOutcome, Job, JobId, JobState, Lease, TenantId};
+pub use job::{
+    Attempt, AttemptError, AttemptOutcome, Job, JobId, JobState, Lease, ParentLink, TenantId, Wait, WaitFor,
+};
 pub use keys::{ApiKeySecret, KeyId, KeyParseError};
 pub use limits::Limits;
-pub use names::{IdempotencyKey, InvalidName, QueueName, TenantName, WorkerId};
+pub use names::{IdempotencyKey, InvalidName, QueueName, SignalName, StepName, TenantName, WorkerId};
 pub use retry::RetryPolicy;
 pub use role::{Action, Role};
+pub use step::{Signal, Step, StepState, step_key};
 
 /// A point in time. The core only ever receives it; it never asks for one.
 pub type Timestamp = jiff::Timestamp;

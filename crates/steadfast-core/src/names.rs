@@ -96,6 +96,14 @@ name_type!(
     WorkerId, "worker_id", 128, |c: char| c.is_ascii_graphic(), "printable ASCII without spaces"
 );
 name_type!(
+    /// A workflow step's name, unique within its job: 1–128 bytes of ASCII letters, digits and `-_.:`.
+    StepName, "step name", 128, identifier_char, "ASCII letters, digits and -_.:"
+);
+name_type!(
+    /// A signal's name: 1–128 bytes of ASCII letters, digits and `-_.:`.
+    SignalName, "signal name", 128, identifier_char, "ASCII letters, digits and -_.:"
+);
+name_type!(
     /// A producer-chosen idempotency key: 1–255 printable ASCII bytes.
     IdempotencyKey, "idempotency_key", 255, |c: char| c.is_ascii_graphic(), "printable ASCII without spaces"
 );

@@ -28,6 +28,8 @@ pub enum Action {
     Lease,
     /// Heartbeat, complete, fail: acting on a lease this key holds.
     ActOnLease,
+    /// Deliver a signal to a job (an approval, an external event).
+    Signal,
     OperatorAction,
 }
 
@@ -38,7 +40,7 @@ impl Role {
         use Action::*;
         match self {
             Role::Admin => true,
-            Role::Producer => matches!(action, Enqueue | ReadAnyJob | ReadLeasedJob | ListJobs),
+            Role::Producer => matches!(action, Enqueue | ReadAnyJob | ReadLeasedJob | ListJobs | Signal),
             Role::Worker => matches!(action, Lease | ActOnLease | ReadLeasedJob),
             Role::Reader => matches!(action, ReadAnyJob | ReadLeasedJob | ListJobs),
         }

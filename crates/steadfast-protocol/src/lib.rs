@@ -26,6 +26,7 @@ pub enum JobState {
     Scheduled,
     Queued,
     Running,
+    Waiting,
     Succeeded,
     Dead,
     Cancelled,
@@ -39,6 +40,20 @@ pub enum AttemptOutcome {
     LeaseExpired,
     TimedOut,
     Cancelled,
+    Suspended,
+}
+
+/// What is known about a workflow step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Checkpointed; its output is final.
+    Completed,
+    /// Started by the running attempt.
+    Started,
+    /// Started by an attempt that ended before the checkpoint: the side effect
+    /// may or may not have happened; reconcile before acting again.
+    Uncertain,
 }
 
 /// `POST /v1/jobs`, and each item of a batch.
@@ -144,10 +159,88 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
+    /// What a `waiting` job waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitInfo>,
+    /// The job whose step enqueued this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentInfo>,
     /// Every attempt, oldest first, the running one last without an end.
     /// Present in `GET /v1/jobs/{id}` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptInfo>>,
+    /// Workflow steps in the order they were first recorded. `GET /v1/jobs/{id}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepInfo>>,
+    /// Signals delivered, oldest first. `GET /v1/jobs/{id}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<Vec<SignalInfo>>,
+    /// Jobs enqueued by this job's steps. `GET /v1/jobs/{id}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children: Option<Vec<ChildInfo>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WaitInfo {
+    /// The step that waits.
+    pub step: String,
+    /// The awaited signal; absent for a sleep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// When a sleep ends, or when a signal wait times out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub until: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ParentInfo {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    pub step: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChildInfo {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    pub queue: String,
+    pub state: JobState,
+    /// The parent's step that enqueued it.
+    pub step: String,
+}
+
+/// A workflow step.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepInfo {
+    pub name: String,
+    pub state: StepState,
+    /// The attempt that completed the step, or last started it.
+    pub attempt: u32,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub completed_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Json>,
+    /// Stable across attempts: `<job id>/<step name>`. Hand it to downstream
+    /// APIs that honour idempotency keys.
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SignalInfo {
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub payload: Json,
+    #[schema(value_type = String, format = DateTime)]
+    pub received_at: Timestamp,
+    /// When a wait consumed it; absent while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub consumed_at: Option<Timestamp>,
 }
 
 /// One attempt in a job's history. The running attempt has no end yet.
@@ -207,6 +300,30 @@ pub struct LeasedJob {
     /// The attempt's hard deadline.
     #[schema(value_type = String, format = DateTime)]
     pub deadline: Timestamp,
+    /// Completed steps (name → output): replay these instead of running them again.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub steps: std::collections::BTreeMap<String, Json>,
+    /// Steps an earlier attempt started but never checkpointed (name → that
+    /// attempt): their side effects may or may not have happened.
+    #[serde(default)]
+    pub uncertain_steps: std::collections::BTreeMap<String, UncertainStep>,
+}
+
+/// The attempt that started a step and ended before its checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UncertainStep {
+    pub attempt: u32,
+    pub worker_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+    /// When that attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub attempt_ended_at: Option<Timestamp>,
+    /// How that attempt ended (`lease_expired`, `timed_out`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_outcome: Option<AttemptOutcome>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -268,4 +385,83 @@ pub struct ErrorDetail {
 pub struct Health {
     /// `ok`, or why the server is not ready (`draining`, `storage_unavailable`).
     pub status: String,
+}
+
+/// `POST /v1/jobs/{id}/steps/{name}/start`: mark a step started before its side effect.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartStepRequest {
+    pub lease_token: String,
+}
+
+/// `PUT /v1/jobs/{id}/steps/{name}`: checkpoint a step's result.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointRequest {
+    pub lease_token: String,
+    /// Any JSON value; `null` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Json>,
+}
+
+/// `POST /v1/jobs/{id}/wait`: park the job in step `step` until a time or a
+/// signal. Give exactly one of `sleep_ms`, `until` or `signal`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitRequest {
+    pub lease_token: String,
+    /// The waiting step's name; its output records how the wait ended.
+    pub step: String,
+    /// Sleep this long, measured by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_ms: Option<u64>,
+    /// Sleep until this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub until: Option<Timestamp>,
+    /// Wait for this signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// With `signal`: give up after this long (the step then ends `timed_out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WaitResponse {
+    /// `true`: the attempt ended and the job is `waiting`; stop working on it.
+    /// `false`: the step is complete (`step.output` says how the wait ended); carry on.
+    pub suspended: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepInfo>,
+}
+
+/// `POST /v1/jobs/{id}/signals/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRequest {
+    /// Any JSON value; handed to the waiting step. `null` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Json>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SignalResponse {
+    /// The job was waiting for this signal and is queued again; otherwise the
+    /// signal is kept for the job's next wait on this name.
+    pub woke: bool,
+    pub job: Job,
+}
+
+/// `POST /v1/jobs/{id}/children`: enqueue a child job from a step, once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnRequest {
+    pub lease_token: String,
+    /// The parent's step; one child per (parent, step), whatever the attempt.
+    pub step: String,
+    /// The child. Its `idempotency_key` is derived from the parent and step.
+    pub job: EnqueueRequest,
 }

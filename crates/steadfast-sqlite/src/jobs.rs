@@ -4,13 +4,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use steadfast_core::lifecycle::{self, Failure, LeaseGrant, Rejection, Transition};
 use steadfast_core::retry::jitter_sample;
-use steadfast_core::{Job, JobId, TenantId, Timestamp};
+use steadfast_core::{Job, JobId, StepState, TenantId, Timestamp};
 use steadfast_store::{
-    Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, NewJob, RetryPlan, StoreError,
-    TenantScope,
+    Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
+    StoreError, TenantScope,
 };
 
 use crate::rows::{JOB_COLUMNS, attempts_of, insert_attempt, insert_job, job_from_row, load_job, millis, save_job};
+use crate::workflows::{children_of, signals_of, steps_of};
 use crate::{SqliteStore, sqlite_error};
 
 /// Loads a tenant's job, applies `transition`, and persists the result and
@@ -101,7 +102,7 @@ fn lease_in(
     tenant_id: TenantId,
     request: LeaseRequest,
     now: Timestamp,
-) -> Result<Vec<Job>, StoreError> {
+) -> Result<Vec<LeasedJob>, StoreError> {
     let tenant = tenant_id.to_string();
     let limit = i64::from(request.max_jobs);
     // Read the head of each queue from the ready index, then merge: with one
@@ -140,9 +141,40 @@ fn lease_in(
         };
         let job = lifecycle::lease(&job, grant, now)?;
         save_job(conn, &job)?;
-        leased.push(job);
+        leased.push(resumable(conn, job)?);
     }
     Ok(leased)
+}
+
+/// A leased job with the steps its workflow resumes from. A first attempt
+/// has no steps yet, so the common case costs no query.
+fn resumable(conn: &Connection, job: Job) -> Result<LeasedJob, StoreError> {
+    if job.attempt <= 1 {
+        return Ok(LeasedJob {
+            job,
+            steps: Vec::new(),
+            uncertain_attempts: Vec::new(),
+        });
+    }
+    let steps = steps_of(conn, &job)?;
+    let uncertain: Vec<u32> = steps
+        .iter()
+        .filter(|step| step.state(&job) == StepState::Uncertain)
+        .map(|step| step.attempt)
+        .collect();
+    let uncertain_attempts = if uncertain.is_empty() {
+        Vec::new()
+    } else {
+        attempts_of(conn, &job)?
+            .into_iter()
+            .filter(|attempt| uncertain.contains(&attempt.number))
+            .collect()
+    };
+    Ok(LeasedJob {
+        job,
+        steps,
+        uncertain_attempts,
+    })
 }
 
 fn list_in(conn: &Connection, tenant_id: TenantId, query: JobQuery) -> Result<JobPage, StoreError> {
@@ -214,8 +246,13 @@ impl JobStore for SqliteStore {
                 let Some(job) = load_job(conn, tenant_id, id)? else {
                     return Ok(None);
                 };
-                let attempts = attempts_of(conn, &job)?;
-                Ok(Some(JobRecord { job, attempts }))
+                Ok(Some(JobRecord {
+                    attempts: attempts_of(conn, &job)?,
+                    steps: steps_of(conn, &job)?,
+                    signals: signals_of(conn, &job)?,
+                    children: children_of(conn, &job)?,
+                    job,
+                }))
             })
             .await
     }
@@ -225,7 +262,12 @@ impl JobStore for SqliteStore {
         self.readers().read(move |conn| list_in(conn, tenant_id, query)).await
     }
 
-    async fn lease(&self, scope: &TenantScope, request: LeaseRequest, now: Timestamp) -> Result<Vec<Job>, StoreError> {
+    async fn lease(
+        &self,
+        scope: &TenantScope,
+        request: LeaseRequest,
+        now: Timestamp,
+    ) -> Result<Vec<LeasedJob>, StoreError> {
         let tenant_id = scope.tenant_id();
         self.writer()
             .write(move |conn| lease_in(conn, tenant_id, request, now))

@@ -3,7 +3,7 @@
 //! Writes go through one [`writer`] thread that group-commits with
 //! `synchronous = FULL`, so every acknowledged write is fsync'd; reads use a
 //! small pool of read-only connections ([`readers`]). The module names mirror
-//! the store traits (`tenants`, `keys`, `jobs`, `maintenance`), and will be
+//! the store traits (`tenants`, `keys`, `jobs`, `workflows`, `maintenance`), and will be
 //! mirrored again by the PostgreSQL backend.
 //!
 //! Only this crate contains SQLite SQL.
@@ -15,6 +15,7 @@ mod readers;
 mod rows;
 pub mod schema;
 mod tenants;
+mod workflows;
 mod writer;
 
 use std::path::{Path, PathBuf};

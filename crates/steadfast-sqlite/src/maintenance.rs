@@ -6,6 +6,7 @@ use steadfast_core::{Job, JobState, RetryPolicy, Timestamp};
 use steadfast_store::{Maintenance, StoreError, Swept};
 
 use crate::rows::{JOB_COLUMNS, insert_attempt, job_from_row, millis, optional_timestamp, query_all, save_job};
+use crate::workflows::save_step;
 use crate::{SqliteStore, sqlite_error};
 
 fn due_jobs(conn: &Connection, sql: &str, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
@@ -22,7 +23,7 @@ fn note_ready(swept: &mut Swept, job: &Job) {
 
 #[async_trait]
 impl Maintenance for SqliteStore {
-    async fn promote_due(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError> {
+    async fn fire_timers(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError> {
         self.writer()
             .write(move |conn| {
                 let sql = format!(
@@ -36,6 +37,19 @@ impl Maintenance for SqliteStore {
                 for job in due {
                     let job = lifecycle::promote(&job, now)?;
                     save_job(conn, &job)?;
+                    swept.count += 1;
+                    note_ready(&mut swept, &job);
+                }
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'waiting' AND wait_until <= ?1 \
+                     ORDER BY wait_until LIMIT ?2"
+                );
+                let waits = due_jobs(conn, &sql, now, limit)?;
+                swept.more |= waits.len() == limit;
+                for job in waits {
+                    let (job, step) = lifecycle::fire_wait_timer(&job, now)?;
+                    save_job(conn, &job)?;
+                    save_step(conn, &job, &step)?;
                     swept.count += 1;
                     note_ready(&mut swept, &job);
                 }
@@ -93,18 +107,16 @@ impl Maintenance for SqliteStore {
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         self.readers()
             .read(|conn| {
-                let (scheduled, expiring): (Option<i64>, Option<i64>) = conn
+                let due: [Option<i64>; 3] = conn
                     .query_row(
                         "SELECT (SELECT MIN(run_at) FROM jobs WHERE state = 'scheduled'), \
-                                (SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running')",
+                                (SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running'), \
+                                (SELECT MIN(wait_until) FROM jobs WHERE state = 'waiting')",
                         [],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
+                        |row| Ok([row.get(0)?, row.get(1)?, row.get(2)?]),
                     )
                     .map_err(sqlite_error)?;
-                let earliest = match (scheduled, expiring) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                let earliest = due.into_iter().flatten().min();
                 optional_timestamp(earliest).map_err(sqlite_error)
             })
             .await

@@ -5,7 +5,8 @@ use std::time::Duration;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use steadfast_core::{
-    Attempt, AttemptError, IdempotencyKey, Job, JobId, KeyId, Lease, QueueName, TenantId, Timestamp, WorkerId,
+    Attempt, AttemptError, IdempotencyKey, Job, JobId, KeyId, Lease, ParentLink, QueueName, SignalName, StepName,
+    TenantId, Timestamp, Wait, WaitFor, WorkerId,
 };
 use steadfast_store::StoreError;
 
@@ -48,9 +49,45 @@ pub fn optional_timestamp(millis: Option<i64>) -> rusqlite::Result<Option<Timest
 
 /// The columns `job_from_row` reads, in order.
 pub const JOB_COLUMNS: &str = "seq, id, tenant_id, queue, payload, state, priority, run_at, attempt, \
-     budget_start, max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, \
+     uncounted_attempts, max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, \
      lease_started_at, lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, \
-     created_at, updated_at, finished_at";
+     created_at, updated_at, finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step";
+
+fn wait_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Wait>> {
+    let Some(step) = row.get::<_, Option<String>>(25)? else {
+        return Ok(None);
+    };
+    let until = optional_timestamp(row.get(27)?)?;
+    let wait_for = match row.get::<_, Option<String>>(26)? {
+        Some(name) => WaitFor::Signal {
+            name: parsed(name, SignalName::new)?,
+            deadline: until,
+        },
+        None => WaitFor::Until(until.ok_or_else(|| conversion(Type::Null, InvalidWait))?),
+    };
+    Ok(Some(Wait {
+        step: parsed(step, StepName::new)?,
+        wait_for,
+    }))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a sleep without a wake-up time")]
+struct InvalidWait;
+
+/// The three wait columns of a job: step, awaited signal, deadline.
+fn wait_columns(job: &Job) -> (Option<&str>, Option<&str>, Option<i64>) {
+    match &job.wait {
+        None => (None, None, None),
+        Some(wait) => {
+            let signal = match &wait.wait_for {
+                WaitFor::Signal { name, .. } => Some(name.as_str()),
+                WaitFor::Until(_) => None,
+            };
+            (Some(wait.step.as_str()), signal, wait.deadline().map(millis))
+        }
+    }
+}
 
 /// A job and its insertion order.
 pub fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
@@ -83,7 +120,7 @@ pub fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
         priority: row.get(6)?,
         run_at: timestamp(row.get(7)?)?,
         attempt: row.get(8)?,
-        budget_start: row.get(9)?,
+        uncounted_attempts: row.get(9)?,
         max_attempts: row.get(10)?,
         timeout: Duration::from_millis(row.get::<_, i64>(11)?.max(0) as u64),
         idempotency_key: row
@@ -96,6 +133,14 @@ pub fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
         created_at: timestamp(row.get(22)?)?,
         updated_at: timestamp(row.get(23)?)?,
         finished_at: optional_timestamp(row.get(24)?)?,
+        wait: wait_from_row(row)?,
+        parent: match row.get::<_, Option<String>>(28)? {
+            Some(job_id) => Some(ParentLink {
+                job_id: parsed(job_id, |s| s.parse::<JobId>())?,
+                step: parsed(row.get(29)?, StepName::new)?,
+            }),
+            None => None,
+        },
     };
     Ok((row.get(0)?, job))
 }
@@ -103,13 +148,15 @@ pub fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
 pub fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
     let lease = job.lease.as_ref();
     conn.prepare_cached(
-        "INSERT INTO jobs (id, tenant_id, queue, payload, state, priority, run_at, attempt, budget_start, \
+        "INSERT INTO jobs (id, tenant_id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
          max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, lease_started_at, \
          lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, created_at, updated_at, \
-         finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-         ?19, ?20, ?21, ?22, ?23, ?24)",
+         finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+         ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, \
+         ?29)",
     )
     .and_then(|mut insert| {
+        let (wait_step, wait_signal, wait_until) = wait_columns(job);
         insert.execute(params![
             job.id.to_string(),
             job.tenant_id.to_string(),
@@ -119,7 +166,7 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
             job.priority,
             millis(job.run_at),
             job.attempt,
-            job.budget_start,
+            job.uncounted_attempts,
             job.max_attempts,
             job.timeout.as_millis() as i64,
             job.idempotency_key.as_ref().map(|k| k.as_str()),
@@ -135,6 +182,11 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
             millis(job.created_at),
             millis(job.updated_at),
             job.finished_at.map(millis),
+            wait_step,
+            wait_signal,
+            wait_until,
+            job.parent.as_ref().map(|p| p.job_id.to_string()),
+            job.parent.as_ref().map(|p| p.step.as_str()),
         ])
     })
     .map_err(sqlite_error)?;
@@ -148,18 +200,19 @@ pub fn save_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
     let lease = job.lease.as_ref();
     let updated = conn
         .prepare_cached(
-            "UPDATE jobs SET state = ?2, run_at = ?3, attempt = ?4, budget_start = ?5, lease_token = ?6, \
+            "UPDATE jobs SET state = ?2, run_at = ?3, attempt = ?4, uncounted_attempts = ?5, lease_token = ?6, \
              lease_worker_id = ?7, lease_key_id = ?8, lease_started_at = ?9, lease_expires_at = ?10, \
              lease_deadline = ?11, output = ?12, last_error_message = ?13, last_error_kind = ?14, \
-             updated_at = ?15, finished_at = ?16 WHERE id = ?1",
+             updated_at = ?15, finished_at = ?16, wait_step = ?17, wait_signal = ?18, wait_until = ?19 WHERE id = ?1",
         )
         .and_then(|mut update| {
+            let (wait_step, wait_signal, wait_until) = wait_columns(job);
             update.execute(params![
                 job.id.to_string(),
                 job.state.as_str(),
                 millis(job.run_at),
                 job.attempt,
-                job.budget_start,
+                job.uncounted_attempts,
                 lease.map(|l| l.token.as_str()),
                 lease.map(|l| l.worker_id.as_str()),
                 lease.map(|l| l.key_id.as_str()),
@@ -171,6 +224,9 @@ pub fn save_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
                 job.last_error.as_ref().and_then(|e| e.kind.as_deref()),
                 millis(job.updated_at),
                 job.finished_at.map(millis),
+                wait_step,
+                wait_signal,
+                wait_until,
             ])
         })
         .map_err(sqlite_error)?;

@@ -18,6 +18,9 @@ pub enum StoreError {
     IdempotencyKeyReused { index: usize },
     #[error("already exists")]
     AlreadyExists,
+    /// A per-job bound (steps, pending signals, children) would be exceeded.
+    #[error("a job may have at most {limit} {what}")]
+    LimitExceeded { what: &'static str, limit: u32 },
     /// Could not read or durably write (locked, disk full, I/O error). Nothing was acknowledged.
     #[error("storage unavailable: {0}")]
     Unavailable(String),

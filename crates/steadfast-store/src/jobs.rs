@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use steadfast_core::lifecycle::{Failure, JobSpec};
-use steadfast_core::{Attempt, Job, JobId, JobState, KeyId, QueueName, RetryPolicy, Timestamp, WorkerId};
+use steadfast_core::{Attempt, Job, JobId, JobState, KeyId, QueueName, RetryPolicy, Signal, Step, Timestamp, WorkerId};
 
 use crate::{StoreError, TenantScope};
 
@@ -21,11 +21,35 @@ pub struct Enqueued {
     pub replayed: bool,
 }
 
-/// A job with its history of finished attempts, oldest first.
+/// A job with everything that happened to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
     pub job: Job,
+    /// Finished attempts, oldest first.
     pub attempts: Vec<Attempt>,
+    /// Workflow steps, in the order they were first recorded.
+    pub steps: Vec<Step>,
+    /// Signals delivered to the job, oldest first.
+    pub signals: Vec<SignalRecord>,
+    /// Jobs its steps enqueued, oldest first.
+    pub children: Vec<Job>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalRecord {
+    pub signal: Signal,
+    /// When a wait consumed it; pending until then.
+    pub consumed_at: Option<Timestamp>,
+}
+
+/// A job just leased, with what its workflow needs to resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedJob {
+    pub job: Job,
+    /// Every recorded step: completed ones are replayed, the others are uncertain.
+    pub steps: Vec<Step>,
+    /// The ended attempts that started the uncertain steps.
+    pub uncertain_attempts: Vec<Attempt>,
 }
 
 impl JobRecord {
@@ -96,7 +120,12 @@ pub trait JobStore {
 
     /// Leases up to `max_jobs` queued jobs from `queues`: highest priority
     /// first, then earliest `run_at`, then first enqueued. Never blocks.
-    async fn lease(&self, scope: &TenantScope, request: LeaseRequest, now: Timestamp) -> Result<Vec<Job>, StoreError>;
+    async fn lease(
+        &self,
+        scope: &TenantScope,
+        request: LeaseRequest,
+        now: Timestamp,
+    ) -> Result<Vec<LeasedJob>, StoreError>;
 
     async fn heartbeat(
         &self,

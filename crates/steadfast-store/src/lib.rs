@@ -1,7 +1,7 @@
 //! Steadfast's storage boundary.
 //!
 //! Small traits, one per concern ([`TenantStore`], [`KeyStore`], [`JobStore`],
-//! [`Maintenance`]), which every backend implements with the same module
+//! [`WorkflowStore`], [`Maintenance`]), which every backend implements with the same module
 //! names. Every tenant-owned read or write takes a [`TenantScope`], and a
 //! scope can only be made by [`auth`]: from a verified API key, or by a local
 //! operator who holds the data directory or the database owner credentials.
@@ -16,15 +16,26 @@ mod jobs;
 mod keys;
 mod maintenance;
 mod tenants;
+mod workflows;
 
 pub use auth::{Principal, TenantScope};
 pub use error::StoreError;
-pub use jobs::{Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, NewJob, RetryPlan};
+pub use jobs::{
+    Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
+    SignalRecord,
+};
 pub use keys::{ApiKeyInfo, KeyStore, NewApiKey, StoredKey};
 pub use maintenance::{Maintenance, Swept};
 pub use tenants::{Tenant, TenantStore};
+pub use workflows::{Signalled, Waited, WorkflowLimits, WorkflowStore};
 
 /// Everything a server needs from a backend.
-pub trait Store: TenantStore + KeyStore + JobStore + Maintenance + std::fmt::Debug + Send + Sync + 'static {}
+pub trait Store:
+    TenantStore + KeyStore + JobStore + WorkflowStore + Maintenance + std::fmt::Debug + Send + Sync + 'static
+{
+}
 
-impl<T> Store for T where T: TenantStore + KeyStore + JobStore + Maintenance + std::fmt::Debug + Send + Sync + 'static {}
+impl<T> Store for T where
+    T: TenantStore + KeyStore + JobStore + WorkflowStore + Maintenance + std::fmt::Debug + Send + Sync + 'static
+{
+}

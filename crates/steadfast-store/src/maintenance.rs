@@ -18,8 +18,9 @@ pub struct Swept {
 /// these; no request reaches them.
 #[async_trait]
 pub trait Maintenance {
-    /// Moves scheduled jobs whose `run_at` has come to `queued`.
-    async fn promote_due(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError>;
+    /// Moves scheduled jobs whose `run_at` has come to `queued`, and wakes
+    /// waiting jobs whose sleep ended or whose signal wait timed out.
+    async fn fire_timers(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError>;
 
     /// Ends attempts whose lease lapsed and sends their jobs through the retry policy.
     async fn expire_leases(
@@ -34,7 +35,7 @@ pub trait Maintenance {
     async fn prune_idempotency_keys(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;
 
     /// The earliest time a sweep would find work: the next `run_at` of a
-    /// scheduled job or the next lease expiry.
+    /// scheduled job, wait deadline, or lease expiry.
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
 
     /// Succeeds when the store can serve reads and writes.

@@ -3,7 +3,7 @@
 use super::{Rejection, Transition, end_attempt};
 use crate::{AttemptError, AttemptOutcome, Job, JobState, Timestamp};
 
-/// Cancels a scheduled, queued or running job. A running attempt ends as
+/// Cancels a scheduled, queued, running or waiting job. A running attempt ends as
 /// `cancelled` and its lease token stops working at once, so the worker's
 /// later heartbeat or completion gets `lease_lost`.
 pub fn cancel(job: &Job, now: Timestamp) -> Result<Transition, Rejection> {
@@ -22,6 +22,7 @@ pub fn cancel(job: &Job, now: Timestamp) -> Result<Transition, Rejection> {
         end_attempt(&mut next, AttemptOutcome::Cancelled, Some(error), now)
     });
     next.state = JobState::Cancelled;
+    next.wait = None;
     next.updated_at = now;
     next.finished_at = Some(now);
     Ok(Transition {

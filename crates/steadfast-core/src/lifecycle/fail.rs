@@ -51,7 +51,7 @@ pub(super) fn end_and_reschedule(
         next.state = JobState::Dead;
         next.finished_at = Some(now);
     } else {
-        let failures = next.attempt - next.budget_start;
+        let failures = next.attempt - next.uncounted_attempts;
         let delay = policy.delay(failures, jitter_sample);
         next.run_at = now.saturating_add(delay).expect("delay is capped");
         next.state = if next.run_at > now {

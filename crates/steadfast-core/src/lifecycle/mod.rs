@@ -11,6 +11,9 @@ mod heartbeat;
 mod lease;
 mod promote;
 mod retry;
+mod spawn;
+mod steps;
+mod wait;
 
 pub use cancel::cancel;
 pub use complete::complete;
@@ -21,6 +24,9 @@ pub use heartbeat::heartbeat;
 pub use lease::{LeaseGrant, lease, lease_token};
 pub use promote::promote;
 pub use retry::retry;
+pub use spawn::spawn_child;
+pub use steps::{Checkpoint, StepStart, checkpoint, start_step};
+pub use wait::{Delivery, WaitOutcome, WaitResult, deliver_signal, fire_wait_timer, wait};
 
 use crate::{Attempt, Job, JobState};
 

@@ -14,7 +14,7 @@ pub fn retry(job: &Job, now: Timestamp) -> Result<Job, Rejection> {
     }
     let mut next = job.clone();
     next.state = JobState::Queued;
-    next.budget_start = job.attempt;
+    next.uncounted_attempts = job.attempt;
     next.run_at = now;
     next.updated_at = now;
     next.finished_at = None;

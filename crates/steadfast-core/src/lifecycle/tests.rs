@@ -25,6 +25,14 @@ fn fresh_job(max_attempts: u32, timeout_secs: u64) -> Job {
     new_job(JobId(uuid::Uuid::nil()), TenantId(uuid::Uuid::nil()), spec, start())
 }
 
+fn go_signal(now: Timestamp) -> crate::Signal {
+    crate::Signal {
+        name: crate::SignalName::new("go").unwrap(),
+        payload: "{}".into(),
+        received_at: now,
+    }
+}
+
 fn grant(random: u64) -> LeaseGrant {
     LeaseGrant {
         worker_id: WorkerId::new("w").unwrap(),
@@ -39,12 +47,27 @@ enum Command {
     Advance(u64),
     Promote,
     Lease(u64),
-    Heartbeat { stale: bool },
-    Complete { stale: bool },
-    Fail { stale: bool, retryable: bool },
+    Heartbeat {
+        stale: bool,
+    },
+    Complete {
+        stale: bool,
+    },
+    Fail {
+        stale: bool,
+        retryable: bool,
+    },
     Expire,
     Cancel,
     Retry,
+    /// Wait in a step for `secs` (a sleep) or for signal "go" with that deadline.
+    Wait {
+        stale: bool,
+        signal: bool,
+        secs: u64,
+    },
+    Signal,
+    FireTimer,
 }
 
 fn command() -> impl Strategy<Value = Command> {
@@ -58,6 +81,13 @@ fn command() -> impl Strategy<Value = Command> {
         Just(Command::Expire),
         Just(Command::Cancel),
         Just(Command::Retry),
+        (any::<bool>(), any::<bool>(), 0u64..120).prop_map(|(stale, signal, secs)| Command::Wait {
+            stale,
+            signal,
+            secs
+        }),
+        Just(Command::Signal),
+        Just(Command::FireTimer),
     ]
 }
 
@@ -75,6 +105,8 @@ proptest! {
         let mut job = fresh_job(max_attempts, timeout_secs);
         let mut now = start();
         let mut history: Vec<crate::Attempt> = Vec::new();
+        let mut pending_signals = 0usize;
+        let mut step_counter = 0u32;
         for command in commands {
             let before = job.clone();
             let token = job.lease.as_ref().map(|lease| lease.token.clone());
@@ -108,6 +140,51 @@ proptest! {
                     let result = expire(&job, &policy, seed, now);
                     prop_assert_eq!(result.is_ok(), job.state == JobState::Running && !live);
                     result
+                }
+                Command::Wait { stale, signal, secs } => {
+                    step_counter += 1;
+                    let step = crate::StepName::new(format!("wait-{step_counter}")).unwrap();
+                    let at = now.saturating_add(Duration::from_secs(secs)).unwrap();
+                    let wait_for = if signal {
+                        crate::WaitFor::Signal { name: crate::SignalName::new("go").unwrap(), deadline: Some(at) }
+                    } else {
+                        crate::WaitFor::Until(at)
+                    };
+                    let pending = (signal && pending_signals > 0).then(|| go_signal(now));
+                    let result = wait(&job, &pick(stale), step, wait_for, None, pending.as_ref(), now);
+                    prop_assert_eq!(result.is_ok(), live && !stale);
+                    match result {
+                        Ok(WaitOutcome::Suspended(transition)) => {
+                            prop_assert!(secs > 0 && !(signal && pending_signals > 0));
+                            Ok(*transition)
+                        }
+                        Ok(WaitOutcome::Resolved { consumed_signal, .. }) => {
+                            pending_signals -= usize::from(consumed_signal);
+                            Ok(Transition { job: job.clone(), ended_attempt: None })
+                        }
+                        Ok(WaitOutcome::AlreadyCompleted(_)) => unreachable!("every wait uses a new step"),
+                        Err(rejection) => Err(rejection),
+                    }
+                }
+                Command::Signal => match deliver_signal(&job, go_signal(now), now) {
+                    Ok(Delivery::Woke { job, step }) => {
+                        prop_assert!(step.output.unwrap().contains(r#""outcome":"signal""#));
+                        Ok(Transition { job: *job, ended_attempt: None })
+                    }
+                    Ok(Delivery::Stored) => {
+                        pending_signals += 1;
+                        Ok(Transition { job: job.clone(), ended_attempt: None })
+                    }
+                    Err(rejection) => {
+                        prop_assert!(job.state.is_terminal());
+                        Err(rejection)
+                    }
+                },
+                Command::FireTimer => {
+                    let due = job.wait.as_ref().and_then(|w| w.deadline()).is_some_and(|at| at <= now);
+                    let result = fire_wait_timer(&job, now);
+                    prop_assert_eq!(result.is_ok(), job.state == JobState::Waiting && due);
+                    result.map(|(job, _)| Transition { job, ended_attempt: None })
                 }
                 Command::Cancel => cancel(&job, now),
                 Command::Retry => retry(&job, now).map(|job| Transition { job, ended_attempt: None }),

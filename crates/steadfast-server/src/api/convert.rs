@@ -2,11 +2,15 @@
 
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use steadfast_core::lifecycle::{EnqueueRequest, Fingerprint, JobSpec};
 use steadfast_core::limits::json_depth;
-use steadfast_core::{Attempt, AttemptOutcome, Job, JobState, Limits, Timestamp};
+
+use steadfast_core::{
+    Attempt, AttemptOutcome, Job, JobId, JobState, Limits, Step, StepState, Timestamp, WaitFor, step_key,
+};
 use steadfast_protocol as wire;
-use steadfast_store::JobRecord;
+use steadfast_store::{JobRecord, LeasedJob};
 
 use super::error::ApiError;
 
@@ -69,6 +73,7 @@ pub fn state(state: JobState) -> wire::JobState {
         JobState::Scheduled => wire::JobState::Scheduled,
         JobState::Queued => wire::JobState::Queued,
         JobState::Running => wire::JobState::Running,
+        JobState::Waiting => wire::JobState::Waiting,
         JobState::Succeeded => wire::JobState::Succeeded,
         JobState::Dead => wire::JobState::Dead,
         JobState::Cancelled => wire::JobState::Cancelled,
@@ -80,6 +85,7 @@ pub fn state_from_wire(state: wire::JobState) -> JobState {
         wire::JobState::Scheduled => JobState::Scheduled,
         wire::JobState::Queued => JobState::Queued,
         wire::JobState::Running => JobState::Running,
+        wire::JobState::Waiting => JobState::Waiting,
         wire::JobState::Succeeded => JobState::Succeeded,
         wire::JobState::Dead => JobState::Dead,
         wire::JobState::Cancelled => JobState::Cancelled,
@@ -93,6 +99,7 @@ fn outcome(outcome: AttemptOutcome) -> wire::AttemptOutcome {
         AttemptOutcome::LeaseExpired => wire::AttemptOutcome::LeaseExpired,
         AttemptOutcome::TimedOut => wire::AttemptOutcome::TimedOut,
         AttemptOutcome::Cancelled => wire::AttemptOutcome::Cancelled,
+        AttemptOutcome::Suspended => wire::AttemptOutcome::Suspended,
     }
 }
 
@@ -127,7 +134,22 @@ pub fn job(job: &Job) -> Result<wire::Job, ApiError> {
         created_at: job.created_at,
         updated_at: job.updated_at,
         finished_at: job.finished_at,
+        wait: job.wait.as_ref().map(|wait| wire::WaitInfo {
+            step: wait.step.to_string(),
+            signal: match &wait.wait_for {
+                WaitFor::Signal { name, .. } => Some(name.to_string()),
+                WaitFor::Until(_) => None,
+            },
+            until: wait.deadline(),
+        }),
+        parent: job.parent.as_ref().map(|parent| wire::ParentInfo {
+            id: parent.job_id.0,
+            step: parent.step.to_string(),
+        }),
         attempts: None,
+        steps: None,
+        signals: None,
+        children: None,
     })
 }
 
@@ -155,13 +177,100 @@ pub fn job_detail(record: &JobRecord) -> Result<wire::Job, ApiError> {
             error: None,
         });
     }
+    let steps = record
+        .steps
+        .iter()
+        .map(|step| step_info(step, &record.job))
+        .collect::<Result<_, _>>()?;
+    let signals = record
+        .signals
+        .iter()
+        .map(|s| {
+            Ok(wire::SignalInfo {
+                name: s.signal.name.to_string(),
+                payload: raw_json(&s.signal.payload)?,
+                received_at: s.signal.received_at,
+                consumed_at: s.consumed_at,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    let children = record
+        .children
+        .iter()
+        .map(|child| wire::ChildInfo {
+            id: child.id.0,
+            queue: child.queue.to_string(),
+            state: state(child.state),
+            step: child.parent.as_ref().map(|p| p.step.to_string()).unwrap_or_default(),
+        })
+        .collect();
     Ok(wire::Job {
         attempts: Some(attempts),
+        steps: Some(steps),
+        signals: Some(signals),
+        children: Some(children),
         ..job(&record.job)?
     })
 }
 
-pub fn leased_job(job: &Job) -> Result<wire::LeasedJob, ApiError> {
+pub fn step_info(step: &Step, job: &Job) -> Result<wire::StepInfo, ApiError> {
+    step_info_as(step, job.id, step.state(job))
+}
+
+/// A step just written by the running attempt of job `id`: completed, or started by it.
+pub fn running_step_info(step: &Step, id: JobId) -> Result<wire::StepInfo, ApiError> {
+    step_info_as(
+        step,
+        id,
+        if step.is_completed() {
+            StepState::Completed
+        } else {
+            StepState::Started
+        },
+    )
+}
+
+fn step_info_as(step: &Step, id: JobId, state: StepState) -> Result<wire::StepInfo, ApiError> {
+    Ok(wire::StepInfo {
+        name: step.name.to_string(),
+        state: match state {
+            StepState::Completed => wire::StepState::Completed,
+            StepState::Started => wire::StepState::Started,
+            StepState::Uncertain => wire::StepState::Uncertain,
+        },
+        attempt: step.attempt,
+        started_at: step.started_at,
+        completed_at: step.completed_at,
+        output: step.output.as_deref().map(raw_json).transpose()?,
+        idempotency_key: step_key(id, &step.name),
+    })
+}
+
+pub fn leased_job(leased: &LeasedJob) -> Result<wire::LeasedJob, ApiError> {
+    let job = &leased.job;
+    let mut steps = BTreeMap::new();
+    let mut uncertain_steps = BTreeMap::new();
+    for step in &leased.steps {
+        match (&step.output, step.state(job)) {
+            (Some(output), StepState::Completed) => {
+                steps.insert(step.name.to_string(), raw_json(output)?);
+            }
+            (_, StepState::Uncertain) => {
+                let attempt = leased.uncertain_attempts.iter().find(|a| a.number == step.attempt);
+                uncertain_steps.insert(
+                    step.name.to_string(),
+                    wire::UncertainStep {
+                        attempt: step.attempt,
+                        worker_id: attempt.map(|a| a.worker_id.to_string()).unwrap_or_default(),
+                        started_at: step.started_at,
+                        attempt_ended_at: attempt.map(|a| a.ended_at),
+                        attempt_outcome: attempt.map(|a| outcome(a.outcome)),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
     let lease = job.lease.as_ref().ok_or_else(|| {
         ApiError::from(steadfast_store::StoreError::Corrupt(
             "leased job without a lease".into(),
@@ -175,5 +284,7 @@ pub fn leased_job(job: &Job) -> Result<wire::LeasedJob, ApiError> {
         lease_token: lease.token.clone(),
         lease_expires_at: lease.expires_at,
         deadline: lease.deadline,
+        steps,
+        uncertain_steps,
     })
 }

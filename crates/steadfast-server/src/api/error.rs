@@ -31,12 +31,13 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     IdempotencyKeyReused,
     BatchTooLarge,
+    LimitExceeded,
     Internal,
     Unavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::MalformedJson,
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthorized,
@@ -50,6 +51,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::BatchTooLarge,
+        ErrorCode::LimitExceeded,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
     ];
@@ -69,6 +71,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::BatchTooLarge => "batch_too_large",
+            ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
         }
@@ -84,9 +87,10 @@ impl ErrorCode {
             ErrorCode::LeaseLost | ErrorCode::InvalidState => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::ValidationFailed | ErrorCode::IdempotencyKeyReused | ErrorCode::BatchTooLarge => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ErrorCode::ValidationFailed
+            | ErrorCode::IdempotencyKeyReused
+            | ErrorCode::BatchTooLarge
+            | ErrorCode::LimitExceeded => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -152,6 +156,10 @@ impl From<StoreError> for ApiError {
                 "idempotency_key: already used for a different request within the dedup window",
             ),
             StoreError::AlreadyExists => ApiError::new(ErrorCode::InvalidState, "already exists"),
+            StoreError::LimitExceeded { what, limit } => ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!("a job may have at most {limit} {what}"),
+            ),
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "storage unavailable");
                 ApiError::new(

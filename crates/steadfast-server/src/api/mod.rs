@@ -7,6 +7,7 @@ mod extract;
 mod health;
 mod jobs;
 mod workers;
+mod workflows;
 
 use axum::Json;
 use axum::Router;
@@ -61,6 +62,11 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(workers::heartbeat))
         .routes(routes!(workers::complete))
         .routes(routes!(workers::fail))
+        .routes(routes!(workflows::start_step))
+        .routes(routes!(workflows::checkpoint_step))
+        .routes(routes!(workflows::wait))
+        .routes(routes!(workflows::signal))
+        .routes(routes!(workflows::spawn_child))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts()

@@ -32,7 +32,7 @@ impl Engine {
         let store = self.store();
         loop {
             let now = self.now();
-            let promoted = store.promote_due(now, SWEEP_BATCH).await?;
+            let promoted = store.fire_timers(now, SWEEP_BATCH).await?;
             let expired = store
                 .expire_leases(now, self.inner.config.retry, rand::random(), SWEEP_BATCH)
                 .await?;

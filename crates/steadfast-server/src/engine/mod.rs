@@ -10,10 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::select_all;
-use steadfast_core::lifecycle::{Failure, JobSpec};
-use steadfast_core::{ApiKeySecret, Job, JobId, JobState, Limits, QueueName, RetryPolicy, Timestamp, WorkerId};
+use steadfast_core::lifecycle::{Checkpoint, Failure, JobSpec, StepStart};
+use steadfast_core::{
+    ApiKeySecret, Job, JobId, JobState, Limits, QueueName, RetryPolicy, SignalName, StepName, Timestamp, WaitFor,
+    WorkerId,
+};
 use steadfast_store::auth::{self, AuthFailure};
-use steadfast_store::{Enqueued, LeaseRequest, NewJob, Principal, RetryPlan, Store, StoreError, TenantScope};
+use steadfast_store::{
+    Enqueued, LeaseRequest, LeasedJob, NewJob, Principal, RetryPlan, Signalled, Store, StoreError, TenantScope, Waited,
+    WorkflowLimits,
+};
 use tokio::sync::{Notify, watch};
 
 pub use duties::DutyReport;
@@ -26,6 +32,7 @@ use crate::clock::Clock;
 pub struct EngineConfig {
     pub limits: Limits,
     pub retry: RetryPolicy,
+    pub workflow: WorkflowLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +134,7 @@ impl Engine {
         max_jobs: u32,
         worker_id: WorkerId,
         wait: Duration,
-    ) -> Result<Vec<Job>, StoreError> {
+    ) -> Result<Vec<LeasedJob>, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
         let tenant = principal.scope.tenant_id();
         let mut draining = self.inner.draining.subscribe();
@@ -205,6 +212,101 @@ impl Engine {
 
     pub async fn cancel(&self, scope: &TenantScope, id: JobId) -> Result<Job, StoreError> {
         self.inner.store.cancel(scope, id, self.now()).await
+    }
+
+    pub async fn start_step(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        step: StepName,
+    ) -> Result<StepStart, StoreError> {
+        self.inner
+            .store
+            .start_step(scope, id, token, step, self.inner.config.workflow, self.now())
+            .await
+    }
+
+    pub async fn checkpoint_step(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        step: StepName,
+        output: String,
+    ) -> Result<Checkpoint, StoreError> {
+        self.inner
+            .store
+            .checkpoint_step(scope, id, token, step, output, self.inner.config.workflow, self.now())
+            .await
+    }
+
+    pub async fn wait(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        step: StepName,
+        wait_for: WaitFor,
+    ) -> Result<Waited, StoreError> {
+        let waited = self
+            .inner
+            .store
+            .wait(scope, id, token, step, wait_for, self.inner.config.workflow, self.now())
+            .await?;
+        if let Waited::Suspended(job) = &waited
+            && job.wait.as_ref().is_some_and(|wait| wait.deadline().is_some())
+        {
+            self.inner.duties_nudge.notify_one();
+        }
+        Ok(waited)
+    }
+
+    pub async fn signal(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        name: SignalName,
+        payload: String,
+    ) -> Result<Signalled, StoreError> {
+        let signalled = self
+            .inner
+            .store
+            .signal(scope, id, name, payload, self.inner.config.workflow, self.now())
+            .await?;
+        self.after_change(&signalled.job);
+        Ok(signalled)
+    }
+
+    pub async fn spawn_child(
+        &self,
+        scope: &TenantScope,
+        parent: JobId,
+        token: &str,
+        step: StepName,
+        spec: JobSpec,
+    ) -> Result<Enqueued, StoreError> {
+        let child = NewJob {
+            id: JobId(uuid::Uuid::now_v7()),
+            spec,
+        };
+        let enqueued = self
+            .inner
+            .store
+            .spawn_child(
+                scope,
+                parent,
+                token,
+                step,
+                child,
+                self.inner.config.workflow,
+                self.now(),
+            )
+            .await?;
+        if !enqueued.replayed {
+            self.after_change(&enqueued.job);
+        }
+        Ok(enqueued)
     }
 
     /// What follows a committed change: a ready job wakes its queue's

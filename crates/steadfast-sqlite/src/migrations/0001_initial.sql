@@ -27,7 +27,7 @@ CREATE TABLE jobs (
     priority            INTEGER NOT NULL,
     run_at              INTEGER NOT NULL,
     attempt             INTEGER NOT NULL,
-    budget_start        INTEGER NOT NULL,
+    uncounted_attempts        INTEGER NOT NULL,
     max_attempts        INTEGER NOT NULL,
     timeout_ms          INTEGER NOT NULL,
     idempotency_key     TEXT,
@@ -42,7 +42,12 @@ CREATE TABLE jobs (
     last_error_kind     TEXT,
     created_at          INTEGER NOT NULL,
     updated_at          INTEGER NOT NULL,
-    finished_at         INTEGER
+    finished_at         INTEGER,
+    wait_step           TEXT,     -- set exactly while state = 'waiting'
+    wait_signal         TEXT,     -- the awaited signal; NULL for a sleep
+    wait_until          INTEGER,  -- wake-up time of a sleep, or a signal wait's deadline
+    parent_id           TEXT,     -- the job whose step enqueued this one
+    parent_step         TEXT
 ) STRICT;
 -- Leasing reads the head of this index: no scan, however long the queue.
 CREATE INDEX jobs_ready ON jobs (tenant_id, queue, priority DESC, run_at, seq) WHERE state = 'queued';
@@ -51,6 +56,9 @@ CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX jobs_by_tenant ON jobs (tenant_id, seq);
 CREATE INDEX jobs_by_state ON jobs (tenant_id, state, seq);
 CREATE INDEX jobs_by_queue ON jobs (tenant_id, queue, seq);
+CREATE INDEX jobs_waits ON jobs (wait_until) WHERE state = 'waiting';
+-- One child per (parent, step): this is what makes spawning idempotent.
+CREATE UNIQUE INDEX jobs_children ON jobs (tenant_id, parent_id, parent_step) WHERE parent_id IS NOT NULL;
 
 CREATE TABLE attempts (
     job_id         TEXT NOT NULL,
@@ -75,3 +83,27 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (tenant_id, key)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+
+CREATE TABLE steps (
+    job_id        TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    tenant_id     TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    started_at    INTEGER NOT NULL,
+    completed_at  INTEGER,           -- set once, never changed: the first checkpoint wins
+    output        TEXT,
+    position      INTEGER NOT NULL,  -- order of first record within the job
+    PRIMARY KEY (job_id, name)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE signals (
+    job_id       TEXT NOT NULL,
+    seq          INTEGER NOT NULL,   -- delivery order within the job
+    tenant_id    TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,
+    consumed_at  INTEGER,
+    PRIMARY KEY (job_id, seq)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX signals_pending ON signals (job_id, name, seq) WHERE consumed_at IS NULL;

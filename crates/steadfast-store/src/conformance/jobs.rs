@@ -29,22 +29,17 @@ pub async fn scheduled_jobs_wait_for_run_at(store: &impl Store) {
     let job = enqueue_one(store, &scope, later, t0()).await;
     assert_eq!(job.state, JobState::Scheduled);
     assert!(
-        store
-            .lease(&scope, lease_request(&["reports"], 1, &key), at(59))
+        lease_jobs(store, &scope, lease_request(&["reports"], 1, &key), at(59))
             .await
-            .unwrap()
             .is_empty()
     );
     assert!(store.next_due().await.unwrap().is_some_and(|due| due <= at(60)));
 
-    let early = store.promote_due(at(59), 100).await.unwrap();
+    let early = store.fire_timers(at(59), 100).await.unwrap();
     assert!(!early.ready_queues.contains(&(scope.tenant_id(), job.queue.clone())));
-    let swept = store.promote_due(at(60), 100).await.unwrap();
+    let swept = store.fire_timers(at(60), 100).await.unwrap();
     assert!(swept.ready_queues.contains(&(scope.tenant_id(), job.queue.clone())));
-    let leased = store
-        .lease(&scope, lease_request(&["reports"], 1, &key), at(60))
-        .await
-        .unwrap();
+    let leased = lease_jobs(store, &scope, lease_request(&["reports"], 1, &key), at(60)).await;
     assert_eq!(leased.len(), 1);
     assert_eq!(leased[0].id, job.id);
 }
@@ -213,10 +208,7 @@ pub async fn listing_pages_newest_first_with_filters(store: &impl Store) {
     assert!(page.jobs.iter().all(|j| j.queue == even));
     assert_eq!(page.next_cursor, None);
 
-    store
-        .lease(&scope, lease_request(&["odd"], 1, &key), at(10))
-        .await
-        .unwrap();
+    lease_jobs(store, &scope, lease_request(&["odd"], 1, &key), at(10)).await;
     let running = store
         .list_jobs(
             &scope,

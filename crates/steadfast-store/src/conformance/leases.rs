@@ -23,19 +23,13 @@ pub async fn lease_order_is_priority_then_run_at_then_fifo(store: &impl Store) {
     let low_second = enqueue_one(store, &scope, with(0, t0()), at(1)).await;
     let other_queue = enqueue_one(store, &scope, spec("other"), at(1)).await;
 
-    let leased = store
-        .lease(&scope, lease_request(&["work"], 10, &key), at(2))
-        .await
-        .unwrap();
+    let leased = lease_jobs(store, &scope, lease_request(&["work"], 10, &key), at(2)).await;
     let order: Vec<_> = leased.iter().map(|j| j.id).collect();
     assert_eq!(order, vec![early_high.id, late_high.id, low.id, low_second.id]);
     assert!(leased.iter().all(|j| j.state == JobState::Running && j.attempt == 1));
     let tokens: HashSet<_> = leased.iter().map(token).collect();
     assert_eq!(tokens.len(), 4, "every lease has its own token");
-    let more = store
-        .lease(&scope, lease_request(&["work", "other"], 10, &key), at(2))
-        .await
-        .unwrap();
+    let more = lease_jobs(store, &scope, lease_request(&["work", "other"], 10, &key), at(2)).await;
     assert_eq!(more.iter().map(|j| j.id).collect::<Vec<_>>(), vec![other_queue.id]);
 }
 
@@ -52,10 +46,7 @@ pub async fn concurrent_leases_never_share_a_job(store: &(impl Store + Clone)) {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = store
-                    .lease(&scope, lease_request(&["race"], 7, &key), at(1))
-                    .await
-                    .unwrap();
+                let got = lease_jobs(&store, &scope, lease_request(&["race"], 7, &key), at(1)).await;
                 if got.is_empty() {
                     return mine;
                 }
@@ -75,10 +66,8 @@ pub async fn concurrent_leases_never_share_a_job(store: &(impl Store + Clone)) {
 pub async fn complete_needs_the_current_lease(store: &impl Store) {
     let (scope, key) = new_tenant(store).await;
     let job = enqueue_one(store, &scope, spec("q"), t0()).await;
-    let leased = store
-        .lease(&scope, lease_request(&["q"], 1, &key), at(1))
+    let leased = lease_jobs(store, &scope, lease_request(&["q"], 1, &key), at(1))
         .await
-        .unwrap()
         .remove(0);
     let stale = format!("{}x", token(&leased));
     assert_eq!(
@@ -139,10 +128,8 @@ pub async fn failures_retry_with_backoff_then_die(store: &impl Store) {
         retryable: true,
     };
 
-    let first = store
-        .lease(&scope, lease_request(&["flaky"], 1, &key), at(1))
+    let first = lease_jobs(store, &scope, lease_request(&["flaky"], 1, &key), at(1))
         .await
-        .unwrap()
         .remove(0);
     let after_first = store
         .fail(
@@ -161,11 +148,9 @@ pub async fn failures_retry_with_backoff_then_die(store: &impl Store) {
         "full jitter within the bound"
     );
 
-    store.promote_due(at(12), 100).await.unwrap();
-    let second = store
-        .lease(&scope, lease_request(&["flaky"], 1, &key), at(12))
+    store.fire_timers(at(12), 100).await.unwrap();
+    let second = lease_jobs(store, &scope, lease_request(&["flaky"], 1, &key), at(12))
         .await
-        .unwrap()
         .remove(0);
     assert_eq!(second.attempt, 2);
     let dead = store
@@ -204,10 +189,8 @@ pub async fn failures_retry_with_backoff_then_die(store: &impl Store) {
 pub async fn expired_leases_are_failed_attempts(store: &impl Store) {
     let (scope, key) = new_tenant(store).await;
     let job = enqueue_one(store, &scope, spec("slow"), t0()).await;
-    let leased = store
-        .lease(&scope, lease_request(&["slow"], 1, &key), at(1))
+    let leased = lease_jobs(store, &scope, lease_request(&["slow"], 1, &key), at(1))
         .await
-        .unwrap()
         .remove(0);
     let expiry = leased.lease.as_ref().unwrap().expires_at;
     let policy = RetryPolicy {
@@ -233,11 +216,9 @@ pub async fn expired_leases_are_failed_attempts(store: &impl Store) {
     assert_eq!(record.attempts[0].outcome, AttemptOutcome::LeaseExpired);
 
     let later = expiry.saturating_add(Duration::from_secs(2)).unwrap();
-    store.promote_due(later, 100).await.unwrap();
-    let again = store
-        .lease(&scope, lease_request(&["slow"], 1, &key), later)
+    store.fire_timers(later, 100).await.unwrap();
+    let again = lease_jobs(store, &scope, lease_request(&["slow"], 1, &key), later)
         .await
-        .unwrap()
         .remove(0);
     assert_eq!(again.attempt, 2);
     assert_eq!(
@@ -257,10 +238,8 @@ pub async fn expired_leases_are_failed_attempts(store: &impl Store) {
 pub async fn heartbeat_extends_the_lease(store: &impl Store) {
     let (scope, key) = new_tenant(store).await;
     let job = enqueue_one(store, &scope, spec("hb"), t0()).await;
-    let leased = store
-        .lease(&scope, lease_request(&["hb"], 1, &key), at(1))
+    let leased = lease_jobs(store, &scope, lease_request(&["hb"], 1, &key), at(1))
         .await
-        .unwrap()
         .remove(0);
     let first_expiry = leased.lease.as_ref().unwrap().expires_at;
     let beat = store
@@ -285,10 +264,8 @@ pub async fn heartbeat_extends_the_lease(store: &impl Store) {
 pub async fn cancel_and_retry_are_operator_actions(store: &impl Store) {
     let (scope, key) = new_tenant(store).await;
     let job = enqueue_one(store, &scope, spec("ops"), t0()).await;
-    let leased = store
-        .lease(&scope, lease_request(&["ops"], 1, &key), at(1))
+    let leased = lease_jobs(store, &scope, lease_request(&["ops"], 1, &key), at(1))
         .await
-        .unwrap()
         .remove(0);
     let cancelled = store.cancel(&scope, job.id, at(2)).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
@@ -307,10 +284,8 @@ pub async fn cancel_and_retry_are_operator_actions(store: &impl Store) {
         (retried.state, retried.attempt, retried.finished_at),
         (JobState::Queued, 1, None)
     );
-    let second = store
-        .lease(&scope, lease_request(&["ops"], 1, &key), at(5))
+    let second = lease_jobs(store, &scope, lease_request(&["ops"], 1, &key), at(5))
         .await
-        .unwrap()
         .remove(0);
     assert_eq!(second.attempt, 2);
     store

@@ -9,10 +9,12 @@
 mod jobs;
 mod leases;
 mod tenancy;
+mod workflows;
 
 pub use jobs::*;
 pub use leases::*;
 pub use tenancy::*;
+pub use workflows::*;
 
 use std::time::Duration;
 
@@ -44,6 +46,16 @@ macro_rules! conformance_suite {
             cancel_and_retry_are_operator_actions,
             tenants_never_see_each_other,
             listing_pages_newest_first_with_filters,
+            steps_are_memoized_and_the_first_checkpoint_wins,
+            a_step_started_but_not_checkpointed_is_uncertain_next_time,
+            fenced_workers_cannot_touch_steps_waits_or_children,
+            sleeps_park_the_job_until_the_timer_fires,
+            a_signal_wakes_a_waiting_job_and_a_wait_times_out_without_one,
+            a_signal_delivered_before_the_wait_is_kept_for_it,
+            finished_jobs_take_no_signals,
+            a_child_spawned_twice_is_one_child,
+            workflow_limits_are_enforced,
+            a_waiting_job_can_be_cancelled,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -122,6 +134,12 @@ pub fn lease_request(queues: &[&str], max_jobs: u32, key_id: &KeyId) -> LeaseReq
         ttl: Duration::from_secs(30),
         token_seed: 42,
     }
+}
+
+/// Leases and keeps only the jobs (most checks do not look at steps).
+pub async fn lease_jobs(store: &impl Store, scope: &TenantScope, request: LeaseRequest, now: Timestamp) -> Vec<Job> {
+    let leased = store.lease(scope, request, now).await.expect("lease");
+    leased.into_iter().map(|leased| leased.job).collect()
 }
 
 pub fn token(job: &Job) -> String {

@@ -1,0 +1,236 @@
+//! Durable workflows: step checkpoints, uncertain-outcome markers, waits,
+//! signals and child jobs.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use steadfast_core::lifecycle::StepStart;
+use steadfast_core::{Action, SignalName, StepName, WaitFor};
+use steadfast_protocol as wire;
+use steadfast_store::Waited;
+
+use super::convert;
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller};
+use super::jobs::job_id;
+use crate::Engine;
+
+fn step_name(raw: String) -> Result<StepName, ApiError> {
+    StepName::new(raw).map_err(|e| ApiError::validation(format!("step: {}", e.problem)))
+}
+
+fn signal_name(raw: String) -> Result<SignalName, ApiError> {
+    SignalName::new(raw).map_err(|e| ApiError::validation(format!("signal: {}", e.problem)))
+}
+
+/// Mark a step started before its side effect, so that an attempt lost
+/// before the checkpoint leaves the step `uncertain` for the next one.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/steps/{name}/start", tag = "workflows",
+    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Step name")),
+    request_body = wire::StartStepRequest,
+    responses(
+        (status = 200, description = "The step: `started`, or `completed` by an earlier checkpoint (then do not run it again)", body = wire::StepInfo),
+        (status = 409, description = "`lease_lost`", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn start_step(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    ApiJson(request): ApiJson<wire::StartStepRequest>,
+) -> Result<Json<wire::StepInfo>, ApiError> {
+    caller.require(Action::ActOnLease)?;
+    let id = job_id(&id)?;
+    let started = engine
+        .start_step(&caller.scope, id, &request.lease_token, step_name(name)?)
+        .await?;
+    let step = match started {
+        StepStart::Started(step) | StepStart::AlreadyCompleted(step) => step,
+    };
+    Ok(Json(convert::running_step_info(&step, id)?))
+}
+
+/// Checkpoint a step's output. The first checkpoint wins.
+#[utoipa::path(
+    put, path = "/v1/jobs/{id}/steps/{name}", tag = "workflows",
+    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Step name")),
+    request_body = wire::CheckpointRequest,
+    responses(
+        (status = 201, description = "Stored; durable before this answer", body = wire::StepInfo),
+        (status = 200, description = "An earlier checkpoint of this step won: its stored output, unchanged", body = wire::StepInfo),
+        (status = 409, description = "`lease_lost`: a fenced worker cannot checkpoint", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed` or `limit_exceeded`", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn checkpoint_step(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    ApiJson(request): ApiJson<wire::CheckpointRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Action::ActOnLease)?;
+    let id = job_id(&id)?;
+    if let Some(output) = &request.output {
+        convert::check_depth("output", output, engine.limits())?;
+    }
+    let output = request
+        .output
+        .map(|o| o.get().to_owned())
+        .unwrap_or_else(|| "null".to_owned());
+    let checkpoint = engine
+        .checkpoint_step(&caller.scope, id, &request.lease_token, step_name(name)?, output)
+        .await?;
+    let status = if checkpoint.first {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(convert::running_step_info(&checkpoint.step, id)?)).into_response())
+}
+
+/// Park the job until a time or a signal. The attempt ends; the job holds
+/// no lease while it waits, and is queued again when the wait ends.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/wait", tag = "workflows",
+    params(("id" = String, Path, description = "Job id")),
+    request_body = wire::WaitRequest,
+    responses(
+        (status = 200, body = wire::WaitResponse),
+        (status = 409, description = "`lease_lost`", body = wire::ErrorBody),
+        (status = 422, body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn wait(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<wire::WaitRequest>,
+) -> Result<Json<wire::WaitResponse>, ApiError> {
+    caller.require(Action::ActOnLease)?;
+    let id = job_id(&id)?;
+    let now = engine.now();
+    let horizon = engine.limits().max_schedule_ahead;
+    let ahead = |what: &str, duration: Duration| {
+        if duration > horizon {
+            Err(ApiError::validation(format!(
+                "{what}: at most {} days",
+                horizon.as_secs() / 86_400
+            )))
+        } else {
+            Ok(now.saturating_add(duration).expect("bounded by the horizon"))
+        }
+    };
+    let wait_for = match (request.sleep_ms, request.until, request.signal, request.timeout_secs) {
+        (Some(ms), None, None, None) => WaitFor::Until(ahead("sleep_ms", Duration::from_millis(ms))?),
+        (None, Some(until), None, None) => {
+            ahead("until", now.duration_until(until).try_into().unwrap_or(Duration::ZERO))?;
+            WaitFor::Until(until)
+        }
+        (None, None, Some(signal), timeout) => WaitFor::Signal {
+            name: signal_name(signal)?,
+            deadline: timeout
+                .map(|secs| ahead("timeout_secs", Duration::from_secs(secs)))
+                .transpose()?,
+        },
+        _ => {
+            return Err(ApiError::validation(
+                "give exactly one of sleep_ms, until or signal (timeout_secs only with signal)",
+            ));
+        }
+    };
+    let step = step_name(request.step)?;
+    match engine
+        .wait(&caller.scope, id, &request.lease_token, step, wait_for)
+        .await?
+    {
+        Waited::Suspended(_) => Ok(Json(wire::WaitResponse {
+            suspended: true,
+            step: None,
+        })),
+        Waited::Completed(step) => Ok(Json(wire::WaitResponse {
+            suspended: false,
+            step: Some(convert::running_step_info(&step, id)?),
+        })),
+    }
+}
+
+/// Deliver a signal: wakes the job if it waits for this name; otherwise the
+/// signal is kept for its next wait on the name.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/signals/{name}", tag = "workflows",
+    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Signal name")),
+    request_body = wire::SignalRequest,
+    responses(
+        (status = 200, body = wire::SignalResponse),
+        (status = 409, description = "`invalid_state`: the job has finished", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed` or `limit_exceeded` (too many pending signals)", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn signal(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    ApiJson(request): ApiJson<wire::SignalRequest>,
+) -> Result<Json<wire::SignalResponse>, ApiError> {
+    caller.require(Action::Signal)?;
+    let id = job_id(&id)?;
+    if let Some(payload) = &request.payload {
+        convert::check_depth("payload", payload, engine.limits())?;
+    }
+    let payload = request
+        .payload
+        .map(|p| p.get().to_owned())
+        .unwrap_or_else(|| "null".to_owned());
+    let signalled = engine.signal(&caller.scope, id, signal_name(name)?, payload).await?;
+    Ok(Json(wire::SignalResponse {
+        woke: signalled.woke,
+        job: convert::job(&signalled.job)?,
+    }))
+}
+
+/// Enqueue a child job from a step, once per (parent, step).
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/children", tag = "workflows",
+    params(("id" = String, Path, description = "Parent job id")),
+    request_body = wire::SpawnRequest,
+    responses(
+        (status = 201, description = "Created", body = wire::Job),
+        (status = 200, description = "This step already enqueued its child: that child", body = wire::Job),
+        (status = 409, description = "`lease_lost`", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn spawn_child(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<wire::SpawnRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Action::ActOnLease)?;
+    let parent = job_id(&id)?;
+    if request.job.idempotency_key.is_some() {
+        return Err(ApiError::validation(
+            "job.idempotency_key: a child's key is derived from its parent and step",
+        ));
+    }
+    let spec = convert::job_spec(request.job, engine.limits(), engine.now())
+        .map_err(|e| ApiError::new(e.code, format!("job.{}", e.message)))?;
+    let step = step_name(request.step)?;
+    let enqueued = engine
+        .spawn_child(&caller.scope, parent, &request.lease_token, step, spec)
+        .await?;
+    let status = if enqueued.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(convert::job(&enqueued.job)?)).into_response())
+}

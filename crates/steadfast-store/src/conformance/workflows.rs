@@ -1,0 +1,549 @@
+use steadfast_core::lifecycle::StepStart;
+use steadfast_core::{AttemptOutcome, JobState, RetryPolicy, SignalName, StepName, StepState, WaitFor};
+
+use super::*;
+use crate::{LeasedJob, StoreError, Waited, WorkflowLimits};
+
+fn step(name: &str) -> StepName {
+    StepName::new(name).unwrap()
+}
+
+fn signal(name: &str) -> SignalName {
+    SignalName::new(name).unwrap()
+}
+
+async fn lease_one(store: &impl Store, scope: &TenantScope, key: &KeyId, queue: &str, now: Timestamp) -> LeasedJob {
+    let mut leased = store.lease(scope, lease_request(&[queue], 1, key), now).await.unwrap();
+    assert_eq!(leased.len(), 1, "expected a job to lease");
+    leased.remove(0)
+}
+
+const LIMITS: WorkflowLimits = WorkflowLimits {
+    max_steps: 1000,
+    max_pending_signals: 100,
+    max_children: 1000,
+};
+
+pub async fn steps_are_memoized_and_the_first_checkpoint_wins(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let job = enqueue_one(store, &scope, spec("wf"), t0()).await;
+    let first = lease_one(store, &scope, &key, "wf", at(1)).await.job;
+    let written = store
+        .checkpoint_step(&scope, job.id, &token(&first), step("a"), "1".into(), LIMITS, at(2))
+        .await
+        .unwrap();
+    assert!(written.first);
+    let again = store
+        .checkpoint_step(&scope, job.id, &token(&first), step("a"), "2".into(), LIMITS, at(3))
+        .await
+        .unwrap();
+    assert!(!again.first);
+    assert_eq!(again.step.output.as_deref(), Some("1"), "the first checkpoint wins");
+
+    // The attempt is lost; the next one resumes after the completed step.
+    let expiry = first.lease.as_ref().unwrap().expires_at;
+    store
+        .expire_leases(
+            expiry,
+            RetryPolicy {
+                base: Duration::ZERO,
+                cap: Duration::ZERO,
+            },
+            1,
+            10,
+        )
+        .await
+        .unwrap();
+    let second = lease_one(store, &scope, &key, "wf", expiry).await;
+    assert_eq!(second.job.attempt, 2);
+    assert_eq!(second.steps.len(), 1);
+    assert_eq!(
+        (second.steps[0].name.as_str(), second.steps[0].output.as_deref()),
+        ("a", Some("1"))
+    );
+    assert_eq!(second.steps[0].state(&second.job), StepState::Completed);
+    let replay = store
+        .checkpoint_step(
+            &scope,
+            job.id,
+            &token(&second.job),
+            step("a"),
+            "3".into(),
+            LIMITS,
+            expiry,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (replay.first, replay.step.output.as_deref(), replay.step.attempt),
+        (false, Some("1"), 1)
+    );
+    let started = store
+        .start_step(&scope, job.id, &token(&second.job), step("a"), LIMITS, expiry)
+        .await
+        .unwrap();
+    assert!(
+        matches!(started, StepStart::AlreadyCompleted(_)),
+        "a completed step is never started again"
+    );
+
+    let record = store.job(&scope, job.id).await.unwrap().unwrap();
+    assert_eq!(record.steps.len(), 1);
+    assert_eq!(record.steps[0].completed_at, Some(at(2)));
+}
+
+pub async fn a_step_started_but_not_checkpointed_is_uncertain_next_time(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let job = enqueue_one(store, &scope, spec("pay"), t0()).await;
+    let first = lease_one(store, &scope, &key, "pay", at(1)).await.job;
+    let started = store
+        .start_step(&scope, job.id, &token(&first), step("charge"), LIMITS, at(2))
+        .await
+        .unwrap();
+    assert!(matches!(started, StepStart::Started(_)));
+    let record = store.job(&scope, job.id).await.unwrap().unwrap();
+    assert_eq!(record.steps[0].state(&record.job), StepState::Started);
+
+    // The worker dies between the side effect and the checkpoint.
+    let expiry = first.lease.as_ref().unwrap().expires_at;
+    store
+        .expire_leases(
+            expiry,
+            RetryPolicy {
+                base: Duration::ZERO,
+                cap: Duration::ZERO,
+            },
+            1,
+            10,
+        )
+        .await
+        .unwrap();
+    let record = store.job(&scope, job.id).await.unwrap().unwrap();
+    assert_eq!(record.steps[0].state(&record.job), StepState::Uncertain);
+
+    let second = lease_one(store, &scope, &key, "pay", expiry).await;
+    assert_eq!(second.steps[0].state(&second.job), StepState::Uncertain);
+    assert_eq!(second.uncertain_attempts.len(), 1);
+    let previous = &second.uncertain_attempts[0];
+    assert_eq!((previous.number, previous.outcome), (1, AttemptOutcome::LeaseExpired));
+    assert_eq!(previous.worker_id.as_str(), "conformance-worker");
+
+    // After reconciling, the new attempt starts the step again and checkpoints it.
+    let restarted = store
+        .start_step(&scope, job.id, &token(&second.job), step("charge"), LIMITS, expiry)
+        .await
+        .unwrap();
+    assert!(matches!(restarted, StepStart::Started(ref s) if s.attempt == 2));
+    let done = store
+        .checkpoint_step(
+            &scope,
+            job.id,
+            &token(&second.job),
+            step("charge"),
+            r#"{"charged":true}"#.into(),
+            LIMITS,
+            expiry,
+        )
+        .await
+        .unwrap();
+    assert!(done.first);
+    let record = store.job(&scope, job.id).await.unwrap().unwrap();
+    assert_eq!(record.steps[0].state(&record.job), StepState::Completed);
+}
+
+pub async fn fenced_workers_cannot_touch_steps_waits_or_children(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let job = enqueue_one(store, &scope, spec("fence"), t0()).await;
+    let leased = lease_one(store, &scope, &key, "fence", at(1)).await.job;
+    let stale = format!("{}x", token(&leased));
+    let lost = |result: Result<_, StoreError>| matches!(result, Err(StoreError::LeaseLost));
+    assert!(lost(
+        store
+            .start_step(&scope, job.id, &stale, step("s"), LIMITS, at(2))
+            .await
+            .map(|_| ())
+    ));
+    assert!(lost(
+        store
+            .checkpoint_step(&scope, job.id, &stale, step("s"), "1".into(), LIMITS, at(2))
+            .await
+            .map(|_| ())
+    ));
+    assert!(lost(
+        store
+            .wait(&scope, job.id, &stale, step("w"), WaitFor::Until(at(9)), LIMITS, at(2))
+            .await
+            .map(|_| ())
+    ));
+    let spawned = store
+        .spawn_child(&scope, job.id, &stale, step("c"), new_job(spec("kids")), LIMITS, at(2))
+        .await;
+    assert!(lost(spawned.map(|_| ())));
+    let expired = leased.lease.as_ref().unwrap().expires_at;
+    let lapsed = store
+        .checkpoint_step(&scope, job.id, &token(&leased), step("s"), "1".into(), LIMITS, expired)
+        .await;
+    assert!(
+        lost(lapsed.map(|_| ())),
+        "a lapsed lease cannot checkpoint, swept or not"
+    );
+    assert!(store.job(&scope, job.id).await.unwrap().unwrap().steps.is_empty());
+}
+
+pub async fn sleeps_park_the_job_until_the_timer_fires(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let job = enqueue_one(store, &scope, spec("sleepy"), t0()).await;
+    let first = lease_one(store, &scope, &key, "sleepy", at(1)).await.job;
+    let attempts_left = first.attempts_left();
+    let waited = store
+        .wait(
+            &scope,
+            job.id,
+            &token(&first),
+            step("sleep:cool-off"),
+            WaitFor::Until(at(100)),
+            LIMITS,
+            at(2),
+        )
+        .await;
+    let Ok(Waited::Suspended(parked)) = waited else {
+        panic!("expected to suspend: {waited:?}")
+    };
+    assert_eq!((parked.state, parked.lease.is_none()), (JobState::Waiting, true));
+    assert!(
+        lease_jobs(store, &scope, lease_request(&["sleepy"], 1, &key), at(50))
+            .await
+            .is_empty()
+    );
+    assert!(store.next_due().await.unwrap().is_some_and(|due| due <= at(100)));
+    assert_eq!(store.fire_timers(at(99), 10).await.unwrap().count, 0);
+    let fired = store.fire_timers(at(100), 10).await.unwrap();
+    assert_eq!(fired.count, 1);
+    assert!(fired.ready_queues.contains(&(scope.tenant_id(), parked.queue.clone())));
+
+    let resumed = lease_one(store, &scope, &key, "sleepy", at(100)).await;
+    assert_eq!(resumed.job.attempt, 2);
+    assert_eq!(
+        resumed.job.attempts_left(),
+        attempts_left,
+        "a suspension is not a failed attempt"
+    );
+    assert_eq!(resumed.steps[0].output.as_deref(), Some(r#"{"outcome":"slept"}"#));
+    let replay = store
+        .wait(
+            &scope,
+            job.id,
+            &token(&resumed.job),
+            step("sleep:cool-off"),
+            WaitFor::Until(at(300)),
+            LIMITS,
+            at(101),
+        )
+        .await;
+    assert!(
+        matches!(replay, Ok(Waited::Completed(_))),
+        "a finished sleep is not slept again"
+    );
+    let record = store.job(&scope, job.id).await.unwrap().unwrap();
+    assert_eq!(record.attempts[0].outcome, AttemptOutcome::Suspended);
+}
+
+pub async fn a_signal_wakes_a_waiting_job_and_a_wait_times_out_without_one(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let approval = WaitFor::Signal {
+        name: signal("approve"),
+        deadline: Some(at(50)),
+    };
+    let job = enqueue_one(store, &scope, spec("approvals"), t0()).await;
+    let leased = lease_one(store, &scope, &key, "approvals", at(1)).await.job;
+    let waited = store
+        .wait(
+            &scope,
+            job.id,
+            &token(&leased),
+            step("signal:approve"),
+            approval.clone(),
+            LIMITS,
+            at(2),
+        )
+        .await;
+    assert!(matches!(waited, Ok(Waited::Suspended(_))));
+    let signalled = store
+        .signal(
+            &scope,
+            job.id,
+            signal("approve"),
+            r#"{"by":"ana"}"#.into(),
+            LIMITS,
+            at(3),
+        )
+        .await
+        .unwrap();
+    assert!(signalled.woke);
+    assert_eq!(signalled.job.state, JobState::Queued);
+    let resumed = lease_one(store, &scope, &key, "approvals", at(4)).await;
+    assert_eq!(
+        resumed.steps[0].output.as_deref(),
+        Some(r#"{"outcome":"signal","payload":{"by":"ana"}}"#)
+    );
+
+    let other = enqueue_one(store, &scope, spec("approvals"), at(5)).await;
+    let leased = lease_one(store, &scope, &key, "approvals", at(5)).await.job;
+    assert_eq!(leased.id, other.id);
+    let waited = store
+        .wait(
+            &scope,
+            other.id,
+            &token(&leased),
+            step("signal:approve"),
+            approval,
+            LIMITS,
+            at(6),
+        )
+        .await;
+    assert!(matches!(waited, Ok(Waited::Suspended(_))));
+    assert_eq!(store.fire_timers(at(50), 10).await.unwrap().count, 1);
+    let timed_out = lease_one(store, &scope, &key, "approvals", at(50)).await;
+    assert_eq!(timed_out.steps[0].output.as_deref(), Some(r#"{"outcome":"timed_out"}"#));
+}
+
+pub async fn a_signal_delivered_before_the_wait_is_kept_for_it(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let job = enqueue_one(store, &scope, spec("early"), t0()).await;
+    let early = store
+        .signal(&scope, job.id, signal("go"), "1".into(), LIMITS, at(1))
+        .await
+        .unwrap();
+    assert!(!early.woke);
+    assert_eq!(early.job.state, JobState::Queued);
+    let leased = lease_one(store, &scope, &key, "early", at(2)).await.job;
+    let go = WaitFor::Signal {
+        name: signal("go"),
+        deadline: None,
+    };
+    let waited = store
+        .wait(
+            &scope,
+            job.id,
+            &token(&leased),
+            step("first"),
+            go.clone(),
+            LIMITS,
+            at(3),
+        )
+        .await
+        .unwrap();
+    let Waited::Completed(step_done) = waited else {
+        panic!("the waiting signal completes the step at once")
+    };
+    assert_eq!(step_done.output.as_deref(), Some(r#"{"outcome":"signal","payload":1}"#));
+    let record = store.job(&scope, job.id).await.unwrap().unwrap();
+    assert_eq!(record.signals.len(), 1);
+    assert_eq!(
+        record.signals[0].consumed_at,
+        Some(at(3)),
+        "each signal is consumed once"
+    );
+    let second = store
+        .wait(&scope, job.id, &token(&leased), step("second"), go, LIMITS, at(4))
+        .await
+        .unwrap();
+    assert!(
+        matches!(second, Waited::Suspended(_)),
+        "a consumed signal does not satisfy another wait"
+    );
+}
+
+pub async fn finished_jobs_take_no_signals(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let job = enqueue_one(store, &scope, spec("done"), t0()).await;
+    let leased = lease_one(store, &scope, &key, "done", at(1)).await.job;
+    store
+        .complete(&scope, job.id, &token(&leased), "1".into(), at(2))
+        .await
+        .unwrap();
+    let late = store
+        .signal(&scope, job.id, signal("go"), "1".into(), LIMITS, at(3))
+        .await;
+    assert!(matches!(
+        late,
+        Err(StoreError::InvalidState {
+            state: JobState::Succeeded,
+            ..
+        })
+    ));
+    let (other_tenant, _) = new_tenant(store).await;
+    let foreign = store
+        .signal(&other_tenant, job.id, signal("go"), "1".into(), LIMITS, at(3))
+        .await;
+    assert_eq!(foreign, Err(StoreError::NotFound));
+}
+
+pub async fn a_child_spawned_twice_is_one_child(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let parent = enqueue_one(store, &scope, spec("parents"), t0()).await;
+    let first = lease_one(store, &scope, &key, "parents", at(1)).await.job;
+    let child = store
+        .spawn_child(
+            &scope,
+            parent.id,
+            &token(&first),
+            step("fan-out"),
+            new_job(spec("kids")),
+            LIMITS,
+            at(2),
+        )
+        .await;
+    let child = child.unwrap();
+    assert!(!child.replayed);
+    assert_eq!(
+        child.job.parent.as_ref().map(|p| (p.job_id, p.step.as_str())),
+        Some((parent.id, "fan-out"))
+    );
+    let again = store
+        .spawn_child(
+            &scope,
+            parent.id,
+            &token(&first),
+            step("fan-out"),
+            new_job(spec("kids")),
+            LIMITS,
+            at(3),
+        )
+        .await;
+    let again = again.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.job.id, child.job.id);
+
+    let expiry = first.lease.as_ref().unwrap().expires_at;
+    store
+        .expire_leases(
+            expiry,
+            RetryPolicy {
+                base: Duration::ZERO,
+                cap: Duration::ZERO,
+            },
+            1,
+            10,
+        )
+        .await
+        .unwrap();
+    let second = lease_one(store, &scope, &key, "parents", expiry).await.job;
+    let replay = store
+        .spawn_child(
+            &scope,
+            parent.id,
+            &token(&second),
+            step("fan-out"),
+            new_job(spec("kids")),
+            LIMITS,
+            expiry,
+        )
+        .await;
+    assert_eq!(
+        replay.unwrap().job.id,
+        child.job.id,
+        "a later attempt gets the same child"
+    );
+    let record = store.job(&scope, parent.id).await.unwrap().unwrap();
+    assert_eq!(
+        record.children.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![child.job.id]
+    );
+}
+
+pub async fn workflow_limits_are_enforced(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let tight = WorkflowLimits {
+        max_steps: 2,
+        max_pending_signals: 1,
+        max_children: 1,
+    };
+    let job = enqueue_one(store, &scope, spec("tight"), t0()).await;
+    let leased = lease_one(store, &scope, &key, "tight", at(1)).await.job;
+    for name in ["one", "two"] {
+        store
+            .checkpoint_step(&scope, job.id, &token(&leased), step(name), "1".into(), tight, at(2))
+            .await
+            .unwrap();
+    }
+    let third = store
+        .checkpoint_step(&scope, job.id, &token(&leased), step("three"), "1".into(), tight, at(2))
+        .await;
+    assert_eq!(
+        third,
+        Err(StoreError::LimitExceeded {
+            what: "steps",
+            limit: 2
+        })
+    );
+    store
+        .signal(&scope, job.id, signal("a"), "1".into(), tight, at(3))
+        .await
+        .unwrap();
+    let second = store
+        .signal(&scope, job.id, signal("b"), "1".into(), tight, at(3))
+        .await;
+    assert_eq!(
+        second,
+        Err(StoreError::LimitExceeded {
+            what: "pending signals",
+            limit: 1
+        })
+    );
+    store
+        .spawn_child(
+            &scope,
+            job.id,
+            &token(&leased),
+            step("c1"),
+            new_job(spec("k")),
+            tight,
+            at(4),
+        )
+        .await
+        .unwrap();
+    let another = store
+        .spawn_child(
+            &scope,
+            job.id,
+            &token(&leased),
+            step("c2"),
+            new_job(spec("k")),
+            tight,
+            at(4),
+        )
+        .await;
+    assert_eq!(
+        another,
+        Err(StoreError::LimitExceeded {
+            what: "children",
+            limit: 1
+        })
+    );
+}
+
+pub async fn a_waiting_job_can_be_cancelled(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let job = enqueue_one(store, &scope, spec("w"), t0()).await;
+    let leased = lease_one(store, &scope, &key, "w", at(1)).await.job;
+    store
+        .wait(
+            &scope,
+            job.id,
+            &token(&leased),
+            step("nap"),
+            WaitFor::Until(at(10)),
+            LIMITS,
+            at(2),
+        )
+        .await
+        .unwrap();
+    let cancelled = store.cancel(&scope, job.id, at(3)).await.unwrap();
+    assert_eq!((cancelled.state, cancelled.wait.is_none()), (JobState::Cancelled, true));
+    assert_eq!(
+        store.fire_timers(at(10), 10).await.unwrap().count,
+        0,
+        "a cancelled wait never fires"
+    );
+}
