@@ -300,6 +300,9 @@ pub struct LeasedJob {
     /// The attempt's hard deadline.
     #[schema(value_type = String, format = DateTime)]
     pub deadline: Timestamp,
+    /// How long each lease or heartbeat lasts: heartbeat well within it
+    /// (a third is a good rhythm).
+    pub lease_ttl_ms: u64,
     /// Completed steps (name → output): replay these instead of running them again.
     #[serde(default)]
     #[schema(value_type = Object)]

@@ -1,4 +1,15 @@
-//! A typed Rust client for the Steadfast HTTP API.
+//! A typed Rust client for the Steadfast HTTP API, and a worker runtime for
+//! durable workflows.
+//!
+//! [`Client`] covers the whole API. [`Worker`] runs handlers per queue with
+//! bounded concurrency, automatic heartbeats and graceful shutdown; each
+//! handler gets a [`JobContext`] whose [`step`](JobContext::step) memoizes
+//! results across attempts and hands the step's stable idempotency key to the
+//! code, and whose [`sleep`](JobContext::sleep),
+//! [`wait_for_signal`](JobContext::wait_for_signal) and
+//! [`spawn`](JobContext::spawn) park the job or enqueue children durably.
+//! A runnable example: `examples/worker.rs`
+//! (`cargo run -p steadfast-sdk --example worker`).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), steadfast_sdk::Error> {
@@ -19,7 +30,13 @@
 //! # Ok(()) }
 //! ```
 
+mod context;
+mod worker;
+
 use std::time::Duration;
+
+pub use context::{JobContext, JobError, StepKey};
+pub use worker::{Worker, WorkerConfig};
 
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -204,6 +221,67 @@ impl Client {
         };
         Ok(self
             .send(Method::POST, &format!("v1/jobs/{id}/complete"), Some(&body), None)
+            .await?
+            .0)
+    }
+
+    /// Marks a step started before its side effect.
+    pub async fn start_step(&self, id: &str, step: &str, lease_token: &str) -> Result<wire::StepInfo, Error> {
+        let body = wire::StartStepRequest {
+            lease_token: lease_token.to_owned(),
+        };
+        Ok(self
+            .send(
+                Method::POST,
+                &format!("v1/jobs/{id}/steps/{step}/start"),
+                Some(&body),
+                None,
+            )
+            .await?
+            .0)
+    }
+
+    /// Checkpoints a step; returns the stored step (an earlier checkpoint's, if one won).
+    pub async fn checkpoint_step(
+        &self,
+        id: &str,
+        step: &str,
+        lease_token: &str,
+        output: Option<wire::Json>,
+    ) -> Result<wire::StepInfo, Error> {
+        let body = wire::CheckpointRequest {
+            lease_token: lease_token.to_owned(),
+            output,
+        };
+        Ok(self
+            .send(Method::PUT, &format!("v1/jobs/{id}/steps/{step}"), Some(&body), None)
+            .await?
+            .0)
+    }
+
+    pub async fn wait(&self, id: &str, request: &wire::WaitRequest) -> Result<wire::WaitResponse, Error> {
+        Ok(self
+            .send(Method::POST, &format!("v1/jobs/{id}/wait"), Some(request), None)
+            .await?
+            .0)
+    }
+
+    pub async fn signal(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Option<wire::Json>,
+    ) -> Result<wire::SignalResponse, Error> {
+        let body = wire::SignalRequest { payload };
+        Ok(self
+            .send(Method::POST, &format!("v1/jobs/{id}/signals/{name}"), Some(&body), None)
+            .await?
+            .0)
+    }
+
+    pub async fn spawn_child(&self, id: &str, request: &wire::SpawnRequest) -> Result<wire::Job, Error> {
+        Ok(self
+            .send(Method::POST, &format!("v1/jobs/{id}/children"), Some(request), None)
             .await?
             .0)
     }

@@ -11,14 +11,28 @@ use serde_json::{Value, json};
 use steadfast_core::Role;
 
 async fn started_job(server: &TestServer, key: &str, queue: &str) -> (String, Value) {
-    let job = server.enqueue(key, json!({"queue": queue, "payload": {"claim": 7}})).await;
+    let job = server
+        .enqueue(key, json!({"queue": queue, "payload": {"claim": 7}}))
+        .await;
     let leased = server.lease_one(key, queue, "w1").await;
     (job["id"].as_str().unwrap().to_owned(), leased)
 }
 
-async fn put_step(server: &TestServer, key: &str, id: &str, step: &str, token: &Value, output: Value) -> common::Response {
+async fn put_step(
+    server: &TestServer,
+    key: &str,
+    id: &str,
+    step: &str,
+    token: &Value,
+    output: Value,
+) -> common::Response {
     server
-        .call(Method::PUT, &format!("/v1/jobs/{id}/steps/{step}"), Some(key), Some(json!({"lease_token": token, "output": output})))
+        .call(
+            Method::PUT,
+            &format!("/v1/jobs/{id}/steps/{step}"),
+            Some(key),
+            Some(json!({"lease_token": token, "output": output})),
+        )
         .await
 }
 
@@ -34,9 +48,19 @@ async fn checkpoints_are_memoized_and_replayed_to_the_next_attempt() {
     assert_eq!(first.json()["idempotency_key"], format!("{id}/validate"));
     let second = put_step(&server, &admin, &id, "validate", token, json!({"valid": false})).await;
     assert_eq!(second.status, StatusCode::OK);
-    assert_eq!(second.json()["output"], json!({"valid": true}), "the first checkpoint wins");
+    assert_eq!(
+        second.json()["output"],
+        json!({"valid": true}),
+        "the first checkpoint wins"
+    );
 
-    let started = server.post(&format!("/v1/jobs/{id}/steps/enrich/start"), &admin, json!({"lease_token": token})).await;
+    let started = server
+        .post(
+            &format!("/v1/jobs/{id}/steps/enrich/start"),
+            &admin,
+            json!({"lease_token": token}),
+        )
+        .await;
     assert_eq!(started.json()["state"], "started");
 
     // The worker vanishes; its lease lapses and the job comes back.
@@ -45,14 +69,28 @@ async fn checkpoints_are_memoized_and_replayed_to_the_next_attempt() {
     server.advance(Duration::from_secs(2));
     server.engine.run_duties_once().await.unwrap();
     let detail = server.get(&format!("/v1/jobs/{id}"), &admin).await.json();
-    let states: Vec<_> = detail["steps"].as_array().unwrap().iter().map(|s| (s["name"].clone(), s["state"].clone())).collect();
-    assert_eq!(states, vec![(json!("validate"), json!("completed")), (json!("enrich"), json!("uncertain"))]);
+    let states: Vec<_> = detail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].clone(), s["state"].clone()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (json!("validate"), json!("completed")),
+            (json!("enrich"), json!("uncertain"))
+        ]
+    );
 
     let again = server.lease_one(&admin, "claims", "w2").await;
     assert_eq!(again["attempt"], 2);
     assert_eq!(again["steps"], json!({"validate": {"valid": true}}));
     let uncertain = &again["uncertain_steps"]["enrich"];
-    assert_eq!((uncertain["attempt"].clone(), uncertain["worker_id"].clone()), (json!(1), json!("w1")));
+    assert_eq!(
+        (uncertain["attempt"].clone(), uncertain["worker_id"].clone()),
+        (json!(1), json!("w1"))
+    );
     assert_eq!(uncertain["attempt_outcome"], "lease_expired");
 }
 
@@ -87,18 +125,38 @@ async fn a_signal_wait_gets_the_payload_or_times_out() {
     let worker = server.key("acme", Role::Worker).await;
 
     let (id, leased) = started_job(&server, &admin, "approvals").await;
-    let wait = json!({"lease_token": leased["lease_token"], "step": "approval", "signal": "approve", "timeout_secs": 3600});
-    assert_eq!(server.post(&format!("/v1/jobs/{id}/wait"), &admin, wait).await.json()["suspended"], true);
-    let refused = server.post(&format!("/v1/jobs/{id}/signals/approve"), &worker, json!({"payload": {}})).await;
+    let wait =
+        json!({"lease_token": leased["lease_token"], "step": "approval", "signal": "approve", "timeout_secs": 3600});
+    assert_eq!(
+        server.post(&format!("/v1/jobs/{id}/wait"), &admin, wait).await.json()["suspended"],
+        true
+    );
+    let refused = server
+        .post(
+            &format!("/v1/jobs/{id}/signals/approve"),
+            &worker,
+            json!({"payload": {}}),
+        )
+        .await;
     assert_eq!(refused.code(), "forbidden", "workers do not send signals");
-    let signalled = server.post(&format!("/v1/jobs/{id}/signals/approve"), &producer, json!({"payload": {"by": "ana"}})).await;
+    let signalled = server
+        .post(
+            &format!("/v1/jobs/{id}/signals/approve"),
+            &producer,
+            json!({"payload": {"by": "ana"}}),
+        )
+        .await;
     assert_eq!(signalled.json()["woke"], true, "{}", signalled.text);
     assert_eq!(signalled.json()["job"]["state"], "queued");
     let resumed = server.lease_one(&admin, "approvals", "w").await;
-    assert_eq!(resumed["steps"]["approval"], json!({"outcome": "signal", "payload": {"by": "ana"}}));
+    assert_eq!(
+        resumed["steps"]["approval"],
+        json!({"outcome": "signal", "payload": {"by": "ana"}})
+    );
 
     let (id, leased) = started_job(&server, &admin, "approvals").await;
-    let wait = json!({"lease_token": leased["lease_token"], "step": "approval", "signal": "approve", "timeout_secs": 30});
+    let wait =
+        json!({"lease_token": leased["lease_token"], "step": "approval", "signal": "approve", "timeout_secs": 30});
     server.post(&format!("/v1/jobs/{id}/wait"), &admin, wait).await;
     server.advance(Duration::from_secs(30));
     server.engine.run_duties_once().await.unwrap();
@@ -111,7 +169,10 @@ async fn a_signal_that_arrives_before_the_wait_is_not_lost() {
     let server = TestServer::start().await;
     let admin = server.key("acme", Role::Admin).await;
     let (id, leased) = started_job(&server, &admin, "early").await;
-    let early = server.post(&format!("/v1/jobs/{id}/signals/go"), &admin, json!({"payload": 42})).await.json();
+    let early = server
+        .post(&format!("/v1/jobs/{id}/signals/go"), &admin, json!({"payload": 42}))
+        .await
+        .json();
     assert_eq!(early["woke"], false);
     let wait = json!({"lease_token": leased["lease_token"], "step": "gate", "signal": "go"});
     let waited = server.post(&format!("/v1/jobs/{id}/wait"), &admin, wait).await.json();
@@ -121,7 +182,9 @@ async fn a_signal_that_arrives_before_the_wait_is_not_lost() {
     assert!(detail["signals"][0]["consumed_at"].is_string());
 
     let other = server.key("other", Role::Admin).await;
-    let foreign = server.post(&format!("/v1/jobs/{id}/signals/go"), &other, json!({})).await;
+    let foreign = server
+        .post(&format!("/v1/jobs/{id}/signals/go"), &other, json!({}))
+        .await;
     assert_eq!(foreign.code(), "not_found");
 }
 
@@ -131,7 +194,9 @@ async fn a_child_enqueued_twice_is_one_child_with_lineage() {
     let admin = server.key("acme", Role::Admin).await;
     let (id, leased) = started_job(&server, &admin, "parents").await;
     let body = json!({"lease_token": leased["lease_token"], "step": "notify", "job": {"queue": "emails", "payload": {"to": "x"}}});
-    let first = server.post(&format!("/v1/jobs/{id}/children"), &admin, body.clone()).await;
+    let first = server
+        .post(&format!("/v1/jobs/{id}/children"), &admin, body.clone())
+        .await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
     let again = server.post(&format!("/v1/jobs/{id}/children"), &admin, body).await;
     assert_eq!(again.status, StatusCode::OK);
@@ -162,8 +227,19 @@ async fn workflow_requests_are_validated() {
     }
     let bad_name = put_step(&server, &admin, &id, "bad%20name", &token, json!(1)).await;
     assert_eq!(bad_name.code(), "validation_failed");
-    let keyed = json!({"lease_token": token, "step": "c", "job": {"queue": "q", "payload": {}, "idempotency_key": "mine"}});
-    assert_eq!(server.post(&format!("/v1/jobs/{id}/children"), &admin, keyed).await.code(), "validation_failed");
+    let keyed =
+        json!({"lease_token": token, "step": "c", "job": {"queue": "q", "payload": {}, "idempotency_key": "mine"}});
+    assert_eq!(
+        server
+            .post(&format!("/v1/jobs/{id}/children"), &admin, keyed)
+            .await
+            .code(),
+        "validation_failed"
+    );
     let detail = server.get(&format!("/v1/jobs/{id}"), &admin).await.json();
-    assert_eq!((detail["state"].clone(), detail["steps"].clone()), (json!("running"), json!([])), "nothing changed");
+    assert_eq!(
+        (detail["state"].clone(), detail["steps"].clone()),
+        (json!("running"), json!([])),
+        "nothing changed"
+    );
 }

@@ -246,7 +246,7 @@ fn step_info_as(step: &Step, id: JobId, state: StepState) -> Result<wire::StepIn
     })
 }
 
-pub fn leased_job(leased: &LeasedJob) -> Result<wire::LeasedJob, ApiError> {
+pub fn leased_job(leased: &LeasedJob, lease_ttl: std::time::Duration) -> Result<wire::LeasedJob, ApiError> {
     let job = &leased.job;
     let mut steps = BTreeMap::new();
     let mut uncertain_steps = BTreeMap::new();
@@ -284,6 +284,7 @@ pub fn leased_job(leased: &LeasedJob) -> Result<wire::LeasedJob, ApiError> {
         lease_token: lease.token.clone(),
         lease_expires_at: lease.expires_at,
         deadline: lease.deadline,
+        lease_ttl_ms: lease_ttl.as_millis() as u64,
         steps,
         uncertain_steps,
     })

@@ -64,7 +64,10 @@ pub async fn lease(
         WorkerId::new(request.worker_id).map_err(|e| ApiError::validation(format!("worker_id: {}", e.problem)))?;
     let jobs = engine.lease(&caller, queues, max_jobs, worker_id, wait).await?;
     Ok(Json(wire::LeaseResponse {
-        jobs: jobs.iter().map(convert::leased_job).collect::<Result<_, _>>()?,
+        jobs: jobs
+            .iter()
+            .map(|job| convert::leased_job(job, engine.limits().lease_ttl))
+            .collect::<Result<_, _>>()?,
     }))
 }
 

@@ -1,0 +1,272 @@
+//! What a handler sees of its job: the payload, and durable building blocks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::{Client, Error, wire};
+
+/// Why a handler stopped without a result.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The job failed. `retryable: false` sends it to `dead` at once.
+    #[error("{message}")]
+    Failed {
+        message: String,
+        kind: Option<String>,
+        retryable: bool,
+    },
+    /// The workflow parked the job (a sleep or a signal wait): not a failure.
+    /// Propagate it with `?`; the job resumes in a later attempt.
+    #[error("the job is waiting")]
+    Suspended,
+    /// The lease was lost (expired, superseded, cancelled): stop, report nothing.
+    #[error("the lease was lost")]
+    LeaseLost,
+    /// A call to Steadfast failed.
+    #[error(transparent)]
+    Client(Error),
+}
+
+impl JobError {
+    /// A failure worth retrying (a timeout, a 503 from a dependency).
+    pub fn retryable(message: impl fmt::Display) -> JobError {
+        JobError::Failed {
+            message: message.to_string(),
+            kind: None,
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry will fix (invalid input): the job goes to `dead`.
+    pub fn fatal(message: impl fmt::Display) -> JobError {
+        JobError::Failed {
+            message: message.to_string(),
+            kind: None,
+            retryable: false,
+        }
+    }
+}
+
+impl From<Error> for JobError {
+    fn from(error: Error) -> JobError {
+        if error.code() == Some("lease_lost") {
+            JobError::LeaseLost
+        } else {
+            JobError::Client(error)
+        }
+    }
+}
+
+impl From<serde_json::Error> for JobError {
+    fn from(error: serde_json::Error) -> JobError {
+        JobError::fatal(format!("cannot (de)serialise step data: {error}"))
+    }
+}
+
+/// What a step's code gets: the step's idempotency key (the same in every
+/// attempt: pass it to downstream APIs that honour idempotency keys) and, if
+/// an earlier attempt started the step and vanished before its checkpoint,
+/// what is known of that attempt, so the code can ask the downstream whether
+/// the effect already happened before acting again.
+#[derive(Debug, Clone)]
+pub struct StepKey {
+    key: String,
+    uncertain: Option<wire::UncertainStep>,
+}
+
+impl StepKey {
+    pub fn as_str(&self) -> &str {
+        &self.key
+    }
+
+    /// Set when the step's outcome is uncertain: reconcile first.
+    pub fn uncertain(&self) -> Option<&wire::UncertainStep> {
+        self.uncertain.as_ref()
+    }
+}
+
+impl Deref for StepKey {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.key
+    }
+}
+
+impl fmt::Display for StepKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key)
+    }
+}
+
+/// A leased job, as its handler sees it.
+#[derive(Debug)]
+pub struct JobContext {
+    client: Client,
+    job: wire::LeasedJob,
+    /// Completed steps: from the lease, plus those checkpointed in this attempt.
+    completed: Mutex<BTreeMap<String, Box<RawValue>>>,
+}
+
+fn to_raw(value: &impl Serialize) -> Result<Box<RawValue>, JobError> {
+    Ok(serde_json::value::to_raw_value(value)?)
+}
+
+fn from_raw<T: DeserializeOwned>(raw: &RawValue) -> Result<T, JobError> {
+    Ok(serde_json::from_str(raw.get())?)
+}
+
+impl JobContext {
+    pub(crate) fn new(client: Client, job: wire::LeasedJob) -> JobContext {
+        let completed = Mutex::new(job.steps.clone());
+        JobContext { client, job, completed }
+    }
+
+    pub fn id(&self) -> uuid::Uuid {
+        self.job.id
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.job.queue
+    }
+
+    /// 1 for the first attempt.
+    pub fn attempt(&self) -> u32 {
+        self.job.attempt
+    }
+
+    pub fn lease_token(&self) -> &str {
+        &self.job.lease_token
+    }
+
+    /// The payload, decoded. A payload that does not decode is a fatal error.
+    pub fn payload<T: DeserializeOwned>(&self) -> Result<T, JobError> {
+        serde_json::from_str(self.job.payload.get())
+            .map_err(|e| JobError::fatal(format!("the payload does not decode: {e}")))
+    }
+
+    fn id_string(&self) -> String {
+        self.job.id.to_string()
+    }
+
+    fn completed_output(&self, step: &str) -> Option<Box<RawValue>> {
+        self.completed.lock().expect("not poisoned").get(step).cloned()
+    }
+
+    fn remember(&self, step: &str, output: Box<RawValue>) {
+        self.completed
+            .lock()
+            .expect("not poisoned")
+            .insert(step.to_owned(), output);
+    }
+
+    /// Runs a memoized step. If an earlier attempt checkpointed `name`, its
+    /// output is returned and `run` is not called. Otherwise the step is
+    /// marked started, `run` gets the step's key, and its result is
+    /// checkpointed; if another checkpoint won, that stored output is returned.
+    pub async fn step<T, F, Fut>(&self, name: &str, run: F) -> Result<T, JobError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(StepKey) -> Fut,
+        Fut: Future<Output = Result<T, JobError>>,
+    {
+        if let Some(output) = self.completed_output(name) {
+            return from_raw(&output);
+        }
+        let id = self.id_string();
+        let started = self.client.start_step(&id, name, self.lease_token()).await?;
+        if let (wire::StepState::Completed, Some(output)) = (started.state, started.output) {
+            self.remember(name, output.clone());
+            return from_raw(&output);
+        }
+        let key = StepKey {
+            key: started.idempotency_key,
+            uncertain: self.job.uncertain_steps.get(name).cloned(),
+        };
+        let value = run(key).await?;
+        let stored = self
+            .client
+            .checkpoint_step(&id, name, self.lease_token(), Some(to_raw(&value)?))
+            .await?;
+        let output = stored.output.unwrap_or(to_raw(&serde_json::Value::Null)?);
+        self.remember(name, output.clone());
+        from_raw(&output)
+    }
+
+    async fn wait(&self, step: String, request: wire::WaitRequest) -> Result<Box<RawValue>, JobError> {
+        if let Some(output) = self.completed_output(&step) {
+            return Ok(output);
+        }
+        let response = self.client.wait(&self.id_string(), &request).await?;
+        match response.step.and_then(|s| s.output) {
+            Some(output) if !response.suspended => {
+                self.remember(&step, output.clone());
+                Ok(output)
+            }
+            _ => Err(JobError::Suspended),
+        }
+    }
+
+    /// A durable sleep. The first time, the job is parked (the handler gets
+    /// [`JobError::Suspended`]: propagate it with `?`) and resumes in a new
+    /// attempt once `duration` has passed; then this returns at once.
+    pub async fn sleep(&self, name: &str, duration: Duration) -> Result<(), JobError> {
+        let step = format!("sleep:{name}");
+        let request = wire::WaitRequest {
+            lease_token: self.lease_token().to_owned(),
+            step: step.clone(),
+            sleep_ms: Some(duration.as_millis() as u64),
+            until: None,
+            signal: None,
+            timeout_secs: None,
+        };
+        self.wait(step, request).await.map(|_| ())
+    }
+
+    /// Waits for the signal `name` (a human approval, an external event),
+    /// parking the job meanwhile. Returns the signal's payload, or `None` when
+    /// `timeout` passed first.
+    pub async fn wait_for_signal<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Option<T>, JobError> {
+        let step = format!("signal:{name}");
+        let request = wire::WaitRequest {
+            lease_token: self.lease_token().to_owned(),
+            step: step.clone(),
+            sleep_ms: None,
+            until: None,
+            signal: Some(name.to_owned()),
+            timeout_secs: timeout.map(|t| t.as_secs().max(1)),
+        };
+        #[derive(serde::Deserialize)]
+        struct Outcome {
+            outcome: String,
+            payload: Option<Box<RawValue>>,
+        }
+        let outcome: Outcome = from_raw(&self.wait(step, request).await?)?;
+        match (outcome.outcome.as_str(), outcome.payload) {
+            ("signal", Some(payload)) => Ok(Some(from_raw(&payload)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Enqueues a child job from step `step`, once: every attempt gets the same child.
+    pub async fn spawn(&self, step: &str, job: wire::EnqueueRequest) -> Result<wire::Job, JobError> {
+        let request = wire::SpawnRequest {
+            lease_token: self.lease_token().to_owned(),
+            step: step.to_owned(),
+            job,
+        };
+        Ok(self.client.spawn_child(&self.id_string(), &request).await?)
+    }
+}
