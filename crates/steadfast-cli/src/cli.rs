@@ -55,6 +55,65 @@ pub enum Command {
     /// Measure throughput against a real server over HTTP.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Runnable demonstrations, such as the claims-pipeline crash drill.
+    #[command(subcommand)]
+    Demo(DemoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// The claims-pipeline crash drill: N claims through six durable steps on a
+    /// real server, worker processes SIGKILLed at random, and a recount of the
+    /// downstreams' own ledgers for double bills and double charges. Exits 0
+    /// only if every claim finished with none.
+    #[command(
+        after_help = "The last line printed is one JSON object: claims, finished, enrichment_billed, \
+double_bills, payments, double_charges, kills.\n\nExample:\n  steadfast demo claims --claims 2000 --workers 4 --kill-interval-ms 300 --ledger-dir ./ledgers"
+    )]
+    Claims(ClaimsArgs),
+    /// A worker process of the claims drill (started by `demo claims`).
+    #[command(hide = true)]
+    ClaimsWorker(ClaimsWorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClaimsArgs {
+    /// Claims to process.
+    #[arg(long, default_value_t = 2000)]
+    pub claims: usize,
+    /// Worker processes running at once.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// SIGKILL a random worker (and start a replacement) this often.
+    #[arg(long, default_value_t = 300)]
+    pub kill_interval_ms: u64,
+    /// Where the enrichment and payment services write their JSON Lines
+    /// ledgers (and the server and workers their logs); a new temporary
+    /// directory when absent.
+    #[arg(long)]
+    pub ledger_dir: Option<PathBuf>,
+    /// Seed for claim amounts and the choice of victims (printed when random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ClaimsWorkerArgs {
+    #[arg(long)]
+    pub url: String,
+    #[arg(long)]
+    pub key: String,
+    #[arg(long)]
+    pub enrichment_url: String,
+    #[arg(long)]
+    pub payments_url: String,
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    #[arg(long, default_value = "claims-worker")]
+    pub worker_id: String,
 }
 
 #[derive(Debug, Args)]

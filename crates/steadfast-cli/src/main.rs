@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod cli;
 mod client;
+mod demo;
 mod serve;
 
 use clap::Parser;
@@ -33,6 +34,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Enqueue(args) => client::enqueue(args).await,
         Command::Job(command) => client::job_command(command).await,
         Command::Bench(BenchCommand::Throughput(args)) => bench::throughput(args).await,
+        Command::Demo(command) => demo::run(command).await,
     }
 }
 
