@@ -141,7 +141,6 @@ pub async fn run_worker(
         concurrency,
         poll_wait: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(5),
-        ..WorkerConfig::default()
     };
     Worker::new(client, config)
         .handle(QUEUE, move |ctx| process(ctx, downstreams.clone()))

@@ -26,6 +26,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `steadfast serve` on `data_dir` and waits (with a deadline) until it is ready.
     pub fn start(data_dir: &Path) -> ServerProcess {
+        ServerProcess::start_with(data_dir, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with extra `serve` flags.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProcess {
         let port = free_port();
         let stderr_path = data_dir.with_extension(format!("stderr-{port}"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
@@ -33,6 +38,7 @@ impl ServerProcess {
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(stderr)
