@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, every test. CI runs exactly this.
+# The whole test suite: formatting, lints, every test, on both storage
+# backends. Starts its own private PostgreSQL server. CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,20 @@ cargo fmt --all --check
 
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== PostgreSQL for the tests"
+pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/steadfast-test-pg.XXXXXX")
+pg_port=${STEADFAST_TEST_PG_PORT:-54329}
+cleanup() {
+    scripts/postgres.sh stop "$pg_dir"
+    rm -rf "$pg_dir"
+}
+trap cleanup EXIT
+STEADFAST_TEST_POSTGRES_URL=$(scripts/postgres.sh start "$pg_dir" "$pg_port")
+export STEADFAST_TEST_POSTGRES_URL
+# The fault tests start and stop their own servers with these.
+export STEADFAST_TEST_PG_SCRIPT="$PWD/scripts/postgres.sh"
+echo "PostgreSQL at $STEADFAST_TEST_POSTGRES_URL"
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then

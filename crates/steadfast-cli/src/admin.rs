@@ -1,22 +1,30 @@
-//! Local administration: tenants and keys, straight on the data dir. Holding
-//! the data dir is the credential, so these need no API key, and they work
-//! while a server runs (SQLite serialises the writes).
+//! Local administration: tenants and keys, straight on the storage. Holding
+//! the data dir (or the database credentials) is the credential, so these
+//! need no API key, and they work while servers run.
+
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use steadfast_core::{ApiKeySecret, KeyId, Role, TenantId, TenantName};
+use steadfast_postgres::PostgresStore;
 use steadfast_server::{Clock, SystemClock};
-use steadfast_sqlite::SqliteStore;
-use steadfast_store::{KeyStore, NewApiKey, StoreError, Tenant, TenantStore, auth};
+use steadfast_store::{NewApiKey, Store, StoreError, Tenant, auth};
 
-use crate::cli::{DataDirArg, KeyCommand, RoleArg, TenantCommand};
+use crate::cli::{KeyCommand, MigrateArgs, RoleArg, StorageArgs, TenantCommand};
 use crate::serve::{ensure_dir_exists, open_store};
 
-fn store(data: &DataDirArg) -> anyhow::Result<SqliteStore> {
-    ensure_dir_exists(&data.data_dir)?;
-    open_store(&data.data_dir)
+/// The store the flags name: PostgreSQL with `--database-url`, else the data dir.
+pub async fn store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
+    match &storage.database_url {
+        Some(url) => Ok(Arc::new(PostgresStore::connect(url).await?)),
+        None => {
+            ensure_dir_exists(&storage.data_dir)?;
+            Ok(Arc::new(open_store(&storage.data_dir)?))
+        }
+    }
 }
 
-async fn tenant(store: &SqliteStore, name: &str) -> anyhow::Result<Tenant> {
+async fn tenant(store: &dyn Store, name: &str) -> anyhow::Result<Tenant> {
     let name = TenantName::new(name)?;
     store
         .tenant_by_name(&name)
@@ -28,7 +36,7 @@ pub async fn tenant_command(command: TenantCommand) -> anyhow::Result<()> {
     match command {
         TenantCommand::Create { name, data } => {
             let name = TenantName::new(name)?;
-            let store = store(&data)?;
+            let store = store(&data).await?;
             match store
                 .create_tenant(TenantId(uuid::Uuid::now_v7()), &name, SystemClock.now())
                 .await
@@ -41,7 +49,7 @@ pub async fn tenant_command(command: TenantCommand) -> anyhow::Result<()> {
             }
         }
         TenantCommand::List { data } => {
-            for tenant in store(&data)?.list_tenants().await? {
+            for tenant in store(&data).await?.list_tenants().await? {
                 println!("{}\t{}\t{}", tenant.name, tenant.id, tenant.created_at);
             }
         }
@@ -78,8 +86,8 @@ pub async fn key_command(command: KeyCommand) -> anyhow::Result<()> {
             name: label,
             data,
         } => {
-            let store = store(&data)?;
-            let tenant = tenant(&store, &name).await?;
+            let store = store(&data).await?;
+            let tenant = tenant(store.as_ref(), &name).await?;
             let (secret, key) = generate_key(role(role_arg), &label);
             store
                 .create_key(&auth::local_operator(&tenant), key, SystemClock.now())
@@ -95,7 +103,7 @@ pub async fn key_command(command: KeyCommand) -> anyhow::Result<()> {
         KeyCommand::Revoke { id, data } => {
             let key_id = KeyId::parse(&id)
                 .map_err(|_| anyhow!("{id:?} is not a key id (16 hex digits, the part after sfk_)"))?;
-            let store = store(&data)?;
+            let store = store(&data).await?;
             match store.revoke_key(&key_id, SystemClock.now()).await {
                 Ok(info) => eprintln!(
                     "revoked key {} (since {})",
@@ -107,8 +115,8 @@ pub async fn key_command(command: KeyCommand) -> anyhow::Result<()> {
             }
         }
         KeyCommand::List { tenant: name, data } => {
-            let store = store(&data)?;
-            let tenant = tenant(&store, &name).await?;
+            let store = store(&data).await?;
+            let tenant = tenant(store.as_ref(), &name).await?;
             for key in store.list_keys(&auth::local_operator(&tenant)).await? {
                 let revoked = key
                     .revoked_at
@@ -117,6 +125,26 @@ pub async fn key_command(command: KeyCommand) -> anyhow::Result<()> {
                 println!("{}\t{}\t{}\t{}", key.key_id, key.role, revoked, key.name);
             }
         }
+    }
+    Ok(())
+}
+
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let (mut client, connection) = tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls)
+        .await
+        .context("cannot connect to PostgreSQL as the owning role")?;
+    tokio::spawn(connection);
+    let migrated = steadfast_postgres::schema::migrate(&mut client, &args.app_role).await?;
+    if migrated.from == migrated.to {
+        eprintln!(
+            "schema already at version {}; grants to {} refreshed",
+            migrated.to, args.app_role
+        );
+    } else {
+        eprintln!(
+            "schema migrated from version {} to {}; {} granted what the server needs",
+            migrated.from, migrated.to, args.app_role
+        );
     }
     Ok(())
 }

@@ -55,9 +55,25 @@ pub enum Command {
     /// Measure throughput against a real server over HTTP.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Create or upgrade the PostgreSQL schema, as the owning role, and grant the application role.
+    #[command(
+        after_help = "Example:\n  steadfast migrate --database-url postgres://steadfast_owner@db/steadfast --app-role steadfast_app\n\n\
+See docs/postgres.md for creating the two roles."
+    )]
+    Migrate(MigrateArgs),
     /// Runnable demonstrations, such as the claims-pipeline crash drill.
     #[command(subcommand)]
     Demo(DemoCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Connection as the role that owns (or will own) Steadfast's tables.
+    #[arg(long, env = "STEADFAST_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// The role `steadfast serve` connects as: granted exactly what it needs.
+    #[arg(long)]
+    pub app_role: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,16 +133,20 @@ pub struct ClaimsWorkerArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DataDirArg {
-    /// Where the embedded database, its lock and admin.key live.
+pub struct StorageArgs {
+    /// Where the embedded database, its lock and admin.key live (without --database-url).
     #[arg(long, env = "STEADFAST_DATA_DIR", default_value = "./steadfast-data")]
     pub data_dir: PathBuf,
+    /// Use PostgreSQL instead of embedded storage: postgres://ROLE:PASSWORD@HOST/DB, connecting as the
+    /// application role (see docs/postgres.md). Many nodes may share one database.
+    #[arg(long, env = "STEADFAST_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub data: DataDirArg,
+    pub data: StorageArgs,
 
     /// Address to listen on.
     #[arg(long, env = "STEADFAST_LISTEN", default_value = "127.0.0.1:8650")]
@@ -177,12 +197,12 @@ pub enum TenantCommand {
         /// 1–64 ASCII letters, digits and -_.:
         name: String,
         #[command(flatten)]
-        data: DataDirArg,
+        data: StorageArgs,
     },
     /// List tenants.
     List {
         #[command(flatten)]
-        data: DataDirArg,
+        data: StorageArgs,
     },
 }
 
@@ -211,21 +231,21 @@ pub enum KeyCommand {
         #[arg(long, default_value = "")]
         name: String,
         #[command(flatten)]
-        data: DataDirArg,
+        data: StorageArgs,
     },
     /// Revoke a key by its id (the 16 hex digits after `sfk_`). Takes effect at once.
     #[command(after_help = "Example:\n  steadfast key revoke 3f9a0c1d2e4b5a67")]
     Revoke {
         id: String,
         #[command(flatten)]
-        data: DataDirArg,
+        data: StorageArgs,
     },
     /// List a tenant's keys (ids, roles, revocation; never secrets).
     List {
         #[arg(long)]
         tenant: String,
         #[command(flatten)]
-        data: DataDirArg,
+        data: StorageArgs,
     },
 }
 

@@ -35,6 +35,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Job(command) => client::job_command(command).await,
         Command::Bench(BenchCommand::Throughput(args)) => bench::throughput(args).await,
         Command::Demo(command) => demo::run(command).await,
+        Command::Migrate(args) => admin::migrate(args).await,
     }
 }
 

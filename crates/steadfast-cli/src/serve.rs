@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use steadfast_core::{Limits, RetryPolicy, Role, TenantId, TenantName};
+use steadfast_postgres::{ConnectError, PostgresStore};
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
 use steadfast_sqlite::SqliteStore;
-use steadfast_store::{KeyStore, Store, TenantStore, WorkflowLimits, auth};
+use steadfast_store::{Store, WorkflowLimits, auth};
 use tokio::net::TcpListener;
 
 use crate::admin::generate_key;
@@ -139,13 +140,20 @@ fn write_secret_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// On a store without any key, creates tenant `default` (if missing) and an
-/// admin key, saves it to `admin.key` and prints it once.
-async fn bootstrap(store: &SqliteStore, data_dir: &Path, address: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn has_any_key(store: &dyn Store) -> anyhow::Result<bool> {
     for tenant in store.list_tenants().await? {
         if !store.list_keys(&auth::local_operator(&tenant)).await?.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
+    }
+    Ok(false)
+}
+
+/// On a store without any key, creates tenant `default` (if missing) and an
+/// admin key, saves it to `admin.key` and prints it once.
+async fn bootstrap(store: &dyn Store, data_dir: &Path, address: std::net::SocketAddr) -> anyhow::Result<()> {
+    if has_any_key(store).await? {
+        return Ok(());
     }
     let name = TenantName::new("default").expect("valid");
     let tenant = match store.tenant_by_name(&name).await? {
@@ -160,14 +168,7 @@ async fn bootstrap(store: &SqliteStore, data_dir: &Path, address: std::net::Sock
     let path = data_dir.join(ADMIN_KEY_FILE);
     // The file first: if we crash before the key is stored, the next start
     // finds no key and writes a fresh one over it.
-    write_secret_file(
-        &path,
-        &format!(
-            "{}
-",
-            secret.reveal()
-        ),
-    )?;
+    write_secret_file(&path, &format!("{}\n", secret.reveal()))?;
     store
         .create_key(&auth::local_operator(&tenant), key, SystemClock.now())
         .await?;
@@ -184,18 +185,48 @@ async fn bootstrap(store: &SqliteStore, data_dir: &Path, address: std::net::Sock
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     args.validate()?;
     let data_dir: PathBuf = args.data.data_dir.clone();
-    let _lock = lock_data_dir(&data_dir)?;
-    let store = open_store(&data_dir)?;
+    // Embedded storage belongs to one server (the lock lives as long as the
+    // process); PostgreSQL is shared by any number of nodes.
+    let (store, _lock): (Arc<dyn Store>, Option<File>) = match &args.data.database_url {
+        Some(url) => {
+            let store = PostgresStore::connect(url).await.map_err(|error| match error {
+                ConnectError::Schema(_) | ConnectError::Url(_) => Exit {
+                    code: 78,
+                    message: error.to_string(),
+                }
+                .into(),
+                other => anyhow::Error::from(other),
+            })?;
+            (Arc::new(store), None)
+        }
+        None => {
+            let lock = lock_data_dir(&data_dir)?;
+            (Arc::new(open_store(&data_dir)?), Some(lock))
+        }
+    };
     let listener = TcpListener::bind(args.listen).await.map_err(|error| Exit {
         code: 1,
         message: format!("cannot listen on {}: {error}", args.listen),
     })?;
     let address = listener.local_addr()?;
-    bootstrap(&store, &data_dir, address).await?;
+    let storage = match &args.data.database_url {
+        None => {
+            bootstrap(store.as_ref(), &data_dir, address).await?;
+            format!("embedded, {}", data_dir.display())
+        }
+        Some(_) => {
+            if !has_any_key(store.as_ref()).await? {
+                tracing::warn!(
+                    "no API keys yet: create a tenant and a key with `steadfast tenant create NAME --database-url URL` \
+                     and `steadfast key create --tenant NAME --role admin --database-url URL`"
+                );
+            }
+            "postgresql".to_owned()
+        }
+    };
 
-    let store: Arc<dyn Store> = Arc::new(store);
     let engine = Engine::new(store, Arc::new(SystemClock), args.engine_config());
-    tracing::info!(%address, data_dir = %data_dir.display(), "steadfast is ready");
+    tracing::info!(%address, storage, "steadfast is ready");
 
     let duties = tokio::spawn(engine.clone().run_duties());
     let shutdown = {

@@ -25,7 +25,7 @@ pub use jobs::{
     SignalRecord,
 };
 pub use keys::{ApiKeyInfo, KeyStore, NewApiKey, StoredKey};
-pub use maintenance::{Maintenance, Swept};
+pub use maintenance::{Maintenance, ReadyCallback, Swept};
 pub use tenants::{Tenant, TenantStore};
 pub use workflows::{Signalled, Waited, WorkflowLimits, WorkflowStore};
 

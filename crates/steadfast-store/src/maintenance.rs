@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use steadfast_core::{QueueName, RetryPolicy, TenantId, Timestamp};
 
@@ -13,6 +15,9 @@ pub struct Swept {
     /// The sweep stopped at its limit; more may be due.
     pub more: bool,
 }
+
+/// Called when jobs became ready in a queue, on any node.
+pub type ReadyCallback = Arc<dyn Fn(TenantId, QueueName) + Send + Sync>;
 
 /// Background duties across all tenants. Only the engine's own timers call
 /// these; no request reaches them.
@@ -40,4 +45,11 @@ pub trait Maintenance {
 
     /// Succeeds when the store can serve reads and writes.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Calls `on_ready` whenever a node (this or another) makes jobs ready in
+    /// a queue, so long-polling workers anywhere wake promptly. A single-node
+    /// backend needs nothing: the engine wakes its own waiters after each commit.
+    fn subscribe_ready(&self, on_ready: ReadyCallback) {
+        let _ = on_ready;
+    }
 }

@@ -53,7 +53,7 @@ struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
-    wakeups: Wakeups,
+    wakeups: Arc<Wakeups>,
     /// Nudges the background duties when something may be due sooner than they planned.
     duties_nudge: Notify,
     draining: watch::Sender<bool>,
@@ -61,12 +61,16 @@ struct Inner {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Engine {
+        let wakeups = Arc::new(Wakeups::default());
+        // Other nodes' commits (PostgreSQL) wake this node's long-polls too.
+        let waker = wakeups.clone();
+        store.subscribe_ready(Arc::new(move |tenant, queue| waker.wake(tenant, &queue)));
         Engine {
             inner: Arc::new(Inner {
                 store,
                 clock,
                 config,
-                wakeups: Wakeups::default(),
+                wakeups,
                 duties_nudge: Notify::new(),
                 draining: watch::channel(false).0,
             }),

@@ -1,0 +1,382 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use steadfast_core::lifecycle::{self, Failure, LeaseGrant, Rejection, Transition};
+use steadfast_core::retry::jitter_sample;
+use steadfast_core::{Job, JobId, JobState, QueueName, StepState, TenantId, Timestamp};
+use steadfast_store::{
+    Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
+    StoreError, TenantScope,
+};
+use tokio_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+
+use crate::rows::{JOB_COLUMNS, attempts_of, insert_attempt, insert_job, job_from_row, load_job, millis, save_job};
+use crate::workflows::{children_of, signals_of, steps_of};
+use crate::{PostgresStore, TenantFilter, notify_ready, pg_error, scoped};
+
+fn unchanged(job: Job) -> Transition {
+    Transition {
+        job,
+        ended_attempt: None,
+    }
+}
+
+/// Remembers which queues gained ready jobs in a transaction, to notify once each.
+#[derive(Default)]
+pub(crate) struct ReadyQueues(Vec<(TenantId, QueueName)>);
+
+impl ReadyQueues {
+    pub(crate) fn note(&mut self, job: &Job) {
+        let key = (job.tenant_id, job.queue.clone());
+        if job.state == JobState::Queued && !self.0.contains(&key) {
+            self.0.push(key);
+        }
+    }
+
+    pub(crate) async fn notify(self, tx: &Transaction<'_>) -> Result<Vec<(TenantId, QueueName)>, StoreError> {
+        for (tenant, queue) in &self.0 {
+            notify_ready(tx, *tenant, queue).await?;
+        }
+        Ok(self.0)
+    }
+}
+
+/// A leased job with the steps its workflow resumes from; a first attempt
+/// has none, so the common case costs no query.
+async fn resumable(tx: &Transaction<'_>, job: Job) -> Result<LeasedJob, StoreError> {
+    if job.attempt <= 1 {
+        return Ok(LeasedJob {
+            job,
+            steps: Vec::new(),
+            uncertain_attempts: Vec::new(),
+        });
+    }
+    let steps = steps_of(tx, &job).await?;
+    let uncertain: Vec<u32> = steps
+        .iter()
+        .filter(|step| step.state(&job) == StepState::Uncertain)
+        .map(|step| step.attempt)
+        .collect();
+    let uncertain_attempts = if uncertain.is_empty() {
+        Vec::new()
+    } else {
+        attempts_of(tx, &job)
+            .await?
+            .into_iter()
+            .filter(|a| uncertain.contains(&a.number))
+            .collect()
+    };
+    Ok(LeasedJob {
+        job,
+        steps,
+        uncertain_attempts,
+    })
+}
+
+impl PostgresStore {
+    /// Loads a tenant's job (locked), applies `transition`, persists it and
+    /// the attempt it ended, and notifies if the job became ready.
+    pub(crate) async fn apply(
+        &self,
+        tenant: TenantId,
+        id: JobId,
+        transition: impl FnOnce(&Job) -> Result<Transition, Rejection> + Send,
+    ) -> Result<Job, StoreError> {
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, tenant).await?;
+        let job = load_job(&tx, self.filter, tenant, id, true)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let Transition { job, ended_attempt } = transition(&job)?;
+        save_job(&tx, &job).await?;
+        if let Some(attempt) = &ended_attempt {
+            insert_attempt(&tx, &job, attempt).await?;
+        }
+        let mut ready = ReadyQueues::default();
+        ready.note(&job);
+        ready.notify(&tx).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(job)
+    }
+}
+
+async fn enqueue_in(
+    tx: &Transaction<'_>,
+    filter: TenantFilter,
+    tenant: TenantId,
+    jobs: Vec<NewJob>,
+    dedup_window: Duration,
+    now: Timestamp,
+) -> Result<Vec<Enqueued>, StoreError> {
+    let expires_at = millis(now.saturating_add(dedup_window).unwrap_or(Timestamp::MAX));
+    let mut created = Vec::with_capacity(jobs.len());
+    let mut ready = ReadyQueues::default();
+    for (index, new) in jobs.into_iter().enumerate() {
+        if let Some((key, fingerprint)) = &new.spec.idempotency {
+            // Claim the key, or take over one whose window has passed. A
+            // concurrent claim of the same key waits here for the first to
+            // commit, then sees it: concurrent duplicates create one job.
+            let claimed = tx
+                .query_opt(
+                    "INSERT INTO idempotency_keys (tenant_id, key, job_id, fingerprint, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, key) DO UPDATE SET job_id = excluded.job_id, \
+                     fingerprint = excluded.fingerprint, expires_at = excluded.expires_at \
+                     WHERE idempotency_keys.expires_at <= $6 RETURNING job_id",
+                    &[
+                        &tenant.0,
+                        &key.as_str(),
+                        &new.id.0,
+                        &fingerprint.as_slice(),
+                        &expires_at,
+                        &millis(now),
+                    ],
+                )
+                .await
+                .map_err(pg_error)?;
+            if claimed.is_none() {
+                let existing = tx
+                    .query_one(
+                        "SELECT job_id, fingerprint FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+                        &[&tenant.0, &key.as_str()],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                if existing.get::<_, &[u8]>(1) != fingerprint.as_slice() {
+                    return Err(StoreError::IdempotencyKeyReused { index });
+                }
+                if let Some(job) = load_job(tx, filter, tenant, JobId(existing.get(0)), false).await? {
+                    created.push(Enqueued { job, replayed: true });
+                    continue;
+                }
+                tx.execute(
+                    "UPDATE idempotency_keys SET job_id = $3, expires_at = $4 WHERE tenant_id = $1 AND key = $2",
+                    &[&tenant.0, &key.as_str(), &new.id.0, &expires_at],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+        }
+        let job = lifecycle::new_job(new.id, tenant, new.spec, now);
+        insert_job(tx, &job).await?;
+        ready.note(&job);
+        created.push(Enqueued { job, replayed: false });
+    }
+    ready.notify(tx).await?;
+    Ok(created)
+}
+
+async fn lease_in(
+    tx: &Transaction<'_>,
+    filter: TenantFilter,
+    tenant: TenantId,
+    request: LeaseRequest,
+    now: Timestamp,
+) -> Result<Vec<LeasedJob>, StoreError> {
+    let limit = i64::from(request.max_jobs);
+    let mut candidates: Vec<(i64, Job)> = Vec::new();
+    for queue in &request.queues {
+        let rows = match filter {
+            TenantFilter::Enforced => {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND queue = $2 AND state = 'queued' \
+                     ORDER BY priority DESC, run_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED"
+                );
+                tx.query(&sql, &[&tenant.0, &queue.as_str(), &limit]).await
+            }
+            TenantFilter::DisabledForTests => {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = $1 AND state = 'queued' \
+                     ORDER BY priority DESC, run_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+                );
+                tx.query(&sql, &[&queue.as_str(), &limit]).await
+            }
+        }
+        .map_err(pg_error)?;
+        for row in &rows {
+            candidates.push(job_from_row(row)?);
+        }
+    }
+    if request.queues.len() > 1 {
+        candidates.sort_by(|(seq_a, a), (seq_b, b)| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(seq_a.cmp(seq_b))
+        });
+        candidates.truncate(request.max_jobs as usize);
+    }
+    let mut leased = Vec::with_capacity(candidates.len());
+    for (_, job) in candidates {
+        let grant = LeaseGrant {
+            worker_id: request.worker_id.clone(),
+            key_id: request.key_id.clone(),
+            ttl: request.ttl,
+            token_random: jitter_sample(request.token_seed, job.id.0.as_bytes()),
+        };
+        let job = lifecycle::lease(&job, grant, now)?;
+        save_job(tx, &job).await?;
+        leased.push(resumable(tx, job).await?);
+    }
+    Ok(leased)
+}
+
+async fn list_in(
+    tx: &Transaction<'_>,
+    filter: TenantFilter,
+    tenant: TenantId,
+    query: JobQuery,
+) -> Result<JobPage, StoreError> {
+    let tenant_id = tenant.0;
+    let queue = query.queue.as_ref().map(|q| q.as_str().to_owned());
+    let state = query.state.map(|s| s.as_str());
+    let after = query.after.map(|JobCursor(seq)| seq);
+    let limit = i64::from(query.limit) + 1;
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true");
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    if filter == TenantFilter::Enforced {
+        params.push(&tenant_id);
+        sql.push_str(&format!(" AND tenant_id = ${}", params.len()));
+    }
+    if let Some(queue) = &queue {
+        params.push(queue);
+        sql.push_str(&format!(" AND queue = ${}", params.len()));
+    }
+    if let Some(state) = &state {
+        params.push(state);
+        sql.push_str(&format!(" AND state = ${}", params.len()));
+    }
+    if let Some(after) = &after {
+        params.push(after);
+        sql.push_str(&format!(" AND seq < ${}", params.len()));
+    }
+    params.push(&limit);
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", params.len()));
+    let rows = tx.query(&sql, &params).await.map_err(pg_error)?;
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut last_seq = None;
+    for row in &rows {
+        let (seq, job) = job_from_row(row)?;
+        if jobs.len() == query.limit as usize {
+            return Ok(JobPage {
+                jobs,
+                next_cursor: last_seq.map(JobCursor),
+            });
+        }
+        last_seq = Some(seq);
+        jobs.push(job);
+    }
+    Ok(JobPage {
+        jobs,
+        next_cursor: None,
+    })
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
+    async fn enqueue(
+        &self,
+        scope: &TenantScope,
+        jobs: Vec<NewJob>,
+        dedup_window: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, scope.tenant_id()).await?;
+        let created = enqueue_in(&tx, self.filter, scope.tenant_id(), jobs, dedup_window, now).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(created)
+    }
+
+    async fn job(&self, scope: &TenantScope, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, scope.tenant_id()).await?;
+        let Some(job) = load_job(&tx, self.filter, scope.tenant_id(), id, false).await? else {
+            return Ok(None);
+        };
+        let record = JobRecord {
+            attempts: attempts_of(&tx, &job).await?,
+            steps: steps_of(&tx, &job).await?,
+            signals: signals_of(&tx, &job).await?,
+            children: children_of(&tx, &job).await?,
+            job,
+        };
+        tx.commit().await.map_err(pg_error)?;
+        Ok(Some(record))
+    }
+
+    async fn list_jobs(&self, scope: &TenantScope, query: JobQuery) -> Result<JobPage, StoreError> {
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, scope.tenant_id()).await?;
+        let page = list_in(&tx, self.filter, scope.tenant_id(), query).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(page)
+    }
+
+    async fn lease(
+        &self,
+        scope: &TenantScope,
+        request: LeaseRequest,
+        now: Timestamp,
+    ) -> Result<Vec<LeasedJob>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, scope.tenant_id()).await?;
+        let leased = lease_in(&tx, self.filter, scope.tenant_id(), request, now).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(leased)
+    }
+
+    async fn heartbeat(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        self.apply(scope.tenant_id(), id, |job| {
+            lifecycle::heartbeat(job, token, ttl, now).map(unchanged)
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        output: String,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        self.apply(scope.tenant_id(), id, |job| {
+            lifecycle::complete(job, token, output, now)
+        })
+        .await
+    }
+
+    async fn fail(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        failure: Failure,
+        retry: RetryPlan,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        self.apply(scope.tenant_id(), id, |job| {
+            let sample = jitter_sample(retry.jitter_seed, job.id.0.as_bytes());
+            lifecycle::fail(job, token, failure, &retry.policy, sample, now)
+        })
+        .await
+    }
+
+    async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        self.apply(scope.tenant_id(), id, |job| lifecycle::retry(job, now).map(unchanged))
+            .await
+    }
+
+    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        self.apply(scope.tenant_id(), id, |job| lifecycle::cancel(job, now))
+            .await
+    }
+}

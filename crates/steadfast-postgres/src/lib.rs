@@ -1,0 +1,176 @@
+//! Steadfast's PostgreSQL storage, for teams that run many Steadfast nodes
+//! on one database.
+//!
+//! Tenant isolation is enforced by the database: every tenant table has
+//! row-level security FORCEd, and each transaction sets the tenant with
+//! `set_config('steadfast.tenant_id', …, true)`, so a pooled connection never
+//! carries one tenant into another's transaction and an unset tenant sees
+//! nothing. Steadfast connects as a role that is neither the tables' owner,
+//! nor superuser, nor BYPASSRLS ([`schema::check`]); the few operations that
+//! must cross tenants (authentication by key id, the background sweeps) go
+//! through narrow SECURITY DEFINER functions.
+//!
+//! Many nodes: leasing locks with `FOR UPDATE SKIP LOCKED`, sweeps lock the
+//! due rows they act on, and `NOTIFY steadfast_ready` wakes long-polling
+//! workers on every node. Module names mirror the embedded store's.
+//!
+//! Only this crate contains PostgreSQL SQL.
+
+mod jobs;
+mod keys;
+mod listen;
+mod maintenance;
+mod rows;
+pub mod schema;
+mod tenants;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
+mod workflows;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use steadfast_core::{QueueName, TenantId};
+use steadfast_store::StoreError;
+use tokio_postgres::{NoTls, Transaction};
+
+pub use schema::SchemaError;
+
+/// Connections in the pool of one node.
+const POOL_SIZE: usize = 16;
+
+/// The PostgreSQL store. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    filter: TenantFilter,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("filter", &self.filter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether queries also filter by tenant themselves, on top of row-level
+/// security. Always `Enforced`, except in the test that proves the database
+/// alone isolates tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TenantFilter {
+    Enforced,
+    DisabledForTests,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid database URL: {0}")]
+    Url(tokio_postgres::Error),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(String),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+/// Parses a `postgres://` URL and sets what every Steadfast connection uses.
+pub fn config(url: &str) -> Result<tokio_postgres::Config, ConnectError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
+    // Nothing Steadfast runs takes long; a stuck query or lock is a fault to
+    // report (503), never a request that hangs.
+    config.options(format!(
+        "-c search_path={} -c statement_timeout=10000 -c lock_timeout=5000",
+        schema::SCHEMA
+    ));
+    config.connect_timeout(Duration::from_secs(5));
+    config.application_name("steadfast");
+    Ok(config)
+}
+
+impl PostgresStore {
+    /// Connects as the application role and checks the role and the schema.
+    pub async fn connect(url: &str) -> Result<PostgresStore, ConnectError> {
+        let config = config(url)?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let timeouts = Timeouts {
+            wait: Some(Duration::from_secs(5)),
+            create: Some(Duration::from_secs(5)),
+            recycle: Some(Duration::from_secs(5)),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .timeouts(timeouts)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        let client = pool.get().await.map_err(|e| ConnectError::Connect(e.to_string()))?;
+        schema::check(&client).await?;
+        Ok(PostgresStore {
+            pool,
+            config,
+            filter: TenantFilter::Enforced,
+        })
+    }
+
+    /// Test-only: the store's own `tenant_id` filters are left out of the
+    /// main queries, so a test can show row-level security alone isolates tenants.
+    pub fn without_tenant_filter_for_tests(mut self) -> PostgresStore {
+        self.filter = TenantFilter::DisabledForTests;
+        self
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|error| {
+            tracing::warn!(%error, "no database connection");
+            StoreError::Unavailable("the database is unreachable".into())
+        })
+    }
+}
+
+/// PostgreSQL errors are never the client's fault; the detail goes to logs.
+pub(crate) fn pg_error(error: tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    })
+}
+
+/// Starts a transaction scoped to `tenant`: row-level security sees only its rows.
+pub(crate) async fn scoped(
+    client: &mut deadpool_postgres::Object,
+    tenant: TenantId,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    set_tenant(&tx, tenant).await?;
+    Ok(tx)
+}
+
+/// Switches the transaction's tenant (the setting is transaction-local).
+pub(crate) async fn set_tenant(tx: &Transaction<'_>, tenant: TenantId) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT set_config('steadfast.tenant_id', $1, true)",
+        &[&tenant.0.to_string()],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Tells every node's long-pollers that `queue` has ready jobs, at commit.
+pub(crate) async fn notify_ready(tx: &Transaction<'_>, tenant: TenantId, queue: &QueueName) -> Result<(), StoreError> {
+    let payload = format!("{} {}", tenant.0, queue);
+    tx.execute("SELECT pg_notify('steadfast_ready', $1)", &[&payload])
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,58 @@
+//! LISTEN for ready queues, so a job enqueued on one node wakes the workers
+//! long-polling on every node. A dedicated connection, reconnected on failure.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use steadfast_core::{QueueName, TenantId};
+use steadfast_store::ReadyCallback;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::PostgresStore;
+
+fn parse(payload: &str) -> Option<(TenantId, QueueName)> {
+    let (tenant, queue) = payload.split_once(' ')?;
+    Some((tenant.parse().ok()?, QueueName::new(queue).ok()?))
+}
+
+impl PostgresStore {
+    pub(crate) fn spawn_listener(&self, on_ready: ReadyCallback) {
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            loop {
+                match config.connect(NoTls).await {
+                    Ok((client, mut connection)) => {
+                        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        let listening = async {
+                            client.batch_execute("LISTEN steadfast_ready").await?;
+                            Ok::<_, tokio_postgres::Error>(())
+                        };
+                        // The LISTEN request completes only while the connection is polled.
+                        let (listen_result, stream_end) = tokio::join!(listening, async {
+                            while let Some(message) = messages.next().await {
+                                match message {
+                                    Ok(AsyncMessage::Notification(note)) => {
+                                        if let Some((tenant, queue)) = parse(note.payload()) {
+                                            on_ready(tenant, queue);
+                                        }
+                                    }
+                                    Ok(_) => {}
+                                    Err(error) => return Some(error),
+                                }
+                            }
+                            None
+                        });
+                        if let Err(error) = listen_result {
+                            tracing::warn!(%error, "LISTEN failed");
+                        }
+                        if let Some(error) = stream_end {
+                            tracing::warn!(%error, "lost the LISTEN connection; reconnecting");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot open the LISTEN connection; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,206 @@
+-- Steadfast schema v1 (PostgreSQL). Runs as the owning role, in schema
+-- `steadfast`. Times are Unix milliseconds, like the embedded store.
+--
+-- Tenant isolation: every tenant table carries tenant_id, has row-level
+-- security enabled and FORCEd, and one policy: a row is visible and writable
+-- only when its tenant_id equals the transaction-local setting
+-- `steadfast.tenant_id`. Unset, nothing is visible. The only exception is the
+-- owning role itself, which the application never connects as: it reaches
+-- across tenants solely inside the narrow SECURITY DEFINER functions below.
+
+CREATE FUNCTION steadfast_tenant() RETURNS uuid
+    LANGUAGE sql STABLE
+    AS $$ SELECT nullif(current_setting('steadfast.tenant_id', true), '')::uuid $$;
+
+CREATE TABLE tenants (
+    tenant_id   uuid PRIMARY KEY,
+    -- Chosen by operators, not tenants; unique across tenants by design.
+    name        text NOT NULL UNIQUE,
+    created_at  bigint NOT NULL
+);
+
+CREATE TABLE api_keys (
+    tenant_id    uuid NOT NULL REFERENCES tenants (tenant_id),
+    -- Random and server-chosen: looked up before the tenant is known.
+    key_id       text NOT NULL UNIQUE,
+    name         text NOT NULL,
+    role         text NOT NULL,
+    secret_hash  bytea NOT NULL,
+    created_at   bigint NOT NULL,
+    revoked_at   bigint,
+    PRIMARY KEY (tenant_id, key_id)
+);
+
+CREATE TABLE jobs (
+    tenant_id           uuid NOT NULL REFERENCES tenants (tenant_id),
+    id                  uuid NOT NULL,
+    seq                 bigint GENERATED ALWAYS AS IDENTITY,
+    queue               text NOT NULL,
+    payload             text NOT NULL,
+    state               text NOT NULL,
+    priority            integer NOT NULL,
+    run_at              bigint NOT NULL,
+    attempt             integer NOT NULL,
+    uncounted_attempts  integer NOT NULL,
+    max_attempts        integer NOT NULL,
+    timeout_ms          bigint NOT NULL,
+    idempotency_key     text,
+    lease_token         text,
+    lease_worker_id     text,
+    lease_key_id        text,
+    lease_started_at    bigint,
+    lease_expires_at    bigint,
+    lease_deadline      bigint,
+    output              text,
+    last_error_message  text,
+    last_error_kind     text,
+    created_at          bigint NOT NULL,
+    updated_at          bigint NOT NULL,
+    finished_at         bigint,
+    wait_step           text,
+    wait_signal         text,
+    wait_until          bigint,
+    parent_id           uuid,
+    parent_step         text,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX jobs_ready ON jobs (tenant_id, queue, priority DESC, run_at, seq) WHERE state = 'queued';
+CREATE INDEX jobs_scheduled ON jobs (run_at) WHERE state = 'scheduled';
+CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE state = 'running';
+CREATE INDEX jobs_waits ON jobs (wait_until) WHERE state = 'waiting';
+CREATE INDEX jobs_by_tenant ON jobs (tenant_id, seq);
+CREATE INDEX jobs_by_state ON jobs (tenant_id, state, seq);
+CREATE INDEX jobs_by_queue ON jobs (tenant_id, queue, seq);
+CREATE UNIQUE INDEX jobs_children ON jobs (tenant_id, parent_id, parent_step) WHERE parent_id IS NOT NULL;
+
+CREATE TABLE attempts (
+    tenant_id      uuid NOT NULL,
+    job_id         uuid NOT NULL,
+    number         integer NOT NULL,
+    worker_id      text NOT NULL,
+    key_id         text NOT NULL,
+    started_at     bigint NOT NULL,
+    ended_at       bigint NOT NULL,
+    outcome        text NOT NULL,
+    error_message  text,
+    error_kind     text,
+    PRIMARY KEY (tenant_id, job_id, number)
+);
+
+CREATE TABLE idempotency_keys (
+    tenant_id    uuid NOT NULL,
+    key          text NOT NULL,
+    job_id       uuid NOT NULL,
+    fingerprint  bytea NOT NULL,
+    expires_at   bigint NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+
+CREATE TABLE steps (
+    tenant_id     uuid NOT NULL,
+    job_id        uuid NOT NULL,
+    name          text NOT NULL,
+    attempt       integer NOT NULL,
+    started_at    bigint NOT NULL,
+    completed_at  bigint,
+    output        text,
+    position      integer NOT NULL,
+    PRIMARY KEY (tenant_id, job_id, name)
+);
+
+CREATE TABLE signals (
+    tenant_id    uuid NOT NULL,
+    job_id       uuid NOT NULL,
+    seq          integer NOT NULL,
+    name         text NOT NULL,
+    payload      text NOT NULL,
+    received_at  bigint NOT NULL,
+    consumed_at  bigint,
+    PRIMARY KEY (tenant_id, job_id, seq)
+);
+CREATE INDEX signals_pending ON signals (tenant_id, job_id, name, seq) WHERE consumed_at IS NULL;
+
+DO $$
+DECLARE
+    tenant_table text;
+BEGIN
+    FOREACH tenant_table IN ARRAY ARRAY['tenants', 'api_keys', 'jobs', 'attempts', 'idempotency_keys', 'steps', 'signals']
+    LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', tenant_table);
+        EXECUTE format(
+            'CREATE POLICY tenant_isolation ON %I USING (tenant_id = steadfast_tenant() OR current_user = %L) '
+            'WITH CHECK (tenant_id = steadfast_tenant() OR current_user = %L)',
+            tenant_table, current_user, current_user);
+    END LOOP;
+END
+$$;
+
+-- The only ways across tenants, each as narrow as its caller needs.
+
+-- Authentication: a key by its public id, before the tenant is known.
+CREATE FUNCTION steadfast_find_key(p_key_id text)
+    RETURNS TABLE (key_id text, tenant_id uuid, role text, name text, secret_hash bytea, created_at bigint, revoked_at bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = steadfast, pg_temp
+    AS $$ SELECT key_id, tenant_id, role, name, secret_hash, created_at, revoked_at FROM api_keys WHERE key_id = p_key_id $$;
+
+-- Local operators: revoke a key by id; find and list tenants.
+CREATE FUNCTION steadfast_revoke_key(p_key_id text, p_at bigint)
+    RETURNS TABLE (key_id text, tenant_id uuid, role text, name text, created_at bigint, revoked_at bigint)
+    LANGUAGE sql SECURITY DEFINER SET search_path = steadfast, pg_temp
+    AS $$
+        UPDATE api_keys SET revoked_at = coalesce(revoked_at, p_at) WHERE key_id = p_key_id
+        RETURNING key_id, tenant_id, role, name, created_at, revoked_at
+    $$;
+
+CREATE FUNCTION steadfast_tenants()
+    RETURNS TABLE (tenant_id uuid, name text, created_at bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = steadfast, pg_temp
+    AS $$ SELECT tenant_id, name, created_at FROM tenants ORDER BY name $$;
+
+-- Background duties: the ids of due jobs, locked for this transaction and
+-- skipped by every other node's sweep. The caller then acts on each job
+-- inside its own tenant's scope.
+CREATE FUNCTION steadfast_lock_due(p_kind text, p_now bigint, p_limit integer)
+    RETURNS TABLE (tenant_id uuid, id uuid)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = steadfast, pg_temp
+    AS $$
+    BEGIN
+        IF p_kind = 'scheduled' THEN
+            RETURN QUERY SELECT j.tenant_id, j.id FROM jobs j
+                WHERE j.state = 'scheduled' AND j.run_at <= p_now ORDER BY j.run_at LIMIT p_limit FOR UPDATE SKIP LOCKED;
+        ELSIF p_kind = 'waiting' THEN
+            RETURN QUERY SELECT j.tenant_id, j.id FROM jobs j
+                WHERE j.state = 'waiting' AND j.wait_until <= p_now ORDER BY j.wait_until LIMIT p_limit FOR UPDATE SKIP LOCKED;
+        ELSIF p_kind = 'expired' THEN
+            RETURN QUERY SELECT j.tenant_id, j.id FROM jobs j
+                WHERE j.state = 'running' AND j.lease_expires_at <= p_now ORDER BY j.lease_expires_at LIMIT p_limit
+                FOR UPDATE SKIP LOCKED;
+        ELSE
+            RAISE EXCEPTION 'unknown kind %', p_kind;
+        END IF;
+    END
+    $$;
+
+CREATE FUNCTION steadfast_next_due()
+    RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = steadfast, pg_temp
+    AS $$
+        SELECT min(due) FROM (
+            SELECT min(run_at) AS due FROM jobs WHERE state = 'scheduled'
+            UNION ALL SELECT min(lease_expires_at) FROM jobs WHERE state = 'running'
+            UNION ALL SELECT min(wait_until) FROM jobs WHERE state = 'waiting'
+        ) AS due_times
+    $$;
+
+CREATE FUNCTION steadfast_prune_idempotency_keys(p_now bigint, p_limit integer)
+    RETURNS integer
+    LANGUAGE sql SECURITY DEFINER SET search_path = steadfast, pg_temp
+    AS $$
+        WITH pruned AS (
+            DELETE FROM idempotency_keys WHERE (tenant_id, key) IN (
+                SELECT tenant_id, key FROM idempotency_keys WHERE expires_at <= p_now LIMIT p_limit FOR UPDATE SKIP LOCKED)
+            RETURNING 1)
+        SELECT count(*)::integer FROM pruned
+    $$;

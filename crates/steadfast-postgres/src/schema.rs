@@ -1,0 +1,162 @@
+//! Versioned migrations, the grants the application role gets, and the
+//! checks `serve` makes before it runs.
+//!
+//! Upgrades follow expand/contract so they never need downtime: a migration
+//! only adds (tables, nullable columns, indexes, functions); code stops using
+//! a column in the release before the one whose migration drops it. Old nodes
+//! keep working on the expanded schema while new nodes roll out.
+
+use tokio_postgres::Client;
+
+/// The schema Steadfast's tables live in.
+pub const SCHEMA: &str = "steadfast";
+
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+
+/// The schema version this build expects.
+pub const CURRENT_VERSION: i32 = MIGRATIONS.len() as i32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "the database has no Steadfast schema yet; create it as the owning role:\n  \
+         steadfast migrate --database-url <owner url> --app-role <application role>"
+    )]
+    NotMigrated,
+    #[error(
+        "the database schema is at version {found}, this build needs {CURRENT_VERSION}; upgrade it as the owning role:\n  \
+         steadfast migrate --database-url <owner url> --app-role <application role>"
+    )]
+    Outdated { found: i32 },
+    #[error("the database schema (version {found}) is newer than this build ({CURRENT_VERSION}); upgrade Steadfast")]
+    TooNew { found: i32 },
+    #[error(
+        "refusing to run as role {role:?}: it is {why}, so row-level security would not isolate tenants. \
+         Connect as the application role that `steadfast migrate --app-role` granted (see docs/postgres.md)"
+    )]
+    PrivilegedRole { role: String, why: &'static str },
+    #[error("role {0:?} does not exist; create it first (see docs/postgres.md)")]
+    UnknownRole(String),
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// Quotes an identifier for SQL.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: i32,
+    pub to: i32,
+}
+
+/// Creates or upgrades the schema as the connected (owning) role and grants
+/// `app_role` exactly what the server needs. Safe to run concurrently and repeatedly.
+pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, SchemaError> {
+    let role = client
+        .query_opt(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
+            &[&app_role],
+        )
+        .await?
+        .ok_or_else(|| SchemaError::UnknownRole(app_role.to_owned()))?;
+    if role.get::<_, bool>(0) {
+        return Err(SchemaError::PrivilegedRole {
+            role: app_role.to_owned(),
+            why: "a superuser",
+        });
+    }
+    if role.get::<_, bool>(1) {
+        return Err(SchemaError::PrivilegedRole {
+            role: app_role.to_owned(),
+            why: "BYPASSRLS",
+        });
+    }
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('steadfast.migrate'))", &[])
+        .await?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {SCHEMA}; SET LOCAL search_path TO {SCHEMA}; \
+         CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    ))
+    .await?;
+    let from: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
+        .await?
+        .get(0);
+    if from > CURRENT_VERSION {
+        return Err(SchemaError::TooNew { found: from });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&(index as i32 + 1)],
+        )
+        .await?;
+    }
+    let app = ident(app_role);
+    tx.batch_execute(&format!(
+        "GRANT USAGE ON SCHEMA {SCHEMA} TO {app};
+         GRANT SELECT ON schema_migrations TO {app};
+         GRANT SELECT, INSERT ON tenants, api_keys, attempts TO {app};
+         GRANT SELECT, INSERT, UPDATE ON jobs, idempotency_keys, steps, signals TO {app};
+         REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC;
+         GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} TO {app};"
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(Migrated {
+        from,
+        to: CURRENT_VERSION,
+    })
+}
+
+/// What `serve` checks before it runs: the schema is current, and the
+/// connected role is subject to row-level security.
+pub async fn check(client: &Client) -> Result<(), SchemaError> {
+    let me = client
+        .query_one(
+            "SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?;
+    let role: String = me.get(0);
+    if me.get::<_, bool>(1) {
+        return Err(SchemaError::PrivilegedRole {
+            role,
+            why: "a superuser",
+        });
+    }
+    if me.get::<_, bool>(2) {
+        return Err(SchemaError::PrivilegedRole { role, why: "BYPASSRLS" });
+    }
+    let owner = client
+        .query_opt(
+            "SELECT pg_has_role(current_user, tableowner, 'USAGE') FROM pg_tables WHERE schemaname = $1 AND tablename = 'jobs'",
+            &[&SCHEMA],
+        )
+        .await?
+        .ok_or(SchemaError::NotMigrated)?;
+    if owner.get::<_, bool>(0) {
+        return Err(SchemaError::PrivilegedRole {
+            role,
+            why: "the owner of the tables (or a member of it)",
+        });
+    }
+    let found: i32 = client
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {SCHEMA}.schema_migrations"),
+            &[],
+        )
+        .await?
+        .get(0);
+    match found {
+        v if v < CURRENT_VERSION => Err(SchemaError::Outdated { found }),
+        v if v > CURRENT_VERSION => Err(SchemaError::TooNew { found }),
+        _ => Ok(()),
+    }
+}

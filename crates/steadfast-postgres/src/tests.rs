@@ -1,0 +1,149 @@
+//! The PostgreSQL store against the shared conformance suite, plus what only
+//! PostgreSQL promises: the database alone isolates tenants, and the server
+//! refuses roles that would bypass that.
+
+use steadfast_store::conformance::*;
+use steadfast_store::{JobQuery, JobStore};
+use tokio_postgres::NoTls;
+
+use crate::test_support::{TestDatabase, create_database, fresh_store};
+use crate::{ConnectError, PostgresStore, SchemaError};
+
+steadfast_store::conformance_suite!(fresh_store);
+
+async fn connect_raw(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute("SET search_path TO steadfast").await.unwrap();
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_filter_off_the_database_alone_isolates_tenants() {
+    let (store, _db) = fresh_store().await;
+    let store = store.without_tenant_filter_for_tests();
+    let (a, a_key) = new_tenant(&store).await;
+    let (b, b_key) = new_tenant(&store).await;
+    let job = enqueue_one(&store, &a, spec("shared"), t0()).await;
+    let everything = JobQuery {
+        queue: None,
+        state: None,
+        limit: 100,
+        after: None,
+    };
+
+    // Non-vacuous: the same unfiltered queries do find the job within its tenant.
+    assert!(store.job(&a, job.id).await.unwrap().is_some());
+    assert_eq!(store.list_jobs(&a, everything.clone()).await.unwrap().jobs.len(), 1);
+
+    assert_eq!(
+        store.job(&b, job.id).await.unwrap(),
+        None,
+        "row-level security hides A's job from B"
+    );
+    assert!(store.list_jobs(&b, everything).await.unwrap().jobs.is_empty());
+    assert!(
+        lease_jobs(&store, &b, lease_request(&["shared"], 10, &b_key), t0())
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        store.complete(&b, job.id, "lt_guess", "1".into(), at(1)).await,
+        Err(steadfast_store::StoreError::NotFound)
+    );
+    assert_eq!(
+        lease_jobs(&store, &a, lease_request(&["shared"], 10, &a_key), t0())
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_role_cannot_reach_another_tenant_even_in_raw_sql() {
+    let (store, db) = fresh_store().await;
+    let (a, _) = new_tenant(&store).await;
+    let (b, _) = new_tenant(&store).await;
+    enqueue_one(&store, &a, spec("q"), t0()).await;
+    let app = connect_raw(&db.app_url).await;
+    let count = |sql: &'static str| {
+        let app = &app;
+        async move { app.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+
+    assert_eq!(
+        count("SELECT count(*) FROM jobs").await,
+        0,
+        "no tenant set: nothing visible"
+    );
+    app.batch_execute(&format!(
+        "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
+        b.tenant_id().0
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM jobs").await,
+        0,
+        "tenant B sees none of A's jobs"
+    );
+    let updated = app.execute("UPDATE jobs SET state = 'dead'", &[]).await.unwrap();
+    assert_eq!(updated, 0, "tenant B cannot update A's jobs");
+    let smuggled = app
+        .execute(
+            "INSERT INTO idempotency_keys (tenant_id, key, job_id, fingerprint, expires_at) VALUES ($1, 'k', $1, '', 0)",
+            &[&a.tenant_id().0],
+        )
+        .await;
+    assert!(smuggled.is_err(), "tenant B cannot write rows for tenant A");
+    app.batch_execute("ROLLBACK").await.unwrap();
+    app.batch_execute(&format!(
+        "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
+        a.tenant_id().0
+    ))
+    .await
+    .unwrap();
+    assert_eq!(count("SELECT count(*) FROM jobs").await, 1, "tenant A sees its own job");
+    app.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM jobs").await,
+        0,
+        "the setting ended with the transaction"
+    );
+    let foreign_functions = app.query_one("SELECT count(*) FROM steadfast_tenants()", &[]).await;
+    assert!(
+        foreign_functions.is_ok(),
+        "the narrow functions are the application's only way across tenants"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_the_owner_a_superuser_and_an_unmigrated_database() {
+    let db: TestDatabase = create_database().await;
+    let refused = |result: Result<PostgresStore, ConnectError>| match result {
+        Err(ConnectError::Schema(SchemaError::PrivilegedRole { why, .. })) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert!(refused(PostgresStore::connect(&db.owner_url).await).contains("owner"));
+    assert_eq!(refused(PostgresStore::connect(&db.admin_url).await), "a superuser");
+
+    let admin = connect_raw(&db.admin_url).await;
+    let empty = format!("{}_empty", db.name);
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {empty} OWNER {}",
+            crate::test_support::OWNER_ROLE
+        ))
+        .await
+        .unwrap();
+    let unmigrated_url = db.app_url.replace(&format!("/{}", db.name), &format!("/{empty}"));
+    match PostgresStore::connect(&unmigrated_url).await {
+        Err(error @ ConnectError::Schema(SchemaError::NotMigrated)) => {
+            assert!(
+                error.to_string().contains("steadfast migrate --database-url"),
+                "{error}"
+            );
+        }
+        other => panic!("expected NotMigrated, got {other:?}"),
+    }
+}
