@@ -5,15 +5,14 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::json;
 use steadfast_core::{RetryPolicy, Role};
 use steadfast_server::EngineConfig;
 
-#[tokio::test]
-async fn a_job_goes_from_enqueue_through_lease_to_succeeded() {
-    let server = TestServer::start().await;
+async fn a_job_goes_from_enqueue_through_lease_to_succeeded(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let body = json!({"queue": "emails", "payload": {"to": "a@example.com"}, "idempotency_key": "signup-1"});
 
@@ -51,9 +50,8 @@ async fn a_job_goes_from_enqueue_through_lease_to_succeeded() {
     assert_eq!(detail["attempts"][0]["outcome"], "succeeded");
 }
 
-#[tokio::test]
-async fn an_idempotency_key_reused_with_another_payload_is_refused() {
-    let server = TestServer::start().await;
+async fn an_idempotency_key_reused_with_another_payload_is_refused(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let producer = server.key("acme", Role::Producer).await;
     server
         .enqueue(
@@ -85,9 +83,8 @@ async fn an_idempotency_key_reused_with_another_payload_is_refused() {
     assert_eq!(server.job_count(&producer).await, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_duplicate_enqueues_create_one_job() {
-    let server = std::sync::Arc::new(TestServer::start().await);
+async fn concurrent_duplicate_enqueues_create_one_job(backend: Backend) {
+    let server = std::sync::Arc::new(TestServer::start(backend).await);
     let producer = server.key("acme", Role::Producer).await;
     let mut tasks = Vec::new();
     for _ in 0..64 {
@@ -116,9 +113,8 @@ async fn concurrent_duplicate_enqueues_create_one_job() {
     assert_eq!(server.job_count(&producer).await, 1);
 }
 
-#[tokio::test]
-async fn a_worker_paused_past_its_lease_cannot_complete() {
-    let server = TestServer::start().await;
+async fn a_worker_paused_past_its_lease_cannot_complete(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let worker = server.key("acme", Role::Worker).await;
     let producer = server.key("acme", Role::Producer).await;
     let job = server.enqueue(&producer, json!({"queue": "q", "payload": {}})).await;
@@ -178,13 +174,12 @@ async fn a_worker_paused_past_its_lease_cannot_complete() {
     assert_eq!(detail["output"], "fresh");
 }
 
-#[tokio::test]
-async fn failures_back_off_then_die_and_an_operator_can_retry() {
+async fn failures_back_off_then_die_and_an_operator_can_retry(backend: Backend) {
     let policy = RetryPolicy {
         base: Duration::from_secs(10),
         cap: Duration::from_secs(10),
     };
-    let server = TestServer::start_with(EngineConfig {
+    let server = TestServer::start_with(backend, EngineConfig {
         retry: policy,
         ..EngineConfig::default()
     })
@@ -235,9 +230,8 @@ async fn failures_back_off_then_die_and_an_operator_can_retry() {
     assert_eq!(history["attempts"].as_array().unwrap().len(), 3);
 }
 
-#[tokio::test]
-async fn cancel_fences_the_running_worker() {
-    let server = TestServer::start().await;
+async fn cancel_fences_the_running_worker(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let job = server.enqueue(&admin, json!({"queue": "q", "payload": {}})).await;
     let id = job["id"].as_str().unwrap();
@@ -259,9 +253,8 @@ async fn cancel_fences_the_running_worker() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_poll_is_woken_by_an_enqueue() {
-    let server = std::sync::Arc::new(TestServer::start().await);
+async fn a_long_poll_is_woken_by_an_enqueue(backend: Backend) {
+    let server = std::sync::Arc::new(TestServer::start(backend).await);
     let admin = server.key("acme", Role::Admin).await;
     let waiter = {
         let (server, admin) = (server.clone(), admin.clone());
@@ -285,9 +278,8 @@ async fn a_long_poll_is_woken_by_an_enqueue() {
     assert_eq!(jobs[0]["id"], job["id"]);
 }
 
-#[tokio::test]
-async fn scheduled_jobs_run_at_their_time_and_priority_orders_leases() {
-    let server = TestServer::start().await;
+async fn scheduled_jobs_run_at_their_time_and_priority_orders_leases(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let later = common::t0().saturating_add(Duration::from_secs(3600)).unwrap();
     let scheduled = server
@@ -315,9 +307,8 @@ async fn scheduled_jobs_run_at_their_time_and_priority_orders_leases() {
     assert_eq!(server.lease_one(&admin, "q", "w").await["id"], scheduled["id"]);
 }
 
-#[tokio::test]
-async fn batches_are_all_or_nothing_and_bounded() {
-    let server = TestServer::start().await;
+async fn batches_are_all_or_nothing_and_bounded(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let producer = server.key("acme", Role::Producer).await;
     let good = |n: u32| json!({"queue": "q", "payload": {"n": n}});
     let created = server
@@ -350,9 +341,8 @@ async fn batches_are_all_or_nothing_and_bounded() {
     );
 }
 
-#[tokio::test]
-async fn listing_pages_through_every_job_with_filters() {
-    let server = TestServer::start().await;
+async fn listing_pages_through_every_job_with_filters(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let mut ids = Vec::new();
     for n in 0..7 {
@@ -396,9 +386,8 @@ async fn listing_pages_through_every_job_with_filters() {
     }
 }
 
-#[tokio::test]
-async fn health_readiness_and_the_openapi_document() {
-    let server = TestServer::start().await;
+async fn health_readiness_and_the_openapi_document(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let health = server.call(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!(
         (health.status, health.json()["status"].clone()),
@@ -447,3 +436,17 @@ fn the_committed_openapi_document_is_current() {
         "docs/openapi.json is stale; regenerate it with UPDATE_OPENAPI=1"
     );
 }
+
+on_both_backends!(
+    a_job_goes_from_enqueue_through_lease_to_succeeded,
+    an_idempotency_key_reused_with_another_payload_is_refused,
+    concurrent_duplicate_enqueues_create_one_job,
+    a_worker_paused_past_its_lease_cannot_complete,
+    failures_back_off_then_die_and_an_operator_can_retry,
+    cancel_fences_the_running_worker,
+    a_long_poll_is_woken_by_an_enqueue,
+    scheduled_jobs_run_at_their_time_and_priority_orders_leases,
+    batches_are_all_or_nothing_and_bounded,
+    listing_pages_through_every_job_with_filters,
+    health_readiness_and_the_openapi_document,
+);

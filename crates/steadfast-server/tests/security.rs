@@ -3,15 +3,13 @@
 
 mod common;
 
-use common::TestServer;
+use common::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use steadfast_core::{KeyId, Role};
-use steadfast_store::KeyStore;
 
-#[tokio::test]
-async fn another_tenants_key_gets_404_on_every_endpoint_that_takes_a_job_id() {
-    let server = TestServer::start().await;
+async fn another_tenants_key_gets_404_on_every_endpoint_that_takes_a_job_id(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let a = server.key("tenant-a", Role::Admin).await;
     let b = server.key("tenant-b", Role::Admin).await;
     let job = server
@@ -70,9 +68,8 @@ async fn another_tenants_key_gets_404_on_every_endpoint_that_takes_a_job_id() {
     assert_eq!(detail["lease"]["worker_id"], "a-worker");
 }
 
-#[tokio::test]
-async fn missing_unknown_and_revoked_keys_get_401() {
-    let server = TestServer::start().await;
+async fn missing_unknown_and_revoked_keys_get_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let body = json!({"queue": "q", "payload": {}});
     let no_key = server.call(Method::POST, "/v1/jobs", None, Some(body.clone())).await;
@@ -103,9 +100,8 @@ async fn missing_unknown_and_revoked_keys_get_401() {
     );
 }
 
-#[tokio::test]
-async fn each_role_may_do_only_its_part() {
-    let server = TestServer::start().await;
+async fn each_role_may_do_only_its_part(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let producer = server.key("acme", Role::Producer).await;
     let worker = server.key("acme", Role::Worker).await;
     let other_worker = server.key("acme", Role::Worker).await;
@@ -153,9 +149,8 @@ async fn each_role_may_do_only_its_part() {
     assert_eq!(server.get("/v1/jobs", &reader).await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn bad_input_gets_a_4xx_with_a_stable_code_and_changes_nothing() {
-    let server = TestServer::start().await;
+async fn bad_input_gets_a_4xx_with_a_stable_code_and_changes_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let json_type = Some("application/json");
     let huge = format!(r#"{{"queue":"q","payload":"{}"}}"#, "x".repeat(1024 * 1024 + 1));
@@ -348,3 +343,10 @@ async fn bad_input_gets_a_4xx_with_a_stable_code_and_changes_nothing() {
     );
     assert_eq!(server.job_count(&admin).await, 0, "no refused request created a job");
 }
+
+on_both_backends!(
+    another_tenants_key_gets_404_on_every_endpoint_that_takes_a_job_id,
+    missing_unknown_and_revoked_keys_get_401,
+    each_role_may_do_only_its_part,
+    bad_input_gets_a_4xx_with_a_stable_code_and_changes_nothing,
+);

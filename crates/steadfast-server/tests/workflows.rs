@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use steadfast_core::Role;
@@ -36,9 +36,8 @@ async fn put_step(
         .await
 }
 
-#[tokio::test]
-async fn checkpoints_are_memoized_and_replayed_to_the_next_attempt() {
-    let server = TestServer::start().await;
+async fn checkpoints_are_memoized_and_replayed_to_the_next_attempt(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let (id, leased) = started_job(&server, &admin, "claims").await;
     let token = &leased["lease_token"];
@@ -94,9 +93,8 @@ async fn checkpoints_are_memoized_and_replayed_to_the_next_attempt() {
     assert_eq!(uncertain["attempt_outcome"], "lease_expired");
 }
 
-#[tokio::test]
-async fn a_sleep_parks_the_job_without_a_lease_until_the_timer_fires() {
-    let server = TestServer::start().await;
+async fn a_sleep_parks_the_job_without_a_lease_until_the_timer_fires(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let (id, leased) = started_job(&server, &admin, "naps").await;
     let body = json!({"lease_token": leased["lease_token"], "step": "sleep:cool-off", "sleep_ms": 60_000});
@@ -117,9 +115,8 @@ async fn a_sleep_parks_the_job_without_a_lease_until_the_timer_fires() {
     assert_eq!(resumed["attempt"], 2);
 }
 
-#[tokio::test]
-async fn a_signal_wait_gets_the_payload_or_times_out() {
-    let server = TestServer::start().await;
+async fn a_signal_wait_gets_the_payload_or_times_out(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let producer = server.key("acme", Role::Producer).await;
     let worker = server.key("acme", Role::Worker).await;
@@ -164,9 +161,8 @@ async fn a_signal_wait_gets_the_payload_or_times_out() {
     assert_eq!(timed_out["steps"]["approval"], json!({"outcome": "timed_out"}));
 }
 
-#[tokio::test]
-async fn a_signal_that_arrives_before_the_wait_is_not_lost() {
-    let server = TestServer::start().await;
+async fn a_signal_that_arrives_before_the_wait_is_not_lost(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let (id, leased) = started_job(&server, &admin, "early").await;
     let early = server
@@ -188,9 +184,8 @@ async fn a_signal_that_arrives_before_the_wait_is_not_lost() {
     assert_eq!(foreign.code(), "not_found");
 }
 
-#[tokio::test]
-async fn a_child_enqueued_twice_is_one_child_with_lineage() {
-    let server = TestServer::start().await;
+async fn a_child_enqueued_twice_is_one_child_with_lineage(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let (id, leased) = started_job(&server, &admin, "parents").await;
     let body = json!({"lease_token": leased["lease_token"], "step": "notify", "job": {"queue": "emails", "payload": {"to": "x"}}});
@@ -210,9 +205,8 @@ async fn a_child_enqueued_twice_is_one_child_with_lineage() {
     assert_eq!(parent["children"][0]["step"], "notify");
 }
 
-#[tokio::test]
-async fn workflow_requests_are_validated() {
-    let server = TestServer::start().await;
+async fn workflow_requests_are_validated(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
     let (id, leased) = started_job(&server, &admin, "v").await;
     let token = leased["lease_token"].clone();
@@ -243,3 +237,12 @@ async fn workflow_requests_are_validated() {
         "nothing changed"
     );
 }
+
+on_both_backends!(
+    checkpoints_are_memoized_and_replayed_to_the_next_attempt,
+    a_sleep_parks_the_job_without_a_lease_until_the_timer_fires,
+    a_signal_wait_gets_the_payload_or_times_out,
+    a_signal_that_arrives_before_the_wait_is_not_lost,
+    a_child_enqueued_twice_is_one_child_with_lineage,
+    workflow_requests_are_validated,
+);

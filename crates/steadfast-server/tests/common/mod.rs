@@ -1,5 +1,6 @@
-//! A real server on a loopback port, over a real SQLite file in a temp dir,
-//! with a manual clock the test moves.
+//! A real server on a loopback port, over a real SQLite file in a temp dir
+//! or a fresh PostgreSQL database, with a manual clock the test moves.
+//! `on_both_backends!` runs each test once per backend.
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
@@ -11,15 +12,44 @@ use serde_json::Value;
 use steadfast_core::{ApiKeySecret, Role, TenantId, TenantName, Timestamp};
 use steadfast_server::{Engine, EngineConfig, ManualClock};
 use steadfast_sqlite::SqliteStore;
-use steadfast_store::{KeyStore, NewApiKey, Store, TenantStore, auth};
+use steadfast_store::{NewApiKey, Store, auth};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates, for each named `async fn name(backend: Backend)`, one test per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
 
 pub struct TestServer {
     pub url: String,
     pub clock: Arc<ManualClock>,
     pub engine: Engine,
-    pub store: SqliteStore,
+    pub store: Arc<dyn Store>,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    _storage: Box<dyn std::any::Any + Send + Sync>,
 }
 
 pub struct Response {
@@ -43,16 +73,24 @@ pub fn t0() -> Timestamp {
 }
 
 impl TestServer {
-    pub async fn start() -> TestServer {
-        TestServer::start_with(EngineConfig::default()).await
+    pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, EngineConfig::default()).await
     }
 
-    pub async fn start_with(config: EngineConfig) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("steadfast.db")).unwrap();
+    pub async fn start_with(backend: Backend, config: EngineConfig) -> TestServer {
+        let (store, storage): (Arc<dyn Store>, Box<dyn std::any::Any + Send + Sync>) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let store = SqliteStore::open(&dir.path().join("steadfast.db")).unwrap();
+                (Arc::new(store), Box::new(dir))
+            }
+            Backend::Postgres => {
+                let (store, database) = steadfast_postgres::test_support::fresh_store().await;
+                (Arc::new(store), Box::new(database))
+            }
+        };
         let clock = Arc::new(ManualClock::new(t0()));
-        let shared: Arc<dyn Store> = Arc::new(store.clone());
-        let engine = Engine::new(shared, clock.clone(), config);
+        let engine = Engine::new(store.clone(), clock.clone(), config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = steadfast_server::router(engine.clone());
@@ -63,7 +101,7 @@ impl TestServer {
             engine,
             store,
             http: reqwest::Client::new(),
-            _dir: dir,
+            _storage: storage,
         }
     }
 
