@@ -91,10 +91,15 @@ async fn execute_ignoring_duplicates(client: &tokio_postgres::Client, sql: &str)
     }
 }
 
-/// Creates a new, migrated database and returns its URLs.
+/// Creates a new, migrated database on the test server and returns its URLs.
 pub async fn create_database() -> TestDatabase {
+    create_database_on(&admin_url()).await
+}
+
+/// Creates a new, migrated database on the server `admin` (a superuser URL) names.
+pub async fn create_database_on(admin: &str) -> TestDatabase {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let admin = admin_url();
+    let admin = admin.to_owned();
     let (client, connection) = tokio_postgres::connect(&admin, NoTls)
         .await
         .expect("the test PostgreSQL server answers");

@@ -179,10 +179,13 @@ async fn failures_back_off_then_die_and_an_operator_can_retry(backend: Backend) 
         base: Duration::from_secs(10),
         cap: Duration::from_secs(10),
     };
-    let server = TestServer::start_with(backend, EngineConfig {
-        retry: policy,
-        ..EngineConfig::default()
-    })
+    let server = TestServer::start_with(
+        backend,
+        EngineConfig {
+            retry: policy,
+            ..EngineConfig::default()
+        },
+    )
     .await;
     let admin = server.key("acme", Role::Admin).await;
     let job = server
