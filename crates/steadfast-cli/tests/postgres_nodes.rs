@@ -423,3 +423,60 @@ async fn a_stopped_database_gives_clear_503s_and_recovery_needs_no_restart() {
         "the job acknowledged before the outage is still there"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_privileged_roles_and_unmigrated_databases_and_migrate_fixes_the_latter() {
+    let database = test_support::create_database().await;
+    let serve = |url: &str| {
+        Command::new(BINARY)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let as_owner = serve(&database.owner_url);
+    assert_eq!(as_owner.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&as_owner.stderr).contains("refusing to run as role"));
+
+    let (admin, connection) = tokio_postgres::connect(&database.admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let empty = format!("{}_fresh", database.name);
+    admin
+        .batch_execute(&format!("CREATE DATABASE {empty} OWNER {}", test_support::OWNER_ROLE))
+        .await
+        .unwrap();
+    let app_url = database
+        .app_url
+        .replace(&format!("/{}", database.name), &format!("/{empty}"));
+    let owner_url = database
+        .owner_url
+        .replace(&format!("/{}", database.name), &format!("/{empty}"));
+    let unmigrated = serve(&app_url);
+    assert_eq!(unmigrated.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&unmigrated.stderr).contains("steadfast migrate --database-url"));
+
+    cli(&[
+        "migrate",
+        "--database-url",
+        &owner_url,
+        "--app-role",
+        test_support::APP_ROLE,
+    ]);
+    cli(&[
+        "migrate",
+        "--database-url",
+        &owner_url,
+        "--app-role",
+        test_support::APP_ROLE,
+    ]); // idempotent
+    let key = admin_key(&app_url);
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(dir.path(), 0, &app_url);
+    let (status, _) = Api::new(key)
+        .post(&server.url, "/v1/jobs", json!({"queue": "q", "payload": {}}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "a migrated database serves");
+}
