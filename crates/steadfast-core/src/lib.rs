@@ -7,6 +7,7 @@
 //! load a [`Job`], call a transition from [`lifecycle`], and persist what it
 //! returns, all inside one storage transaction.
 
+pub mod audit;
 pub mod job;
 pub mod keys;
 pub mod lifecycle;

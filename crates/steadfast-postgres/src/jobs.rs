@@ -1,9 +1,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use steadfast_core::audit::Draft;
 use steadfast_core::lifecycle::{self, Failure, LeaseGrant, Rejection, Transition};
 use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Job, JobId, JobState, QueueName, StepState, TenantId, Timestamp};
+use steadfast_store::audit::drafts;
 use steadfast_store::{
     Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
     StoreError, TenantScope,
@@ -11,6 +13,7 @@ use steadfast_store::{
 use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
+use crate::audit::append_for;
 use crate::rows::{JOB_COLUMNS, attempts_of, insert_attempt, insert_job, job_from_row, load_job, millis, save_job};
 use crate::workflows::{children_of, signals_of, steps_of};
 use crate::{PostgresStore, TenantFilter, notify_ready, pg_error, scoped};
@@ -75,24 +78,28 @@ async fn resumable(tx: &Transaction<'_>, job: Job) -> Result<LeasedJob, StoreErr
 }
 
 impl PostgresStore {
-    /// Loads a tenant's job (locked), applies `transition`, persists it and
-    /// the attempt it ended, and notifies if the job became ready.
+    /// Loads a tenant's job (locked), applies `transition`, persists it, the
+    /// attempt it ended and its audit record, and notifies if the job became ready.
     pub(crate) async fn apply(
         &self,
-        tenant: TenantId,
+        scope: &TenantScope,
         id: JobId,
+        now: Timestamp,
         transition: impl FnOnce(&Job) -> Result<Transition, Rejection> + Send,
+        describe: fn(&Job, &Job) -> Option<Draft>,
     ) -> Result<Job, StoreError> {
+        let tenant = scope.tenant_id();
         let mut client = self.client().await?;
         let tx = scoped(&mut client, tenant).await?;
-        let job = load_job(&tx, self.filter, tenant, id, true)
+        let before = load_job(&tx, self.filter, tenant, id, true)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let Transition { job, ended_attempt } = transition(&job)?;
+        let Transition { job, ended_attempt } = transition(&before)?;
         save_job(&tx, &job).await?;
         if let Some(attempt) = &ended_attempt {
             insert_attempt(&tx, &job, attempt).await?;
         }
+        append_for(&tx, scope, now, describe(&before, &job)).await?;
         let mut ready = ReadyQueues::default();
         ready.note(&job);
         ready.notify(&tx).await?;
@@ -104,11 +111,12 @@ impl PostgresStore {
 async fn enqueue_in(
     tx: &Transaction<'_>,
     filter: TenantFilter,
-    tenant: TenantId,
+    scope: &TenantScope,
     jobs: Vec<NewJob>,
     dedup_window: Duration,
     now: Timestamp,
 ) -> Result<Vec<Enqueued>, StoreError> {
+    let tenant = scope.tenant_id();
     let expires_at = millis(now.saturating_add(dedup_window).unwrap_or(Timestamp::MAX));
     let mut created = Vec::with_capacity(jobs.len());
     let mut ready = ReadyQueues::default();
@@ -162,6 +170,12 @@ async fn enqueue_in(
         ready.note(&job);
         created.push(Enqueued { job, replayed: false });
     }
+    let enqueued: Vec<Draft> = created
+        .iter()
+        .filter(|e| !e.replayed)
+        .map(|e| drafts::job_enqueued(&e.job))
+        .collect();
+    append_for(tx, scope, now, enqueued).await?;
     ready.notify(tx).await?;
     Ok(created)
 }
@@ -169,10 +183,11 @@ async fn enqueue_in(
 async fn lease_in(
     tx: &Transaction<'_>,
     filter: TenantFilter,
-    tenant: TenantId,
+    scope: &TenantScope,
     request: LeaseRequest,
     now: Timestamp,
 ) -> Result<Vec<LeasedJob>, StoreError> {
+    let tenant = scope.tenant_id();
     let limit = i64::from(request.max_jobs);
     let mut candidates: Vec<(i64, Job)> = Vec::new();
     for queue in &request.queues {
@@ -207,6 +222,7 @@ async fn lease_in(
         candidates.truncate(request.max_jobs as usize);
     }
     let mut leased = Vec::with_capacity(candidates.len());
+    let mut records = Vec::with_capacity(candidates.len());
     for (_, job) in candidates {
         let grant = LeaseGrant {
             worker_id: request.worker_id.clone(),
@@ -214,10 +230,13 @@ async fn lease_in(
             ttl: request.ttl,
             token_random: jitter_sample(request.token_seed, job.id.0.as_bytes()),
         };
-        let job = lifecycle::lease(&job, grant, now)?;
+        let before = job;
+        let job = lifecycle::lease(&before, grant, now)?;
         save_job(tx, &job).await?;
+        records.push(drafts::job_leased(&before, &job));
         leased.push(resumable(tx, job).await?);
     }
+    append_for(tx, scope, now, records).await?;
     Ok(leased)
 }
 
@@ -283,7 +302,7 @@ impl JobStore for PostgresStore {
     ) -> Result<Vec<Enqueued>, StoreError> {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let created = enqueue_in(&tx, self.filter, scope.tenant_id(), jobs, dedup_window, now).await?;
+        let created = enqueue_in(&tx, self.filter, scope, jobs, dedup_window, now).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(created)
     }
@@ -321,7 +340,7 @@ impl JobStore for PostgresStore {
     ) -> Result<Vec<LeasedJob>, StoreError> {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let leased = lease_in(&tx, self.filter, scope.tenant_id(), request, now).await?;
+        let leased = lease_in(&tx, self.filter, scope, request, now).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(leased)
     }
@@ -334,9 +353,13 @@ impl JobStore for PostgresStore {
         ttl: Duration,
         now: Timestamp,
     ) -> Result<Job, StoreError> {
-        self.apply(scope.tenant_id(), id, |job| {
-            lifecycle::heartbeat(job, token, ttl, now).map(unchanged)
-        })
+        self.apply(
+            scope,
+            id,
+            now,
+            |job| lifecycle::heartbeat(job, token, ttl, now).map(unchanged),
+            |_, _| None,
+        )
         .await
     }
 
@@ -348,9 +371,13 @@ impl JobStore for PostgresStore {
         output: String,
         now: Timestamp,
     ) -> Result<Job, StoreError> {
-        self.apply(scope.tenant_id(), id, |job| {
-            lifecycle::complete(job, token, output, now)
-        })
+        self.apply(
+            scope,
+            id,
+            now,
+            |job| lifecycle::complete(job, token, output, now),
+            |before, after| Some(drafts::job_succeeded(before, after)),
+        )
         .await
     }
 
@@ -363,20 +390,35 @@ impl JobStore for PostgresStore {
         retry: RetryPlan,
         now: Timestamp,
     ) -> Result<Job, StoreError> {
-        self.apply(scope.tenant_id(), id, |job| {
+        let transition = |job: &Job| {
             let sample = jitter_sample(retry.jitter_seed, job.id.0.as_bytes());
             lifecycle::fail(job, token, failure, &retry.policy, sample, now)
+        };
+        self.apply(scope, id, now, transition, |before, after| {
+            Some(drafts::job_failed("job.failed", before, after))
         })
         .await
     }
 
     async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
-        self.apply(scope.tenant_id(), id, |job| lifecycle::retry(job, now).map(unchanged))
-            .await
+        self.apply(
+            scope,
+            id,
+            now,
+            |job| lifecycle::retry(job, now).map(unchanged),
+            |before, after| Some(drafts::job_retried(before, after)),
+        )
+        .await
     }
 
     async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
-        self.apply(scope.tenant_id(), id, |job| lifecycle::cancel(job, now))
-            .await
+        self.apply(
+            scope,
+            id,
+            now,
+            |job| lifecycle::cancel(job, now),
+            |before, after| Some(drafts::job_cancelled(before, after)),
+        )
+        .await
     }
 }

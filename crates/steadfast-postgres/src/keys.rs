@@ -1,11 +1,14 @@
 use async_trait::async_trait;
+use steadfast_core::audit::Actor;
 use steadfast_core::{KeyId, Role, TenantId, Timestamp};
+use steadfast_store::audit::drafts;
 use steadfast_store::{ApiKeyInfo, KeyStore, NewApiKey, StoreError, StoredKey, TenantScope};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
+use crate::audit::{append, append_for};
 use crate::rows::{millis, optional_timestamp, timestamp};
-use crate::{PostgresStore, pg_error, scoped};
+use crate::{PostgresStore, pg_error, scoped, set_tenant};
 
 fn corrupt(error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(error.to_string())
@@ -45,6 +48,13 @@ impl KeyStore for PostgresStore {
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Err(StoreError::AlreadyExists),
             other => other.map_err(pg_error)?,
         };
+        append_for(
+            &tx,
+            scope,
+            now,
+            [drafts::key_created(&key.key_id, key.role.as_str(), &key.name)],
+        )
+        .await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(ApiKeyInfo {
             key_id: key.key_id,
@@ -79,15 +89,30 @@ impl KeyStore for PostgresStore {
     }
 
     async fn revoke_key(&self, key_id: &KeyId, now: Timestamp) -> Result<ApiKeyInfo, StoreError> {
-        let client = self.client().await?;
-        let row = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let row = tx
             .query_opt(
                 "SELECT key_id, tenant_id, role, name, created_at, revoked_at FROM steadfast_revoke_key($1, $2)",
                 &[&key_id.as_str(), &millis(now)],
             )
             .await
             .map_err(pg_error)?;
-        info_from_row(&row.ok_or(StoreError::NotFound)?)
+        let info = info_from_row(&row.ok_or(StoreError::NotFound)?)?;
+        if info.revoked_at == Some(now) {
+            set_tenant(&tx, info.tenant_id).await?;
+            append(
+                &tx,
+                info.tenant_id,
+                &Actor::Operator,
+                None,
+                now,
+                [drafts::key_revoked(key_id)],
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(info)
     }
 
     async fn list_keys(&self, scope: &TenantScope) -> Result<Vec<ApiKeyInfo>, StoreError> {

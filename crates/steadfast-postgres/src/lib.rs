@@ -16,6 +16,7 @@
 //!
 //! Only this crate contains PostgreSQL SQL.
 
+mod audit;
 mod jobs;
 mod keys;
 mod listen;

@@ -1,10 +1,13 @@
 use async_trait::async_trait;
+use steadfast_core::audit::Actor;
 use steadfast_core::lifecycle;
 use steadfast_core::retry::jitter_sample;
 use steadfast_core::{JobId, RetryPolicy, TenantId, Timestamp};
+use steadfast_store::audit::drafts;
 use steadfast_store::{Maintenance, ReadyCallback, StoreError, Swept};
 use tokio_postgres::Transaction;
 
+use crate::audit::append;
 use crate::jobs::ReadyQueues;
 use crate::rows::{insert_attempt, load_job, millis, optional_timestamp, save_job};
 use crate::workflows::save_step;
@@ -25,10 +28,14 @@ async fn lock_due(
         )
         .await
         .map_err(pg_error)?;
-    Ok(rows
+    let mut due: Vec<_> = rows
         .iter()
         .map(|row| (TenantId(row.get(0)), JobId(row.get(1))))
-        .collect())
+        .collect();
+    // Acting tenant by tenant takes the chains' head locks in one global
+    // order, so sweeps on different nodes never deadlock on them.
+    due.sort();
+    Ok(due)
 }
 
 #[async_trait]
@@ -46,12 +53,21 @@ impl Maintenance for PostgresStore {
                 continue;
             };
             // A rejection means another transition got there first: nothing to do.
-            let Ok(job) = lifecycle::promote(&job, now) else {
+            let Ok(promoted) = lifecycle::promote(&job, now) else {
                 continue;
             };
-            save_job(&tx, &job).await?;
+            save_job(&tx, &promoted).await?;
+            append(
+                &tx,
+                tenant,
+                &Actor::System,
+                None,
+                now,
+                [drafts::job_queued(&job, &promoted)],
+            )
+            .await?;
             swept.count += 1;
-            ready.note(&job);
+            ready.note(&promoted);
         }
         let waits = lock_due(&tx, "waiting", now, limit).await?;
         swept.more |= waits.len() == limit;
@@ -60,13 +76,22 @@ impl Maintenance for PostgresStore {
             let Some(job) = load_job(&tx, TenantFilter::Enforced, tenant, id, false).await? else {
                 continue;
             };
-            let Ok((job, step)) = lifecycle::fire_wait_timer(&job, now) else {
+            let Ok((woken, step)) = lifecycle::fire_wait_timer(&job, now) else {
                 continue;
             };
-            save_job(&tx, &job).await?;
-            save_step(&tx, &job, &step).await?;
+            save_job(&tx, &woken).await?;
+            save_step(&tx, &woken, &step).await?;
+            append(
+                &tx,
+                tenant,
+                &Actor::System,
+                None,
+                now,
+                [drafts::job_woken(&job, &woken, &step)],
+            )
+            .await?;
             swept.count += 1;
-            ready.note(&job);
+            ready.note(&woken);
         }
         swept.ready_queues = ready.notify(&tx).await?;
         tx.commit().await.map_err(pg_error)?;
@@ -98,6 +123,8 @@ impl Maintenance for PostgresStore {
             save_job(&tx, &transition.job).await?;
             if let Some(attempt) = &transition.ended_attempt {
                 insert_attempt(&tx, &transition.job, attempt).await?;
+                let draft = drafts::job_expired(&job, &transition.job, attempt.outcome);
+                append(&tx, tenant, &Actor::System, None, now, [draft]).await?;
             }
             swept.count += 1;
             ready.note(&transition.job);

@@ -1,9 +1,12 @@
 use async_trait::async_trait;
+use steadfast_core::audit::Actor;
 use steadfast_core::{TenantId, TenantName, Timestamp};
+use steadfast_store::audit::drafts;
 use steadfast_store::{StoreError, Tenant, TenantStore};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
+use crate::audit::append;
 use crate::rows::{millis, timestamp};
 use crate::{PostgresStore, pg_error, scoped};
 
@@ -30,6 +33,15 @@ impl TenantStore for PostgresStore {
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Err(StoreError::AlreadyExists),
             other => other.map_err(pg_error)?,
         };
+        append(
+            &tx,
+            id,
+            &Actor::Operator,
+            None,
+            now,
+            [drafts::tenant_created(name.as_str())],
+        )
+        .await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(Tenant {
             id,

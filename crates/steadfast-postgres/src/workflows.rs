@@ -1,11 +1,13 @@
 use async_trait::async_trait;
 use steadfast_core::lifecycle::{self, Checkpoint, Delivery, StepStart, WaitOutcome};
 use steadfast_core::{Job, JobId, Signal, SignalName, Step, StepName, TenantId, Timestamp, WaitFor};
+use steadfast_store::audit::drafts;
 use steadfast_store::{
     Enqueued, NewJob, SignalRecord, Signalled, StoreError, TenantScope, Waited, WorkflowLimits, WorkflowStore,
 };
 use tokio_postgres::{Row, Transaction};
 
+use crate::audit::append_for;
 use crate::jobs::ReadyQueues;
 use crate::rows::{
     JOB_COLUMNS, insert_attempt, insert_job, job_from_row, load_job, millis, optional_timestamp, save_job, timestamp,
@@ -198,6 +200,7 @@ impl WorkflowStore for PostgresStore {
                 check_step_room(&tx, &job, limits).await?;
             }
             save_step(&tx, &job, step).await?;
+            append_for(&tx, scope, now, [drafts::step_started(&job, step)]).await?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(started)
@@ -223,6 +226,7 @@ impl WorkflowStore for PostgresStore {
                 check_step_room(&tx, &job, limits).await?;
             }
             save_step(&tx, &job, &checkpoint.step).await?;
+            append_for(&tx, scope, now, [drafts::step_completed(&job, &checkpoint.step)]).await?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(checkpoint)
@@ -270,6 +274,7 @@ impl WorkflowStore for PostgresStore {
                     .await
                     .map_err(pg_error)?;
                 }
+                append_for(&tx, scope, now, [drafts::step_completed(&job, &step)]).await?;
                 Waited::Completed(step)
             }
             WaitOutcome::Suspended(transition) => {
@@ -277,6 +282,7 @@ impl WorkflowStore for PostgresStore {
                 if let Some(attempt) = &transition.ended_attempt {
                     insert_attempt(&tx, &transition.job, attempt).await?;
                 }
+                append_for(&tx, scope, now, [drafts::job_waiting(&job, &transition.job)]).await?;
                 Waited::Suspended(Box::new(transition.job))
             }
         };
@@ -306,6 +312,8 @@ impl WorkflowStore for PostgresStore {
                 save_job(&tx, &job).await?;
                 save_step(&tx, &job, &step).await?;
                 insert_signal(&tx, &job, &signal, Some(now)).await?;
+                let draft = drafts::signal_received(&job, signal.name.as_str(), &signal.payload, true);
+                append_for(&tx, scope, now, [draft]).await?;
                 let mut ready = ReadyQueues::default();
                 ready.note(&job);
                 ready.notify(&tx).await?;
@@ -325,6 +333,8 @@ impl WorkflowStore for PostgresStore {
                     });
                 }
                 insert_signal(&tx, &job, &signal, None).await?;
+                let draft = drafts::signal_received(&job, signal.name.as_str(), &signal.payload, false);
+                append_for(&tx, scope, now, [draft]).await?;
                 Signalled { job, woke: false }
             }
         };
@@ -366,6 +376,11 @@ impl WorkflowStore for PostgresStore {
                     });
                 }
                 insert_job(&tx, &candidate).await?;
+                let records = [
+                    drafts::job_enqueued(&candidate),
+                    drafts::child_spawned(&parent, &candidate),
+                ];
+                append_for(&tx, scope, now, records).await?;
                 let mut ready = ReadyQueues::default();
                 ready.note(&candidate);
                 ready.notify(&tx).await?;

@@ -2,32 +2,38 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use steadfast_core::audit::Draft;
 use steadfast_core::lifecycle::{self, Failure, LeaseGrant, Rejection, Transition};
 use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Job, JobId, StepState, TenantId, Timestamp};
+use steadfast_store::audit::drafts;
 use steadfast_store::{
     Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
     StoreError, TenantScope,
 };
 
+use crate::audit::append_for;
 use crate::rows::{JOB_COLUMNS, attempts_of, insert_attempt, insert_job, job_from_row, load_job, millis, save_job};
 use crate::workflows::{children_of, signals_of, steps_of};
 use crate::{SqliteStore, sqlite_error};
 
-/// Loads a tenant's job, applies `transition`, and persists the result and
-/// the attempt it ended. Runs inside the writer's savepoint.
+/// Loads a tenant's job, applies `transition`, and persists the result, the
+/// attempt it ended and its audit record. Runs inside the writer's savepoint.
 fn apply(
     conn: &Connection,
-    tenant_id: TenantId,
+    scope: &TenantScope,
     id: JobId,
+    now: Timestamp,
     transition: impl FnOnce(&Job) -> Result<Transition, Rejection>,
+    describe: fn(&Job, &Job) -> Option<Draft>,
 ) -> Result<Job, StoreError> {
-    let job = load_job(conn, tenant_id, id)?.ok_or(StoreError::NotFound)?;
-    let Transition { job, ended_attempt } = transition(&job)?;
+    let before = load_job(conn, scope.tenant_id(), id)?.ok_or(StoreError::NotFound)?;
+    let Transition { job, ended_attempt } = transition(&before)?;
     save_job(conn, &job)?;
     if let Some(attempt) = &ended_attempt {
         insert_attempt(conn, &job, attempt)?;
     }
+    append_for(conn, scope, now, describe(&before, &job))?;
     Ok(job)
 }
 
@@ -40,11 +46,12 @@ fn unchanged(job: Job) -> Transition {
 
 fn enqueue_in(
     conn: &Connection,
-    tenant_id: TenantId,
+    scope: &TenantScope,
     jobs: Vec<NewJob>,
     dedup_window: Duration,
     now: Timestamp,
 ) -> Result<Vec<Enqueued>, StoreError> {
+    let tenant_id = scope.tenant_id();
     let tenant = tenant_id.to_string();
     let expires_at = millis(now.saturating_add(dedup_window).unwrap_or(Timestamp::MAX));
     let mut created = Vec::with_capacity(jobs.len());
@@ -94,16 +101,21 @@ fn enqueue_in(
         insert_job(conn, &job)?;
         created.push(Enqueued { job, replayed: false });
     }
+    let enqueued = created
+        .iter()
+        .filter(|e| !e.replayed)
+        .map(|e| drafts::job_enqueued(&e.job));
+    append_for(conn, scope, now, enqueued.collect::<Vec<_>>())?;
     Ok(created)
 }
 
 fn lease_in(
     conn: &Connection,
-    tenant_id: TenantId,
+    scope: &TenantScope,
     request: LeaseRequest,
     now: Timestamp,
 ) -> Result<Vec<LeasedJob>, StoreError> {
-    let tenant = tenant_id.to_string();
+    let tenant = scope.tenant_id().to_string();
     let limit = i64::from(request.max_jobs);
     // Read the head of each queue from the ready index, then merge: with one
     // queue this is exactly the index order, and never a scan.
@@ -132,6 +144,7 @@ fn lease_in(
         candidates.truncate(request.max_jobs as usize);
     }
     let mut leased = Vec::with_capacity(candidates.len());
+    let mut records = Vec::with_capacity(candidates.len());
     for (_, job) in candidates {
         let grant = LeaseGrant {
             worker_id: request.worker_id.clone(),
@@ -139,10 +152,13 @@ fn lease_in(
             ttl: request.ttl,
             token_random: jitter_sample(request.token_seed, job.id.0.as_bytes()),
         };
-        let job = lifecycle::lease(&job, grant, now)?;
+        let before = job;
+        let job = lifecycle::lease(&before, grant, now)?;
         save_job(conn, &job)?;
+        records.push(drafts::job_leased(&before, &job));
         leased.push(resumable(conn, job)?);
     }
+    append_for(conn, scope, now, records)?;
     Ok(leased)
 }
 
@@ -233,9 +249,9 @@ impl JobStore for SqliteStore {
         dedup_window: Duration,
         now: Timestamp,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        let tenant_id = scope.tenant_id();
+        let scope = scope.clone();
         self.writer()
-            .write(move |conn| enqueue_in(conn, tenant_id, jobs, dedup_window, now))
+            .write(move |conn| enqueue_in(conn, &scope, jobs, dedup_window, now))
             .await
     }
 
@@ -268,9 +284,9 @@ impl JobStore for SqliteStore {
         request: LeaseRequest,
         now: Timestamp,
     ) -> Result<Vec<LeasedJob>, StoreError> {
-        let tenant_id = scope.tenant_id();
+        let scope = scope.clone();
         self.writer()
-            .write(move |conn| lease_in(conn, tenant_id, request, now))
+            .write(move |conn| lease_in(conn, &scope, request, now))
             .await
     }
 
@@ -282,12 +298,17 @@ impl JobStore for SqliteStore {
         ttl: Duration,
         now: Timestamp,
     ) -> Result<Job, StoreError> {
-        let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
+        let (scope, token) = (scope.clone(), token.to_owned());
         self.writer()
             .write(move |conn| {
-                apply(conn, tenant_id, id, |job| {
-                    lifecycle::heartbeat(job, &token, ttl, now).map(unchanged)
-                })
+                apply(
+                    conn,
+                    &scope,
+                    id,
+                    now,
+                    |job| lifecycle::heartbeat(job, &token, ttl, now).map(unchanged),
+                    |_, _| None,
+                )
             })
             .await
     }
@@ -300,9 +321,18 @@ impl JobStore for SqliteStore {
         output: String,
         now: Timestamp,
     ) -> Result<Job, StoreError> {
-        let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
+        let (scope, token) = (scope.clone(), token.to_owned());
         self.writer()
-            .write(move |conn| apply(conn, tenant_id, id, |job| lifecycle::complete(job, &token, output, now)))
+            .write(move |conn| {
+                apply(
+                    conn,
+                    &scope,
+                    id,
+                    now,
+                    |job| lifecycle::complete(job, &token, output, now),
+                    |before, after| Some(drafts::job_succeeded(before, after)),
+                )
+            })
             .await
     }
 
@@ -315,28 +345,49 @@ impl JobStore for SqliteStore {
         retry: RetryPlan,
         now: Timestamp,
     ) -> Result<Job, StoreError> {
-        let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
+        let (scope, token) = (scope.clone(), token.to_owned());
         self.writer()
             .write(move |conn| {
-                apply(conn, tenant_id, id, |job| {
+                let transition = |job: &Job| {
                     let sample = jitter_sample(retry.jitter_seed, job.id.0.as_bytes());
                     lifecycle::fail(job, &token, failure, &retry.policy, sample, now)
+                };
+                apply(conn, &scope, id, now, transition, |before, after| {
+                    Some(drafts::job_failed("job.failed", before, after))
                 })
             })
             .await
     }
 
     async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
-        let tenant_id = scope.tenant_id();
+        let scope = scope.clone();
         self.writer()
-            .write(move |conn| apply(conn, tenant_id, id, |job| lifecycle::retry(job, now).map(unchanged)))
+            .write(move |conn| {
+                apply(
+                    conn,
+                    &scope,
+                    id,
+                    now,
+                    |job| lifecycle::retry(job, now).map(unchanged),
+                    |before, after| Some(drafts::job_retried(before, after)),
+                )
+            })
             .await
     }
 
     async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
-        let tenant_id = scope.tenant_id();
+        let scope = scope.clone();
         self.writer()
-            .write(move |conn| apply(conn, tenant_id, id, |job| lifecycle::cancel(job, now)))
+            .write(move |conn| {
+                apply(
+                    conn,
+                    &scope,
+                    id,
+                    now,
+                    |job| lifecycle::cancel(job, now),
+                    |before, after| Some(drafts::job_cancelled(before, after)),
+                )
+            })
             .await
     }
 }

@@ -1,8 +1,11 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
+use steadfast_core::audit::Actor;
 use steadfast_core::{KeyId, Role, Timestamp};
+use steadfast_store::audit::drafts;
 use steadfast_store::{ApiKeyInfo, KeyStore, NewApiKey, StoreError, StoredKey, TenantScope};
 
+use crate::audit::{append, append_for};
 use crate::rows::{millis, optional_timestamp, query_all, timestamp};
 use crate::{SqliteStore, sqlite_error};
 
@@ -45,6 +48,7 @@ impl KeyStore for SqliteStore {
             revoked_at: None,
         };
         let tenant_id = scope.tenant_id().to_string();
+        let scope = scope.clone();
         self.writer()
             .write(move |conn| {
                 let inserted = conn
@@ -62,10 +66,10 @@ impl KeyStore for SqliteStore {
                     )
                     .map_err(sqlite_error)?;
                 if inserted == 0 {
-                    Err(StoreError::AlreadyExists)
-                } else {
-                    Ok(())
+                    return Err(StoreError::AlreadyExists);
                 }
+                let draft = drafts::key_created(&key.key_id, key.role.as_str(), &key.name);
+                append_for(conn, &scope, now, [draft])
             })
             .await?;
         Ok(info)
@@ -101,12 +105,24 @@ impl KeyStore for SqliteStore {
         let key_id = key_id.clone();
         self.writer()
             .write(move |conn| {
-                conn.execute(
-                    "UPDATE api_keys SET revoked_at = ?2 WHERE key_id = ?1 AND revoked_at IS NULL",
-                    params![key_id.as_str(), millis(now)],
-                )
-                .map_err(sqlite_error)?;
-                info_by_id(conn, &key_id)?.ok_or(StoreError::NotFound)
+                let revoked = conn
+                    .execute(
+                        "UPDATE api_keys SET revoked_at = ?2 WHERE key_id = ?1 AND revoked_at IS NULL",
+                        params![key_id.as_str(), millis(now)],
+                    )
+                    .map_err(sqlite_error)?;
+                let info = info_by_id(conn, &key_id)?.ok_or(StoreError::NotFound)?;
+                if revoked > 0 {
+                    append(
+                        conn,
+                        info.tenant_id,
+                        &Actor::Operator,
+                        None,
+                        now,
+                        [drafts::key_revoked(&key_id)],
+                    )?;
+                }
+                Ok(info)
             })
             .await
     }

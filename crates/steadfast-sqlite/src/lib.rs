@@ -8,6 +8,7 @@
 //!
 //! Only this crate contains SQLite SQL.
 
+mod audit;
 mod jobs;
 mod keys;
 mod maintenance;

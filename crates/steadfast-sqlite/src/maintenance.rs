@@ -1,10 +1,13 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
+use steadfast_core::audit::{Actor, Draft};
 use steadfast_core::lifecycle;
 use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Job, JobState, RetryPolicy, Timestamp};
+use steadfast_store::audit::drafts;
 use steadfast_store::{Maintenance, StoreError, Swept};
 
+use crate::audit::append;
 use crate::rows::{JOB_COLUMNS, insert_attempt, job_from_row, millis, optional_timestamp, query_all, save_job};
 use crate::workflows::save_step;
 use crate::{SqliteStore, sqlite_error};
@@ -12,6 +15,11 @@ use crate::{SqliteStore, sqlite_error};
 fn due_jobs(conn: &Connection, sql: &str, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
     let rows = query_all(conn, sql, params![millis(now), limit as i64], job_from_row)?;
     Ok(rows.into_iter().map(|(_, job)| job).collect())
+}
+
+/// Steadfast's own change to a job, in the job's tenant's chain.
+fn system_record(conn: &Connection, job: &Job, now: Timestamp, draft: Draft) -> Result<(), StoreError> {
+    append(conn, job.tenant_id, &Actor::System, None, now, [draft])
 }
 
 fn note_ready(swept: &mut Swept, job: &Job) {
@@ -34,9 +42,10 @@ impl Maintenance for SqliteStore {
                     more: due.len() == limit,
                     ..Swept::default()
                 };
-                for job in due {
-                    let job = lifecycle::promote(&job, now)?;
+                for before in due {
+                    let job = lifecycle::promote(&before, now)?;
                     save_job(conn, &job)?;
+                    system_record(conn, &job, now, drafts::job_queued(&before, &job))?;
                     swept.count += 1;
                     note_ready(&mut swept, &job);
                 }
@@ -46,10 +55,11 @@ impl Maintenance for SqliteStore {
                 );
                 let waits = due_jobs(conn, &sql, now, limit)?;
                 swept.more |= waits.len() == limit;
-                for job in waits {
-                    let (job, step) = lifecycle::fire_wait_timer(&job, now)?;
+                for before in waits {
+                    let (job, step) = lifecycle::fire_wait_timer(&before, now)?;
                     save_job(conn, &job)?;
                     save_step(conn, &job, &step)?;
+                    system_record(conn, &job, now, drafts::job_woken(&before, &job, &step))?;
                     swept.count += 1;
                     note_ready(&mut swept, &job);
                 }
@@ -82,6 +92,8 @@ impl Maintenance for SqliteStore {
                     save_job(conn, &transition.job)?;
                     if let Some(attempt) = &transition.ended_attempt {
                         insert_attempt(conn, &transition.job, attempt)?;
+                        let draft = drafts::job_expired(&job, &transition.job, attempt.outcome);
+                        system_record(conn, &transition.job, now, draft)?;
                     }
                     swept.count += 1;
                     note_ready(&mut swept, &transition.job);

@@ -1,8 +1,11 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
+use steadfast_core::audit::Actor;
 use steadfast_core::{TenantId, TenantName, Timestamp};
+use steadfast_store::audit::drafts;
 use steadfast_store::{StoreError, Tenant, TenantStore};
 
+use crate::audit::append;
 use crate::rows::{millis, query_all, timestamp};
 use crate::{SqliteStore, sqlite_error};
 
@@ -38,10 +41,10 @@ impl TenantStore for SqliteStore {
                     )
                     .map_err(sqlite_error)?;
                 if inserted == 0 {
-                    Err(StoreError::AlreadyExists)
-                } else {
-                    Ok(())
+                    return Err(StoreError::AlreadyExists);
                 }
+                let draft = drafts::tenant_created(row.name.as_str());
+                append(conn, row.id, &Actor::Operator, None, now, [draft])
             })
             .await?;
         Ok(tenant)

@@ -2,10 +2,12 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use steadfast_core::lifecycle::{self, Checkpoint, Delivery, StepStart, WaitOutcome};
 use steadfast_core::{Job, JobId, Signal, SignalName, Step, StepName, TenantId, Timestamp, WaitFor};
+use steadfast_store::audit::drafts;
 use steadfast_store::{
     Enqueued, NewJob, SignalRecord, Signalled, StoreError, TenantScope, Waited, WorkflowLimits, WorkflowStore,
 };
 
+use crate::audit::append_for;
 use crate::rows::{
     JOB_COLUMNS, insert_attempt, insert_job, job_from_row, load_job, millis, optional_timestamp, query_all, save_job,
     timestamp,
@@ -194,10 +196,10 @@ impl WorkflowStore for SqliteStore {
         limits: WorkflowLimits,
         now: Timestamp,
     ) -> Result<StepStart, StoreError> {
-        let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
+        let (scope, token) = (scope.clone(), token.to_owned());
         self.writer()
             .write(move |conn| {
-                let job = job_in(conn, tenant_id, id)?;
+                let job = job_in(conn, scope.tenant_id(), id)?;
                 let existing = load_step(conn, &job, &step)?;
                 let started = lifecycle::start_step(&job, &token, existing.as_ref(), step, now)?;
                 if let StepStart::Started(step) = &started {
@@ -205,6 +207,7 @@ impl WorkflowStore for SqliteStore {
                         check_step_room(conn, &job, limits)?;
                     }
                     save_step(conn, &job, step)?;
+                    append_for(conn, &scope, now, [drafts::step_started(&job, step)])?;
                 }
                 Ok(started)
             })
@@ -221,10 +224,10 @@ impl WorkflowStore for SqliteStore {
         limits: WorkflowLimits,
         now: Timestamp,
     ) -> Result<Checkpoint, StoreError> {
-        let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
+        let (scope, token) = (scope.clone(), token.to_owned());
         self.writer()
             .write(move |conn| {
-                let job = job_in(conn, tenant_id, id)?;
+                let job = job_in(conn, scope.tenant_id(), id)?;
                 let existing = load_step(conn, &job, &step)?;
                 let checkpoint = lifecycle::checkpoint(&job, &token, existing.as_ref(), step, output, now)?;
                 if checkpoint.first {
@@ -232,6 +235,7 @@ impl WorkflowStore for SqliteStore {
                         check_step_room(conn, &job, limits)?;
                     }
                     save_step(conn, &job, &checkpoint.step)?;
+                    append_for(conn, &scope, now, [drafts::step_completed(&job, &checkpoint.step)])?;
                 }
                 Ok(checkpoint)
             })
@@ -248,10 +252,10 @@ impl WorkflowStore for SqliteStore {
         limits: WorkflowLimits,
         now: Timestamp,
     ) -> Result<Waited, StoreError> {
-        let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
+        let (scope, token) = (scope.clone(), token.to_owned());
         self.writer()
             .write(move |conn| {
-                let job = job_in(conn, tenant_id, id)?;
+                let job = job_in(conn, scope.tenant_id(), id)?;
                 let existing = load_step(conn, &job, &step)?;
                 let pending = match &wait_for {
                     WaitFor::Signal { name, .. } => oldest_pending_signal(conn, &job, name)?,
@@ -280,6 +284,7 @@ impl WorkflowStore for SqliteStore {
                             )
                             .map_err(sqlite_error)?;
                         }
+                        append_for(conn, &scope, now, [drafts::step_completed(&job, &step)])?;
                         Ok(Waited::Completed(step))
                     }
                     WaitOutcome::Suspended(transition) => {
@@ -287,6 +292,7 @@ impl WorkflowStore for SqliteStore {
                         if let Some(attempt) = &transition.ended_attempt {
                             insert_attempt(conn, &transition.job, attempt)?;
                         }
+                        append_for(conn, &scope, now, [drafts::job_waiting(&job, &transition.job)])?;
                         Ok(Waited::Suspended(Box::new(transition.job)))
                     }
                 }
@@ -303,10 +309,10 @@ impl WorkflowStore for SqliteStore {
         limits: WorkflowLimits,
         now: Timestamp,
     ) -> Result<Signalled, StoreError> {
-        let tenant_id = scope.tenant_id();
+        let scope = scope.clone();
         self.writer()
             .write(move |conn| {
-                let job = job_in(conn, tenant_id, id)?;
+                let job = job_in(conn, scope.tenant_id(), id)?;
                 let signal = Signal {
                     name,
                     payload,
@@ -317,6 +323,8 @@ impl WorkflowStore for SqliteStore {
                         save_job(conn, &job)?;
                         save_step(conn, &job, &step)?;
                         insert_signal(conn, &job, &signal, Some(now))?;
+                        let draft = drafts::signal_received(&job, signal.name.as_str(), &signal.payload, true);
+                        append_for(conn, &scope, now, [draft])?;
                         Ok(Signalled { job: *job, woke: true })
                     }
                     Delivery::Stored => {
@@ -332,6 +340,8 @@ impl WorkflowStore for SqliteStore {
                             });
                         }
                         insert_signal(conn, &job, &signal, None)?;
+                        let draft = drafts::signal_received(&job, signal.name.as_str(), &signal.payload, false);
+                        append_for(conn, &scope, now, [draft])?;
                         Ok(Signalled { job, woke: false })
                     }
                 }
@@ -349,10 +359,10 @@ impl WorkflowStore for SqliteStore {
         limits: WorkflowLimits,
         now: Timestamp,
     ) -> Result<Enqueued, StoreError> {
-        let (tenant_id, token) = (scope.tenant_id(), token.to_owned());
+        let (scope, token) = (scope.clone(), token.to_owned());
         self.writer()
             .write(move |conn| {
-                let parent = job_in(conn, tenant_id, parent)?;
+                let parent = job_in(conn, scope.tenant_id(), parent)?;
                 // The lease is checked first: a fenced worker learns nothing, not even the child.
                 let candidate = lifecycle::spawn_child(&parent, &token, step.clone(), child.id, child.spec, now)?;
                 if let Some(existing) = child_of(conn, &parent, &step)? {
@@ -375,6 +385,11 @@ impl WorkflowStore for SqliteStore {
                     });
                 }
                 insert_job(conn, &candidate)?;
+                let records = [
+                    drafts::job_enqueued(&candidate),
+                    drafts::child_spawned(&parent, &candidate),
+                ];
+                append_for(conn, &scope, now, records)?;
                 Ok(Enqueued {
                     job: candidate,
                     replayed: false,

@@ -5,19 +5,37 @@
 //! one are a verified API key ([`authenticate`]) or local operator access
 //! ([`local_operator`]), so a handler without a credential has nothing to pass.
 
+use steadfast_core::audit::Actor;
 use steadfast_core::{ApiKeySecret, KeyId, Role, TenantId, Timestamp};
 
 use crate::{StoredKey, Tenant};
 
-/// Proof that the bearer may act within one tenant.
+/// Proof that the bearer may act within one tenant, and who the bearer is
+/// (for the audit log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantScope {
     tenant_id: TenantId,
+    actor: Actor,
+    request_id: Option<String>,
 }
 
 impl TenantScope {
     pub fn tenant_id(&self) -> TenantId {
         self.tenant_id
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
+    /// The same scope, recording `request_id` in the audit records it causes.
+    pub fn with_request_id(mut self, request_id: Option<String>) -> TenantScope {
+        self.request_id = request_id;
+        self
     }
 }
 
@@ -47,9 +65,15 @@ pub fn authenticate(
     if revoked || stored.key_id != *presented.key_id() || !presented.matches(&stored.secret_hash) {
         return Err(AuthFailure);
     }
+    let actor = Actor::Key {
+        key_id: stored.key_id.clone(),
+        name: stored.name.clone(),
+    };
     Ok(Principal {
         scope: TenantScope {
             tenant_id: stored.tenant_id,
+            actor,
+            request_id: None,
         },
         role: stored.role,
         key_id: stored.key_id,
@@ -61,5 +85,9 @@ pub fn authenticate(
 /// holds the database owner's credentials) already has every tenant's data,
 /// so the CLI's administrative commands and the server's first start use this.
 pub fn local_operator(tenant: &Tenant) -> TenantScope {
-    TenantScope { tenant_id: tenant.id }
+    TenantScope {
+        tenant_id: tenant.id,
+        actor: Actor::Operator,
+        request_id: None,
+    }
 }

@@ -9,6 +9,7 @@
 //! [`conformance`] is the one test suite every backend must pass; each
 //! backend crate runs it with [`conformance_suite!`].
 
+pub mod audit;
 pub mod auth;
 pub mod conformance;
 mod error;
@@ -18,6 +19,7 @@ mod maintenance;
 mod tenants;
 mod workflows;
 
+pub use audit::{AuditPage, AuditQuery, AuditStore};
 pub use auth::{Principal, TenantScope};
 pub use error::StoreError;
 pub use jobs::{
@@ -31,11 +33,20 @@ pub use workflows::{Signalled, Waited, WorkflowLimits, WorkflowStore};
 
 /// Everything a server needs from a backend.
 pub trait Store:
-    TenantStore + KeyStore + JobStore + WorkflowStore + Maintenance + std::fmt::Debug + Send + Sync + 'static
+    TenantStore + KeyStore + JobStore + WorkflowStore + AuditStore + Maintenance + std::fmt::Debug + Send + Sync + 'static
 {
 }
 
 impl<T> Store for T where
-    T: TenantStore + KeyStore + JobStore + WorkflowStore + Maintenance + std::fmt::Debug + Send + Sync + 'static
+    T: TenantStore
+        + KeyStore
+        + JobStore
+        + WorkflowStore
+        + AuditStore
+        + Maintenance
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
 {
 }

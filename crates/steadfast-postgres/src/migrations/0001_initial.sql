@@ -121,11 +121,50 @@ CREATE TABLE signals (
 );
 CREATE INDEX signals_pending ON signals (tenant_id, job_id, name, seq) WHERE consumed_at IS NULL;
 
+-- The audit log: one hash chain per tenant (the nil tenant id holds the
+-- system chain). The application may only read and append records; the
+-- trigger refuses updates and deletes by anyone but the owning role, which
+-- acts only inside the retention function.
+CREATE TABLE audit_records (
+    tenant_id     uuid NOT NULL,
+    seq           bigint NOT NULL,
+    at            bigint NOT NULL,
+    actor_kind    text NOT NULL,
+    actor_key_id  text,
+    actor_name    text NOT NULL,
+    request_id    text,
+    action        text NOT NULL,
+    target        text NOT NULL,
+    job_id        uuid,
+    summary       text NOT NULL,
+    prev_hash     bytea NOT NULL,
+    hash          bytea NOT NULL,
+    PRIMARY KEY (tenant_id, seq)
+);
+CREATE INDEX audit_by_time ON audit_records (tenant_id, at, seq);
+CREATE INDEX audit_by_job ON audit_records (tenant_id, job_id, seq) WHERE job_id IS NOT NULL;
+
+-- Each chain's end. Appends lock it (FOR UPDATE), so a chain cannot fork
+-- however many nodes write.
+CREATE TABLE audit_heads (
+    tenant_id  uuid PRIMARY KEY,
+    seq        bigint NOT NULL,
+    hash       bytea NOT NULL
+);
+
+-- Where a chain starts after retention pruned its prefix.
+CREATE TABLE audit_bases (
+    tenant_id  uuid PRIMARY KEY,
+    seq        bigint NOT NULL,
+    hash       bytea NOT NULL
+);
+
 DO $$
 DECLARE
     tenant_table text;
 BEGIN
-    FOREACH tenant_table IN ARRAY ARRAY['tenants', 'api_keys', 'jobs', 'attempts', 'idempotency_keys', 'steps', 'signals']
+    FOREACH tenant_table IN ARRAY ARRAY['tenants', 'api_keys', 'jobs', 'attempts', 'idempotency_keys', 'steps', 'signals',
+                                        'audit_records', 'audit_heads', 'audit_bases']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', tenant_table);
@@ -134,8 +173,15 @@ BEGIN
             'WITH CHECK (tenant_id = steadfast_tenant() OR current_user = %L)',
             tenant_table, current_user, current_user);
     END LOOP;
+    EXECUTE format(
+        'CREATE FUNCTION audit_records_append_only() RETURNS trigger LANGUAGE plpgsql AS $f$ '
+        'BEGIN IF current_user <> %L THEN RAISE EXCEPTION ''audit records are append-only''; END IF; '
+        'RETURN OLD; END $f$',
+        current_user);
 END
 $$;
+CREATE TRIGGER audit_records_append_only BEFORE UPDATE OR DELETE ON audit_records
+    FOR EACH ROW EXECUTE FUNCTION audit_records_append_only();
 
 -- The only ways across tenants, each as narrow as its caller needs.
 
@@ -203,4 +249,33 @@ CREATE FUNCTION steadfast_prune_idempotency_keys(p_now bigint, p_limit integer)
                 SELECT tenant_id, key FROM idempotency_keys WHERE expires_at <= p_now LIMIT p_limit FOR UPDATE SKIP LOCKED)
             RETURNING 1)
         SELECT count(*)::integer FROM pruned
+    $$;
+
+-- Retention: removes each chain's records older than p_before (at most
+-- p_limit per chain), records where the remaining chain starts, and returns
+-- per chain what was removed so the caller can append an `audit.pruned`
+-- record in the same transaction.
+CREATE FUNCTION steadfast_prune_audit(p_before bigint, p_limit integer)
+    RETURNS TABLE (tenant_id uuid, through_seq bigint, hash bytea, removed integer)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = steadfast, pg_temp
+    AS $$
+    #variable_conflict use_column
+    DECLARE
+        chain record;
+        last_seq bigint;
+        last_hash bytea;
+        n integer;
+    BEGIN
+        FOR chain IN SELECT DISTINCT r.tenant_id FROM audit_records r WHERE r.at < p_before ORDER BY r.tenant_id LOOP
+            SELECT r.seq, r.hash INTO last_seq, last_hash FROM (
+                SELECT a.seq, a.hash FROM audit_records a WHERE a.tenant_id = chain.tenant_id AND a.at < p_before
+                ORDER BY a.seq LIMIT p_limit) r ORDER BY r.seq DESC LIMIT 1;
+            DELETE FROM audit_records a WHERE a.tenant_id = chain.tenant_id AND a.seq <= last_seq;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            INSERT INTO audit_bases AS b (tenant_id, seq, hash) VALUES (chain.tenant_id, last_seq, last_hash)
+                ON CONFLICT ON CONSTRAINT audit_bases_pkey DO UPDATE SET seq = excluded.seq, hash = excluded.hash;
+            tenant_id := chain.tenant_id; through_seq := last_seq; hash := last_hash; removed := n;
+            RETURN NEXT;
+        END LOOP;
+    END
     $$;

@@ -107,3 +107,56 @@ CREATE TABLE signals (
     PRIMARY KEY (job_id, seq)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX signals_pending ON signals (job_id, name, seq) WHERE consumed_at IS NULL;
+
+-- The audit log: one hash chain per tenant (the nil tenant id holds the
+-- system chain, e.g. failed authentications with unknown keys).
+CREATE TABLE audit_records (
+    tenant_id     TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    at            INTEGER NOT NULL,
+    actor_kind    TEXT NOT NULL,
+    actor_key_id  TEXT,
+    actor_name    TEXT NOT NULL,
+    request_id    TEXT,
+    action        TEXT NOT NULL,
+    target        TEXT NOT NULL,
+    job_id        TEXT,
+    summary       TEXT NOT NULL,
+    prev_hash     BLOB NOT NULL,
+    hash          BLOB NOT NULL,
+    PRIMARY KEY (tenant_id, seq)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX audit_by_time ON audit_records (tenant_id, at, seq);
+CREATE INDEX audit_by_job ON audit_records (tenant_id, job_id, seq) WHERE job_id IS NOT NULL;
+
+-- Each chain's end; appends read and advance it inside the writer's transaction.
+CREATE TABLE audit_heads (
+    tenant_id  TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    hash       BLOB NOT NULL
+) STRICT;
+
+-- Where a chain starts after retention pruned its prefix.
+CREATE TABLE audit_bases (
+    tenant_id  TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    hash       BLOB NOT NULL
+) STRICT;
+
+-- Retention's permission to delete a prefix, held only inside its transaction.
+CREATE TABLE audit_prune_permits (
+    tenant_id    TEXT PRIMARY KEY,
+    through_seq  INTEGER NOT NULL
+) STRICT;
+
+CREATE TRIGGER audit_records_append_only_update BEFORE UPDATE ON audit_records
+BEGIN
+    SELECT RAISE(ABORT, 'audit records are append-only');
+END;
+CREATE TRIGGER audit_records_append_only_delete BEFORE DELETE ON audit_records
+WHEN NOT EXISTS (
+    SELECT 1 FROM audit_prune_permits p WHERE p.tenant_id = OLD.tenant_id AND OLD.seq <= p.through_seq
+)
+BEGIN
+    SELECT RAISE(ABORT, 'audit records are append-only');
+END;

@@ -1,0 +1,299 @@
+//! The audit chain in PostgreSQL. Appends lock the chain's head row, so a
+//! chain cannot fork however many nodes write; the application role may only
+//! read and insert records, and a trigger refuses updates and deletes.
+
+use async_trait::async_trait;
+use steadfast_core::audit::{self, Actor, Draft, Head, Record};
+use steadfast_core::{JobId, KeyId, TenantId, Timestamp};
+use steadfast_store::audit::drafts;
+use steadfast_store::{AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Transaction};
+
+use crate::rows::{millis, timestamp};
+use crate::{PostgresStore, pg_error, scoped, set_tenant};
+
+/// The tenant id of the system chain.
+pub(crate) const SYSTEM_CHAIN: TenantId = TenantId(uuid::Uuid::nil());
+
+fn corrupt(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(error.to_string())
+}
+
+fn hash_of(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    bytes.try_into().map_err(|_| corrupt("an audit hash is not 32 bytes"))
+}
+
+const RECORD_COLUMNS: &str = "tenant_id, seq, at, actor_kind, actor_key_id, actor_name, request_id, action, target, job_id, summary, prev_hash, hash";
+
+fn record_from_row(row: &Row) -> Result<Record, StoreError> {
+    let actor = match row.get::<_, &str>(3) {
+        "key" => Actor::Key {
+            key_id: KeyId::parse(row.get(4)).map_err(corrupt)?,
+            name: row.get(5),
+        },
+        "operator" => Actor::Operator,
+        _ => Actor::System,
+    };
+    Ok(Record {
+        tenant_id: TenantId(row.get(0)),
+        seq: row.get::<_, i64>(1) as u64,
+        at: timestamp(row.get(2))?,
+        actor,
+        request_id: row.get(6),
+        action: row.get(7),
+        target: row.get(8),
+        job_id: row.get::<_, Option<uuid::Uuid>>(9).map(JobId),
+        summary: row.get(10),
+        prev_hash: hash_of(row.get(11))?,
+        hash: hash_of(row.get(12))?,
+    })
+}
+
+/// Appends `drafts` to `tenant`'s chain inside `tx`, whose tenant setting
+/// must be `tenant`.
+pub(crate) async fn append(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    actor: &Actor,
+    request_id: Option<&str>,
+    now: Timestamp,
+    drafts: impl IntoIterator<Item = Draft>,
+) -> Result<(), StoreError> {
+    let drafts: Vec<Draft> = drafts.into_iter().collect();
+    if drafts.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
+        &[&tenant.0, &audit::GENESIS.as_slice()],
+    )
+    .await
+    .map_err(pg_error)?;
+    let row = tx
+        .query_one(
+            "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE",
+            &[&tenant.0],
+        )
+        .await
+        .map_err(pg_error)?;
+    let seq: i64 = row.get(0);
+    let mut head = (seq > 0)
+        .then(|| hash_of(row.get(1)).map(|hash| Head { seq: seq as u64, hash }))
+        .transpose()?;
+    for draft in drafts {
+        let record = audit::append(head, tenant, now, actor.clone(), request_id.map(str::to_owned), draft);
+        tx.execute(
+            &format!(
+                "INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ),
+            &[
+                &record.tenant_id.0,
+                &(record.seq as i64),
+                &millis(record.at),
+                &record.actor.kind(),
+                &record.actor.key_id().map(|k| k.as_str()),
+                &record.actor.name(),
+                &record.request_id,
+                &record.action,
+                &record.target,
+                &record.job_id.map(|id| id.0),
+                &record.summary,
+                &record.prev_hash.as_slice(),
+                &record.hash.as_slice(),
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        head = Some(Head {
+            seq: record.seq,
+            hash: record.hash,
+        });
+    }
+    let head = head.expect("at least one record was appended");
+    tx.execute(
+        "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1",
+        &[&tenant.0, &(head.seq as i64), &head.hash.as_slice()],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Appends on behalf of a request's scope.
+pub(crate) async fn append_for(
+    tx: &Transaction<'_>,
+    scope: &TenantScope,
+    now: Timestamp,
+    drafts: impl IntoIterator<Item = Draft>,
+) -> Result<(), StoreError> {
+    append(tx, scope.tenant_id(), scope.actor(), scope.request_id(), now, drafts).await
+}
+
+async fn head_of(tx: &Transaction<'_>, table: &str, tenant: TenantId) -> Result<Option<Head>, StoreError> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT seq, hash FROM {table} WHERE tenant_id = $1 AND seq > 0"),
+            &[&tenant.0],
+        )
+        .await
+        .map_err(pg_error)?;
+    row.map(|row| {
+        Ok(Head {
+            seq: row.get::<_, i64>(0) as u64,
+            hash: hash_of(row.get(1))?,
+        })
+    })
+    .transpose()
+}
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn audit_records(&self, scope: &TenantScope, query: AuditQuery) -> Result<AuditPage, StoreError> {
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, scope.tenant_id()).await?;
+        let tenant = scope.tenant_id().0;
+        let since = query.since.map(millis);
+        let until = query.until.map(millis);
+        let after = query.after_seq.map(|seq| seq as i64);
+        let job_id = query.job_id.map(|id| id.0);
+        let limit = i64::from(query.limit) + 1;
+        let mut sql = format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE tenant_id = $1");
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
+        if let Some(since) = &since {
+            params.push(since);
+            sql.push_str(&format!(" AND at >= ${}", params.len()));
+        }
+        if let Some(until) = &until {
+            params.push(until);
+            sql.push_str(&format!(" AND at < ${}", params.len()));
+        }
+        let actor = query.actor.clone();
+        if let Some(actor) = &actor {
+            params.push(actor);
+            let column = if matches!(actor.as_str(), "system" | "operator") {
+                "actor_kind"
+            } else {
+                "actor_key_id"
+            };
+            sql.push_str(&format!(" AND {column} = ${}", params.len()));
+        }
+        if let Some(action) = &query.action {
+            params.push(action);
+            sql.push_str(&format!(" AND action = ${}", params.len()));
+        }
+        if let Some(job_id) = &job_id {
+            params.push(job_id);
+            sql.push_str(&format!(" AND job_id = ${}", params.len()));
+        }
+        if let Some(after) = &after {
+            params.push(after);
+            sql.push_str(&format!(" AND seq > ${}", params.len()));
+        }
+        params.push(&limit);
+        let order = if since.is_some() || until.is_some() {
+            "at, seq"
+        } else {
+            "seq"
+        };
+        sql.push_str(&format!(" ORDER BY {order} LIMIT ${}", params.len()));
+        let rows = tx.query(&sql, &params).await.map_err(pg_error)?;
+        let mut records = rows.iter().map(record_from_row).collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await.map_err(pg_error)?;
+        let next = if records.len() > query.limit as usize {
+            records.truncate(query.limit as usize);
+            records.last().map(|r| r.seq)
+        } else {
+            None
+        };
+        Ok(AuditPage { records, next })
+    }
+
+    async fn audit_scan(&self, scope: &TenantScope, after: u64, limit: u32) -> Result<Vec<Record>, StoreError> {
+        let query = AuditQuery {
+            after_seq: Some(after),
+            limit,
+            ..AuditQuery::default()
+        };
+        Ok(self.audit_records(scope, query).await?.records)
+    }
+
+    async fn audit_head(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, scope.tenant_id()).await?;
+        let head = head_of(&tx, "audit_heads", scope.tenant_id()).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(head)
+    }
+
+    async fn audit_base(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, scope.tenant_id()).await?;
+        let base = head_of(&tx, "audit_bases", scope.tenant_id()).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(base)
+    }
+
+    async fn record_auth_failure(
+        &self,
+        key_id: Option<&KeyId>,
+        request_id: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tenant = match key_id {
+            Some(key_id) => client
+                .query_opt("SELECT tenant_id FROM steadfast_find_key($1)", &[&key_id.as_str()])
+                .await
+                .map_err(pg_error)?
+                .map_or(SYSTEM_CHAIN, |row| TenantId(row.get(0))),
+            None => SYSTEM_CHAIN,
+        };
+        let tx = scoped(&mut client, tenant).await?;
+        append(
+            &tx,
+            tenant,
+            &Actor::System,
+            request_id,
+            now,
+            [drafts::auth_failed(key_id)],
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn prune_audit(&self, before: Timestamp, limit: u32, now: Timestamp) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let rows = tx
+            .query(
+                "SELECT tenant_id, through_seq, hash, removed FROM steadfast_prune_audit($1, $2)",
+                &[&millis(before), &(limit as i32)],
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut removed = 0;
+        for row in rows {
+            let tenant = TenantId(row.get(0));
+            let base = Head {
+                seq: row.get::<_, i64>(1) as u64,
+                hash: hash_of(row.get(2))?,
+            };
+            let count = row.get::<_, i32>(3) as usize;
+            set_tenant(&tx, tenant).await?;
+            append(
+                &tx,
+                tenant,
+                &Actor::System,
+                None,
+                now,
+                [drafts::audit_pruned(base, count)],
+            )
+            .await?;
+            removed += count;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(removed)
+    }
+}

@@ -1,0 +1,275 @@
+//! The audit log's storage contract, and the drafts every backend appends,
+//! in the same transaction as the change each one describes.
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use steadfast_core::audit::{Draft, Head, Record};
+use steadfast_core::{Job, JobId, KeyId, Step, Timestamp};
+
+use crate::{StoreError, TenantScope};
+
+/// A filter over one tenant's audit records, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub since: Option<Timestamp>,
+    /// Exclusive.
+    pub until: Option<Timestamp>,
+    /// A key id, or `system` or `operator`.
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub job_id: Option<JobId>,
+    pub limit: u32,
+    /// Continue after this sequence number.
+    pub after_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    pub records: Vec<Record>,
+    /// Present when more records may follow: pass as `after_seq`.
+    pub next: Option<u64>,
+}
+
+#[async_trait]
+pub trait AuditStore {
+    async fn audit_records(&self, scope: &TenantScope, query: AuditQuery) -> Result<AuditPage, StoreError>;
+
+    /// Up to `limit` records after sequence number `after`, in order: for verification and export.
+    async fn audit_scan(&self, scope: &TenantScope, after: u64, limit: u32) -> Result<Vec<Record>, StoreError>;
+
+    /// The chain's last record.
+    async fn audit_head(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError>;
+
+    /// The last record of a pruned prefix: where the remaining chain starts.
+    async fn audit_base(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError>;
+
+    /// Records a failed authentication: in the key's tenant when the key id
+    /// exists, otherwise in the system chain.
+    async fn record_auth_failure(
+        &self,
+        key_id: Option<&KeyId>,
+        request_id: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Retention: removes records older than `before` from every chain,
+    /// keeping each remaining chain verifiable from a stored base, and
+    /// records the pruning in the chain itself. Returns the records removed.
+    async fn prune_audit(&self, before: Timestamp, limit: u32, now: Timestamp) -> Result<usize, StoreError>;
+}
+
+fn summary(value: Value) -> String {
+    value.to_string()
+}
+
+/// JSON text stored by Steadfast (payloads, outputs) as a value; it was
+/// validated on the way in.
+fn stored_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+fn job_draft(action: &'static str, job: &Job, details: Value) -> Draft {
+    Draft {
+        action,
+        target: job.id.to_string(),
+        job_id: Some(job.id),
+        summary: summary(details),
+    }
+}
+
+/// Drafts for every audited change. Names are stable; see docs/audit.md.
+pub mod drafts {
+    use super::*;
+
+    pub fn job_enqueued(job: &Job) -> Draft {
+        job_draft(
+            "job.enqueued",
+            job,
+            json!({
+                "queue": job.queue.as_str(),
+                "state": job.state.as_str(),
+                "priority": job.priority,
+                "run_at": job.run_at.to_string(),
+                "max_attempts": job.max_attempts,
+                "idempotency_key": job.idempotency_key.as_ref().map(|k| k.as_str()),
+                "parent": job.parent.as_ref().map(|p| json!({"job_id": p.job_id.to_string(), "step": p.step.as_str()})),
+            }),
+        )
+    }
+
+    /// A state change of `before` into `after`, with action-specific details.
+    pub fn transition(action: &'static str, before: &Job, after: &Job, mut details: Value) -> Draft {
+        if let Value::Object(map) = &mut details {
+            map.insert("from".into(), before.state.as_str().into());
+            map.insert("to".into(), after.state.as_str().into());
+            map.insert("attempt".into(), after.attempt.into());
+        }
+        job_draft(action, after, details)
+    }
+
+    pub fn job_leased(before: &Job, after: &Job) -> Draft {
+        let lease = after.lease.as_ref();
+        transition(
+            "job.leased",
+            before,
+            after,
+            json!({
+                "worker_id": lease.map(|l| l.worker_id.as_str()),
+                "lease_expires_at": lease.map(|l| l.expires_at.to_string()),
+            }),
+        )
+    }
+
+    pub fn job_succeeded(before: &Job, after: &Job) -> Draft {
+        let output = after.output.as_deref().map(stored_json);
+        transition("job.succeeded", before, after, json!({ "output": output }))
+    }
+
+    pub fn job_failed(action: &'static str, before: &Job, after: &Job) -> Draft {
+        let error = after.last_error.as_ref();
+        transition(
+            action,
+            before,
+            after,
+            json!({
+                "error": error.map(|e| e.message.as_str()),
+                "kind": error.and_then(|e| e.kind.as_deref()),
+                "next_run_at": (after.state != steadfast_core::JobState::Dead).then(|| after.run_at.to_string()),
+            }),
+        )
+    }
+
+    pub fn job_retried(before: &Job, after: &Job) -> Draft {
+        transition("job.retried", before, after, json!({}))
+    }
+
+    pub fn job_cancelled(before: &Job, after: &Job) -> Draft {
+        transition("job.cancelled", before, after, json!({}))
+    }
+
+    /// A scheduled job's time came.
+    pub fn job_queued(before: &Job, after: &Job) -> Draft {
+        transition("job.queued", before, after, json!({}))
+    }
+
+    /// An expired lease (`job.lease_expired`) or attempt deadline (`job.timed_out`).
+    pub fn job_expired(before: &Job, after: &Job, outcome: steadfast_core::AttemptOutcome) -> Draft {
+        let action = match outcome {
+            steadfast_core::AttemptOutcome::TimedOut => "job.timed_out",
+            _ => "job.lease_expired",
+        };
+        job_failed(action, before, after)
+    }
+
+    pub fn job_waiting(before: &Job, after: &Job) -> Draft {
+        let wait = after.wait.as_ref();
+        let signal = wait.and_then(|w| match &w.wait_for {
+            steadfast_core::WaitFor::Signal { name, .. } => Some(name.as_str()),
+            steadfast_core::WaitFor::Until(_) => None,
+        });
+        transition(
+            "job.waiting",
+            before,
+            after,
+            json!({
+                "step": wait.map(|w| w.step.as_str()),
+                "signal": signal,
+                "until": wait.and_then(|w| w.deadline()).map(|at| at.to_string()),
+            }),
+        )
+    }
+
+    /// A wait ended by its timer (a sleep's end or a signal wait's timeout).
+    pub fn job_woken(before: &Job, after: &Job, step: &Step) -> Draft {
+        let output = step.output.as_deref().map(stored_json);
+        transition(
+            "job.woken",
+            before,
+            after,
+            json!({ "step": step.name.as_str(), "output": output }),
+        )
+    }
+
+    pub fn step_started(job: &Job, step: &Step) -> Draft {
+        job_draft(
+            "step.started",
+            job,
+            json!({ "step": step.name.as_str(), "attempt": step.attempt }),
+        )
+    }
+
+    pub fn step_completed(job: &Job, step: &Step) -> Draft {
+        let output = step.output.as_deref().map(stored_json);
+        job_draft(
+            "step.completed",
+            job,
+            json!({ "step": step.name.as_str(), "attempt": step.attempt, "output": output }),
+        )
+    }
+
+    pub fn signal_received(job: &Job, name: &str, payload: &str, woke: bool) -> Draft {
+        job_draft(
+            "signal.received",
+            job,
+            json!({ "signal": name, "payload": stored_json(payload), "woke": woke }),
+        )
+    }
+
+    pub fn child_spawned(parent: &Job, child: &Job) -> Draft {
+        let step = child.parent.as_ref().map(|p| p.step.as_str());
+        job_draft(
+            "child.spawned",
+            parent,
+            json!({ "child": child.id.to_string(), "step": step, "queue": child.queue.as_str() }),
+        )
+    }
+
+    pub fn tenant_created(name: &str) -> Draft {
+        Draft {
+            action: "tenant.created",
+            target: name.to_owned(),
+            job_id: None,
+            summary: summary(json!({ "name": name })),
+        }
+    }
+
+    pub fn key_created(key_id: &KeyId, role: &str, name: &str) -> Draft {
+        Draft {
+            action: "key.created",
+            target: key_id.to_string(),
+            job_id: None,
+            summary: summary(json!({ "role": role, "name": name })),
+        }
+    }
+
+    pub fn key_revoked(key_id: &KeyId) -> Draft {
+        Draft {
+            action: "key.revoked",
+            target: key_id.to_string(),
+            job_id: None,
+            summary: summary(json!({})),
+        }
+    }
+
+    pub fn auth_failed(key_id: Option<&KeyId>) -> Draft {
+        Draft {
+            action: "auth.failed",
+            target: key_id.map(ToString::to_string).unwrap_or_else(|| "unknown key".into()),
+            job_id: None,
+            summary: summary(json!({ "key_id": key_id.map(ToString::to_string) })),
+        }
+    }
+
+    pub fn audit_pruned(base: Head, removed: usize) -> Draft {
+        Draft {
+            action: "audit.pruned",
+            target: format!("records through {}", base.seq),
+            job_id: None,
+            summary: summary(json!({ "through_seq": base.seq, "hash": hex_hash(&base.hash), "removed": removed })),
+        }
+    }
+}
+
+pub fn hex_hash(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
