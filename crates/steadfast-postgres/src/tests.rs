@@ -147,3 +147,126 @@ async fn serve_refuses_the_owner_a_superuser_and_an_unmigrated_database() {
         other => panic!("expected NotMigrated, got {other:?}"),
     }
 }
+
+mod tampering {
+    use steadfast_core::audit::{Breach, Head};
+    use steadfast_store::audit::{VerifyError, verify};
+    use steadfast_store::conformance::*;
+    use steadfast_store::{AuditStore, TenantScope};
+
+    use super::connect_raw;
+    use crate::test_support::fresh_store;
+
+    /// A chain of a few records, then `tamper` run as a superuser with
+    /// triggers off (an attacker with full database access).
+    async fn tampered(tamper: &str, checkpoint: bool) -> Result<(), Breach> {
+        let (store, db) = fresh_store().await;
+        let (scope, _): (TenantScope, _) = new_tenant(&store).await;
+        for i in 0..6 {
+            enqueue_one(&store, &scope, spec("q"), at(i)).await;
+        }
+        let kept: Option<Head> = if checkpoint {
+            store.audit_head(&scope).await.unwrap()
+        } else {
+            None
+        };
+        let admin = connect_raw(&db.admin_url).await;
+        let sql = format!(
+            "SET session_replication_role = replica; {}",
+            tamper.replace("{tenant}", &scope.tenant_id().to_string())
+        );
+        admin.batch_execute(&sql).await.unwrap();
+        match verify(&store, &scope, kept.as_slice()).await {
+            Ok(_) => Ok(()),
+            Err(VerifyError::Breach(breach)) => Err(breach),
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_kind_of_tampering_is_caught_and_named() {
+        assert_eq!(tampered("SELECT 1", true).await, Ok(()));
+        let edit = "UPDATE audit_records SET summary = '{\"forged\":true}' WHERE tenant_id = '{tenant}' AND seq = 4";
+        assert_eq!(tampered(edit, false).await, Err(Breach::Edited { seq: 4 }));
+        let delete = "DELETE FROM audit_records WHERE tenant_id = '{tenant}' AND seq = 4";
+        assert_eq!(tampered(delete, false).await, Err(Breach::Missing { from: 4, to: 4 }));
+        let swap = "UPDATE audit_records SET seq = -1 WHERE tenant_id = '{tenant}' AND seq = 3; \
+                    UPDATE audit_records SET seq = 3 WHERE tenant_id = '{tenant}' AND seq = 4; \
+                    UPDATE audit_records SET seq = 4 WHERE tenant_id = '{tenant}' AND seq = -1;";
+        assert_eq!(tampered(swap, false).await, Err(Breach::Reordered { seq: 3 }));
+        let cut = "DELETE FROM audit_records WHERE tenant_id = '{tenant}' AND seq > 5; \
+                   UPDATE audit_heads SET seq = 5, hash = (SELECT hash FROM audit_records \
+                     WHERE tenant_id = '{tenant}' AND seq = 5) WHERE tenant_id = '{tenant}';";
+        assert_eq!(
+            tampered(cut, true).await,
+            Err(Breach::Truncated {
+                checkpoint_seq: 8,
+                last_seq: 5
+            })
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn neither_the_application_nor_the_owner_can_change_records() {
+        let (store, db) = fresh_store().await;
+        let (scope, _) = new_tenant(&store).await;
+        let app = connect_raw(&db.app_url).await;
+        app.batch_execute(&format!(
+            "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
+            scope.tenant_id().0
+        ))
+        .await
+        .unwrap();
+        let denied = app
+            .batch_execute("UPDATE audit_records SET summary = '{}'")
+            .await
+            .unwrap_err();
+        assert!(format!("{denied:?}").contains("permission denied"), "{denied:?}");
+        app.batch_execute("ROLLBACK").await.unwrap();
+        let owner = connect_raw(&db.owner_url).await;
+        let refused = owner.batch_execute("DELETE FROM audit_records").await.unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("append-only"),
+            "the owner cannot delete records either: {refused:?}"
+        );
+        let admin = connect_raw(&db.admin_url).await;
+        let refused = admin
+            .batch_execute("UPDATE audit_records SET summary = '{}'")
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("append-only"),
+            "even a superuser needs to switch triggers off: {refused:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_on_several_nodes_make_one_unbroken_chain() {
+        let (first, db) = fresh_store().await;
+        let nodes = [
+            first,
+            crate::PostgresStore::connect(&db.app_url).await.unwrap(),
+            crate::PostgresStore::connect(&db.app_url).await.unwrap(),
+        ];
+        let (scope, _) = new_tenant(&nodes[0]).await;
+        let before = verify(&nodes[0], &scope, &[]).await.unwrap().records;
+        let mut writers = Vec::new();
+        for node in nodes.iter().cycle().take(12).cloned() {
+            let scope = scope.clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    enqueue_one(&node, &scope, spec("race"), at(i)).await;
+                }
+            }));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let verified = verify(&nodes[1], &scope, &[]).await.unwrap();
+        assert_eq!(
+            verified.records - before,
+            120,
+            "every append is in the chain, once, in sequence"
+        );
+    }
+}

@@ -136,6 +136,104 @@ mod tests {
 
     steadfast_store::conformance_suite!(temp_store);
 
+    mod tampering {
+        use steadfast_core::audit::{Breach, Head};
+        use steadfast_store::audit::{VerifyError, verify};
+        use steadfast_store::conformance::*;
+        use steadfast_store::{AuditStore, TenantScope};
+
+        use crate::SqliteStore;
+
+        /// A store with a tenant and a chain of a few records; `tamper`
+        /// then edits the database file directly, as an attacker with the
+        /// file would, triggers dropped.
+        async fn tampered(tamper: &str, checkpoint: bool) -> Result<(), Breach> {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("steadfast.db");
+            let store = SqliteStore::open(&path).unwrap();
+            let (scope, _): (TenantScope, _) = new_tenant(&store).await;
+            for i in 0..6 {
+                enqueue_one(&store, &scope, spec("q"), at(i)).await;
+            }
+            let kept: Option<Head> = if checkpoint {
+                store.audit_head(&scope).await.unwrap()
+            } else {
+                None
+            };
+            let raw = rusqlite::Connection::open(&path).unwrap();
+            raw.execute_batch(
+                "DROP TRIGGER audit_records_append_only_update; DROP TRIGGER audit_records_append_only_delete;",
+            )
+            .unwrap();
+            raw.execute_batch(&tamper.replace("{tenant}", &scope.tenant_id().to_string()))
+                .unwrap();
+            match verify(&store, &scope, kept.as_slice()).await {
+                Ok(_) => Ok(()),
+                Err(VerifyError::Breach(breach)) => Err(breach),
+                Err(other) => panic!("{other}"),
+            }
+        }
+
+        #[tokio::test]
+        async fn an_untouched_chain_verifies() {
+            assert_eq!(tampered("SELECT 1", true).await, Ok(()));
+        }
+
+        #[tokio::test]
+        async fn an_edited_record_is_named() {
+            let edit =
+                "UPDATE audit_records SET summary = '{\"forged\":true}' WHERE tenant_id = '{tenant}' AND seq = 4";
+            assert_eq!(tampered(edit, false).await, Err(Breach::Edited { seq: 4 }));
+        }
+
+        #[tokio::test]
+        async fn a_deleted_record_is_named() {
+            let delete = "DELETE FROM audit_records WHERE tenant_id = '{tenant}' AND seq = 4";
+            assert_eq!(tampered(delete, false).await, Err(Breach::Missing { from: 4, to: 4 }));
+        }
+
+        #[tokio::test]
+        async fn reordered_records_are_named() {
+            let swap = "UPDATE audit_records SET seq = -1 WHERE tenant_id = '{tenant}' AND seq = 3; \
+                        UPDATE audit_records SET seq = 3 WHERE tenant_id = '{tenant}' AND seq = 4; \
+                        UPDATE audit_records SET seq = 4 WHERE tenant_id = '{tenant}' AND seq = -1;";
+            assert_eq!(tampered(swap, false).await, Err(Breach::Reordered { seq: 3 }));
+        }
+
+        #[tokio::test]
+        async fn a_truncated_tail_is_caught_by_a_checkpoint() {
+            // A careful attacker also moves the stored head back.
+            let cut = "DELETE FROM audit_records WHERE tenant_id = '{tenant}' AND seq > 5; \
+                       UPDATE audit_heads SET seq = 5, hash = (SELECT hash FROM audit_records \
+                         WHERE tenant_id = '{tenant}' AND seq = 5) WHERE tenant_id = '{tenant}';";
+            assert_eq!(
+                tampered(cut, true).await,
+                Err(Breach::Truncated {
+                    checkpoint_seq: 8,
+                    last_seq: 5
+                })
+            );
+            assert_eq!(
+                tampered(cut, false).await,
+                Ok(()),
+                "without a checkpoint a clean cut is invisible"
+            );
+        }
+
+        #[tokio::test]
+        async fn the_database_refuses_to_change_records() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("steadfast.db");
+            let store = SqliteStore::open(&path).unwrap();
+            new_tenant(&store).await;
+            let raw = rusqlite::Connection::open(&path).unwrap();
+            for statement in ["UPDATE audit_records SET summary = '{}'", "DELETE FROM audit_records"] {
+                let refused = raw.execute(statement, []).unwrap_err();
+                assert!(refused.to_string().contains("append-only"), "{statement}: {refused}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn data_survives_reopening() {
         use steadfast_store::conformance::*;

@@ -273,3 +273,64 @@ pub mod drafts {
 pub fn hex_hash(hash: &[u8; 32]) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The outcome of verifying one tenant's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Records checked.
+    pub records: u64,
+    /// The chain's end, if it has records.
+    pub head: Option<Head>,
+    /// Where the chain started (after a pruned prefix), if it was pruned.
+    pub base: Option<Head>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{0}")]
+    Breach(steadfast_core::audit::Breach),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Recomputes a tenant's chain from the store, in batches, and checks it
+/// against any `checkpoints` (seq, hash) someone kept.
+pub async fn verify(
+    store: &(impl AuditStore + ?Sized),
+    scope: &TenantScope,
+    checkpoints: &[Head],
+) -> Result<Verified, VerifyError> {
+    const BATCH: u32 = 1000;
+    let base = store.audit_base(scope).await?;
+    // The stored head is a checkpoint too: a tail cut without moving it shows.
+    let stored_head = store.audit_head(scope).await?;
+    let checkpoints: Vec<Head> = checkpoints.iter().copied().chain(stored_head).collect();
+    let checkpoints = checkpoints.as_slice();
+    let mut verifier = steadfast_core::audit::Verifier::new(base);
+    let mut at_checkpoints = std::collections::HashMap::new();
+    let mut after = base.map_or(0, |b| b.seq);
+    loop {
+        let records = store.audit_scan(scope, after, BATCH).await?;
+        for record in &records {
+            verifier.check(record).map_err(VerifyError::Breach)?;
+            if checkpoints.iter().any(|c| c.seq == record.seq) {
+                at_checkpoints.insert(record.seq, record.hash);
+            }
+        }
+        match records.last() {
+            Some(last) if records.len() == BATCH as usize => after = last.seq,
+            _ => break,
+        }
+    }
+    // A checkpoint inside the pruned prefix can no longer be checked record by record.
+    let checkable: Vec<Head> = checkpoints
+        .iter()
+        .copied()
+        .filter(|c| base.is_none_or(|b| c.seq > b.seq))
+        .collect();
+    let records = verifier.checked();
+    let head = verifier
+        .finish(&checkable, |seq| at_checkpoints.get(&seq).copied())
+        .map_err(VerifyError::Breach)?;
+    Ok(Verified { records, head, base })
+}

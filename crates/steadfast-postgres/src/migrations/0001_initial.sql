@@ -123,8 +123,8 @@ CREATE INDEX signals_pending ON signals (tenant_id, job_id, name, seq) WHERE con
 
 -- The audit log: one hash chain per tenant (the nil tenant id holds the
 -- system chain). The application may only read and append records; the
--- trigger refuses updates and deletes by anyone but the owning role, which
--- acts only inside the retention function.
+-- trigger refuses updates and deletes by anyone, the owner included, except
+-- inside the retention function.
 CREATE TABLE audit_records (
     tenant_id     uuid NOT NULL,
     seq           bigint NOT NULL,
@@ -175,7 +175,8 @@ BEGIN
     END LOOP;
     EXECUTE format(
         'CREATE FUNCTION audit_records_append_only() RETURNS trigger LANGUAGE plpgsql AS $f$ '
-        'BEGIN IF current_user <> %L THEN RAISE EXCEPTION ''audit records are append-only''; END IF; '
+        'BEGIN IF current_user <> %L OR current_setting(''steadfast.audit_prune'', true) IS DISTINCT FROM ''on'' THEN '
+        'RAISE EXCEPTION ''audit records are append-only''; END IF; '
         'RETURN OLD; END $f$',
         current_user);
 END
@@ -266,6 +267,8 @@ CREATE FUNCTION steadfast_prune_audit(p_before bigint, p_limit integer)
         last_hash bytea;
         n integer;
     BEGIN
+        -- The trigger lets the owner delete only while this is set, here.
+        PERFORM set_config('steadfast.audit_prune', 'on', true);
         FOR chain IN SELECT DISTINCT r.tenant_id FROM audit_records r WHERE r.at < p_before ORDER BY r.tenant_id LOOP
             SELECT r.seq, r.hash INTO last_seq, last_hash FROM (
                 SELECT a.seq, a.hash FROM audit_records a WHERE a.tenant_id = chain.tenant_id AND a.at < p_before
@@ -277,5 +280,6 @@ CREATE FUNCTION steadfast_prune_audit(p_before bigint, p_limit integer)
             tenant_id := chain.tenant_id; through_seq := last_seq; hash := last_hash; removed := n;
             RETURN NEXT;
         END LOOP;
+        PERFORM set_config('steadfast.audit_prune', 'off', true);
     END
     $$;

@@ -6,11 +6,13 @@
 //! Time is always passed in, never read, so leases, backoff and dedup windows
 //! are tested exactly.
 
+mod audit;
 mod jobs;
 mod leases;
 mod tenancy;
 mod workflows;
 
+pub use audit::*;
 pub use jobs::*;
 pub use leases::*;
 pub use tenancy::*;
@@ -56,6 +58,12 @@ macro_rules! conformance_suite {
             a_child_spawned_twice_is_one_child,
             workflow_limits_are_enforced,
             a_waiting_job_can_be_cancelled,
+            every_change_leaves_one_audit_record,
+            a_refused_change_leaves_no_record,
+            retention_keeps_the_remaining_chain_verifiable,
+            audit_queries_filter_by_time_action_actor_and_job,
+            a_checkpoint_beyond_the_log_is_a_truncation,
+            failed_authentication_is_recorded,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

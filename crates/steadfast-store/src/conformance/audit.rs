@@ -1,0 +1,323 @@
+use steadfast_core::audit::{Actor, Breach, Head};
+use steadfast_core::{ApiKeySecret, Role};
+
+use super::*;
+use crate::audit::{VerifyError, verify};
+use crate::{AuditQuery, Principal, RetryPlan, StoreError};
+
+async fn actions(store: &impl Store, scope: &TenantScope, job: JobId) -> Vec<String> {
+    let query = AuditQuery {
+        job_id: Some(job),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    store
+        .audit_records(scope, query)
+        .await
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| r.action)
+        .collect()
+}
+
+/// A scope as an API key's request would have it.
+async fn key_scope(store: &impl Store, scope: &TenantScope) -> Principal {
+    let secret = ApiKeySecret::from_random(*uuid::Uuid::now_v7().as_bytes().last_chunk::<8>().unwrap(), [5; 32]);
+    let key = NewApiKey {
+        key_id: secret.key_id().clone(),
+        name: "ci-bot".into(),
+        role: Role::Admin,
+        secret_hash: secret.secret_hash(),
+    };
+    store.create_key(scope, key, t0()).await.unwrap();
+    let stored = store.find_key(secret.key_id()).await.unwrap();
+    let principal = auth::authenticate(&secret, stored, t0()).unwrap();
+    Principal {
+        scope: principal.scope.clone().with_request_id(Some("req-42".into())),
+        ..principal
+    }
+}
+
+pub async fn every_change_leaves_one_audit_record(store: &impl Store) {
+    let (operator, key) = new_tenant(store).await;
+    let caller = key_scope(store, &operator).await;
+    let scope = &caller.scope;
+    let job = enqueue_one(store, scope, spec("audited"), at(1)).await;
+    let leased = lease_jobs(store, scope, lease_request(&["audited"], 1, &key), at(2))
+        .await
+        .remove(0);
+    store
+        .complete(scope, job.id, &token(&leased), r#"{"done":true}"#.into(), at(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        actions(store, scope, job.id).await,
+        ["job.enqueued", "job.leased", "job.succeeded"]
+    );
+
+    let records = store
+        .audit_records(
+            scope,
+            AuditQuery {
+                job_id: Some(job.id),
+                limit: 10,
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .records;
+    let enqueued = &records[0];
+    assert_eq!(
+        enqueued.actor,
+        Actor::Key {
+            key_id: caller.key_id.clone(),
+            name: "ci-bot".into()
+        }
+    );
+    assert_eq!(enqueued.request_id.as_deref(), Some("req-42"));
+    assert_eq!(enqueued.target, job.id.to_string());
+    assert_eq!(enqueued.at, at(1));
+    assert!(
+        records[2].summary.contains(r#""output":{"done":true}"#),
+        "{}",
+        records[2].summary
+    );
+    assert!(
+        records
+            .windows(2)
+            .all(|w| w[1].seq == w[0].seq + 1 && w[1].prev_hash == w[0].hash)
+    );
+
+    // The operator's own actions are in the same chain: tenant and keys.
+    let all = store
+        .audit_records(
+            &operator,
+            AuditQuery {
+                limit: 100,
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .records;
+    assert_eq!(all[0].action, "tenant.created");
+    assert_eq!(all[0].actor, Actor::Operator);
+    assert_eq!(all.iter().filter(|r| r.action == "key.created").count(), 2);
+    let verified = verify(store, &operator, &[]).await.unwrap();
+    assert_eq!(verified.records as usize, all.len());
+}
+
+pub async fn a_refused_change_leaves_no_record(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let before = verify(store, &scope, &[]).await.unwrap().records;
+    let keyed = |payload: &str, fingerprint: u8| {
+        EnqueueRequest {
+            idempotency_key: Some("k".into()),
+            ..request("q", payload)
+        }
+        .validate(&Limits::default(), [fingerprint; 32], t0())
+        .unwrap()
+    };
+    store
+        .enqueue(&scope, vec![new_job(keyed("{}", 1))], Duration::from_secs(60), t0())
+        .await
+        .unwrap();
+    let refused = store
+        .enqueue(
+            &scope,
+            vec![new_job(spec("q")), new_job(spec("q")), new_job(keyed("{\"x\":1}", 2))],
+            Duration::from_secs(60),
+            t0(),
+        )
+        .await;
+    assert_eq!(refused, Err(StoreError::IdempotencyKeyReused { index: 2 }));
+    let leased = lease_jobs(store, &scope, lease_request(&["q"], 1, &key), at(1))
+        .await
+        .remove(0);
+    let stale = store.complete(&scope, leased.id, "lt_stale", "1".into(), at(2)).await;
+    assert_eq!(stale, Err(StoreError::LeaseLost));
+    let policy = RetryPlan {
+        policy: steadfast_core::RetryPolicy::default(),
+        jitter_seed: 1,
+    };
+    let failure = steadfast_core::lifecycle::Failure {
+        error: steadfast_core::AttemptError {
+            message: "x".into(),
+            kind: None,
+        },
+        retryable: true,
+    };
+    assert_eq!(
+        store.fail(&scope, leased.id, "lt_stale", failure, policy, at(2)).await,
+        Err(StoreError::LeaseLost)
+    );
+    let after = verify(store, &scope, &[]).await.unwrap().records;
+    assert_eq!(
+        after - before,
+        2,
+        "one enqueue and one lease: the refused batch and calls left nothing"
+    );
+}
+
+pub async fn retention_keeps_the_remaining_chain_verifiable(store: &impl Store) {
+    let (scope, _) = new_tenant(store).await;
+    for i in 0..5 {
+        enqueue_one(store, &scope, spec("old"), at(i)).await;
+    }
+    enqueue_one(store, &scope, spec("new"), at(1000)).await;
+    let head_before = verify(store, &scope, &[]).await.unwrap().head.unwrap();
+    let removed = store.prune_audit(at(500), 1000, at(2000)).await.unwrap();
+    assert!(removed >= 5, "the old records went ({removed})");
+    let verified = verify(store, &scope, &[head_before]).await.unwrap();
+    let base = verified.base.expect("a pruned chain starts from a stored base");
+    assert!(base.seq >= 6, "tenant.created, key.created and five enqueues were old");
+    let remaining = store
+        .audit_records(
+            &scope,
+            AuditQuery {
+                limit: 100,
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .records;
+    assert_eq!(remaining.first().unwrap().seq, base.seq + 1);
+    assert_eq!(
+        remaining.last().unwrap().action,
+        "audit.pruned",
+        "pruning is itself recorded"
+    );
+    assert!(remaining.iter().all(|r| r.at >= at(500) || r.action == "audit.pruned"));
+}
+
+pub async fn audit_queries_filter_by_time_action_actor_and_job(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let first = enqueue_one(store, &scope, spec("q"), at(10)).await;
+    let second = enqueue_one(store, &scope, spec("q"), at(20)).await;
+    lease_jobs(store, &scope, lease_request(&["q"], 2, &key), at(30)).await;
+    let scope_ref = &scope;
+    let query = |q: AuditQuery| async move {
+        store
+            .audit_records(scope_ref, AuditQuery { limit: 100, ..q })
+            .await
+            .unwrap()
+            .records
+    };
+
+    let window = query(AuditQuery {
+        since: Some(at(15)),
+        until: Some(at(30)),
+        ..AuditQuery::default()
+    })
+    .await;
+    assert_eq!(
+        window.iter().map(|r| r.target.clone()).collect::<Vec<_>>(),
+        vec![second.id.to_string()]
+    );
+    let leases = query(AuditQuery {
+        action: Some("job.leased".into()),
+        ..AuditQuery::default()
+    })
+    .await;
+    assert_eq!(leases.len(), 2);
+    let by_operator = query(AuditQuery {
+        actor: Some("operator".into()),
+        ..AuditQuery::default()
+    })
+    .await;
+    assert!(by_operator.iter().all(|r| r.actor == Actor::Operator) && !by_operator.is_empty());
+    let lineage = query(AuditQuery {
+        job_id: Some(first.id),
+        ..AuditQuery::default()
+    })
+    .await;
+    assert_eq!(
+        lineage.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+        ["job.enqueued", "job.leased"]
+    );
+
+    let page = store
+        .audit_records(
+            &scope,
+            AuditQuery {
+                limit: 2,
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    let rest = store
+        .audit_records(
+            &scope,
+            AuditQuery {
+                limit: 100,
+                after_seq: page.next,
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.records.len() + rest.records.len(),
+        query(AuditQuery::default()).await.len()
+    );
+    assert_eq!(rest.records[0].seq, page.records[1].seq + 1);
+}
+
+pub async fn a_checkpoint_beyond_the_log_is_a_truncation(store: &impl Store) {
+    let (scope, _) = new_tenant(store).await;
+    enqueue_one(store, &scope, spec("q"), at(1)).await;
+    let head = verify(store, &scope, &[]).await.unwrap().head.unwrap();
+    let from_the_future = Head {
+        seq: head.seq + 5,
+        hash: [9; 32],
+    };
+    match verify(store, &scope, &[from_the_future]).await {
+        Err(VerifyError::Breach(Breach::Truncated {
+            checkpoint_seq,
+            last_seq,
+        })) => {
+            assert_eq!((checkpoint_seq, last_seq), (head.seq + 5, head.seq));
+        }
+        other => panic!("expected a truncation, got {other:?}"),
+    }
+    let wrong_hash = Head {
+        seq: head.seq,
+        hash: [9; 32],
+    };
+    assert!(matches!(
+        verify(store, &scope, &[wrong_hash]).await,
+        Err(VerifyError::Breach(Breach::CheckpointMismatch { .. }))
+    ));
+}
+
+pub async fn failed_authentication_is_recorded(store: &impl Store) {
+    let (scope, _) = new_tenant(store).await;
+    let keys = store.list_keys(&scope).await.unwrap();
+    store
+        .record_auth_failure(Some(&keys[0].key_id), Some("req-1"), at(5))
+        .await
+        .unwrap();
+    let failures = store
+        .audit_records(
+            &scope,
+            AuditQuery {
+                action: Some("auth.failed".into()),
+                limit: 10,
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .records;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        (failures[0].target.as_str(), failures[0].request_id.as_deref()),
+        (keys[0].key_id.as_str(), Some("req-1"))
+    );
+    store.record_auth_failure(None, None, at(6)).await.unwrap();
+    assert!(verify(store, &scope, &[]).await.is_ok());
+}
