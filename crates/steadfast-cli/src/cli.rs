@@ -55,6 +55,9 @@ pub enum Command {
     /// Measure throughput against a real server over HTTP.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Verify and export the tamper-evident audit log (straight from the storage).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Create or upgrade the PostgreSQL schema, as the owning role, and grant the application role.
     #[command(
         after_help = "Example:\n  steadfast migrate --database-url postgres://steadfast_owner@db/steadfast --app-role steadfast_app\n\n\
@@ -64,6 +67,45 @@ See docs/postgres.md for creating the two roles."
     /// Runnable demonstrations, such as the claims-pipeline crash drill.
     #[command(subcommand)]
     Demo(DemoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every chain (or one tenant's) from the database; exit 0 when
+    /// intact, otherwise name the first bad record and what is wrong.
+    #[command(after_help = "Examples:\n  steadfast audit verify\n  \
+curl -s -H \"Authorization: Bearer $KEY\" localhost:8650/v1/audit/head > checkpoint.json   # keep it safe\n  \
+steadfast audit verify --tenant acme --checkpoint checkpoint.json")]
+    Verify {
+        /// Only this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A checkpoint exactly as `GET /v1/audit/head` returned it: the log
+        /// must still reach it, unchanged (catches a truncated tail).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The key that signed checkpoints (default: <data-dir>/audit-signing.key, if present).
+        #[arg(long, env = "STEADFAST_AUDIT_SIGNING_KEY_FILE")]
+        audit_signing_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        data: StorageArgs,
+    },
+    /// Write records as JSON Lines, with their hashes, so an external archive can re-verify them.
+    #[command(
+        after_help = "Example:\n  steadfast audit export --tenant acme --since 2026-01-01T00:00:00Z > acme-2026.jsonl"
+    )]
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// RFC 3339; records at or after.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339; records before.
+        #[arg(long)]
+        until: Option<String>,
+        #[command(flatten)]
+        data: StorageArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +225,19 @@ pub struct ServeArgs {
     /// Longest backoff between attempts, in seconds.
     #[arg(long, env = "STEADFAST_RETRY_CAP_SECS", default_value_t = 3600)]
     pub retry_cap_secs: u64,
+
+    /// The Ed25519 key that signs audit checkpoints; keep it outside the database.
+    /// Created (mode 0600) when missing. Default: <data-dir>/audit-signing.key.
+    #[arg(long, env = "STEADFAST_AUDIT_SIGNING_KEY_FILE")]
+    pub audit_signing_key_file: Option<PathBuf>,
+
+    /// How long audit records are kept, in days.
+    #[arg(long, env = "STEADFAST_AUDIT_RETENTION_DAYS", default_value_t = 7 * 365)]
+    pub audit_retention_days: u64,
+
+    /// How often each tenant's signed audit checkpoint is logged, in seconds.
+    #[arg(long, env = "STEADFAST_AUDIT_CHECKPOINT_INTERVAL_SECS", default_value_t = 3600)]
+    pub audit_checkpoint_interval_secs: u64,
 
     /// On SIGTERM, how long to let in-flight requests finish, in seconds.
     #[arg(long, env = "STEADFAST_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]

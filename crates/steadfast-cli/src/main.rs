@@ -1,6 +1,7 @@
 //! The `steadfast` binary: parse flags, set up logging, run one command.
 
 mod admin;
+mod audit;
 mod bench;
 mod cli;
 mod client;
@@ -36,6 +37,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Throughput(args)) => bench::throughput(args).await,
         Command::Demo(command) => demo::run(command).await,
         Command::Migrate(args) => admin::migrate(args).await,
+        Command::Audit(command) => audit::run(command).await,
     }
 }
 

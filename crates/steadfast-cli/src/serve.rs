@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use steadfast_core::{Limits, RetryPolicy, Role, TenantId, TenantName};
 use steadfast_postgres::{ConnectError, PostgresStore};
+use steadfast_server::engine::audit::AuditSigner;
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
 use steadfast_sqlite::SqliteStore;
 use steadfast_store::{Store, WorkflowLimits, auth};
@@ -32,7 +33,7 @@ pub struct Exit {
 }
 
 impl ServeArgs {
-    fn engine_config(&self) -> EngineConfig {
+    fn engine_config(&self, audit_signer: AuditSigner) -> EngineConfig {
         let limits = Limits {
             max_body_bytes: self.max_body_bytes,
             max_batch_jobs: self.max_batch_jobs,
@@ -50,6 +51,9 @@ impl ServeArgs {
             limits,
             retry,
             workflow: WorkflowLimits::default(),
+            audit_signer: Some(audit_signer),
+            audit_retention: Duration::from_secs(self.audit_retention_days.saturating_mul(24 * 3600)),
+            audit_checkpoint_every: Duration::from_secs(self.audit_checkpoint_interval_secs),
         }
     }
 
@@ -68,6 +72,14 @@ impl ServeArgs {
                 "--default-timeout-secs must be between 1 and 86400",
             ),
             (self.retry_base_ms == 0, "--retry-base-ms must be positive"),
+            (
+                self.audit_retention_days == 0,
+                "--audit-retention-days must be positive",
+            ),
+            (
+                self.audit_checkpoint_interval_secs == 0,
+                "--audit-checkpoint-interval-secs must be positive",
+            ),
         ];
         match problems.iter().find(|(bad, _)| *bad) {
             Some((_, message)) => Err(Exit {
@@ -149,6 +161,21 @@ async fn has_any_key(store: &dyn Store) -> anyhow::Result<bool> {
     Ok(false)
 }
 
+/// The audit signing key: read from `path`, or created there (mode 0600).
+fn load_or_create_signer(path: &Path) -> anyhow::Result<AuditSigner> {
+    if let Some(signer) = crate::audit::read_signer(path)? {
+        return Ok(signer);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_data_dir(dir)?;
+    }
+    let seed: [u8; 32] = rand::random();
+    write_secret_file(path, &format!("{}\n", hex::encode(seed)))
+        .with_context(|| format!("cannot write the audit signing key to {}", path.display()))?;
+    tracing::info!(path = %path.display(), "created an audit signing key; back it up, and keep it out of the database");
+    Ok(AuditSigner::from_seed(seed))
+}
+
 /// On a store without any key, creates tenant `default` (if missing) and an
 /// admin key, saves it to `admin.key` and prints it once.
 async fn bootstrap(store: &dyn Store, data_dir: &Path, address: std::net::SocketAddr) -> anyhow::Result<()> {
@@ -225,7 +252,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let engine = Engine::new(store, Arc::new(SystemClock), args.engine_config());
+    let signer = load_or_create_signer(
+        &args
+            .audit_signing_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(crate::audit::SIGNING_KEY_FILE)),
+    )?;
+    tracing::info!(public_key = %signer.public_key_hex(), "audit checkpoints are signed with this key");
+    let engine = Engine::new(store, Arc::new(SystemClock), args.engine_config(signer));
     tracing::info!(%address, storage, "steadfast is ready");
 
     let duties = tokio::spawn(engine.clone().run_duties());

@@ -30,6 +30,8 @@ pub enum Action {
     ActOnLease,
     /// Deliver a signal to a job (an approval, an external event).
     Signal,
+    /// Read the audit log and its signed checkpoints.
+    ReadAudit,
     OperatorAction,
 }
 
@@ -42,7 +44,7 @@ impl Role {
             Role::Admin => true,
             Role::Producer => matches!(action, Enqueue | ReadAnyJob | ReadLeasedJob | ListJobs | Signal),
             Role::Worker => matches!(action, Lease | ActOnLease | ReadLeasedJob),
-            Role::Reader => matches!(action, ReadAnyJob | ReadLeasedJob | ListJobs),
+            Role::Reader => matches!(action, ReadAnyJob | ReadLeasedJob | ListJobs | ReadAudit),
         }
     }
 

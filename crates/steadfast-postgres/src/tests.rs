@@ -251,7 +251,8 @@ mod tampering {
         let (scope, _) = new_tenant(&nodes[0]).await;
         let before = verify(&nodes[0], &scope, &[]).await.unwrap().records;
         let mut writers = Vec::new();
-        for node in nodes.iter().cycle().take(12).cloned() {
+        for n in 0..12 {
+            let node = nodes[n % nodes.len()].clone();
             let scope = scope.clone();
             writers.push(tokio::spawn(async move {
                 for i in 0..10 {

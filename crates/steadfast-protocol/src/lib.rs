@@ -468,3 +468,81 @@ pub struct SpawnRequest {
     /// The child. Its `idempotency_key` is derived from the parent and step.
     pub job: EnqueueRequest,
 }
+
+/// Who made an audited change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditActor {
+    /// `key`, `operator` (local administration) or `system` (Steadfast itself).
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    pub name: String,
+}
+
+/// One record of a tenant's tamper-evident audit chain.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditRecord {
+    /// Position in the tenant's chain: 1, 2, 3, … without gaps.
+    pub seq: u64,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    pub actor: AuditActor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Stable dotted name: `job.enqueued`, `step.completed`, `key.revoked`, … (docs/audit.md).
+    pub action: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub job_id: Option<uuid::Uuid>,
+    /// What changed.
+    #[schema(value_type = Object)]
+    pub summary: Json,
+    /// Hex SHA-256 of the previous record (zeros for the first).
+    pub prev_hash: String,
+    /// Hex SHA-256 over this record's canonical content and `prev_hash`.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditList {
+    /// Oldest first.
+    pub records: Vec<AuditRecord>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A signed checkpoint of a tenant's chain: keep it somewhere the database's
+/// administrators cannot reach, and `steadfast audit verify --checkpoint FILE`
+/// will catch any later truncation or rewrite before it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditCheckpoint {
+    #[schema(value_type = String, format = Uuid)]
+    pub tenant_id: uuid::Uuid,
+    /// The last record's sequence number (0 for an empty chain).
+    pub seq: u64,
+    /// Its hash, hex.
+    pub hash: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    /// `ed25519`.
+    pub algorithm: String,
+    /// Hex public key of the signing key (which lives outside the database).
+    pub public_key: String,
+    /// Hex signature over `steadfast-audit-checkpoint/v1\n<tenant>\n<seq>\n<hash>\n<at ms>`.
+    pub signature: String,
+}
+
+/// `GET /v1/audit/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerification {
+    pub intact: bool,
+    /// Records checked.
+    pub records: u64,
+    /// The last verified sequence number.
+    pub head_seq: u64,
+    /// The first problem found, naming the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}

@@ -61,14 +61,30 @@ impl FromRequestParts<Engine> for Caller {
         let Some(presented) = presented else {
             return Err(unauthorized());
         };
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         match engine.authenticate(presented).await {
-            Ok(principal) => Ok(Caller(principal)),
+            Ok(mut principal) => {
+                principal.scope = principal.scope.with_request_id(request_id);
+                Ok(Caller(principal))
+            }
             Err(crate::engine::AuthError::Rejected(_)) => {
                 // The key id is public; the secret is never logged.
                 let key_id = steadfast_core::ApiKeySecret::parse(presented)
                     .ok()
-                    .map(|k| k.key_id().to_string());
-                tracing::warn!(key_id = key_id.as_deref().unwrap_or("-"), "authentication failed");
+                    .map(|k| k.key_id().clone());
+                tracing::warn!(
+                    key_id = key_id.as_ref().map_or("-", |k| k.as_str()),
+                    "authentication failed"
+                );
+                // Only presentable keys are recorded: a header that is not even a
+                // key says nothing an auditor needs and would let anyone cause writes.
+                if let Some(key_id) = &key_id {
+                    engine.record_auth_failure(Some(key_id), request_id.as_deref()).await;
+                }
                 Err(unauthorized())
             }
             Err(other) => Err(other.into()),

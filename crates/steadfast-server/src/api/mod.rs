@@ -1,7 +1,10 @@
 //! The HTTP API under `/v1`, health endpoints, and the OpenAPI document
 //! generated from the handlers' annotations.
 
+mod audit;
 mod convert;
+
+pub use audit::record as audit_record;
 pub mod error;
 mod extract;
 mod health;
@@ -67,6 +70,9 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(workflows::wait))
         .routes(routes!(workflows::signal))
         .routes(routes!(workflows::spawn_child))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::head))
+        .routes(routes!(audit::verify_chain))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts()

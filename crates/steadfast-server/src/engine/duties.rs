@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use steadfast_store::StoreError;
+use std::collections::HashMap;
+
+use steadfast_core::{TenantId, Timestamp};
+use steadfast_store::{StoreError, auth};
 
 use super::Engine;
 
@@ -17,6 +20,8 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 const SWEEP_BATCH: usize = 1000;
 /// How often expired idempotency keys are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often audit records past retention are pruned.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// What one pass of the duties did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +52,43 @@ impl Engine {
         }
     }
 
+    /// Logs a signed checkpoint of every chain that grew since the last one,
+    /// so anyone who keeps the logs can later detect a truncated tail.
+    pub async fn log_audit_checkpoints(&self, logged: &mut HashMap<TenantId, u64>) -> Result<(), StoreError> {
+        let Some(signer) = &self.inner.config.audit_signer else {
+            return Ok(());
+        };
+        for tenant in self.store().list_tenants().await? {
+            let scope = auth::local_operator(&tenant);
+            let Some(head) = self.store().audit_head(&scope).await? else {
+                continue;
+            };
+            if logged.get(&tenant.id) == Some(&head.seq) {
+                continue;
+            }
+            let checkpoint = signer.sign(tenant.id, head, self.now());
+            tracing::info!(
+                tenant = %tenant.name,
+                tenant_id = %tenant.id,
+                seq = checkpoint.seq,
+                hash = %checkpoint.hash,
+                at = %checkpoint.at,
+                public_key = %checkpoint.public_key,
+                signature = %checkpoint.signature,
+                "audit checkpoint"
+            );
+            logged.insert(tenant.id, head.seq);
+        }
+        Ok(())
+    }
+
     /// Runs the duties until the engine drains.
     pub async fn run_duties(self) {
         let mut draining = self.inner.draining.subscribe();
         let mut last_prune = tokio::time::Instant::now();
+        let mut last_checkpoint: Option<tokio::time::Instant> = None;
+        let mut last_retention: Option<tokio::time::Instant> = None;
+        let mut logged = HashMap::new();
         while !*draining.borrow_and_update() {
             if let Err(error) = self.run_duties_once().await {
                 tracing::warn!(%error, "background duties failed; retrying");
@@ -63,6 +101,24 @@ impl Engine {
                     }
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "pruning idempotency keys failed"),
+                }
+            }
+            if last_checkpoint.is_none_or(|at| at.elapsed() >= self.inner.config.audit_checkpoint_every) {
+                last_checkpoint = Some(tokio::time::Instant::now());
+                if let Err(error) = self.log_audit_checkpoints(&mut logged).await {
+                    tracing::warn!(%error, "logging audit checkpoints failed");
+                }
+            }
+            if last_retention.is_none_or(|at| at.elapsed() >= RETENTION_EVERY) {
+                last_retention = Some(tokio::time::Instant::now());
+                let before = self
+                    .now()
+                    .checked_sub(self.inner.config.audit_retention)
+                    .unwrap_or(Timestamp::MIN);
+                match self.store().prune_audit(before, 10_000, self.now()).await {
+                    Ok(removed) if removed > 0 => tracing::info!(removed, "audit retention pruned old records"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "audit retention failed"),
                 }
             }
             let sleep = match self.store().next_due().await {

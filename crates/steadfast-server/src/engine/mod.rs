@@ -3,6 +3,7 @@
 //! out what follows a commit (waking long-polling workers, nudging the
 //! background duties).
 
+pub mod audit;
 mod duties;
 mod wakeups;
 
@@ -10,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::select_all;
+use steadfast_core::audit::{GENESIS, Head};
 use steadfast_core::lifecycle::{Checkpoint, Failure, JobSpec, StepStart};
 use steadfast_core::{
-    ApiKeySecret, Job, JobId, JobState, Limits, QueueName, RetryPolicy, SignalName, StepName, Timestamp, WaitFor,
-    WorkerId,
+    ApiKeySecret, Job, JobId, JobState, KeyId, Limits, QueueName, RetryPolicy, SignalName, StepName, Timestamp,
+    WaitFor, WorkerId,
 };
+use steadfast_protocol::AuditCheckpoint;
 use steadfast_store::auth::{self, AuthFailure};
 use steadfast_store::{
     Enqueued, LeaseRequest, LeasedJob, NewJob, Principal, RetryPlan, Signalled, Store, StoreError, TenantScope, Waited,
@@ -28,11 +31,31 @@ use wakeups::Wakeups;
 use crate::clock::Clock;
 
 /// Everything tunable about the engine's behaviour.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub limits: Limits,
     pub retry: RetryPolicy,
     pub workflow: WorkflowLimits,
+    /// Signs audit checkpoints. The default is a fresh random key (fine for
+    /// tests); `serve` loads a persistent one from outside the database.
+    pub audit_signer: Option<audit::AuditSigner>,
+    /// How long audit records are kept (default 7 years).
+    pub audit_retention: Duration,
+    /// How often each chain's signed checkpoint is logged (default 1 hour).
+    pub audit_checkpoint_every: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            limits: Limits::default(),
+            retry: RetryPolicy::default(),
+            workflow: WorkflowLimits::default(),
+            audit_signer: Some(audit::AuditSigner::from_seed(rand::random())),
+            audit_retention: Duration::from_secs(7 * 365 * 24 * 3600),
+            audit_checkpoint_every: Duration::from_secs(3600),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +102,36 @@ impl Engine {
 
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// A signed checkpoint of the scope's audit chain, now.
+    pub async fn audit_checkpoint(&self, scope: &TenantScope) -> Result<Option<AuditCheckpoint>, StoreError> {
+        let Some(signer) = &self.inner.config.audit_signer else {
+            return Ok(None);
+        };
+        let head = self
+            .inner
+            .store
+            .audit_head(scope)
+            .await?
+            .unwrap_or(Head { seq: 0, hash: GENESIS });
+        Ok(Some(signer.sign(scope.tenant_id(), head, self.now())))
+    }
+
+    /// Records a failed authentication (best effort: a failure to record is logged).
+    pub async fn record_auth_failure(&self, key_id: Option<&KeyId>, request_id: Option<&str>) {
+        if let Err(error) = self
+            .inner
+            .store
+            .record_auth_failure(key_id, request_id, self.now())
+            .await
+        {
+            tracing::warn!(%error, "could not record a failed authentication in the audit log");
+        }
     }
 
     pub fn limits(&self) -> &Limits {

@@ -1,0 +1,112 @@
+//! `steadfast audit verify` against a real data dir tampered with by hand
+//! (Python's sqlite3, triggers dropped), with a signed checkpoint from the API.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{ServerProcess, steadfast};
+
+const TAMPER: &str = r#"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.executescript("DROP TRIGGER IF EXISTS audit_records_append_only_update; DROP TRIGGER IF EXISTS audit_records_append_only_delete;")
+db.executescript(sys.argv[2])
+db.commit()
+"#;
+
+fn tamper(data_dir: &std::path::Path, sql: &str) {
+    let status = Command::new("python3")
+        .args(["-c", TAMPER, data_dir.join("steadfast.db").to_str().unwrap(), sql])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn verify(data_dir: &std::path::Path, checkpoint: Option<&std::path::Path>) -> (bool, String) {
+    let mut args = vec!["audit", "verify", "--data-dir", data_dir.to_str().unwrap()];
+    if let Some(checkpoint) = checkpoint {
+        args.extend(["--checkpoint", checkpoint.to_str().unwrap()]);
+    }
+    let output = steadfast(&args);
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_each_kind_of_tampering_and_a_checkpoint_catches_a_truncated_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut server = ServerProcess::start(&data_dir);
+    let key = server.admin_key();
+    let http = reqwest::Client::new();
+    for i in 0..8 {
+        let response = http
+            .post(format!("{}/v1/jobs", server.url))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"queue": "q", "payload": {"i": i}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+    let checkpoint = http
+        .get(format!("{}/v1/audit/head", server.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let checkpoint_file = dir.path().join("checkpoint.json");
+    std::fs::write(&checkpoint_file, checkpoint.text().await.unwrap()).unwrap();
+    server.signal("TERM");
+    server.wait_exit(Duration::from_secs(30));
+
+    let (ok, report) = verify(&data_dir, Some(&checkpoint_file));
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("intact") && report.contains("checkpoint confirmed"),
+        "{report}"
+    );
+
+    // Fold the WAL into the database file, so one file is the whole state.
+    tamper(&data_dir, "PRAGMA wal_checkpoint(TRUNCATE);");
+    let pristine = dir.path().join("pristine.db");
+    std::fs::copy(data_dir.join("steadfast.db"), &pristine).unwrap();
+    let restore = || {
+        std::fs::copy(&pristine, data_dir.join("steadfast.db")).unwrap();
+        let _ = std::fs::remove_file(data_dir.join("steadfast.db-wal"));
+        let _ = std::fs::remove_file(data_dir.join("steadfast.db-shm"));
+    };
+    let cases = [
+        (
+            "UPDATE audit_records SET summary = '{\"forged\":1}' WHERE seq = 5",
+            "record 5 was edited",
+        ),
+        ("DELETE FROM audit_records WHERE seq = 5", "record 5 is missing"),
+        (
+            "UPDATE audit_records SET seq = -1 WHERE seq = 4; UPDATE audit_records SET seq = 4 WHERE seq = 5; \
+             UPDATE audit_records SET seq = 5 WHERE seq = -1;",
+            "record 4 is out of place",
+        ),
+    ];
+    for (sql, expected) in cases {
+        restore();
+        tamper(&data_dir, sql);
+        let (ok, report) = verify(&data_dir, None);
+        assert!(!ok, "{sql}: verify must fail");
+        assert!(report.contains(expected), "{sql}: {report}");
+    }
+    restore();
+    tamper(
+        &data_dir,
+        "DELETE FROM audit_records WHERE seq > 6; \
+         UPDATE audit_heads SET seq = 6, hash = (SELECT hash FROM audit_records r WHERE r.tenant_id = audit_heads.tenant_id AND r.seq = 6);",
+    );
+    let (ok, report) = verify(&data_dir, None);
+    assert!(ok, "without a checkpoint a careful truncation is invisible: {report}");
+    let (ok, report) = verify(&data_dir, Some(&checkpoint_file));
+    assert!(!ok && report.contains("truncated"), "{report}");
+}
