@@ -124,7 +124,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(&line)?);
                 }
                 match page.next {
-                    Some(next) => query.after_seq = Some(next),
+                    Some(next) => query.after = Some(next),
                     None => return Ok(()),
                 }
             }

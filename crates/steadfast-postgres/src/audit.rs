@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use steadfast_core::audit::{self, Actor, Draft, Head, Record};
 use steadfast_core::{JobId, KeyId, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
-use steadfast_store::{AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
+use steadfast_store::{AuditCursor, AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Transaction};
 
@@ -153,9 +153,15 @@ impl AuditStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
         let tenant = scope.tenant_id().0;
-        let since = query.since.map(millis);
+        // One lower bound on time, so the index range starts at the later of
+        // the window's start and the cursor.
+        let since = match (query.since, query.after) {
+            (Some(since), Some(after)) => Some(since.max(after.at)),
+            (since, after) => since.or(after.map(|a| a.at)),
+        }
+        .map(millis);
         let until = query.until.map(millis);
-        let after = query.after_seq.map(|seq| seq as i64);
+        let after = query.after.map(|cursor| (millis(cursor.at), cursor.seq as i64));
         let job_id = query.job_id.map(|id| id.0);
         let limit = i64::from(query.limit) + 1;
         let mut sql = format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE tenant_id = $1");
@@ -186,23 +192,21 @@ impl AuditStore for PostgresStore {
             params.push(job_id);
             sql.push_str(&format!(" AND job_id = ${}", params.len()));
         }
-        if let Some(after) = &after {
-            params.push(after);
-            sql.push_str(&format!(" AND seq > ${}", params.len()));
+        if let Some((at, seq)) = &after {
+            params.push(at);
+            params.push(seq);
+            let (at, seq) = (params.len() - 1, params.len());
+            sql.push_str(&format!(" AND (at > ${at} OR seq > ${seq})"));
         }
         params.push(&limit);
-        let order = if since.is_some() || until.is_some() {
-            "at, seq"
-        } else {
-            "seq"
-        };
-        sql.push_str(&format!(" ORDER BY {order} LIMIT ${}", params.len()));
+        // (at, seq) order reads the (tenant, at, seq) index from the cursor on.
+        sql.push_str(&format!(" ORDER BY at, seq LIMIT ${}", params.len()));
         let rows = tx.query(&sql, &params).await.map_err(pg_error)?;
         let mut records = rows.iter().map(record_from_row).collect::<Result<Vec<_>, _>>()?;
         tx.commit().await.map_err(pg_error)?;
         let next = if records.len() > query.limit as usize {
             records.truncate(query.limit as usize);
-            records.last().map(|r| r.seq)
+            records.last().map(|r| AuditCursor { at: r.at, seq: r.seq })
         } else {
             None
         };
@@ -210,12 +214,19 @@ impl AuditStore for PostgresStore {
     }
 
     async fn audit_scan(&self, scope: &TenantScope, after: u64, limit: u32) -> Result<Vec<Record>, StoreError> {
-        let query = AuditQuery {
-            after_seq: Some(after),
-            limit,
-            ..AuditQuery::default()
-        };
-        Ok(self.audit_records(scope, query).await?.records)
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, scope.tenant_id()).await?;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM audit_records WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                ),
+                &[&scope.tenant_id().0, &(after as i64), &i64::from(limit)],
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        rows.iter().map(record_from_row).collect()
     }
 
     async fn audit_head(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError> {

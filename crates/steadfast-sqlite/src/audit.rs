@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use steadfast_core::audit::{self, Actor, Draft, Head, Record};
 use steadfast_core::{JobId, KeyId, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
-use steadfast_store::{AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
+use steadfast_store::{AuditCursor, AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
 
 use crate::rows::{millis, timestamp};
 use crate::{SqliteStore, sqlite_error};
@@ -136,8 +136,14 @@ fn query_in(conn: &Connection, tenant: TenantId, query: &AuditQuery) -> Result<A
         values.push(value);
         sql.push_str(&format!(" AND {clause} ?{}", values.len()));
     };
-    if let Some(since) = query.since {
-        add("at >=", Box::new(millis(since)));
+    // One lower bound on time, so the index range starts at the later of the
+    // window's start and the cursor.
+    let from = match (query.since, query.after) {
+        (Some(since), Some(after)) => Some(since.max(after.at)),
+        (since, after) => since.or(after.map(|a| a.at)),
+    };
+    if let Some(from) = from {
+        add("at >=", Box::new(millis(from)));
     }
     if let Some(until) = query.until {
         add("at <", Box::new(millis(until)));
@@ -154,17 +160,15 @@ fn query_in(conn: &Connection, tenant: TenantId, query: &AuditQuery) -> Result<A
     if let Some(job_id) = query.job_id {
         add("job_id =", Box::new(job_id.to_string()));
     }
-    if let Some(after) = query.after_seq {
-        add("seq >", Box::new(after as i64));
+    if let Some(after) = query.after {
+        values.push(Box::new(millis(after.at)));
+        values.push(Box::new(after.seq as i64));
+        let (at, seq) = (values.len() - 1, values.len());
+        sql.push_str(&format!(" AND (at > ?{at} OR seq > ?{seq})"));
     }
     values.push(Box::new(i64::from(query.limit) + 1));
-    // Time-window queries read the (tenant, at, seq) index; the order is the chain's.
-    let order = if query.since.is_some() || query.until.is_some() {
-        "at, seq"
-    } else {
-        "seq"
-    };
-    sql.push_str(&format!(" ORDER BY {order} LIMIT ?{}", values.len()));
+    // (at, seq) order reads the (tenant, at, seq) index from the cursor on.
+    sql.push_str(&format!(" ORDER BY at, seq LIMIT ?{}", values.len()));
     let mut select = conn.prepare_cached(&sql).map_err(sqlite_error)?;
     let params: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v.as_ref()).collect();
     let rows = select
@@ -173,7 +177,7 @@ fn query_in(conn: &Connection, tenant: TenantId, query: &AuditQuery) -> Result<A
     let mut records = rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)?;
     let next = if records.len() > query.limit as usize {
         records.truncate(query.limit as usize);
-        records.last().map(|r| r.seq)
+        records.last().map(|r| AuditCursor { at: r.at, seq: r.seq })
     } else {
         None
     };
@@ -256,12 +260,17 @@ impl AuditStore for SqliteStore {
         let tenant = scope.tenant_id();
         self.readers()
             .read(move |conn| {
-                let query = AuditQuery {
-                    after_seq: Some(after),
-                    limit,
-                    ..AuditQuery::default()
-                };
-                Ok(query_in(conn, tenant, &query)?.records)
+                let sql = format!(
+                    "SELECT {RECORD_COLUMNS} FROM audit_records WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                );
+                let mut select = conn.prepare_cached(&sql).map_err(sqlite_error)?;
+                let rows = select
+                    .query_map(
+                        params![tenant.to_string(), after as i64, i64::from(limit)],
+                        record_from_row,
+                    )
+                    .map_err(sqlite_error)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)
             })
             .await
     }

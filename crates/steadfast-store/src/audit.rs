@@ -8,7 +8,7 @@ use steadfast_core::{Job, JobId, KeyId, Step, Timestamp};
 
 use crate::{StoreError, TenantScope};
 
-/// A filter over one tenant's audit records, oldest first.
+/// A filter over one tenant's audit records, oldest first (by time, then sequence).
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub since: Option<Timestamp>,
@@ -19,15 +19,23 @@ pub struct AuditQuery {
     pub action: Option<String>,
     pub job_id: Option<JobId>,
     pub limit: u32,
-    /// Continue after this sequence number.
-    pub after_seq: Option<u64>,
+    /// Continue after this position (the previous page's `next`).
+    pub after: Option<AuditCursor>,
+}
+
+/// A position in an audit listing, which runs in (time, sequence) order:
+/// keyset paging reads each page straight from the time index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub at: Timestamp,
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct AuditPage {
     pub records: Vec<Record>,
-    /// Present when more records may follow: pass as `after_seq`.
-    pub next: Option<u64>,
+    /// Present when more records may follow: pass as `after`.
+    pub next: Option<AuditCursor>,
 }
 
 #[async_trait]

@@ -19,7 +19,7 @@ mod maintenance;
 mod tenants;
 mod workflows;
 
-pub use audit::{AuditPage, AuditQuery, AuditStore};
+pub use audit::{AuditCursor, AuditPage, AuditQuery, AuditStore};
 pub use auth::{Principal, TenantScope};
 pub use error::StoreError;
 pub use jobs::{

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use steadfast_core::Action;
 use steadfast_core::audit::Record;
 use steadfast_protocol as wire;
-use steadfast_store::AuditQuery;
 use steadfast_store::audit::{VerifyError, verify};
+use steadfast_store::{AuditCursor, AuditQuery};
 use utoipa::IntoParams;
 
 use super::convert::raw_json;
@@ -86,11 +86,18 @@ pub async fn list(
             "limit: must be between 1 and {MAX_AUDIT_PAGE}"
         )));
     }
-    let after_seq = params
+    let after = params
         .cursor
-        .map(|c| c.parse::<u64>())
-        .transpose()
-        .map_err(|_| ApiError::validation("cursor: not a cursor returned by this API"))?;
+        .map(|cursor| {
+            let (at, seq) = cursor.split_once('.')?;
+            let at = steadfast_core::Timestamp::from_millisecond(at.parse().ok()?).ok()?;
+            Some(AuditCursor {
+                at,
+                seq: seq.parse().ok()?,
+            })
+        })
+        .map(|parsed| parsed.ok_or_else(|| ApiError::validation("cursor: not a cursor returned by this API")))
+        .transpose()?;
     let job_id = params
         .job_id
         .map(|id| job_id(&id).map_err(|_| ApiError::validation("job_id: not a job id")))
@@ -102,12 +109,12 @@ pub async fn list(
         action: params.action,
         job_id,
         limit,
-        after_seq,
+        after,
     };
     let page = engine.store().audit_records(&caller.scope, query).await?;
     Ok(Json(wire::AuditList {
         records: page.records.iter().map(record).collect::<Result<_, _>>()?,
-        next_cursor: page.next.map(|seq| seq.to_string()),
+        next_cursor: page.next.map(|c| format!("{}.{}", c.at.as_millisecond(), c.seq)),
     }))
 }
 

@@ -254,7 +254,7 @@ pub async fn audit_queries_filter_by_time_action_actor_and_job(store: &impl Stor
             &scope,
             AuditQuery {
                 limit: 100,
-                after_seq: page.next,
+                after: page.next,
                 ..AuditQuery::default()
             },
         )
