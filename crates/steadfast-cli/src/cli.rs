@@ -239,6 +239,10 @@ pub struct ServeArgs {
     #[arg(long, env = "STEADFAST_AUDIT_CHECKPOINT_INTERVAL_SECS", default_value_t = 3600)]
     pub audit_checkpoint_interval_secs: u64,
 
+    /// Serve /metrics without an API key (otherwise a reader or admin key is needed).
+    #[arg(long, env = "STEADFAST_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
     /// On SIGTERM, how long to let in-flight requests finish, in seconds.
     #[arg(long, env = "STEADFAST_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,

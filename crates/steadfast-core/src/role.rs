@@ -32,6 +32,8 @@ pub enum Action {
     Signal,
     /// Read the audit log and its signed checkpoints.
     ReadAudit,
+    /// Scrape `/metrics` (unless it is public).
+    ReadMetrics,
     OperatorAction,
 }
 
@@ -44,7 +46,7 @@ impl Role {
             Role::Admin => true,
             Role::Producer => matches!(action, Enqueue | ReadAnyJob | ReadLeasedJob | ListJobs | Signal),
             Role::Worker => matches!(action, Lease | ActOnLease | ReadLeasedJob),
-            Role::Reader => matches!(action, ReadAnyJob | ReadLeasedJob | ListJobs | ReadAudit),
+            Role::Reader => matches!(action, ReadAnyJob | ReadLeasedJob | ListJobs | ReadAudit | ReadMetrics),
         }
     }
 

@@ -7,7 +7,7 @@ use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Job, JobId, JobState, QueueName, StepState, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
 use steadfast_store::{
-    Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
+    Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
     StoreError, TenantScope,
 };
 use tokio_postgres::Transaction;
@@ -87,7 +87,7 @@ impl PostgresStore {
         now: Timestamp,
         transition: impl FnOnce(&Job) -> Result<Transition, Rejection> + Send,
         describe: fn(&Job, &Job) -> Option<Draft>,
-    ) -> Result<Job, StoreError> {
+    ) -> Result<Ended, StoreError> {
         let tenant = scope.tenant_id();
         let mut client = self.client().await?;
         let tx = scoped(&mut client, tenant).await?;
@@ -104,7 +104,10 @@ impl PostgresStore {
         ready.note(&job);
         ready.notify(&tx).await?;
         tx.commit().await.map_err(pg_error)?;
-        Ok(job)
+        Ok(Ended {
+            job,
+            attempt: ended_attempt,
+        })
     }
 }
 
@@ -361,6 +364,7 @@ impl JobStore for PostgresStore {
             |_, _| None,
         )
         .await
+        .map(|ended| ended.job)
     }
 
     async fn complete(
@@ -370,7 +374,7 @@ impl JobStore for PostgresStore {
         token: &str,
         output: String,
         now: Timestamp,
-    ) -> Result<Job, StoreError> {
+    ) -> Result<Ended, StoreError> {
         self.apply(
             scope,
             id,
@@ -389,7 +393,7 @@ impl JobStore for PostgresStore {
         failure: Failure,
         retry: RetryPlan,
         now: Timestamp,
-    ) -> Result<Job, StoreError> {
+    ) -> Result<Ended, StoreError> {
         let transition = |job: &Job| {
             let sample = jitter_sample(retry.jitter_seed, job.id.0.as_bytes());
             lifecycle::fail(job, token, failure, &retry.policy, sample, now)
@@ -409,9 +413,10 @@ impl JobStore for PostgresStore {
             |before, after| Some(drafts::job_retried(before, after)),
         )
         .await
+        .map(|ended| ended.job)
     }
 
-    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Ended, StoreError> {
         self.apply(
             scope,
             id,

@@ -2,9 +2,9 @@ use async_trait::async_trait;
 use steadfast_core::audit::Actor;
 use steadfast_core::lifecycle;
 use steadfast_core::retry::jitter_sample;
-use steadfast_core::{JobId, RetryPolicy, TenantId, Timestamp};
+use steadfast_core::{JobId, QueueName, RetryPolicy, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
-use steadfast_store::{Maintenance, ReadyCallback, StoreError, Swept};
+use steadfast_store::{Maintenance, QueueStat, ReadyCallback, StoreError, Swept};
 use tokio_postgres::Transaction;
 
 use crate::audit::append;
@@ -125,6 +125,7 @@ impl Maintenance for PostgresStore {
                 insert_attempt(&tx, &transition.job, attempt).await?;
                 let draft = drafts::job_expired(&job, &transition.job, attempt.outcome);
                 append(&tx, tenant, &Actor::System, None, now, [draft]).await?;
+                swept.ended.push((transition.job.clone(), attempt.clone()));
             }
             swept.count += 1;
             ready.note(&transition.job);
@@ -153,6 +154,31 @@ impl Maintenance for PostgresStore {
             .await
             .map_err(pg_error)?;
         optional_timestamp(row.get(0))
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT queue, state, jobs, oldest_run_at FROM steadfast_queue_stats()",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        let corrupt = |e: String| StoreError::Corrupt(e);
+        rows.iter()
+            .map(|row| {
+                Ok(QueueStat {
+                    queue: QueueName::new(row.get::<_, String>(0)).map_err(|e| corrupt(e.to_string()))?,
+                    state: row
+                        .get::<_, String>(1)
+                        .parse()
+                        .map_err(|e: steadfast_core::job::UnknownState| corrupt(e.to_string()))?,
+                    count: row.get::<_, i64>(2) as u64,
+                    oldest_run_at: optional_timestamp(row.get(3))?,
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

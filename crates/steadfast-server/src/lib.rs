@@ -7,6 +7,7 @@
 pub mod api;
 pub mod clock;
 pub mod engine;
+pub mod metrics;
 
 pub use api::router;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -8,7 +8,7 @@ use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Job, JobId, StepState, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
 use steadfast_store::{
-    Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
+    Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
     StoreError, TenantScope,
 };
 
@@ -26,7 +26,7 @@ fn apply(
     now: Timestamp,
     transition: impl FnOnce(&Job) -> Result<Transition, Rejection>,
     describe: fn(&Job, &Job) -> Option<Draft>,
-) -> Result<Job, StoreError> {
+) -> Result<Ended, StoreError> {
     let before = load_job(conn, scope.tenant_id(), id)?.ok_or(StoreError::NotFound)?;
     let Transition { job, ended_attempt } = transition(&before)?;
     save_job(conn, &job)?;
@@ -34,7 +34,10 @@ fn apply(
         insert_attempt(conn, &job, attempt)?;
     }
     append_for(conn, scope, now, describe(&before, &job))?;
-    Ok(job)
+    Ok(Ended {
+        job,
+        attempt: ended_attempt,
+    })
 }
 
 fn unchanged(job: Job) -> Transition {
@@ -311,6 +314,7 @@ impl JobStore for SqliteStore {
                 )
             })
             .await
+            .map(|ended| ended.job)
     }
 
     async fn complete(
@@ -320,7 +324,7 @@ impl JobStore for SqliteStore {
         token: &str,
         output: String,
         now: Timestamp,
-    ) -> Result<Job, StoreError> {
+    ) -> Result<Ended, StoreError> {
         let (scope, token) = (scope.clone(), token.to_owned());
         self.writer()
             .write(move |conn| {
@@ -344,7 +348,7 @@ impl JobStore for SqliteStore {
         failure: Failure,
         retry: RetryPlan,
         now: Timestamp,
-    ) -> Result<Job, StoreError> {
+    ) -> Result<Ended, StoreError> {
         let (scope, token) = (scope.clone(), token.to_owned());
         self.writer()
             .write(move |conn| {
@@ -373,9 +377,10 @@ impl JobStore for SqliteStore {
                 )
             })
             .await
+            .map(|ended| ended.job)
     }
 
-    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Ended, StoreError> {
         let scope = scope.clone();
         self.writer()
             .write(move |conn| {

@@ -3,9 +3,9 @@ use rusqlite::{Connection, params};
 use steadfast_core::audit::{Actor, Draft};
 use steadfast_core::lifecycle;
 use steadfast_core::retry::jitter_sample;
-use steadfast_core::{Job, JobState, RetryPolicy, Timestamp};
+use steadfast_core::{Job, JobState, QueueName, RetryPolicy, Timestamp};
 use steadfast_store::audit::drafts;
-use steadfast_store::{Maintenance, StoreError, Swept};
+use steadfast_store::{Maintenance, QueueStat, StoreError, Swept};
 
 use crate::audit::append;
 use crate::rows::{JOB_COLUMNS, insert_attempt, job_from_row, millis, optional_timestamp, query_all, save_job};
@@ -94,6 +94,7 @@ impl Maintenance for SqliteStore {
                         insert_attempt(conn, &transition.job, attempt)?;
                         let draft = drafts::job_expired(&job, &transition.job, attempt.outcome);
                         system_record(conn, &transition.job, now, draft)?;
+                        swept.ended.push((transition.job.clone(), attempt.clone()));
                     }
                     swept.count += 1;
                     note_ready(&mut swept, &transition.job);
@@ -130,6 +131,36 @@ impl Maintenance for SqliteStore {
                     .map_err(sqlite_error)?;
                 let earliest = due.into_iter().flatten().min();
                 optional_timestamp(earliest).map_err(sqlite_error)
+            })
+            .await
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
+        self.readers()
+            .read(|conn| {
+                let sql = "SELECT queue, state, count(*), min(run_at) FROM jobs \
+                           WHERE state IN ('scheduled', 'queued', 'running', 'waiting') GROUP BY queue, state";
+                let rows = query_all(conn, sql, [], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, Option<i64>>(3)?,
+                    ))
+                })?;
+                rows.into_iter()
+                    .map(|(queue, state, count, oldest)| {
+                        let corrupt = |e: String| StoreError::Corrupt(e);
+                        Ok(QueueStat {
+                            queue: QueueName::new(queue).map_err(|e| corrupt(e.to_string()))?,
+                            state: state
+                                .parse()
+                                .map_err(|e: steadfast_core::job::UnknownState| corrupt(e.to_string()))?,
+                            count: count as u64,
+                            oldest_run_at: optional_timestamp(oldest).map_err(sqlite_error)?,
+                        })
+                    })
+                    .collect()
             })
             .await
     }

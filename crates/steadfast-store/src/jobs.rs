@@ -21,6 +21,22 @@ pub struct Enqueued {
     pub replayed: bool,
 }
 
+/// A job after a transition, and the attempt that transition ended (if any):
+/// what metrics need to time attempts. Derefs to the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub job: Job,
+    pub attempt: Option<Attempt>,
+}
+
+impl std::ops::Deref for Ended {
+    type Target = Job;
+
+    fn deref(&self) -> &Job {
+        &self.job
+    }
+}
+
 /// A job with everything that happened to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
@@ -144,7 +160,7 @@ pub trait JobStore {
         token: &str,
         output: String,
         now: Timestamp,
-    ) -> Result<Job, StoreError>;
+    ) -> Result<Ended, StoreError>;
 
     async fn fail(
         &self,
@@ -154,11 +170,11 @@ pub trait JobStore {
         failure: Failure,
         retry: RetryPlan,
         now: Timestamp,
-    ) -> Result<Job, StoreError>;
+    ) -> Result<Ended, StoreError>;
 
     /// Operator action: a dead or cancelled job goes back to `queued`.
     async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError>;
 
     /// Operator action: an unfinished job becomes `cancelled`.
-    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError>;
+    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Ended, StoreError>;
 }

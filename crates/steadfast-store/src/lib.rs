@@ -23,11 +23,11 @@ pub use audit::{AuditCursor, AuditPage, AuditQuery, AuditStore};
 pub use auth::{Principal, TenantScope};
 pub use error::StoreError;
 pub use jobs::{
-    Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
+    Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
     SignalRecord,
 };
 pub use keys::{ApiKeyInfo, KeyStore, NewApiKey, StoredKey};
-pub use maintenance::{Maintenance, ReadyCallback, Swept};
+pub use maintenance::{Maintenance, QueueStat, ReadyCallback, Swept};
 pub use tenants::{Tenant, TenantStore};
 pub use workflows::{Signalled, Waited, WorkflowLimits, WorkflowStore};
 

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use steadfast_core::{QueueName, RetryPolicy, TenantId, Timestamp};
+use steadfast_core::{Attempt, Job, JobState, QueueName, RetryPolicy, TenantId, Timestamp};
 
 use crate::StoreError;
 
@@ -14,6 +14,18 @@ pub struct Swept {
     pub ready_queues: Vec<(TenantId, QueueName)>,
     /// The sweep stopped at its limit; more may be due.
     pub more: bool,
+    /// Attempts the sweep ended (lease expiries), with their jobs after it.
+    pub ended: Vec<(Job, Attempt)>,
+}
+
+/// Unfinished jobs of one queue in one state, across tenants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStat {
+    pub queue: QueueName,
+    pub state: JobState,
+    pub count: u64,
+    /// The earliest `run_at` among them.
+    pub oldest_run_at: Option<Timestamp>,
 }
 
 /// Called when jobs became ready in a queue, on any node.
@@ -45,6 +57,9 @@ pub trait Maintenance {
 
     /// Succeeds when the store can serve reads and writes.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Counts of unfinished jobs by queue and state, across tenants (for metrics).
+    async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError>;
 
     /// Calls `on_ready` whenever a node (this or another) makes jobs ready in
     /// a queue, so long-polling workers anywhere wake promptly. A single-node

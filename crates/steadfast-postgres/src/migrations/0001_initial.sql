@@ -283,3 +283,12 @@ CREATE FUNCTION steadfast_prune_audit(p_before bigint, p_limit integer)
         PERFORM set_config('steadfast.audit_prune', 'off', true);
     END
     $$;
+
+-- Metrics: unfinished jobs by queue and state, across tenants (counts only).
+CREATE FUNCTION steadfast_queue_stats()
+    RETURNS TABLE (queue text, state text, jobs bigint, oldest_run_at bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = steadfast, pg_temp
+    AS $$
+        SELECT j.queue, j.state, count(*), min(j.run_at) FROM jobs j
+        WHERE j.state IN ('scheduled', 'queued', 'running', 'waiting') GROUP BY j.queue, j.state
+    $$;

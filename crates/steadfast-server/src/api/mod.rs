@@ -9,6 +9,7 @@ pub mod error;
 mod extract;
 mod health;
 mod jobs;
+mod observability;
 mod workers;
 mod workflows;
 
@@ -73,6 +74,7 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::list))
         .routes(routes!(audit::head))
         .routes(routes!(audit::verify_chain))
+        .routes(routes!(observability::metrics))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts()
@@ -89,6 +91,10 @@ pub fn router(engine: Engine) -> Router {
     let max_body = engine.limits().max_body_bytes;
     let openapi = Json(openapi);
     routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            observability::record_http,
+        ))
         .route("/openapi.json", get(move || async move { openapi.clone() }))
         .fallback(|| async { ApiError::new(ErrorCode::RouteNotFound, "no such route") })
         .method_not_allowed_fallback(|| async {

@@ -41,6 +41,9 @@ impl Engine {
             let expired = store
                 .expire_leases(now, self.inner.config.retry, rand::random(), SWEEP_BATCH)
                 .await?;
+            for (job, attempt) in &expired.ended {
+                self.observe_end(job, Some(attempt));
+            }
             for (tenant, queue) in promoted.ready_queues.iter().chain(&expired.ready_queues) {
                 self.inner.wakeups.wake(*tenant, queue);
             }

@@ -14,14 +14,14 @@ use futures::future::select_all;
 use steadfast_core::audit::{GENESIS, Head};
 use steadfast_core::lifecycle::{Checkpoint, Failure, JobSpec, StepStart};
 use steadfast_core::{
-    ApiKeySecret, Job, JobId, JobState, KeyId, Limits, QueueName, RetryPolicy, SignalName, StepName, Timestamp,
-    WaitFor, WorkerId,
+    ApiKeySecret, Attempt, Job, JobId, JobState, KeyId, Limits, QueueName, RetryPolicy, SignalName, StepName,
+    Timestamp, WaitFor, WorkerId,
 };
 use steadfast_protocol::AuditCheckpoint;
 use steadfast_store::auth::{self, AuthFailure};
 use steadfast_store::{
-    Enqueued, LeaseRequest, LeasedJob, NewJob, Principal, RetryPlan, Signalled, Store, StoreError, TenantScope, Waited,
-    WorkflowLimits,
+    Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, Principal, RetryPlan, Signalled, Store, StoreError, TenantScope,
+    Waited, WorkflowLimits,
 };
 use tokio::sync::{Notify, watch};
 
@@ -29,6 +29,12 @@ pub use duties::DutyReport;
 use wakeups::Wakeups;
 
 use crate::clock::Clock;
+use crate::metrics::{Metrics, OutcomeLabels, QueueLabels, StateLabels};
+
+/// The time from `from` to `to`, zero if the clock went backwards.
+fn elapsed(from: Timestamp, to: Timestamp) -> Duration {
+    from.duration_until(to).try_into().unwrap_or(Duration::ZERO)
+}
 
 /// Everything tunable about the engine's behaviour.
 #[derive(Debug, Clone)]
@@ -43,6 +49,8 @@ pub struct EngineConfig {
     pub audit_retention: Duration,
     /// How often each chain's signed checkpoint is logged (default 1 hour).
     pub audit_checkpoint_every: Duration,
+    /// Serve `/metrics` without a key.
+    pub metrics_public: bool,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +62,7 @@ impl Default for EngineConfig {
             audit_signer: Some(audit::AuditSigner::from_seed(rand::random())),
             audit_retention: Duration::from_secs(7 * 365 * 24 * 3600),
             audit_checkpoint_every: Duration::from_secs(3600),
+            metrics_public: false,
         }
     }
 }
@@ -77,6 +86,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     wakeups: Arc<Wakeups>,
+    metrics: Arc<Metrics>,
     /// Nudges the background duties when something may be due sooner than they planned.
     duties_nudge: Notify,
     draining: watch::Sender<bool>,
@@ -94,6 +104,7 @@ impl Engine {
                 clock,
                 config,
                 wakeups,
+                metrics: Arc::new(Metrics::new()),
                 duties_nudge: Notify::new(),
                 draining: watch::channel(false).0,
             }),
@@ -102,6 +113,59 @@ impl Engine {
 
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Counts and times an ended attempt and, if the job is finished, the job.
+    pub(crate) fn observe_end(&self, job: &Job, attempt: Option<&Attempt>) {
+        let metrics = &self.inner.metrics;
+        let queue = metrics.queue(job.queue.as_str());
+        if let Some(attempt) = attempt {
+            let labels = OutcomeLabels {
+                queue: queue.clone(),
+                outcome: attempt.outcome.as_str().to_owned(),
+            };
+            metrics.attempts.get_or_create(&labels).inc();
+            Metrics::observe(
+                &metrics.attempt_duration,
+                queue.clone(),
+                elapsed(attempt.started_at, attempt.ended_at),
+            );
+        }
+        if let (true, Some(finished_at)) = (job.state.is_terminal(), job.finished_at) {
+            let labels = OutcomeLabels {
+                queue: queue.clone(),
+                outcome: job.state.as_str().to_owned(),
+            };
+            metrics.finished.get_or_create(&labels).inc();
+            Metrics::observe(&metrics.end_to_end, queue, elapsed(job.created_at, finished_at));
+        }
+    }
+
+    /// Refreshes the queue depth and oldest-job-age gauges from the store.
+    pub async fn refresh_queue_gauges(&self) -> Result<(), StoreError> {
+        let stats = self.inner.store.queue_stats().await?;
+        let metrics = &self.inner.metrics;
+        metrics.queue_depth.clear();
+        metrics.oldest_job_age.clear();
+        let now = self.now();
+        for stat in stats {
+            let queue = metrics.queue(stat.queue.as_str());
+            let labels = StateLabels {
+                queue: queue.clone(),
+                state: stat.state.as_str().to_owned(),
+            };
+            metrics.queue_depth.get_or_create(&labels).inc_by(stat.count as i64);
+            if let (JobState::Queued, Some(oldest)) = (stat.state, stat.oldest_run_at) {
+                let age = elapsed(oldest, now).as_secs_f64();
+                let gauge = metrics.oldest_job_age.get_or_create(&QueueLabels { queue });
+                gauge.set(gauge.get().max(age));
+            }
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -177,8 +241,16 @@ impl Engine {
             .store
             .enqueue(scope, jobs, self.limits().dedup_window, self.now())
             .await?;
-        for enqueued in created.iter().filter(|e| !e.replayed) {
-            self.after_change(&enqueued.job);
+        for enqueued in &created {
+            let queue = QueueLabels {
+                queue: self.inner.metrics.queue(enqueued.job.queue.as_str()),
+            };
+            if enqueued.replayed {
+                self.inner.metrics.replays.get_or_create(&queue).inc();
+            } else {
+                self.inner.metrics.enqueued.get_or_create(&queue).inc();
+                self.after_change(&enqueued.job);
+            }
         }
         Ok(created)
     }
@@ -213,6 +285,16 @@ impl Engine {
             };
             let leased = self.inner.store.lease(&principal.scope, request, self.now()).await?;
             if !leased.is_empty() {
+                for job in &leased {
+                    if let Some(lease) = &job.job.lease {
+                        let queue = self.inner.metrics.queue(job.job.queue.as_str());
+                        Metrics::observe(
+                            &self.inner.metrics.schedule_to_start,
+                            queue,
+                            elapsed(job.job.run_at, lease.started_at),
+                        );
+                    }
+                }
                 return Ok(leased);
             }
             let woken = select_all(wakers.iter_mut().map(|w| Box::pin(w.changed())));
@@ -237,28 +319,31 @@ impl Engine {
         id: JobId,
         token: &str,
         output: String,
-    ) -> Result<Job, StoreError> {
-        self.inner.store.complete(scope, id, token, output, self.now()).await
+    ) -> Result<Ended, StoreError> {
+        let ended = self.inner.store.complete(scope, id, token, output, self.now()).await?;
+        self.observe_end(&ended.job, ended.attempt.as_ref());
+        Ok(ended)
     }
 
-    pub async fn fail(&self, scope: &TenantScope, id: JobId, token: &str, failure: Failure) -> Result<Job, StoreError> {
-        let job = self
+    pub async fn fail(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        token: &str,
+        failure: Failure,
+    ) -> Result<Ended, StoreError> {
+        let retry = RetryPlan {
+            policy: self.inner.config.retry,
+            jitter_seed: rand::random(),
+        };
+        let ended = self
             .inner
             .store
-            .fail(
-                scope,
-                id,
-                token,
-                failure,
-                RetryPlan {
-                    policy: self.inner.config.retry,
-                    jitter_seed: rand::random(),
-                },
-                self.now(),
-            )
+            .fail(scope, id, token, failure, retry, self.now())
             .await?;
-        self.after_change(&job);
-        Ok(job)
+        self.observe_end(&ended.job, ended.attempt.as_ref());
+        self.after_change(&ended.job);
+        Ok(ended)
     }
 
     pub async fn retry(&self, scope: &TenantScope, id: JobId) -> Result<Job, StoreError> {
@@ -267,8 +352,10 @@ impl Engine {
         Ok(job)
     }
 
-    pub async fn cancel(&self, scope: &TenantScope, id: JobId) -> Result<Job, StoreError> {
-        self.inner.store.cancel(scope, id, self.now()).await
+    pub async fn cancel(&self, scope: &TenantScope, id: JobId) -> Result<Ended, StoreError> {
+        let ended = self.inner.store.cancel(scope, id, self.now()).await?;
+        self.observe_end(&ended.job, ended.attempt.as_ref());
+        Ok(ended)
     }
 
     pub async fn start_step(
@@ -311,6 +398,13 @@ impl Engine {
             .store
             .wait(scope, id, token, step, wait_for, self.inner.config.workflow, self.now())
             .await?;
+        if let Waited::Suspended(job) = &waited {
+            let labels = OutcomeLabels {
+                queue: self.inner.metrics.queue(job.queue.as_str()),
+                outcome: "suspended".into(),
+            };
+            self.inner.metrics.attempts.get_or_create(&labels).inc();
+        }
         if let Waited::Suspended(job) = &waited
             && job.wait.as_ref().is_some_and(|wait| wait.deadline().is_some())
         {

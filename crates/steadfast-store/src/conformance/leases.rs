@@ -92,7 +92,7 @@ pub async fn complete_needs_the_current_lease(store: &impl Store) {
         "completing twice is refused"
     );
     let record = store.job(&scope, job.id).await.unwrap().unwrap();
-    assert_eq!(record.job, done);
+    assert_eq!(record.job, done.job);
     assert_eq!(record.attempts.len(), 1);
     let attempt = &record.attempts[0];
     assert_eq!(

@@ -1,0 +1,75 @@
+//! `/metrics`, and the middleware that counts and times every routed request.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use steadfast_core::Action;
+
+use super::error::{ApiError, ErrorCode};
+use crate::Engine;
+use crate::metrics::{HttpLabels, RouteLabels};
+
+/// Counts and times requests by route template (never the raw path: ids
+/// would make the series count unbounded), method and status.
+pub async fn record_http(State(engine): State<Engine>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = engine.metrics();
+    let status = response.status().as_u16().to_string();
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route: route.clone(),
+            method: method.clone(),
+            status,
+        })
+        .inc();
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels { route, method })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Prometheus metrics (text exposition format). Needs a reader or admin key
+/// unless the server runs with `--metrics-public`.
+#[utoipa::path(
+    get, path = "/metrics", tag = "observability",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")),
+    security(("bearer" = []))
+)]
+pub async fn metrics(State(engine): State<Engine>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if !engine.config().metrics_public {
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing, unknown or revoked API key"))?;
+        let principal = engine.authenticate(presented.trim()).await?;
+        if !principal.role.allows(Action::ReadMetrics) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("the {} role may not do this", principal.role),
+            ));
+        }
+    }
+    if let Err(error) = engine.refresh_queue_gauges().await {
+        tracing::warn!(%error, "could not read queue depths for /metrics");
+    }
+    let mut response = engine.metrics().encode().into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(response)
+}

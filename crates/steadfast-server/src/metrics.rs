@@ -1,0 +1,228 @@
+//! Prometheus metrics: what background work is doing, in the units and names
+//! Prometheus users expect (`steadfast_` prefix, base units, `_total`).
+//!
+//! Labels: `queue` (capped at [`MAX_QUEUE_LABELS`] distinct values per
+//! process; the rest are counted under `_other`), `outcome`, `state`, and for
+//! HTTP the route template and status. Tenants are deliberately not a label:
+//! their number is unbounded, and a metric per tenant would let the series
+//! count grow without limit. Per-tenant views come from the API and the audit log.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Distinct queue names that get their own label value.
+pub const MAX_QUEUE_LABELS: usize = 1000;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub queue: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub queue: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub method: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub method: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SloLabels {
+    pub queue: String,
+    pub slo: String,
+    pub severity: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to ~9 h, doubling.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 25,
+    ))
+}
+
+fn http_histogram() -> Histogram {
+    // 0.1 ms to ~3 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 16,
+    ))
+}
+
+/// Every metric Steadfast exports, registered once.
+pub struct Metrics {
+    registry: Registry,
+    known_queues: Mutex<HashSet<String>>,
+    pub enqueued: Family<QueueLabels, Counter>,
+    pub finished: Family<OutcomeLabels, Counter>,
+    pub attempts: Family<OutcomeLabels, Counter>,
+    pub replays: Family<QueueLabels, Counter>,
+    pub schedule_to_start: Histograms<QueueLabels>,
+    pub attempt_duration: Histograms<QueueLabels>,
+    pub end_to_end: Histograms<QueueLabels>,
+    pub queue_depth: Family<StateLabels, Gauge>,
+    pub oldest_job_age: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Histograms<RouteLabels>,
+    pub slo_alerts: Family<SloLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("steadfast");
+        let metrics = Metrics {
+            known_queues: Mutex::default(),
+            enqueued: Family::default(),
+            finished: Family::default(),
+            attempts: Family::default(),
+            replays: Family::default(),
+            schedule_to_start: Family::new_with_constructor(latency_histogram),
+            attempt_duration: Family::new_with_constructor(latency_histogram),
+            end_to_end: Family::new_with_constructor(latency_histogram),
+            queue_depth: Family::default(),
+            oldest_job_age: Family::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(http_histogram),
+            slo_alerts: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "jobs_enqueued",
+            "Jobs created by enqueue requests",
+            metrics.enqueued.clone(),
+        );
+        registry.register(
+            "jobs_finished",
+            "Jobs that reached a final state, by outcome (succeeded, dead, cancelled)",
+            metrics.finished.clone(),
+        );
+        registry.register(
+            "job_attempts",
+            "Attempts that ended, by outcome (succeeded, failed, lease_expired, timed_out, cancelled, suspended)",
+            metrics.attempts.clone(),
+        );
+        registry.register(
+            "idempotent_replays",
+            "Enqueue requests answered with an existing job",
+            metrics.replays.clone(),
+        );
+        registry.register_with_unit(
+            "job_schedule_to_start",
+            "From when a job was due to when an attempt started",
+            Unit::Seconds,
+            metrics.schedule_to_start.clone(),
+        );
+        registry.register_with_unit(
+            "job_attempt_duration",
+            "From an attempt's start to its end",
+            Unit::Seconds,
+            metrics.attempt_duration.clone(),
+        );
+        registry.register_with_unit(
+            "job_end_to_end",
+            "From enqueue to a final state",
+            Unit::Seconds,
+            metrics.end_to_end.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Unfinished jobs by queue and state",
+            metrics.queue_depth.clone(),
+        );
+        registry.register_with_unit(
+            "queue_oldest_job_age",
+            "Age of the oldest ready job (due and not started) per queue",
+            Unit::Seconds,
+            metrics.oldest_job_age.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests by route template, method and status",
+            metrics.http_requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "HTTP request latency by route template and method",
+            Unit::Seconds,
+            metrics.http_duration.clone(),
+        );
+        registry.register(
+            "slo_alert",
+            "1 while an SLO's burn-rate alert of this severity fires",
+            metrics.slo_alerts.clone(),
+        );
+        registry.register(
+            "build",
+            "Steadfast's version",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", option_env!("STEADFAST_COMMIT").unwrap_or("unknown")),
+            ]),
+        );
+        Metrics { registry, ..metrics }
+    }
+
+    /// The label value for `queue`, bounded in cardinality.
+    pub fn queue(&self, queue: &str) -> String {
+        let mut known = self.known_queues.lock().expect("not poisoned");
+        if known.contains(queue) {
+            return queue.to_owned();
+        }
+        if known.len() < MAX_QUEUE_LABELS {
+            known.insert(queue.to_owned());
+            return queue.to_owned();
+        }
+        "_other".to_owned()
+    }
+
+    pub fn observe(histograms: &Histograms<QueueLabels>, queue: String, duration: Duration) {
+        histograms
+            .get_or_create(&QueueLabels { queue })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
