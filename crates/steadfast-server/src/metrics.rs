@@ -16,7 +16,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 /// Distinct queue names that get their own label value.
@@ -50,6 +49,12 @@ pub struct HttpLabels {
 pub struct RouteLabels {
     pub route: String,
     pub method: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub commit: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -189,14 +194,15 @@ impl Metrics {
             "1 while an SLO's burn-rate alert of this severity fires",
             metrics.slo_alerts.clone(),
         );
-        registry.register(
-            "build",
-            "Steadfast's version",
-            Info::new(vec![
-                ("version", env!("CARGO_PKG_VERSION")),
-                ("commit", option_env!("STEADFAST_COMMIT").unwrap_or("unknown")),
-            ]),
-        );
+        // A gauge fixed at 1 rather than OpenMetrics' `info` type, which the
+        // classic text format (and `promtool check metrics`) does not know.
+        let build = Family::<BuildLabels, Gauge>::default();
+        let labels = BuildLabels {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            commit: option_env!("STEADFAST_COMMIT").unwrap_or("unknown").to_owned(),
+        };
+        build.get_or_create(&labels).set(1);
+        registry.register("build_info", "Steadfast's version; always 1", build);
         Metrics { registry, ..metrics }
     }
 
@@ -219,10 +225,38 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
-    /// The text exposition format.
+    /// The OpenMetrics text format (what Prometheus asks for).
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
     }
+
+    /// The classic Prometheus text format (version 0.0.4), for scrapers and
+    /// linters that do not speak OpenMetrics: counters' HELP and TYPE carry
+    /// the `_total` name, and OpenMetrics-only lines (`# UNIT`, `# EOF`) go.
+    pub fn encode_classic(&self) -> String {
+        classic(&self.encode())
+    }
+}
+
+fn classic(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        text.push_str(renamed.as_deref().unwrap_or(line));
+        text.push('\n');
+    }
+    text
 }

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -45,7 +45,7 @@ pub async fn record_http(State(engine): State<Engine>, request: Request, next: N
 /// unless the server runs with `--metrics-public`.
 #[utoipa::path(
     get, path = "/metrics", tag = "observability",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")),
+    responses((status = 200, description = "OpenMetrics text when asked for (Prometheus does), else the classic text format")),
     security(("bearer" = []))
 )]
 pub async fn metrics(State(engine): State<Engine>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -66,10 +66,25 @@ pub async fn metrics(State(engine): State<Engine>, headers: HeaderMap) -> Result
     if let Err(error) = engine.refresh_queue_gauges().await {
         tracing::warn!(%error, "could not read queue depths for /metrics");
     }
-    let mut response = engine.metrics().encode().into_response();
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+    // Prometheus asks for OpenMetrics; anything else gets the classic format.
+    let openmetrics = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let (body, content_type) = if openmetrics {
+        (
+            engine.metrics().encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            engine.metrics().encode_classic(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(response)
 }
