@@ -68,6 +68,7 @@ impl FromRequestParts<Engine> for Caller {
             .map(str::to_owned);
         match engine.authenticate(presented).await {
             Ok(mut principal) => {
+                tracing::Span::current().record("tenant", tracing::field::display(principal.scope.tenant_id()));
                 principal.scope = principal.scope.with_request_id(request_id);
                 Ok(Caller(principal))
             }

@@ -17,7 +17,9 @@ use crate::Engine;
 
 /// Parses a job id from the path. Anything that is not a UUID names no job.
 pub fn job_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse().map_err(|_| ApiError::not_found())
+    let id: JobId = raw.parse().map_err(|_| ApiError::not_found())?;
+    tracing::Span::current().record("job_id", tracing::field::display(id));
+    Ok(id)
 }
 
 /// Enqueue a job.

@@ -114,7 +114,14 @@ pub fn router(engine: Engine) -> Router {
                         .get(&REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id,
+                        tenant = tracing::field::Empty,
+                        job_id = tracing::field::Empty,
+                    )
                 })
                 .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
         )
