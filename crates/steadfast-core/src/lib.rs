@@ -15,6 +15,7 @@ pub mod limits;
 pub mod names;
 pub mod retry;
 pub mod role;
+pub mod slo;
 mod step;
 
 pub use job::{

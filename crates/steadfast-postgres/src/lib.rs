@@ -23,6 +23,7 @@ mod listen;
 mod maintenance;
 mod rows;
 pub mod schema;
+mod slos;
 mod tenants;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

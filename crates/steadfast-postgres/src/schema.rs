@@ -105,6 +105,7 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
          GRANT SELECT, INSERT ON tenants, api_keys, attempts, audit_records TO {app};
          GRANT SELECT, INSERT, UPDATE ON audit_heads TO {app};
          GRANT SELECT ON audit_bases TO {app};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON slos TO {app};
          GRANT SELECT, INSERT, UPDATE ON jobs, idempotency_keys, steps, signals TO {app};
          REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC;
          GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} TO {app};"

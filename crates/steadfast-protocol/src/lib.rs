@@ -546,3 +546,58 @@ pub struct AuditVerification {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }
+
+/// `POST /v1/slos`: an objective for one queue.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SloRequest {
+    /// Unique in the tenant: 1–64 ASCII letters, digits and `-_.:`.
+    pub name: String,
+    pub queue: String,
+    /// Target share of good events, above 0 and below 1 (e.g. 0.99).
+    pub objective: f64,
+    /// With this, a good event is a job that succeeded within this many
+    /// milliseconds of being enqueued; without, one that succeeded at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_threshold_ms: Option<u64>,
+    /// The compliance window (default 28, at most 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_days: Option<u32>,
+    /// Where alert changes are POSTed (delivered as durable jobs, retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SloAlert {
+    /// `page` or `ticket`.
+    pub severity: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub since: Timestamp,
+}
+
+/// An SLO and where it stands now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SloStatus {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub queue: String,
+    pub objective: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_threshold_ms: Option<u64>,
+    pub window_days: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
+    /// Share of the window's error budget left (negative when overspent).
+    pub budget_remaining: f64,
+    /// Burn rate per alerting window (`5m`, `30m`, `1h`, `2h`, `6h`, `1d`, `3d`).
+    pub burn_rates: std::collections::BTreeMap<String, f64>,
+    /// Alerts firing as of the last evaluation.
+    pub alerts: Vec<SloAlert>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SloList {
+    pub slos: Vec<SloStatus>,
+}

@@ -15,6 +15,7 @@ mod maintenance;
 mod readers;
 mod rows;
 pub mod schema;
+mod slos;
 mod tenants;
 mod workflows;
 mod writer;

@@ -268,6 +268,19 @@ pub mod drafts {
         }
     }
 
+    pub fn slo_changed(action: &'static str, slo: &steadfast_core::slo::Slo, details: Value) -> Draft {
+        let mut summary = json!({ "name": slo.name, "queue": slo.queue.as_str(), "objective": slo.objective });
+        if let (Value::Object(map), Value::Object(extra)) = (&mut summary, details) {
+            map.extend(extra);
+        }
+        Draft {
+            action,
+            target: slo.id.to_string(),
+            job_id: None,
+            summary: summary.to_string(),
+        }
+    }
+
     pub fn audit_pruned(base: Head, removed: usize) -> Draft {
         Draft {
             action: "audit.pruned",

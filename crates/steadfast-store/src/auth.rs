@@ -81,6 +81,16 @@ pub fn authenticate(
     })
 }
 
+/// The scope in which Steadfast itself acts for a tenant (SLO evaluation,
+/// notification delivery): recorded as the `system` actor.
+pub fn system(tenant: &Tenant) -> TenantScope {
+    TenantScope {
+        tenant_id: tenant.id,
+        actor: Actor::System,
+        request_id: None,
+    }
+}
+
 /// The scope of a local operator: whoever can open the data directory (or
 /// holds the database owner's credentials) already has every tenant's data,
 /// so the CLI's administrative commands and the server's first start use this.

@@ -16,6 +16,7 @@ mod error;
 mod jobs;
 mod keys;
 mod maintenance;
+mod slos;
 mod tenants;
 mod workflows;
 
@@ -28,12 +29,23 @@ pub use jobs::{
 };
 pub use keys::{ApiKeyInfo, KeyStore, NewApiKey, StoredKey};
 pub use maintenance::{Maintenance, QueueStat, ReadyCallback, Swept};
+pub use slos::{SloRecord, SloStore};
 pub use tenants::{Tenant, TenantStore};
 pub use workflows::{Signalled, Waited, WorkflowLimits, WorkflowStore};
 
 /// Everything a server needs from a backend.
 pub trait Store:
-    TenantStore + KeyStore + JobStore + WorkflowStore + AuditStore + Maintenance + std::fmt::Debug + Send + Sync + 'static
+    TenantStore
+    + KeyStore
+    + JobStore
+    + WorkflowStore
+    + AuditStore
+    + SloStore
+    + Maintenance
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
 {
 }
 
@@ -43,6 +55,7 @@ impl<T> Store for T where
         + JobStore
         + WorkflowStore
         + AuditStore
+        + SloStore
         + Maintenance
         + std::fmt::Debug
         + Send

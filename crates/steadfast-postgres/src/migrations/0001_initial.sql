@@ -159,12 +159,31 @@ CREATE TABLE audit_bases (
     hash       bytea NOT NULL
 );
 
+-- Service level objectives, and what they count: finished jobs by queue and time.
+CREATE TABLE slos (
+    tenant_id     uuid NOT NULL,
+    id            uuid NOT NULL,
+    name          text NOT NULL,
+    queue         text NOT NULL,
+    kind          text NOT NULL,
+    threshold_ms  bigint,
+    objective     double precision NOT NULL,
+    window_ms     bigint NOT NULL,
+    notify_url    text,
+    created_at    bigint NOT NULL,
+    page_since    bigint,
+    ticket_since  bigint,
+    PRIMARY KEY (tenant_id, id),
+    UNIQUE (tenant_id, name)
+);
+CREATE INDEX jobs_finished ON jobs (tenant_id, queue, finished_at) WHERE finished_at IS NOT NULL;
+
 DO $$
 DECLARE
     tenant_table text;
 BEGIN
     FOREACH tenant_table IN ARRAY ARRAY['tenants', 'api_keys', 'jobs', 'attempts', 'idempotency_keys', 'steps', 'signals',
-                                        'audit_records', 'audit_heads', 'audit_bases']
+                                        'audit_records', 'audit_heads', 'audit_bases', 'slos']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', tenant_table);

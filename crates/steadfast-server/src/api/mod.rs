@@ -10,6 +10,7 @@ mod extract;
 mod health;
 mod jobs;
 mod observability;
+mod slos;
 mod workers;
 mod workflows;
 
@@ -75,6 +76,8 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::head))
         .routes(routes!(audit::verify_chain))
         .routes(routes!(observability::metrics))
+        .routes(routes!(slos::create, slos::list))
+        .routes(routes!(slos::delete))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts()

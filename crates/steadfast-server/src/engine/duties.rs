@@ -20,6 +20,10 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 const SWEEP_BATCH: usize = 1000;
 /// How often expired idempotency keys are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often SLOs are evaluated.
+const SLO_EVERY: Duration = Duration::from_secs(60);
+/// How often pending notifications are delivered.
+const DELIVER_EVERY: Duration = Duration::from_secs(5);
 /// How often audit records past retention are pruned.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -92,6 +96,9 @@ impl Engine {
         let mut last_checkpoint: Option<tokio::time::Instant> = None;
         let mut last_retention: Option<tokio::time::Instant> = None;
         let mut logged = HashMap::new();
+        let mut last_slo_evaluation: Option<tokio::time::Instant> = None;
+        let mut last_delivery: Option<tokio::time::Instant> = None;
+        let http = reqwest::Client::new();
         while !*draining.borrow_and_update() {
             if let Err(error) = self.run_duties_once().await {
                 tracing::warn!(%error, "background duties failed; retrying");
@@ -110,6 +117,18 @@ impl Engine {
                 last_checkpoint = Some(tokio::time::Instant::now());
                 if let Err(error) = self.log_audit_checkpoints(&mut logged).await {
                     tracing::warn!(%error, "logging audit checkpoints failed");
+                }
+            }
+            if last_slo_evaluation.is_none_or(|at| at.elapsed() >= SLO_EVERY) {
+                last_slo_evaluation = Some(tokio::time::Instant::now());
+                if let Err(error) = self.evaluate_slos().await {
+                    tracing::warn!(%error, "evaluating SLOs failed");
+                }
+            }
+            if last_delivery.is_none_or(|at| at.elapsed() >= DELIVER_EVERY) {
+                last_delivery = Some(tokio::time::Instant::now());
+                if let Err(error) = self.deliver_notifications(&http).await {
+                    tracing::warn!(%error, "delivering notifications failed");
                 }
             }
             if last_retention.is_none_or(|at| at.elapsed() >= RETENTION_EVERY) {

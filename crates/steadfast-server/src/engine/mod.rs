@@ -5,6 +5,7 @@
 
 pub mod audit;
 mod duties;
+pub mod slos;
 mod wakeups;
 
 use std::sync::Arc;

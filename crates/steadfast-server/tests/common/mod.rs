@@ -68,6 +68,14 @@ impl Response {
     }
 }
 
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn t0() -> Timestamp {
     Timestamp::from_second(1_800_000_000).unwrap()
 }

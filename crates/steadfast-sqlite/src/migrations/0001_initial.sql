@@ -160,3 +160,22 @@ WHEN NOT EXISTS (
 BEGIN
     SELECT RAISE(ABORT, 'audit records are append-only');
 END;
+
+-- Service level objectives, and what they count: finished jobs by queue and time.
+CREATE TABLE slos (
+    tenant_id     TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    queue         TEXT NOT NULL,
+    kind          TEXT NOT NULL,     -- success_ratio | latency
+    threshold_ms  INTEGER,           -- latency only
+    objective     REAL NOT NULL,
+    window_ms     INTEGER NOT NULL,
+    notify_url    TEXT,
+    created_at    INTEGER NOT NULL,
+    page_since    INTEGER,
+    ticket_since  INTEGER,
+    PRIMARY KEY (tenant_id, id),
+    UNIQUE (tenant_id, name)
+) STRICT;
+CREATE INDEX jobs_finished ON jobs (tenant_id, queue, finished_at) WHERE finished_at IS NOT NULL;

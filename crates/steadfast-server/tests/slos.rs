@@ -1,0 +1,216 @@
+//! SLOs and burn-rate alerts with an injected clock: an alert pages, is
+//! delivered through a durable notification job, and clears.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Backend, TestServer};
+use serde_json::{Value, json};
+use steadfast_core::Role;
+
+/// A webhook receiver on loopback that keeps what it is sent.
+async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let kept = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+/// Runs `n` jobs on `queue` to success or (non-retryable) death.
+async fn finish(server: &TestServer, key: &str, queue: &str, n: usize, succeed: bool) {
+    for _ in 0..n {
+        server.enqueue(key, json!({"queue": queue, "payload": {}})).await;
+        let leased = server.lease_one(key, queue, "w").await;
+        let id = leased["id"].as_str().unwrap();
+        if succeed {
+            server
+                .post(
+                    &format!("/v1/jobs/{id}/complete"),
+                    key,
+                    json!({"lease_token": leased["lease_token"]}),
+                )
+                .await;
+        } else {
+            let body =
+                json!({"lease_token": leased["lease_token"], "error": {"message": "declined"}, "retryable": false});
+            server.post(&format!("/v1/jobs/{id}/fail"), key, body).await;
+        }
+    }
+}
+
+async fn slo(server: &TestServer, key: &str) -> Value {
+    let list = server.get("/v1/slos", key).await.json();
+    list["slos"][0].clone()
+}
+
+fn severities(slo: &Value) -> Vec<String> {
+    slo["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["severity"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn a_burning_budget_pages_notifies_and_clears(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let (hook, received) = receiver().await;
+    let created = server
+        .post(
+            "/v1/slos",
+            &admin,
+            json!({"name": "payments-success", "queue": "pay", "objective": 0.99, "notify_url": hook}),
+        )
+        .await;
+    assert_eq!(created.status, reqwest::StatusCode::CREATED, "{}", created.text);
+
+    // Half the jobs die: the budget burns 50 times too fast in every window.
+    finish(&server, &admin, "pay", 10, true).await;
+    finish(&server, &admin, "pay", 10, false).await;
+    assert_eq!(server.engine.evaluate_slos().await.unwrap(), 1);
+    let state = slo(&server, &admin).await;
+    assert_eq!(severities(&state), ["page", "ticket"]);
+    assert!(
+        (state["burn_rates"]["5m"].as_f64().unwrap() - 50.0).abs() < 1e-6,
+        "{state}"
+    );
+    assert!(state["budget_remaining"].as_f64().unwrap() < 0.0);
+    let scrape = server.get("/metrics", &admin).await.text;
+    assert!(
+        scrape.contains(r#"steadfast_slo_alert{queue="pay",slo="payments-success",severity="page"} 1"#),
+        "{scrape}"
+    );
+
+    assert_eq!(
+        server
+            .engine
+            .deliver_notifications(&reqwest::Client::new())
+            .await
+            .unwrap(),
+        1
+    );
+    let first = received.lock().unwrap()[0].clone();
+    assert_eq!(first["raised"], json!(["page", "ticket"]));
+    assert_eq!(first["slo"]["name"], "payments-success");
+
+    // 31 minutes later only successes: the 5- and 30-minute windows are
+    // clean, so the page clears; the 2-hour window still holds the failures,
+    // so the ticket stays.
+    server.advance(Duration::from_secs(31 * 60));
+    finish(&server, &admin, "pay", 100, true).await;
+    assert_eq!(server.engine.evaluate_slos().await.unwrap(), 1);
+    assert_eq!(severities(&slo(&server, &admin).await), ["ticket"]);
+    server
+        .engine
+        .deliver_notifications(&reqwest::Client::new())
+        .await
+        .unwrap();
+    assert_eq!(received.lock().unwrap()[1]["cleared"], json!(["page"]));
+
+    // Three days on, every alerting window is clean.
+    server.advance(Duration::from_secs(3 * 86_400 + 60));
+    finish(&server, &admin, "pay", 1, true).await;
+    assert_eq!(server.engine.evaluate_slos().await.unwrap(), 1);
+    assert!(severities(&slo(&server, &admin).await).is_empty());
+    assert_eq!(
+        server.engine.evaluate_slos().await.unwrap(),
+        0,
+        "no change, no new notification"
+    );
+
+    let trail = server.get("/v1/audit?action=slo.alert", &admin).await.json();
+    assert_eq!(
+        trail["records"].as_array().unwrap().len(),
+        3,
+        "each alert change is audited"
+    );
+}
+
+async fn a_notification_that_fails_is_retried_not_lost(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let unreachable = format!("http://127.0.0.1:{}/hook", common::free_port());
+    server
+        .post(
+            "/v1/slos",
+            &admin,
+            json!({"name": "s", "queue": "q", "objective": 0.9, "notify_url": unreachable}),
+        )
+        .await;
+    finish(&server, &admin, "q", 5, false).await;
+    server.engine.evaluate_slos().await.unwrap();
+    assert_eq!(
+        server
+            .engine
+            .deliver_notifications(&reqwest::Client::new())
+            .await
+            .unwrap(),
+        0
+    );
+    let notifications = server
+        .get("/v1/jobs?queue=steadfast.notifications", &admin)
+        .await
+        .json();
+    let job = &notifications["jobs"][0];
+    assert!(job["state"] == "scheduled" || job["state"] == "queued", "{job}");
+    assert_eq!(job["last_error"]["kind"], "notification");
+}
+
+async fn slo_requests_are_validated_and_roles_enforced(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let reader = server.key("acme", Role::Reader).await;
+    for bad in [
+        json!({"name": "s", "queue": "q", "objective": 1.0}),
+        json!({"name": "s", "queue": "q", "objective": 0}),
+        json!({"name": "has space", "queue": "q", "objective": 0.9}),
+        json!({"name": "s", "queue": "q", "objective": 0.9, "window_days": 365}),
+        json!({"name": "s", "queue": "q", "objective": 0.9, "notify_url": "ftp://x"}),
+        json!({"name": "s", "queue": "q", "objective": 0.9, "latency_threshold_ms": 0}),
+    ] {
+        assert_eq!(
+            server.post("/v1/slos", &admin, bad.clone()).await.code(),
+            "validation_failed",
+            "{bad}"
+        );
+    }
+    let body = json!({"name": "s", "queue": "q", "objective": 0.9});
+    assert_eq!(server.post("/v1/slos", &reader, body.clone()).await.code(), "forbidden");
+    assert_eq!(
+        server.post("/v1/slos", &admin, body.clone()).await.status,
+        reqwest::StatusCode::CREATED
+    );
+    assert_eq!(
+        server.post("/v1/slos", &admin, body).await.code(),
+        "invalid_state",
+        "names are unique"
+    );
+    assert_eq!(
+        server.get("/v1/slos", &reader).await.json()["slos"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+on_both_backends!(
+    a_burning_budget_pages_notifies_and_clears,
+    a_notification_that_fails_is_retried_not_lost,
+    slo_requests_are_validated_and_roles_enforced,
+);

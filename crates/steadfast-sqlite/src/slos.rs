@@ -1,0 +1,207 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use steadfast_core::slo::{Counts, Severity, Slo, SloKind};
+use steadfast_core::{QueueName, Timestamp};
+use steadfast_store::audit::drafts;
+use steadfast_store::{SloRecord, SloStore, StoreError, TenantScope};
+
+use crate::audit::append_for;
+use crate::rows::{millis, optional_timestamp, query_all, timestamp};
+use crate::{SqliteStore, sqlite_error};
+
+const COLUMNS: &str = "id, tenant_id, name, queue, kind, threshold_ms, objective, window_ms, notify_url, created_at, page_since, ticket_since";
+
+fn text_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SloRecord> {
+    let kind = match (row.get::<_, String>(4)?.as_str(), row.get::<_, Option<i64>>(5)?) {
+        ("latency", Some(ms)) => SloKind::Latency {
+            threshold: Duration::from_millis(ms.max(0) as u64),
+        },
+        _ => SloKind::SuccessRatio,
+    };
+    let mut firing = Vec::new();
+    if let Some(since) = optional_timestamp(row.get(10)?)? {
+        firing.push((Severity::Page, since));
+    }
+    if let Some(since) = optional_timestamp(row.get(11)?)? {
+        firing.push((Severity::Ticket, since));
+    }
+    Ok(SloRecord {
+        slo: Slo {
+            id: row.get::<_, String>(0)?.parse().map_err(text_error)?,
+            tenant_id: row.get::<_, String>(1)?.parse().map_err(text_error)?,
+            name: row.get(2)?,
+            queue: QueueName::new(row.get::<_, String>(3)?).map_err(text_error)?,
+            kind,
+            objective: row.get(6)?,
+            window: Duration::from_millis(row.get::<_, i64>(7)?.max(0) as u64),
+            notify_url: row.get(8)?,
+            created_at: timestamp(row.get(9)?)?,
+        },
+        firing,
+    })
+}
+
+fn load(conn: &Connection, scope: &TenantScope, id: uuid::Uuid) -> Result<SloRecord, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM slos WHERE tenant_id = ?1 AND id = ?2"),
+        params![scope.tenant_id().to_string(), id.to_string()],
+        record_from_row,
+    )
+    .optional()
+    .map_err(sqlite_error)?
+    .ok_or(StoreError::NotFound)
+}
+
+#[async_trait]
+impl SloStore for SqliteStore {
+    async fn create_slo(&self, scope: &TenantScope, slo: Slo, now: Timestamp) -> Result<Slo, StoreError> {
+        let scope = scope.clone();
+        self.writer()
+            .write(move |conn| {
+                let (kind, threshold) = match slo.kind {
+                    SloKind::SuccessRatio => ("success_ratio", None),
+                    SloKind::Latency { threshold } => ("latency", Some(threshold.as_millis() as i64)),
+                };
+                let inserted = conn
+                    .execute(
+                        &format!(
+                            "INSERT INTO slos ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL) \
+                             ON CONFLICT DO NOTHING"
+                        ),
+                        params![
+                            slo.id.to_string(),
+                            scope.tenant_id().to_string(),
+                            slo.name,
+                            slo.queue.as_str(),
+                            kind,
+                            threshold,
+                            slo.objective,
+                            slo.window.as_millis() as i64,
+                            slo.notify_url,
+                            millis(slo.created_at),
+                        ],
+                    )
+                    .map_err(sqlite_error)?;
+                if inserted == 0 {
+                    return Err(StoreError::AlreadyExists);
+                }
+                append_for(
+                    conn,
+                    &scope,
+                    now,
+                    [drafts::slo_changed("slo.created", &slo, serde_json::json!({}))],
+                )?;
+                Ok(slo)
+            })
+            .await
+    }
+
+    async fn list_slos(&self, scope: &TenantScope) -> Result<Vec<SloRecord>, StoreError> {
+        let tenant = scope.tenant_id().to_string();
+        self.readers()
+            .read(move |conn| {
+                let sql = format!("SELECT {COLUMNS} FROM slos WHERE tenant_id = ?1 ORDER BY name");
+                query_all(conn, &sql, [tenant], record_from_row)
+            })
+            .await
+    }
+
+    async fn delete_slo(&self, scope: &TenantScope, id: uuid::Uuid, now: Timestamp) -> Result<(), StoreError> {
+        let scope = scope.clone();
+        self.writer()
+            .write(move |conn| {
+                let record = load(conn, &scope, id)?;
+                conn.execute(
+                    "DELETE FROM slos WHERE tenant_id = ?1 AND id = ?2",
+                    params![scope.tenant_id().to_string(), id.to_string()],
+                )
+                .map_err(sqlite_error)?;
+                append_for(
+                    conn,
+                    &scope,
+                    now,
+                    [drafts::slo_changed("slo.deleted", &record.slo, serde_json::json!({}))],
+                )
+            })
+            .await
+    }
+
+    async fn slo_counts(
+        &self,
+        scope: &TenantScope,
+        queue: &QueueName,
+        kind: SloKind,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Counts, StoreError> {
+        let (tenant, queue) = (scope.tenant_id().to_string(), queue.as_str().to_owned());
+        let threshold = match kind {
+            SloKind::SuccessRatio => None,
+            SloKind::Latency { threshold } => Some(threshold.as_millis() as i64),
+        };
+        self.readers()
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT coalesce(sum(CASE WHEN state = 'succeeded' AND (?5 IS NULL OR finished_at - created_at <= ?5) \
+                     THEN 1 ELSE 0 END), 0), count(*) FROM jobs \
+                     WHERE tenant_id = ?1 AND queue = ?2 AND finished_at > ?3 AND finished_at <= ?4 \
+                     AND state IN ('succeeded', 'dead')",
+                )
+                .and_then(|mut select| {
+                    select.query_row(params![tenant, queue, millis(since), millis(until), threshold], |row| {
+                        Ok(Counts { good: row.get::<_, i64>(0)? as u64, total: row.get::<_, i64>(1)? as u64 })
+                    })
+                })
+                .map_err(sqlite_error)
+            })
+            .await
+    }
+
+    async fn set_slo_firing(
+        &self,
+        scope: &TenantScope,
+        id: uuid::Uuid,
+        firing: &[Severity],
+        now: Timestamp,
+    ) -> Result<Vec<(Severity, Timestamp)>, StoreError> {
+        let (scope, firing) = (scope.clone(), firing.to_vec());
+        self.writer()
+            .write(move |conn| {
+                let record = load(conn, &scope, id)?;
+                let since = |severity: Severity| {
+                    firing.contains(&severity).then(|| {
+                        record
+                            .firing
+                            .iter()
+                            .find(|(s, _)| *s == severity)
+                            .map_or(now, |(_, since)| *since)
+                    })
+                };
+                let (page, ticket) = (since(Severity::Page), since(Severity::Ticket));
+                conn.execute(
+                    "UPDATE slos SET page_since = ?3, ticket_since = ?4 WHERE tenant_id = ?1 AND id = ?2",
+                    params![
+                        scope.tenant_id().to_string(),
+                        id.to_string(),
+                        page.map(millis),
+                        ticket.map(millis)
+                    ],
+                )
+                .map_err(sqlite_error)?;
+                let before: Vec<Severity> = record.firing.iter().map(|(s, _)| *s).collect();
+                if before != firing {
+                    let names: Vec<&str> = firing.iter().map(|s| s.as_str()).collect();
+                    let draft = drafts::slo_changed("slo.alert", &record.slo, serde_json::json!({ "firing": names }));
+                    append_for(conn, &scope, now, [draft])?;
+                }
+                Ok(record.firing)
+            })
+            .await
+    }
+}
