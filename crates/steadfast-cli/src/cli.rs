@@ -58,6 +58,9 @@ pub enum Command {
     /// Verify and export the tamper-evident audit log (straight from the storage).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Service level objectives and their burn-rate alerts.
+    #[command(subcommand)]
+    Slo(SloCommand),
     /// Create or upgrade the PostgreSQL schema, as the owning role, and grant the application role.
     #[command(
         after_help = "Example:\n  steadfast migrate --database-url postgres://steadfast_owner@db/steadfast --app-role steadfast_app\n\n\
@@ -105,6 +108,40 @@ steadfast audit verify --tenant acme --checkpoint checkpoint.json")]
         until: Option<String>,
         #[command(flatten)]
         data: StorageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SloCommand {
+    /// Define an SLO for a queue (admin key).
+    #[command(
+        after_help = "Examples:\n  steadfast slo create --name payments-success --queue payments --objective 0.999\n  \
+steadfast slo create --name emails-fast --queue emails --objective 0.99 --latency-ms 60000 --notify-url https://hooks.example/steadfast"
+    )]
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        queue: String,
+        /// Target share of good events, e.g. 0.99.
+        #[arg(long)]
+        objective: f64,
+        /// Count a job as good only if it succeeded within this many ms of being enqueued.
+        #[arg(long)]
+        latency_ms: Option<u64>,
+        /// Compliance window (default 28).
+        #[arg(long)]
+        window_days: Option<u32>,
+        /// Where alert changes are POSTed.
+        #[arg(long)]
+        notify_url: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every SLO with its budget remaining, burn rates and alerts (JSON).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 

@@ -4,7 +4,7 @@ use anyhow::Context;
 use serde::Serialize;
 use steadfast_sdk::{Client, ListJobs, wire};
 
-use crate::cli::{ClientArgs, EnqueueArgs, JobCommand};
+use crate::cli::{ClientArgs, EnqueueArgs, JobCommand, SloCommand};
 
 fn client(args: &ClientArgs) -> anyhow::Result<Client> {
     Ok(Client::new(&args.url, &args.key)?)
@@ -71,5 +71,30 @@ pub async fn job_command(command: JobCommand) -> anyhow::Result<()> {
         }
         JobCommand::Retry { id, client: args } => print(&client(&args)?.retry(&id).await?),
         JobCommand::Cancel { id, client: args } => print(&client(&args)?.cancel(&id).await?),
+    }
+}
+
+pub async fn slo_command(command: SloCommand) -> anyhow::Result<()> {
+    match command {
+        SloCommand::Create {
+            name,
+            queue,
+            objective,
+            latency_ms,
+            window_days,
+            notify_url,
+            client: args,
+        } => {
+            let request = wire::SloRequest {
+                name,
+                queue,
+                objective,
+                latency_threshold_ms: latency_ms,
+                window_days,
+                notify_url,
+            };
+            print(&client(&args)?.create_slo(&request).await?)
+        }
+        SloCommand::List { client: args } => print(&client(&args)?.list_slos().await?),
     }
 }

@@ -37,6 +37,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Throughput(args)) => bench::throughput(args).await,
         Command::Demo(command) => demo::run(command).await,
         Command::Migrate(args) => admin::migrate(args).await,
+        Command::Slo(command) => client::slo_command(command).await,
         Command::Audit(command) => audit::run(command).await,
     }
 }

@@ -189,3 +189,40 @@ fn admin_commands_refuse_a_data_dir_without_a_database() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("no Steadfast database"));
     assert!(!missing.exists(), "a typo does not create a data dir");
 }
+
+#[test]
+fn slos_are_defined_and_listed_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"));
+    let key = server.admin_key();
+    let created = steadfast(&[
+        "slo",
+        "create",
+        "--name",
+        "payments-success",
+        "--queue",
+        "payments",
+        "--objective",
+        "0.999",
+        "--url",
+        &server.url,
+        "--key",
+        &key,
+    ]);
+    let created: Value = serde_json::from_str(&stdout(&created)).unwrap();
+    assert_eq!(
+        (created["name"].clone(), created["window_days"].clone()),
+        (serde_json::json!("payments-success"), serde_json::json!(28))
+    );
+    let listed: Value = serde_json::from_str(&stdout(&steadfast(&[
+        "slo",
+        "list",
+        "--url",
+        &server.url,
+        "--key",
+        &key,
+    ])))
+    .unwrap();
+    assert_eq!(listed["slos"][0]["id"], created["id"]);
+    assert_eq!(listed["slos"][0]["alerts"], serde_json::json!([]));
+}

@@ -286,6 +286,14 @@ impl Client {
             .0)
     }
 
+    pub async fn create_slo(&self, request: &wire::SloRequest) -> Result<wire::SloStatus, Error> {
+        Ok(self.send(Method::POST, "v1/slos", Some(request), None).await?.0)
+    }
+
+    pub async fn list_slos(&self) -> Result<wire::SloList, Error> {
+        Ok(self.send(Method::GET, "v1/slos", None::<&()>, None).await?.0)
+    }
+
     pub async fn fail(
         &self,
         id: &str,
