@@ -139,9 +139,9 @@ pub fn firing(burn: impl Fn(Duration) -> f64) -> Vec<Severity> {
 /// A short label for a window: `5m`, `1h`, `3d`.
 pub fn window_label(window: Duration) -> String {
     let secs = window.as_secs();
-    if secs % 86_400 == 0 {
+    if secs.is_multiple_of(86_400) {
         format!("{}d", secs / 86_400)
-    } else if secs % 3600 == 0 {
+    } else if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
     } else {
         format!("{}m", secs / 60)
