@@ -17,6 +17,25 @@ pub enum SloKind {
     Latency { threshold: Duration },
 }
 
+impl SloKind {
+    /// Its stored form: a name, and the latency threshold in milliseconds.
+    pub fn to_parts(self) -> (&'static str, Option<i64>) {
+        match self {
+            SloKind::SuccessRatio => ("success_ratio", None),
+            SloKind::Latency { threshold } => ("latency", Some(threshold.as_millis() as i64)),
+        }
+    }
+
+    pub fn from_parts(name: &str, threshold_ms: Option<i64>) -> SloKind {
+        match (name, threshold_ms) {
+            ("latency", Some(ms)) => SloKind::Latency {
+                threshold: Duration::from_millis(ms.max(0) as u64),
+            },
+            _ => SloKind::SuccessRatio,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slo {
     pub id: uuid::Uuid,

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use steadfast_core::audit::Draft;
-use steadfast_core::lifecycle::{self, Failure, LeaseGrant, Rejection, Transition};
+use steadfast_core::lifecycle::{self, Failure, Rejection, Transition};
 use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Job, JobId, JobState, QueueName, StepState, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
@@ -215,24 +215,10 @@ async fn lease_in(
             candidates.push(job_from_row(row)?);
         }
     }
-    if request.queues.len() > 1 {
-        candidates.sort_by(|(seq_a, a), (seq_b, b)| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.run_at.cmp(&b.run_at))
-                .then(seq_a.cmp(seq_b))
-        });
-        candidates.truncate(request.max_jobs as usize);
-    }
-    let mut leased = Vec::with_capacity(candidates.len());
-    let mut records = Vec::with_capacity(candidates.len());
-    for (_, job) in candidates {
-        let grant = LeaseGrant {
-            worker_id: request.worker_id.clone(),
-            key_id: request.key_id.clone(),
-            ttl: request.ttl,
-            token_random: jitter_sample(request.token_seed, job.id.0.as_bytes()),
-        };
+    let mut leased = Vec::new();
+    let mut records = Vec::new();
+    for job in request.pick(candidates) {
+        let grant = request.grant(&job);
         let before = job;
         let job = lifecycle::lease(&before, grant, now)?;
         save_job(tx, &job).await?;

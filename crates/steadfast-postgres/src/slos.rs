@@ -14,12 +14,7 @@ use crate::{PostgresStore, pg_error, scoped};
 const COLUMNS: &str = "id, tenant_id, name, queue, kind, threshold_ms, objective, window_ms, notify_url, created_at, page_since, ticket_since";
 
 fn record_from_row(row: &Row) -> Result<SloRecord, StoreError> {
-    let kind = match (row.get::<_, &str>(4), row.get::<_, Option<i64>>(5)) {
-        ("latency", Some(ms)) => SloKind::Latency {
-            threshold: Duration::from_millis(ms.max(0) as u64),
-        },
-        _ => SloKind::SuccessRatio,
-    };
+    let kind = SloKind::from_parts(row.get::<_, &str>(4), row.get(5));
     let mut firing = Vec::new();
     if let Some(since) = optional_timestamp(row.get(10))? {
         firing.push((Severity::Page, since));
@@ -60,10 +55,7 @@ impl SloStore for PostgresStore {
     async fn create_slo(&self, scope: &TenantScope, slo: Slo, now: Timestamp) -> Result<Slo, StoreError> {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let (kind, threshold) = match slo.kind {
-            SloKind::SuccessRatio => ("success_ratio", None),
-            SloKind::Latency { threshold } => ("latency", Some(threshold.as_millis() as i64)),
-        };
+        let (kind, threshold) = slo.kind.to_parts();
         let inserted = tx
             .execute(
                 &format!(
@@ -141,10 +133,7 @@ impl SloStore for PostgresStore {
         since: Timestamp,
         until: Timestamp,
     ) -> Result<Counts, StoreError> {
-        let threshold = match kind {
-            SloKind::SuccessRatio => None,
-            SloKind::Latency { threshold } => Some(threshold.as_millis() as i64),
-        };
+        let (_, threshold) = kind.to_parts();
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
         let row = tx

@@ -59,7 +59,7 @@ async fn metrics_count_what_happened(backend: Backend) {
         scrape.headers["content-type"]
             .to_str()
             .unwrap()
-            .starts_with("application/openmetrics-text")
+            .starts_with("text/plain; version=0.0.4")
     );
     let text = scrape.text;
     assert_eq!(
@@ -117,6 +117,19 @@ async fn metrics_need_a_reader_or_admin_key(backend: Backend) {
     assert_eq!(server.get("/metrics", &producer).await.status, StatusCode::FORBIDDEN);
     let admin = server.key("acme", Role::Admin).await;
     assert_eq!(server.get("/metrics", &admin).await.status, StatusCode::OK);
+    let openmetrics = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(&admin)
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    let content_type = openmetrics.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "Prometheus gets what it asks for: {content_type}"
+    );
+    assert!(openmetrics.text().await.unwrap().ends_with("# EOF\n"));
 }
 
 on_both_backends!(metrics_count_what_happened, metrics_need_a_reader_or_admin_key);

@@ -18,12 +18,7 @@ fn text_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Er
 }
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SloRecord> {
-    let kind = match (row.get::<_, String>(4)?.as_str(), row.get::<_, Option<i64>>(5)?) {
-        ("latency", Some(ms)) => SloKind::Latency {
-            threshold: Duration::from_millis(ms.max(0) as u64),
-        },
-        _ => SloKind::SuccessRatio,
-    };
+    let kind = SloKind::from_parts(&row.get::<_, String>(4)?, row.get(5)?);
     let mut firing = Vec::new();
     if let Some(since) = optional_timestamp(row.get(10)?)? {
         firing.push((Severity::Page, since));
@@ -64,10 +59,7 @@ impl SloStore for SqliteStore {
         let scope = scope.clone();
         self.writer()
             .write(move |conn| {
-                let (kind, threshold) = match slo.kind {
-                    SloKind::SuccessRatio => ("success_ratio", None),
-                    SloKind::Latency { threshold } => ("latency", Some(threshold.as_millis() as i64)),
-                };
+                let (kind, threshold) = slo.kind.to_parts();
                 let inserted = conn
                     .execute(
                         &format!(
@@ -141,10 +133,7 @@ impl SloStore for SqliteStore {
         until: Timestamp,
     ) -> Result<Counts, StoreError> {
         let (tenant, queue) = (scope.tenant_id().to_string(), queue.as_str().to_owned());
-        let threshold = match kind {
-            SloKind::SuccessRatio => None,
-            SloKind::Latency { threshold } => Some(threshold.as_millis() as i64),
-        };
+        let (_, threshold) = kind.to_parts();
         self.readers()
             .read(move |conn| {
                 conn.prepare_cached(

@@ -113,6 +113,35 @@ pub struct RetryPlan {
     pub jitter_seed: u64,
 }
 
+impl LeaseRequest {
+    /// The jobs to lease from the heads of the requested queues (each head
+    /// already in lease order, with its insertion sequence): merged into
+    /// priority, then `run_at`, then FIFO order, and cut to `max_jobs`.
+    pub fn pick(&self, mut heads: Vec<(i64, Job)>) -> Vec<Job> {
+        if self.queues.len() > 1 {
+            heads.sort_by(|(seq_a, a), (seq_b, b)| {
+                b.priority
+                    .cmp(&a.priority)
+                    .then(a.run_at.cmp(&b.run_at))
+                    .then(seq_a.cmp(seq_b))
+            });
+        }
+        heads.truncate(self.max_jobs as usize);
+        heads.into_iter().map(|(_, job)| job).collect()
+    }
+
+    /// The lease this request grants on `job`; the token's random part is
+    /// derived from the request's seed and the job.
+    pub fn grant(&self, job: &Job) -> steadfast_core::lifecycle::LeaseGrant {
+        steadfast_core::lifecycle::LeaseGrant {
+            worker_id: self.worker_id.clone(),
+            key_id: self.key_id.clone(),
+            ttl: self.ttl,
+            token_random: steadfast_core::retry::jitter_sample(self.token_seed, job.id.0.as_bytes()),
+        }
+    }
+}
+
 /// Jobs, always within one tenant.
 #[async_trait]
 pub trait JobStore {
