@@ -9,22 +9,32 @@ mod demo;
 mod serve;
 
 use clap::Parser;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use steadfast_server::telemetry;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{BenchCommand, Cli, Command, LogFormat};
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, traces: Option<&SdkTracerProvider>) {
     use std::io::IsTerminal;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer as _, Registry};
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    // RUST_LOG filters the logs only: exported spans (one per request, at
+    // INFO) do not depend on how chatty the logs are.
+    let fmt: Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    let traces = traces.map(|provider| telemetry::layer(provider).with_filter(LevelFilter::INFO));
+    tracing_subscriber::registry().with(fmt).with(traces).init();
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -44,12 +54,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Before the runtime starts: the exporter runs on its own thread with a
+    // blocking HTTP client, which must not be built inside the runtime.
+    let traces = telemetry::init_from_env();
+    init_logging(cli.log_format, traces.as_ref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("can start the runtime");
-    if let Err(error) = runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command));
+    drop(runtime);
+    if let Some(traces) = traces
+        && let Err(error) = traces.shutdown()
+    {
+        eprintln!("OpenTelemetry: could not flush spans: {error}");
+    }
+    if let Err(error) = result {
         let code = error.downcast_ref::<serve::Exit>().map_or(1, |exit| exit.code);
         eprintln!("error: {error:#}");
         std::process::exit(code);

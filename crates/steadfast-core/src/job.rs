@@ -256,6 +256,8 @@ pub struct Job {
     pub wait: Option<Wait>,
     /// Set when a workflow step enqueued this job.
     pub parent: Option<ParentLink>,
+    /// The W3C trace context of the enqueue, continued by every attempt.
+    pub traceparent: Option<String>,
     pub output: Option<String>,
     pub last_error: Option<AttemptError>,
     pub created_at: Timestamp,

@@ -31,7 +31,7 @@ pub fn optional_timestamp(millis: Option<i64>) -> Result<Option<Timestamp>, Stor
 pub const JOB_COLUMNS: &str = "seq, id, tenant_id, queue, payload, state, priority, run_at, attempt, \
      uncounted_attempts, max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, \
      lease_started_at, lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, \
-     created_at, updated_at, finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step";
+     created_at, updated_at, finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent";
 
 fn wait_from_row(row: &Row) -> Result<Option<Wait>, StoreError> {
     let Some(step) = row.get::<_, Option<String>>(25) else {
@@ -98,6 +98,7 @@ pub fn job_from_row(row: &Row) -> Result<(i64, Job), StoreError> {
             }),
             None => None,
         },
+        traceparent: row.get(30),
     };
     Ok((row.get(0), job))
 }
@@ -123,8 +124,9 @@ pub async fn insert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreErro
         "INSERT INTO jobs (id, tenant_id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
          max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, lease_started_at, \
          lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, created_at, updated_at, \
-         finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-         $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
+         finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent) VALUES ($1, $2, $3, $4, \
+         $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, \
+         $28, $29, $30)",
         &[
             &job.id.0,
             &job.tenant_id.0,
@@ -155,6 +157,7 @@ pub async fn insert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreErro
             &wait_until,
             &job.parent.as_ref().map(|p| p.job_id.0),
             &job.parent.as_ref().map(|p| p.step.as_str()),
+            &job.traceparent,
         ],
     )
     .await

@@ -311,6 +311,10 @@ pub struct LeasedJob {
     /// attempt): their side effects may or may not have happened.
     #[serde(default)]
     pub uncertain_steps: std::collections::BTreeMap<String, UncertainStep>,
+    /// The job's W3C trace context: send it back as the `traceparent` header
+    /// on calls made for this job so they join the job's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The attempt that started a step and ended before its checkpoint.

@@ -83,6 +83,8 @@ pub struct Client {
     base: reqwest::Url,
     key: String,
     http: reqwest::Client,
+    /// Sent as the W3C `traceparent` header on every call, if set.
+    traceparent: Option<std::sync::Arc<str>>,
 }
 
 /// Filters for [`Client::list_jobs`].
@@ -116,7 +118,18 @@ impl Client {
             base,
             key: key.to_owned(),
             http,
+            traceparent: None,
         })
+    }
+
+    /// A client whose calls carry `traceparent` (W3C trace context), so the
+    /// server records them in that trace. The worker runtime uses it with the
+    /// context each leased job carries; producers can pass their own.
+    pub fn with_traceparent(&self, traceparent: Option<&str>) -> Client {
+        Client {
+            traceparent: traceparent.map(std::sync::Arc::from),
+            ..self.clone()
+        }
     }
 
     fn url(&self, path: &str) -> Result<reqwest::Url, Error> {
@@ -131,6 +144,9 @@ impl Client {
         query: Option<&ListJobs>,
     ) -> Result<(T, reqwest::header::HeaderMap, StatusCode), Error> {
         let mut request = self.http.request(method, self.url(path)?).bearer_auth(&self.key);
+        if let Some(traceparent) = &self.traceparent {
+            request = request.header("traceparent", &**traceparent);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

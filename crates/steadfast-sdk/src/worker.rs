@@ -192,6 +192,8 @@ impl Worker {
 /// Runs one leased job to its end: heartbeats while the handler runs, then
 /// completes, fails, or (suspended, lease lost) reports nothing.
 async fn run_job(client: Client, handler: Option<Handler>, job: wire::LeasedJob) {
+    // Every call made for this job joins the job's trace.
+    let client = client.with_traceparent(job.traceparent.as_deref());
     let id = job.id.to_string();
     let token = job.lease_token.clone();
     let Some(handler) = handler else {

@@ -51,7 +51,7 @@ pub fn optional_timestamp(millis: Option<i64>) -> rusqlite::Result<Option<Timest
 pub const JOB_COLUMNS: &str = "seq, id, tenant_id, queue, payload, state, priority, run_at, attempt, \
      uncounted_attempts, max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, \
      lease_started_at, lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, \
-     created_at, updated_at, finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step";
+     created_at, updated_at, finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent";
 
 fn wait_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Wait>> {
     let Some(step) = row.get::<_, Option<String>>(25)? else {
@@ -141,6 +141,7 @@ pub fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
             }),
             None => None,
         },
+        traceparent: row.get(30)?,
     };
     Ok((row.get(0)?, job))
 }
@@ -151,9 +152,9 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
         "INSERT INTO jobs (id, tenant_id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
          max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, lease_started_at, \
          lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, created_at, updated_at, \
-         finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-         ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, \
-         ?29)",
+         finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent) VALUES (?1, ?2, ?3, ?4, \
+         ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, \
+         ?28, ?29, ?30)",
     )
     .and_then(|mut insert| {
         let (wait_step, wait_signal, wait_until) = wait_columns(job);
@@ -187,6 +188,7 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
             wait_until,
             job.parent.as_ref().map(|p| p.job_id.to_string()),
             job.parent.as_ref().map(|p| p.step.as_str()),
+            job.traceparent,
         ])
     })
     .map_err(sqlite_error)?;

@@ -31,6 +31,11 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], with extra `serve` flags.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+        ServerProcess::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Like [`ServerProcess::start_with`], with extra environment variables.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let port = free_port();
         let stderr_path = data_dir.with_extension(format!("stderr-{port}"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
@@ -40,6 +45,7 @@ impl ServerProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

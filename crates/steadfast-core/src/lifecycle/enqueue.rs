@@ -18,6 +18,8 @@ pub struct EnqueueRequest {
     pub timeout_secs: Option<i64>,
     pub run_at: Option<Timestamp>,
     pub priority: Option<i64>,
+    /// A W3C `traceparent`; an invalid one is ignored, as the standard asks.
+    pub traceparent: Option<String>,
 }
 
 /// A validated enqueue request.
@@ -30,6 +32,7 @@ pub struct JobSpec {
     pub timeout: Duration,
     pub run_at: Option<Timestamp>,
     pub priority: i32,
+    pub traceparent: Option<String>,
 }
 
 /// A request field that is out of bounds; safe to show to the client.
@@ -103,7 +106,9 @@ impl EnqueueRequest {
                 });
             }
         }
+        let traceparent = self.traceparent.filter(|tp| valid_traceparent(tp));
         Ok(JobSpec {
+            traceparent,
             queue,
             payload: self.payload,
             idempotency,
@@ -113,6 +118,15 @@ impl EnqueueRequest {
             priority,
         })
     }
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`, not all zeros.
+fn valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    matches!(parts.as_slice(), [version, trace, span, flags]
+        if hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2)
+            && trace.bytes().any(|b| b != b'0') && span.bytes().any(|b| b != b'0'))
 }
 
 /// The job a validated request creates. A `run_at` in the future makes it `scheduled`.
@@ -138,6 +152,7 @@ pub fn new_job(id: JobId, tenant_id: TenantId, spec: JobSpec, now: Timestamp) ->
         lease: None,
         wait: None,
         parent: None,
+        traceparent: spec.traceparent,
         output: None,
         last_error: None,
         created_at: now,

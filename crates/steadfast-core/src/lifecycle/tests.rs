@@ -21,6 +21,7 @@ fn fresh_job(max_attempts: u32, timeout_secs: u64) -> Job {
         timeout: Duration::from_secs(timeout_secs),
         run_at: None,
         priority: 0,
+        traceparent: None,
     };
     new_job(JobId(uuid::Uuid::nil()), TenantId(uuid::Uuid::nil()), spec, start())
 }

@@ -62,6 +62,7 @@ CREATE TABLE jobs (
     wait_until          bigint,
     parent_id           uuid,
     parent_step         text,
+    traceparent         text,
     PRIMARY KEY (tenant_id, id)
 );
 CREATE INDEX jobs_ready ON jobs (tenant_id, queue, priority DESC, run_at, seq) WHERE state = 'queued';

@@ -42,7 +42,12 @@ pub fn check_depth(field: &str, json: &RawValue, limits: &Limits) -> Result<(), 
     Ok(())
 }
 
-pub fn job_spec(request: wire::EnqueueRequest, limits: &Limits, now: Timestamp) -> Result<JobSpec, ApiError> {
+pub fn job_spec(
+    request: wire::EnqueueRequest,
+    traceparent: Option<String>,
+    limits: &Limits,
+    now: Timestamp,
+) -> Result<JobSpec, ApiError> {
     check_depth("payload", &request.payload, limits)?;
     let fingerprint = match request.idempotency_key {
         Some(_) => fingerprint(&request)?,
@@ -56,6 +61,7 @@ pub fn job_spec(request: wire::EnqueueRequest, limits: &Limits, now: Timestamp) 
         timeout_secs: request.timeout_secs,
         run_at: request.run_at,
         priority: request.priority,
+        traceparent,
     };
     Ok(request.validate(limits, fingerprint, now)?)
 }
@@ -287,5 +293,6 @@ pub fn leased_job(leased: &LeasedJob, lease_ttl: std::time::Duration) -> Result<
         lease_ttl_ms: lease_ttl.as_millis() as u64,
         steps,
         uncertain_steps,
+        traceparent: crate::telemetry::lease_traceparent(job),
     })
 }

@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 use super::convert;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, ApiQuery, Caller};
-use crate::Engine;
+use crate::{Engine, telemetry};
 
 /// Parses a job id from the path. Anything that is not a UUID names no job.
 pub fn job_id(raw: &str) -> Result<JobId, ApiError> {
@@ -36,10 +36,16 @@ pub fn job_id(raw: &str) -> Result<JobId, ApiError> {
 pub async fn enqueue(
     State(engine): State<Engine>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<wire::EnqueueRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Action::Enqueue)?;
-    let spec = convert::job_spec(request, engine.limits(), engine.now())?;
+    let spec = convert::job_spec(
+        request,
+        telemetry::job_traceparent(&headers),
+        engine.limits(),
+        engine.now(),
+    )?;
     let enqueued = engine.enqueue(&caller.scope, vec![spec]).await?.remove(0);
     let body = Json(convert::job(&enqueued.job)?);
     Ok(if enqueued.replayed {
@@ -63,6 +69,7 @@ pub async fn enqueue(
 pub async fn enqueue_batch(
     State(engine): State<Engine>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<wire::BatchEnqueueRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Action::Enqueue)?;
@@ -77,12 +84,13 @@ pub async fn enqueue_batch(
         return Err(ApiError::validation("jobs: must not be empty"));
     }
     let now = engine.now();
+    let traceparent = telemetry::job_traceparent(&headers);
     let specs = request
         .jobs
         .into_iter()
         .enumerate()
         .map(|(index, job)| {
-            convert::job_spec(job, engine.limits(), now)
+            convert::job_spec(job, traceparent.clone(), engine.limits(), now)
                 .map_err(|e| ApiError::new(e.code, format!("jobs[{index}].{}", e.message)))
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -117,14 +117,23 @@ pub fn router(engine: Engine) -> Router {
                         .get(&REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!(
+                    let span = tracing::info_span!(
                         "request",
+                        // Renamed to "METHOD /route/{template}" once routed.
+                        otel.name = %request.method(),
+                        otel.kind = "server",
+                        otel.status_code = tracing::field::Empty,
+                        http.route = tracing::field::Empty,
+                        http.response.status_code = tracing::field::Empty,
                         method = %request.method(),
                         path = %request.uri().path(),
                         request_id,
                         tenant = tracing::field::Empty,
                         job_id = tracing::field::Empty,
-                    )
+                        trace_id = tracing::field::Empty,
+                    );
+                    crate::telemetry::adopt_parent(&span, request.headers());
+                    span
                 })
                 .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
         )

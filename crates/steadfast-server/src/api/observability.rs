@@ -22,9 +22,16 @@ pub async fn record_http(State(engine): State<Engine>, request: Request, next: N
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let method = request.method().as_str().to_owned();
+    let span = tracing::Span::current();
+    crate::telemetry::rename(&span, format!("{method} {route}"));
+    span.record("http.route", &route);
     let started = Instant::now();
     let response = next.run(request).await;
     let metrics = engine.metrics();
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     let status = response.status().as_u16().to_string();
     metrics
         .http_requests

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use steadfast_core::lifecycle::StepStart;
 use steadfast_core::{Action, SignalName, StepName, WaitFor};
@@ -16,7 +16,7 @@ use super::convert;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
 use super::jobs::job_id;
-use crate::Engine;
+use crate::{Engine, telemetry};
 
 fn step_name(raw: String) -> Result<StepName, ApiError> {
     StepName::new(raw).map_err(|e| ApiError::validation(format!("step: {}", e.problem)))
@@ -72,6 +72,7 @@ pub async fn checkpoint_step(
     State(engine): State<Engine>,
     caller: Caller,
     Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<wire::CheckpointRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ActOnLease)?;
@@ -86,6 +87,9 @@ pub async fn checkpoint_step(
     let checkpoint = engine
         .checkpoint_step(&caller.scope, id, &request.lease_token, step_name(name)?, output)
         .await?;
+    if checkpoint.first {
+        crate::telemetry::step_span(&headers, id, &checkpoint.step);
+    }
     let status = if checkpoint.first {
         StatusCode::CREATED
     } else {
@@ -211,6 +215,7 @@ pub async fn signal(
 pub async fn spawn_child(
     State(engine): State<Engine>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<wire::SpawnRequest>,
 ) -> Result<Response, ApiError> {
@@ -221,8 +226,13 @@ pub async fn spawn_child(
             "job.idempotency_key: a child's key is derived from its parent and step",
         ));
     }
-    let spec = convert::job_spec(request.job, engine.limits(), engine.now())
-        .map_err(|e| ApiError::new(e.code, format!("job.{}", e.message)))?;
+    let spec = convert::job_spec(
+        request.job,
+        telemetry::job_traceparent(&headers),
+        engine.limits(),
+        engine.now(),
+    )
+    .map_err(|e| ApiError::new(e.code, format!("job.{}", e.message)))?;
     let step = step_name(request.step)?;
     let enqueued = engine
         .spawn_child(&caller.scope, parent, &request.lease_token, step, spec)

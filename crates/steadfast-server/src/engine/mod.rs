@@ -125,6 +125,7 @@ impl Engine {
         let metrics = &self.inner.metrics;
         let queue = metrics.queue(job.queue.as_str());
         if let Some(attempt) = attempt {
+            crate::telemetry::attempt_span(job, attempt);
             let labels = OutcomeLabels {
                 queue: queue.clone(),
                 outcome: attempt.outcome.as_str().to_owned(),

@@ -47,7 +47,8 @@ CREATE TABLE jobs (
     wait_signal         TEXT,     -- the awaited signal; NULL for a sleep
     wait_until          INTEGER,  -- wake-up time of a sleep, or a signal wait's deadline
     parent_id           TEXT,     -- the job whose step enqueued this one
-    parent_step         TEXT
+    parent_step         TEXT,
+    traceparent         TEXT      -- W3C trace context of the enqueue
 ) STRICT;
 -- Leasing reads the head of this index: no scan, however long the queue.
 CREATE INDEX jobs_ready ON jobs (tenant_id, queue, priority DESC, run_at, seq) WHERE state = 'queued';
