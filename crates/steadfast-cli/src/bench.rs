@@ -25,7 +25,7 @@ struct LocalServer {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-fn start_local_server() -> anyhow::Result<LocalServer> {
+fn start_local_server(record_metrics: bool) -> anyhow::Result<LocalServer> {
     let data_dir = tempfile::Builder::new().prefix("steadfast-bench-").tempdir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -47,7 +47,11 @@ fn start_local_server() -> anyhow::Result<LocalServer> {
                     .create_key(&auth::local_operator(&tenant), key, SystemClock.now())
                     .await?;
                 let store: Arc<dyn Store> = Arc::new(store);
-                let engine = Engine::new(store, Arc::new(SystemClock), EngineConfig::default());
+                let config = EngineConfig {
+                    record_metrics,
+                    ..EngineConfig::default()
+                };
+                let engine = Engine::new(store, Arc::new(SystemClock), config);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let url = format!("http://{}", listener.local_addr()?);
                 anyhow::Ok((engine, listener, url, secret.reveal()))
@@ -104,6 +108,8 @@ struct ThroughputReport {
     lease_batch: u32,
     producers: usize,
     batch_size: usize,
+    /// Whether the server collected metrics (false with --no-metrics).
+    metrics: bool,
     enqueue_jobs_per_sec: f64,
     enqueue_batched_jobs_per_sec: f64,
     /// Drain of the jobs enqueued one by one.
@@ -226,7 +232,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     let (url, key) = match (&args.url, &args.key) {
         (Some(url), Some(key)) => (url.clone(), key.clone()),
         _ => {
-            local = start_local_server()?;
+            local = start_local_server(!args.no_metrics)?;
             (local.url.clone(), local.key.clone())
         }
     };
@@ -267,6 +273,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         lease_batch: args.lease_batch,
         producers: args.producers,
         batch_size: args.batch_size,
+        metrics: !args.no_metrics,
         enqueue_jobs_per_sec: rate(args.jobs, enqueue),
         enqueue_batched_jobs_per_sec: rate(args.jobs, batched),
         drain_jobs_per_sec: rate(args.jobs, drain_first),

@@ -451,4 +451,8 @@ pub struct ThroughputArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run the local server without collecting metrics, to measure what
+    /// collecting them costs (not with --url).
+    #[arg(long, conflicts_with = "url")]
+    pub no_metrics: bool,
 }

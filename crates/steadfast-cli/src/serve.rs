@@ -55,6 +55,7 @@ impl ServeArgs {
             audit_retention: Duration::from_secs(self.audit_retention_days.saturating_mul(24 * 3600)),
             audit_checkpoint_every: Duration::from_secs(self.audit_checkpoint_interval_secs),
             metrics_public: self.metrics_public,
+            record_metrics: true,
         }
     }
 

@@ -219,6 +219,20 @@ impl Metrics {
         "_other".to_owned()
     }
 
+    /// Counts and times one HTTP request by route template, method and status.
+    pub fn record_http(&self, route: String, method: String, status: u16, duration: Duration) {
+        let labels = HttpLabels {
+            route,
+            method,
+            status: status.to_string(),
+        };
+        self.http_requests.get_or_create(&labels).inc();
+        let HttpLabels { route, method, .. } = labels;
+        self.http_duration
+            .get_or_create(&RouteLabels { route, method })
+            .observe(duration.as_secs_f64());
+    }
+
     pub fn observe(histograms: &Histograms<QueueLabels>, queue: String, duration: Duration) {
         histograms
             .get_or_create(&QueueLabels { queue })

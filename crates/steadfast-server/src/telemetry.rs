@@ -51,6 +51,11 @@ pub fn init_from_env() -> Option<SdkTracerProvider> {
 /// Whether spans are exported (an exporter is installed).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
+/// Whether spans are exported: when not, span-only work can be skipped.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 thread_local! {
     /// The id the next span started on this thread must have.
     static CHOSEN_SPAN_ID: Cell<Option<SpanId>> = const { Cell::new(None) };

@@ -7,6 +7,7 @@ use common::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use steadfast_core::Role;
+use steadfast_server::EngineConfig;
 
 fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -132,4 +133,44 @@ async fn metrics_need_a_reader_or_admin_key(backend: Backend) {
     assert!(openmetrics.text().await.unwrap().ends_with("# EOF\n"));
 }
 
-on_both_backends!(metrics_count_what_happened, metrics_need_a_reader_or_admin_key);
+/// `record_metrics: false` (the benchmark's `--no-metrics`) really records
+/// nothing, so the A/B in BENCHMARKS.md compares what it claims to.
+async fn metrics_can_be_switched_off_to_measure_their_cost(backend: Backend) {
+    let config = EngineConfig {
+        record_metrics: false,
+        ..EngineConfig::default()
+    };
+    let server = TestServer::start_with(backend, config).await;
+    let admin = server.key("acme", Role::Admin).await;
+    enqueue_three(&server, &admin).await;
+    let leased = server.lease_one(&admin, "m", "w").await;
+    server
+        .post(
+            &format!("/v1/jobs/{}/complete", leased["id"].as_str().unwrap()),
+            &admin,
+            json!({"lease_token": leased["lease_token"]}),
+        )
+        .await;
+    let text = server.get("/metrics", &admin).await.text;
+    for family in [
+        "steadfast_jobs_enqueued_total{",
+        "steadfast_jobs_finished_total{",
+        "steadfast_job_attempts_total{",
+        "steadfast_job_schedule_to_start_seconds_count{",
+        "steadfast_http_requests_total{",
+    ] {
+        assert!(!text.contains(family), "{family} recorded: {text}");
+    }
+    // Scrape-time gauges still report the queue.
+    assert_eq!(
+        value(&text, r#"steadfast_queue_depth{queue="m",state="queued"}"#),
+        Some(2.0),
+        "{text}"
+    );
+}
+
+on_both_backends!(
+    metrics_count_what_happened,
+    metrics_need_a_reader_or_admin_key,
+    metrics_can_be_switched_off_to_measure_their_cost
+);

@@ -11,7 +11,6 @@ use steadfast_core::Action;
 
 use super::error::{ApiError, ErrorCode};
 use crate::Engine;
-use crate::metrics::{HttpLabels, RouteLabels};
 
 /// Counts and times requests by route template (never the raw path: ids
 /// would make the series count unbounded), method and status.
@@ -23,28 +22,22 @@ pub async fn record_http(State(engine): State<Engine>, request: Request, next: N
         .to_owned();
     let method = request.method().as_str().to_owned();
     let span = tracing::Span::current();
-    crate::telemetry::rename(&span, format!("{method} {route}"));
+    if crate::telemetry::exporting() {
+        crate::telemetry::rename(&span, format!("{method} {route}"));
+    }
     span.record("http.route", &route);
     let started = Instant::now();
     let response = next.run(request).await;
-    let metrics = engine.metrics();
     span.record("http.response.status_code", response.status().as_u16());
     if response.status().is_server_error() {
         span.record("otel.status_code", "error");
     }
-    let status = response.status().as_u16().to_string();
-    metrics
-        .http_requests
-        .get_or_create(&HttpLabels {
-            route: route.clone(),
-            method: method.clone(),
-            status,
-        })
-        .inc();
-    metrics
-        .http_duration
-        .get_or_create(&RouteLabels { route, method })
-        .observe(started.elapsed().as_secs_f64());
+    if !engine.records_metrics() {
+        return response;
+    }
+    engine
+        .metrics()
+        .record_http(route, method, response.status().as_u16(), started.elapsed());
     response
 }
 

@@ -52,6 +52,10 @@ pub struct EngineConfig {
     pub audit_checkpoint_every: Duration,
     /// Serve `/metrics` without a key.
     pub metrics_public: bool,
+    /// Count and time jobs and requests for `/metrics` (default on). Off
+    /// only to measure what collecting them costs
+    /// (`steadfast bench throughput --no-metrics`).
+    pub record_metrics: bool,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +68,7 @@ impl Default for EngineConfig {
             audit_retention: Duration::from_secs(7 * 365 * 24 * 3600),
             audit_checkpoint_every: Duration::from_secs(3600),
             metrics_public: false,
+            record_metrics: true,
         }
     }
 }
@@ -122,10 +127,15 @@ impl Engine {
 
     /// Counts and times an ended attempt and, if the job is finished, the job.
     pub(crate) fn observe_end(&self, job: &Job, attempt: Option<&Attempt>) {
+        if let Some(attempt) = attempt {
+            crate::telemetry::attempt_span(job, attempt);
+        }
+        if !self.records_metrics() {
+            return;
+        }
         let metrics = &self.inner.metrics;
         let queue = metrics.queue(job.queue.as_str());
         if let Some(attempt) = attempt {
-            crate::telemetry::attempt_span(job, attempt);
             let labels = OutcomeLabels {
                 queue: queue.clone(),
                 outcome: attempt.outcome.as_str().to_owned(),
@@ -168,6 +178,10 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    pub(crate) fn records_metrics(&self) -> bool {
+        self.inner.config.record_metrics
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -244,15 +258,21 @@ impl Engine {
             .enqueue(scope, jobs, self.limits().dedup_window, self.now())
             .await?;
         for enqueued in &created {
+            if !enqueued.replayed {
+                self.after_change(&enqueued.job);
+            }
+            if !self.records_metrics() {
+                continue;
+            }
             let queue = QueueLabels {
                 queue: self.inner.metrics.queue(enqueued.job.queue.as_str()),
             };
-            if enqueued.replayed {
-                self.inner.metrics.replays.get_or_create(&queue).inc();
+            let counter = if enqueued.replayed {
+                &self.inner.metrics.replays
             } else {
-                self.inner.metrics.enqueued.get_or_create(&queue).inc();
-                self.after_change(&enqueued.job);
-            }
+                &self.inner.metrics.enqueued
+            };
+            counter.get_or_create(&queue).inc();
         }
         Ok(created)
     }
@@ -287,7 +307,7 @@ impl Engine {
             };
             let leased = self.inner.store.lease(&principal.scope, request, self.now()).await?;
             if !leased.is_empty() {
-                for job in &leased {
+                for job in leased.iter().filter(|_| self.records_metrics()) {
                     if let Some(lease) = &job.job.lease {
                         let queue = self.inner.metrics.queue(job.job.queue.as_str());
                         Metrics::observe(
@@ -400,7 +420,7 @@ impl Engine {
             .store
             .wait(scope, id, token, step, wait_for, self.inner.config.workflow, self.now())
             .await?;
-        if let Waited::Suspended(job) = &waited {
+        if let (Waited::Suspended(job), true) = (&waited, self.records_metrics()) {
             let labels = OutcomeLabels {
                 queue: self.inner.metrics.queue(job.queue.as_str()),
                 outcome: "suspended".into(),
