@@ -420,6 +420,41 @@ pub enum BenchCommand {
     /// Enqueue N no-op jobs (one by one, then in batches) and drain them with W workers.
     #[command(after_help = "Example:\n  steadfast bench throughput --jobs 20000 --workers 8 --json")]
     Throughput(ThroughputArgs),
+    /// Schedule-to-start latency at a steady enqueue rate (one producer, one job per request).
+    #[command(after_help = "Example:\n  steadfast bench latency --rate 200 --seconds 15 --json")]
+    Latency(LatencyArgs),
+}
+
+/// Which server a benchmark drives, and how it reports.
+#[derive(Debug, Args)]
+pub struct BenchTarget {
+    /// Use this server instead of starting one on a fresh temporary data dir.
+    #[arg(long, requires = "key")]
+    pub url: Option<String>,
+    /// Key for --url, with a role that may enqueue and lease (admin).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    /// Jobs enqueued per second, one request each.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// How long to produce (at most 1,000,000 jobs in all).
+    #[arg(long, default_value_t = 15)]
+    pub seconds: u64,
+    /// Concurrent workers, each long-polling for up to 10 jobs.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// After producing, give up if jobs have not all started within this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_secs: u64,
+    #[command(flatten)]
+    pub target: BenchTarget,
 }
 
 #[derive(Debug, Args)]
@@ -442,15 +477,8 @@ pub struct ThroughputArgs {
     /// Give up after this many seconds in all.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
-    /// Use this server instead of starting one on a fresh temporary data dir.
-    #[arg(long, requires = "key")]
-    pub url: Option<String>,
-    /// Key for --url, with a role that may enqueue and lease (admin).
-    #[arg(long)]
-    pub key: Option<String>,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub target: BenchTarget,
     /// Run the local server without collecting metrics, to measure what
     /// collecting them costs (not with --url).
     #[arg(long, conflicts_with = "url")]

@@ -226,3 +226,52 @@ fn slos_are_defined_and_listed_from_the_cli() {
     assert_eq!(listed["slos"][0]["id"], created["id"]);
     assert_eq!(listed["slos"][0]["alerts"], serde_json::json!([]));
 }
+
+/// A tiny run of each benchmark keeps the bench code compiling and its JSON
+/// contract intact (no timings are judged here).
+#[test]
+fn the_benchmarks_run_at_a_tiny_size_and_print_their_contract_fields() {
+    let throughput: Value = serde_json::from_str(&stdout(&steadfast(&[
+        "bench",
+        "throughput",
+        "--jobs",
+        "50",
+        "--workers",
+        "2",
+        "--batch-size",
+        "20",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(throughput["jobs"], 50);
+    for field in [
+        "enqueue_jobs_per_sec",
+        "enqueue_batched_jobs_per_sec",
+        "drain_jobs_per_sec",
+    ] {
+        assert!(throughput[field].as_f64().unwrap() > 0.0, "{field}: {throughput}");
+    }
+
+    let latency: Value = serde_json::from_str(&stdout(&steadfast(&[
+        "bench",
+        "latency",
+        "--rate",
+        "40",
+        "--seconds",
+        "1",
+        "--workers",
+        "2",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(latency["jobs"], 40);
+    let ms = |field: &str| latency[field].as_f64().unwrap();
+    assert!(
+        0.0 <= ms("p50_ms") && ms("p50_ms") <= ms("p99_ms") && ms("p99_ms") <= ms("max_ms"),
+        "{latency}"
+    );
+
+    let refused = steadfast(&["bench", "latency", "--rate", "0"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("must be positive"));
+}

@@ -17,6 +17,38 @@ use crate::admin::generate_key;
 use crate::cli::ThroughputArgs;
 use crate::serve::open_store;
 
+mod latency;
+
+pub use latency::run as latency;
+
+/// The server a benchmark drives: the one given with `--url` and `--key`,
+/// or a fresh local one that lives as long as this.
+struct Endpoint {
+    url: String,
+    key: String,
+    _local: Option<LocalServer>,
+}
+
+impl Endpoint {
+    fn new(url: Option<&str>, key: Option<&str>, record_metrics: bool) -> anyhow::Result<Endpoint> {
+        Ok(match (url, key) {
+            (Some(url), Some(key)) => Endpoint {
+                url: url.to_owned(),
+                key: key.to_owned(),
+                _local: None,
+            },
+            _ => {
+                let local = start_local_server(record_metrics)?;
+                Endpoint {
+                    url: local.url.clone(),
+                    key: local.key.clone(),
+                    _local: Some(local),
+                }
+            }
+        })
+    }
+}
+
 /// A server on a fresh temporary data dir, on its own runtime thread.
 struct LocalServer {
     url: String,
@@ -84,7 +116,7 @@ fn start_local_server(record_metrics: bool) -> anyhow::Result<LocalServer> {
 
 /// About 100 bytes, like the peers' benchmark payload.
 fn payload(i: usize) -> wire::Json {
-    let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+    let now = jiff::Timestamp::now().as_microsecond() as f64 / 1e6;
     serde_json::value::to_raw_value(&serde_json::json!({"i": i, "t": now, "pad": "x".repeat(60)}))
         .expect("serialisable")
 }
@@ -228,25 +260,18 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     if args.jobs == 0 || args.workers == 0 || args.producers == 0 || args.batch_size == 0 || args.lease_batch == 0 {
         bail!("--jobs, --workers, --producers, --batch-size and --lease-batch must be positive");
     }
-    let local;
-    let (url, key) = match (&args.url, &args.key) {
-        (Some(url), Some(key)) => (url.clone(), key.clone()),
-        _ => {
-            local = start_local_server(!args.no_metrics)?;
-            (local.url.clone(), local.key.clone())
-        }
-    };
-    let client = Client::new(&url, &key)?;
+    let endpoint = Endpoint::new(args.target.url.as_deref(), args.target.key.as_deref(), !args.no_metrics)?;
+    let client = Client::new(&endpoint.url, &endpoint.key)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let queue = format!("bench-{}", uuid::Uuid::now_v7().simple());
     let say = |line: String| {
-        if !args.json {
+        if !args.target.json {
             eprintln!("{line}");
         }
     };
     say(format!(
-        "steadfast bench throughput: {} jobs per phase, {} workers, server {url}",
-        args.jobs, args.workers
+        "steadfast bench throughput: {} jobs per phase, {} workers, server {}",
+        args.jobs, args.workers, endpoint.url
     ));
 
     let enqueue = enqueue_one_by_one(&client, &queue, &args, deadline).await?;
@@ -279,7 +304,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         drain_jobs_per_sec: rate(args.jobs, drain_first),
         drain_after_batched_jobs_per_sec: rate(args.jobs, drain_second),
     };
-    if args.json {
+    if args.target.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!("| measure | jobs/s |\n|---|---:|");
