@@ -67,6 +67,11 @@ fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
     // FULL: every commit fsyncs the WAL. This is what makes a 2xx durable.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The writer runs each command in a savepoint, so SQLite keeps a
+    // statement sub-journal per command: in a temp file that costs a
+    // pwrite per page (a sixth of the writer's time, by perf). In memory
+    // it is bounded by one commit's pages (BENCHMARKS.md, "Where the time goes").
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
