@@ -483,4 +483,8 @@ pub struct ThroughputArgs {
     /// collecting them costs (not with --url).
     #[arg(long, conflicts_with = "url")]
     pub no_metrics: bool,
+    /// Drain by completing each lease's jobs in one request
+    /// (`POST /v1/jobs/batch/complete`) instead of one request per job.
+    #[arg(long)]
+    pub batch_complete: bool,
 }

@@ -362,6 +362,44 @@ pub struct CompleteRequest {
     pub output: Option<Json>,
 }
 
+/// `POST /v1/jobs/batch/complete`: report many successes in one request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchCompleteRequest {
+    /// At most the server's batch limit (1,000 by default).
+    pub completions: Vec<Completion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Completion {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    pub lease_token: String,
+    /// Any JSON value; `null` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Json>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchCompleteResponse {
+    /// One per completion, in request order.
+    pub results: Vec<CompletionResult>,
+}
+
+/// Either `state` (the job's state after completing) or `error` (why this
+/// one was refused; nothing changed for it, e.g. `lease_lost`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CompletionResult {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
 /// `POST /v1/jobs/{id}/fail`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -241,6 +241,19 @@ impl Client {
             .0)
     }
 
+    /// Reports many successes in one request and one durable commit. Each
+    /// result stands alone: check its `error` (e.g. `lease_lost`).
+    pub async fn complete_batch(
+        &self,
+        completions: Vec<wire::Completion>,
+    ) -> Result<Vec<wire::CompletionResult>, Error> {
+        let body = wire::BatchCompleteRequest { completions };
+        let (response, _, _): (wire::BatchCompleteResponse, _, _) = self
+            .send(Method::POST, "v1/jobs/batch/complete", Some(&body), None)
+            .await?;
+        Ok(response.results)
+    }
+
     /// Marks a step started before its side effect.
     pub async fn start_step(&self, id: &str, step: &str, lease_token: &str) -> Result<wire::StepInfo, Error> {
         let body = wire::StartStepRequest {

@@ -440,7 +440,72 @@ fn the_committed_openapi_document_is_current() {
     );
 }
 
+async fn batched_completions_stand_alone_and_a_malformed_batch_changes_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let stranger = server.key("globex", Role::Admin).await;
+    for n in 0..3 {
+        server.enqueue(&admin, json!({"queue": "q", "payload": {"n": n}})).await;
+    }
+    let leased = server
+        .post(
+            "/v1/lease",
+            &admin,
+            json!({"queues": ["q"], "worker_id": "w", "max_jobs": 3}),
+        )
+        .await
+        .json();
+    let jobs = leased["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    server.enqueue(&stranger, json!({"queue": "q", "payload": {}})).await;
+    let theirs = server.lease_one(&stranger, "q", "w").await;
+    let completion = |job: &serde_json::Value, token: &serde_json::Value| json!({"id": job["id"], "lease_token": token, "output": {"ok": true}});
+
+    let too_deep = (0..100).fold(json!(1), |inner, _| json!([inner]));
+    let malformed = json!({"completions": [
+        completion(&jobs[0], &jobs[0]["lease_token"]),
+        {"id": jobs[1]["id"], "lease_token": jobs[1]["lease_token"], "output": too_deep},
+    ]});
+    let refused = server.post("/v1/jobs/batch/complete", &admin, malformed).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    let too_many: Vec<_> = (0..1001)
+        .map(|_| completion(&jobs[0], &jobs[0]["lease_token"]))
+        .collect();
+    let refused = server
+        .post("/v1/jobs/batch/complete", &admin, json!({"completions": too_many}))
+        .await;
+    assert_eq!(refused.code(), "batch_too_large");
+    let first = server
+        .get(&format!("/v1/jobs/{}", jobs[0]["id"].as_str().unwrap()), &admin)
+        .await;
+    assert_eq!(first.json()["state"], "running", "a refused batch changed nothing");
+
+    let batch = json!({"completions": [
+        completion(&jobs[0], &jobs[0]["lease_token"]),
+        completion(&jobs[1], &json!("not-the-token")),
+        completion(&jobs[2], &jobs[2]["lease_token"]),
+        completion(&theirs, &theirs["lease_token"]),
+    ]});
+    let reply = server.post("/v1/jobs/batch/complete", &admin, batch).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let results = reply.json()["results"].as_array().unwrap().clone();
+    let outcome = |r: &serde_json::Value| r["state"].as_str().or(r["error"]["code"].as_str()).unwrap().to_owned();
+    assert_eq!(
+        results.iter().map(outcome).collect::<Vec<_>>(),
+        ["succeeded", "lease_lost", "succeeded", "not_found"]
+    );
+    assert_eq!(results[1]["id"], jobs[1]["id"], "results follow the request order");
+    let path = |id: &serde_json::Value| format!("/v1/jobs/{}", id.as_str().unwrap());
+    let first = server.get(&path(&jobs[0]["id"]), &admin).await.json();
+    assert_eq!(first["output"], json!({"ok": true}));
+    let second = server.get(&path(&jobs[1]["id"]), &admin).await.json();
+    assert_eq!(second["state"], "running");
+    let other_tenant = server.get(&path(&theirs["id"]), &stranger).await.json();
+    assert_eq!(other_tenant["state"], "running", "another tenant's job is out of reach");
+}
+
 on_both_backends!(
+    batched_completions_stand_alone_and_a_malformed_batch_changes_nothing,
     a_job_goes_from_enqueue_through_lease_to_succeeded,
     an_idempotency_key_reused_with_another_payload_is_refused,
     concurrent_duplicate_enqueues_create_one_job,

@@ -142,6 +142,8 @@ struct ThroughputReport {
     batch_size: usize,
     /// Whether the server collected metrics (false with --no-metrics).
     metrics: bool,
+    /// Whether drain completed each lease's jobs in one request.
+    batch_complete: bool,
     enqueue_jobs_per_sec: f64,
     enqueue_batched_jobs_per_sec: f64,
     /// Drain of the jobs enqueued one by one.
@@ -210,12 +212,13 @@ async fn drain(client: &Client, queue: &str, args: &ThroughputArgs, deadline: In
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..args.workers {
-        let (client, queue, done, jobs, lease_batch) = (
+        let (client, queue, done, jobs, lease_batch, batch_complete) = (
             client.clone(),
             queue.to_owned(),
             done.clone(),
             args.jobs,
             args.lease_batch,
+            args.batch_complete,
         );
         workers.push(tokio::spawn(async move {
             let lease = wire::LeaseRequest {
@@ -226,6 +229,23 @@ async fn drain(client: &Client, queue: &str, args: &ThroughputArgs, deadline: In
             };
             while done.load(Ordering::Relaxed) < jobs && Instant::now() < deadline {
                 let leased = client.lease(&lease).await?;
+                if batch_complete {
+                    let completions = leased
+                        .iter()
+                        .map(|job| wire::Completion {
+                            id: job.id,
+                            lease_token: job.lease_token.clone(),
+                            output: None,
+                        })
+                        .collect();
+                    for result in client.complete_batch(completions).await? {
+                        if let Some(error) = result.error {
+                            bail!("completing {} failed: {}", result.id, error.code);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 let completions = futures::stream::iter(leased)
                     .map(|job| {
                         let client = &client;
@@ -299,6 +319,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         producers: args.producers,
         batch_size: args.batch_size,
         metrics: !args.no_metrics,
+        batch_complete: args.batch_complete,
         enqueue_jobs_per_sec: rate(args.jobs, enqueue),
         enqueue_batched_jobs_per_sec: rate(args.jobs, batched),
         drain_jobs_per_sec: rate(args.jobs, drain_first),

@@ -118,18 +118,22 @@ impl ApiError {
     pub fn validation(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::ValidationFailed, message)
     }
+
+    /// The body's `error` object, for responses that report errors per item.
+    pub fn detail(self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code.as_str().to_owned(),
+            message: self.message,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code.as_str().to_owned(),
-                message: self.message,
-            },
-        };
-        let mut response = (self.code.status(), Json(body)).into_response();
-        if self.code == ErrorCode::Unauthorized {
+        let code = self.code;
+        let body = ErrorBody { error: self.detail() };
+        let mut response = (code.status(), Json(body)).into_response();
+        if code == ErrorCode::Unauthorized {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),

@@ -66,6 +66,7 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(workers::lease))
         .routes(routes!(workers::heartbeat))
         .routes(routes!(workers::complete))
+        .routes(routes!(workers::complete_batch))
         .routes(routes!(workers::fail))
         .routes(routes!(workflows::start_step))
         .routes(routes!(workflows::checkpoint_step))

@@ -6,11 +6,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use steadfast_core::lifecycle::Failure;
 use steadfast_core::limits::truncate_utf8;
-use steadfast_core::{Action, AttemptError, QueueName, WorkerId};
+use steadfast_core::{Action, AttemptError, JobId, QueueName, WorkerId};
 use steadfast_protocol as wire;
 
 use super::convert;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, Caller};
 use super::jobs::job_id;
 use crate::Engine;
@@ -130,6 +130,70 @@ pub async fn complete(
         .complete(&caller.scope, job_id(&id)?, &request.lease_token, output)
         .await?;
     Ok(Json(convert::job(&job)?))
+}
+
+/// Report many successes in one request (one durable commit for all of
+/// them). Each completion stands alone: one whose lease was lost gets its
+/// own `error` and the others still complete. A malformed batch (too
+/// large, an output too deep) is refused whole and changes nothing.
+#[utoipa::path(
+    post, path = "/v1/jobs/batch/complete", tag = "workers",
+    request_body = wire::BatchCompleteRequest,
+    responses(
+        (status = 200, body = wire::BatchCompleteResponse),
+        (status = 422, description = "`batch_too_large` or `validation_failed`; nothing changed", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn complete_batch(
+    State(engine): State<Engine>,
+    caller: Caller,
+    ApiJson(request): ApiJson<wire::BatchCompleteRequest>,
+) -> Result<Json<wire::BatchCompleteResponse>, ApiError> {
+    caller.require(Action::ActOnLease)?;
+    let limit = engine.limits().max_batch_jobs;
+    if request.completions.len() > limit {
+        return Err(ApiError::new(
+            ErrorCode::BatchTooLarge,
+            format!(
+                "a batch holds at most {limit} completions, got {}",
+                request.completions.len()
+            ),
+        ));
+    }
+    for completion in &request.completions {
+        if let Some(output) = &completion.output {
+            convert::check_depth("output", output, engine.limits())?;
+        }
+    }
+    // Concurrently, so the storage writer commits them together.
+    let ended = futures::future::join_all(request.completions.iter().map(|completion| {
+        let output = completion
+            .output
+            .as_ref()
+            .map_or_else(|| "null".to_owned(), |o| o.get().to_owned());
+        engine.complete(&caller.scope, JobId(completion.id), &completion.lease_token, output)
+    }))
+    .await;
+    let mut results = Vec::with_capacity(ended.len());
+    for (completion, ended) in request.completions.iter().zip(ended) {
+        let (state, error) = match ended {
+            Ok(ended) => (Some(convert::state(ended.job.state)), None),
+            Err(error) => {
+                let error = ApiError::from(error);
+                if error.code.status().is_server_error() {
+                    return Err(error);
+                }
+                (None, Some(error.detail()))
+            }
+        };
+        results.push(wire::CompletionResult {
+            id: completion.id,
+            state,
+            error,
+        });
+    }
+    Ok(Json(wire::BatchCompleteResponse { results }))
 }
 
 /// Report failure; the retry policy decides what happens next.
