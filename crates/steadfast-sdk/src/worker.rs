@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use serde_json::value::RawValue;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::{Client, Error, JobContext, JobError, wire};
@@ -133,6 +133,7 @@ impl Worker {
         let queues: Vec<String> = handlers.keys().cloned().collect();
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let mut running = JoinSet::new();
+        let completer = Completer::start(client.clone(), config.concurrency.max(1));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let first = tokio::select! {
@@ -164,9 +165,9 @@ impl Worker {
             for job in jobs {
                 let permit = permits.pop().expect("no more jobs than permits");
                 let handler = handlers.get(&job.queue).cloned();
-                let client = client.clone();
+                let (client, completer) = (client.clone(), completer.clone());
                 running.spawn(async move {
-                    run_job(client, handler, job).await;
+                    run_job(client, completer, handler, job).await;
                     drop(permit);
                 });
             }
@@ -189,9 +190,101 @@ impl Worker {
     }
 }
 
+/// Most completions one request carries.
+const MAX_COMPLETIONS_PER_REQUEST: usize = 100;
+
+struct PendingCompletion {
+    completion: wire::Completion,
+    /// The job's client (in the job's trace), for a completion sent alone.
+    client: Client,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Gathers the completions of running jobs: whatever queued up while the
+/// previous request was in flight goes out in one
+/// `POST /v1/jobs/batch/complete`; a lone completion goes alone, on the
+/// job's own route and in its trace. Nothing waits to fill a batch.
+#[derive(Clone)]
+struct Completer {
+    queue: mpsc::Sender<PendingCompletion>,
+}
+
+impl Completer {
+    /// `capacity`: at most one pending completion per running job.
+    fn start(client: Client, capacity: usize) -> Completer {
+        let (queue, pending) = mpsc::channel(capacity);
+        tokio::spawn(complete_in_batches(client, pending));
+        Completer { queue }
+    }
+
+    async fn complete(
+        &self,
+        client: &Client,
+        id: uuid::Uuid,
+        lease_token: String,
+        output: wire::Json,
+    ) -> Result<(), String> {
+        let (done, result) = oneshot::channel();
+        let pending = PendingCompletion {
+            completion: wire::Completion {
+                id,
+                lease_token,
+                output: Some(output),
+            },
+            client: client.clone(),
+            done,
+        };
+        self.queue
+            .send(pending)
+            .await
+            .map_err(|_| "the worker is stopping".to_owned())?;
+        result.await.map_err(|_| "the worker is stopping".to_owned())?
+    }
+}
+
+async fn complete_in_batches(client: Client, mut pending: mpsc::Receiver<PendingCompletion>) {
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_COMPLETIONS_PER_REQUEST
+            && let Ok(next) = pending.try_recv()
+        {
+            batch.push(next);
+        }
+        if let [_] = batch.as_slice() {
+            let PendingCompletion {
+                completion,
+                client,
+                done,
+            } = batch.pop().expect("one");
+            let result = client
+                .complete(&completion.id.to_string(), &completion.lease_token, completion.output)
+                .await;
+            let _ = done.send(result.map(|_| ()).map_err(|e| e.to_string()));
+            continue;
+        }
+        let (completions, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.completion, p.done)).unzip();
+        match client.complete_batch(completions).await {
+            Ok(results) => {
+                for (result, done) in results.into_iter().zip(waiters) {
+                    let _ = done.send(
+                        result
+                            .error
+                            .map_or(Ok(()), |e| Err(format!("{}: {}", e.code, e.message))),
+                    );
+                }
+            }
+            Err(error) => {
+                for done in waiters {
+                    let _ = done.send(Err(error.to_string()));
+                }
+            }
+        }
+    }
+}
+
 /// Runs one leased job to its end: heartbeats while the handler runs, then
 /// completes, fails, or (suspended, lease lost) reports nothing.
-async fn run_job(client: Client, handler: Option<Handler>, job: wire::LeasedJob) {
+async fn run_job(client: Client, completer: Completer, handler: Option<Handler>, job: wire::LeasedJob) {
     // Every call made for this job joins the job's trace.
     let client = client.with_traceparent(job.traceparent.as_deref());
     let id = job.id.to_string();
@@ -218,6 +311,7 @@ async fn run_job(client: Client, handler: Option<Handler>, job: wire::LeasedJob)
             }
         }
     };
+    let job_id = job.id;
     let context = JobContext::new(client.clone(), job);
     let outcome = tokio::select! {
         outcome = AssertUnwindSafe(handler(context)).catch_unwind() => outcome
@@ -225,7 +319,7 @@ async fn run_job(client: Client, handler: Option<Handler>, job: wire::LeasedJob)
         () = heartbeat => Err(JobError::LeaseLost),
     };
     let reported = match outcome {
-        Ok(output) => client.complete(&id, &token, Some(output)).await.map(|_| ()),
+        Ok(output) => completer.complete(&client, job_id, token.clone(), output).await,
         Err(JobError::Failed {
             message,
             kind,
@@ -233,13 +327,18 @@ async fn run_job(client: Client, handler: Option<Handler>, job: wire::LeasedJob)
         }) => client
             .fail(&id, &token, wire::ErrorInfo { message, kind }, retryable)
             .await
-            .map(|_| ()),
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Err(JobError::Client(error)) => {
             let error = wire::ErrorInfo {
                 message: error.to_string(),
                 kind: Some("steadfast_client".into()),
             };
-            client.fail(&id, &token, error, true).await.map(|_| ())
+            client
+                .fail(&id, &token, error, true)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
         Err(JobError::Suspended | JobError::LeaseLost) => Ok(()),
     };
