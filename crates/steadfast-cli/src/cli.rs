@@ -423,6 +423,27 @@ pub enum BenchCommand {
     /// Schedule-to-start latency at a steady enqueue rate (one producer, one job per request).
     #[command(after_help = "Example:\n  steadfast bench latency --rate 200 --seconds 15 --json")]
     Latency(LatencyArgs),
+    /// Drain jobs with no-op handlers, then with N checkpointed steps each: the cost of checkpoints.
+    #[command(after_help = "Example:\n  steadfast bench steps --jobs 5000 --steps 3 --json")]
+    Steps(StepsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StepsArgs {
+    /// Jobs per phase.
+    #[arg(long, default_value_t = 5_000)]
+    pub jobs: usize,
+    /// Checkpointed steps per job (1 to 100).
+    #[arg(long, default_value_t = 3)]
+    pub steps: u32,
+    /// Jobs the SDK worker runs at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Give up after this many seconds in all.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    #[command(flatten)]
+    pub target: BenchTarget,
 }
 
 /// Which server a benchmark drives, and how it reports.

@@ -46,6 +46,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Job(command) => client::job_command(command).await,
         Command::Bench(BenchCommand::Throughput(args)) => bench::throughput(args).await,
         Command::Bench(BenchCommand::Latency(args)) => bench::latency(args).await,
+        Command::Bench(BenchCommand::Steps(args)) => bench::steps(args).await,
         Command::Demo(command) => demo::run(command).await,
         Command::Migrate(args) => admin::migrate(args).await,
         Command::Slo(command) => client::slo_command(command).await,

@@ -271,6 +271,15 @@ fn the_benchmarks_run_at_a_tiny_size_and_print_their_contract_fields() {
         "{latency}"
     );
 
+    let steps: Value = serde_json::from_str(&stdout(&steadfast(&[
+        "bench", "steps", "--jobs", "20", "--steps", "2", "--json",
+    ])))
+    .unwrap();
+    assert_eq!(steps["steps_per_job"], 2);
+    for field in ["drain_plain_jobs_per_sec", "drain_steps_jobs_per_sec", "steps_per_sec"] {
+        assert!(steps[field].as_f64().unwrap() > 0.0, "{field}: {steps}");
+    }
+
     let refused = steadfast(&["bench", "latency", "--rate", "0"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("must be positive"));

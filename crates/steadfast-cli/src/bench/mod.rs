@@ -18,8 +18,10 @@ use crate::cli::ThroughputArgs;
 use crate::serve::open_store;
 
 mod latency;
+mod steps;
 
 pub use latency::run as latency;
+pub use steps::run as steps;
 
 /// The server a benchmark drives: the one given with `--url` and `--key`,
 /// or a fresh local one that lives as long as this.
