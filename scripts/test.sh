@@ -19,7 +19,10 @@ fi
 
 echo "== PostgreSQL for the tests"
 pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/steadfast-test-pg.XXXXXX")
-pg_port=${STEADFAST_TEST_PG_PORT:-54329}
+# A free port unless one is given: a server left over from an interrupted
+# run must not block this one.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pg_port=${STEADFAST_TEST_PG_PORT:-$(free_port)}
 cleanup() {
     scripts/postgres.sh stop "$pg_dir"
     rm -rf "$pg_dir"
