@@ -59,8 +59,11 @@ fn job_lives_per_second(dir: &std::path::Path, jobs: usize, per_commit: usize) -
         tx.commit().expect("commit");
         let tx = conn.transaction().expect("begin");
         for &i in chunk {
-            tx.execute("UPDATE jobs SET state = 'running', lease = 'token' WHERE id = ?1", params![i as i64])
-                .expect("lease");
+            tx.execute(
+                "UPDATE jobs SET state = 'running', lease = 'token' WHERE id = ?1",
+                params![i as i64],
+            )
+            .expect("lease");
         }
         tx.commit().expect("commit");
         let tx = conn.transaction().expect("begin");

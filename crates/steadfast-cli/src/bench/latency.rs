@@ -143,13 +143,16 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     wait_for(&starts, WARM_UP_JOBS, warm_up, deadline).await?;
 
     let period = Duration::from_secs_f64(1.0 / f64::from(args.rate));
+    let bar = super::progress(args.target.json, "produce", jobs);
     let started = tokio::time::Instant::now();
     for i in 0..jobs {
         tokio::time::sleep_until(started + period * i as u32).await;
         // `request` stamps the payload with the time just before the call.
         client.enqueue(&request(&queue, i)).await?;
+        bar.inc(1);
     }
     let producing = started.elapsed();
+    bar.finish_and_clear();
     let measured = |i: usize| i < jobs;
     let waited = wait_for(&starts, jobs, measured, deadline).await;
     stop.store(true, Ordering::Relaxed);

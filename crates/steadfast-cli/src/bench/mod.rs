@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use steadfast_core::{Role, TenantId, TenantName};
 use steadfast_sdk::{Client, wire};
@@ -116,6 +117,20 @@ fn start_local_server(record_metrics: bool) -> anyhow::Result<LocalServer> {
     })
 }
 
+/// A progress bar on stderr for a phase of `len` jobs. Hidden with `--json`,
+/// and by indicatif itself when stderr is not a terminal.
+fn progress(json: bool, phase: &str, len: usize) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template("  {msg:<20} [{bar:40}] {pos}/{len} ({per_sec})")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    ProgressBar::new(len as u64)
+        .with_style(style)
+        .with_message(phase.to_owned())
+}
+
 /// About 100 bytes, like the peers' benchmark payload.
 fn payload(i: usize) -> wire::Json {
     let now = jiff::Timestamp::now().as_microsecond() as f64 / 1e6;
@@ -163,12 +178,13 @@ async fn enqueue_one_by_one(
     queue: &str,
     args: &ThroughputArgs,
     deadline: Instant,
+    bar: &ProgressBar,
 ) -> anyhow::Result<Duration> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut producers = Vec::new();
     for _ in 0..args.producers {
-        let (client, queue, next, jobs) = (client.clone(), queue.to_owned(), next.clone(), args.jobs);
+        let (client, queue, next, jobs, bar) = (client.clone(), queue.to_owned(), next.clone(), args.jobs, bar.clone());
         producers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -176,6 +192,7 @@ async fn enqueue_one_by_one(
                     return anyhow::Ok(());
                 }
                 client.enqueue(&request(&queue, i)).await?;
+                bar.inc(1);
             }
         }));
     }
@@ -193,6 +210,7 @@ async fn enqueue_batched(
     queue: &str,
     args: &ThroughputArgs,
     deadline: Instant,
+    bar: &ProgressBar,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut i = 0;
@@ -203,17 +221,25 @@ async fn enqueue_batched(
         let end = (i + args.batch_size).min(args.jobs);
         let jobs = (i..end).map(|i| request(queue, i)).collect();
         client.enqueue_batch(&wire::BatchEnqueueRequest { jobs }).await?;
+        bar.inc((end - i) as u64);
         i = end;
     }
     Ok(started.elapsed())
 }
 
 /// Drains `jobs` jobs; the time runs from the first lease to the last completion.
-async fn drain(client: &Client, queue: &str, args: &ThroughputArgs, deadline: Instant) -> anyhow::Result<Duration> {
+async fn drain(
+    client: &Client,
+    queue: &str,
+    args: &ThroughputArgs,
+    deadline: Instant,
+    bar: &ProgressBar,
+) -> anyhow::Result<Duration> {
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..args.workers {
+        let bar = bar.clone();
         let (client, queue, done, jobs, lease_batch, batch_complete) = (
             client.clone(),
             queue.to_owned(),
@@ -245,6 +271,7 @@ async fn drain(client: &Client, queue: &str, args: &ThroughputArgs, deadline: In
                             bail!("completing {} failed: {}", result.id, error.code);
                         }
                         done.fetch_add(1, Ordering::Relaxed);
+                        bar.inc(1);
                     }
                     continue;
                 }
@@ -259,6 +286,7 @@ async fn drain(client: &Client, queue: &str, args: &ThroughputArgs, deadline: In
                 for completion in completions {
                     completion?;
                     done.fetch_add(1, Ordering::Relaxed);
+                    bar.inc(1);
                 }
             }
             anyhow::Ok(())
@@ -296,22 +324,31 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         args.jobs, args.workers, endpoint.url
     ));
 
-    let enqueue = enqueue_one_by_one(&client, &queue, &args, deadline).await?;
+    let json = args.target.json;
+    let bar = progress(json, "enqueue, one by one", args.jobs);
+    let enqueue = enqueue_one_by_one(&client, &queue, &args, deadline, &bar).await?;
+    bar.finish_and_clear();
     say(format!(
         "  enqueued {} one by one in {:.2}s",
         args.jobs,
         enqueue.as_secs_f64()
     ));
-    let drain_first = drain(&client, &queue, &args, deadline).await?;
+    let bar = progress(json, "drain", args.jobs);
+    let drain_first = drain(&client, &queue, &args, deadline, &bar).await?;
+    bar.finish_and_clear();
     say(format!("  drained in {:.2}s", drain_first.as_secs_f64()));
-    let batched = enqueue_batched(&client, &queue, &args, deadline).await?;
+    let bar = progress(json, "enqueue, batched", args.jobs);
+    let batched = enqueue_batched(&client, &queue, &args, deadline, &bar).await?;
+    bar.finish_and_clear();
     say(format!(
         "  enqueued {} in batches of {} in {:.2}s",
         args.jobs,
         args.batch_size,
         batched.as_secs_f64()
     ));
-    let drain_second = drain(&client, &queue, &args, deadline).await?;
+    let bar = progress(json, "drain", args.jobs);
+    let drain_second = drain(&client, &queue, &args, deadline, &bar).await?;
+    bar.finish_and_clear();
     say(format!("  drained in {:.2}s", drain_second.as_secs_f64()));
 
     let report = ThroughputReport {

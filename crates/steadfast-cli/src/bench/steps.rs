@@ -94,7 +94,14 @@ async fn drain(client: &Client, args: &StepsArgs, steps: u32, deadline: Instant)
     let running = tokio::spawn(worker.run_until(async {
         let _ = stopped.await;
     }));
+    let phase = if steps == 0 {
+        "no-op handlers".to_owned()
+    } else {
+        format!("{steps} steps per job")
+    };
+    let bar = super::progress(args.target.json, &phase, args.jobs);
     while span.ended.load(Ordering::Relaxed) < args.jobs {
+        bar.set_position(span.ended.load(Ordering::Relaxed) as u64);
         if Instant::now() > deadline {
             let _ = stop.send(());
             bail!(
@@ -105,6 +112,7 @@ async fn drain(client: &Client, args: &StepsArgs, steps: u32, deadline: Instant)
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    bar.finish_and_clear();
     let _ = stop.send(());
     running.await??;
     Ok(span.elapsed())
