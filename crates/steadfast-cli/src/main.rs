@@ -15,14 +15,14 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{BenchCommand, Cli, Command, LogFormat};
 
-fn init_logging(format: LogFormat, traces: Option<&SdkTracerProvider>) {
+fn init_logging(format: LogFormat, default_level: &str, traces: Option<&SdkTracerProvider>) {
     use std::io::IsTerminal;
     use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{Layer as _, Registry};
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -59,7 +59,14 @@ fn main() {
     // Before the runtime starts: the exporter runs on its own thread with a
     // blocking HTTP client, which must not be built inside the runtime.
     let traces = telemetry::init_from_env();
-    init_logging(cli.log_format, traces.as_ref());
+    // A benchmark's own server would interleave its routine logs with the
+    // results: only warnings, unless RUST_LOG asks for more.
+    let default_level = if matches!(cli.command, Command::Bench(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(cli.log_format, default_level, traces.as_ref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
