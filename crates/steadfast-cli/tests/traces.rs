@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use common::{ServerProcess, free_port};
+use common::ServerProcess;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
@@ -32,7 +32,7 @@ async fn receiver(received: Received) -> String {
             ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
         }),
     );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", free_port())).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     url
@@ -98,6 +98,8 @@ async fn a_job_is_one_trace_from_producer_through_worker_calls() {
             let done = done.clone();
             async move {
                 let charged: u32 = ctx.step("charge", |_| async { Ok(42) }).await?;
+                // Suspends the first attempt; a second attempt finishes the job.
+                ctx.sleep("nap", Duration::from_millis(50)).await?;
                 if let Some(done) = done.lock().unwrap().take() {
                     let _ = done.send(());
                 }
@@ -122,13 +124,15 @@ async fn a_job_is_one_trace_from_producer_through_worker_calls() {
         "step charge",
         "POST /v1/jobs/{id}/steps/{name}/start",
         "PUT /v1/jobs/{id}/steps/{name}",
+        "POST /v1/jobs/{id}/wait",
         "POST /v1/jobs/{id}/complete",
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     let spans = loop {
         let spans = received.lock().unwrap().clone();
         let in_trace: Vec<Span> = spans.into_iter().filter(|s| hex(&s.trace_id) == trace_id).collect();
-        if wanted.iter().all(|name| in_trace.iter().any(|s| s.name == *name)) {
+        let attempts = in_trace.iter().filter(|s| s.name == "process traced").count();
+        if attempts == 2 && wanted.iter().all(|name| in_trace.iter().any(|s| s.name == *name)) {
             break in_trace;
         }
         assert!(
@@ -149,31 +153,41 @@ async fn a_job_is_one_trace_from_producer_through_worker_calls() {
     assert_eq!(attribute(enqueue, "http.route").as_deref(), Some("/v1/jobs"));
     assert_eq!(attribute(enqueue, "http.response.status_code").as_deref(), Some("201"));
 
-    let process = named("process traced");
-    assert_eq!(
-        process.parent_span_id, enqueue.span_id,
-        "the attempt is a child of the enqueue"
-    );
-    assert_eq!(
-        attribute(process, "messaging.message.id").as_deref(),
-        Some(job_id.as_str())
-    );
-    assert_eq!(attribute(process, "steadfast.outcome").as_deref(), Some("succeeded"));
-    assert_eq!(attribute(process, "steadfast.attempt").as_deref(), Some("1"));
-    assert!(process.end_time_unix_nano >= process.start_time_unix_nano);
+    let attempt = |n: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == "process traced" && attribute(s, "steadfast.attempt").as_deref() == Some(n))
+            .unwrap_or_else(|| panic!("no span for attempt {n}"))
+    };
+    let (first, second) = (attempt("1"), attempt("2"));
+    for process in [first, second] {
+        assert_eq!(
+            process.parent_span_id, enqueue.span_id,
+            "each attempt is a child of the enqueue"
+        );
+        assert_eq!(
+            attribute(process, "messaging.message.id").as_deref(),
+            Some(job_id.as_str())
+        );
+        assert!(process.end_time_unix_nano >= process.start_time_unix_nano);
+    }
+    assert_eq!(attribute(first, "steadfast.outcome").as_deref(), Some("suspended"));
+    assert_eq!(attribute(second, "steadfast.outcome").as_deref(), Some("succeeded"));
+    assert!(second.start_time_unix_nano >= first.end_time_unix_nano);
 
-    // The worker's calls for the job, and the step it ran, nest under the attempt.
-    for name in &wanted[2..] {
+    // The worker's calls, and the step it ran, nest under the attempt that made them.
+    for name in &wanted[2..6] {
         assert_eq!(
             named(name).parent_span_id,
-            process.span_id,
-            "{name} nests under the attempt"
+            first.span_id,
+            "{name} nests under the first attempt"
         );
     }
+    assert_eq!(named("POST /v1/jobs/{id}/complete").parent_span_id, second.span_id);
     let step = named("step charge");
     assert_eq!(attribute(step, "steadfast.step").as_deref(), Some("charge"));
-    assert!(step.start_time_unix_nano >= process.start_time_unix_nano);
-    assert!(step.end_time_unix_nano <= process.end_time_unix_nano);
+    assert!(step.start_time_unix_nano >= first.start_time_unix_nano);
+    assert!(step.end_time_unix_nano <= first.end_time_unix_nano);
     // Log lines written while handling the job's requests name its trace.
     assert!(
         server.stderr().contains(&format!("trace_id={trace_id}")),

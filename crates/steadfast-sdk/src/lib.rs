@@ -241,8 +241,9 @@ impl Client {
             .0)
     }
 
-    /// Reports many successes in one request and one durable commit. Each
-    /// result stands alone: check its `error` (e.g. `lease_lost`).
+    /// Reports many successes in one request (committed together where the
+    /// storage can). Each result stands alone: check its `error` (e.g.
+    /// `lease_lost`, or `unavailable`: retry that one).
     pub async fn complete_batch(
         &self,
         completions: Vec<wire::Completion>,

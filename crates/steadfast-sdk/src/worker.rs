@@ -192,6 +192,9 @@ impl Worker {
 
 /// Most completions one request carries.
 const MAX_COMPLETIONS_PER_REQUEST: usize = 100;
+/// Most output bytes one batch carries, well under the server's default
+/// 1 MiB body limit; a larger output goes in a request of its own.
+const MAX_BATCH_OUTPUT_BYTES: usize = 256 * 1024;
 
 struct PendingCompletion {
     completion: wire::Completion,
@@ -243,42 +246,58 @@ impl Completer {
 }
 
 async fn complete_in_batches(client: Client, mut pending: mpsc::Receiver<PendingCompletion>) {
+    let output_bytes = |p: &PendingCompletion| p.completion.output.as_ref().map_or(0, |o| o.get().len());
     while let Some(first) = pending.recv().await {
+        let mut bytes = output_bytes(&first);
         let mut batch = vec![first];
+        let mut held = None;
         while batch.len() < MAX_COMPLETIONS_PER_REQUEST
+            && bytes < MAX_BATCH_OUTPUT_BYTES
             && let Ok(next) = pending.try_recv()
         {
+            bytes += output_bytes(&next);
+            if bytes > MAX_BATCH_OUTPUT_BYTES {
+                held = Some(next);
+                break;
+            }
             batch.push(next);
         }
-        if let [_] = batch.as_slice() {
-            let PendingCompletion {
-                completion,
-                client,
-                done,
-            } = batch.pop().expect("one");
-            let result = client
-                .complete(&completion.id.to_string(), &completion.lease_token, completion.output)
-                .await;
-            let _ = done.send(result.map(|_| ()).map_err(|e| e.to_string()));
-            continue;
+        send_completions(&client, batch).await;
+        if let Some(next) = held {
+            send_completions(&client, vec![next]).await;
         }
-        let (completions, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.completion, p.done)).unzip();
-        match client.complete_batch(completions).await {
-            Ok(results) => {
-                for (result, done) in results.into_iter().zip(waiters) {
-                    let _ = done.send(
-                        result
-                            .error
-                            .map_or(Ok(()), |e| Err(format!("{}: {}", e.code, e.message))),
-                    );
-                }
+    }
+}
+
+/// One completion goes alone, on the job's route and in its trace; more go
+/// in one batch request. If the server refuses the batch as a whole (too
+/// large for its limits, an older server without the route, unreachable),
+/// each completion is retried alone so no job loses its result to another.
+async fn send_completions(client: &Client, batch: Vec<PendingCompletion>) {
+    if batch.len() > 1 {
+        let completions = batch.iter().map(|p| p.completion.clone()).collect();
+        if let Ok(results) = client.complete_batch(completions).await
+            && results.len() == batch.len()
+        {
+            for (result, pending) in results.into_iter().zip(batch) {
+                let outcome = result
+                    .error
+                    .map_or(Ok(()), |e| Err(format!("{}: {}", e.code, e.message)));
+                let _ = pending.done.send(outcome);
             }
-            Err(error) => {
-                for done in waiters {
-                    let _ = done.send(Err(error.to_string()));
-                }
-            }
+            return;
         }
+    }
+    for pending in batch {
+        let PendingCompletion {
+            completion,
+            client,
+            done,
+        } = pending;
+        let result = client
+            .complete(&completion.id.to_string(), &completion.lease_token, completion.output)
+            .await;
+        let _ = done.send(result.map(|_| ()).map_err(|e| e.to_string()));
     }
 }
 

@@ -475,6 +475,10 @@ async fn batched_completions_stand_alone_and_a_malformed_batch_changes_nothing(b
         .post("/v1/jobs/batch/complete", &admin, json!({"completions": too_many}))
         .await;
     assert_eq!(refused.code(), "batch_too_large");
+    let empty = server
+        .post("/v1/jobs/batch/complete", &admin, json!({"completions": []}))
+        .await;
+    assert_eq!(empty.code(), "validation_failed");
     let first = server
         .get(&format!("/v1/jobs/{}", jobs[0]["id"].as_str().unwrap()), &admin)
         .await;

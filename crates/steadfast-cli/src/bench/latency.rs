@@ -81,8 +81,11 @@ fn start_workers(
             };
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    for job in client.lease(&lease).await? {
-                        let started = wall_seconds();
+                    let leased = client.lease(&lease).await?;
+                    // Every job in the lease is in the worker's hands now,
+                    // not after the completions of those before it.
+                    let started = wall_seconds();
+                    for job in leased {
                         if let Some((i, t)) = enqueued_at(&job) {
                             let latency = ((started - t) * 1000.0).max(0.0);
                             starts.latencies_ms.lock().expect("not poisoned").push((i, latency));

@@ -257,7 +257,7 @@ async fn drain(
             };
             while done.load(Ordering::Relaxed) < jobs && Instant::now() < deadline {
                 let leased = client.lease(&lease).await?;
-                if batch_complete {
+                if batch_complete && !leased.is_empty() {
                     let completions = leased
                         .iter()
                         .map(|job| wire::Completion {

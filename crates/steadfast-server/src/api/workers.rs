@@ -132,16 +132,18 @@ pub async fn complete(
     Ok(Json(convert::job(&job)?))
 }
 
-/// Report many successes in one request (one durable commit for all of
-/// them). Each completion stands alone: one whose lease was lost gets its
-/// own `error` and the others still complete. A malformed batch (too
-/// large, an output too deep) is refused whole and changes nothing.
+/// Report many successes in one request; the storage commits them together
+/// where it can (SQLite's group commit). Each completion stands alone: one
+/// whose lease was lost, or that storage could not make durable
+/// (`unavailable`), gets its own `error` and the others still complete. A
+/// malformed batch (empty, too large, an output too deep) is refused whole
+/// and changes nothing.
 #[utoipa::path(
     post, path = "/v1/jobs/batch/complete", tag = "workers",
     request_body = wire::BatchCompleteRequest,
     responses(
         (status = 200, body = wire::BatchCompleteResponse),
-        (status = 422, description = "`batch_too_large` or `validation_failed`; nothing changed", body = wire::ErrorBody),
+        (status = 422, description = "`batch_too_large` or `validation_failed` (empty, an output too deep); nothing changed", body = wire::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -152,6 +154,9 @@ pub async fn complete_batch(
 ) -> Result<Json<wire::BatchCompleteResponse>, ApiError> {
     caller.require(Action::ActOnLease)?;
     let limit = engine.limits().max_batch_jobs;
+    if request.completions.is_empty() {
+        return Err(ApiError::validation("completions: at least one is needed"));
+    }
     if request.completions.len() > limit {
         return Err(ApiError::new(
             ErrorCode::BatchTooLarge,
@@ -180,11 +185,8 @@ pub async fn complete_batch(
         let (state, error) = match ended {
             Ok(ended) => (Some(convert::state(ended.job.state)), None),
             Err(error) => {
-                let error = ApiError::from(error);
-                if error.code.status().is_server_error() {
-                    return Err(error);
-                }
-                (None, Some(error.detail()))
+                // Per item even for storage errors: the others may be durable already.
+                (None, Some(ApiError::from(error).detail()))
             }
         };
         results.push(wire::CompletionResult {

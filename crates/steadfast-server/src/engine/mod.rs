@@ -432,6 +432,15 @@ impl Engine {
         {
             self.inner.duties_nudge.notify_one();
         }
+        if let (Waited::Suspended(_), true) = (&waited, crate::telemetry::exporting()) {
+            // The suspended attempt's span: its calls already name it as parent.
+            // Read back only when exporting; a failed read costs the span only.
+            if let Ok(Some(record)) = self.inner.store.job(scope, id).await
+                && let Some(attempt) = record.attempts.last()
+            {
+                crate::telemetry::attempt_span(&record.job, attempt);
+            }
+        }
         Ok(waited)
     }
 
