@@ -261,23 +261,8 @@ async fn list_in(
     params.push(&limit);
     sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", params.len()));
     let rows = tx.query(&sql, &params).await.map_err(pg_error)?;
-    let mut jobs = Vec::with_capacity(rows.len());
-    let mut last_seq = None;
-    for row in &rows {
-        let (seq, job) = job_from_row(row)?;
-        if jobs.len() == query.limit as usize {
-            return Ok(JobPage {
-                jobs,
-                next_cursor: last_seq.map(JobCursor),
-            });
-        }
-        last_seq = Some(seq);
-        jobs.push(job);
-    }
-    Ok(JobPage {
-        jobs,
-        next_cursor: None,
-    })
+    let rows = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(JobPage::from_rows(rows, query.limit))
 }
 
 #[async_trait]

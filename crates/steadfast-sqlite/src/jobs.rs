@@ -210,23 +210,11 @@ fn list_in(conn: &Connection, tenant_id: TenantId, query: JobQuery) -> Result<Jo
     // One extra row tells whether another page follows.
     bind(5, &(i64::from(query.limit) + 1))?;
     let mut rows = select.raw_query();
-    let mut jobs = Vec::new();
-    let mut last_seq = None;
+    let mut found = Vec::new();
     while let Some(row) = rows.next().map_err(sqlite_error)? {
-        let (seq, job) = job_from_row(row).map_err(sqlite_error)?;
-        if jobs.len() == query.limit as usize {
-            return Ok(JobPage {
-                jobs,
-                next_cursor: last_seq.map(JobCursor),
-            });
-        }
-        last_seq = Some(seq);
-        jobs.push(job);
+        found.push(job_from_row(row).map_err(sqlite_error)?);
     }
-    Ok(JobPage {
-        jobs,
-        next_cursor: None,
-    })
+    Ok(JobPage::from_rows(found, query.limit))
 }
 
 #[async_trait]

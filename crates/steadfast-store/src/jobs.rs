@@ -95,6 +95,20 @@ pub struct JobPage {
     pub next_cursor: Option<JobCursor>,
 }
 
+impl JobPage {
+    /// A page from rows fetched newest first with one row more than
+    /// `limit`: that extra row only says another page follows.
+    pub fn from_rows(mut rows: Vec<(i64, Job)>, limit: u32) -> JobPage {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = rows.last().filter(|_| more).map(|(seq, _)| JobCursor(*seq));
+        JobPage {
+            jobs: rows.into_iter().map(|(_, job)| job).collect(),
+            next_cursor,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LeaseRequest {
     pub queues: Vec<QueueName>,

@@ -42,6 +42,18 @@ pub fn check_depth(field: &str, json: &RawValue, limits: &Limits) -> Result<(), 
     Ok(())
 }
 
+/// An optional JSON field (output, signal payload) as the text to store:
+/// depth-checked, `null` when absent.
+pub fn optional_json(field: &str, json: Option<&RawValue>, limits: &Limits) -> Result<String, ApiError> {
+    match json {
+        Some(json) => {
+            check_depth(field, json, limits)?;
+            Ok(json.get().to_owned())
+        }
+        None => Ok("null".to_owned()),
+    }
+}
+
 pub fn job_spec(
     request: wire::EnqueueRequest,
     traceparent: Option<String>,

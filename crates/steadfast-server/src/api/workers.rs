@@ -119,13 +119,7 @@ pub async fn complete(
     ApiJson(request): ApiJson<wire::CompleteRequest>,
 ) -> Result<Json<wire::Job>, ApiError> {
     caller.require(Action::ActOnLease)?;
-    if let Some(output) = &request.output {
-        convert::check_depth("output", output, engine.limits())?;
-    }
-    let output = request
-        .output
-        .map(|o| o.get().to_owned())
-        .unwrap_or_else(|| "null".to_owned());
+    let output = convert::optional_json("output", request.output.as_deref(), engine.limits())?;
     let job = engine
         .complete(&caller.scope, job_id(&id)?, &request.lease_token, output)
         .await?;
@@ -166,17 +160,14 @@ pub async fn complete_batch(
             ),
         ));
     }
-    for completion in &request.completions {
-        if let Some(output) = &completion.output {
-            convert::check_depth("output", output, engine.limits())?;
-        }
-    }
+    // Every output is checked before anything changes.
+    let outputs = request
+        .completions
+        .iter()
+        .map(|completion| convert::optional_json("output", completion.output.as_deref(), engine.limits()))
+        .collect::<Result<Vec<_>, _>>()?;
     // Concurrently, so the storage writer commits them together.
-    let ended = futures::future::join_all(request.completions.iter().map(|completion| {
-        let output = completion
-            .output
-            .as_ref()
-            .map_or_else(|| "null".to_owned(), |o| o.get().to_owned());
+    let ended = futures::future::join_all(request.completions.iter().zip(outputs).map(|(completion, output)| {
         engine.complete(&caller.scope, JobId(completion.id), &completion.lease_token, output)
     }))
     .await;

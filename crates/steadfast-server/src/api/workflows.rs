@@ -77,13 +77,7 @@ pub async fn checkpoint_step(
 ) -> Result<Response, ApiError> {
     caller.require(Action::ActOnLease)?;
     let id = job_id(&id)?;
-    if let Some(output) = &request.output {
-        convert::check_depth("output", output, engine.limits())?;
-    }
-    let output = request
-        .output
-        .map(|o| o.get().to_owned())
-        .unwrap_or_else(|| "null".to_owned());
+    let output = convert::optional_json("output", request.output.as_deref(), engine.limits())?;
     let checkpoint = engine
         .checkpoint_step(&caller.scope, id, &request.lease_token, step_name(name)?, output)
         .await?;
@@ -186,13 +180,7 @@ pub async fn signal(
 ) -> Result<Json<wire::SignalResponse>, ApiError> {
     caller.require(Action::Signal)?;
     let id = job_id(&id)?;
-    if let Some(payload) = &request.payload {
-        convert::check_depth("payload", payload, engine.limits())?;
-    }
-    let payload = request
-        .payload
-        .map(|p| p.get().to_owned())
-        .unwrap_or_else(|| "null".to_owned());
+    let payload = convert::optional_json("payload", request.payload.as_deref(), engine.limits())?;
     let signalled = engine.signal(&caller.scope, id, signal_name(name)?, payload).await?;
     Ok(Json(wire::SignalResponse {
         woke: signalled.woke,
