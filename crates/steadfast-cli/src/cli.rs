@@ -426,6 +426,56 @@ pub enum BenchCommand {
     /// Drain jobs with no-op handlers, then with N checkpointed steps each: the cost of checkpoints.
     #[command(after_help = "Example:\n  steadfast bench steps --jobs 5000 --steps 3 --json")]
     Steps(StepsArgs),
+    /// The adapter for the peers' benchmark harness (bench/compare.sh): the
+    /// same W1/W2 sub-commands every peer implements, against a running server.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+}
+
+/// What `peers/<engine>/peer.sh` must implement. Every job a worker runs
+/// appends `i t_enq t_start t_end` to a file in `$REC_DIR` (one write per job).
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Enqueue N jobs in batches of 1,000; print {"n", "seconds"}.
+    Enqueue {
+        n: usize,
+        #[command(flatten)]
+        server: PeerServer,
+    },
+    /// Enqueue K jobs with negative ids, one by one (a readiness probe).
+    Warm {
+        k: usize,
+        #[command(flatten)]
+        server: PeerServer,
+    },
+    /// Enqueue one job per request at a steady RATE for SECS seconds; print {"n", "seconds", "rate", "max_lag_ms"}.
+    Produce {
+        rate: u32,
+        secs: u32,
+        #[command(flatten)]
+        server: PeerServer,
+    },
+    /// Run jobs until SIGTERM, appending one record per job to $REC_DIR.
+    Worker {
+        /// Jobs run at once.
+        #[arg(long, env = "STEADFAST_BENCH_CONCURRENCY", default_value_t = 64)]
+        concurrency: usize,
+        /// Directory for the per-job records.
+        #[arg(long, env = "REC_DIR")]
+        rec_dir: PathBuf,
+        #[command(flatten)]
+        server: PeerServer,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PeerServer {
+    #[arg(long, env = "STEADFAST_URL")]
+    pub url: String,
+    #[arg(long, env = "STEADFAST_KEY", hide_env_values = true)]
+    pub key: String,
+    #[arg(long, env = "STEADFAST_BENCH_QUEUE", default_value = "bench")]
+    pub queue: String,
 }
 
 #[derive(Debug, Args)]

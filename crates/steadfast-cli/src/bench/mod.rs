@@ -19,9 +19,11 @@ use crate::cli::ThroughputArgs;
 use crate::serve::open_store;
 
 mod latency;
+mod peer;
 mod steps;
 
 pub use latency::run as latency;
+pub use peer::run as peer;
 pub use steps::run as steps;
 
 /// The server a benchmark drives: the one given with `--url` and `--key`,
@@ -132,13 +134,19 @@ fn progress(json: bool, phase: &str, len: usize) -> ProgressBar {
 }
 
 /// About 100 bytes, like the peers' benchmark payload.
-fn payload(i: usize) -> wire::Json {
-    let now = jiff::Timestamp::now().as_microsecond() as f64 / 1e6;
-    serde_json::value::to_raw_value(&serde_json::json!({"i": i, "t": now, "pad": "x".repeat(60)}))
+fn payload(i: i64) -> wire::Json {
+    serde_json::value::to_raw_value(&serde_json::json!({"i": i, "t": unix_now(), "pad": "x".repeat(60)}))
         .expect("serialisable")
 }
 
-fn request(queue: &str, i: usize) -> wire::EnqueueRequest {
+/// Wall-clock seconds since the Unix epoch, as the peers' records carry it.
+fn unix_now() -> f64 {
+    jiff::Timestamp::now().as_microsecond() as f64 / 1e6
+}
+
+/// A no-op job numbered `i` (any integer; the harness uses negative ids for warm-up jobs).
+fn request(queue: &str, i: impl TryInto<i64>) -> wire::EnqueueRequest {
+    let i = i.try_into().unwrap_or(i64::MAX);
     wire::EnqueueRequest {
         queue: queue.to_owned(),
         payload: payload(i),

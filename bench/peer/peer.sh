@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Steadfast's adapter for the peers' benchmark harness (../shared/peers). bench/compare.sh links
+# this directory in as peers/steadfast, so the harness's bench.py measures Steadfast exactly as it
+# measures every peer (same payload, same per-job record, same clock, same W1/W2 procedure).
+#
+#   PEER_VARIANT=""   embedded SQLite on a fresh data dir (WAL, fsync before every 2xx): the default
+#   PEER_VARIANT=pg   PostgreSQL: the harness's own server and database (the one graphile-worker,
+#                     pg-boss, procrastinate and apalis use), migrated by `steadfast migrate`,
+#                     served by a non-superuser role as `serve` requires
+#
+# `setup` starts one `steadfast serve` (stopping the previous one); the worker is one process
+# running the Rust SDK's Worker with STEADFAST_BENCH_CONCURRENCY (default 64) jobs at once.
+# On SIGTERM the worker also records the server's peak RSS (VmHWM) in $REC_DIR/../steadfast-server.json.
+set -euo pipefail
+source "$(dirname "$0")/../common/env.sh"
+HERE="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
+BIN="${STEADFAST_BIN:-$HERE/../../target/release/steadfast}"
+STATE="$PEERS_STATE/steadfast"
+PORT="${STEADFAST_BENCH_PORT:-8659}"
+export STEADFAST_URL="http://127.0.0.1:$PORT"
+[[ -f "$STATE/key" ]] && STEADFAST_KEY="$(cat "$STATE/key")" && export STEADFAST_KEY
+APP_ROLE=steadfast_bench_app
+APP_URL="postgres://$APP_ROLE@127.0.0.1:$PG_PORT/$PGDATABASE"
+
+stop_server() {
+  local pid
+  pid="$(cat "$STATE/server.pid" 2>/dev/null || true)"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+start_server() {
+  stop_server
+  rm -rf "$STATE" && mkdir -p "$STATE/data"
+  local storage=(--data-dir "$STATE/data")
+  if [[ "${PEER_VARIANT:-}" == pg ]]; then
+    psql -q -v ON_ERROR_STOP=1 -c "DO \$\$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$APP_ROLE') THEN
+        CREATE ROLE $APP_ROLE LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END \$\$;" >/dev/null
+    "$BIN" migrate --database-url "$DATABASE_URL" --app-role "$APP_ROLE" >/dev/null
+    "$BIN" tenant create bench --database-url "$APP_URL" >/dev/null
+    "$BIN" key create --tenant bench --role admin --database-url "$APP_URL" > "$STATE/key"
+    storage=(--database-url "$APP_URL")
+  fi
+  setsid "$BIN" serve "${storage[@]}" --listen "127.0.0.1:$PORT" \
+    </dev/null >"$STATE/server.log" 2>&1 &
+  echo $! > "$STATE/server.pid"
+  for _ in $(seq 300); do
+    if curl -fsS "$STEADFAST_URL/readyz" >/dev/null 2>&1; then
+      [[ -s "$STATE/key" ]] || cp "$STATE/data/admin.key" "$STATE/key"
+      return 0
+    fi
+    kill -0 "$(cat "$STATE/server.pid")" 2>/dev/null || { cat "$STATE/server.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "steadfast did not become ready in 30 s" >&2; cat "$STATE/server.log" >&2; exit 1
+}
+
+case "$1" in
+  backend) echo pg ;;   # the harness resets its PostgreSQL before each run (used by the pg variant)
+  version) echo "steadfast $("$BIN" --version | cut -d' ' -f2) ($(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo unknown)) / $([[ "${PEER_VARIANT:-}" == pg ]] && echo PostgreSQL 15 || echo "embedded SQLite $(sqlite3 --version 2>/dev/null | cut -d' ' -f1 || true)")" ;;
+  setup) start_server ;;
+  stop) stop_server ;;
+  enqueue) exec "$BIN" bench peer enqueue "$2" ;;
+  warm) exec "$BIN" bench peer warm "$2" ;;
+  produce) exec "$BIN" bench peer produce "$2" "$3" ;;
+  worker)
+    "$BIN" bench peer worker &
+    child=$!
+    trap 'kill -TERM $child 2>/dev/null || true' TERM INT
+    wait "$child" || true
+    wait "$child" 2>/dev/null || true
+    hwm_kb="$(awk '/^VmHWM:/ {print $2}' "/proc/$(cat "$STATE/server.pid")/status" 2>/dev/null || echo 0)"
+    echo "{\"server_peak_rss_mb\": $((hwm_kb / 1024))}" > "$REC_DIR/../steadfast-server.json"
+    ;;
+  *) echo "usage: peer.sh backend|version|setup|stop|enqueue N|warm K|produce RATE SECS|worker" >&2; exit 2 ;;
+esac

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""One table of ratios from a bench/compare.sh run: Steadfast against every peer measured in the
+same run by the same harness, and the issue's targets checked against those numbers.
+
+usage: bench/ratios.py OUT_DIR      (reads OUT_DIR/runs.jsonl, raw/*/steadfast-server.json,
+                                     targets.jsonl, run.txt; prints markdown)
+Medians over repetitions, (min-max) beside them. Only standard-library Python.
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+out = Path(sys.argv[1])
+runs = [json.loads(l) for l in (out / "runs.jsonl").read_text().splitlines() if l.strip()]
+groups = defaultdict(lambda: {"w1": [], "w2": []})
+versions = {}
+for r in runs:
+    key = (r["peer"], r.get("variant", ""), r["mode"])
+    groups[key][r["workload"]].append(r)
+    versions[key] = r.get("version", "")
+
+
+def values(rs, field):
+    return [r[field] for r in rs if r.get("completed") and r.get(field) is not None]
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt(xs, f="{:,.0f}"):
+    if not xs:
+        return "n/a"
+    m = f.format(statistics.median(xs))
+    return m if len(xs) == 1 else f"{m} ({f.format(min(xs))}–{f.format(max(xs))})"
+
+
+def name(key):
+    peer, variant, mode = key
+    if peer == "steadfast":
+        return "**Steadfast (PostgreSQL)**" if variant == "pg" else "**Steadfast (SQLite)**"
+    label = peer + (f" ({variant})" if variant else "")
+    return label + {"nodur": ", Redis no persistence", "aof": ", Redis AOF everysec"}.get(mode, "")
+
+
+def server_rss(key):
+    peer, variant, mode = key
+    xs = []
+    for r in groups[key]["w1"] + groups[key]["w2"]:
+        tag = f"{peer}{('-' + variant) if variant else ''}-{mode}-{r['workload']}-r{r['rep']}"
+        f = out / "raw" / tag / "steadfast-server.json"
+        if f.exists():
+            xs.append(json.loads(f.read_text())["server_peak_rss_mb"])
+    return xs
+
+
+stats = {}
+for key, g in groups.items():
+    stats[key] = {
+        "enqueue": values(g["w1"], "enqueue_rate"),
+        "drain": values(g["w1"], "drain_rate"),
+        "p50": values(g["w2"], "lat_p50_ms"),
+        "p99": values(g["w2"], "lat_p99_ms"),
+        "runs": (len(g["w1"]), len(g["w2"])),
+        "incomplete": sum(not r.get("completed") for r in g["w1"] + g["w2"]),
+        "duplicates": sum(r.get("records", 0) - r.get("unique_ids", 0) for r in g["w1"] + g["w2"]),
+    }
+
+ours = {"sqlite": ("steadfast", "", "pg"), "pg": ("steadfast", "pg", "pg")}
+peers = sorted((k for k in groups if k[0] != "steadfast"), key=lambda k: -(med(stats[k]["drain"]) or 0))
+pg_peers = [k for k in peers if k[2] == "pg"]
+
+run_txt = out / "run.txt"
+print("# Steadfast and the peers, one run\n")
+if run_txt.exists():
+    print("```\n" + run_txt.read_text().strip() + "\n```\n")
+print("W1: enqueue 20,000 no-op jobs (batches of 1,000 where the system has a batch API), then drain them;")
+print("W2: one producer, 200 jobs/s for 15 s, schedule-to-start latency. Median (min–max) of the repetitions.\n")
+print("| system | version | enqueue jobs/s | drain jobs/s | W2 p50 ms | W2 p99 ms | runs W1/W2 |")
+print("|---|---|---:|---:|---:|---:|---|")
+for key in [k for k in ours.values() if k in groups] + peers:
+    s = stats[key]
+    runs_note = f"{s['runs'][0]}/{s['runs'][1]}"
+    if s["incomplete"]:
+        runs_note += f", {s['incomplete']} incomplete"
+    if s["duplicates"]:
+        runs_note += f", {s['duplicates']} duplicate executions"
+    print(f"| {name(key)} | {versions[key]} | {fmt(s['enqueue'])} | {fmt(s['drain'])} | "
+          f"{fmt(s['p50'], '{:,.2f}')} | {fmt(s['p99'], '{:,.2f}')} | {runs_note} |")
+for variant, key in ours.items():
+    rss = server_rss(key) if key in groups else []
+    if rss:
+        print(f"\nSteadfast ({'PostgreSQL' if variant == 'pg' else 'SQLite'}) server peak RSS per run: "
+              f"{fmt(rss)} MB (VmHWM; the harness's worker columns are in runs.jsonl).")
+
+
+def ratio(a, b):
+    return f"{a / b:,.2f}×" if a and b else "n/a"
+
+
+for variant, key in ours.items():
+    if key not in groups:
+        continue
+    s = stats[key]
+    versus = peers if variant == "sqlite" else pg_peers
+    label = "SQLite" if variant == "sqlite" else "PostgreSQL"
+    print(f"\n## Steadfast ({label}) ÷ peer (higher is better for Steadfast)\n")
+    print("| peer | enqueue | drain | W2 p99 (peer p99 ÷ Steadfast p99) |")
+    print("|---|---:|---:|---:|")
+    for p in versus:
+        t = stats[p]
+        print(f"| {name(p)} | {ratio(med(s['enqueue']), med(t['enqueue']))} | {ratio(med(s['drain']), med(t['drain']))} "
+              f"| {ratio(med(t['p99']), med(s['p99']))} |")
+
+targets = []
+sq = ours["sqlite"]
+if sq in groups and peers:
+    s = stats[sq]
+    best_drain = max(peers, key=lambda k: med(stats[k]["drain"]) or 0)
+    best_enq = max(peers, key=lambda k: med(stats[k]["enqueue"]) or 0)
+    best_p99 = min(peers, key=lambda k: med(stats[k]["p99"]) or float("inf"))
+    d, bd = med(s["drain"]), med(stats[best_drain]["drain"])
+    targets.append(("drain ≥ 3× the fastest peer", f"{d:,.0f} vs 3 × {bd:,.0f} ({name(best_drain)}) = {3 * bd:,.0f}: {d / bd:.2f}×", d >= 3 * bd))
+    e, be = med(s["enqueue"]), med(stats[best_enq]["enqueue"])
+    targets.append(("batched enqueue ≥ 2× the fastest peer", f"{e:,.0f} vs 2 × {be:,.0f} ({name(best_enq)}) = {2 * be:,.0f}: {e / be:.2f}×", e >= 2 * be))
+    p, bp = med(s["p99"]), med(stats[best_p99]["p99"])
+    if p is not None and bp is not None:
+        targets.append(("p99 at 200/s ≤ the best peer's", f"{p:.2f} ms vs {bp:.2f} ms ({name(best_p99)})", p <= bp))
+tj = out / "targets.jsonl"
+if tj.exists():
+    t = [json.loads(l) for l in tj.read_text().splitlines() if l.strip()]
+    single = [x["enqueue_jobs_per_sec"] for x in t if x.get("bench") == "throughput"]
+    p99k = [x["p99_ms"] for x in t if x.get("bench") == "latency-1000"]
+    if single and sq in groups and peers:
+        best_enq = max(peers, key=lambda k: med(stats[k]["enqueue"]) or 0)
+        be = med(stats[best_enq]["enqueue"])
+        targets.append(("one-by-one enqueue, 8 clients, on par with the fastest peer's enqueue",
+                        f"{fmt(single)} vs {be:,.0f} ({name(best_enq)}, its batched figure)", med(single) >= be))
+    if p99k:
+        targets.append(("p99 at 1,000/s ≤ 5 ms", f"{fmt(p99k, '{:.2f}')} ms", med(p99k) <= 5))
+pgk = ours["pg"]
+if pgk in groups:
+    d = med(stats[pgk]["drain"])
+    for peer in ("graphile-worker", "pg-boss"):
+        k = (peer, "", "pg")
+        if k in groups and d:
+            o = med(stats[k]["drain"])
+            targets.append((f"PostgreSQL drain ≥ 2× {peer}", f"{d:,.0f} vs 2 × {o:,.0f} = {2 * o:,.0f}: {d / o:.2f}×", d >= 2 * o))
+if targets:
+    print("\n## Targets (issue 7), from the medians above\n")
+    print("| target | measured | met |")
+    print("|---|---|---|")
+    for what, measured, ok in targets:
+        print(f"| {what} | {measured} | {'yes' if ok else '**no**'} |")
