@@ -7,8 +7,8 @@ use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Job, JobId, JobState, QueueName, StepState, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
 use steadfast_store::{
-    Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
-    StoreError, TenantScope,
+    Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob,
+    RetryPlan, StoreError, TenantScope,
 };
 use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
@@ -336,6 +336,55 @@ impl JobStore for PostgresStore {
         )
         .await
         .map(|ended| ended.job)
+    }
+
+    async fn complete_many(
+        &self,
+        scope: &TenantScope,
+        items: Vec<Completing>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<Ended, StoreError>>, StoreError> {
+        let tenant = scope.tenant_id();
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, tenant).await?;
+        // Rows are locked in id order, so two batches never wait on each other in a cycle.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&index| items[index].id.0);
+        let mut results: Vec<Option<Result<Ended, StoreError>>> = (0..items.len()).map(|_| None).collect();
+        let mut records = Vec::new();
+        let mut ready = ReadyQueues::default();
+        let mut items: Vec<Option<Completing>> = items.into_iter().map(Some).collect();
+        for index in order {
+            let item = items[index].take().expect("each item once");
+            let Some(before) = load_job(&tx, self.filter, tenant, item.id, true).await? else {
+                results[index] = Some(Err(StoreError::NotFound));
+                continue;
+            };
+            let Transition { job, ended_attempt } = match lifecycle::complete(&before, &item.token, item.output, now) {
+                Ok(transition) => transition,
+                Err(rejection) => {
+                    results[index] = Some(Err(rejection.into()));
+                    continue;
+                }
+            };
+            save_job(&tx, &job).await?;
+            if let Some(attempt) = &ended_attempt {
+                insert_attempt(&tx, &job, attempt).await?;
+            }
+            records.push(drafts::job_succeeded(&before, &job));
+            ready.note(&job);
+            results[index] = Some(Ok(Ended {
+                job,
+                attempt: ended_attempt,
+            }));
+        }
+        append_for(&tx, scope, now, records).await?;
+        ready.notify(&tx).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(results
+            .into_iter()
+            .map(|result| result.expect("every item answered"))
+            .collect())
     }
 
     async fn complete(

@@ -8,8 +8,8 @@ use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Job, JobId, StepState, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
 use steadfast_store::{
-    Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
-    StoreError, TenantScope,
+    Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob,
+    RetryPlan, StoreError, TenantScope,
 };
 
 use crate::audit::append_for;
@@ -289,6 +289,46 @@ impl JobStore for SqliteStore {
             })
             .await
             .map(|ended| ended.job)
+    }
+
+    async fn complete_many(
+        &self,
+        scope: &TenantScope,
+        items: Vec<Completing>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<Ended, StoreError>>, StoreError> {
+        let scope = scope.clone();
+        self.writer()
+            .write(move |conn| {
+                let mut results = Vec::with_capacity(items.len());
+                let mut records = Vec::new();
+                for item in items {
+                    let Some(before) = load_job(conn, scope.tenant_id(), item.id)? else {
+                        results.push(Err(StoreError::NotFound));
+                        continue;
+                    };
+                    let Transition { job, ended_attempt } =
+                        match lifecycle::complete(&before, &item.token, item.output, now) {
+                            Ok(transition) => transition,
+                            Err(rejection) => {
+                                results.push(Err(rejection.into()));
+                                continue;
+                            }
+                        };
+                    save_job(conn, &job)?;
+                    if let Some(attempt) = &ended_attempt {
+                        insert_attempt(conn, &job, attempt)?;
+                    }
+                    records.push(drafts::job_succeeded(&before, &job));
+                    results.push(Ok(Ended {
+                        job,
+                        attempt: ended_attempt,
+                    }));
+                }
+                append_for(conn, &scope, now, records)?;
+                Ok(results)
+            })
+            .await
     }
 
     async fn complete(

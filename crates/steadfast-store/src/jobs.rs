@@ -37,6 +37,15 @@ impl std::ops::Deref for Ended {
     }
 }
 
+/// One item of [`JobStore::complete_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completing {
+    pub id: JobId,
+    pub token: String,
+    /// JSON text.
+    pub output: String,
+}
+
 /// A job with everything that happened to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
@@ -204,6 +213,17 @@ pub trait JobStore {
         output: String,
         now: Timestamp,
     ) -> Result<Ended, StoreError>;
+
+    /// Completes several leased jobs in one transaction: one commit and one
+    /// audit append for the batch. Each item succeeds or is rejected on its
+    /// own (a lost lease rejects only that item; results are in `items`'
+    /// order); the outer error means nothing in the batch changed.
+    async fn complete_many(
+        &self,
+        scope: &TenantScope,
+        items: Vec<Completing>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<Ended, StoreError>>, StoreError>;
 
     async fn fail(
         &self,

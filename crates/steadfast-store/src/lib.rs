@@ -24,8 +24,8 @@ pub use audit::{AuditCursor, AuditPage, AuditQuery, AuditStore};
 pub use auth::{Principal, TenantScope};
 pub use error::StoreError;
 pub use jobs::{
-    Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob, RetryPlan,
-    SignalRecord,
+    Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob,
+    RetryPlan, SignalRecord,
 };
 pub use keys::{ApiKeyInfo, KeyStore, NewApiKey, StoredKey};
 pub use maintenance::{Maintenance, QueueStat, ReadyCallback, Swept};

@@ -14,6 +14,7 @@ use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, Caller};
 use super::jobs::job_id;
 use crate::Engine;
+use steadfast_store::Completing;
 
 /// Most queues one lease request may name.
 const MAX_LEASE_QUEUES: usize = 32;
@@ -166,19 +167,32 @@ pub async fn complete_batch(
         .iter()
         .map(|completion| convert::optional_json("output", completion.output.as_deref(), engine.limits()))
         .collect::<Result<Vec<_>, _>>()?;
-    // Concurrently, so the storage writer commits them together.
-    let ended = futures::future::join_all(request.completions.iter().zip(outputs).map(|(completion, output)| {
-        engine.complete(&caller.scope, JobId(completion.id), &completion.lease_token, output)
-    }))
-    .await;
+    let items = request
+        .completions
+        .iter()
+        .zip(outputs)
+        .map(|(completion, output)| Completing {
+            id: JobId(completion.id),
+            token: completion.lease_token.clone(),
+            output,
+        })
+        .collect();
+    // One transaction for the batch; if it fails, every item says why.
+    let ended: Vec<Result<_, wire::ErrorDetail>> = match engine.complete_many(&caller.scope, items).await {
+        Ok(ended) => ended
+            .into_iter()
+            .map(|ended| ended.map_err(|error| ApiError::from(error).detail()))
+            .collect(),
+        Err(error) => {
+            let detail = ApiError::from(error).detail();
+            (0..request.completions.len()).map(|_| Err(detail.clone())).collect()
+        }
+    };
     let mut results = Vec::with_capacity(ended.len());
     for (completion, ended) in request.completions.iter().zip(ended) {
         let (state, error) = match ended {
             Ok(ended) => (Some(convert::state(ended.job.state)), None),
-            Err(error) => {
-                // Per item even for storage errors: the others may be durable already.
-                (None, Some(ApiError::from(error).detail()))
-            }
+            Err(detail) => (None, Some(detail)),
         };
         results.push(wire::CompletionResult {
             id: completion.id,

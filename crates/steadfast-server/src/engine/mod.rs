@@ -21,8 +21,8 @@ use steadfast_core::{
 use steadfast_protocol::AuditCheckpoint;
 use steadfast_store::auth::{self, AuthFailure};
 use steadfast_store::{
-    Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, Principal, RetryPlan, Signalled, Store, StoreError, TenantScope,
-    Waited, WorkflowLimits,
+    Completing, Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, Principal, RetryPlan, Signalled, Store, StoreError,
+    TenantScope, Waited, WorkflowLimits,
 };
 use tokio::sync::{Notify, watch};
 
@@ -345,6 +345,19 @@ impl Engine {
         let ended = self.inner.store.complete(scope, id, token, output, self.now()).await?;
         self.observe_end(&ended.job, ended.attempt.as_ref());
         Ok(ended)
+    }
+
+    /// Completes a batch in one storage transaction; see [`steadfast_store::JobStore::complete_many`].
+    pub async fn complete_many(
+        &self,
+        scope: &TenantScope,
+        items: Vec<Completing>,
+    ) -> Result<Vec<Result<Ended, StoreError>>, StoreError> {
+        let results = self.inner.store.complete_many(scope, items, self.now()).await?;
+        for ended in results.iter().flatten() {
+            self.observe_end(&ended.job, ended.attempt.as_ref());
+        }
+        Ok(results)
     }
 
     pub async fn fail(

@@ -3,7 +3,9 @@ use steadfast_core::{ApiKeySecret, Role};
 
 use super::*;
 use crate::audit::{VerifyError, verify};
-use crate::{AuditQuery, Principal, RetryPlan, StoreError};
+use steadfast_core::{AttemptOutcome, JobState};
+
+use crate::{AuditQuery, Completing, Principal, RetryPlan, StoreError};
 
 async fn actions(store: &impl Store, scope: &TenantScope, job: JobId) -> Vec<String> {
     let query = AuditQuery {
@@ -320,4 +322,60 @@ pub async fn failed_authentication_is_recorded(store: &impl Store) {
     );
     store.record_auth_failure(None, None, at(6)).await.unwrap();
     assert!(verify(store, &scope, &[]).await.is_ok());
+}
+
+pub async fn a_batch_of_completions_is_judged_item_by_item(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let first = enqueue_one(store, &scope, spec("batch"), t0()).await;
+    let second = enqueue_one(store, &scope, spec("batch"), t0()).await;
+    let leased = lease_jobs(store, &scope, lease_request(&["batch"], 2, &key), at(1)).await;
+    assert_eq!(leased.len(), 2);
+    let token_of = |id: JobId| token(leased.iter().find(|job| job.id == id).unwrap());
+    let missing = JobId(uuid::Uuid::now_v7());
+    let items = vec![
+        Completing {
+            id: second.id,
+            token: token_of(second.id),
+            output: "2".into(),
+        },
+        Completing {
+            id: first.id,
+            token: format!("{}x", token_of(first.id)),
+            output: "1".into(),
+        },
+        Completing {
+            id: missing,
+            token: "whatever".into(),
+            output: "3".into(),
+        },
+    ];
+    let results = store.complete_many(&scope, items, at(2)).await.unwrap();
+    assert_eq!(results.len(), 3, "one result per item, in order");
+    let done = results[0].as_ref().expect("the current lease completes");
+    assert_eq!((done.id, done.state), (second.id, JobState::Succeeded));
+    assert_eq!(done.output.as_deref(), Some("2"));
+    assert_eq!(
+        done.attempt.as_ref().map(|a| a.outcome),
+        Some(AttemptOutcome::Succeeded)
+    );
+    assert_eq!(
+        results[1],
+        Err(StoreError::LeaseLost),
+        "a stale token rejects only its item"
+    );
+    assert_eq!(results[2], Err(StoreError::NotFound));
+
+    let untouched = store.job(&scope, first.id).await.unwrap().unwrap();
+    assert_eq!(
+        untouched.job.state,
+        JobState::Running,
+        "the rejected item did not change"
+    );
+    assert!(untouched.attempts.is_empty());
+    assert_eq!(actions(store, &scope, first.id).await, ["job.enqueued", "job.leased"]);
+    assert_eq!(
+        actions(store, &scope, second.id).await,
+        ["job.enqueued", "job.leased", "job.succeeded"]
+    );
+    verify(store, &scope, &[]).await.expect("the chain verifies");
 }

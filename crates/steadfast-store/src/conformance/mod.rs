@@ -42,6 +42,7 @@ macro_rules! conformance_suite {
             lease_order_is_priority_then_run_at_then_fifo,
             concurrent_leases_never_share_a_job,
             complete_needs_the_current_lease,
+            a_batch_of_completions_is_judged_item_by_item,
             failures_retry_with_backoff_then_die,
             expired_leases_are_failed_attempts,
             heartbeat_extends_the_lease,
