@@ -426,10 +426,44 @@ pub enum BenchCommand {
     /// Drain jobs with no-op handlers, then with N checkpointed steps each: the cost of checkpoints.
     #[command(after_help = "Example:\n  steadfast bench steps --jobs 5000 --steps 3 --json")]
     Steps(StepsArgs),
+    /// Throughput, latency and server RSS with 10k, 100k and 1M jobs already
+    /// queued, then restart-to-ready after a kill -9 with the largest backlog.
+    #[command(after_help = "Examples:\n  steadfast bench scale --json\n  \
+steadfast bench scale --levels 10000,100000 --database-url postgres://steadfast_app@localhost/steadfast")]
+    Scale(ScaleArgs),
     /// The adapter for the peers' benchmark harness (bench/compare.sh): the
     /// same W1/W2 sub-commands every peer implements, against a running server.
     #[command(subcommand)]
     Peer(PeerCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// Backlogs to measure at, ascending (jobs waiting in the queue), at most 10,000,000.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub levels: Vec<usize>,
+    /// Jobs enqueued and drained at each level (the backlog is the same before and after).
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// Concurrent workers draining, each leasing and completing 100 jobs per request.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// The latency workload at each level: jobs per second, one request each ...
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// ... for this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Run the server on this PostgreSQL database (an application role that
+    /// `steadfast migrate --app-role` granted) instead of a fresh embedded data dir.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Give up after this many seconds in all.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout_secs: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What `peers/<engine>/peer.sh` must implement. Every job a worker runs

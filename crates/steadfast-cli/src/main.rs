@@ -48,6 +48,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Latency(args)) => bench::latency(args).await,
         Command::Bench(BenchCommand::Steps(args)) => bench::steps(args).await,
         Command::Bench(BenchCommand::Peer(command)) => bench::peer(command).await,
+        Command::Bench(BenchCommand::Scale(args)) => bench::scale(args).await,
         Command::Demo(command) => demo::run(command).await,
         Command::Migrate(args) => admin::migrate(args).await,
         Command::Slo(command) => client::slo_command(command).await,

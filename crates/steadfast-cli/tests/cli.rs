@@ -284,3 +284,111 @@ fn the_benchmarks_run_at_a_tiny_size_and_print_their_contract_fields() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("must be positive"));
 }
+
+#[test]
+fn bench_scale_runs_at_a_tiny_size_and_restarts_its_server() {
+    let report: Value = serde_json::from_str(&stdout(&steadfast(&[
+        "bench",
+        "scale",
+        "--levels",
+        "100,300",
+        "--jobs",
+        "50",
+        "--rate",
+        "40",
+        "--seconds",
+        "1",
+        "--json",
+    ])))
+    .unwrap();
+    let levels = report["levels"].as_array().unwrap();
+    assert_eq!(
+        levels
+            .iter()
+            .map(|level| level["queued"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [100, 300]
+    );
+    for level in levels {
+        assert!(level["drain_jobs_per_sec"].as_f64().unwrap() > 0.0, "{level}");
+        assert!(level["server_peak_rss_mb"].as_f64().unwrap() > 0.0, "{level}");
+        assert_eq!(level["latency"]["jobs"], 40);
+    }
+    assert_eq!(report["restart_queued"], 300);
+    let ready = report["restart_to_ready_ms"].as_f64().unwrap();
+    assert!(0.0 < ready && ready <= report["restart_to_first_lease_ms"].as_f64().unwrap());
+
+    let refused = steadfast(&["bench", "scale", "--levels", "1000,10"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("ascending"));
+}
+
+/// The adapter the peers' harness drives (bench/peer/peer.sh): what it
+/// enqueues is run once each, and every run leaves one `i t_enq t_start t_end` line.
+#[test]
+fn the_peer_harness_adapter_records_every_job_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"));
+    let key = server.admin_key();
+    let records = dir.path().join("rec");
+    std::fs::create_dir(&records).unwrap();
+    let env = [("STEADFAST_URL", server.url.as_str()), ("STEADFAST_KEY", key.as_str())];
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::BINARY)
+            .args(["bench", "peer"])
+            .args(args)
+            .envs(env)
+            .output()
+            .unwrap()
+    };
+    let enqueued: Value = serde_json::from_str(&stdout(&run(&["enqueue", "30"]))).unwrap();
+    assert_eq!(enqueued["n"], 30);
+    assert!(enqueued["seconds"].as_f64().unwrap() > 0.0);
+    stdout(&run(&["warm", "2"]));
+    let produced: Value = serde_json::from_str(&stdout(&run(&["produce", "20", "1"]))).unwrap();
+    assert_eq!(produced["n"], 20);
+
+    let mut worker = std::process::Command::new(common::BINARY)
+        .args(["bench", "peer", "worker"])
+        .envs(env)
+        .env("REC_DIR", &records)
+        .spawn()
+        .unwrap();
+    let lines = || -> Vec<String> {
+        std::fs::read_dir(&records)
+            .unwrap()
+            .flat_map(|file| {
+                std::fs::read_to_string(file.unwrap().path())
+                    .unwrap()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lines().len() < 52 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(worker.wait().unwrap().success(), "the worker stops cleanly on SIGTERM");
+
+    let mut ids: Vec<i64> = Vec::new();
+    for line in lines() {
+        let fields: Vec<f64> = line.split(' ').map(|field| field.parse().unwrap()).collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        let (t_enq, t_start, t_end) = (fields[1], fields[2], fields[3]);
+        assert!(t_enq <= t_start && t_start <= t_end, "{line}");
+        ids.push(fields[0] as i64);
+    }
+    ids.sort_unstable();
+    let mut expected: Vec<i64> = (0..30).chain(0..20).chain([-2, -1]).collect();
+    expected.sort_unstable();
+    assert_eq!(
+        ids, expected,
+        "every job once: 0..30 (W1), 0..20 (W2), -1 and -2 (warm-up)"
+    );
+}

@@ -19,16 +19,16 @@ use crate::cli::LatencyArgs;
 const WARM_UP_JOBS: usize = 5;
 
 #[derive(Debug, Serialize)]
-struct LatencyReport {
-    rate: u32,
-    seconds: u64,
-    jobs: usize,
-    workers: usize,
+pub(super) struct LatencyReport {
+    pub rate: u32,
+    pub seconds: u64,
+    pub jobs: usize,
+    pub workers: usize,
     /// The rate the producer achieved (jobs / time spent enqueueing).
-    achieved_rate: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+    pub achieved_rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 /// What the workers saw: for each job index, milliseconds from enqueue to start.
@@ -46,10 +46,6 @@ impl Starts {
             .filter(|(i, _)| measured(*i))
             .count()
     }
-}
-
-fn wall_seconds() -> f64 {
-    jiff::Timestamp::now().as_microsecond() as f64 / 1e6
 }
 
 /// The enqueue time the producer put in the payload.
@@ -84,7 +80,7 @@ fn start_workers(
                     let leased = client.lease(&lease).await?;
                     // Every job in the lease is in the worker's hands now,
                     // not after the completions of those before it.
-                    let started = wall_seconds();
+                    let started = super::unix_now();
                     for job in leased {
                         if let Some((i, t)) = enqueued_at(&job) {
                             let latency = ((started - t) * 1000.0).max(0.0);
@@ -123,22 +119,17 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
-    if args.rate == 0 || args.seconds == 0 || args.workers == 0 {
-        bail!("--rate, --seconds and --workers must be positive");
-    }
+/// Runs the steady-rate workload against `client`'s server on a fresh queue.
+pub(super) async fn measure(client: &Client, args: &LatencyArgs, quiet: bool) -> anyhow::Result<LatencyReport> {
     let jobs = usize::try_from(u64::from(args.rate) * args.seconds)?;
     if jobs > 1_000_000 {
         bail!("--rate x --seconds is {jobs} jobs; at most 1,000,000 per run");
     }
-    let endpoint = Endpoint::new(args.target.url.as_deref(), args.target.key.as_deref(), true)?;
-    let client = Client::new(&endpoint.url, &endpoint.key)?;
     let queue = format!("bench-latency-{}", uuid::Uuid::now_v7());
     let deadline = Instant::now() + Duration::from_secs(args.seconds + args.timeout_secs);
     let starts = Arc::new(Starts::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let workers = start_workers(&client, &queue, args.workers, &starts, &stop);
-
+    let workers = start_workers(client, &queue, args.workers, &starts, &stop);
     let warm_up = |i: usize| i >= jobs;
     for i in jobs..jobs + WARM_UP_JOBS {
         client.enqueue(&request(&queue, i)).await?;
@@ -146,7 +137,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     wait_for(&starts, WARM_UP_JOBS, warm_up, deadline).await?;
 
     let period = Duration::from_secs_f64(1.0 / f64::from(args.rate));
-    let bar = super::progress(args.target.json, "produce", jobs);
+    let bar = super::progress(quiet, "produce", jobs);
     let started = tokio::time::Instant::now();
     for i in 0..jobs {
         tokio::time::sleep_until(started + period * i as u32).await;
@@ -174,7 +165,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         .collect();
     latencies.sort_by(f64::total_cmp);
     let round = |ms: f64| (ms * 1000.0).round() / 1000.0;
-    let report = LatencyReport {
+    Ok(LatencyReport {
         rate: args.rate,
         seconds: args.seconds,
         jobs,
@@ -183,7 +174,16 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         p50_ms: round(percentile(&latencies, 50.0)),
         p99_ms: round(percentile(&latencies, 99.0)),
         max_ms: round(latencies.last().copied().unwrap_or_default()),
-    };
+    })
+}
+
+pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
+    if args.rate == 0 || args.seconds == 0 || args.workers == 0 {
+        bail!("--rate, --seconds and --workers must be positive");
+    }
+    let endpoint = Endpoint::new(args.target.url.as_deref(), args.target.key.as_deref(), true)?;
+    let client = Client::new(&endpoint.url, &endpoint.key)?;
+    let report = measure(&client, &args, args.target.json).await?;
     if args.target.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -20,10 +20,12 @@ use crate::serve::open_store;
 
 mod latency;
 mod peer;
+mod scale;
 mod steps;
 
 pub use latency::run as latency;
 pub use peer::run as peer;
+pub use scale::run as scale;
 pub use steps::run as steps;
 
 /// The server a benchmark drives: the one given with `--url` and `--key`,
@@ -235,7 +237,8 @@ async fn enqueue_batched(
     Ok(started.elapsed())
 }
 
-/// Drains `jobs` jobs; the time runs from the first lease to the last completion.
+/// Drains exactly `jobs` jobs (a deeper queue keeps the rest); the time runs
+/// from the first lease to the last completion.
 async fn drain(
     client: &Client,
     queue: &str,
@@ -244,27 +247,41 @@ async fn drain(
     bar: &ProgressBar,
 ) -> anyhow::Result<Duration> {
     let done = Arc::new(AtomicUsize::new(0));
+    // Jobs not yet claimed by a worker's lease request.
+    let unclaimed = Arc::new(AtomicUsize::new(args.jobs));
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..args.workers {
         let bar = bar.clone();
-        let (client, queue, done, jobs, lease_batch, batch_complete) = (
+        let (client, queue, done, unclaimed, jobs, lease_batch, batch_complete) = (
             client.clone(),
             queue.to_owned(),
             done.clone(),
+            unclaimed.clone(),
             args.jobs,
-            args.lease_batch,
+            args.lease_batch as usize,
             args.batch_complete,
         );
         workers.push(tokio::spawn(async move {
-            let lease = wire::LeaseRequest {
-                queues: vec![queue],
-                max_jobs: Some(lease_batch),
-                wait_ms: Some(100),
-                worker_id: format!("bench-worker-{w}"),
-            };
             while done.load(Ordering::Relaxed) < jobs && Instant::now() < deadline {
+                let claim = unclaimed
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                        Some(left - left.min(lease_batch))
+                    })
+                    .map_or(0, |left| left.min(lease_batch));
+                if claim == 0 {
+                    // The others hold the rest; wait for them to finish.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                let lease = wire::LeaseRequest {
+                    queues: vec![queue.clone()],
+                    max_jobs: Some(claim as u32),
+                    wait_ms: Some(100),
+                    worker_id: format!("bench-worker-{w}"),
+                };
                 let leased = client.lease(&lease).await?;
+                unclaimed.fetch_add(claim - leased.len(), Ordering::Relaxed);
                 if batch_complete && !leased.is_empty() {
                     let completions = leased
                         .iter()
