@@ -154,6 +154,19 @@ pub(crate) async fn scoped(
     Ok(tx)
 }
 
+/// Returns once every commit so far is durable. Leases commit with
+/// `synchronous_commit = off` (a lease is void after a crash anyway), so
+/// their audit records may be visible before they are flushed; a
+/// transaction that takes a transaction id commits synchronously, and
+/// flushing its commit record flushes all the WAL before it. Audit reads
+/// call this first, so nothing shown, exported or signed can be taken back.
+pub(crate) async fn durability_barrier(client: &deadpool_postgres::Object) -> Result<(), StoreError> {
+    client
+        .batch_execute("BEGIN; SELECT txid_current(); COMMIT")
+        .await
+        .map_err(pg_error)
+}
+
 /// Switches the transaction's tenant (the setting is transaction-local).
 pub(crate) async fn set_tenant(tx: &Transaction<'_>, tenant: TenantId) -> Result<(), StoreError> {
     tx.execute(

@@ -252,11 +252,15 @@ fn prune_in(conn: &Connection, before: Timestamp, limit: u32, now: Timestamp) ->
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn audit_records(&self, scope: &TenantScope, query: AuditQuery) -> Result<AuditPage, StoreError> {
+        // Never show (or sign) a record a crash could still take back.
+        self.writer().barrier().await?;
         let tenant = scope.tenant_id();
         self.readers().read(move |conn| query_in(conn, tenant, &query)).await
     }
 
     async fn audit_scan(&self, scope: &TenantScope, after: u64, limit: u32) -> Result<Vec<Record>, StoreError> {
+        // Never show (or sign) a record a crash could still take back.
+        self.writer().barrier().await?;
         let tenant = scope.tenant_id();
         self.readers()
             .read(move |conn| {
@@ -276,6 +280,8 @@ impl AuditStore for SqliteStore {
     }
 
     async fn audit_head(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError> {
+        // Never show (or sign) a record a crash could still take back.
+        self.writer().barrier().await?;
         let tenant = scope.tenant_id();
         self.readers()
             .read(move |conn| head_of(conn, "audit_heads", tenant))

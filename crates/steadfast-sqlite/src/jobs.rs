@@ -262,8 +262,9 @@ impl JobStore for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<LeasedJob>, StoreError> {
         let scope = scope.clone();
+        // Relaxed: a lease is void after a crash anyway (see writer.rs).
         self.writer()
-            .write(move |conn| lease_in(conn, &scope, request, now))
+            .write_relaxed(move |conn| lease_in(conn, &scope, request, now))
             .await
     }
 

@@ -9,6 +9,13 @@
 //! command that arrived while the previous one ran, and an idle server
 //! commits a lone command at once.
 //!
+//! Lease commands are *relaxed*: a group made only of them commits with
+//! `synchronous = NORMAL`, so it is not fsync'd on its own. A lease is void
+//! after a crash anyway (the job is simply leased again), and the next
+//! durable commit fsyncs the WAL, relaxed frames before it included, in
+//! order. A *barrier* (before audit reads, so a signed or exported head is
+//! never one a crash could take back) makes sure relaxed commits are on disk.
+//!
 //! A command that fails rolls back to its savepoint and leaves the others in
 //! the batch untouched. If the commit itself fails (disk full, I/O error),
 //! every command in the batch is told so, and none was acknowledged.
@@ -28,7 +35,24 @@ pub const MAX_COMMANDS_PER_COMMIT: usize = 512;
 const QUEUE_CAPACITY: usize = 8192;
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Command = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// What a command needs from the commit that carries it, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Durability {
+    /// On disk by the next durable commit; lost in a crash before it.
+    Relaxed,
+    /// On disk when the command is answered.
+    Durable,
+    /// Durable, and every relaxed commit before it is on disk too.
+    Barrier,
+}
+
+struct Command {
+    /// Runs the command (or, given no connection, only answers), returning
+    /// what to tell its sender once the commit's outcome is known.
+    run: Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>,
+    durability: Durability,
+}
 
 #[derive(Debug, Clone)]
 pub struct Writer {
@@ -52,13 +76,43 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.send(Durability::Durable, command).await
+    }
+
+    /// Runs `command` in the next group commit and returns its result once
+    /// committed, but not necessarily on disk: only for changes a crash may
+    /// take back without breaking a promise (a lease).
+    pub async fn write_relaxed<T, F>(&self, command: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.send(Durability::Relaxed, command).await
+    }
+
+    /// Returns once every commit so far is on disk.
+    pub async fn barrier(&self) -> Result<(), StoreError> {
+        self.send(Durability::Barrier, |_| Ok(())).await
+    }
+
+    async fn send<T, F>(&self, durability: Durability, command: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (answer, answered) = oneshot::channel();
-        let command: Command = Box::new(move |conn: &Connection| {
-            let result = in_savepoint(conn, command);
-            Box::new(move |committed: Result<(), StoreError>| {
-                let _ = answer.send(committed.and(result));
-            })
-        });
+        let command = Command {
+            run: Box::new(move |conn: Option<&Connection>| {
+                let result = match conn {
+                    Some(conn) => in_savepoint(conn, command),
+                    None => Err(StoreError::Unavailable("the command did not run".into())),
+                };
+                Box::new(move |committed: Result<(), StoreError>| {
+                    let _ = answer.send(committed.and(result));
+                })
+            }),
+            durability,
+        };
         let stopped = || StoreError::Unavailable("the storage writer has stopped".into());
         self.commands.send(command).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
@@ -86,25 +140,150 @@ fn in_savepoint<T>(
 
 fn run(conn: Connection, mut receiver: mpsc::Receiver<Command>) {
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_COMMANDS_PER_COMMIT);
-    while let Some(first) = receiver.blocking_recv() {
-        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
-            first(&conn)(Err(sqlite_error(error)));
-            continue;
-        }
-        replies.push(first(&conn));
-        while replies.len() < MAX_COMMANDS_PER_COMMIT {
+    let mut group: Vec<Command> = Vec::with_capacity(MAX_COMMANDS_PER_COMMIT);
+    // A durable command that arrived while a relaxed group ran: it opens the next one.
+    let mut carried: Option<Command> = None;
+    // Whether a relaxed commit may not be on disk yet.
+    let mut unsynced = false;
+    let mut relaxed_mode = false;
+    loop {
+        let Some(first) = carried.take().or_else(|| receiver.blocking_recv()) else {
+            break;
+        };
+        group.push(first);
+        while group.len() < MAX_COMMANDS_PER_COMMIT {
             match receiver.try_recv() {
-                Ok(command) => replies.push(command(&conn)),
+                Ok(command) => group.push(command),
                 Err(_) => break,
             }
         }
-        let committed = conn.execute_batch("COMMIT").map_err(|error| {
+        let mut durability = group
+            .iter()
+            .map(|command| command.durability)
+            .max()
+            .expect("one command");
+        // SQLite takes the safety level only outside a transaction.
+        let relaxed = durability == Durability::Relaxed;
+        if relaxed != relaxed_mode {
+            let level = if relaxed { "NORMAL" } else { "FULL" };
+            if let Err(error) = conn.execute_batch(&format!("PRAGMA synchronous = {level}")) {
+                answer_all(group.drain(..), sqlite_error(error));
+                continue;
+            }
+            relaxed_mode = relaxed;
+        }
+        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+            answer_all(group.drain(..), sqlite_error(error));
+            continue;
+        }
+        let changes_before = conn.total_changes();
+        replies.extend(group.drain(..).map(|command| (command.run)(Some(&conn))));
+        // What arrived meanwhile joins, unless it needs more than this commit gives.
+        while replies.len() < MAX_COMMANDS_PER_COMMIT {
+            match receiver.try_recv() {
+                Ok(command) if relaxed && command.durability != Durability::Relaxed => {
+                    carried = Some(command);
+                    break;
+                }
+                Ok(command) => {
+                    durability = durability.max(command.durability);
+                    replies.push((command.run)(Some(&conn)));
+                }
+                Err(_) => break,
+            }
+        }
+        let wrote = conn.total_changes() != changes_before;
+        let mut committed = conn.execute_batch("COMMIT").map_err(|error| {
             tracing::error!(%error, commands = replies.len(), "commit failed; nothing in this batch was acknowledged");
             let _ = conn.execute_batch("ROLLBACK");
             sqlite_error(error)
         });
+        if committed.is_ok() && wrote {
+            // A durable commit that wrote fsync'd the WAL, earlier frames included.
+            unsynced = relaxed;
+        }
+        if committed.is_ok() && durability == Durability::Barrier && unsynced {
+            // Nothing in this group wrote: a checkpoint fsyncs the WAL before copying it.
+            committed = conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(sqlite_error);
+            unsynced = committed.is_err();
+        }
         for reply in replies.drain(..) {
             reply(committed.clone());
         }
+    }
+}
+
+/// Tells every command of a group that could not start why, without running it.
+fn answer_all(commands: impl Iterator<Item = Command>, error: StoreError) {
+    for command in commands {
+        (command.run)(None)(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The safety level a command runs under is the one its commit uses.
+    fn level(conn: &Connection) -> Result<i64, StoreError> {
+        conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .map_err(sqlite_error)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn relaxed_commands_commit_without_fsync_and_never_share_a_commit_with_durable_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::connect(&dir.path().join("db.sqlite")).unwrap();
+        conn.execute_batch("CREATE TABLE t (durable INTEGER, level INTEGER)")
+            .unwrap();
+        let writer = Writer::start(conn).unwrap();
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+
+        // Many of each at once, so groups form and late arrivals are carried over.
+        let mut tasks = Vec::new();
+        for i in 0..400 {
+            let writer = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                let durable = i % 3 == 0;
+                let insert = move |conn: &Connection| {
+                    let level = level(conn)?;
+                    conn.execute("INSERT INTO t VALUES (?1, ?2)", (durable, level))
+                        .map_err(sqlite_error)?;
+                    Ok(level)
+                };
+                let level = if durable {
+                    writer.write(insert).await
+                } else {
+                    writer.write_relaxed(insert).await
+                };
+                (durable, level.unwrap())
+            }));
+        }
+        let mut relaxed_levels = Vec::new();
+        for task in tasks {
+            let (durable, level) = task.await.unwrap();
+            if durable {
+                assert_eq!(level, FULL, "a durable command committed without fsync");
+            } else {
+                relaxed_levels.push(level);
+            }
+        }
+        assert!(relaxed_levels.iter().all(|&level| level == NORMAL || level == FULL));
+        writer.barrier().await.unwrap();
+        let rows: i64 = writer
+            .write(|conn| {
+                conn.query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+                    .map_err(sqlite_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 400, "every command, relaxed or not, committed");
+
+        // Alone, a relaxed command commits relaxed, and the next durable one is FULL again.
+        assert_eq!(writer.write_relaxed(level).await.unwrap(), NORMAL);
+        assert_eq!(writer.write(level).await.unwrap(), FULL);
     }
 }
