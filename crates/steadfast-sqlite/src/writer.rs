@@ -35,6 +35,9 @@ pub const MAX_COMMANDS_PER_COMMIT: usize = 512;
 const QUEUE_CAPACITY: usize = 8192;
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// Runs a command (or, given no connection, only answers), returning what to
+/// tell its sender once the commit's outcome is known.
+type Run = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
 
 /// What a command needs from the commit that carries it, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,9 +51,7 @@ enum Durability {
 }
 
 struct Command {
-    /// Runs the command (or, given no connection, only answers), returning
-    /// what to tell its sender once the commit's outcome is known.
-    run: Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>,
+    run: Run,
     durability: Durability,
 }
 
