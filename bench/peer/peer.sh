@@ -9,7 +9,7 @@
 #                     served by a non-superuser role as `serve` requires
 #
 # `setup` starts one `steadfast serve` (stopping the previous one); the worker is one process
-# running the Rust SDK's Worker with STEADFAST_BENCH_CONCURRENCY (default 64) jobs at once.
+# running the Rust SDK's Worker with STEADFAST_BENCH_CONCURRENCY (default 256) jobs at once.
 # On SIGTERM the worker also records the server's peak RSS (VmHWM) in $REC_DIR/../steadfast-server.json.
 set -euo pipefail
 source "$(dirname "$0")/../common/env.sh"
@@ -67,7 +67,7 @@ case "$1" in
   warm) exec "$BIN" bench peer warm "$2" ;;
   produce) exec "$BIN" bench peer produce "$2" "$3" ;;
   worker)
-    "$BIN" bench peer worker &
+    STEADFAST_BENCH_CONCURRENCY="${STEADFAST_BENCH_CONCURRENCY:-256}" "$BIN" bench peer worker &
     child=$!
     trap 'kill -TERM $child 2>/dev/null || true' TERM INT
     wait "$child" || true

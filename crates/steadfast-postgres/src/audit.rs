@@ -3,15 +3,16 @@
 //! read and insert records, and a trigger refuses updates and deletes.
 
 use async_trait::async_trait;
+use deadpool_postgres::Transaction;
 use steadfast_core::audit::{self, Actor, Draft, Head, Record};
 use steadfast_core::{JobId, KeyId, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
 use steadfast_store::{AuditCursor, AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Transaction};
 
 use crate::rows::{millis, timestamp};
-use crate::{PostgresStore, durability_barrier, pg_error, scoped, set_tenant};
+use crate::{PostgresStore, durability_barrier, pg_error, scoped, set_tenant, statement};
 
 /// The tenant id of the system chain.
 pub(crate) const SYSTEM_CHAIN: TenantId = TenantId(uuid::Uuid::nil());
@@ -65,14 +66,18 @@ pub(crate) async fn append(
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
+        &statement(
+            tx,
+            "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
+        )
+        .await?,
         &[&tenant.0, &audit::GENESIS.as_slice()],
     )
     .await
     .map_err(pg_error)?;
     let row = tx
         .query_one(
-            "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE",
+            &statement(tx, "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE").await?,
             &[&tenant.0],
         )
         .await
@@ -81,12 +86,24 @@ pub(crate) async fn append(
     let mut head = (seq > 0)
         .then(|| hash_of(row.get(1)).map(|hash| Head { seq: seq as u64, hash }))
         .transpose()?;
+    let mut records = Vec::with_capacity(drafts.len());
     for draft in drafts {
         let record = audit::append(head, tenant, now, actor.clone(), request_id.map(str::to_owned), draft);
+        head = Some(Head {
+            seq: record.seq,
+            hash: record.hash,
+        });
+        records.push(record);
+    }
+    // Pipelined: one round trip's wait for the whole chain segment.
+    let insert = statement(tx, &format!(
+        "INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    ))
+    .await?;
+    let insert = &insert;
+    futures::future::try_join_all(records.iter().map(|record| async move {
         tx.execute(
-            &format!(
-                "INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            ),
+            insert,
             &[
                 &record.tenant_id.0,
                 &(record.seq as i64),
@@ -104,15 +121,12 @@ pub(crate) async fn append(
             ],
         )
         .await
-        .map_err(pg_error)?;
-        head = Some(Head {
-            seq: record.seq,
-            hash: record.hash,
-        });
-    }
+    }))
+    .await
+    .map_err(pg_error)?;
     let head = head.expect("at least one record was appended");
     tx.execute(
-        "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1",
+        &statement(tx, "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1").await?,
         &[&tenant.0, &(head.seq as i64), &head.hash.as_slice()],
     )
     .await
@@ -133,7 +147,11 @@ pub(crate) async fn append_for(
 async fn head_of(tx: &Transaction<'_>, table: &str, tenant: TenantId) -> Result<Option<Head>, StoreError> {
     let row = tx
         .query_opt(
-            &format!("SELECT seq, hash FROM {table} WHERE tenant_id = $1 AND seq > 0"),
+            &statement(
+                &tx,
+                &format!("SELECT seq, hash FROM {table} WHERE tenant_id = $1 AND seq > 0"),
+            )
+            .await?,
             &[&tenant.0],
         )
         .await
@@ -202,7 +220,10 @@ impl AuditStore for PostgresStore {
         params.push(&limit);
         // (at, seq) order reads the (tenant, at, seq) index from the cursor on.
         sql.push_str(&format!(" ORDER BY at, seq LIMIT ${}", params.len()));
-        let rows = tx.query(&sql, &params).await.map_err(pg_error)?;
+        let rows = tx
+            .query(&statement(&tx, &sql).await?, &params)
+            .await
+            .map_err(pg_error)?;
         let mut records = rows.iter().map(record_from_row).collect::<Result<Vec<_>, _>>()?;
         tx.commit().await.map_err(pg_error)?;
         let next = if records.len() > query.limit as usize {
@@ -220,9 +241,9 @@ impl AuditStore for PostgresStore {
         let tx = scoped(&mut client, scope.tenant_id()).await?;
         let rows = tx
             .query(
-                &format!(
+                &statement(&tx, &format!(
                     "SELECT {RECORD_COLUMNS} FROM audit_records WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-                ),
+                )).await?,
                 &[&scope.tenant_id().0, &(after as i64), &i64::from(limit)],
             )
             .await
@@ -282,7 +303,11 @@ impl AuditStore for PostgresStore {
         let tx = client.transaction().await.map_err(pg_error)?;
         let rows = tx
             .query(
-                "SELECT tenant_id, through_seq, hash, removed FROM steadfast_prune_audit($1, $2)",
+                &statement(
+                    &tx,
+                    "SELECT tenant_id, through_seq, hash, removed FROM steadfast_prune_audit($1, $2)",
+                )
+                .await?,
                 &[&millis(before), &(limit as i32)],
             )
             .await

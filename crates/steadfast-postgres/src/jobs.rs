@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deadpool_postgres::Transaction;
 use steadfast_core::audit::Draft;
 use steadfast_core::lifecycle::{self, Failure, Rejection, Transition};
 use steadfast_core::retry::jitter_sample;
@@ -10,13 +11,12 @@ use steadfast_store::{
     Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob,
     RetryPlan, StoreError, TenantScope,
 };
-use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
 use crate::audit::append_for;
 use crate::rows::{JOB_COLUMNS, attempts_of, insert_attempt, insert_job, job_from_row, load_job, millis, save_job};
 use crate::workflows::{children_of, signals_of, steps_of};
-use crate::{PostgresStore, TenantFilter, notify_ready, pg_error, scoped};
+use crate::{PostgresStore, TenantFilter, notify_ready, pg_error, scoped, statement};
 
 fn unchanged(job: Job) -> Transition {
     Transition {
@@ -123,17 +123,26 @@ async fn enqueue_in(
     let expires_at = millis(now.saturating_add(dedup_window).unwrap_or(Timestamp::MAX));
     let mut created = Vec::with_capacity(jobs.len());
     let mut ready = ReadyQueues::default();
+    // New jobs are inserted in pipelined runs; a key lookup first flushes the
+    // run, so a key repeated within the batch finds the job it named.
+    let mut unsaved = 0;
     for (index, new) in jobs.into_iter().enumerate() {
         if let Some((key, fingerprint)) = &new.spec.idempotency {
+            insert_jobs(tx, created[created.len() - unsaved..].iter().map(|e: &Enqueued| &e.job)).await?;
+            unsaved = 0;
             // Claim the key, or take over one whose window has passed. A
             // concurrent claim of the same key waits here for the first to
             // commit, then sees it: concurrent duplicates create one job.
             let claimed = tx
                 .query_opt(
-                    "INSERT INTO idempotency_keys (tenant_id, key, job_id, fingerprint, expires_at) \
+                    &statement(
+                        tx,
+                        "INSERT INTO idempotency_keys (tenant_id, key, job_id, fingerprint, expires_at) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, key) DO UPDATE SET job_id = excluded.job_id, \
                      fingerprint = excluded.fingerprint, expires_at = excluded.expires_at \
                      WHERE idempotency_keys.expires_at <= $6 RETURNING job_id",
+                    )
+                    .await?,
                     &[
                         &tenant.0,
                         &key.as_str(),
@@ -148,7 +157,11 @@ async fn enqueue_in(
             if claimed.is_none() {
                 let existing = tx
                     .query_one(
-                        "SELECT job_id, fingerprint FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+                        &statement(
+                            tx,
+                            "SELECT job_id, fingerprint FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+                        )
+                        .await?,
                         &[&tenant.0, &key.as_str()],
                     )
                     .await
@@ -161,7 +174,11 @@ async fn enqueue_in(
                     continue;
                 }
                 tx.execute(
-                    "UPDATE idempotency_keys SET job_id = $3, expires_at = $4 WHERE tenant_id = $1 AND key = $2",
+                    &statement(
+                        tx,
+                        "UPDATE idempotency_keys SET job_id = $3, expires_at = $4 WHERE tenant_id = $1 AND key = $2",
+                    )
+                    .await?,
                     &[&tenant.0, &key.as_str(), &new.id.0, &expires_at],
                 )
                 .await
@@ -169,10 +186,11 @@ async fn enqueue_in(
             }
         }
         let job = lifecycle::new_job(new.id, tenant, new.spec, now);
-        insert_job(tx, &job).await?;
         ready.note(&job);
         created.push(Enqueued { job, replayed: false });
+        unsaved += 1;
     }
+    insert_jobs(tx, created[created.len() - unsaved..].iter().map(|e| &e.job)).await?;
     let enqueued: Vec<Draft> = created
         .iter()
         .filter(|e| !e.replayed)
@@ -181,6 +199,12 @@ async fn enqueue_in(
     append_for(tx, scope, now, enqueued).await?;
     ready.notify(tx).await?;
     Ok(created)
+}
+
+/// Inserts `jobs` with pipelined statements: one round trip's wait for all.
+async fn insert_jobs(tx: &Transaction<'_>, jobs: impl Iterator<Item = &Job>) -> Result<(), StoreError> {
+    futures::future::try_join_all(jobs.map(|job| insert_job(tx, job))).await?;
+    Ok(())
 }
 
 async fn lease_in(
@@ -200,14 +224,15 @@ async fn lease_in(
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND queue = $2 AND state = 'queued' \
                      ORDER BY priority DESC, run_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED"
                 );
-                tx.query(&sql, &[&tenant.0, &queue.as_str(), &limit]).await
+                tx.query(&statement(tx, &sql).await?, &[&tenant.0, &queue.as_str(), &limit])
+                    .await
             }
             TenantFilter::DisabledForTests => {
                 let sql = format!(
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = $1 AND state = 'queued' \
                      ORDER BY priority DESC, run_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED"
                 );
-                tx.query(&sql, &[&queue.as_str(), &limit]).await
+                tx.query(&statement(tx, &sql).await?, &[&queue.as_str(), &limit]).await
             }
         }
         .map_err(pg_error)?;
@@ -215,14 +240,18 @@ async fn lease_in(
             candidates.push(job_from_row(row)?);
         }
     }
-    let mut leased = Vec::new();
+    let mut jobs = Vec::new();
     let mut records = Vec::new();
     for job in request.pick(candidates) {
         let grant = request.grant(&job);
         let before = job;
         let job = lifecycle::lease(&before, grant, now)?;
-        save_job(tx, &job).await?;
         records.push(drafts::job_leased(&before, &job));
+        jobs.push(job);
+    }
+    futures::future::try_join_all(jobs.iter().map(|job| save_job(tx, job))).await?;
+    let mut leased = Vec::with_capacity(jobs.len());
+    for job in jobs {
         leased.push(resumable(tx, job).await?);
     }
     append_for(tx, scope, now, records).await?;
@@ -260,7 +289,7 @@ async fn list_in(
     }
     params.push(&limit);
     sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", params.len()));
-    let rows = tx.query(&sql, &params).await.map_err(pg_error)?;
+    let rows = tx.query(&statement(tx, &sql).await?, &params).await.map_err(pg_error)?;
     let rows = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
     Ok(JobPage::from_rows(rows, query.limit))
 }
@@ -358,30 +387,41 @@ impl JobStore for PostgresStore {
         let mut results: Vec<Option<Result<Ended, StoreError>>> = (0..items.len()).map(|_| None).collect();
         let mut records = Vec::new();
         let mut ready = ReadyQueues::default();
+        // Pipelined, and the server runs them in the order sent.
+        let loaded = futures::future::try_join_all(
+            order
+                .iter()
+                .map(|&index| load_job(&tx, self.filter, tenant, items[index].id, true)),
+        )
+        .await?;
         let mut items: Vec<Option<Completing>> = items.into_iter().map(Some).collect();
-        for index in order {
+        let mut ended = Vec::new();
+        for (index, before) in order.into_iter().zip(loaded) {
             let item = items[index].take().expect("each item once");
-            let Some(before) = load_job(&tx, self.filter, tenant, item.id, true).await? else {
+            let Some(before) = before else {
                 results[index] = Some(Err(StoreError::NotFound));
                 continue;
             };
-            let Transition { job, ended_attempt } = match lifecycle::complete(&before, &item.token, item.output, now) {
-                Ok(transition) => transition,
-                Err(rejection) => {
-                    results[index] = Some(Err(rejection.into()));
-                    continue;
+            match lifecycle::complete(&before, &item.token, item.output, now) {
+                Ok(Transition { job, ended_attempt }) => {
+                    records.push(drafts::job_succeeded(&before, &job));
+                    ready.note(&job);
+                    ended.push((index, job, ended_attempt));
                 }
-            };
-            save_job(&tx, &job).await?;
-            if let Some(attempt) = &ended_attempt {
-                insert_attempt(&tx, &job, attempt).await?;
+                Err(rejection) => results[index] = Some(Err(rejection.into())),
             }
-            records.push(drafts::job_succeeded(&before, &job));
-            ready.note(&job);
-            results[index] = Some(Ok(Ended {
-                job,
-                attempt: ended_attempt,
-            }));
+        }
+        let tx_ref = &tx;
+        futures::future::try_join_all(ended.iter().map(|(_, job, attempt)| async move {
+            save_job(tx_ref, job).await?;
+            if let Some(attempt) = attempt {
+                insert_attempt(tx_ref, job, attempt).await?;
+            }
+            Ok::<_, StoreError>(())
+        }))
+        .await?;
+        for (index, job, attempt) in ended {
+            results[index] = Some(Ok(Ended { job, attempt }));
         }
         append_for(&tx, scope, now, records).await?;
         ready.notify(&tx).await?;

@@ -31,10 +31,11 @@ mod workflows;
 
 use std::time::Duration;
 
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use steadfast_core::{QueueName, TenantId};
 use steadfast_store::StoreError;
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::NoTls;
 
 pub use schema::SchemaError;
 
@@ -167,10 +168,17 @@ pub(crate) async fn durability_barrier(client: &deadpool_postgres::Object) -> Re
         .map_err(pg_error)
 }
 
+/// The prepared statement for `sql` from the connection's cache: after its
+/// first use on a connection, a statement costs one round trip, not two
+/// (parse and describe, then bind and execute).
+pub(crate) async fn statement(tx: &Transaction<'_>, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+    tx.prepare_cached(sql).await.map_err(pg_error)
+}
+
 /// Switches the transaction's tenant (the setting is transaction-local).
 pub(crate) async fn set_tenant(tx: &Transaction<'_>, tenant: TenantId) -> Result<(), StoreError> {
     tx.execute(
-        "SELECT set_config('steadfast.tenant_id', $1, true)",
+        &statement(tx, "SELECT set_config('steadfast.tenant_id', $1, true)").await?,
         &[&tenant.0.to_string()],
     )
     .await
@@ -181,9 +189,12 @@ pub(crate) async fn set_tenant(tx: &Transaction<'_>, tenant: TenantId) -> Result
 /// Tells every node's long-pollers that `queue` has ready jobs, at commit.
 pub(crate) async fn notify_ready(tx: &Transaction<'_>, tenant: TenantId, queue: &QueueName) -> Result<(), StoreError> {
     let payload = format!("{} {}", tenant.0, queue);
-    tx.execute("SELECT pg_notify('steadfast_ready', $1)", &[&payload])
-        .await
-        .map_err(pg_error)?;
+    tx.execute(
+        &statement(tx, "SELECT pg_notify('steadfast_ready', $1)").await?,
+        &[&payload],
+    )
+    .await
+    .map_err(pg_error)?;
     Ok(())
 }
 

@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
+use deadpool_postgres::Transaction;
 use steadfast_core::{
     Attempt, AttemptError, IdempotencyKey, Job, JobId, KeyId, Lease, ParentLink, QueueName, SignalName, StepName,
     TenantId, Timestamp, Wait, WaitFor, WorkerId,
 };
 use steadfast_store::StoreError;
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
 
-use crate::{TenantFilter, pg_error};
+use crate::{TenantFilter, pg_error, statement};
 
 pub fn millis(at: Timestamp) -> i64 {
     at.as_millisecond()
@@ -121,12 +122,16 @@ pub async fn insert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreErro
     let lease = job.lease.as_ref();
     let (wait_step, wait_signal, wait_until) = wait_columns(job);
     tx.execute(
-        "INSERT INTO jobs (id, tenant_id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
+        &statement(
+            tx,
+            "INSERT INTO jobs (id, tenant_id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
          max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, lease_started_at, \
          lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, created_at, updated_at, \
          finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent) VALUES ($1, $2, $3, $4, \
          $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, \
          $28, $29, $30)",
+        )
+        .await?,
         &[
             &job.id.0,
             &job.tenant_id.0,
@@ -172,10 +177,14 @@ pub async fn save_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreError>
     let (wait_step, wait_signal, wait_until) = wait_columns(job);
     let updated = tx
         .execute(
-            "UPDATE jobs SET state = $3, run_at = $4, attempt = $5, uncounted_attempts = $6, lease_token = $7, \
+            &statement(
+                tx,
+                "UPDATE jobs SET state = $3, run_at = $4, attempt = $5, uncounted_attempts = $6, lease_token = $7, \
              lease_worker_id = $8, lease_key_id = $9, lease_started_at = $10, lease_expires_at = $11, \
              lease_deadline = $12, output = $13, last_error_message = $14, last_error_kind = $15, updated_at = $16, \
              finished_at = $17, wait_step = $18, wait_signal = $19, wait_until = $20 WHERE tenant_id = $1 AND id = $2",
+            )
+            .await?,
             &[
                 &job.tenant_id.0,
                 &job.id.0,
@@ -219,11 +228,11 @@ pub async fn load_job(
     let row = match filter {
         TenantFilter::Enforced => {
             let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = $2{lock}");
-            tx.query_opt(&sql, &[&tenant.0, &id.0]).await
+            tx.query_opt(&statement(tx, &sql).await?, &[&tenant.0, &id.0]).await
         }
         TenantFilter::DisabledForTests => {
             let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1{lock}");
-            tx.query_opt(&sql, &[&id.0]).await
+            tx.query_opt(&statement(tx, &sql).await?, &[&id.0]).await
         }
     }
     .map_err(pg_error)?;
@@ -232,8 +241,12 @@ pub async fn load_job(
 
 pub async fn insert_attempt(tx: &Transaction<'_>, job: &Job, attempt: &Attempt) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO attempts (tenant_id, job_id, number, worker_id, key_id, started_at, ended_at, outcome, \
+        &statement(
+            tx,
+            "INSERT INTO attempts (tenant_id, job_id, number, worker_id, key_id, started_at, ended_at, outcome, \
          error_message, error_kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .await?,
         &[
             &job.tenant_id.0,
             &job.id.0,
@@ -255,8 +268,12 @@ pub async fn insert_attempt(tx: &Transaction<'_>, job: &Job, attempt: &Attempt) 
 pub async fn attempts_of(tx: &Transaction<'_>, job: &Job) -> Result<Vec<Attempt>, StoreError> {
     let rows = tx
         .query(
-            "SELECT number, worker_id, key_id, started_at, ended_at, outcome, error_message, error_kind \
+            &statement(
+                tx,
+                "SELECT number, worker_id, key_id, started_at, ended_at, outcome, error_message, error_kind \
              FROM attempts WHERE tenant_id = $1 AND job_id = $2 ORDER BY number",
+            )
+            .await?,
             &[&job.tenant_id.0, &job.id.0],
         )
         .await

@@ -1,11 +1,12 @@
 use async_trait::async_trait;
+use deadpool_postgres::Transaction;
 use steadfast_core::lifecycle::{self, Checkpoint, Delivery, StepStart, WaitOutcome};
 use steadfast_core::{Job, JobId, Signal, SignalName, Step, StepName, TenantId, Timestamp, WaitFor};
 use steadfast_store::audit::drafts;
 use steadfast_store::{
     Enqueued, NewJob, SignalRecord, Signalled, StoreError, TenantScope, Waited, WorkflowLimits, WorkflowStore,
 };
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
 
 use crate::audit::append_for;
 use crate::jobs::ReadyQueues;

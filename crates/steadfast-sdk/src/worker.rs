@@ -140,6 +140,9 @@ impl Worker {
                 () = &mut shutdown => break,
                 permit = slots.clone().acquire_owned() => permit.expect("never closed"),
             };
+            // Jobs that ended together free their slots together: let them,
+            // so one lease asks for all of them rather than one at a time.
+            tokio::task::yield_now().await;
             let mut permits = vec![first];
             while let Ok(permit) = slots.clone().try_acquire_owned() {
                 permits.push(permit);
@@ -166,10 +169,7 @@ impl Worker {
                 let permit = permits.pop().expect("no more jobs than permits");
                 let handler = handlers.get(&job.queue).cloned();
                 let (client, completer) = (client.clone(), completer.clone());
-                running.spawn(async move {
-                    run_job(client, completer, handler, job).await;
-                    drop(permit);
-                });
+                running.spawn(run_job(client, completer, handler, job, permit));
             }
             // Reap finished tasks so the set does not grow.
             while running.try_join_next().is_some() {}
@@ -220,13 +220,14 @@ impl Completer {
         Completer { queue }
     }
 
+    /// Queues a completion; the answer comes on the returned channel.
     async fn complete(
         &self,
         client: &Client,
         id: uuid::Uuid,
         lease_token: String,
         output: wire::Json,
-    ) -> Result<(), String> {
+    ) -> Result<oneshot::Receiver<Result<(), String>>, String> {
         let (done, result) = oneshot::channel();
         let pending = PendingCompletion {
             completion: wire::Completion {
@@ -241,31 +242,50 @@ impl Completer {
             .send(pending)
             .await
             .map_err(|_| "the worker is stopping".to_owned())?;
-        result.await.map_err(|_| "the worker is stopping".to_owned())?
+        Ok(result)
     }
 }
 
+/// Batch requests in flight at once: while one commits, the next gathers.
+const CONCURRENT_BATCHES: usize = 2;
+
 async fn complete_in_batches(client: Client, mut pending: mpsc::Receiver<PendingCompletion>) {
+    let in_flight = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
     let output_bytes = |p: &PendingCompletion| p.completion.output.as_ref().map_or(0, |o| o.get().len());
     while let Some(first) = pending.recv().await {
+        let slot = in_flight.clone().acquire_owned().await.expect("never closed");
         let mut bytes = output_bytes(&first);
         let mut batch = vec![first];
         let mut held = None;
-        while batch.len() < MAX_COMPLETIONS_PER_REQUEST
-            && bytes < MAX_BATCH_OUTPUT_BYTES
-            && let Ok(next) = pending.try_recv()
-        {
-            bytes += output_bytes(&next);
-            if bytes > MAX_BATCH_OUTPUT_BYTES {
-                held = Some(next);
-                break;
+        // Jobs leased together tend to end together: give the others a
+        // scheduler turn to queue theirs before the batch is cut (no timer:
+        // an idle worker still sends a lone completion at once).
+        let mut turns = 0;
+        while batch.len() < MAX_COMPLETIONS_PER_REQUEST && bytes < MAX_BATCH_OUTPUT_BYTES && held.is_none() {
+            match pending.try_recv() {
+                Ok(next) => {
+                    bytes += output_bytes(&next);
+                    if bytes > MAX_BATCH_OUTPUT_BYTES {
+                        held = Some(next);
+                    } else {
+                        batch.push(next);
+                    }
+                }
+                Err(_) if turns < 2 => {
+                    turns += 1;
+                    tokio::task::yield_now().await;
+                }
+                Err(_) => break,
             }
-            batch.push(next);
         }
-        send_completions(&client, batch).await;
-        if let Some(next) = held {
-            send_completions(&client, vec![next]).await;
-        }
+        let client = client.clone();
+        tokio::spawn(async move {
+            send_completions(&client, batch).await;
+            if let Some(next) = held {
+                send_completions(&client, vec![next]).await;
+            }
+            drop(slot);
+        });
     }
 }
 
@@ -303,7 +323,16 @@ async fn send_completions(client: &Client, batch: Vec<PendingCompletion>) {
 
 /// Runs one leased job to its end: heartbeats while the handler runs, then
 /// completes, fails, or (suspended, lease lost) reports nothing.
-async fn run_job(client: Client, completer: Completer, handler: Option<Handler>, job: wire::LeasedJob) {
+/// The permit (a concurrency slot) is given back once the handler has ended
+/// and its result is queued, not when the server has answered: a finished job
+/// is not running, and the next lease need not wait for the commit.
+async fn run_job(
+    client: Client,
+    completer: Completer,
+    handler: Option<Handler>,
+    job: wire::LeasedJob,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     // Every call made for this job joins the job's trace.
     let client = client.with_traceparent(job.traceparent.as_deref());
     let id = job.id.to_string();
@@ -338,7 +367,15 @@ async fn run_job(client: Client, completer: Completer, handler: Option<Handler>,
         () = heartbeat => Err(JobError::LeaseLost),
     };
     let reported = match outcome {
-        Ok(output) => completer.complete(&client, job_id, token.clone(), output).await,
+        Ok(output) => match completer.complete(&client, job_id, token.clone(), output).await {
+            Ok(answer) => {
+                drop(permit);
+                answer
+                    .await
+                    .unwrap_or_else(|_| Err("the worker is stopping".to_owned()))
+            }
+            Err(error) => Err(error),
+        },
         Err(JobError::Failed {
             message,
             kind,
