@@ -148,7 +148,7 @@ async fn head_of(tx: &Transaction<'_>, table: &str, tenant: TenantId) -> Result<
     let row = tx
         .query_opt(
             &statement(
-                &tx,
+                tx,
                 &format!("SELECT seq, hash FROM {table} WHERE tenant_id = $1 AND seq > 0"),
             )
             .await?,
