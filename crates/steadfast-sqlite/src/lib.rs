@@ -96,7 +96,10 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                writer: Writer::start(conn)?,
+                writer: Writer::start(conn, connect(path).map_err(sqlite)?).map_err(|error| match error {
+                    writer::StartError::Sqlite(source) => sqlite(source),
+                    writer::StartError::Io(error) => OpenError::from(error),
+                })?,
                 readers: Readers::new(path.to_owned()),
                 path: path.to_owned(),
             }),

@@ -8,7 +8,10 @@
 use rusqlite::Connection;
 
 /// Migrations in order; the schema version is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_durability_barrier.sql"),
+];
 
 /// The schema version this build expects.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
