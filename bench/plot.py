@@ -88,7 +88,7 @@ ax2.plot(x, [lv["server_peak_rss_mb"] for lv in levels], "^--", color="#7f8c8d",
 ax2.set_ylim(0, 250)
 ax2.set_ylabel("server RSS MB (axis up to the 250 MB target)")
 lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-ax.legend(lines, [l.get_label() for l in lines], loc="lower left", fontsize=8)
+ax.legend(lines, [l.get_label() for l in lines], loc="center left", fontsize=8)
 ax.set_title(f"Steadfast ({scale['backend']}): throughput vs backlog; restart-to-ready {scale['restart_to_ready_ms']:.0f} ms")
 fig.tight_layout()
 fig.savefig(png / "throughput-vs-queued.png", dpi=110)

@@ -539,6 +539,11 @@ pub struct BenchTarget {
     /// Key for --url, with a role that may enqueue and lease (admin).
     #[arg(long)]
     pub key: Option<String>,
+    /// Run the benchmark's own server on this PostgreSQL database (an
+    /// application role that `steadfast migrate --app-role` granted; each run
+    /// makes a fresh tenant) instead of a fresh embedded data dir.
+    #[arg(long, conflicts_with = "url")]
+    pub database_url: Option<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BINARY, ServerProcess};
+use common::{BINARY, ServerProcess, steadfast};
 use serde_json::{Value, json};
 use steadfast_postgres::test_support::{self, TestDatabase};
 
@@ -479,4 +479,50 @@ async fn serve_refuses_privileged_roles_and_unmigrated_databases_and_migrate_fix
         .await
         .unwrap();
     assert_eq!(status, 201, "a migrated database serves");
+}
+
+/// The benchmarks' `--database-url`: a tiny run of `throughput` (in-process
+/// server) and `scale` (a `serve` child process, killed and restarted) on a
+/// fresh PostgreSQL database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmarks_run_on_postgresql() {
+    let database = test_support::create_database().await;
+    let json = |args: &[&str]| -> serde_json::Value {
+        let output = steadfast(args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let throughput = json(&[
+        "bench",
+        "throughput",
+        "--jobs",
+        "40",
+        "--workers",
+        "2",
+        "--batch-size",
+        "20",
+        "--json",
+        "--database-url",
+        &database.app_url,
+    ]);
+    assert_eq!(throughput["backend"], "postgres");
+    assert!(throughput["drain_jobs_per_sec"].as_f64().unwrap() > 0.0, "{throughput}");
+    let scale = json(&[
+        "bench",
+        "scale",
+        "--levels",
+        "100,200",
+        "--jobs",
+        "30",
+        "--rate",
+        "20",
+        "--seconds",
+        "1",
+        "--json",
+        "--database-url",
+        &database.app_url,
+    ]);
+    assert_eq!(scale["backend"], "postgres");
+    assert_eq!(scale["restart_queued"], 200);
+    assert!(scale["restart_to_ready_ms"].as_f64().unwrap() > 0.0, "{scale}");
 }

@@ -181,7 +181,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     if args.rate == 0 || args.seconds == 0 || args.workers == 0 {
         bail!("--rate, --seconds and --workers must be positive");
     }
-    let endpoint = Endpoint::new(args.target.url.as_deref(), args.target.key.as_deref(), true)?;
+    let endpoint = Endpoint::new(&args.target, true)?;
     let client = Client::new(&endpoint.url, &endpoint.key)?;
     let report = measure(&client, &args, args.target.json).await?;
     if args.target.json {

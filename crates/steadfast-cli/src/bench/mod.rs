@@ -12,10 +12,10 @@ use serde::Serialize;
 use steadfast_core::{Role, TenantId, TenantName};
 use steadfast_sdk::{Client, wire};
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
-use steadfast_store::{KeyStore, Store, TenantStore, auth};
+use steadfast_store::{Store, auth};
 
 use crate::admin::generate_key;
-use crate::cli::ThroughputArgs;
+use crate::cli::{BenchTarget, ThroughputArgs};
 use crate::serve::open_store;
 
 mod latency;
@@ -29,7 +29,8 @@ pub use scale::run as scale;
 pub use steps::run as steps;
 
 /// The server a benchmark drives: the one given with `--url` and `--key`,
-/// or a fresh local one that lives as long as this.
+/// or a fresh local one that lives as long as this (on a fresh embedded data
+/// dir, or in a fresh tenant of `--database-url`).
 struct Endpoint {
     url: String,
     key: String,
@@ -37,15 +38,15 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(url: Option<&str>, key: Option<&str>, record_metrics: bool) -> anyhow::Result<Endpoint> {
-        Ok(match (url, key) {
+    fn new(target: &BenchTarget, record_metrics: bool) -> anyhow::Result<Endpoint> {
+        Ok(match (&target.url, &target.key) {
             (Some(url), Some(key)) => Endpoint {
-                url: url.to_owned(),
-                key: key.to_owned(),
+                url: url.clone(),
+                key: key.clone(),
                 _local: None,
             },
             _ => {
-                let local = start_local_server(record_metrics)?;
+                let local = start_local_server(target.database_url.clone(), record_metrics)?;
                 Endpoint {
                     url: local.url.clone(),
                     key: local.key.clone(),
@@ -64,7 +65,7 @@ struct LocalServer {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-fn start_local_server(record_metrics: bool) -> anyhow::Result<LocalServer> {
+fn start_local_server(database_url: Option<String>, record_metrics: bool) -> anyhow::Result<LocalServer> {
     let data_dir = tempfile::Builder::new().prefix("steadfast-bench-").tempdir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -76,8 +77,12 @@ fn start_local_server(record_metrics: bool) -> anyhow::Result<LocalServer> {
     std::thread::spawn(move || {
         runtime.block_on(async move {
             let setup = async {
-                let store = open_store(&path)?;
-                let name = TenantName::new("bench").expect("valid");
+                let store: Arc<dyn Store> = match &database_url {
+                    Some(url) => Arc::new(steadfast_postgres::PostgresStore::connect(url).await?),
+                    None => Arc::new(open_store(&path)?),
+                };
+                // Unique, so runs can share a PostgreSQL database.
+                let name = TenantName::new(format!("bench-{}", uuid::Uuid::now_v7().simple())).expect("valid");
                 let tenant = store
                     .create_tenant(TenantId(uuid::Uuid::now_v7()), &name, SystemClock.now())
                     .await?;
@@ -85,7 +90,6 @@ fn start_local_server(record_metrics: bool) -> anyhow::Result<LocalServer> {
                 store
                     .create_key(&auth::local_operator(&tenant), key, SystemClock.now())
                     .await?;
-                let store: Arc<dyn Store> = Arc::new(store);
                 let config = EngineConfig {
                     record_metrics,
                     ..EngineConfig::default()
@@ -119,6 +123,14 @@ fn start_local_server(record_metrics: bool) -> anyhow::Result<LocalServer> {
         _data_dir: data_dir,
         _stop: stop_tx,
     })
+}
+
+fn backend(target: &BenchTarget) -> &'static str {
+    match (&target.url, &target.database_url) {
+        (Some(_), _) => "remote",
+        (None, Some(_)) => "postgres",
+        (None, None) => "sqlite",
+    }
 }
 
 /// A progress bar on stderr for a phase of `len` jobs. Hidden with `--json`,
@@ -162,6 +174,8 @@ fn request(queue: &str, i: impl TryInto<i64>) -> wire::EnqueueRequest {
 
 #[derive(Debug, Serialize)]
 struct ThroughputReport {
+    /// `sqlite` or `postgres` for the benchmark's own server, `remote` with `--url`.
+    backend: &'static str,
     jobs: usize,
     workers: usize,
     lease_batch: u32,
@@ -335,7 +349,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     if args.jobs == 0 || args.workers == 0 || args.producers == 0 || args.batch_size == 0 || args.lease_batch == 0 {
         bail!("--jobs, --workers, --producers, --batch-size and --lease-batch must be positive");
     }
-    let endpoint = Endpoint::new(args.target.url.as_deref(), args.target.key.as_deref(), !args.no_metrics)?;
+    let endpoint = Endpoint::new(&args.target, !args.no_metrics)?;
     let client = Client::new(&endpoint.url, &endpoint.key)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let queue = format!("bench-{}", uuid::Uuid::now_v7().simple());
@@ -377,6 +391,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     say(format!("  drained in {:.2}s", drain_second.as_secs_f64()));
 
     let report = ThroughputReport {
+        backend: backend(&args.target),
         jobs: args.jobs,
         workers: args.workers,
         lease_batch: args.lease_batch,

@@ -255,6 +255,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         target: BenchTarget {
             url: None,
             key: None,
+            database_url: None,
             json: args.json,
         },
         no_metrics: false,
@@ -268,6 +269,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         target: BenchTarget {
             url: None,
             key: None,
+            database_url: None,
             json: args.json,
         },
     };

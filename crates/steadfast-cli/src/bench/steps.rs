@@ -122,7 +122,7 @@ pub async fn run(args: StepsArgs) -> anyhow::Result<()> {
     if args.jobs == 0 || args.concurrency == 0 || args.steps == 0 || args.steps > 100 {
         bail!("--jobs and --concurrency must be positive and --steps between 1 and 100");
     }
-    let endpoint = Endpoint::new(args.target.url.as_deref(), args.target.key.as_deref(), true)?;
+    let endpoint = Endpoint::new(&args.target, true)?;
     let client = Client::new(&endpoint.url, &endpoint.key)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let plain = drain(&client, &args, 0, deadline).await?;
