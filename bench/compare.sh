@@ -2,8 +2,8 @@
 # Steadfast side by side with the queues people use today, in one run on one machine.
 #
 # usage: bench/compare.sh [SPEC ...]     SPEC = PEER[:VARIANT] as the peers' run-all.sh takes it
-#   default: steadfast steadfast:pg celery bullmq graphile-worker pg-boss procrastinate apalis
-#            dramatiq rq:simple   (steadfast = embedded SQLite, steadfast:pg = the harness's PostgreSQL)
+#   default: steadfast steadfast-pg celery bullmq graphile-worker pg-boss procrastinate apalis
+#            dramatiq rq:simple   (steadfast = embedded SQLite, steadfast-pg = the harness's PostgreSQL)
 # env:
 #   PEERS_DIR     the peers' harness (default: ../shared/peers next to this repository); it is
 #                 copied to $WORK/peers (never modified); the peers install from the registries there
@@ -26,7 +26,7 @@ OUT="${OUT:-$REPO/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 export REPS="${REPS:-3}" REDIS_MODES="${REDIS_MODES:-nodur aof}"
 SPECS=("$@")
 if [[ ${#SPECS[@]} -eq 0 ]]; then
-  SPECS=(steadfast steadfast:pg celery bullmq graphile-worker pg-boss procrastinate apalis dramatiq rq:simple)
+  SPECS=(steadfast steadfast-pg celery bullmq graphile-worker pg-boss procrastinate apalis dramatiq rq:simple)
 fi
 mkdir -p "$OUT" "$WORK/peers"
 OUT="$(cd "$OUT" && pwd)"
@@ -39,8 +39,10 @@ echo "== copying the harness from $PEERS_DIR to $WORK/peers"
 (cd "$PEERS_DIR" && tar --exclude=./results --exclude=.venv --exclude=node_modules --exclude=target -cf - .) \
   | (cd "$WORK/peers" && tar -xf -)
 chmod -R u+w "$WORK/peers"
-mkdir -p "$WORK/peers/steadfast"
-ln -sfn "$REPO/bench/peer/peer.sh" "$WORK/peers/steadfast/peer.sh"
+for adapter in steadfast steadfast-pg; do
+  mkdir -p "$WORK/peers/$adapter"
+  ln -sfn "$REPO/bench/peer/peer.sh" "$WORK/peers/$adapter/peer.sh"
+done
 if [[ "${SKIP_INSTALL:-}" != 1 ]]; then
   echo "== installing the peers (registries; idempotent)"
   (cd "$WORK/peers" && ./install.sh)

@@ -24,8 +24,9 @@ runs = [json.loads(l) for l in (out / "runs.jsonl").read_text().splitlines() if 
 
 
 def label(r):
-    if r["peer"] == "steadfast":
-        return "Steadfast (PostgreSQL)" if r.get("variant") == "pg" else "Steadfast (SQLite)"
+    if r["peer"] in ("steadfast", "steadfast-pg"):
+        on_pg = r["peer"] == "steadfast-pg" or r.get("variant") == "pg"
+        return "Steadfast (PostgreSQL)" if on_pg else "Steadfast (SQLite)"
     mode = {"nodur": " (Redis)", "aof": " (Redis AOF)"}.get(r["mode"], "")
     return r["peer"] + (f" {r['variant']}" if r.get("variant") else "") + mode
 

@@ -37,10 +37,18 @@ def fmt(xs, f="{:,.0f}"):
     return m if len(xs) == 1 else f"{m} ({f.format(min(xs))}–{f.format(max(xs))})"
 
 
+def is_ours(key):
+    return key[0] in ("steadfast", "steadfast-pg")
+
+
+def ours_on_pg(key):
+    return key[0] == "steadfast-pg" or (key[0] == "steadfast" and key[1] == "pg")
+
+
 def name(key):
     peer, variant, mode = key
-    if peer == "steadfast":
-        return "**Steadfast (PostgreSQL)**" if variant == "pg" else "**Steadfast (SQLite)**"
+    if is_ours(key):
+        return "**Steadfast (PostgreSQL)**" if ours_on_pg(key) else "**Steadfast (SQLite)**"
     label = peer + (f" ({variant})" if variant else "")
     return label + {"nodur": ", Redis no persistence", "aof": ", Redis AOF everysec"}.get(mode, "")
 
@@ -68,16 +76,23 @@ for key, g in groups.items():
         "duplicates": sum(r.get("records", 0) - r.get("unique_ids", 0) for r in g["w1"] + g["w2"]),
     }
 
-ours = {"sqlite": ("steadfast", "", "pg"), "pg": ("steadfast", "pg", "pg")}
-peers = sorted((k for k in groups if k[0] != "steadfast"), key=lambda k: -(med(stats[k]["drain"]) or 0))
+# One key per backend; `mode` is whatever the harness recorded (it calls every non-Redis system "pg").
+ours = {}
+for k in groups:
+    if is_ours(k):
+        ours["pg" if ours_on_pg(k) else "sqlite"] = k
+peers = sorted((k for k in groups if not is_ours(k)), key=lambda k: -(med(stats[k]["drain"]) or 0))
 pg_peers = [k for k in peers if k[2] == "pg"]
 
 run_txt = out / "run.txt"
 print("# Steadfast and the peers, one run\n")
 if run_txt.exists():
     print("```\n" + run_txt.read_text().strip() + "\n```\n")
-print("W1: enqueue 20,000 no-op jobs (batches of 1,000 where the system has a batch API), then drain them;")
-print("W2: one producer, 200 jobs/s for 15 s, schedule-to-start latency. Median (min–max) of the repetitions.\n")
+w1_n = next((r["enqueue_n"] for r in runs if r.get("enqueue_n")), 0)
+w2_n = next((r["produce"]["n"] for r in runs if r.get("produce")), 0)
+print(f"W1: enqueue {w1_n:,} no-op jobs (batches of 1,000 where the system has a batch API), then drain them;")
+print(f"W2: one producer, one job per call at a steady rate ({w2_n:,} jobs), schedule-to-start latency.")
+print("Median (min–max) of the repetitions.\n")
 print("| system | version | enqueue jobs/s | drain jobs/s | W2 p50 ms | W2 p99 ms | runs W1/W2 |")
 print("|---|---|---:|---:|---:|---:|---|")
 for key in [k for k in ours.values() if k in groups] + peers:
@@ -115,7 +130,7 @@ for variant, key in ours.items():
               f"| {ratio(med(t['p99']), med(s['p99']))} |")
 
 targets = []
-sq = ours["sqlite"]
+sq = ours.get("sqlite")
 if sq in groups and peers:
     s = stats[sq]
     best_drain = max(peers, key=lambda k: med(stats[k]["drain"]) or 0)
@@ -140,7 +155,7 @@ if tj.exists():
                         f"{fmt(single)} vs {be:,.0f} ({name(best_enq)}, its batched figure)", med(single) >= be))
     if p99k:
         targets.append(("p99 at 1,000/s ≤ 5 ms", f"{fmt(p99k, '{:.2f}')} ms", med(p99k) <= 5))
-pgk = ours["pg"]
+pgk = ours.get("pg")
 if pgk in groups:
     d = med(stats[pgk]["drain"])
     for peer in ("graphile-worker", "pg-boss"):

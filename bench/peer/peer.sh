@@ -3,16 +3,20 @@
 # this directory in as peers/steadfast, so the harness's bench.py measures Steadfast exactly as it
 # measures every peer (same payload, same per-job record, same clock, same W1/W2 procedure).
 #
-#   PEER_VARIANT=""   embedded SQLite on a fresh data dir (WAL, fsync before every 2xx): the default
-#   PEER_VARIANT=pg   PostgreSQL: the harness's own server and database (the one graphile-worker,
-#                     pg-boss, procrastinate and apalis use), migrated by `steadfast migrate`,
-#                     served by a non-superuser role as `serve` requires
+#   peers/steadfast/peer.sh     embedded SQLite on a fresh data dir (WAL, fsync before every 2xx)
+#   peers/steadfast-pg/peer.sh  PostgreSQL: the harness's own server and database (the one
+#                               graphile-worker, pg-boss, procrastinate and apalis use), migrated by
+#                               `steadfast migrate`, served by a non-superuser role as `serve` requires
+# (PEER_VARIANT=pg does the same as the -pg directory.) Two directories rather than a variant because
+# the harness asks `backend` before it passes the variant: the embedded store answers `sqlite`, so the
+# harness does not sample the (unused) PostgreSQL server's memory during its runs; it still resets it.
 #
 # `setup` starts one `steadfast serve` (stopping the previous one); the worker is one process
 # running the Rust SDK's Worker with STEADFAST_BENCH_CONCURRENCY (default 256) jobs at once.
 # On SIGTERM the worker also records the server's peak RSS (VmHWM) in $REC_DIR/../steadfast-server.json.
 set -euo pipefail
 source "$(dirname "$0")/../common/env.sh"
+[[ "$(basename "$(dirname "$0")")" == steadfast-pg ]] && export PEER_VARIANT=pg
 HERE="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 BIN="${STEADFAST_BIN:-$HERE/../../target/release/steadfast}"
 STATE="$PEERS_STATE/steadfast"
@@ -59,7 +63,7 @@ start_server() {
 }
 
 case "$1" in
-  backend) echo pg ;;   # the harness resets its PostgreSQL before each run (used by the pg variant)
+  backend) [[ "${PEER_VARIANT:-}" == pg ]] && echo pg || echo sqlite ;;
   version) echo "steadfast $("$BIN" --version | cut -d' ' -f2) ($(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo unknown)) / $([[ "${PEER_VARIANT:-}" == pg ]] && echo PostgreSQL 15 || echo "embedded SQLite $(sqlite3 --version 2>/dev/null | cut -d' ' -f1 || true)")" ;;
   setup) start_server ;;
   stop) stop_server ;;
