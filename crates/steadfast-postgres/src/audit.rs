@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::rows::{millis, timestamp};
-use crate::{PostgresStore, durability_barrier, pg_error, scoped, set_tenant, statement};
+use crate::{PostgresStore, flush_on_commit, pg_error, scoped, set_tenant, statement};
 
 /// The tenant id of the system chain.
 pub(crate) const SYSTEM_CHAIN: TenantId = TenantId(uuid::Uuid::nil());
@@ -169,8 +169,8 @@ async fn head_of(tx: &Transaction<'_>, table: &str, tenant: TenantId) -> Result<
 impl AuditStore for PostgresStore {
     async fn audit_records(&self, scope: &TenantScope, query: AuditQuery) -> Result<AuditPage, StoreError> {
         let mut client = self.client().await?;
-        durability_barrier(&client).await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
+        flush_on_commit(&tx).await?;
         let tenant = scope.tenant_id().0;
         // One lower bound on time, so the index range starts at the later of
         // the window's start and the cursor.
@@ -237,8 +237,8 @@ impl AuditStore for PostgresStore {
 
     async fn audit_scan(&self, scope: &TenantScope, after: u64, limit: u32) -> Result<Vec<Record>, StoreError> {
         let mut client = self.client().await?;
-        durability_barrier(&client).await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
+        flush_on_commit(&tx).await?;
         let rows = tx
             .query(
                 &statement(&tx, &format!(
@@ -254,8 +254,8 @@ impl AuditStore for PostgresStore {
 
     async fn audit_head(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError> {
         let mut client = self.client().await?;
-        durability_barrier(&client).await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
+        flush_on_commit(&tx).await?;
         let head = head_of(&tx, "audit_heads", scope.tenant_id()).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(head)

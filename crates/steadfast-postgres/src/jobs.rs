@@ -345,7 +345,7 @@ impl JobStore for PostgresStore {
         let tx = scoped(&mut client, scope.tenant_id()).await?;
         let leased = lease_in(&tx, self.filter, scope, request, now).await?;
         // A lease is void after a crash anyway: its commit need not wait for
-        // the WAL flush (see durability_barrier for the audit records it wrote).
+        // the WAL flush (see flush_on_commit for the audit records it wrote).
         tx.batch_execute("SET LOCAL synchronous_commit = off")
             .await
             .map_err(pg_error)?;

@@ -155,17 +155,18 @@ pub(crate) async fn scoped(
     Ok(tx)
 }
 
-/// Returns once every commit so far is durable. Leases commit with
-/// `synchronous_commit = off` (a lease is void after a crash anyway), so
-/// their audit records may be visible before they are flushed; a
-/// transaction that takes a transaction id commits synchronously, and
-/// flushing its commit record flushes all the WAL before it. Audit reads
-/// call this first, so nothing shown, exported or signed can be taken back.
-pub(crate) async fn durability_barrier(client: &deadpool_postgres::Object) -> Result<(), StoreError> {
-    client
-        .batch_execute("BEGIN; SELECT txid_current(); COMMIT")
+/// Makes the transaction's commit flush the WAL. Leases commit with
+/// `synchronous_commit = off` (a lease is void after a crash anyway), so an
+/// audit read may see a lease's record before it is on disk. A transaction
+/// that holds a transaction id commits synchronously, and flushing its
+/// commit record flushes all the WAL before it, including every commit the
+/// read saw. Audit reads call this and commit before they return, so nothing
+/// shown, exported or signed can be taken back by a crash.
+pub(crate) async fn flush_on_commit(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute(&statement(tx, "SELECT txid_current()").await?, &[])
         .await
-        .map_err(pg_error)
+        .map_err(pg_error)?;
+    Ok(())
 }
 
 /// The prepared statement for `sql` from the connection's cache: after its

@@ -479,6 +479,17 @@ async fn batched_completions_stand_alone_and_a_malformed_batch_changes_nothing(b
         .post("/v1/jobs/batch/complete", &admin, json!({"completions": []}))
         .await;
     assert_eq!(empty.code(), "validation_failed");
+    let twice = json!({"completions": [
+        completion(&jobs[0], &jobs[0]["lease_token"]),
+        completion(&jobs[0], &jobs[0]["lease_token"]),
+    ]});
+    let refused = server.post("/v1/jobs/batch/complete", &admin, twice).await;
+    assert_eq!(
+        refused.code(),
+        "validation_failed",
+        "a job twice in one batch: {}",
+        refused.text
+    );
     let first = server
         .get(&format!("/v1/jobs/{}", jobs[0]["id"].as_str().unwrap()), &admin)
         .await;

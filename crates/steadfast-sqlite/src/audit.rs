@@ -249,20 +249,29 @@ fn prune_in(conn: &Connection, before: Timestamp, limit: u32, now: Timestamp) ->
     Ok(removed)
 }
 
+impl SqliteStore {
+    /// Called after an audit read and before its result is returned: a
+    /// lease's record may be committed but not yet on disk, and what a reader
+    /// saw committed before this barrier, so the barrier's fsync covers it.
+    /// Nothing shown, exported or signed can then be taken back by a crash.
+    async fn after_read_durable(&self) -> Result<(), StoreError> {
+        self.writer().barrier().await
+    }
+}
+
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn audit_records(&self, scope: &TenantScope, query: AuditQuery) -> Result<AuditPage, StoreError> {
-        // Never show (or sign) a record a crash could still take back.
-        self.writer().barrier().await?;
         let tenant = scope.tenant_id();
-        self.readers().read(move |conn| query_in(conn, tenant, &query)).await
+        let page = self.readers().read(move |conn| query_in(conn, tenant, &query)).await?;
+        self.after_read_durable().await?;
+        Ok(page)
     }
 
     async fn audit_scan(&self, scope: &TenantScope, after: u64, limit: u32) -> Result<Vec<Record>, StoreError> {
-        // Never show (or sign) a record a crash could still take back.
-        self.writer().barrier().await?;
         let tenant = scope.tenant_id();
-        self.readers()
+        let records = self
+            .readers()
             .read(move |conn| {
                 let sql = format!(
                     "SELECT {RECORD_COLUMNS} FROM audit_records WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
@@ -276,16 +285,19 @@ impl AuditStore for SqliteStore {
                     .map_err(sqlite_error)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)
             })
-            .await
+            .await?;
+        self.after_read_durable().await?;
+        Ok(records)
     }
 
     async fn audit_head(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError> {
-        // Never show (or sign) a record a crash could still take back.
-        self.writer().barrier().await?;
         let tenant = scope.tenant_id();
-        self.readers()
+        let head = self
+            .readers()
             .read(move |conn| head_of(conn, "audit_heads", tenant))
-            .await
+            .await?;
+        self.after_read_durable().await?;
+        Ok(head)
     }
 
     async fn audit_base(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError> {

@@ -75,6 +75,9 @@ impl Writer {
     /// `Writer` is dropped.
     pub fn start(conn: Connection, checkpoints: Connection) -> Result<Writer, StartError> {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // A RESTART checkpoint holds writers back while it waits for readers:
+        // give up quickly (the next round retries) rather than stall the writer.
+        checkpoints.busy_timeout(std::time::Duration::from_millis(20))?;
         // After a burst, the WAL file shrinks back to this once reused.
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         let (commands, receiver) = mpsc::channel(QUEUE_CAPACITY);

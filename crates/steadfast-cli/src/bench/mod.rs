@@ -295,7 +295,7 @@ async fn drain(
                     worker_id: format!("bench-worker-{w}"),
                 };
                 let leased = client.lease(&lease).await?;
-                unclaimed.fetch_add(claim - leased.len(), Ordering::Relaxed);
+                unclaimed.fetch_add(claim.saturating_sub(leased.len()), Ordering::Relaxed);
                 if batch_complete && !leased.is_empty() {
                     let completions = leased
                         .iter()

@@ -138,7 +138,8 @@ pub async fn complete(
     request_body = wire::BatchCompleteRequest,
     responses(
         (status = 200, body = wire::BatchCompleteResponse),
-        (status = 422, description = "`batch_too_large` or `validation_failed` (empty, an output too deep); nothing changed", body = wire::ErrorBody),
+        (status = 422, description = "`batch_too_large` or `validation_failed` (empty, a job twice, an output too deep); nothing changed", body = wire::ErrorBody),
+        (status = 503, description = "`unavailable`: storage failed; nothing in the batch changed", body = wire::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -161,6 +162,13 @@ pub async fn complete_batch(
             ),
         ));
     }
+    let mut ids = std::collections::HashSet::with_capacity(request.completions.len());
+    if let Some(twice) = request.completions.iter().find(|completion| !ids.insert(completion.id)) {
+        return Err(ApiError::validation(format!(
+            "completions: job {} appears more than once",
+            twice.id
+        )));
+    }
     // Every output is checked before anything changes.
     let outputs = request
         .completions
@@ -177,17 +185,15 @@ pub async fn complete_batch(
             output,
         })
         .collect();
-    // One transaction for the batch; if it fails, every item says why.
-    let ended: Vec<Result<_, wire::ErrorDetail>> = match engine.complete_many(&caller.scope, items).await {
-        Ok(ended) => ended
-            .into_iter()
-            .map(|ended| ended.map_err(|error| ApiError::from(error).detail()))
-            .collect(),
-        Err(error) => {
-            let detail = ApiError::from(error).detail();
-            (0..request.completions.len()).map(|_| Err(detail.clone())).collect()
-        }
-    };
+    // One transaction for the batch. If it fails nothing changed, and the
+    // whole request fails (503 when storage is unavailable), so a client may
+    // retry it or send the completions one by one.
+    let ended: Vec<Result<_, wire::ErrorDetail>> = engine
+        .complete_many(&caller.scope, items)
+        .await?
+        .into_iter()
+        .map(|ended| ended.map_err(|error| ApiError::from(error).detail()))
+        .collect();
     let mut results = Vec::with_capacity(ended.len());
     for (completion, ended) in request.completions.iter().zip(ended) {
         let (state, error) = match ended {
