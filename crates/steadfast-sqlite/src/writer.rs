@@ -193,7 +193,7 @@ fn checkpoint_after_writes(conn: Connection, written: std::sync::mpsc::Receiver<
 }
 
 fn run(conn: Connection, mut receiver: mpsc::Receiver<Command>, wrote_tx: std::sync::mpsc::SyncSender<()>) {
-    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_COMMANDS_PER_COMMIT);
+    let mut replies: Vec<(Durability, Reply)> = Vec::with_capacity(MAX_COMMANDS_PER_COMMIT);
     let mut group: Vec<Command> = Vec::with_capacity(MAX_COMMANDS_PER_COMMIT);
     // A durable command that arrived while a relaxed group ran: it opens the next one.
     let mut carried: Option<Command> = None;
@@ -231,7 +231,11 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Command>, wrote_tx: std::s
             continue;
         }
         let changes_before = conn.total_changes();
-        replies.extend(group.drain(..).map(|command| (command.run)(Some(&conn))));
+        replies.extend(
+            group
+                .drain(..)
+                .map(|command| (command.durability, (command.run)(Some(&conn)))),
+        );
         // What arrived meanwhile joins, unless it needs more than this commit gives.
         while replies.len() < MAX_COMMANDS_PER_COMMIT {
             match receiver.try_recv() {
@@ -241,7 +245,7 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Command>, wrote_tx: std::s
                 }
                 Ok(command) => {
                     durability = durability.max(command.durability);
-                    replies.push((command.run)(Some(&conn)));
+                    replies.push((command.durability, (command.run)(Some(&conn))));
                 }
                 Err(_) => break,
             }
@@ -267,14 +271,17 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Command>, wrote_tx: std::s
             // Full means a checkpoint is already due.
             let _ = wrote_tx.try_send(());
         }
-        let committed = match committed {
-            Ok(()) if durability == Durability::Barrier && unsynced => {
-                Err(StoreError::Unavailable("could not make earlier commits durable".into()))
+        // Only a barrier depends on earlier commits being on disk; if its
+        // write failed, only barriers are told so.
+        let barrier_failed = committed.is_ok() && unsynced;
+        for (needs, reply) in replies.drain(..) {
+            if needs == Durability::Barrier && barrier_failed {
+                reply(Err(StoreError::Unavailable(
+                    "could not make earlier commits durable".into(),
+                )));
+            } else {
+                reply(committed.clone());
             }
-            other => other,
-        };
-        for reply in replies.drain(..) {
-            reply(committed.clone());
         }
     }
 }

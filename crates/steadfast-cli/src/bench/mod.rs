@@ -331,9 +331,9 @@ async fn drain(
             anyhow::Ok(())
         }));
     }
-    for worker in workers {
-        worker.await??;
-    }
+    // The first worker to fail ends the drain at once with its error (the
+    // others would otherwise wait for its unreturned claim until the deadline).
+    futures::future::try_join_all(workers.into_iter().map(|worker| async move { worker.await? })).await?;
     let elapsed = started.elapsed();
     let finished = done.load(Ordering::Relaxed);
     if finished < args.jobs {
