@@ -17,8 +17,34 @@ use crate::rows::{JOB_COLUMNS, attempts_of, insert_attempt, insert_job, job_from
 use crate::workflows::{children_of, signals_of, steps_of};
 use crate::{SqliteStore, sqlite_error};
 
-/// Loads a tenant's job, applies `transition`, and persists the result, the
-/// attempt it ended and its audit record. Runs inside the writer's savepoint.
+/// Loads a tenant's job, applies `transition`, and persists the result and
+/// the attempt it ended; the audit record is the caller's. The outer error is
+/// storage failing; the inner one refuses this job only (unknown, lease lost).
+fn transition_job(
+    conn: &Connection,
+    tenant: TenantId,
+    id: JobId,
+    transition: impl FnOnce(&Job) -> Result<Transition, Rejection>,
+) -> Result<Result<(Job, Ended), StoreError>, StoreError> {
+    let Some(before) = load_job(conn, tenant, id)? else {
+        return Ok(Err(StoreError::NotFound));
+    };
+    let Transition { job, ended_attempt } = match transition(&before) {
+        Ok(transition) => transition,
+        Err(rejection) => return Ok(Err(rejection.into())),
+    };
+    save_job(conn, &job)?;
+    if let Some(attempt) = &ended_attempt {
+        insert_attempt(conn, &job, attempt)?;
+    }
+    let ended = Ended {
+        job,
+        attempt: ended_attempt,
+    };
+    Ok(Ok((before, ended)))
+}
+
+/// [`transition_job`] and its audit record. Runs inside the writer's savepoint.
 fn apply(
     conn: &Connection,
     scope: &TenantScope,
@@ -27,17 +53,9 @@ fn apply(
     transition: impl FnOnce(&Job) -> Result<Transition, Rejection>,
     describe: fn(&Job, &Job) -> Option<Draft>,
 ) -> Result<Ended, StoreError> {
-    let before = load_job(conn, scope.tenant_id(), id)?.ok_or(StoreError::NotFound)?;
-    let Transition { job, ended_attempt } = transition(&before)?;
-    save_job(conn, &job)?;
-    if let Some(attempt) = &ended_attempt {
-        insert_attempt(conn, &job, attempt)?;
-    }
-    append_for(conn, scope, now, describe(&before, &job))?;
-    Ok(Ended {
-        job,
-        attempt: ended_attempt,
-    })
+    let (before, ended) = transition_job(conn, scope.tenant_id(), id, transition)??;
+    append_for(conn, scope, now, describe(&before, &ended.job))?;
+    Ok(ended)
 }
 
 fn unchanged(job: Job) -> Transition {
@@ -304,27 +322,15 @@ impl JobStore for SqliteStore {
                 let mut results = Vec::with_capacity(items.len());
                 let mut records = Vec::new();
                 for item in items {
-                    let Some(before) = load_job(conn, scope.tenant_id(), item.id)? else {
-                        results.push(Err(StoreError::NotFound));
-                        continue;
-                    };
-                    let Transition { job, ended_attempt } =
-                        match lifecycle::complete(&before, &item.token, item.output, now) {
-                            Ok(transition) => transition,
-                            Err(rejection) => {
-                                results.push(Err(rejection.into()));
-                                continue;
-                            }
-                        };
-                    save_job(conn, &job)?;
-                    if let Some(attempt) = &ended_attempt {
-                        insert_attempt(conn, &job, attempt)?;
-                    }
-                    records.push(drafts::job_succeeded(&before, &job));
-                    results.push(Ok(Ended {
-                        job,
-                        attempt: ended_attempt,
-                    }));
+                    let Completing { id, token, output } = item;
+                    let result = transition_job(conn, scope.tenant_id(), id, |job| {
+                        lifecycle::complete(job, &token, output, now)
+                    })?
+                    .map(|(before, ended)| {
+                        records.push(drafts::job_succeeded(&before, &ended.job));
+                        ended
+                    });
+                    results.push(result);
                 }
                 append_for(conn, &scope, now, records)?;
                 Ok(results)

@@ -50,13 +50,8 @@ impl Starts {
 
 /// The enqueue time the producer put in the payload.
 fn enqueued_at(job: &wire::LeasedJob) -> Option<(usize, f64)> {
-    #[derive(serde::Deserialize)]
-    struct Stamp {
-        i: usize,
-        t: f64,
-    }
-    let stamp: Stamp = serde_json::from_str(job.payload.get()).ok()?;
-    Some((stamp.i, stamp.t))
+    let stamp: super::Stamp = serde_json::from_str(job.payload.get()).ok()?;
+    Some((usize::try_from(stamp.i).ok()?, stamp.t))
 }
 
 fn start_workers(

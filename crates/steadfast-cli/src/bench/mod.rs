@@ -153,6 +153,13 @@ fn payload(i: i64) -> wire::Json {
         .expect("serialisable")
 }
 
+/// What a worker reads back from [`payload`]: the job's number and its enqueue time.
+#[derive(Debug, serde::Deserialize)]
+struct Stamp {
+    i: i64,
+    t: f64,
+}
+
 /// Wall-clock seconds since the Unix epoch, as the peers' records carry it.
 fn unix_now() -> f64 {
     jiff::Timestamp::now().as_microsecond() as f64 / 1e6

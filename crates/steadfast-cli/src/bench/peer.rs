@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Deserialize;
 use steadfast_sdk::{Client, JobError, Worker, WorkerConfig, wire};
 
-use super::request;
+use super::{Stamp, request};
 use crate::cli::{PeerCommand, PeerServer};
 
 /// The harness's batch size for W1's enqueue phase.
@@ -92,12 +91,6 @@ async fn produce(rate: u32, secs: u32, server: &PeerServer) -> anyhow::Result<()
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct Payload {
-    i: i64,
-    t: f64,
-}
-
 /// Appends one line per job to this process's record file, one `write` each.
 struct Records(Mutex<std::fs::File>);
 
@@ -112,7 +105,7 @@ impl Records {
         Ok(Records(Mutex::new(file)))
     }
 
-    fn write(&self, job: &Payload, started: f64) -> std::io::Result<()> {
+    fn write(&self, job: &Stamp, started: f64) -> std::io::Result<()> {
         let line = format!("{} {:.6} {:.6} {:.6}\n", job.i, job.t, started, super::unix_now());
         self.0.lock().expect("not poisoned").write_all(line.as_bytes())
     }
@@ -132,7 +125,7 @@ async fn worker(concurrency: usize, rec_dir: &Path, server: &PeerServer) -> anyh
             let records = records.clone();
             async move {
                 let started = super::unix_now();
-                let job: Payload = ctx.payload()?;
+                let job: Stamp = ctx.payload()?;
                 records
                     .write(&job, started)
                     .map_err(|error| JobError::retryable(format!("writing the record: {error}")))?;
