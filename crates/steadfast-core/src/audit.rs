@@ -128,10 +128,9 @@ pub fn append(
     request_id: Option<String>,
     draft: Draft,
 ) -> Record {
-    let (seq, prev_hash) = head.map_or((1, GENESIS), |head| (head.seq + 1, head.hash));
-    let mut record = Record {
+    let record = Record {
         tenant_id,
-        seq,
+        seq: 0,
         at,
         actor,
         request_id,
@@ -139,9 +138,17 @@ pub fn append(
         target: draft.target,
         job_id: draft.job_id,
         summary: draft.summary,
-        prev_hash,
+        prev_hash: GENESIS,
         hash: [0; 32],
     };
+    link(head, record)
+}
+
+/// Makes `record` the one that follows `head` (or starts the chain): its
+/// content is kept, its `seq`, `prev_hash` and `hash` are set. For stores
+/// that take a record's content first and link it into the chain later.
+pub fn link(head: Option<Head>, mut record: Record) -> Record {
+    (record.seq, record.prev_hash) = head.map_or((1, GENESIS), |head| (head.seq + 1, head.hash));
     record.hash = record_hash(&record);
     record
 }

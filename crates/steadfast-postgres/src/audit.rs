@@ -1,6 +1,9 @@
-//! The audit chain in PostgreSQL. Appends lock the chain's head row, so a
-//! chain cannot fork however many nodes write; the application role may only
-//! read and insert records, and a trigger refuses updates and deletes.
+//! The audit chain in PostgreSQL. Writers put records in `audit_intake`
+//! with the change they describe, taking no lock; the chainer links them
+//! into `audit_records` under the chain's head row lock, so a chain cannot
+//! fork however many nodes write, and every read links its chain first. The
+//! application role may only read and insert records, and a trigger refuses
+//! updates and deletes.
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
@@ -28,6 +31,16 @@ fn hash_of(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
 const RECORD_COLUMNS: &str = "tenant_id, seq, at, actor_kind, actor_key_id, actor_name, request_id, action, target, job_id, summary, prev_hash, hash";
 
 fn record_from_row(row: &Row) -> Result<Record, StoreError> {
+    Ok(Record {
+        prev_hash: hash_of(row.get(11))?,
+        hash: hash_of(row.get(12))?,
+        ..unlinked_from_row(row)?
+    })
+}
+
+/// A record's content from the first eleven of [`RECORD_COLUMNS`]; its
+/// `prev_hash` and `hash` are left empty.
+fn unlinked_from_row(row: &Row) -> Result<Record, StoreError> {
     let actor = match row.get::<_, &str>(3) {
         "key" => Actor::Key {
             key_id: KeyId::parse(row.get(4)).map_err(corrupt)?,
@@ -46,13 +59,15 @@ fn record_from_row(row: &Row) -> Result<Record, StoreError> {
         target: row.get(8),
         job_id: row.get::<_, Option<uuid::Uuid>>(9).map(JobId),
         summary: row.get(10),
-        prev_hash: hash_of(row.get(11))?,
-        hash: hash_of(row.get(12))?,
+        prev_hash: [0; 32],
+        hash: [0; 32],
     })
 }
 
-/// Appends `drafts` to `tenant`'s chain inside `tx`, whose tenant setting
-/// must be `tenant`.
+/// Records `drafts` for `tenant`'s chain inside `tx`, whose tenant setting
+/// must be `tenant`. They wait in `audit_intake`, committed with the change
+/// they describe, until [`chain`] links them: no lock is taken here, so
+/// writers of one tenant do not queue behind each other's commits.
 pub(crate) async fn append(
     tx: &Transaction<'_>,
     tenant: TenantId,
@@ -65,9 +80,71 @@ pub(crate) async fn append(
     if drafts.is_empty() {
         return Ok(());
     }
+    let actions: Vec<&str> = drafts.iter().map(|d| d.action).collect();
+    let targets: Vec<&str> = drafts.iter().map(|d| d.target.as_str()).collect();
+    let job_ids: Vec<Option<uuid::Uuid>> = drafts.iter().map(|d| d.job_id.map(|id| id.0)).collect();
+    let summaries: Vec<&str> = drafts.iter().map(|d| d.summary.as_str()).collect();
+    // Identity values follow the drafts' order: that is their order in the chain.
+    let insert = statement(
+        tx,
+        "INSERT INTO audit_intake (tenant_id, at, actor_kind, actor_key_id, actor_name, request_id, action, target, \
+         job_id, summary) SELECT $1, $2, $3, $4, $5, $6, d.action, d.target, d.job_id, d.summary \
+         FROM unnest($7::text[], $8::text[], $9::uuid[], $10::text[]) WITH ORDINALITY AS d(action, target, job_id, summary, n) \
+         ORDER BY d.n",
+    )
+    .await?;
+    tx.execute(
+        &insert,
+        &[
+            &tenant.0,
+            &millis(now),
+            &actor.kind(),
+            &actor.key_id().map(|k| k.as_str()),
+            &actor.name(),
+            &request_id,
+            &actions,
+            &targets,
+            &job_ids,
+            &summaries,
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Most waiting records one chaining transaction links.
+const CHAIN_BATCH: usize = 5000;
+
+/// Links up to `limit` of `tenant`'s waiting records into its chain, in
+/// intake order, in one transaction that holds the chain's head lock (so a
+/// chain cannot fork, however many nodes chain). Returns how many it linked.
+async fn chain_some(store: &PostgresStore, tenant: TenantId, limit: usize) -> Result<usize, StoreError> {
+    let mut client = store.client().await?;
+    let tx = scoped(&mut client, tenant).await?;
+    let waiting = |lock: bool| {
+        let tx = &tx;
+        async move {
+            let sql = if lock {
+                "SELECT tenant_id, 0::bigint, at, actor_kind, actor_key_id, actor_name, request_id, action, target, \
+                 job_id, summary, id FROM audit_intake WHERE tenant_id = $1 ORDER BY id LIMIT $2"
+            } else {
+                "SELECT tenant_id, 0::bigint, at, actor_kind, actor_key_id, actor_name, request_id, action, target, \
+                 job_id, summary, id FROM audit_intake WHERE tenant_id = $1 LIMIT $2"
+            };
+            let limit = if lock { limit as i64 } else { 1 };
+            tx.query(&statement(tx, sql).await?, &[&tenant.0, &limit])
+                .await
+                .map_err(pg_error)
+        }
+    };
+    // Nothing waiting (the usual case for a read): no lock, no write.
+    if waiting(false).await?.is_empty() {
+        return Ok(0);
+    }
     tx.execute(
         &statement(
-            tx,
+            &tx,
             "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
         )
         .await?,
@@ -77,7 +154,7 @@ pub(crate) async fn append(
     .map_err(pg_error)?;
     let row = tx
         .query_one(
-            &statement(tx, "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE").await?,
+            &statement(&tx, "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE").await?,
             &[&tenant.0],
         )
         .await
@@ -86,52 +163,103 @@ pub(crate) async fn append(
     let mut head = (seq > 0)
         .then(|| hash_of(row.get(1)).map(|hash| Head { seq: seq as u64, hash }))
         .transpose()?;
-    let mut records = Vec::with_capacity(drafts.len());
-    for draft in drafts {
-        let record = audit::append(head, tenant, now, actor.clone(), request_id.map(str::to_owned), draft);
+    // Read under the lock: another chainer's links are committed by now.
+    let rows = waiting(true).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut records = Vec::with_capacity(rows.len());
+    for row in &rows {
+        ids.push(row.get::<_, i64>(11));
+        let record = audit::link(head, unlinked_from_row(row)?);
         head = Some(Head {
             seq: record.seq,
             hash: record.hash,
         });
         records.push(record);
     }
-    // Pipelined: one round trip's wait for the whole chain segment.
-    let insert = statement(tx, &format!(
-        "INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-    ))
-    .await?;
-    let insert = &insert;
-    futures::future::try_join_all(records.iter().map(|record| async move {
-        tx.execute(
-            insert,
-            &[
-                &record.tenant_id.0,
-                &(record.seq as i64),
-                &millis(record.at),
-                &record.actor.kind(),
-                &record.actor.key_id().map(|k| k.as_str()),
-                &record.actor.name(),
-                &record.request_id,
-                &record.action,
-                &record.target,
-                &record.job_id.map(|id| id.0),
-                &record.summary,
-                &record.prev_hash.as_slice(),
-                &record.hash.as_slice(),
-            ],
+    let column = |f: fn(&Record) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
+    let seqs: Vec<i64> = records.iter().map(|r| r.seq as i64).collect();
+    let ats: Vec<i64> = records.iter().map(|r| millis(r.at)).collect();
+    let job_ids: Vec<Option<uuid::Uuid>> = records.iter().map(|r| r.job_id.map(|id| id.0)).collect();
+    let prev_hashes: Vec<&[u8]> = records.iter().map(|r| r.prev_hash.as_slice()).collect();
+    let hashes: Vec<&[u8]> = records.iter().map(|r| r.hash.as_slice()).collect();
+    tx.execute(
+        &statement(
+            &tx,
+            &format!(
+                "INSERT INTO audit_records ({RECORD_COLUMNS}) SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], \
+             $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[], $11::text[], \
+             $12::bytea[], $13::bytea[])"
+            ),
         )
-        .await
-    }))
+        .await?,
+        &[
+            &tenant.0,
+            &seqs,
+            &ats,
+            &column(|r| Some(r.actor.kind())),
+            &column(|r| r.actor.key_id().map(|k| k.as_str())),
+            &column(|r| Some(r.actor.name())),
+            &column(|r| r.request_id.as_deref()),
+            &column(|r| Some(r.action.as_str())),
+            &column(|r| Some(r.target.as_str())),
+            &job_ids,
+            &column(|r| Some(r.summary.as_str())),
+            &prev_hashes,
+            &hashes,
+        ],
+    )
     .await
     .map_err(pg_error)?;
-    let head = head.expect("at least one record was appended");
     tx.execute(
-        &statement(tx, "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1").await?,
+        &statement(&tx, "DELETE FROM audit_intake WHERE tenant_id = $1 AND id = ANY($2)").await?,
+        &[&tenant.0, &ids],
+    )
+    .await
+    .map_err(pg_error)?;
+    let head = head.expect("at least one record was linked");
+    tx.execute(
+        &statement(&tx, "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1").await?,
         &[&tenant.0, &(head.seq as i64), &head.hash.as_slice()],
     )
     .await
     .map_err(pg_error)?;
+    tx.commit().await.map_err(pg_error)?;
+    Ok(records.len())
+}
+
+/// Links every record of `tenant` committed before the call: audit reads
+/// call this first, so what they show is the whole chain so far.
+async fn chain(store: &PostgresStore, tenant: TenantId) -> Result<(), StoreError> {
+    // Writers keep adding while this runs; a short batch means it caught up.
+    // The bound only guards against a pathological stream of appends.
+    for _ in 0..1000 {
+        if chain_some(store, tenant, CHAIN_BATCH).await? < CHAIN_BATCH {
+            return Ok(());
+        }
+    }
     Ok(())
+}
+
+/// The background chainer's pass: links waiting records of every tenant.
+pub(crate) async fn chain_waiting(store: &PostgresStore, limit: usize) -> Result<usize, StoreError> {
+    let tenants: Vec<TenantId> = {
+        let client = store.client().await?;
+        client
+            .query("SELECT tenant_id FROM steadfast_audit_intake_tenants($1)", &[&1000i32])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| TenantId(row.get(0)))
+            .collect()
+    };
+    let mut linked = 0;
+    for tenant in tenants {
+        linked += chain_some(store, tenant, limit).await?;
+    }
+    Ok(linked)
 }
 
 /// Appends on behalf of a request's scope.
@@ -168,6 +296,7 @@ async fn head_of(tx: &Transaction<'_>, table: &str, tenant: TenantId) -> Result<
 #[async_trait]
 impl AuditStore for PostgresStore {
     async fn audit_records(&self, scope: &TenantScope, query: AuditQuery) -> Result<AuditPage, StoreError> {
+        chain(self, scope.tenant_id()).await?;
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
         flush_on_commit(&tx).await?;
@@ -236,6 +365,7 @@ impl AuditStore for PostgresStore {
     }
 
     async fn audit_scan(&self, scope: &TenantScope, after: u64, limit: u32) -> Result<Vec<Record>, StoreError> {
+        chain(self, scope.tenant_id()).await?;
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
         flush_on_commit(&tx).await?;
@@ -253,6 +383,7 @@ impl AuditStore for PostgresStore {
     }
 
     async fn audit_head(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError> {
+        chain(self, scope.tenant_id()).await?;
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
         flush_on_commit(&tx).await?;

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -5,7 +6,7 @@ use deadpool_postgres::Transaction;
 use steadfast_core::audit::Draft;
 use steadfast_core::lifecycle::{self, Failure, Rejection, Transition};
 use steadfast_core::retry::jitter_sample;
-use steadfast_core::{Job, JobId, JobState, QueueName, StepState, TenantId, Timestamp};
+use steadfast_core::{Attempt, Job, JobId, JobState, QueueName, StepState, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
 use steadfast_store::{
     Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob,
@@ -14,9 +15,12 @@ use steadfast_store::{
 use tokio_postgres::types::ToSql;
 
 use crate::audit::append_for;
-use crate::rows::{JOB_COLUMNS, attempts_of, insert_attempt, insert_job, job_from_row, load_job, millis, save_job};
+use crate::rows::{
+    JOB_COLUMNS, attempts_of, insert_attempt, insert_attempts, insert_jobs, job_from_row, load_job, lock_jobs, millis,
+    save_job, save_jobs,
+};
 use crate::workflows::{children_of, signals_of, steps_of};
-use crate::{PostgresStore, TenantFilter, notify_ready, pg_error, scoped, statement};
+use crate::{PostgresStore, TenantFilter, pg_error, scoped, statement};
 
 fn unchanged(job: Job) -> Transition {
     Transition {
@@ -37,11 +41,10 @@ impl ReadyQueues {
         }
     }
 
-    pub(crate) async fn notify(self, tx: &Transaction<'_>) -> Result<Vec<(TenantId, QueueName)>, StoreError> {
-        for (tenant, queue) in &self.0 {
-            notify_ready(tx, *tenant, queue).await?;
-        }
-        Ok(self.0)
+    /// Announces the noted queues to every node; call after the commit.
+    pub(crate) fn announce(self, store: &PostgresStore) -> Vec<(TenantId, QueueName)> {
+        store.announce(&self.0);
+        self.0
     }
 }
 
@@ -94,16 +97,25 @@ impl PostgresStore {
         let before = load_job(&tx, self.filter, tenant, id, true)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let Transition { job, ended_attempt } = transition(&before)?;
+        let Transition { job, ended_attempt } = match transition(&before) {
+            Ok(transition) => transition,
+            Err(rejection) => {
+                // Release the row lock before answering: a dropped transaction
+                // rolls back only when its connection gets to it, and a sweep
+                // right after (SKIP LOCKED) would pass the job over.
+                tx.rollback().await.map_err(pg_error)?;
+                return Err(rejection.into());
+            }
+        };
         save_job(&tx, &job).await?;
         if let Some(attempt) = &ended_attempt {
             insert_attempt(&tx, &job, attempt).await?;
         }
         append_for(&tx, scope, now, describe(&before, &job)).await?;
+        tx.commit().await.map_err(pg_error)?;
         let mut ready = ReadyQueues::default();
         ready.note(&job);
-        ready.notify(&tx).await?;
-        tx.commit().await.map_err(pg_error)?;
+        ready.announce(self);
         Ok(Ended {
             job,
             attempt: ended_attempt,
@@ -118,17 +130,17 @@ async fn enqueue_in(
     jobs: Vec<NewJob>,
     dedup_window: Duration,
     now: Timestamp,
-) -> Result<Vec<Enqueued>, StoreError> {
+) -> Result<(Vec<Enqueued>, ReadyQueues), StoreError> {
     let tenant = scope.tenant_id();
     let expires_at = millis(now.saturating_add(dedup_window).unwrap_or(Timestamp::MAX));
     let mut created = Vec::with_capacity(jobs.len());
     let mut ready = ReadyQueues::default();
-    // New jobs are inserted in pipelined runs; a key lookup first flushes the
+    // New jobs are inserted in runs, one statement each; a key lookup first flushes the
     // run, so a key repeated within the batch finds the job it named.
     let mut unsaved = 0;
     for (index, new) in jobs.into_iter().enumerate() {
         if let Some((key, fingerprint)) = &new.spec.idempotency {
-            insert_jobs(tx, created[created.len() - unsaved..].iter().map(|e: &Enqueued| &e.job)).await?;
+            insert_new(tx, tenant, &created[created.len() - unsaved..]).await?;
             unsaved = 0;
             // Claim the key, or take over one whose window has passed. A
             // concurrent claim of the same key waits here for the first to
@@ -190,21 +202,19 @@ async fn enqueue_in(
         created.push(Enqueued { job, replayed: false });
         unsaved += 1;
     }
-    insert_jobs(tx, created[created.len() - unsaved..].iter().map(|e| &e.job)).await?;
+    insert_new(tx, tenant, &created[created.len() - unsaved..]).await?;
     let enqueued: Vec<Draft> = created
         .iter()
         .filter(|e| !e.replayed)
         .map(|e| drafts::job_enqueued(&e.job))
         .collect();
     append_for(tx, scope, now, enqueued).await?;
-    ready.notify(tx).await?;
-    Ok(created)
+    Ok((created, ready))
 }
 
-/// Inserts `jobs` with pipelined statements: one round trip's wait for all.
-async fn insert_jobs(tx: &Transaction<'_>, jobs: impl Iterator<Item = &Job>) -> Result<(), StoreError> {
-    futures::future::try_join_all(jobs.map(|job| insert_job(tx, job))).await?;
-    Ok(())
+/// Inserts new jobs in one statement.
+async fn insert_new(tx: &Transaction<'_>, tenant: TenantId, created: &[Enqueued]) -> Result<(), StoreError> {
+    insert_jobs(tx, tenant, &created.iter().map(|e| &e.job).collect::<Vec<_>>()).await
 }
 
 async fn lease_in(
@@ -249,7 +259,7 @@ async fn lease_in(
         records.push(drafts::job_leased(&before, &job));
         jobs.push(job);
     }
-    futures::future::try_join_all(jobs.iter().map(|job| save_job(tx, job))).await?;
+    save_jobs(tx, tenant, &jobs.iter().collect::<Vec<_>>()).await?;
     let mut leased = Vec::with_capacity(jobs.len());
     for job in jobs {
         leased.push(resumable(tx, job).await?);
@@ -305,8 +315,9 @@ impl JobStore for PostgresStore {
     ) -> Result<Vec<Enqueued>, StoreError> {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let created = enqueue_in(&tx, self.filter, scope, jobs, dedup_window, now).await?;
+        let (created, ready) = enqueue_in(&tx, self.filter, scope, jobs, dedup_window, now).await?;
         tx.commit().await.map_err(pg_error)?;
+        ready.announce(self);
         Ok(created)
     }
 
@@ -382,50 +393,44 @@ impl JobStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, tenant).await?;
         // Rows are locked in id order, so two batches never wait on each other in a cycle.
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by_key(|&index| items[index].id.0);
-        let mut results: Vec<Option<Result<Ended, StoreError>>> = (0..items.len()).map(|_| None).collect();
+        let ids: Vec<JobId> = items.iter().map(|item| item.id).collect();
+        let mut loaded: HashMap<JobId, Job> = lock_jobs(&tx, self.filter, tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|job| (job.id, job))
+            .collect();
+        let mut results: Vec<Option<Result<Ended, StoreError>>> = Vec::with_capacity(items.len());
         let mut records = Vec::new();
         let mut ready = ReadyQueues::default();
-        // Pipelined, and the server runs them in the order sent.
-        let loaded = futures::future::try_join_all(
-            order
-                .iter()
-                .map(|&index| load_job(&tx, self.filter, tenant, items[index].id, true)),
-        )
-        .await?;
-        let mut items: Vec<Option<Completing>> = items.into_iter().map(Some).collect();
         let mut ended = Vec::new();
-        for (index, before) in order.into_iter().zip(loaded) {
-            let item = items[index].take().expect("each item once");
-            let Some(before) = before else {
-                results[index] = Some(Err(StoreError::NotFound));
+        for item in items {
+            // A job twice in one batch is refused before the store (422).
+            let Some(before) = loaded.remove(&item.id) else {
+                results.push(Some(Err(StoreError::NotFound)));
                 continue;
             };
             match lifecycle::complete(&before, &item.token, item.output, now) {
                 Ok(Transition { job, ended_attempt }) => {
                     records.push(drafts::job_succeeded(&before, &job));
                     ready.note(&job);
-                    ended.push((index, job, ended_attempt));
+                    ended.push((results.len(), job, ended_attempt));
+                    results.push(None); // answered once saved
                 }
-                Err(rejection) => results[index] = Some(Err(rejection.into())),
+                Err(rejection) => results.push(Some(Err(rejection.into()))),
             }
         }
-        let tx_ref = &tx;
-        futures::future::try_join_all(ended.iter().map(|(_, job, attempt)| async move {
-            save_job(tx_ref, job).await?;
-            if let Some(attempt) = attempt {
-                insert_attempt(tx_ref, job, attempt).await?;
-            }
-            Ok::<_, StoreError>(())
-        }))
-        .await?;
+        save_jobs(&tx, tenant, &ended.iter().map(|(_, job, _)| job).collect::<Vec<_>>()).await?;
+        let attempts: Vec<(&Job, &Attempt)> = ended
+            .iter()
+            .filter_map(|(_, job, attempt)| attempt.as_ref().map(|attempt| (job, attempt)))
+            .collect();
+        insert_attempts(&tx, tenant, &attempts).await?;
         for (index, job, attempt) in ended {
             results[index] = Some(Ok(Ended { job, attempt }));
         }
         append_for(&tx, scope, now, records).await?;
-        ready.notify(&tx).await?;
         tx.commit().await.map_err(pg_error)?;
+        ready.announce(self);
         Ok(results
             .into_iter()
             .map(|result| result.expect("every item answered"))

@@ -29,6 +29,8 @@ mod tenants;
 pub mod test_support;
 mod workflows;
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
@@ -48,6 +50,7 @@ pub struct PostgresStore {
     pool: Pool,
     config: tokio_postgres::Config,
     filter: TenantFilter,
+    announcements: Arc<Announcements>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -81,9 +84,12 @@ pub enum ConnectError {
 pub fn config(url: &str) -> Result<tokio_postgres::Config, ConnectError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
     // Nothing Steadfast runs takes long; a stuck query or lock is a fault to
-    // report (503), never a request that hangs.
+    // report (503), never a request that hangs. Generic plans: every
+    // statement is a key lookup or an index head, and a plan custom-made for
+    // one tenant trusts statistics that may not know the tenant yet (a new
+    // tenant's "one row" turned a 100-job update into a walk of all its jobs).
     config.options(format!(
-        "-c search_path={} -c statement_timeout=10000 -c lock_timeout=5000",
+        "-c search_path={} -c statement_timeout=10000 -c lock_timeout=5000 -c plan_cache_mode=force_generic_plan",
         schema::SCHEMA
     ));
     config.connect_timeout(Duration::from_secs(5));
@@ -115,10 +121,13 @@ impl PostgresStore {
             .map_err(|e| ConnectError::Connect(e.to_string()))?;
         let client = pool.get().await.map_err(|e| ConnectError::Connect(e.to_string()))?;
         schema::check(&client).await?;
+        let announcements = Arc::new(Announcements::default());
+        tokio::spawn(announce_ready(pool.clone(), Arc::downgrade(&announcements)));
         Ok(PostgresStore {
             pool,
             config,
             filter: TenantFilter::Enforced,
+            announcements,
         })
     }
 
@@ -187,16 +196,71 @@ pub(crate) async fn set_tenant(tx: &Transaction<'_>, tenant: TenantId) -> Result
     Ok(())
 }
 
-/// Tells every node's long-pollers that `queue` has ready jobs, at commit.
-pub(crate) async fn notify_ready(tx: &Transaction<'_>, tenant: TenantId, queue: &QueueName) -> Result<(), StoreError> {
-    let payload = format!("{} {}", tenant.0, queue);
-    tx.execute(
-        &statement(tx, "SELECT pg_notify('steadfast_ready', $1)").await?,
-        &[&payload],
-    )
-    .await
-    .map_err(pg_error)?;
-    Ok(())
+/// Queues that gained ready jobs in committed transactions, waiting to be
+/// announced to every node (at most one entry per queue).
+#[derive(Default)]
+struct Announcements {
+    pending: Mutex<BTreeSet<(TenantId, QueueName)>>,
+    added: tokio::sync::Notify,
+}
+
+impl PostgresStore {
+    /// Announces, after its commit, that a transaction made jobs ready in
+    /// `queues`. A `NOTIFY` inside each writing transaction would serialise
+    /// their commits: PostgreSQL holds one lock on its notification queue
+    /// from a notifying transaction's commit until the commit is on disk.
+    pub(crate) fn announce(&self, queues: &[(TenantId, QueueName)]) {
+        if queues.is_empty() {
+            return;
+        }
+        self.announcements
+            .pending
+            .lock()
+            .expect("the announcement set is never poisoned")
+            .extend(queues.iter().cloned());
+        self.announcements.added.notify_one();
+    }
+}
+
+/// Sends the pending announcements as `NOTIFY steadfast_ready`, all that
+/// gathered since the last send in one statement, until the store is dropped.
+/// A lost announcement (a crash between commit and send) only delays other
+/// nodes' long-pollers until their poll ends.
+async fn announce_ready(pool: Pool, announcements: Weak<Announcements>) {
+    loop {
+        let Some(announcements) = announcements.upgrade() else {
+            return;
+        };
+        // Wake now and then to notice the store is gone.
+        let _ = tokio::time::timeout(Duration::from_secs(1), announcements.added.notified()).await;
+        let payloads: Vec<String> = std::mem::take(
+            &mut *announcements
+                .pending
+                .lock()
+                .expect("the announcement set is never poisoned"),
+        )
+        .into_iter()
+        .map(|(tenant, queue)| format!("{} {}", tenant.0, queue))
+        .collect();
+        drop(announcements);
+        if payloads.is_empty() {
+            continue;
+        }
+        let sent = match pool.get().await {
+            Ok(client) => client
+                .execute(
+                    "SELECT pg_notify('steadfast_ready', p) FROM unnest($1::text[]) AS p",
+                    &[&payloads],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = sent {
+            tracing::warn!(%error, "announcing ready queues to other nodes failed");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,8 +32,7 @@ async fn lock_due(
         .iter()
         .map(|row| (TenantId(row.get(0)), JobId(row.get(1))))
         .collect();
-    // Acting tenant by tenant takes the chains' head locks in one global
-    // order, so sweeps on different nodes never deadlock on them.
+    // Tenant by tenant: one tenant switch per run of a tenant's jobs.
     due.sort();
     Ok(due)
 }
@@ -93,8 +92,8 @@ impl Maintenance for PostgresStore {
             swept.count += 1;
             ready.note(&woken);
         }
-        swept.ready_queues = ready.notify(&tx).await?;
         tx.commit().await.map_err(pg_error)?;
+        swept.ready_queues = ready.announce(self);
         Ok(swept)
     }
 
@@ -130,8 +129,8 @@ impl Maintenance for PostgresStore {
             swept.count += 1;
             ready.note(&transition.job);
         }
-        swept.ready_queues = ready.notify(&tx).await?;
         tx.commit().await.map_err(pg_error)?;
+        swept.ready_queues = ready.announce(self);
         Ok(swept)
     }
 
@@ -145,6 +144,10 @@ impl Maintenance for PostgresStore {
             .await
             .map_err(pg_error)?;
         Ok(row.get::<_, i32>(0) as usize)
+    }
+
+    async fn chain_audit(&self, limit: usize) -> Result<usize, StoreError> {
+        crate::audit::chain_waiting(self, limit).await
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {

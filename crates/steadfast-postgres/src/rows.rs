@@ -119,50 +119,62 @@ fn wait_columns(job: &Job) -> (Option<&str>, Option<&str>, Option<i64>) {
 }
 
 pub async fn insert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreError> {
-    let lease = job.lease.as_ref();
-    let (wait_step, wait_signal, wait_until) = wait_columns(job);
+    insert_jobs(tx, job.tenant_id, &[job]).await
+}
+
+/// Inserts new jobs of `tenant` in one statement, in the given order (their
+/// `seq`, the FIFO order). A new job has no lease, output, error or wait yet.
+pub async fn insert_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[&Job]) -> Result<(), StoreError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    debug_assert!(jobs.iter().all(|job| job.tenant_id == tenant
+        && job.lease.is_none()
+        && job.output.is_none()
+        && job.last_error.is_none()
+        && job.finished_at.is_none()
+        && job.wait.is_none()));
     tx.execute(
         &statement(
             tx,
-            "INSERT INTO jobs (id, tenant_id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
-         max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, lease_started_at, \
-         lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, created_at, updated_at, \
-         finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent) VALUES ($1, $2, $3, $4, \
-         $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, \
-         $28, $29, $30)",
+            "INSERT INTO jobs (tenant_id, id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
+             max_attempts, timeout_ms, idempotency_key, created_at, updated_at, parent_id, parent_step, traceparent) \
+             SELECT $1, n.id, n.queue, n.payload, n.state, n.priority, n.run_at, n.attempt, n.uncounted_attempts, \
+             n.max_attempts, n.timeout_ms, n.idempotency_key, n.created_at, n.updated_at, n.parent_id, n.parent_step, \
+             n.traceparent FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::bigint[], \
+             $8::integer[], $9::integer[], $10::integer[], $11::bigint[], $12::text[], $13::bigint[], $14::bigint[], \
+             $15::uuid[], $16::text[], $17::text[]) WITH ORDINALITY AS n(id, queue, payload, state, priority, run_at, \
+             attempt, uncounted_attempts, max_attempts, timeout_ms, idempotency_key, created_at, updated_at, parent_id, \
+             parent_step, traceparent, position) ORDER BY n.position",
         )
         .await?,
         &[
-            &job.id.0,
-            &job.tenant_id.0,
-            &job.queue.as_str(),
-            &job.payload,
-            &job.state.as_str(),
-            &job.priority,
-            &millis(job.run_at),
-            &(job.attempt as i32),
-            &(job.uncounted_attempts as i32),
-            &(job.max_attempts as i32),
-            &(job.timeout.as_millis() as i64),
-            &job.idempotency_key.as_ref().map(|k| k.as_str()),
-            &lease.map(|l| l.token.as_str()),
-            &lease.map(|l| l.worker_id.as_str()),
-            &lease.map(|l| l.key_id.as_str()),
-            &lease.map(|l| millis(l.started_at)),
-            &lease.map(|l| millis(l.expires_at)),
-            &lease.map(|l| millis(l.deadline)),
-            &job.output,
-            &job.last_error.as_ref().map(|e| e.message.as_str()),
-            &job.last_error.as_ref().and_then(|e| e.kind.as_deref()),
-            &millis(job.created_at),
-            &millis(job.updated_at),
-            &job.finished_at.map(millis),
-            &wait_step,
-            &wait_signal,
-            &wait_until,
-            &job.parent.as_ref().map(|p| p.job_id.0),
-            &job.parent.as_ref().map(|p| p.step.as_str()),
-            &job.traceparent,
+            &tenant.0,
+            &jobs.iter().map(|j| j.id.0).collect::<Vec<_>>(),
+            &jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>(),
+            &jobs.iter().map(|j| j.payload.as_str()).collect::<Vec<_>>(),
+            &jobs.iter().map(|j| j.state.as_str()).collect::<Vec<_>>(),
+            &jobs.iter().map(|j| j.priority).collect::<Vec<_>>(),
+            &jobs.iter().map(|j| millis(j.run_at)).collect::<Vec<_>>(),
+            &jobs.iter().map(|j| j.attempt as i32).collect::<Vec<_>>(),
+            &jobs.iter().map(|j| j.uncounted_attempts as i32).collect::<Vec<_>>(),
+            &jobs.iter().map(|j| j.max_attempts as i32).collect::<Vec<_>>(),
+            &jobs.iter().map(|j| j.timeout.as_millis() as i64).collect::<Vec<_>>(),
+            &jobs
+                .iter()
+                .map(|j| j.idempotency_key.as_ref().map(|k| k.as_str()))
+                .collect::<Vec<_>>(),
+            &jobs.iter().map(|j| millis(j.created_at)).collect::<Vec<_>>(),
+            &jobs.iter().map(|j| millis(j.updated_at)).collect::<Vec<_>>(),
+            &jobs
+                .iter()
+                .map(|j| j.parent.as_ref().map(|p| p.job_id.0))
+                .collect::<Vec<_>>(),
+            &jobs
+                .iter()
+                .map(|j| j.parent.as_ref().map(|p| p.step.as_str()))
+                .collect::<Vec<_>>(),
+            &jobs.iter().map(|j| j.traceparent.as_deref()).collect::<Vec<_>>(),
         ],
     )
     .await
@@ -172,48 +184,108 @@ pub async fn insert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreErro
 
 /// Writes the fields a transition may change.
 pub async fn save_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreError> {
-    debug_assert_eq!(job.check_invariants(), Ok(()));
-    let lease = job.lease.as_ref();
-    let (wait_step, wait_signal, wait_until) = wait_columns(job);
+    save_jobs(tx, job.tenant_id, &[job]).await
+}
+
+/// Writes the fields transitions changed, for many jobs of `tenant` in one
+/// statement (one execution, however many jobs).
+pub async fn save_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[&Job]) -> Result<(), StoreError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    debug_assert!(
+        jobs.iter()
+            .all(|job| job.tenant_id == tenant && job.check_invariants().is_ok())
+    );
+    let lease = |f: fn(&Lease) -> &str| -> Vec<Option<&str>> { jobs.iter().map(|j| j.lease.as_ref().map(f)).collect() };
+    let lease_at = |f: fn(&Lease) -> Timestamp| -> Vec<Option<i64>> {
+        jobs.iter().map(|j| j.lease.as_ref().map(|l| millis(f(l)))).collect()
+    };
+    let waits: Vec<_> = jobs.iter().map(|job| wait_columns(job)).collect();
     let updated = tx
         .execute(
             &statement(
                 tx,
-                "UPDATE jobs SET state = $3, run_at = $4, attempt = $5, uncounted_attempts = $6, lease_token = $7, \
-             lease_worker_id = $8, lease_key_id = $9, lease_started_at = $10, lease_expires_at = $11, \
-             lease_deadline = $12, output = $13, last_error_message = $14, last_error_kind = $15, updated_at = $16, \
-             finished_at = $17, wait_step = $18, wait_signal = $19, wait_until = $20 WHERE tenant_id = $1 AND id = $2",
+                "UPDATE jobs SET state = u.state, run_at = u.run_at, attempt = u.attempt, \
+                 uncounted_attempts = u.uncounted_attempts, lease_token = u.lease_token, \
+                 lease_worker_id = u.lease_worker_id, lease_key_id = u.lease_key_id, \
+                 lease_started_at = u.lease_started_at, lease_expires_at = u.lease_expires_at, \
+                 lease_deadline = u.lease_deadline, output = u.output, last_error_message = u.last_error_message, \
+                 last_error_kind = u.last_error_kind, updated_at = u.updated_at, finished_at = u.finished_at, \
+                 wait_step = u.wait_step, wait_signal = u.wait_signal, wait_until = u.wait_until \
+                 FROM unnest($2::uuid[], $3::text[], $4::bigint[], $5::integer[], $6::integer[], $7::text[], \
+                 $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[], \
+                 $15::text[], $16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::bigint[]) \
+                 AS u(id, state, run_at, attempt, uncounted_attempts, lease_token, lease_worker_id, lease_key_id, \
+                 lease_started_at, lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, \
+                 updated_at, finished_at, wait_step, wait_signal, wait_until) \
+                 WHERE jobs.tenant_id = $1 AND jobs.id = u.id",
             )
             .await?,
             &[
-                &job.tenant_id.0,
-                &job.id.0,
-                &job.state.as_str(),
-                &millis(job.run_at),
-                &(job.attempt as i32),
-                &(job.uncounted_attempts as i32),
-                &lease.map(|l| l.token.as_str()),
-                &lease.map(|l| l.worker_id.as_str()),
-                &lease.map(|l| l.key_id.as_str()),
-                &lease.map(|l| millis(l.started_at)),
-                &lease.map(|l| millis(l.expires_at)),
-                &lease.map(|l| millis(l.deadline)),
-                &job.output,
-                &job.last_error.as_ref().map(|e| e.message.as_str()),
-                &job.last_error.as_ref().and_then(|e| e.kind.as_deref()),
-                &millis(job.updated_at),
-                &job.finished_at.map(millis),
-                &wait_step,
-                &wait_signal,
-                &wait_until,
+                &tenant.0,
+                &jobs.iter().map(|j| j.id.0).collect::<Vec<_>>(),
+                &jobs.iter().map(|j| j.state.as_str()).collect::<Vec<_>>(),
+                &jobs.iter().map(|j| millis(j.run_at)).collect::<Vec<_>>(),
+                &jobs.iter().map(|j| j.attempt as i32).collect::<Vec<_>>(),
+                &jobs.iter().map(|j| j.uncounted_attempts as i32).collect::<Vec<_>>(),
+                &lease(|l| l.token.as_str()),
+                &lease(|l| l.worker_id.as_str()),
+                &lease(|l| l.key_id.as_str()),
+                &lease_at(|l| l.started_at),
+                &lease_at(|l| l.expires_at),
+                &lease_at(|l| l.deadline),
+                &jobs.iter().map(|j| j.output.as_deref()).collect::<Vec<_>>(),
+                &jobs
+                    .iter()
+                    .map(|j| j.last_error.as_ref().map(|e| e.message.as_str()))
+                    .collect::<Vec<_>>(),
+                &jobs
+                    .iter()
+                    .map(|j| j.last_error.as_ref().and_then(|e| e.kind.as_deref()))
+                    .collect::<Vec<_>>(),
+                &jobs.iter().map(|j| millis(j.updated_at)).collect::<Vec<_>>(),
+                &jobs.iter().map(|j| j.finished_at.map(millis)).collect::<Vec<_>>(),
+                &waits.iter().map(|w| w.0).collect::<Vec<_>>(),
+                &waits.iter().map(|w| w.1).collect::<Vec<_>>(),
+                &waits.iter().map(|w| w.2).collect::<Vec<_>>(),
             ],
         )
         .await
         .map_err(pg_error)?;
-    if updated != 1 {
-        return Err(corrupt(format!("job {} vanished during a transition", job.id)));
+    if updated != jobs.len() as u64 {
+        return Err(corrupt(format!(
+            "{} of {} jobs vanished during a transition",
+            jobs.len() as u64 - updated.min(jobs.len() as u64),
+            jobs.len()
+        )));
     }
     Ok(())
+}
+
+/// `tenant`'s jobs among `ids`, locked for the transaction in id order (so
+/// two transactions locking overlapping sets never wait on each other in a
+/// cycle). Unknown ids are simply absent.
+pub async fn lock_jobs(
+    tx: &Transaction<'_>,
+    filter: TenantFilter,
+    tenant: TenantId,
+    ids: &[JobId],
+) -> Result<Vec<Job>, StoreError> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    let rows = match filter {
+        TenantFilter::Enforced => {
+            let sql =
+                format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE");
+            tx.query(&statement(tx, &sql).await?, &[&tenant.0, &ids]).await
+        }
+        TenantFilter::DisabledForTests => {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+            tx.query(&statement(tx, &sql).await?, &[&ids]).await
+        }
+    }
+    .map_err(pg_error)?;
+    rows.iter().map(|row| job_from_row(row).map(|(_, job)| job)).collect()
 }
 
 /// A tenant's job by id, locked for the transaction when `for_update`.
@@ -240,24 +312,38 @@ pub async fn load_job(
 }
 
 pub async fn insert_attempt(tx: &Transaction<'_>, job: &Job, attempt: &Attempt) -> Result<(), StoreError> {
+    insert_attempts(tx, job.tenant_id, &[(job, attempt)]).await
+}
+
+/// Records ended attempts of `tenant`'s jobs in one statement.
+pub async fn insert_attempts(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    ended: &[(&Job, &Attempt)],
+) -> Result<(), StoreError> {
+    if ended.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&Attempt) -> Option<&str>| ended.iter().map(|(_, a)| f(a)).collect::<Vec<_>>();
     tx.execute(
         &statement(
             tx,
             "INSERT INTO attempts (tenant_id, job_id, number, worker_id, key_id, started_at, ended_at, outcome, \
-         error_message, error_kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             error_message, error_kind) SELECT $1, * FROM unnest($2::uuid[], $3::integer[], $4::text[], $5::text[], \
+             $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[])",
         )
         .await?,
         &[
-            &job.tenant_id.0,
-            &job.id.0,
-            &(attempt.number as i32),
-            &attempt.worker_id.as_str(),
-            &attempt.key_id.as_str(),
-            &millis(attempt.started_at),
-            &millis(attempt.ended_at),
-            &attempt.outcome.as_str(),
-            &attempt.error.as_ref().map(|e| e.message.as_str()),
-            &attempt.error.as_ref().and_then(|e| e.kind.as_deref()),
+            &tenant.0,
+            &ended.iter().map(|(job, _)| job.id.0).collect::<Vec<_>>(),
+            &ended.iter().map(|(_, a)| a.number as i32).collect::<Vec<_>>(),
+            &column(|a| Some(a.worker_id.as_str())),
+            &column(|a| Some(a.key_id.as_str())),
+            &ended.iter().map(|(_, a)| millis(a.started_at)).collect::<Vec<_>>(),
+            &ended.iter().map(|(_, a)| millis(a.ended_at)).collect::<Vec<_>>(),
+            &column(|a| Some(a.outcome.as_str())),
+            &column(|a| a.error.as_ref().map(|e| e.message.as_str())),
+            &column(|a| a.error.as_ref().and_then(|e| e.kind.as_deref())),
         ],
     )
     .await

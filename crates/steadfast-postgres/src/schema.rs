@@ -11,7 +11,10 @@ use tokio_postgres::Client;
 /// The schema Steadfast's tables live in.
 pub const SCHEMA: &str = "steadfast";
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_audit_intake.sql"),
+];
 
 /// The schema version this build expects.
 pub const CURRENT_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -105,6 +108,7 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
          GRANT SELECT, INSERT ON tenants, api_keys, attempts, audit_records TO {app};
          GRANT SELECT, INSERT, UPDATE ON audit_heads TO {app};
          GRANT SELECT ON audit_bases TO {app};
+         GRANT SELECT, INSERT, DELETE ON audit_intake TO {app};
          GRANT SELECT, INSERT, UPDATE, DELETE ON slos TO {app};
          GRANT SELECT, INSERT, UPDATE ON jobs, idempotency_keys, steps, signals TO {app};
          REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC;

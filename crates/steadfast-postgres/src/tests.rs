@@ -152,7 +152,7 @@ mod tampering {
     use steadfast_core::audit::{Breach, Head};
     use steadfast_store::audit::{VerifyError, verify};
     use steadfast_store::conformance::*;
-    use steadfast_store::{AuditStore, TenantScope};
+    use steadfast_store::{AuditStore, Maintenance, TenantScope};
 
     use super::connect_raw;
     use crate::test_support::fresh_store;
@@ -165,6 +165,8 @@ mod tampering {
         for i in 0..6 {
             enqueue_one(&store, &scope, spec("q"), at(i)).await;
         }
+        // The records are linked (the background chainer's pass) before the attack.
+        assert_eq!(store.chain_audit(1000).await.unwrap(), 8);
         let kept: Option<Head> = if checkpoint {
             store.audit_head(&scope).await.unwrap()
         } else {
@@ -210,6 +212,9 @@ mod tampering {
     async fn neither_the_application_nor_the_owner_can_change_records() {
         let (store, db) = fresh_store().await;
         let (scope, _) = new_tenant(&store).await;
+        // One record linked into the chain, one still waiting to be.
+        store.chain_audit(1000).await.unwrap();
+        enqueue_one(&store, &scope, spec("q"), at(1)).await;
         let app = connect_raw(&db.app_url).await;
         app.batch_execute(&format!(
             "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
@@ -219,6 +224,18 @@ mod tampering {
         .unwrap();
         let denied = app
             .batch_execute("UPDATE audit_records SET summary = '{}'")
+            .await
+            .unwrap_err();
+        assert!(format!("{denied:?}").contains("permission denied"), "{denied:?}");
+        app.batch_execute("ROLLBACK").await.unwrap();
+        app.batch_execute(&format!(
+            "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
+            scope.tenant_id().0
+        ))
+        .await
+        .unwrap();
+        let denied = app
+            .batch_execute("UPDATE audit_intake SET summary = '{}'")
             .await
             .unwrap_err();
         assert!(format!("{denied:?}").contains("permission denied"), "{denied:?}");
@@ -237,6 +254,14 @@ mod tampering {
         assert!(
             format!("{refused:?}").contains("append-only"),
             "even a superuser needs to switch triggers off: {refused:?}"
+        );
+        let refused = admin
+            .batch_execute("UPDATE audit_intake SET summary = '{}'")
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("not edited"),
+            "a waiting record is not edited either: {refused:?}"
         );
     }
 
@@ -260,8 +285,29 @@ mod tampering {
                 }
             }));
         }
+        // Every node's chainer links records while the writers write, and
+        // the reads in between link their chain too: all race for the head.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let chainers: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let (node, done, scope) = (node.clone(), done.clone(), scope.clone());
+                tokio::spawn(async move {
+                    let mut linked = 0;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        linked += node.chain_audit(7).await.unwrap();
+                        node.audit_head(&scope).await.unwrap();
+                    }
+                    linked
+                })
+            })
+            .collect();
         for writer in writers {
             writer.await.unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for chainer in chainers {
+            chainer.await.unwrap();
         }
         let verified = verify(&nodes[1], &scope, &[]).await.unwrap();
         assert_eq!(

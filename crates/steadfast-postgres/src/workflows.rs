@@ -315,9 +315,6 @@ impl WorkflowStore for PostgresStore {
                 insert_signal(&tx, &job, &signal, Some(now)).await?;
                 let draft = drafts::signal_received(&job, signal.name.as_str(), &signal.payload, true);
                 append_for(&tx, scope, now, [draft]).await?;
-                let mut ready = ReadyQueues::default();
-                ready.note(&job);
-                ready.notify(&tx).await?;
                 Signalled { job: *job, woke: true }
             }
             Delivery::Stored => {
@@ -340,6 +337,9 @@ impl WorkflowStore for PostgresStore {
             }
         };
         tx.commit().await.map_err(pg_error)?;
+        let mut ready = ReadyQueues::default();
+        ready.note(&signalled.job);
+        ready.announce(self);
         Ok(signalled)
     }
 
@@ -382,9 +382,6 @@ impl WorkflowStore for PostgresStore {
                     drafts::child_spawned(&parent, &candidate),
                 ];
                 append_for(&tx, scope, now, records).await?;
-                let mut ready = ReadyQueues::default();
-                ready.note(&candidate);
-                ready.notify(&tx).await?;
                 Enqueued {
                     job: candidate,
                     replayed: false,
@@ -392,6 +389,11 @@ impl WorkflowStore for PostgresStore {
             }
         };
         tx.commit().await.map_err(pg_error)?;
+        if !enqueued.replayed {
+            let mut ready = ReadyQueues::default();
+            ready.note(&enqueued.job);
+            ready.announce(self);
+        }
         Ok(enqueued)
     }
 }

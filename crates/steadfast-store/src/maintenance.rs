@@ -55,6 +55,16 @@ pub trait Maintenance {
     /// scheduled job, wait deadline, or lease expiry.
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
 
+    /// Links audit records that wait to join their chain (up to `limit` per
+    /// chain) and returns how many it linked. Stores that link records as
+    /// they append (the embedded store's single writer) have nothing to do;
+    /// audit reads link what waits in their own chain first either way, so
+    /// this only keeps the wait short.
+    async fn chain_audit(&self, limit: usize) -> Result<usize, StoreError> {
+        let _ = limit;
+        Ok(0)
+    }
+
     /// Succeeds when the store can serve reads and writes.
     async fn ping(&self) -> Result<(), StoreError>;
 

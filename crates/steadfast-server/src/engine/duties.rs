@@ -1,5 +1,6 @@
 //! Background duties: promote scheduled jobs whose time has come, expire
-//! lapsed leases, forget idempotency keys past their window.
+//! lapsed leases, forget idempotency keys past their window, link waiting
+//! audit records into their chains.
 //!
 //! The loop asks the store when the next thing is due and sleeps until then
 //! (at most [`MAX_IDLE`]), or until the engine nudges it. Tests with a manual
@@ -26,6 +27,10 @@ const SLO_EVERY: Duration = Duration::from_secs(60);
 const DELIVER_EVERY: Duration = Duration::from_secs(5);
 /// How often audit records past retention are pruned.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Pause between two passes of the audit chainer that found less than a full batch.
+const CHAIN_EVERY: Duration = Duration::from_millis(50);
+/// Most waiting audit records one pass links per chain.
+const CHAIN_BATCH: usize = 5000;
 
 /// What one pass of the duties did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +94,30 @@ impl Engine {
         Ok(())
     }
 
+    /// Links waiting audit records into their chains until the engine
+    /// drains (see [`steadfast_store::Maintenance::chain_audit`]): at once
+    /// again after a full batch, else after a short pause.
+    pub async fn run_audit_chaining(self) {
+        let mut draining = self.inner.draining.subscribe();
+        while !*draining.borrow_and_update() {
+            let pause = match self.store().chain_audit(CHAIN_BATCH).await {
+                Ok(linked) if linked >= CHAIN_BATCH => Duration::ZERO,
+                Ok(_) => CHAIN_EVERY,
+                Err(error) => {
+                    tracing::warn!(%error, "linking audit records failed; retrying");
+                    MAX_IDLE
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = draining.changed() => {}
+            }
+        }
+    }
+
     /// Runs the duties until the engine drains.
     pub async fn run_duties(self) {
+        let chaining = tokio::spawn(self.clone().run_audit_chaining());
         let mut draining = self.inner.draining.subscribe();
         let mut last_prune = tokio::time::Instant::now();
         let mut last_checkpoint: Option<tokio::time::Instant> = None;
@@ -156,5 +183,6 @@ impl Engine {
                 _ = draining.changed() => {}
             }
         }
+        let _ = chaining.await;
     }
 }
