@@ -43,7 +43,10 @@ fn record_from_row(row: &Row) -> Result<Record, StoreError> {
 fn unlinked_from_row(row: &Row) -> Result<Record, StoreError> {
     let actor = match row.get::<_, &str>(3) {
         "key" => Actor::Key {
-            key_id: KeyId::parse(row.get(4)).map_err(corrupt)?,
+            key_id: row
+                .get::<_, Option<&str>>(4)
+                .ok_or_else(|| corrupt("a key actor without a key id"))
+                .and_then(|key_id| KeyId::parse(key_id).map_err(corrupt))?,
             name: row.get(5),
         },
         "operator" => Actor::Operator,
@@ -116,10 +119,24 @@ pub(crate) async fn append(
 /// Most waiting records one chaining transaction links.
 const CHAIN_BATCH: usize = 5000;
 
+/// Whether a chaining pass waits for another chainer of the same chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contended {
+    /// A read must see every record committed before it: wait.
+    Wait,
+    /// The background pass leaves a chain another chainer is linking.
+    Skip,
+}
+
 /// Links up to `limit` of `tenant`'s waiting records into its chain, in
 /// intake order, in one transaction that holds the chain's head lock (so a
 /// chain cannot fork, however many nodes chain). Returns how many it linked.
-async fn chain_some(store: &PostgresStore, tenant: TenantId, limit: usize) -> Result<usize, StoreError> {
+async fn chain_some(
+    store: &PostgresStore,
+    tenant: TenantId,
+    limit: usize,
+    contended: Contended,
+) -> Result<usize, StoreError> {
     let mut client = store.client().await?;
     let tx = scoped(&mut client, tenant).await?;
     let waiting = |lock: bool| {
@@ -140,6 +157,7 @@ async fn chain_some(store: &PostgresStore, tenant: TenantId, limit: usize) -> Re
     };
     // Nothing waiting (the usual case for a read): no lock, no write.
     if waiting(false).await?.is_empty() {
+        tx.rollback().await.map_err(pg_error)?;
         return Ok(0);
     }
     tx.execute(
@@ -152,13 +170,19 @@ async fn chain_some(store: &PostgresStore, tenant: TenantId, limit: usize) -> Re
     )
     .await
     .map_err(pg_error)?;
-    let row = tx
-        .query_one(
-            &statement(&tx, "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE").await?,
-            &[&tenant.0],
-        )
+    let lock = match contended {
+        Contended::Wait => "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE",
+        Contended::Skip => "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE SKIP LOCKED",
+    };
+    let Some(row) = tx
+        .query_opt(&statement(&tx, lock).await?, &[&tenant.0])
         .await
-        .map_err(pg_error)?;
+        .map_err(pg_error)?
+    else {
+        // Another chainer holds the head and links these records now.
+        tx.rollback().await.map_err(pg_error)?;
+        return Ok(0);
+    };
     let seq: i64 = row.get(0);
     let mut head = (seq > 0)
         .then(|| hash_of(row.get(1)).map(|hash| Head { seq: seq as u64, hash }))
@@ -166,6 +190,7 @@ async fn chain_some(store: &PostgresStore, tenant: TenantId, limit: usize) -> Re
     // Read under the lock: another chainer's links are committed by now.
     let rows = waiting(true).await?;
     if rows.is_empty() {
+        tx.rollback().await.map_err(pg_error)?;
         return Ok(0);
     }
     let mut ids = Vec::with_capacity(rows.len());
@@ -236,30 +261,46 @@ async fn chain(store: &PostgresStore, tenant: TenantId) -> Result<(), StoreError
     // Writers keep adding while this runs; a short batch means it caught up.
     // The bound only guards against a pathological stream of appends.
     for _ in 0..1000 {
-        if chain_some(store, tenant, CHAIN_BATCH).await? < CHAIN_BATCH {
+        if chain_some(store, tenant, CHAIN_BATCH, Contended::Wait).await? < CHAIN_BATCH {
             return Ok(());
         }
     }
     Ok(())
 }
 
-/// The background chainer's pass: links waiting records of every tenant.
+/// Chains listed per look at the intake by the background pass.
+const TENANTS_PER_PAGE: i32 = 1000;
+
+/// The background chainer's pass: links waiting records of every chain,
+/// a page of chains at a time. A chain that fails is logged and left for
+/// the next pass (or its next read); the others are still linked.
 pub(crate) async fn chain_waiting(store: &PostgresStore, limit: usize) -> Result<usize, StoreError> {
-    let tenants: Vec<TenantId> = {
-        let client = store.client().await?;
-        client
-            .query("SELECT tenant_id FROM steadfast_audit_intake_tenants($1)", &[&1000i32])
+    let mut linked = 0;
+    let mut after = uuid::Uuid::nil();
+    loop {
+        let tenants: Vec<TenantId> = store
+            .client()
+            .await?
+            .query(
+                "SELECT tenant_id FROM steadfast_audit_intake_tenants($1, $2)",
+                &[&after, &TENANTS_PER_PAGE],
+            )
             .await
             .map_err(pg_error)?
             .iter()
             .map(|row| TenantId(row.get(0)))
-            .collect()
-    };
-    let mut linked = 0;
-    for tenant in tenants {
-        linked += chain_some(store, tenant, limit).await?;
+            .collect();
+        for &tenant in &tenants {
+            match chain_some(store, tenant, limit, Contended::Skip).await {
+                Ok(count) => linked += count,
+                Err(error) => tracing::warn!(%error, tenant_id = %tenant, "linking a chain's audit records failed"),
+            }
+        }
+        match tenants.last() {
+            Some(last) if tenants.len() == TENANTS_PER_PAGE as usize => after = last.0,
+            _ => return Ok(linked),
+        }
     }
-    Ok(linked)
 }
 
 /// Appends on behalf of a request's scope.

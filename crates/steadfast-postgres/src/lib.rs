@@ -88,8 +88,13 @@ pub fn config(url: &str) -> Result<tokio_postgres::Config, ConnectError> {
     // statement is a key lookup or an index head, and a plan custom-made for
     // one tenant trusts statistics that may not know the tenant yet (a new
     // tenant's "one row" turned a 100-job update into a walk of all its jobs).
+    // A node cut off mid-transaction must not hold row locks (a job's, a
+    // chain head's) until TCP gives up: the server ends such a session. The
+    // isolation level is pinned, whatever the database's default: the
+    // chainer relies on each statement seeing what committed before it.
     config.options(format!(
-        "-c search_path={} -c statement_timeout=10000 -c lock_timeout=5000 -c plan_cache_mode=force_generic_plan",
+        "-c search_path={} -c statement_timeout=10000 -c lock_timeout=5000 -c plan_cache_mode=force_generic_plan \
+         -c idle_in_transaction_session_timeout=10000 -c default_transaction_isolation=read\\ committed",
         schema::SCHEMA
     ));
     config.connect_timeout(Duration::from_secs(5));
@@ -233,19 +238,19 @@ async fn announce_ready(pool: Pool, announcements: Weak<Announcements>) {
         };
         // Wake now and then to notice the store is gone.
         let _ = tokio::time::timeout(Duration::from_secs(1), announcements.added.notified()).await;
-        let payloads: Vec<String> = std::mem::take(
+        let queues = std::mem::take(
             &mut *announcements
                 .pending
                 .lock()
                 .expect("the announcement set is never poisoned"),
-        )
-        .into_iter()
-        .map(|(tenant, queue)| format!("{} {}", tenant.0, queue))
-        .collect();
-        drop(announcements);
-        if payloads.is_empty() {
+        );
+        if queues.is_empty() {
             continue;
         }
+        let payloads: Vec<String> = queues
+            .iter()
+            .map(|(tenant, queue)| format!("{} {}", tenant.0, queue))
+            .collect();
         let sent = match pool.get().await {
             Ok(client) => client
                 .execute(
@@ -258,7 +263,15 @@ async fn announce_ready(pool: Pool, announcements: Weak<Announcements>) {
             Err(error) => Err(error.to_string()),
         };
         if let Err(error) = sent {
-            tracing::warn!(%error, "announcing ready queues to other nodes failed");
+            // Keep them for the next try, after a pause.
+            announcements
+                .pending
+                .lock()
+                .expect("the announcement set is never poisoned")
+                .extend(queues);
+            drop(announcements);
+            tracing::warn!(%error, "announcing ready queues to other nodes failed; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 }

@@ -128,12 +128,18 @@ pub async fn insert_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[&Job]) 
     if jobs.is_empty() {
         return Ok(());
     }
-    debug_assert!(jobs.iter().all(|job| job.tenant_id == tenant
-        && job.lease.is_none()
-        && job.output.is_none()
-        && job.last_error.is_none()
-        && job.finished_at.is_none()
-        && job.wait.is_none()));
+    let fresh = |job: &&Job| {
+        job.tenant_id == tenant
+            && job.lease.is_none()
+            && job.output.is_none()
+            && job.last_error.is_none()
+            && job.finished_at.is_none()
+            && job.wait.is_none()
+    };
+    if let Some(job) = jobs.iter().find(|job| !fresh(job)) {
+        // The statement below would drop what this job carries.
+        return Err(corrupt(format!("job {} is not new", job.id)));
+    }
     tx.execute(
         &statement(
             tx,

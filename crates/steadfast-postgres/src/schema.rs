@@ -4,7 +4,9 @@
 //! Upgrades follow expand/contract so they never need downtime: a migration
 //! only adds (tables, nullable columns, indexes, functions); code stops using
 //! a column in the release before the one whose migration drops it. Old nodes
-//! keep working on the expanded schema while new nodes roll out.
+//! keep working on the expanded schema while new nodes roll out. The one
+//! exception is version 2 (`audit_intake`, before the first release): nodes of
+//! the previous build must stop first (docs/postgres.md).
 
 use tokio_postgres::Client;
 

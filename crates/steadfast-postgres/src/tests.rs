@@ -97,6 +97,38 @@ async fn the_application_role_cannot_reach_another_tenant_even_in_raw_sql() {
         .await;
     assert!(smuggled.is_err(), "tenant B cannot write rows for tenant A");
     app.batch_execute("ROLLBACK").await.unwrap();
+    // A's audit records waiting to be chained are as hidden as its jobs.
+    app.batch_execute(&format!(
+        "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
+        b.tenant_id().0
+    ))
+    .await
+    .unwrap();
+    let of_a = "SELECT count(*) FROM audit_intake WHERE tenant_id = $1";
+    let waiting_of_a = || async { app.query_one(of_a, &[&a.tenant_id().0]).await.unwrap().get::<_, i64>(0) };
+    assert_eq!(waiting_of_a().await, 0, "B sees none of A's waiting records");
+    let deleted = app
+        .execute("DELETE FROM audit_intake WHERE tenant_id = $1", &[&a.tenant_id().0])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 0, "B deletes none of them");
+    let smuggled = app
+        .execute(
+            "INSERT INTO audit_intake (tenant_id, at, actor_kind, actor_name, action, target, summary) \
+             VALUES ($1, 0, 'system', 'system', 'job.forged', 'x', '{}')",
+            &[&a.tenant_id().0],
+        )
+        .await;
+    assert!(smuggled.is_err(), "B cannot slip a record into A's chain");
+    app.batch_execute("ROLLBACK").await.unwrap();
+    app.batch_execute(&format!(
+        "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
+        a.tenant_id().0
+    ))
+    .await
+    .unwrap();
+    assert!(waiting_of_a().await > 0, "non-vacuous: A's records are waiting there");
+    app.batch_execute("ROLLBACK").await.unwrap();
     app.batch_execute(&format!(
         "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
         a.tenant_id().0
@@ -152,7 +184,7 @@ mod tampering {
     use steadfast_core::audit::{Breach, Head};
     use steadfast_store::audit::{VerifyError, verify};
     use steadfast_store::conformance::*;
-    use steadfast_store::{AuditStore, Maintenance, TenantScope};
+    use steadfast_store::{AuditStore, JobStore, Maintenance, TenantScope};
 
     use super::connect_raw;
     use crate::test_support::fresh_store;
@@ -263,6 +295,104 @@ mod tampering {
             format!("{refused:?}").contains("not edited"),
             "a waiting record is not edited either: {refused:?}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_jobs_records_are_chained_in_the_order_of_its_transitions_across_nodes() {
+        let (first, db) = fresh_store().await;
+        let nodes = [
+            first,
+            crate::PostgresStore::connect(&db.app_url).await.unwrap(),
+            crate::PostgresStore::connect(&db.app_url).await.unwrap(),
+        ];
+        let (scope, key) = new_tenant(&nodes[0]).await;
+        // Chainers on every node race each other and the transitions.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let chainers: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let (node, done) = (node.clone(), done.clone());
+                tokio::spawn(async move {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        node.chain_audit(3).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut jobs = Vec::new();
+        for i in 0..30 {
+            // Enqueued on one node, leased on the next, completed on the third.
+            let job = enqueue_one(&nodes[i % 3], &scope, spec("causal"), at(1)).await;
+            let leased = lease_jobs(&nodes[(i + 1) % 3], &scope, lease_request(&["causal"], 1, &key), at(2)).await;
+            assert_eq!(leased[0].id, job.id);
+            let completing = steadfast_store::Completing {
+                id: job.id,
+                token: token(&leased[0]),
+                output: "{}".into(),
+            };
+            let done = nodes[(i + 2) % 3]
+                .complete_many(&scope, vec![completing], at(3))
+                .await
+                .unwrap();
+            assert!(done[0].is_ok());
+            jobs.push(job.id);
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for chainer in chainers {
+            chainer.await.unwrap();
+        }
+        for id in jobs {
+            let query = steadfast_store::AuditQuery {
+                job_id: Some(id),
+                limit: 10,
+                ..Default::default()
+            };
+            let records = nodes[0].audit_records(&scope, query).await.unwrap().records;
+            let mut by_seq: Vec<_> = records.iter().map(|r| (r.seq, r.action.as_str())).collect();
+            by_seq.sort();
+            let actions: Vec<_> = by_seq.iter().map(|(_, action)| *action).collect();
+            assert_eq!(actions, ["job.enqueued", "job.leased", "job.succeeded"], "job {id}");
+        }
+        verify(&nodes[1], &scope, &[]).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_committed_after_later_ones_were_chained_is_chained_once() {
+        let (store, db) = fresh_store().await;
+        let (scope, _) = new_tenant(&store).await;
+        let before = verify(&store, &scope, &[]).await.unwrap().records;
+        // A writer takes an intake id, then is slow to commit.
+        let slow = connect_raw(&db.app_url).await;
+        slow.batch_execute(&format!(
+            "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true); \
+             INSERT INTO audit_intake (tenant_id, at, actor_kind, actor_name, action, target, summary) \
+             VALUES ('{0}', 0, 'system', 'system', 'job.slow', 'x', '{{}}')",
+            scope.tenant_id().0
+        ))
+        .await
+        .unwrap();
+        // Meanwhile a later record is written and chained.
+        enqueue_one(&store, &scope, spec("q"), at(1)).await;
+        assert_eq!(store.chain_audit(100).await.unwrap(), 1);
+        slow.batch_execute("COMMIT").await.unwrap();
+        let verified = verify(&store, &scope, &[]).await.unwrap();
+        assert_eq!(verified.records - before, 2, "both records, each once");
+        let actions: Vec<String> = store
+            .audit_records(
+                &scope,
+                steadfast_store::AuditQuery {
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.action)
+            .collect();
+        assert_eq!(actions.iter().filter(|a| *a == "job.slow").count(), 1);
+        assert_eq!(store.chain_audit(100).await.unwrap(), 0, "nothing left waiting");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

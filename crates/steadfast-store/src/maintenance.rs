@@ -60,10 +60,7 @@ pub trait Maintenance {
     /// they append (the embedded store's single writer) have nothing to do;
     /// audit reads link what waits in their own chain first either way, so
     /// this only keeps the wait short.
-    async fn chain_audit(&self, limit: usize) -> Result<usize, StoreError> {
-        let _ = limit;
-        Ok(0)
-    }
+    async fn chain_audit(&self, limit: usize) -> Result<usize, StoreError>;
 
     /// Succeeds when the store can serve reads and writes.
     async fn ping(&self) -> Result<(), StoreError>;

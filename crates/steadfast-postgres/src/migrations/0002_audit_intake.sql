@@ -42,8 +42,18 @@ $$;
 CREATE TRIGGER audit_intake_unchanged BEFORE UPDATE ON audit_intake
     FOR EACH ROW EXECUTE FUNCTION audit_intake_unchanged();
 
--- The chainer's way across tenants: which chains have records waiting.
-CREATE FUNCTION steadfast_audit_intake_tenants(p_limit integer)
+-- The chainer's way across tenants: which chains have records waiting, in
+-- tenant order after p_after (a skip scan of the primary key: one probe per
+-- chain, however many records wait).
+CREATE FUNCTION steadfast_audit_intake_tenants(p_after uuid, p_limit integer)
     RETURNS TABLE (tenant_id uuid)
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = steadfast, pg_temp
-    AS $$ SELECT DISTINCT i.tenant_id FROM audit_intake i ORDER BY i.tenant_id LIMIT p_limit $$;
+    AS $$
+        WITH RECURSIVE chains AS (
+            (SELECT i.tenant_id FROM audit_intake i WHERE i.tenant_id > p_after ORDER BY i.tenant_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT i.tenant_id FROM audit_intake i WHERE i.tenant_id > c.tenant_id ORDER BY i.tenant_id LIMIT 1)
+            FROM chains c WHERE c.tenant_id IS NOT NULL
+        )
+        SELECT c.tenant_id FROM chains c WHERE c.tenant_id IS NOT NULL LIMIT p_limit
+    $$;

@@ -33,6 +33,38 @@ pub async fn lease_order_is_priority_then_run_at_then_fifo(store: &impl Store) {
     assert_eq!(more.iter().map(|j| j.id).collect::<Vec<_>>(), vec![other_queue.id]);
 }
 
+pub async fn a_batch_is_leased_in_the_order_it_was_enqueued(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    // Ids in the opposite order to the batch's, and a keyed job in the middle
+    // (which a store may write apart): only the batch order may decide.
+    let mut ids: Vec<JobId> = (0..40).map(|_| JobId(uuid::Uuid::now_v7())).collect();
+    ids.reverse();
+    let jobs: Vec<NewJob> = ids
+        .iter()
+        .enumerate()
+        .map(|(index, &id)| {
+            let request = EnqueueRequest {
+                idempotency_key: (index == 20).then(|| "the-middle-one".into()),
+                ..request("fifo", "{}")
+            };
+            NewJob {
+                id,
+                spec: request.validate(&Limits::default(), [7; 32], t0()).unwrap(),
+            }
+        })
+        .collect();
+    store
+        .enqueue(&scope, jobs, Limits::default().dedup_window, at(1))
+        .await
+        .unwrap();
+    let mut leased = Vec::new();
+    for _ in 0..ids.len() {
+        let one = lease_jobs(store, &scope, lease_request(&["fifo"], 1, &key), at(2)).await;
+        leased.push(one[0].id);
+    }
+    assert_eq!(leased, ids, "first in, first out");
+}
+
 pub async fn concurrent_leases_never_share_a_job(store: &(impl Store + Clone)) {
     let (scope, key) = new_tenant(store).await;
     let jobs: Vec<_> = (0..300).map(|_| new_job(spec("race"))).collect();

@@ -40,6 +40,7 @@ macro_rules! conformance_suite {
             idempotency_keys_expire_after_the_window,
             batch_enqueue_is_all_or_nothing,
             lease_order_is_priority_then_run_at_then_fifo,
+            a_batch_is_leased_in_the_order_it_was_enqueued,
             concurrent_leases_never_share_a_job,
             complete_needs_the_current_lease,
             a_batch_of_completions_is_judged_item_by_item,
