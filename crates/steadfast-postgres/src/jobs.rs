@@ -20,7 +20,7 @@ use crate::rows::{
     save_job, save_jobs,
 };
 use crate::workflows::{children_of, signals_of, steps_of};
-use crate::{PostgresStore, TenantFilter, pg_error, scoped, statement};
+use crate::{PostgresStore, TenantFilter, pg_error, scoped, settle, statement};
 
 fn unchanged(job: Job) -> Transition {
     Transition {
@@ -94,25 +94,20 @@ impl PostgresStore {
         let tenant = scope.tenant_id();
         let mut client = self.client().await?;
         let tx = scoped(&mut client, tenant).await?;
-        let before = load_job(&tx, self.filter, tenant, id, true)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let Transition { job, ended_attempt } = match transition(&before) {
-            Ok(transition) => transition,
-            Err(rejection) => {
-                // Release the row lock before answering: a dropped transaction
-                // rolls back only when its connection gets to it, and a sweep
-                // right after (SKIP LOCKED) would pass the job over.
-                tx.rollback().await.map_err(pg_error)?;
-                return Err(rejection.into());
+        let result = async {
+            let before = load_job(&tx, self.filter, tenant, id, true)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let Transition { job, ended_attempt } = transition(&before)?;
+            save_job(&tx, &job).await?;
+            if let Some(attempt) = &ended_attempt {
+                insert_attempt(&tx, &job, attempt).await?;
             }
-        };
-        save_job(&tx, &job).await?;
-        if let Some(attempt) = &ended_attempt {
-            insert_attempt(&tx, &job, attempt).await?;
+            append_for(&tx, scope, now, describe(&before, &job)).await?;
+            Ok::<_, StoreError>((job, ended_attempt))
         }
-        append_for(&tx, scope, now, describe(&before, &job)).await?;
-        tx.commit().await.map_err(pg_error)?;
+        .await;
+        let (job, ended_attempt) = settle(tx, result).await?;
         let mut ready = ReadyQueues::default();
         ready.note(&job);
         ready.announce(self);

@@ -169,6 +169,25 @@ pub(crate) async fn scoped(
     Ok(tx)
 }
 
+/// Commits `tx` when `result` is a success; otherwise rolls it back before
+/// the error is returned. A dropped transaction rolls back only when its
+/// connection next gets to it, and until then it holds its row locks: a
+/// sweep (`SKIP LOCKED`) would pass the job over, a request would wait.
+pub(crate) async fn settle<T>(tx: Transaction<'_>, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await.map_err(pg_error)?;
+            Ok(value)
+        }
+        Err(error) => {
+            // Should the rollback fail, the connection is broken and its
+            // locks go with it; the caller needs the original error.
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
 /// Makes the transaction's commit flush the WAL. Leases commit with
 /// `synchronous_commit = off` (a lease is void after a crash anyway), so an
 /// audit read may see a lease's record before it is on disk. A transaction

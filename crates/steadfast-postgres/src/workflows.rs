@@ -13,7 +13,7 @@ use crate::jobs::ReadyQueues;
 use crate::rows::{
     JOB_COLUMNS, insert_attempt, insert_job, job_from_row, load_job, millis, optional_timestamp, save_job, timestamp,
 };
-use crate::{PostgresStore, pg_error, scoped};
+use crate::{PostgresStore, pg_error, scoped, settle};
 
 fn corrupt(error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(error.to_string())
@@ -193,18 +193,21 @@ impl WorkflowStore for PostgresStore {
     ) -> Result<StepStart, StoreError> {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let job = self.locked_job(&tx, scope.tenant_id(), id).await?;
-        let existing = load_step(&tx, &job, &step).await?;
-        let started = lifecycle::start_step(&job, token, existing.as_ref(), step, now)?;
-        if let StepStart::Started(step) = &started {
-            if existing.is_none() {
-                check_step_room(&tx, &job, limits).await?;
+        let result = async {
+            let job = self.locked_job(&tx, scope.tenant_id(), id).await?;
+            let existing = load_step(&tx, &job, &step).await?;
+            let started = lifecycle::start_step(&job, token, existing.as_ref(), step, now)?;
+            if let StepStart::Started(step) = &started {
+                if existing.is_none() {
+                    check_step_room(&tx, &job, limits).await?;
+                }
+                save_step(&tx, &job, step).await?;
+                append_for(&tx, scope, now, [drafts::step_started(&job, step)]).await?;
             }
-            save_step(&tx, &job, step).await?;
-            append_for(&tx, scope, now, [drafts::step_started(&job, step)]).await?;
+            Ok::<_, StoreError>(started)
         }
-        tx.commit().await.map_err(pg_error)?;
-        Ok(started)
+        .await;
+        settle(tx, result).await
     }
 
     async fn checkpoint_step(
@@ -219,18 +222,21 @@ impl WorkflowStore for PostgresStore {
     ) -> Result<Checkpoint, StoreError> {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let job = self.locked_job(&tx, scope.tenant_id(), id).await?;
-        let existing = load_step(&tx, &job, &step).await?;
-        let checkpoint = lifecycle::checkpoint(&job, token, existing.as_ref(), step, output, now)?;
-        if checkpoint.first {
-            if existing.is_none() {
-                check_step_room(&tx, &job, limits).await?;
+        let result = async {
+            let job = self.locked_job(&tx, scope.tenant_id(), id).await?;
+            let existing = load_step(&tx, &job, &step).await?;
+            let checkpoint = lifecycle::checkpoint(&job, token, existing.as_ref(), step, output, now)?;
+            if checkpoint.first {
+                if existing.is_none() {
+                    check_step_room(&tx, &job, limits).await?;
+                }
+                save_step(&tx, &job, &checkpoint.step).await?;
+                append_for(&tx, scope, now, [drafts::step_completed(&job, &checkpoint.step)]).await?;
             }
-            save_step(&tx, &job, &checkpoint.step).await?;
-            append_for(&tx, scope, now, [drafts::step_completed(&job, &checkpoint.step)]).await?;
+            Ok::<_, StoreError>(checkpoint)
         }
-        tx.commit().await.map_err(pg_error)?;
-        Ok(checkpoint)
+        .await;
+        settle(tx, result).await
     }
 
     async fn wait(
@@ -245,50 +251,53 @@ impl WorkflowStore for PostgresStore {
     ) -> Result<Waited, StoreError> {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let job = self.locked_job(&tx, scope.tenant_id(), id).await?;
-        let existing = load_step(&tx, &job, &step).await?;
-        let pending = match &wait_for {
-            WaitFor::Signal { name, .. } => oldest_pending_signal(&tx, &job, name).await?,
-            WaitFor::Until(_) => None,
-        };
-        let outcome = lifecycle::wait(
-            &job,
-            token,
-            step,
-            wait_for,
-            existing.as_ref(),
-            pending.as_ref().map(|(_, s)| s),
-            now,
-        )?;
-        if existing.is_none() && !matches!(outcome, WaitOutcome::AlreadyCompleted(_)) {
-            check_step_room(&tx, &job, limits).await?;
+        let result = async {
+            let job = self.locked_job(&tx, scope.tenant_id(), id).await?;
+            let existing = load_step(&tx, &job, &step).await?;
+            let pending = match &wait_for {
+                WaitFor::Signal { name, .. } => oldest_pending_signal(&tx, &job, name).await?,
+                WaitFor::Until(_) => None,
+            };
+            let outcome = lifecycle::wait(
+                &job,
+                token,
+                step,
+                wait_for,
+                existing.as_ref(),
+                pending.as_ref().map(|(_, s)| s),
+                now,
+            )?;
+            if existing.is_none() && !matches!(outcome, WaitOutcome::AlreadyCompleted(_)) {
+                check_step_room(&tx, &job, limits).await?;
+            }
+            let waited = match outcome {
+                WaitOutcome::AlreadyCompleted(step) => Waited::Completed(step),
+                WaitOutcome::Resolved { step, consumed_signal } => {
+                    save_step(&tx, &job, &step).await?;
+                    if let (true, Some((seq, _))) = (consumed_signal, pending) {
+                        tx.execute(
+                            "UPDATE signals SET consumed_at = $4 WHERE tenant_id = $1 AND job_id = $2 AND seq = $3",
+                            &[&job.tenant_id.0, &job.id.0, &seq, &millis(now)],
+                        )
+                        .await
+                        .map_err(pg_error)?;
+                    }
+                    append_for(&tx, scope, now, [drafts::step_completed(&job, &step)]).await?;
+                    Waited::Completed(step)
+                }
+                WaitOutcome::Suspended(transition) => {
+                    save_job(&tx, &transition.job).await?;
+                    if let Some(attempt) = &transition.ended_attempt {
+                        insert_attempt(&tx, &transition.job, attempt).await?;
+                    }
+                    append_for(&tx, scope, now, [drafts::job_waiting(&job, &transition.job)]).await?;
+                    Waited::Suspended(Box::new(transition.job))
+                }
+            };
+            Ok::<_, StoreError>(waited)
         }
-        let waited = match outcome {
-            WaitOutcome::AlreadyCompleted(step) => Waited::Completed(step),
-            WaitOutcome::Resolved { step, consumed_signal } => {
-                save_step(&tx, &job, &step).await?;
-                if let (true, Some((seq, _))) = (consumed_signal, pending) {
-                    tx.execute(
-                        "UPDATE signals SET consumed_at = $4 WHERE tenant_id = $1 AND job_id = $2 AND seq = $3",
-                        &[&job.tenant_id.0, &job.id.0, &seq, &millis(now)],
-                    )
-                    .await
-                    .map_err(pg_error)?;
-                }
-                append_for(&tx, scope, now, [drafts::step_completed(&job, &step)]).await?;
-                Waited::Completed(step)
-            }
-            WaitOutcome::Suspended(transition) => {
-                save_job(&tx, &transition.job).await?;
-                if let Some(attempt) = &transition.ended_attempt {
-                    insert_attempt(&tx, &transition.job, attempt).await?;
-                }
-                append_for(&tx, scope, now, [drafts::job_waiting(&job, &transition.job)]).await?;
-                Waited::Suspended(Box::new(transition.job))
-            }
-        };
-        tx.commit().await.map_err(pg_error)?;
-        Ok(waited)
+        .await;
+        settle(tx, result).await
     }
 
     async fn signal(
@@ -302,41 +311,45 @@ impl WorkflowStore for PostgresStore {
     ) -> Result<Signalled, StoreError> {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let job = self.locked_job(&tx, scope.tenant_id(), id).await?;
-        let signal = Signal {
-            name,
-            payload,
-            received_at: now,
-        };
-        let signalled = match lifecycle::deliver_signal(&job, signal.clone(), now)? {
-            Delivery::Woke { job, step } => {
-                save_job(&tx, &job).await?;
-                save_step(&tx, &job, &step).await?;
-                insert_signal(&tx, &job, &signal, Some(now)).await?;
-                let draft = drafts::signal_received(&job, signal.name.as_str(), &signal.payload, true);
-                append_for(&tx, scope, now, [draft]).await?;
-                Signalled { job: *job, woke: true }
-            }
-            Delivery::Stored => {
-                let pending = count(
-                    &tx,
-                    "SELECT count(*) FROM signals WHERE tenant_id = $1 AND job_id = $2 AND consumed_at IS NULL",
-                    &job,
-                )
-                .await?;
-                if pending >= limits.max_pending_signals {
-                    return Err(StoreError::LimitExceeded {
-                        what: "pending signals",
-                        limit: limits.max_pending_signals,
-                    });
+        let result = async {
+            let job = self.locked_job(&tx, scope.tenant_id(), id).await?;
+            let signal = Signal {
+                name,
+                payload,
+                received_at: now,
+            };
+            let signalled = match lifecycle::deliver_signal(&job, signal.clone(), now)? {
+                Delivery::Woke { job, step } => {
+                    save_job(&tx, &job).await?;
+                    save_step(&tx, &job, &step).await?;
+                    insert_signal(&tx, &job, &signal, Some(now)).await?;
+                    let draft = drafts::signal_received(&job, signal.name.as_str(), &signal.payload, true);
+                    append_for(&tx, scope, now, [draft]).await?;
+                    Signalled { job: *job, woke: true }
                 }
-                insert_signal(&tx, &job, &signal, None).await?;
-                let draft = drafts::signal_received(&job, signal.name.as_str(), &signal.payload, false);
-                append_for(&tx, scope, now, [draft]).await?;
-                Signalled { job, woke: false }
-            }
-        };
-        tx.commit().await.map_err(pg_error)?;
+                Delivery::Stored => {
+                    let pending = count(
+                        &tx,
+                        "SELECT count(*) FROM signals WHERE tenant_id = $1 AND job_id = $2 AND consumed_at IS NULL",
+                        &job,
+                    )
+                    .await?;
+                    if pending >= limits.max_pending_signals {
+                        return Err(StoreError::LimitExceeded {
+                            what: "pending signals",
+                            limit: limits.max_pending_signals,
+                        });
+                    }
+                    insert_signal(&tx, &job, &signal, None).await?;
+                    let draft = drafts::signal_received(&job, signal.name.as_str(), &signal.payload, false);
+                    append_for(&tx, scope, now, [draft]).await?;
+                    Signalled { job, woke: false }
+                }
+            };
+            Ok::<_, StoreError>(signalled)
+        }
+        .await;
+        let signalled = settle(tx, result).await?;
         let mut ready = ReadyQueues::default();
         ready.note(&signalled.job);
         ready.announce(self);
@@ -355,40 +368,44 @@ impl WorkflowStore for PostgresStore {
     ) -> Result<Enqueued, StoreError> {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let parent = self.locked_job(&tx, scope.tenant_id(), parent).await?;
-        // The lease is checked first: a fenced worker learns nothing, not even the child.
-        let candidate = lifecycle::spawn_child(&parent, token, step.clone(), child.id, child.spec, now)?;
-        let enqueued = match child_of(&tx, &parent, &step).await? {
-            Some(existing) => Enqueued {
-                job: existing,
-                replayed: true,
-            },
-            None => {
-                let children = count(
-                    &tx,
-                    "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND parent_id = $2",
-                    &parent,
-                )
-                .await?;
-                if children >= limits.max_children {
-                    return Err(StoreError::LimitExceeded {
-                        what: "children",
-                        limit: limits.max_children,
-                    });
+        let result = async {
+            let parent = self.locked_job(&tx, scope.tenant_id(), parent).await?;
+            // The lease is checked first: a fenced worker learns nothing, not even the child.
+            let candidate = lifecycle::spawn_child(&parent, token, step.clone(), child.id, child.spec, now)?;
+            let enqueued = match child_of(&tx, &parent, &step).await? {
+                Some(existing) => Enqueued {
+                    job: existing,
+                    replayed: true,
+                },
+                None => {
+                    let children = count(
+                        &tx,
+                        "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND parent_id = $2",
+                        &parent,
+                    )
+                    .await?;
+                    if children >= limits.max_children {
+                        return Err(StoreError::LimitExceeded {
+                            what: "children",
+                            limit: limits.max_children,
+                        });
+                    }
+                    insert_job(&tx, &candidate).await?;
+                    let records = [
+                        drafts::job_enqueued(&candidate),
+                        drafts::child_spawned(&parent, &candidate),
+                    ];
+                    append_for(&tx, scope, now, records).await?;
+                    Enqueued {
+                        job: candidate,
+                        replayed: false,
+                    }
                 }
-                insert_job(&tx, &candidate).await?;
-                let records = [
-                    drafts::job_enqueued(&candidate),
-                    drafts::child_spawned(&parent, &candidate),
-                ];
-                append_for(&tx, scope, now, records).await?;
-                Enqueued {
-                    job: candidate,
-                    replayed: false,
-                }
-            }
-        };
-        tx.commit().await.map_err(pg_error)?;
+            };
+            Ok::<_, StoreError>(enqueued)
+        }
+        .await;
+        let enqueued = settle(tx, result).await?;
         if !enqueued.replayed {
             let mut ready = ReadyQueues::default();
             ready.note(&enqueued.job);
