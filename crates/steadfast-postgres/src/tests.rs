@@ -447,3 +447,29 @@ mod tampering {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_makes_jobs_ready_wakes_the_other_nodes_listeners() {
+    use steadfast_store::Maintenance;
+
+    let (first, db) = fresh_store().await;
+    let second = PostgresStore::connect(&db.app_url).await.unwrap();
+    let (scope, _) = new_tenant(&first).await;
+    let (woken, mut wakes) = tokio::sync::mpsc::unbounded_channel();
+    second.subscribe_ready(std::sync::Arc::new(move |tenant, queue| {
+        let _ = woken.send((tenant, queue.as_str().to_owned()));
+    }));
+    // The listener connects in the background: enqueue until it hears one,
+    // each enqueue announced after its commit, from the first node.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let heard = loop {
+        enqueue_one(&first, &scope, spec("wake-me"), t0()).await;
+        match tokio::time::timeout(std::time::Duration::from_millis(200), wakes.recv()).await {
+            Ok(Some(heard)) => break heard,
+            Ok(None) => panic!("the listener is gone"),
+            Err(_) if tokio::time::Instant::now() < deadline => continue,
+            Err(_) => panic!("no node heard that jobs became ready"),
+        }
+    };
+    assert_eq!(heard, (scope.tenant_id(), "wake-me".to_owned()));
+}
