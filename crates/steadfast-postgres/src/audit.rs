@@ -15,7 +15,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::rows::{millis, timestamp};
-use crate::{PostgresStore, flush_on_commit, pg_error, scoped, set_tenant, statement};
+use crate::{PostgresStore, pg_error, scoped, set_tenant, statement};
 
 /// The tenant id of the system chain.
 pub(crate) const SYSTEM_CHAIN: TenantId = TenantId(uuid::Uuid::nil());
@@ -139,24 +139,16 @@ async fn chain_some(
 ) -> Result<usize, StoreError> {
     let mut client = store.client().await?;
     let tx = scoped(&mut client, tenant).await?;
-    let waiting = |lock: bool| {
-        let tx = &tx;
-        async move {
-            let sql = if lock {
-                "SELECT tenant_id, 0::bigint, at, actor_kind, actor_key_id, actor_name, request_id, action, target, \
-                 job_id, summary, id FROM audit_intake WHERE tenant_id = $1 ORDER BY id LIMIT $2"
-            } else {
-                "SELECT tenant_id, 0::bigint, at, actor_kind, actor_key_id, actor_name, request_id, action, target, \
-                 job_id, summary, id FROM audit_intake WHERE tenant_id = $1 LIMIT $2"
-            };
-            let limit = if lock { limit as i64 } else { 1 };
-            tx.query(&statement(tx, sql).await?, &[&tenant.0, &limit])
-                .await
-                .map_err(pg_error)
-        }
-    };
     // Nothing waiting (the usual case for a read): no lock, no write.
-    if waiting(false).await?.is_empty() {
+    let any_waiting: bool = tx
+        .query_one(
+            &statement(&tx, "SELECT EXISTS (SELECT 1 FROM audit_intake WHERE tenant_id = $1)").await?,
+            &[&tenant.0],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if !any_waiting {
         tx.rollback().await.map_err(pg_error)?;
         return Ok(0);
     }
@@ -188,7 +180,18 @@ async fn chain_some(
         .then(|| hash_of(row.get(1)).map(|hash| Head { seq: seq as u64, hash }))
         .transpose()?;
     // Read under the lock: another chainer's links are committed by now.
-    let rows = waiting(true).await?;
+    let rows = tx
+        .query(
+            &statement(
+                &tx,
+                "SELECT tenant_id, 0::bigint, at, actor_kind, actor_key_id, actor_name, request_id, action, target, \
+                 job_id, summary, id FROM audit_intake WHERE tenant_id = $1 ORDER BY id LIMIT $2",
+            )
+            .await?,
+            &[&tenant.0, &(limit as i64)],
+        )
+        .await
+        .map_err(pg_error)?;
     if rows.is_empty() {
         tx.rollback().await.map_err(pg_error)?;
         return Ok(0);
@@ -256,7 +259,13 @@ async fn chain_some(
 }
 
 /// Links every record of `tenant` committed before the call: audit reads
-/// call this first, so what they show is the whole chain so far.
+/// call this first, so what they show is the whole chain so far. It is also
+/// their durability barrier. Leases commit without waiting for the WAL
+/// flush, but their records become readable only once a chainer links
+/// them, in a transaction that commits synchronously: PostgreSQL makes such
+/// a commit visible only after flushing the WAL through it, earlier
+/// commits (the lease's) included. So no read shows, exports or signs a
+/// record a crash could take back, and the read itself need not flush.
 async fn chain(store: &PostgresStore, tenant: TenantId) -> Result<(), StoreError> {
     // Writers keep adding while this runs; a short batch means it caught up.
     // The bound only guards against a pathological stream of appends.
@@ -340,7 +349,6 @@ impl AuditStore for PostgresStore {
         chain(self, scope.tenant_id()).await?;
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        flush_on_commit(&tx).await?;
         let tenant = scope.tenant_id().0;
         // One lower bound on time, so the index range starts at the later of
         // the window's start and the cursor.
@@ -409,7 +417,6 @@ impl AuditStore for PostgresStore {
         chain(self, scope.tenant_id()).await?;
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        flush_on_commit(&tx).await?;
         let rows = tx
             .query(
                 &statement(&tx, &format!(
@@ -427,7 +434,6 @@ impl AuditStore for PostgresStore {
         chain(self, scope.tenant_id()).await?;
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.tenant_id()).await?;
-        flush_on_commit(&tx).await?;
         let head = head_of(&tx, "audit_heads", scope.tenant_id()).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(head)

@@ -46,6 +46,14 @@ impl ReadyQueues {
         store.announce(&self.0);
         self.0
     }
+
+    /// After the commit of a change to one job: announces its queue if the
+    /// job is now ready.
+    pub(crate) fn announce_job(store: &PostgresStore, job: &Job) {
+        let mut ready = ReadyQueues::default();
+        ready.note(job);
+        ready.announce(store);
+    }
 }
 
 /// A leased job with the steps its workflow resumes from; a first attempt
@@ -108,9 +116,7 @@ impl PostgresStore {
         }
         .await;
         let (job, ended_attempt) = settle(tx, result).await?;
-        let mut ready = ReadyQueues::default();
-        ready.note(&job);
-        ready.announce(self);
+        ReadyQueues::announce_job(self, &job);
         Ok(Ended {
             job,
             attempt: ended_attempt,
@@ -351,7 +357,7 @@ impl JobStore for PostgresStore {
         let tx = scoped(&mut client, scope.tenant_id()).await?;
         let leased = lease_in(&tx, self.filter, scope, request, now).await?;
         // A lease is void after a crash anyway: its commit need not wait for
-        // the WAL flush (see flush_on_commit for the audit records it wrote).
+        // the WAL flush (audit::chain says why its records are safe to read).
         tx.batch_execute("SET LOCAL synchronous_commit = off")
             .await
             .map_err(pg_error)?;

@@ -188,20 +188,6 @@ pub(crate) async fn settle<T>(tx: Transaction<'_>, result: Result<T, StoreError>
     }
 }
 
-/// Makes the transaction's commit flush the WAL. Leases commit with
-/// `synchronous_commit = off` (a lease is void after a crash anyway), so an
-/// audit read may see a lease's record before it is on disk. A transaction
-/// that holds a transaction id commits synchronously, and flushing its
-/// commit record flushes all the WAL before it, including every commit the
-/// read saw. Audit reads call this and commit before they return, so nothing
-/// shown, exported or signed can be taken back by a crash.
-pub(crate) async fn flush_on_commit(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    tx.execute(&statement(tx, "SELECT txid_current()").await?, &[])
-        .await
-        .map_err(pg_error)?;
-    Ok(())
-}
-
 /// The prepared statement for `sql` from the connection's cache: after its
 /// first use on a connection, a statement costs one round trip, not two
 /// (parse and describe, then bind and execute).

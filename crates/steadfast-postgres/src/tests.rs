@@ -18,6 +18,16 @@ async fn connect_raw(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Opens a transaction on a raw connection in `tenant`'s scope, as the store does.
+async fn begin_as(client: &tokio_postgres::Client, tenant: uuid::Uuid) {
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT set_config('steadfast.tenant_id', '{tenant}', true)"
+        ))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_store_filter_off_the_database_alone_isolates_tenants() {
     let (store, _db) = fresh_store().await;
@@ -76,12 +86,7 @@ async fn the_application_role_cannot_reach_another_tenant_even_in_raw_sql() {
         0,
         "no tenant set: nothing visible"
     );
-    app.batch_execute(&format!(
-        "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
-        b.tenant_id().0
-    ))
-    .await
-    .unwrap();
+    begin_as(&app, b.tenant_id().0).await;
     assert_eq!(
         count("SELECT count(*) FROM jobs").await,
         0,
@@ -98,12 +103,7 @@ async fn the_application_role_cannot_reach_another_tenant_even_in_raw_sql() {
     assert!(smuggled.is_err(), "tenant B cannot write rows for tenant A");
     app.batch_execute("ROLLBACK").await.unwrap();
     // A's audit records waiting to be chained are as hidden as its jobs.
-    app.batch_execute(&format!(
-        "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
-        b.tenant_id().0
-    ))
-    .await
-    .unwrap();
+    begin_as(&app, b.tenant_id().0).await;
     let of_a = "SELECT count(*) FROM audit_intake WHERE tenant_id = $1";
     let waiting_of_a = || async { app.query_one(of_a, &[&a.tenant_id().0]).await.unwrap().get::<_, i64>(0) };
     assert_eq!(waiting_of_a().await, 0, "B sees none of A's waiting records");
@@ -121,20 +121,8 @@ async fn the_application_role_cannot_reach_another_tenant_even_in_raw_sql() {
         .await;
     assert!(smuggled.is_err(), "B cannot slip a record into A's chain");
     app.batch_execute("ROLLBACK").await.unwrap();
-    app.batch_execute(&format!(
-        "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
-        a.tenant_id().0
-    ))
-    .await
-    .unwrap();
+    begin_as(&app, a.tenant_id().0).await;
     assert!(waiting_of_a().await > 0, "non-vacuous: A's records are waiting there");
-    app.batch_execute("ROLLBACK").await.unwrap();
-    app.batch_execute(&format!(
-        "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
-        a.tenant_id().0
-    ))
-    .await
-    .unwrap();
     assert_eq!(count("SELECT count(*) FROM jobs").await, 1, "tenant A sees its own job");
     app.batch_execute("COMMIT").await.unwrap();
     assert_eq!(
@@ -186,7 +174,7 @@ mod tampering {
     use steadfast_store::conformance::*;
     use steadfast_store::{AuditStore, JobStore, Maintenance, TenantScope};
 
-    use super::connect_raw;
+    use super::{begin_as, connect_raw};
     use crate::test_support::fresh_store;
 
     /// A chain of a few records, then `tamper` run as a superuser with
@@ -248,24 +236,14 @@ mod tampering {
         store.chain_audit(1000).await.unwrap();
         enqueue_one(&store, &scope, spec("q"), at(1)).await;
         let app = connect_raw(&db.app_url).await;
-        app.batch_execute(&format!(
-            "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
-            scope.tenant_id().0
-        ))
-        .await
-        .unwrap();
+        begin_as(&app, scope.tenant_id().0).await;
         let denied = app
             .batch_execute("UPDATE audit_records SET summary = '{}'")
             .await
             .unwrap_err();
         assert!(format!("{denied:?}").contains("permission denied"), "{denied:?}");
         app.batch_execute("ROLLBACK").await.unwrap();
-        app.batch_execute(&format!(
-            "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true)",
-            scope.tenant_id().0
-        ))
-        .await
-        .unwrap();
+        begin_as(&app, scope.tenant_id().0).await;
         let denied = app
             .batch_execute("UPDATE audit_intake SET summary = '{}'")
             .await
@@ -363,12 +341,12 @@ mod tampering {
         let before = verify(&store, &scope, &[]).await.unwrap().records;
         // A writer takes an intake id, then is slow to commit.
         let slow = connect_raw(&db.app_url).await;
-        slow.batch_execute(&format!(
-            "BEGIN; SELECT set_config('steadfast.tenant_id', '{}', true); \
-             INSERT INTO audit_intake (tenant_id, at, actor_kind, actor_name, action, target, summary) \
-             VALUES ('{0}', 0, 'system', 'system', 'job.slow', 'x', '{{}}')",
-            scope.tenant_id().0
-        ))
+        begin_as(&slow, scope.tenant_id().0).await;
+        slow.execute(
+            "INSERT INTO audit_intake (tenant_id, at, actor_kind, actor_name, action, target, summary) \
+             VALUES ($1, 0, 'system', 'system', 'job.slow', 'x', '{}')",
+            &[&scope.tenant_id().0],
+        )
         .await
         .unwrap();
         // Meanwhile a later record is written and chained.

@@ -350,9 +350,7 @@ impl WorkflowStore for PostgresStore {
         }
         .await;
         let signalled = settle(tx, result).await?;
-        let mut ready = ReadyQueues::default();
-        ready.note(&signalled.job);
-        ready.announce(self);
+        ReadyQueues::announce_job(self, &signalled.job);
         Ok(signalled)
     }
 
@@ -407,9 +405,7 @@ impl WorkflowStore for PostgresStore {
         .await;
         let enqueued = settle(tx, result).await?;
         if !enqueued.replayed {
-            let mut ready = ReadyQueues::default();
-            ready.note(&enqueued.job);
-            ready.announce(self);
+            ReadyQueues::announce_job(self, &enqueued.job);
         }
         Ok(enqueued)
     }

@@ -108,7 +108,7 @@ fn steadfast_lives_per_second(dir: &std::path::Path, jobs: usize, per_commit: us
         )
         .expect("lean schema");
     }
-    tx_relaxed(&conn, false);
+    set_synchronous(&conn, false);
     let tenant = TenantId(uuid::Uuid::now_v7());
     let actor = Actor::Key {
         key_id: steadfast_core::KeyId::parse("0123456789abcdef").expect("a key id"),
@@ -188,7 +188,7 @@ fn steadfast_lives_per_second(dir: &std::path::Path, jobs: usize, per_commit: us
         enqueueing += started.elapsed();
 
         let started = Instant::now();
-        tx_relaxed(&conn, true);
+        set_synchronous(&conn, true);
         let tx = conn.transaction().expect("begin");
         for id in chunk {
             tx.prepare_cached(
@@ -213,7 +213,7 @@ fn steadfast_lives_per_second(dir: &std::path::Path, jobs: usize, per_commit: us
         }
         advance(&tx, last.expect("a record per job"));
         tx.commit().expect("commit");
-        tx_relaxed(&conn, false);
+        set_synchronous(&conn, false);
 
         let tx = conn.transaction().expect("begin");
         for id in chunk {
@@ -243,8 +243,9 @@ fn steadfast_lives_per_second(dir: &std::path::Path, jobs: usize, per_commit: us
     (rate(enqueueing + draining), rate(enqueueing), rate(draining))
 }
 
-/// Commits without fsync (a lease's durability) or with it (everything else).
-fn tx_relaxed(conn: &Connection, relaxed: bool) {
+/// Makes the next commits skip fsync (a lease's durability) or wait for it
+/// (everything else).
+fn set_synchronous(conn: &Connection, relaxed: bool) {
     let level = if relaxed { "NORMAL" } else { "FULL" };
     conn.pragma_update(None, "synchronous", level).expect("synchronous");
 }
