@@ -54,7 +54,27 @@ impl Actor {
             Actor::System => "system",
         }
     }
+
+    /// The actor stored as its [`kind`](Actor::kind), key id and name. A
+    /// kind Steadfast never writes reads as `System`: the record's hash no
+    /// longer matches then, so verification names the edited record
+    /// instead of failing to read it.
+    pub fn decode(kind: &str, key_id: Option<&str>, name: String) -> Result<Actor, BadKeyActor> {
+        match kind {
+            "key" => {
+                let key_id = key_id.and_then(|key_id| KeyId::parse(key_id).ok()).ok_or(BadKeyActor)?;
+                Ok(Actor::Key { key_id, name })
+            }
+            "operator" => Ok(Actor::Operator),
+            _ => Ok(Actor::System),
+        }
+    }
 }
+
+/// A stored key actor without a valid key id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an audit record's key actor has no valid key id")]
+pub struct BadKeyActor;
 
 /// What a change says about itself, before it takes its place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,13 +9,14 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use steadfast_core::audit::{self, Actor, Draft, Head, Record};
 use steadfast_core::{JobId, KeyId, TenantId, Timestamp};
+use steadfast_store::audit::ActorFilter;
 use steadfast_store::audit::drafts;
-use steadfast_store::{AuditCursor, AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
+use steadfast_store::{AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::rows::{millis, timestamp};
-use crate::{PostgresStore, pg_error, scoped, set_tenant, statement};
+use crate::{Durability, PostgresStore, pg_error, set_tenant, statement};
 
 /// The tenant id of the system chain.
 pub(crate) const SYSTEM_CHAIN: TenantId = TenantId(uuid::Uuid::nil());
@@ -41,17 +42,7 @@ fn record_from_row(row: &Row) -> Result<Record, StoreError> {
 /// A record's content from the first eleven of [`RECORD_COLUMNS`]; its
 /// `prev_hash` and `hash` are left empty.
 fn unlinked_from_row(row: &Row) -> Result<Record, StoreError> {
-    let actor = match row.get::<_, &str>(3) {
-        "key" => Actor::Key {
-            key_id: row
-                .get::<_, Option<&str>>(4)
-                .ok_or_else(|| corrupt("a key actor without a key id"))
-                .and_then(|key_id| KeyId::parse(key_id).map_err(corrupt))?,
-            name: row.get(5),
-        },
-        "operator" => Actor::Operator,
-        _ => Actor::System,
-    };
+    let actor = Actor::decode(row.get(3), row.get(4), row.get(5)).map_err(corrupt)?;
     Ok(Record {
         tenant_id: TenantId(row.get(0)),
         seq: row.get::<_, i64>(1) as u64,
@@ -137,24 +128,40 @@ async fn chain_some(
     limit: usize,
     contended: Contended,
 ) -> Result<usize, StoreError> {
-    let mut client = store.client().await?;
-    let tx = scoped(&mut client, tenant).await?;
-    // Nothing waiting (the usual case for a read): no lock, no write.
-    let any_waiting: bool = tx
-        .query_one(
-            &statement(&tx, "SELECT EXISTS (SELECT 1 FROM audit_intake WHERE tenant_id = $1)").await?,
-            &[&tenant.0],
-        )
+    store
+        .transaction(Some(tenant), Durability::Durable, async |tx| {
+            // Nothing waiting (the usual case for a read): no lock, no write.
+            let any_waiting: bool = tx
+                .query_one(
+                    &statement(tx, "SELECT EXISTS (SELECT 1 FROM audit_intake WHERE tenant_id = $1)").await?,
+                    &[&tenant.0],
+                )
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            if !any_waiting {
+                return Ok(0);
+            }
+            let Some(head) = lock_head(tx, tenant, contended).await? else {
+                // Another chainer holds the head and links these records now.
+                return Ok(0);
+            };
+            link_waiting(tx, tenant, head, limit).await
+        })
         .await
-        .map_err(pg_error)?
-        .get(0);
-    if !any_waiting {
-        tx.rollback().await.map_err(pg_error)?;
-        return Ok(0);
-    }
+}
+
+/// Locks `tenant`'s chain head for the transaction (creating it first),
+/// and returns it: `Some(None)` for an empty chain, `None` when the head
+/// is taken and `contended` says not to wait.
+async fn lock_head(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    contended: Contended,
+) -> Result<Option<Option<Head>>, StoreError> {
     tx.execute(
         &statement(
-            &tx,
+            tx,
             "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
         )
         .await?,
@@ -167,23 +174,32 @@ async fn chain_some(
         Contended::Skip => "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE SKIP LOCKED",
     };
     let Some(row) = tx
-        .query_opt(&statement(&tx, lock).await?, &[&tenant.0])
+        .query_opt(&statement(tx, lock).await?, &[&tenant.0])
         .await
         .map_err(pg_error)?
     else {
-        // Another chainer holds the head and links these records now.
-        tx.rollback().await.map_err(pg_error)?;
-        return Ok(0);
+        return Ok(None);
     };
     let seq: i64 = row.get(0);
-    let mut head = (seq > 0)
+    let head = (seq > 0)
         .then(|| hash_of(row.get(1)).map(|hash| Head { seq: seq as u64, hash }))
         .transpose()?;
+    Ok(Some(head))
+}
+
+/// Links up to `limit` waiting records after `head`, under the head lock,
+/// and moves the head. Returns how many it linked.
+async fn link_waiting(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    mut head: Option<Head>,
+    limit: usize,
+) -> Result<usize, StoreError> {
     // Read under the lock: another chainer's links are committed by now.
     let rows = tx
         .query(
             &statement(
-                &tx,
+                tx,
                 "SELECT tenant_id, 0::bigint, at, actor_kind, actor_key_id, actor_name, request_id, action, target, \
                  job_id, summary, id FROM audit_intake WHERE tenant_id = $1 ORDER BY id LIMIT $2",
             )
@@ -193,7 +209,6 @@ async fn chain_some(
         .await
         .map_err(pg_error)?;
     if rows.is_empty() {
-        tx.rollback().await.map_err(pg_error)?;
         return Ok(0);
     }
     let mut ids = Vec::with_capacity(rows.len());
@@ -207,6 +222,25 @@ async fn chain_some(
         });
         records.push(record);
     }
+    insert_records(tx, tenant, &records).await?;
+    tx.execute(
+        &statement(tx, "DELETE FROM audit_intake WHERE tenant_id = $1 AND id = ANY($2)").await?,
+        &[&tenant.0, &ids],
+    )
+    .await
+    .map_err(pg_error)?;
+    let head = head.expect("at least one record was linked");
+    tx.execute(
+        &statement(tx, "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1").await?,
+        &[&tenant.0, &(head.seq as i64), &head.hash.as_slice()],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(records.len())
+}
+
+/// Inserts linked records of `tenant`'s chain in one statement.
+async fn insert_records(tx: &Transaction<'_>, tenant: TenantId, records: &[Record]) -> Result<(), StoreError> {
     let column = |f: fn(&Record) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
     let seqs: Vec<i64> = records.iter().map(|r| r.seq as i64).collect();
     let ats: Vec<i64> = records.iter().map(|r| millis(r.at)).collect();
@@ -215,7 +249,7 @@ async fn chain_some(
     let hashes: Vec<&[u8]> = records.iter().map(|r| r.hash.as_slice()).collect();
     tx.execute(
         &statement(
-            &tx,
+            tx,
             &format!(
                 "INSERT INTO audit_records ({RECORD_COLUMNS}) SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], \
              $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[], $11::text[], \
@@ -241,21 +275,7 @@ async fn chain_some(
     )
     .await
     .map_err(pg_error)?;
-    tx.execute(
-        &statement(&tx, "DELETE FROM audit_intake WHERE tenant_id = $1 AND id = ANY($2)").await?,
-        &[&tenant.0, &ids],
-    )
-    .await
-    .map_err(pg_error)?;
-    let head = head.expect("at least one record was linked");
-    tx.execute(
-        &statement(&tx, "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1").await?,
-        &[&tenant.0, &(head.seq as i64), &head.hash.as_slice()],
-    )
-    .await
-    .map_err(pg_error)?;
-    tx.commit().await.map_err(pg_error)?;
-    Ok(records.len())
+    Ok(())
 }
 
 /// Links every record of `tenant` committed before the call: audit reads
@@ -347,16 +367,8 @@ async fn head_of(tx: &Transaction<'_>, table: &str, tenant: TenantId) -> Result<
 impl AuditStore for PostgresStore {
     async fn audit_records(&self, scope: &TenantScope, query: AuditQuery) -> Result<AuditPage, StoreError> {
         chain(self, scope.tenant_id()).await?;
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.tenant_id()).await?;
         let tenant = scope.tenant_id().0;
-        // One lower bound on time, so the index range starts at the later of
-        // the window's start and the cursor.
-        let since = match (query.since, query.after) {
-            (Some(since), Some(after)) => Some(since.max(after.at)),
-            (since, after) => since.or(after.map(|a| a.at)),
-        }
-        .map(millis);
+        let since = query.from().map(millis);
         let until = query.until.map(millis);
         let after = query.after.map(|cursor| (millis(cursor.at), cursor.seq as i64));
         let job_id = query.job_id.map(|id| id.0);
@@ -371,14 +383,12 @@ impl AuditStore for PostgresStore {
             params.push(until);
             sql.push_str(&format!(" AND at < ${}", params.len()));
         }
-        let actor = query.actor.clone();
-        if let Some(actor) = &actor {
-            params.push(actor);
-            let column = if matches!(actor.as_str(), "system" | "operator") {
-                "actor_kind"
-            } else {
-                "actor_key_id"
-            };
+        let actor = query.actor_filter().map(|filter| match filter {
+            ActorFilter::Kind(kind) => ("actor_kind", kind.to_owned()),
+            ActorFilter::KeyId(key_id) => ("actor_key_id", key_id.to_owned()),
+        });
+        if let Some((column, value)) = &actor {
+            params.push(value);
             sql.push_str(&format!(" AND {column} = ${}", params.len()));
         }
         if let Some(action) = &query.action {
@@ -398,53 +408,46 @@ impl AuditStore for PostgresStore {
         params.push(&limit);
         // (at, seq) order reads the (tenant, at, seq) index from the cursor on.
         sql.push_str(&format!(" ORDER BY at, seq LIMIT ${}", params.len()));
-        let rows = tx
-            .query(&statement(&tx, &sql).await?, &params)
-            .await
-            .map_err(pg_error)?;
-        let mut records = rows.iter().map(record_from_row).collect::<Result<Vec<_>, _>>()?;
-        tx.commit().await.map_err(pg_error)?;
-        let next = if records.len() > query.limit as usize {
-            records.truncate(query.limit as usize);
-            records.last().map(|r| AuditCursor { at: r.at, seq: r.seq })
-        } else {
-            None
-        };
-        Ok(AuditPage { records, next })
+        let records = self
+            .transaction(Some(scope.tenant_id()), Durability::Durable, async |tx| {
+                let rows = tx.query(&statement(tx, &sql).await?, &params).await.map_err(pg_error)?;
+                rows.iter().map(record_from_row).collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        Ok(AuditPage::from_rows(records, query.limit))
     }
 
     async fn audit_scan(&self, scope: &TenantScope, after: u64, limit: u32) -> Result<Vec<Record>, StoreError> {
         chain(self, scope.tenant_id()).await?;
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let rows = tx
-            .query(
-                &statement(&tx, &format!(
-                    "SELECT {RECORD_COLUMNS} FROM audit_records WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-                )).await?,
-                &[&scope.tenant_id().0, &(after as i64), &i64::from(limit)],
-            )
-            .await
-            .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)?;
-        rows.iter().map(record_from_row).collect()
+        self.transaction(Some(scope.tenant_id()), Durability::Durable, async |tx| {
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS} FROM audit_records WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            );
+            let rows = tx
+                .query(
+                    &statement(tx, &sql).await?,
+                    &[&scope.tenant_id().0, &(after as i64), &i64::from(limit)],
+                )
+                .await
+                .map_err(pg_error)?;
+            rows.iter().map(record_from_row).collect()
+        })
+        .await
     }
 
     async fn audit_head(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError> {
         chain(self, scope.tenant_id()).await?;
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let head = head_of(&tx, "audit_heads", scope.tenant_id()).await?;
-        tx.commit().await.map_err(pg_error)?;
-        Ok(head)
+        self.transaction(Some(scope.tenant_id()), Durability::Durable, async |tx| {
+            head_of(tx, "audit_heads", scope.tenant_id()).await
+        })
+        .await
     }
 
     async fn audit_base(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let base = head_of(&tx, "audit_bases", scope.tenant_id()).await?;
-        tx.commit().await.map_err(pg_error)?;
-        Ok(base)
+        self.transaction(Some(scope.tenant_id()), Durability::Durable, async |tx| {
+            head_of(tx, "audit_bases", scope.tenant_id()).await
+        })
+        .await
     }
 
     async fn record_auth_failure(
@@ -453,64 +456,65 @@ impl AuditStore for PostgresStore {
         request_id: Option<&str>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
         let tenant = match key_id {
-            Some(key_id) => client
+            Some(key_id) => self
+                .client()
+                .await?
                 .query_opt("SELECT tenant_id FROM steadfast_find_key($1)", &[&key_id.as_str()])
                 .await
                 .map_err(pg_error)?
                 .map_or(SYSTEM_CHAIN, |row| TenantId(row.get(0))),
             None => SYSTEM_CHAIN,
         };
-        let tx = scoped(&mut client, tenant).await?;
-        append(
-            &tx,
-            tenant,
-            &Actor::System,
-            request_id,
-            now,
-            [drafts::auth_failed(key_id)],
-        )
-        .await?;
-        tx.commit().await.map_err(pg_error)?;
-        Ok(())
+        self.transaction(Some(tenant), Durability::Durable, async |tx| {
+            append(
+                tx,
+                tenant,
+                &Actor::System,
+                request_id,
+                now,
+                [drafts::auth_failed(key_id)],
+            )
+            .await
+        })
+        .await
     }
 
     async fn prune_audit(&self, before: Timestamp, limit: u32, now: Timestamp) -> Result<usize, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let rows = tx
-            .query(
-                &statement(
-                    &tx,
-                    "SELECT tenant_id, through_seq, hash, removed FROM steadfast_prune_audit($1, $2)",
+        self.transaction(None, Durability::Durable, async |tx| {
+            let rows = tx
+                .query(
+                    &statement(
+                        tx,
+                        "SELECT tenant_id, through_seq, hash, removed FROM steadfast_prune_audit($1, $2)",
+                    )
+                    .await?,
+                    &[&millis(before), &(limit as i32)],
                 )
-                .await?,
-                &[&millis(before), &(limit as i32)],
-            )
-            .await
-            .map_err(pg_error)?;
-        let mut removed = 0;
-        for row in rows {
-            let tenant = TenantId(row.get(0));
-            let base = Head {
-                seq: row.get::<_, i64>(1) as u64,
-                hash: hash_of(row.get(2))?,
-            };
-            let count = row.get::<_, i32>(3) as usize;
-            set_tenant(&tx, tenant).await?;
-            append(
-                &tx,
-                tenant,
-                &Actor::System,
-                None,
-                now,
-                [drafts::audit_pruned(base, count)],
-            )
-            .await?;
-            removed += count;
-        }
-        tx.commit().await.map_err(pg_error)?;
-        Ok(removed)
+                .await
+                .map_err(pg_error)?;
+            let mut removed = 0;
+            for row in rows {
+                let tenant = TenantId(row.get(0));
+                let base = Head {
+                    seq: row.get::<_, i64>(1) as u64,
+                    hash: hash_of(row.get(2))?,
+                };
+                let count = row.get::<_, i32>(3) as usize;
+                set_tenant(tx, tenant).await?;
+                append(
+                    tx,
+                    tenant,
+                    &Actor::System,
+                    None,
+                    now,
+                    [drafts::audit_pruned(base, count)],
+                )
+                .await?;
+                removed += count;
+            }
+            Ok(removed)
+        })
+        .await
     }
 }

@@ -4,11 +4,10 @@ use steadfast_core::{KeyId, Role, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
 use steadfast_store::{ApiKeyInfo, KeyStore, NewApiKey, StoreError, StoredKey, TenantScope};
 use tokio_postgres::Row;
-use tokio_postgres::error::SqlState;
 
 use crate::audit::{append, append_for};
 use crate::rows::{millis, optional_timestamp, timestamp};
-use crate::{PostgresStore, pg_error, scoped, set_tenant};
+use crate::{Durability, PostgresStore, inserted, pg_error, set_tenant};
 
 fn corrupt(error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(error.to_string())
@@ -29,33 +28,31 @@ fn info_from_row(row: &Row) -> Result<ApiKeyInfo, StoreError> {
 #[async_trait]
 impl KeyStore for PostgresStore {
     async fn create_key(&self, scope: &TenantScope, key: NewApiKey, now: Timestamp) -> Result<ApiKeyInfo, StoreError> {
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO api_keys (tenant_id, key_id, name, role, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &scope.tenant_id().0,
-                    &key.key_id.as_str(),
-                    &key.name,
-                    &key.role.as_str(),
-                    &key.secret_hash.as_slice(),
-                    &millis(now),
-                ],
+        self.transaction(Some(scope.tenant_id()), Durability::Durable, async |tx| {
+            inserted(
+                tx.execute(
+                    "INSERT INTO api_keys (tenant_id, key_id, name, role, secret_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &scope.tenant_id().0,
+                        &key.key_id.as_str(),
+                        &key.name,
+                        &key.role.as_str(),
+                        &key.secret_hash.as_slice(),
+                        &millis(now),
+                    ],
+                )
+                .await,
+            )?;
+            append_for(
+                tx,
+                scope,
+                now,
+                [drafts::key_created(&key.key_id, key.role.as_str(), &key.name)],
             )
-            .await;
-        match inserted {
-            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Err(StoreError::AlreadyExists),
-            other => other.map_err(pg_error)?,
-        };
-        append_for(
-            &tx,
-            scope,
-            now,
-            [drafts::key_created(&key.key_id, key.role.as_str(), &key.name)],
-        )
+            .await
+        })
         .await?;
-        tx.commit().await.map_err(pg_error)?;
         Ok(ApiKeyInfo {
             key_id: key.key_id,
             tenant_id: scope.tenant_id(),
@@ -89,44 +86,44 @@ impl KeyStore for PostgresStore {
     }
 
     async fn revoke_key(&self, key_id: &KeyId, now: Timestamp) -> Result<ApiKeyInfo, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let row = tx
-            .query_opt(
-                "SELECT key_id, tenant_id, role, name, created_at, revoked_at FROM steadfast_revoke_key($1, $2)",
-                &[&key_id.as_str(), &millis(now)],
-            )
-            .await
-            .map_err(pg_error)?;
-        let info = info_from_row(&row.ok_or(StoreError::NotFound)?)?;
-        if info.revoked_at == Some(now) {
-            set_tenant(&tx, info.tenant_id).await?;
-            append(
-                &tx,
-                info.tenant_id,
-                &Actor::Operator,
-                None,
-                now,
-                [drafts::key_revoked(key_id)],
-            )
-            .await?;
-        }
-        tx.commit().await.map_err(pg_error)?;
-        Ok(info)
+        self.transaction(None, Durability::Durable, async |tx| {
+            let row = tx
+                .query_opt(
+                    "SELECT key_id, tenant_id, role, name, created_at, revoked_at FROM steadfast_revoke_key($1, $2)",
+                    &[&key_id.as_str(), &millis(now)],
+                )
+                .await
+                .map_err(pg_error)?;
+            let info = info_from_row(&row.ok_or(StoreError::NotFound)?)?;
+            if info.revoked_at == Some(now) {
+                set_tenant(tx, info.tenant_id).await?;
+                append(
+                    tx,
+                    info.tenant_id,
+                    &Actor::Operator,
+                    None,
+                    now,
+                    [drafts::key_revoked(key_id)],
+                )
+                .await?;
+            }
+            Ok(info)
+        })
+        .await
     }
 
     async fn list_keys(&self, scope: &TenantScope) -> Result<Vec<ApiKeyInfo>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.tenant_id()).await?;
-        let rows = tx
-            .query(
-                "SELECT key_id, tenant_id, role, name, created_at, revoked_at FROM api_keys \
-                 WHERE tenant_id = $1 ORDER BY created_at, key_id",
-                &[&scope.tenant_id().0],
-            )
-            .await
-            .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)?;
-        rows.iter().map(info_from_row).collect()
+        self.transaction(Some(scope.tenant_id()), Durability::Durable, async |tx| {
+            let rows = tx
+                .query(
+                    "SELECT key_id, tenant_id, role, name, created_at, revoked_at FROM api_keys \
+                     WHERE tenant_id = $1 ORDER BY created_at, key_id",
+                    &[&scope.tenant_id().0],
+                )
+                .await
+                .map_err(pg_error)?;
+            rows.iter().map(info_from_row).collect()
+        })
+        .await
     }
 }

@@ -21,6 +21,7 @@ mod jobs;
 mod keys;
 mod listen;
 mod maintenance;
+mod persist;
 mod rows;
 pub mod schema;
 mod slos;
@@ -35,8 +36,9 @@ use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
-use steadfast_core::{QueueName, TenantId};
-use steadfast_store::StoreError;
+use steadfast_core::{QueueName, TenantId, Timestamp};
+use steadfast_store::decide::{Author, Decision};
+use steadfast_store::{StoreError, TenantScope};
 use tokio_postgres::NoTls;
 
 pub use schema::SchemaError;
@@ -159,32 +161,160 @@ pub(crate) fn pg_error(error: tokio_postgres::Error) -> StoreError {
     })
 }
 
-/// Starts a transaction scoped to `tenant`: row-level security sees only its rows.
-pub(crate) async fn scoped(
-    client: &mut deadpool_postgres::Object,
-    tenant: TenantId,
-) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
-    let tx = client.transaction().await.map_err(pg_error)?;
-    set_tenant(&tx, tenant).await?;
-    Ok(tx)
+/// The result of an insert whose unique violation is the client's answer
+/// (`AlreadyExists`), not a fault.
+pub(crate) fn inserted(result: Result<u64, tokio_postgres::Error>) -> Result<u64, StoreError> {
+    match result {
+        Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            Err(StoreError::AlreadyExists)
+        }
+        other => other.map_err(pg_error),
+    }
 }
 
-/// Commits `tx` when `result` is a success; otherwise rolls it back before
-/// the error is returned. A dropped transaction rolls back only when its
-/// connection next gets to it, and until then it holds its row locks: a
-/// sweep (`SKIP LOCKED`) would pass the job over, a request would wait.
-pub(crate) async fn settle<T>(tx: Transaction<'_>, result: Result<T, StoreError>) -> Result<T, StoreError> {
+/// How a transaction's commit waits for the WAL flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// On disk before the commit returns: every change that is acknowledged.
+    Durable,
+    /// Not waiting for the flush (`synchronous_commit = off`): only for a
+    /// change a crash may take back without breaking a promise, a lease.
+    /// Later synchronous commits flush the log through it.
+    Relaxed,
+}
+
+/// A transaction that can end either way: the pool's and a plain client's.
+pub(crate) trait Ending: Sized {
+    async fn commit(self) -> Result<(), tokio_postgres::Error>;
+    async fn rollback(self) -> Result<(), tokio_postgres::Error>;
+}
+
+impl Ending for deadpool_postgres::Transaction<'_> {
+    async fn commit(self) -> Result<(), tokio_postgres::Error> {
+        deadpool_postgres::Transaction::commit(self).await
+    }
+
+    async fn rollback(self) -> Result<(), tokio_postgres::Error> {
+        deadpool_postgres::Transaction::rollback(self).await
+    }
+}
+
+impl Ending for tokio_postgres::Transaction<'_> {
+    async fn commit(self) -> Result<(), tokio_postgres::Error> {
+        tokio_postgres::Transaction::commit(self).await
+    }
+
+    async fn rollback(self) -> Result<(), tokio_postgres::Error> {
+        tokio_postgres::Transaction::rollback(self).await
+    }
+}
+
+/// Ends `tx` by `result`: commits when it is `Ok`, rolls back before
+/// returning the error otherwise. A dropped transaction rolls back only
+/// when its connection next gets to it, and until then holds its row
+/// locks: a sweep (`SKIP LOCKED`) would pass the job over, a request would
+/// wait. Every transaction Steadfast runs ends here.
+pub(crate) async fn finish<Tx: Ending, T, E>(
+    tx: Tx,
+    result: Result<T, E>,
+    error: fn(tokio_postgres::Error) -> E,
+) -> Result<T, E> {
     match result {
         Ok(value) => {
-            tx.commit().await.map_err(pg_error)?;
+            tx.commit().await.map_err(error)?;
             Ok(value)
         }
-        Err(error) => {
+        Err(failure) => {
             // Should the rollback fail, the connection is broken and its
             // locks go with it; the caller needs the original error.
             let _ = tx.rollback().await;
-            Err(error)
+            Err(failure)
         }
+    }
+}
+
+impl PostgresStore {
+    /// Opens a transaction on `client`, scoped to `tenant` when one is
+    /// given (row-level security then sees only its rows), committing as
+    /// `durability` says. End it with [`finish`].
+    async fn begin<'c>(
+        client: &'c mut deadpool_postgres::Object,
+        tenant: Option<TenantId>,
+        durability: Durability,
+    ) -> Result<Transaction<'c>, StoreError> {
+        let tx = client.transaction().await.map_err(pg_error)?;
+        // Both settings are transaction-local, and go in one round trip.
+        let relaxed = durability == Durability::Relaxed;
+        let set = match tenant {
+            None if !relaxed => return Ok(tx),
+            None => tx
+                .batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(pg_error),
+            Some(tenant) => {
+                let setup = if relaxed {
+                    "SELECT set_config('steadfast.tenant_id', $1, true), set_config('synchronous_commit', 'off', true)"
+                } else {
+                    "SELECT set_config('steadfast.tenant_id', $1, true)"
+                };
+                match statement(&tx, setup).await {
+                    Ok(setup) => tx
+                        .execute(&setup, &[&tenant.0.to_string()])
+                        .await
+                        .map(|_| ())
+                        .map_err(pg_error),
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        match set {
+            Ok(()) => Ok(tx),
+            Err(error) => finish(tx, Err(error), pg_error).await,
+        }
+    }
+
+    /// Runs `body` in one transaction on a pooled connection, scoped to
+    /// `tenant` when one is given, and [`finish`]es it by `body`'s result.
+    pub(crate) async fn transaction<T>(
+        &self,
+        tenant: Option<TenantId>,
+        durability: Durability,
+        body: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.client().await?;
+        let tx = Self::begin(&mut client, tenant, durability).await?;
+        let result = body(&tx).await;
+        finish(tx, result, pg_error).await
+    }
+
+    /// Runs one operation in three phases, in one transaction: `decide`
+    /// loads the rows it needs and calls the shared decision
+    /// (`steadfast_store::decide`); the decision's writes are persisted;
+    /// after the commit, other nodes hear of queues that gained ready jobs.
+    /// With a scope the transaction is the scope's tenant's and the audit
+    /// records name its caller; without one it is the system's, across
+    /// tenants.
+    pub(crate) async fn decided<T>(
+        &self,
+        scope: Option<&TenantScope>,
+        durability: Durability,
+        now: Timestamp,
+        decide: impl AsyncFnOnce(&Transaction<'_>) -> Result<Decision<T>, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tenant = scope.map(TenantScope::tenant_id);
+        let author = scope.map_or_else(Author::system, Author::of);
+        let mut client = self.client().await?;
+        let tx = Self::begin(&mut client, tenant, durability).await?;
+        let result = async {
+            let Decision { answer, writes } = decide(&tx).await?;
+            let ready = writes.ready_queues();
+            persist::persist(&tx, tenant, writes, &author, now).await?;
+            Ok((answer, ready))
+        }
+        .await;
+        let (answer, ready) = finish(tx, result, pg_error).await?;
+        self.announce(&ready);
+        Ok(answer)
     }
 }
 

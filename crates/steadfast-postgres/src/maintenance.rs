@@ -1,100 +1,47 @@
 use async_trait::async_trait;
-use steadfast_core::audit::Actor;
-use steadfast_core::lifecycle;
-use steadfast_core::retry::jitter_sample;
-use steadfast_core::{JobId, QueueName, RetryPolicy, TenantId, Timestamp};
-use steadfast_store::audit::drafts;
+use deadpool_postgres::Transaction;
+use steadfast_core::{Job, JobId, QueueName, RetryPolicy, TenantId, Timestamp};
+use steadfast_store::decide;
 use steadfast_store::{Maintenance, QueueStat, ReadyCallback, StoreError, Swept};
-use tokio_postgres::Transaction;
 
-use crate::audit::append;
-use crate::jobs::ReadyQueues;
-use crate::rows::{insert_attempt, load_job, millis, optional_timestamp, save_job};
-use crate::workflows::save_step;
-use crate::{PostgresStore, TenantFilter, pg_error, set_tenant};
+use crate::rows::{load_jobs, millis, optional_timestamp};
+use crate::{Durability, PostgresStore, TenantFilter, pg_error, set_tenant, statement};
 
-/// Locks up to `limit` due jobs of `kind` for this transaction; other nodes'
-/// sweeps skip them.
-async fn lock_due(
-    tx: &Transaction<'_>,
-    kind: &str,
-    now: Timestamp,
-    limit: usize,
-) -> Result<Vec<(TenantId, JobId)>, StoreError> {
+/// Locks up to `limit` due jobs of `kind` for this transaction (other
+/// nodes' sweeps skip them) and loads them, tenant by tenant: row-level
+/// security shows each tenant's rows only under its own setting.
+async fn due_jobs(tx: &Transaction<'_>, kind: &str, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
     let rows = tx
         .query(
-            "SELECT tenant_id, id FROM steadfast_lock_due($1, $2, $3)",
+            &statement(tx, "SELECT tenant_id, id FROM steadfast_lock_due($1, $2, $3)").await?,
             &[&kind, &millis(now), &(limit as i32)],
         )
         .await
         .map_err(pg_error)?;
-    let mut due: Vec<_> = rows
+    let mut due: Vec<(TenantId, JobId)> = rows
         .iter()
         .map(|row| (TenantId(row.get(0)), JobId(row.get(1))))
         .collect();
-    // Tenant by tenant: one tenant switch per run of a tenant's jobs.
     due.sort();
-    Ok(due)
+    let mut jobs = Vec::with_capacity(due.len());
+    for run in due.chunk_by(|a, b| a.0 == b.0) {
+        let tenant = run[0].0;
+        set_tenant(tx, tenant).await?;
+        let ids: Vec<JobId> = run.iter().map(|(_, id)| *id).collect();
+        jobs.extend(load_jobs(tx, TenantFilter::Enforced, tenant, &ids, true).await?);
+    }
+    Ok(jobs)
 }
 
 #[async_trait]
 impl Maintenance for PostgresStore {
     async fn fire_timers(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let mut swept = Swept::default();
-        let mut ready = ReadyQueues::default();
-        let scheduled = lock_due(&tx, "scheduled", now, limit).await?;
-        swept.more = scheduled.len() == limit;
-        for (tenant, id) in scheduled {
-            set_tenant(&tx, tenant).await?;
-            let Some(job) = load_job(&tx, TenantFilter::Enforced, tenant, id, false).await? else {
-                continue;
-            };
-            // A rejection means another transition got there first: nothing to do.
-            let Ok(promoted) = lifecycle::promote(&job, now) else {
-                continue;
-            };
-            save_job(&tx, &promoted).await?;
-            append(
-                &tx,
-                tenant,
-                &Actor::System,
-                None,
-                now,
-                [drafts::job_queued(&job, &promoted)],
-            )
-            .await?;
-            swept.count += 1;
-            ready.note(&promoted);
-        }
-        let waits = lock_due(&tx, "waiting", now, limit).await?;
-        swept.more |= waits.len() == limit;
-        for (tenant, id) in waits {
-            set_tenant(&tx, tenant).await?;
-            let Some(job) = load_job(&tx, TenantFilter::Enforced, tenant, id, false).await? else {
-                continue;
-            };
-            let Ok((woken, step)) = lifecycle::fire_wait_timer(&job, now) else {
-                continue;
-            };
-            save_job(&tx, &woken).await?;
-            save_step(&tx, &woken, &step).await?;
-            append(
-                &tx,
-                tenant,
-                &Actor::System,
-                None,
-                now,
-                [drafts::job_woken(&job, &woken, &step)],
-            )
-            .await?;
-            swept.count += 1;
-            ready.note(&woken);
-        }
-        tx.commit().await.map_err(pg_error)?;
-        swept.ready_queues = ready.announce(self);
-        Ok(swept)
+        self.decided(None, Durability::Durable, now, async |tx| {
+            let scheduled = due_jobs(tx, "scheduled", now, limit).await?;
+            let waiting = due_jobs(tx, "waiting", now, limit).await?;
+            Ok(decide::fire_timers(scheduled, waiting, limit, now))
+        })
+        .await
     }
 
     async fn expire_leases(
@@ -104,34 +51,11 @@ impl Maintenance for PostgresStore {
         jitter_seed: u64,
         limit: usize,
     ) -> Result<Swept, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let mut swept = Swept::default();
-        let mut ready = ReadyQueues::default();
-        let expired = lock_due(&tx, "expired", now, limit).await?;
-        swept.more = expired.len() == limit;
-        for (tenant, id) in expired {
-            set_tenant(&tx, tenant).await?;
-            let Some(job) = load_job(&tx, TenantFilter::Enforced, tenant, id, false).await? else {
-                continue;
-            };
-            let sample = jitter_sample(jitter_seed, job.id.0.as_bytes());
-            let Ok(transition) = lifecycle::expire(&job, &policy, sample, now) else {
-                continue;
-            };
-            save_job(&tx, &transition.job).await?;
-            if let Some(attempt) = &transition.ended_attempt {
-                insert_attempt(&tx, &transition.job, attempt).await?;
-                let draft = drafts::job_expired(&job, &transition.job, attempt.outcome);
-                append(&tx, tenant, &Actor::System, None, now, [draft]).await?;
-                swept.ended.push((transition.job.clone(), attempt.clone()));
-            }
-            swept.count += 1;
-            ready.note(&transition.job);
-        }
-        tx.commit().await.map_err(pg_error)?;
-        swept.ready_queues = ready.announce(self);
-        Ok(swept)
+        self.decided(None, Durability::Durable, now, async |tx| {
+            let due = due_jobs(tx, "expired", now, limit).await?;
+            Ok(decide::expire_leases(due, &policy, jitter_seed, limit, now))
+        })
+        .await
     }
 
     async fn prune_idempotency_keys(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {

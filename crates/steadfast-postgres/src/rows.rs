@@ -8,6 +8,7 @@ use steadfast_core::{
     TenantId, Timestamp, Wait, WaitFor, WorkerId,
 };
 use steadfast_store::StoreError;
+use steadfast_store::decide::EndedAttempt;
 use tokio_postgres::Row;
 
 use crate::{TenantFilter, pg_error, statement};
@@ -118,13 +119,9 @@ fn wait_columns(job: &Job) -> (Option<&str>, Option<&str>, Option<i64>) {
     }
 }
 
-pub async fn insert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreError> {
-    insert_jobs(tx, job.tenant_id, &[job]).await
-}
-
 /// Inserts new jobs of `tenant` in one statement, in the given order (their
 /// `seq`, the FIFO order). A new job has no lease, output, error or wait yet.
-pub async fn insert_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[&Job]) -> Result<(), StoreError> {
+pub async fn insert_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[Job]) -> Result<(), StoreError> {
     if jobs.is_empty() {
         return Ok(());
     }
@@ -188,14 +185,9 @@ pub async fn insert_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[&Job]) 
     Ok(())
 }
 
-/// Writes the fields a transition may change.
-pub async fn save_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreError> {
-    save_jobs(tx, job.tenant_id, &[job]).await
-}
-
 /// Writes the fields transitions changed, for many jobs of `tenant` in one
 /// statement (one execution, however many jobs).
-pub async fn save_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[&Job]) -> Result<(), StoreError> {
+pub async fn save_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[Job]) -> Result<(), StoreError> {
     if jobs.is_empty() {
         return Ok(());
     }
@@ -269,24 +261,26 @@ pub async fn save_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[&Job]) ->
     Ok(())
 }
 
-/// `tenant`'s jobs among `ids`, locked for the transaction in id order (so
-/// two transactions locking overlapping sets never wait on each other in a
-/// cycle). Unknown ids are simply absent.
-pub async fn lock_jobs(
+/// `tenant`'s jobs among `ids` in id order; locked for the transaction
+/// when `for_update` (in that order, so two transactions locking
+/// overlapping sets never wait on each other in a cycle). Unknown ids are
+/// simply absent.
+pub async fn load_jobs(
     tx: &Transaction<'_>,
     filter: TenantFilter,
     tenant: TenantId,
     ids: &[JobId],
+    for_update: bool,
 ) -> Result<Vec<Job>, StoreError> {
     let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    let lock = if for_update { " FOR UPDATE" } else { "" };
     let rows = match filter {
         TenantFilter::Enforced => {
-            let sql =
-                format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE");
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id{lock}");
             tx.query(&statement(tx, &sql).await?, &[&tenant.0, &ids]).await
         }
         TenantFilter::DisabledForTests => {
-            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id{lock}");
             tx.query(&statement(tx, &sql).await?, &[&ids]).await
         }
     }
@@ -317,20 +311,12 @@ pub async fn load_job(
     row.map(|row| job_from_row(&row).map(|(_, job)| job)).transpose()
 }
 
-pub async fn insert_attempt(tx: &Transaction<'_>, job: &Job, attempt: &Attempt) -> Result<(), StoreError> {
-    insert_attempts(tx, job.tenant_id, &[(job, attempt)]).await
-}
-
 /// Records ended attempts of `tenant`'s jobs in one statement.
-pub async fn insert_attempts(
-    tx: &Transaction<'_>,
-    tenant: TenantId,
-    ended: &[(&Job, &Attempt)],
-) -> Result<(), StoreError> {
+pub async fn insert_attempts(tx: &Transaction<'_>, tenant: TenantId, ended: &[EndedAttempt]) -> Result<(), StoreError> {
     if ended.is_empty() {
         return Ok(());
     }
-    let column = |f: fn(&Attempt) -> Option<&str>| ended.iter().map(|(_, a)| f(a)).collect::<Vec<_>>();
+    let column = |f: fn(&Attempt) -> Option<&str>| ended.iter().map(|e| f(&e.attempt)).collect::<Vec<_>>();
     tx.execute(
         &statement(
             tx,
@@ -341,12 +327,12 @@ pub async fn insert_attempts(
         .await?,
         &[
             &tenant.0,
-            &ended.iter().map(|(job, _)| job.id.0).collect::<Vec<_>>(),
-            &ended.iter().map(|(_, a)| a.number as i32).collect::<Vec<_>>(),
+            &ended.iter().map(|e| e.job_id.0).collect::<Vec<_>>(),
+            &ended.iter().map(|e| e.attempt.number as i32).collect::<Vec<_>>(),
             &column(|a| Some(a.worker_id.as_str())),
             &column(|a| Some(a.key_id.as_str())),
-            &ended.iter().map(|(_, a)| millis(a.started_at)).collect::<Vec<_>>(),
-            &ended.iter().map(|(_, a)| millis(a.ended_at)).collect::<Vec<_>>(),
+            &ended.iter().map(|e| millis(e.attempt.started_at)).collect::<Vec<_>>(),
+            &ended.iter().map(|e| millis(e.attempt.ended_at)).collect::<Vec<_>>(),
             &column(|a| Some(a.outcome.as_str())),
             &column(|a| a.error.as_ref().map(|e| e.message.as_str())),
             &column(|a| a.error.as_ref().and_then(|e| e.kind.as_deref())),
@@ -357,7 +343,7 @@ pub async fn insert_attempts(
     Ok(())
 }
 
-pub async fn attempts_of(tx: &Transaction<'_>, job: &Job) -> Result<Vec<Attempt>, StoreError> {
+pub async fn attempts_of(tx: &Transaction<'_>, tenant: TenantId, job_id: JobId) -> Result<Vec<Attempt>, StoreError> {
     let rows = tx
         .query(
             &statement(
@@ -366,7 +352,7 @@ pub async fn attempts_of(tx: &Transaction<'_>, job: &Job) -> Result<Vec<Attempt>
              FROM attempts WHERE tenant_id = $1 AND job_id = $2 ORDER BY number",
             )
             .await?,
-            &[&job.tenant_id.0, &job.id.0],
+            &[&tenant.0, &job_id.0],
         )
         .await
         .map_err(pg_error)?;

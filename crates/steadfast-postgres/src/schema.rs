@@ -81,43 +81,47 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
         });
     }
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext('steadfast.migrate'))", &[])
+    let result = async {
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext('steadfast.migrate'))", &[])
+            .await?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {SCHEMA}; SET LOCAL search_path TO {SCHEMA}; \
+             CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        ))
         .await?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {SCHEMA}; SET LOCAL search_path TO {SCHEMA}; \
-         CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-    ))
-    .await?;
-    let from: i32 = tx
-        .query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
-        .await?
-        .get(0);
-    if from > CURRENT_VERSION {
-        return Err(SchemaError::TooNew { found: from });
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
-        tx.batch_execute(sql).await?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version) VALUES ($1)",
-            &[&(index as i32 + 1)],
-        )
+        let from: i32 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
+            .await?
+            .get(0);
+        if from > CURRENT_VERSION {
+            return Err(SchemaError::TooNew { found: from });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[&(index as i32 + 1)],
+            )
+            .await?;
+        }
+        let app = ident(app_role);
+        tx.batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA {SCHEMA} TO {app};
+             GRANT SELECT ON schema_migrations TO {app};
+             GRANT SELECT, INSERT ON tenants, api_keys, attempts, audit_records TO {app};
+             GRANT SELECT, INSERT, UPDATE ON audit_heads TO {app};
+             GRANT SELECT ON audit_bases TO {app};
+             GRANT SELECT, INSERT, DELETE ON audit_intake TO {app};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON slos TO {app};
+             GRANT SELECT, INSERT, UPDATE ON jobs, idempotency_keys, steps, signals TO {app};
+             REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC;
+             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} TO {app};"
+        ))
         .await?;
+        Ok(from)
     }
-    let app = ident(app_role);
-    tx.batch_execute(&format!(
-        "GRANT USAGE ON SCHEMA {SCHEMA} TO {app};
-         GRANT SELECT ON schema_migrations TO {app};
-         GRANT SELECT, INSERT ON tenants, api_keys, attempts, audit_records TO {app};
-         GRANT SELECT, INSERT, UPDATE ON audit_heads TO {app};
-         GRANT SELECT ON audit_bases TO {app};
-         GRANT SELECT, INSERT, DELETE ON audit_intake TO {app};
-         GRANT SELECT, INSERT, UPDATE, DELETE ON slos TO {app};
-         GRANT SELECT, INSERT, UPDATE ON jobs, idempotency_keys, steps, signals TO {app};
-         REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC;
-         GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} TO {app};"
-    ))
-    .await?;
-    tx.commit().await?;
+    .await;
+    let from = crate::finish(tx, result, SchemaError::from).await?;
     Ok(Migrated {
         from,
         to: CURRENT_VERSION,

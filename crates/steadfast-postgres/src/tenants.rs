@@ -4,11 +4,10 @@ use steadfast_core::{TenantId, TenantName, Timestamp};
 use steadfast_store::audit::drafts;
 use steadfast_store::{StoreError, Tenant, TenantStore};
 use tokio_postgres::Row;
-use tokio_postgres::error::SqlState;
 
 use crate::audit::append;
 use crate::rows::{millis, timestamp};
-use crate::{PostgresStore, pg_error, scoped};
+use crate::{Durability, PostgresStore, inserted, pg_error};
 
 fn tenant_from_row(row: &Row) -> Result<Tenant, StoreError> {
     Ok(Tenant {
@@ -21,33 +20,30 @@ fn tenant_from_row(row: &Row) -> Result<Tenant, StoreError> {
 #[async_trait]
 impl TenantStore for PostgresStore {
     async fn create_tenant(&self, id: TenantId, name: &TenantName, now: Timestamp) -> Result<Tenant, StoreError> {
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, id).await?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)",
-                &[&id.0, &name.as_str(), &millis(now)],
+        self.transaction(Some(id), Durability::Durable, async |tx| {
+            inserted(
+                tx.execute(
+                    "INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)",
+                    &[&id.0, &name.as_str(), &millis(now)],
+                )
+                .await,
+            )?;
+            append(
+                tx,
+                id,
+                &Actor::Operator,
+                None,
+                now,
+                [drafts::tenant_created(name.as_str())],
             )
-            .await;
-        match inserted {
-            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Err(StoreError::AlreadyExists),
-            other => other.map_err(pg_error)?,
-        };
-        append(
-            &tx,
-            id,
-            &Actor::Operator,
-            None,
-            now,
-            [drafts::tenant_created(name.as_str())],
-        )
-        .await?;
-        tx.commit().await.map_err(pg_error)?;
-        Ok(Tenant {
-            id,
-            name: name.clone(),
-            created_at: now,
+            .await?;
+            Ok(Tenant {
+                id,
+                name: name.clone(),
+                created_at: now,
+            })
         })
+        .await
     }
 
     async fn tenant_by_name(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError> {

@@ -5,8 +5,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use steadfast_core::audit::{self, Actor, Draft, Head, Record};
 use steadfast_core::{JobId, KeyId, TenantId, Timestamp};
+use steadfast_store::audit::ActorFilter;
 use steadfast_store::audit::drafts;
-use steadfast_store::{AuditCursor, AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
+use steadfast_store::{AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
 
 use crate::rows::{millis, timestamp};
 use crate::{SqliteStore, sqlite_error};
@@ -26,14 +27,12 @@ fn hash_column(row: &Row<'_>, index: usize) -> rusqlite::Result<[u8; 32]> {
 const RECORD_COLUMNS: &str = "tenant_id, seq, at, actor_kind, actor_key_id, actor_name, request_id, action, target, job_id, summary, prev_hash, hash";
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
-    let actor = match row.get::<_, String>(3)?.as_str() {
-        "key" => Actor::Key {
-            key_id: KeyId::parse(&row.get::<_, String>(4)?).map_err(text_error)?,
-            name: row.get(5)?,
-        },
-        "operator" => Actor::Operator,
-        _ => Actor::System,
-    };
+    let actor = Actor::decode(
+        &row.get::<_, String>(3)?,
+        row.get::<_, Option<String>>(4)?.as_deref(),
+        row.get(5)?,
+    )
+    .map_err(text_error)?;
     Ok(Record {
         tenant_id: row.get::<_, String>(0)?.parse().map_err(text_error)?,
         seq: row.get::<_, i64>(1)? as u64,
@@ -136,23 +135,16 @@ fn query_in(conn: &Connection, tenant: TenantId, query: &AuditQuery) -> Result<A
         values.push(value);
         sql.push_str(&format!(" AND {clause} ?{}", values.len()));
     };
-    // One lower bound on time, so the index range starts at the later of the
-    // window's start and the cursor.
-    let from = match (query.since, query.after) {
-        (Some(since), Some(after)) => Some(since.max(after.at)),
-        (since, after) => since.or(after.map(|a| a.at)),
-    };
-    if let Some(from) = from {
+    if let Some(from) = query.from() {
         add("at >=", Box::new(millis(from)));
     }
     if let Some(until) = query.until {
         add("at <", Box::new(millis(until)));
     }
-    if let Some(actor) = &query.actor {
-        match actor.as_str() {
-            "system" | "operator" => add("actor_kind =", Box::new(actor.clone())),
-            key_id => add("actor_key_id =", Box::new(key_id.to_owned())),
-        }
+    match query.actor_filter() {
+        Some(ActorFilter::Kind(kind)) => add("actor_kind =", Box::new(kind.to_owned())),
+        Some(ActorFilter::KeyId(key_id)) => add("actor_key_id =", Box::new(key_id.to_owned())),
+        None => {}
     }
     if let Some(action) = &query.action {
         add("action =", Box::new(action.clone()));
@@ -174,14 +166,8 @@ fn query_in(conn: &Connection, tenant: TenantId, query: &AuditQuery) -> Result<A
     let rows = select
         .query_map(params.as_slice(), record_from_row)
         .map_err(sqlite_error)?;
-    let mut records = rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)?;
-    let next = if records.len() > query.limit as usize {
-        records.truncate(query.limit as usize);
-        records.last().map(|r| AuditCursor { at: r.at, seq: r.seq })
-    } else {
-        None
-    };
-    Ok(AuditPage { records, next })
+    let records = rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)?;
+    Ok(AuditPage::from_rows(records, query.limit))
 }
 
 fn prune_in(conn: &Connection, before: Timestamp, limit: u32, now: Timestamp) -> Result<usize, StoreError> {

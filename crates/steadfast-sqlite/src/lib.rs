@@ -12,6 +12,7 @@ mod audit;
 mod jobs;
 mod keys;
 mod maintenance;
+mod persist;
 mod readers;
 mod rows;
 pub mod schema;
@@ -24,10 +25,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags};
+use steadfast_core::Timestamp;
 use steadfast_store::StoreError;
+use steadfast_store::decide::{Author, Decision};
 
 use crate::readers::Readers;
-use crate::writer::Writer;
+use crate::writer::{Durability, Writer};
 
 /// The embedded store. Cheap to clone; all clones share one writer.
 #[derive(Debug, Clone)]
@@ -116,6 +119,30 @@ impl SqliteStore {
 
     fn readers(&self) -> &Readers {
         &self.inner.readers
+    }
+
+    /// Runs one operation on the writer, in three phases: `decide` loads
+    /// the rows it needs and calls the shared decision (`steadfast_store::
+    /// decide`), then the decision's writes are persisted in the same
+    /// savepoint. The answer returns once the commit is as durable as asked.
+    async fn decided<T, F>(
+        &self,
+        author: Author,
+        durability: Durability,
+        now: Timestamp,
+        decide: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<Decision<T>, StoreError> + Send + 'static,
+    {
+        self.writer()
+            .send(durability, move |conn| {
+                let decision = decide(conn)?;
+                persist::persist(conn, &decision.writes, &author, now)?;
+                Ok(decision.answer)
+            })
+            .await
     }
 }
 

@@ -1,15 +1,11 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
-use steadfast_core::audit::{Actor, Draft};
-use steadfast_core::lifecycle;
-use steadfast_core::retry::jitter_sample;
-use steadfast_core::{Job, JobState, QueueName, RetryPolicy, Timestamp};
-use steadfast_store::audit::drafts;
+use steadfast_core::{Job, QueueName, RetryPolicy, Timestamp};
+use steadfast_store::decide::{self, Author};
 use steadfast_store::{Maintenance, QueueStat, StoreError, Swept};
 
-use crate::audit::append;
-use crate::rows::{JOB_COLUMNS, insert_attempt, job_from_row, millis, optional_timestamp, query_all, save_job};
-use crate::workflows::save_step;
+use crate::rows::{JOB_COLUMNS, job_from_row, millis, optional_timestamp, query_all};
+use crate::writer::Durability;
 use crate::{SqliteStore, sqlite_error};
 
 fn due_jobs(conn: &Connection, sql: &str, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
@@ -17,55 +13,30 @@ fn due_jobs(conn: &Connection, sql: &str, now: Timestamp, limit: usize) -> Resul
     Ok(rows.into_iter().map(|(_, job)| job).collect())
 }
 
-/// Steadfast's own change to a job, in the job's tenant's chain.
-fn system_record(conn: &Connection, job: &Job, now: Timestamp, draft: Draft) -> Result<(), StoreError> {
-    append(conn, job.tenant_id, &Actor::System, None, now, [draft])
-}
-
-fn note_ready(swept: &mut Swept, job: &Job) {
-    let queue = (job.tenant_id, job.queue.clone());
-    if job.state == JobState::Queued && !swept.ready_queues.contains(&queue) {
-        swept.ready_queues.push(queue);
-    }
-}
-
 #[async_trait]
 impl Maintenance for SqliteStore {
     async fn fire_timers(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError> {
-        self.writer()
-            .write(move |conn| {
-                let sql = format!(
+        self.decided(Author::system(), Durability::Durable, now, move |conn| {
+            let scheduled = due_jobs(
+                conn,
+                &format!(
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at LIMIT ?2"
-                );
-                let due = due_jobs(conn, &sql, now, limit)?;
-                let mut swept = Swept {
-                    more: due.len() == limit,
-                    ..Swept::default()
-                };
-                for before in due {
-                    let job = lifecycle::promote(&before, now)?;
-                    save_job(conn, &job)?;
-                    system_record(conn, &job, now, drafts::job_queued(&before, &job))?;
-                    swept.count += 1;
-                    note_ready(&mut swept, &job);
-                }
-                let sql = format!(
+                ),
+                now,
+                limit,
+            )?;
+            let waiting = due_jobs(
+                conn,
+                &format!(
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'waiting' AND wait_until <= ?1 \
                      ORDER BY wait_until LIMIT ?2"
-                );
-                let waits = due_jobs(conn, &sql, now, limit)?;
-                swept.more |= waits.len() == limit;
-                for before in waits {
-                    let (job, step) = lifecycle::fire_wait_timer(&before, now)?;
-                    save_job(conn, &job)?;
-                    save_step(conn, &job, &step)?;
-                    system_record(conn, &job, now, drafts::job_woken(&before, &job, &step))?;
-                    swept.count += 1;
-                    note_ready(&mut swept, &job);
-                }
-                Ok(swept)
-            })
-            .await
+                ),
+                now,
+                limit,
+            )?;
+            Ok(decide::fire_timers(scheduled, waiting, limit, now))
+        })
+        .await
     }
 
     async fn expire_leases(
@@ -75,33 +46,19 @@ impl Maintenance for SqliteStore {
         jitter_seed: u64,
         limit: usize,
     ) -> Result<Swept, StoreError> {
-        self.writer()
-            .write(move |conn| {
-                let sql = format!(
+        self.decided(Author::system(), Durability::Durable, now, move |conn| {
+            let due = due_jobs(
+                conn,
+                &format!(
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_expires_at <= ?1 \
                      ORDER BY lease_expires_at LIMIT ?2"
-                );
-                let due = due_jobs(conn, &sql, now, limit)?;
-                let mut swept = Swept {
-                    more: due.len() == limit,
-                    ..Swept::default()
-                };
-                for job in due {
-                    let sample = jitter_sample(jitter_seed, job.id.0.as_bytes());
-                    let transition = lifecycle::expire(&job, &policy, sample, now)?;
-                    save_job(conn, &transition.job)?;
-                    if let Some(attempt) = &transition.ended_attempt {
-                        insert_attempt(conn, &transition.job, attempt)?;
-                        let draft = drafts::job_expired(&job, &transition.job, attempt.outcome);
-                        system_record(conn, &transition.job, now, draft)?;
-                        swept.ended.push((transition.job.clone(), attempt.clone()));
-                    }
-                    swept.count += 1;
-                    note_ready(&mut swept, &transition.job);
-                }
-                Ok(swept)
-            })
-            .await
+                ),
+                now,
+                limit,
+            )?;
+            Ok(decide::expire_leases(due, &policy, jitter_seed, limit, now))
+        })
+        .await
     }
 
     async fn prune_idempotency_keys(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {

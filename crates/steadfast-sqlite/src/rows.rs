@@ -9,6 +9,7 @@ use steadfast_core::{
     TenantId, Timestamp, Wait, WaitFor, WorkerId,
 };
 use steadfast_store::StoreError;
+use steadfast_store::decide::EndedAttempt;
 
 use crate::sqlite_error;
 
@@ -242,7 +243,7 @@ pub fn save_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
 }
 
 /// A tenant's job by id; another tenant's job is simply not found.
-pub fn load_job(conn: &Connection, tenant_id: TenantId, id: steadfast_core::JobId) -> Result<Option<Job>, StoreError> {
+pub fn load_job(conn: &Connection, tenant_id: TenantId, id: JobId) -> Result<Option<Job>, StoreError> {
     conn.prepare_cached(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND tenant_id = ?2"
     ))
@@ -255,16 +256,17 @@ pub fn load_job(conn: &Connection, tenant_id: TenantId, id: steadfast_core::JobI
     .map_err(sqlite_error)
 }
 
-pub fn insert_attempt(conn: &Connection, job: &Job, attempt: &Attempt) -> Result<(), StoreError> {
+pub fn insert_attempt(conn: &Connection, ended: &EndedAttempt) -> Result<(), StoreError> {
+    let attempt = &ended.attempt;
     conn.prepare_cached(
         "INSERT INTO attempts (job_id, number, tenant_id, worker_id, key_id, started_at, ended_at, outcome, \
          error_message, error_kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut insert| {
         insert.execute(params![
-            job.id.to_string(),
+            ended.job_id.to_string(),
             attempt.number,
-            job.tenant_id.to_string(),
+            ended.tenant_id.to_string(),
             attempt.worker_id.as_str(),
             attempt.key_id.as_str(),
             millis(attempt.started_at),
@@ -278,7 +280,7 @@ pub fn insert_attempt(conn: &Connection, job: &Job, attempt: &Attempt) -> Result
     Ok(())
 }
 
-pub fn attempts_of(conn: &Connection, job: &Job) -> Result<Vec<Attempt>, StoreError> {
+pub fn attempts_of(conn: &Connection, tenant: TenantId, job_id: JobId) -> Result<Vec<Attempt>, StoreError> {
     let mut select = conn
         .prepare_cached(
             "SELECT number, worker_id, key_id, started_at, ended_at, outcome, error_message, error_kind \
@@ -286,7 +288,7 @@ pub fn attempts_of(conn: &Connection, job: &Job) -> Result<Vec<Attempt>, StoreEr
         )
         .map_err(sqlite_error)?;
     let rows = select
-        .query_map(params![job.id.to_string(), job.tenant_id.to_string()], |row| {
+        .query_map(params![job_id.to_string(), tenant.to_string()], |row| {
             let error = row
                 .get::<_, Option<String>>(6)?
                 .map(|message| -> rusqlite::Result<_> {

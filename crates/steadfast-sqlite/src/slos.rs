@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use steadfast_core::slo::{Counts, Severity, Slo, SloKind};
 use steadfast_core::{QueueName, Timestamp};
 use steadfast_store::audit::drafts;
+use steadfast_store::decide;
 use steadfast_store::{SloRecord, SloStore, StoreError, TenantScope};
 
 use crate::audit::append_for;
@@ -19,27 +20,22 @@ fn text_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Er
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SloRecord> {
     let kind = SloKind::from_parts(&row.get::<_, String>(4)?, row.get(5)?);
-    let mut firing = Vec::new();
-    if let Some(since) = optional_timestamp(row.get(10)?)? {
-        firing.push((Severity::Page, since));
-    }
-    if let Some(since) = optional_timestamp(row.get(11)?)? {
-        firing.push((Severity::Ticket, since));
-    }
-    Ok(SloRecord {
-        slo: Slo {
-            id: row.get::<_, String>(0)?.parse().map_err(text_error)?,
-            tenant_id: row.get::<_, String>(1)?.parse().map_err(text_error)?,
-            name: row.get(2)?,
-            queue: QueueName::new(row.get::<_, String>(3)?).map_err(text_error)?,
-            kind,
-            objective: row.get(6)?,
-            window: Duration::from_millis(row.get::<_, i64>(7)?.max(0) as u64),
-            notify_url: row.get(8)?,
-            created_at: timestamp(row.get(9)?)?,
-        },
-        firing,
-    })
+    let slo = Slo {
+        id: row.get::<_, String>(0)?.parse().map_err(text_error)?,
+        tenant_id: row.get::<_, String>(1)?.parse().map_err(text_error)?,
+        name: row.get(2)?,
+        queue: QueueName::new(row.get::<_, String>(3)?).map_err(text_error)?,
+        kind,
+        objective: row.get(6)?,
+        window: Duration::from_millis(row.get::<_, i64>(7)?.max(0) as u64),
+        notify_url: row.get(8)?,
+        created_at: timestamp(row.get(9)?)?,
+    };
+    Ok(SloRecord::new(
+        slo,
+        optional_timestamp(row.get(10)?)?,
+        optional_timestamp(row.get(11)?)?,
+    ))
 }
 
 fn load(conn: &Connection, scope: &TenantScope, id: uuid::Uuid) -> Result<SloRecord, StoreError> {
@@ -163,30 +159,18 @@ impl SloStore for SqliteStore {
         self.writer()
             .write(move |conn| {
                 let record = load(conn, &scope, id)?;
-                let since = |severity: Severity| {
-                    firing.contains(&severity).then(|| {
-                        record
-                            .firing
-                            .iter()
-                            .find(|(s, _)| *s == severity)
-                            .map_or(now, |(_, since)| *since)
-                    })
-                };
-                let (page, ticket) = (since(Severity::Page), since(Severity::Ticket));
+                let change = decide::slo_firing(&record, &firing, now);
                 conn.execute(
                     "UPDATE slos SET page_since = ?3, ticket_since = ?4 WHERE tenant_id = ?1 AND id = ?2",
                     params![
                         scope.tenant_id().to_string(),
                         id.to_string(),
-                        page.map(millis),
-                        ticket.map(millis)
+                        change.page_since.map(millis),
+                        change.ticket_since.map(millis)
                     ],
                 )
                 .map_err(sqlite_error)?;
-                let before: Vec<Severity> = record.firing.iter().map(|(s, _)| *s).collect();
-                if before != firing {
-                    let names: Vec<&str> = firing.iter().map(|s| s.as_str()).collect();
-                    let draft = drafts::slo_changed("slo.alert", &record.slo, serde_json::json!({ "firing": names }));
+                if let Some((_, draft)) = change.audit {
                     append_for(conn, &scope, now, [draft])?;
                 }
                 Ok(record.firing)

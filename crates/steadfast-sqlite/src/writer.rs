@@ -50,7 +50,7 @@ type Run = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
 
 /// What a command needs from the commit that carries it, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Durability {
+pub(crate) enum Durability {
     /// On disk by the next durable commit; lost in a crash before it.
     Relaxed,
     /// On disk when the command is answered.
@@ -101,23 +101,16 @@ impl Writer {
         self.send(Durability::Durable, command).await
     }
 
-    /// Runs `command` in the next group commit and returns its result once
-    /// committed, but not necessarily on disk: only for changes a crash may
-    /// take back without breaking a promise (a lease).
-    pub async fn write_relaxed<T, F>(&self, command: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.send(Durability::Relaxed, command).await
-    }
-
     /// Returns once every commit so far is on disk.
     pub async fn barrier(&self) -> Result<(), StoreError> {
         self.send(Durability::Barrier, |_| Ok(())).await
     }
 
-    async fn send<T, F>(&self, durability: Durability, command: F) -> Result<T, StoreError>
+    /// Runs `command` in the next group commit and returns its result once
+    /// that commit is as durable as `durability` asks: `Relaxed` answers once
+    /// committed but not necessarily on disk, only for changes a crash may
+    /// take back without breaking a promise (a lease).
+    pub(crate) async fn send<T, F>(&self, durability: Durability, command: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -330,7 +323,7 @@ mod tests {
                 let level = if durable {
                     writer.write(insert).await
                 } else {
-                    writer.write_relaxed(insert).await
+                    writer.send(Durability::Relaxed, insert).await
                 };
                 (durable, level.unwrap())
             }));
@@ -356,7 +349,7 @@ mod tests {
         assert_eq!(rows, 400, "every command, relaxed or not, committed");
 
         // Alone, a relaxed command commits relaxed, and the next durable one is FULL again.
-        assert_eq!(writer.write_relaxed(level).await.unwrap(), NORMAL);
+        assert_eq!(writer.send(Durability::Relaxed, level).await.unwrap(), NORMAL);
         assert_eq!(writer.write(level).await.unwrap(), FULL);
 
         // A barrier after a relaxed commit makes its own commit write (and so fsync).
@@ -373,7 +366,7 @@ mod tests {
         };
         let before = passed(writer.clone()).await;
         writer
-            .write_relaxed(|conn| {
+            .send(Durability::Relaxed, |conn| {
                 conn.execute("INSERT INTO t VALUES (0, 0)", [])
                     .map(|_| ())
                     .map_err(sqlite_error)

@@ -38,6 +38,47 @@ pub struct AuditPage {
     pub next: Option<AuditCursor>,
 }
 
+impl AuditPage {
+    /// A page from records fetched in (time, sequence) order with one more
+    /// than `limit`: that extra record only says another page follows.
+    pub fn from_rows(mut records: Vec<Record>, limit: u32) -> AuditPage {
+        let more = records.len() > limit as usize;
+        records.truncate(limit as usize);
+        let next = records
+            .last()
+            .filter(|_| more)
+            .map(|r| AuditCursor { at: r.at, seq: r.seq });
+        AuditPage { records, next }
+    }
+}
+
+/// Which column an actor filter compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorFilter<'a> {
+    /// `system` or `operator`: the actor's kind.
+    Kind(&'a str),
+    /// Anything else is a key id.
+    KeyId(&'a str),
+}
+
+impl AuditQuery {
+    /// The one lower bound on time: the later of the window's start and the
+    /// cursor's, so the index range starts where the page does.
+    pub fn from(&self) -> Option<Timestamp> {
+        match (self.since, self.after) {
+            (Some(since), Some(after)) => Some(since.max(after.at)),
+            (since, after) => since.or(after.map(|a| a.at)),
+        }
+    }
+
+    pub fn actor_filter(&self) -> Option<ActorFilter<'_>> {
+        self.actor.as_deref().map(|actor| match actor {
+            "system" | "operator" => ActorFilter::Kind(actor),
+            key_id => ActorFilter::KeyId(key_id),
+        })
+    }
+}
+
 #[async_trait]
 pub trait AuditStore {
     async fn audit_records(&self, scope: &TenantScope, query: AuditQuery) -> Result<AuditPage, StoreError>;

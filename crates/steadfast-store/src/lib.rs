@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod auth;
 pub mod conformance;
+pub mod decide;
 mod error;
 mod jobs;
 mod keys;

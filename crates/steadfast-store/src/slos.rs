@@ -12,6 +12,17 @@ pub struct SloRecord {
     pub firing: Vec<(Severity, Timestamp)>,
 }
 
+impl SloRecord {
+    /// The record stored as the SLO and the start of each severity's alert.
+    pub fn new(slo: Slo, page_since: Option<Timestamp>, ticket_since: Option<Timestamp>) -> SloRecord {
+        let firing = [(Severity::Page, page_since), (Severity::Ticket, ticket_since)]
+            .into_iter()
+            .filter_map(|(severity, since)| since.map(|since| (severity, since)))
+            .collect();
+        SloRecord { slo, firing }
+    }
+}
+
 /// Service level objectives of one tenant, and the counts they are computed from.
 #[async_trait]
 pub trait SloStore {

@@ -1,0 +1,76 @@
+//! Writing a decision's rows: the one place the PostgreSQL store turns
+//! [`Writes`] into SQL. Each group is one set-based statement per tenant.
+
+use deadpool_postgres::Transaction;
+use steadfast_core::{TenantId, Timestamp};
+use steadfast_store::StoreError;
+use steadfast_store::decide::{Author, ClaimedKey, Writes};
+
+use crate::audit::append;
+use crate::rows::{insert_attempts, insert_jobs, millis, save_jobs};
+use crate::workflows::{consume_signal, insert_signal, save_step};
+use crate::{pg_error, set_tenant, statement};
+
+/// Writes every group of `writes`, tenant by tenant, in the order of its
+/// fields; `tenant` is the transaction's tenant setting, if it has one.
+/// Row-level security checks every row against that setting, so the
+/// writes of another tenant (a sweep's) switch it first.
+pub(crate) async fn persist(
+    tx: &Transaction<'_>,
+    mut tenant: Option<TenantId>,
+    writes: Writes,
+    author: &Author,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    for (owner, writes) in writes.by_tenant() {
+        if tenant != Some(owner) {
+            set_tenant(tx, owner).await?;
+            tenant = Some(owner);
+        }
+        insert_jobs(tx, owner, &writes.new_jobs).await?;
+        save_jobs(tx, owner, &writes.changed_jobs).await?;
+        insert_attempts(tx, owner, &writes.attempts).await?;
+        for step in &writes.steps {
+            save_step(tx, step).await?;
+        }
+        for consumed in &writes.consumed_signals {
+            consume_signal(tx, consumed).await?;
+        }
+        for signal in &writes.signals {
+            insert_signal(tx, signal).await?;
+        }
+        claim_keys(tx, owner, &writes.keys).await?;
+        let drafts = writes.audit.into_iter().map(|(_, draft)| draft);
+        append(tx, owner, &author.actor, author.request_id.as_deref(), now, drafts).await?;
+    }
+    Ok(())
+}
+
+/// Claims idempotency keys for their jobs in one statement, replacing
+/// claims whose window passed (the decision saw only live claims, under the
+/// keys' locks).
+async fn claim_keys(tx: &Transaction<'_>, tenant: TenantId, claims: &[ClaimedKey]) -> Result<(), StoreError> {
+    if claims.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        &statement(
+            tx,
+            "INSERT INTO idempotency_keys (tenant_id, key, job_id, fingerprint, expires_at) \
+             SELECT $1, * FROM unnest($2::text[], $3::uuid[], $4::bytea[], $5::bigint[]) \
+             ON CONFLICT (tenant_id, key) DO UPDATE SET job_id = excluded.job_id, \
+             fingerprint = excluded.fingerprint, expires_at = excluded.expires_at",
+        )
+        .await?,
+        &[
+            &tenant.0,
+            &claims.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+            &claims.iter().map(|c| c.job_id.0).collect::<Vec<_>>(),
+            &claims.iter().map(|c| c.fingerprint.as_slice()).collect::<Vec<_>>(),
+            &claims.iter().map(|c| millis(c.expires_at)).collect::<Vec<_>>(),
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! Decisions about one tenant's jobs: enqueue, lease, and the transitions a
+//! worker or an operator asks for.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use steadfast_core::lifecycle::{self, Failure, Fingerprint, Rejection, Transition};
+use steadfast_core::retry::jitter_sample;
+use steadfast_core::{Attempt, IdempotencyKey, Job, JobId, Step, StepState, TenantId, Timestamp};
+
+use super::{Decision, LiveKey, Writes};
+use crate::audit::drafts;
+use crate::{Completing, Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, RetryPlan, StoreError};
+
+/// A claim on an idempotency key, written with the job it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedKey {
+    pub tenant_id: TenantId,
+    pub key: IdempotencyKey,
+    pub job_id: JobId,
+    pub fingerprint: Fingerprint,
+    pub expires_at: Timestamp,
+}
+
+/// The job a request names, or `NotFound`.
+pub fn found(job: Option<Job>) -> Result<Job, StoreError> {
+    job.ok_or(StoreError::NotFound)
+}
+
+/// Creates `jobs`, all or none. A job whose key has a live claim with the
+/// same fingerprint (loaded into `live`, or made earlier in this batch) is
+/// not created again: its entry is the claimed job, `replayed`. A live claim
+/// with another fingerprint fails the whole batch. A claim whose job is
+/// gone is taken over.
+pub fn enqueue(
+    tenant: TenantId,
+    jobs: Vec<NewJob>,
+    live: Vec<LiveKey>,
+    dedup_window: Duration,
+    now: Timestamp,
+) -> Result<Decision<Vec<Enqueued>>, StoreError> {
+    let expires_at = now.saturating_add(dedup_window).unwrap_or(Timestamp::MAX);
+    let mut claims: HashMap<IdempotencyKey, (Vec<u8>, Option<Job>)> = live
+        .into_iter()
+        .map(|live| (live.key, (live.fingerprint, live.job)))
+        .collect();
+    let mut writes = Writes::default();
+    let mut created = Vec::with_capacity(jobs.len());
+    for (index, new) in jobs.into_iter().enumerate() {
+        if let Some((key, fingerprint)) = &new.spec.idempotency {
+            if let Some((stored, job)) = claims.get(key) {
+                if stored.as_slice() != fingerprint.as_slice() {
+                    return Err(StoreError::IdempotencyKeyReused { index });
+                }
+                if let Some(job) = job {
+                    created.push(Enqueued {
+                        job: job.clone(),
+                        replayed: true,
+                    });
+                    continue;
+                }
+            }
+            writes.keys.push(ClaimedKey {
+                tenant_id: tenant,
+                key: key.clone(),
+                job_id: new.id,
+                fingerprint: *fingerprint,
+                expires_at,
+            });
+        }
+        let claim = new.spec.idempotency.clone();
+        let job = lifecycle::new_job(new.id, tenant, new.spec, now);
+        if let Some((key, fingerprint)) = claim {
+            claims.insert(key, (fingerprint.to_vec(), Some(job.clone())));
+        }
+        writes.audit(tenant, drafts::job_enqueued(&job));
+        writes.new_jobs.push(job.clone());
+        created.push(Enqueued { job, replayed: false });
+    }
+    Ok(Decision {
+        answer: created,
+        writes,
+    })
+}
+
+/// Leases jobs from the heads of the requested queues (each head in lease
+/// order, with its insertion sequence). The answer is the leased jobs in
+/// lease order; [`resumable`] completes each with its workflow history.
+pub fn lease(request: &LeaseRequest, heads: Vec<(i64, Job)>, now: Timestamp) -> Result<Decision<Vec<Job>>, StoreError> {
+    let mut writes = Writes::default();
+    let mut leased = Vec::new();
+    for before in request.pick(heads) {
+        let job = lifecycle::lease(&before, request.grant(&before), now)?;
+        writes.audit(job.tenant_id, drafts::job_leased(&before, &job));
+        writes.changed_jobs.push(job.clone());
+        leased.push(job);
+    }
+    Ok(Decision { answer: leased, writes })
+}
+
+/// Whether a just-leased job resumes a workflow, so its steps and attempts
+/// must be loaded: a first attempt has none, and costs no query.
+pub fn needs_history(job: &Job) -> bool {
+    job.attempt > 1
+}
+
+/// A leased job with what its workflow resumes from: every recorded step,
+/// and the ended attempts that started the uncertain ones. `attempts` may
+/// be all of the job's ended attempts.
+pub fn resumable(job: Job, steps: Vec<Step>, attempts: Vec<Attempt>) -> LeasedJob {
+    let uncertain: Vec<u32> = steps
+        .iter()
+        .filter(|step| step.state(&job) == StepState::Uncertain)
+        .map(|step| step.attempt)
+        .collect();
+    let uncertain_attempts = attempts
+        .into_iter()
+        .filter(|attempt| uncertain.contains(&attempt.number))
+        .collect();
+    LeasedJob {
+        job,
+        steps,
+        uncertain_attempts,
+    }
+}
+
+/// One job's transition, and the audit record it gets (none for heartbeats).
+fn transition(
+    job: Option<Job>,
+    apply: impl FnOnce(&Job) -> Result<Transition, Rejection>,
+    describe: fn(&Job, &Job) -> Option<steadfast_core::audit::Draft>,
+) -> Result<Decision<Ended>, StoreError> {
+    let before = found(job)?;
+    let Transition { job, ended_attempt } = apply(&before)?;
+    let mut writes = Writes::default();
+    writes.transition(&job, ended_attempt.as_ref());
+    if let Some(draft) = describe(&before, &job) {
+        writes.audit(job.tenant_id, draft);
+    }
+    Ok(Decision {
+        answer: Ended {
+            job,
+            attempt: ended_attempt,
+        },
+        writes,
+    })
+}
+
+fn unchanged(job: Job) -> Transition {
+    Transition {
+        job,
+        ended_attempt: None,
+    }
+}
+
+pub fn heartbeat(job: Option<Job>, token: &str, ttl: Duration, now: Timestamp) -> Result<Decision<Job>, StoreError> {
+    let decision = transition(
+        job,
+        |job| lifecycle::heartbeat(job, token, ttl, now).map(unchanged),
+        |_, _| None,
+    )?;
+    Ok(decision.map(|ended| ended.job))
+}
+
+pub fn complete(job: Option<Job>, token: &str, output: String, now: Timestamp) -> Result<Decision<Ended>, StoreError> {
+    transition(
+        job,
+        |job| lifecycle::complete(job, token, output, now),
+        |before, after| Some(drafts::job_succeeded(before, after)),
+    )
+}
+
+/// Completes each item on its own: an unknown job or a lost lease rejects
+/// only that item. `loaded` holds the items' jobs that exist (any order). A
+/// job named twice is completed once; the later item is refused `NotFound`.
+pub fn complete_many(
+    items: Vec<Completing>,
+    loaded: Vec<Job>,
+    now: Timestamp,
+) -> Decision<Vec<Result<Ended, StoreError>>> {
+    let mut loaded: HashMap<JobId, Job> = loaded.into_iter().map(|job| (job.id, job)).collect();
+    let mut writes = Writes::default();
+    let mut results = Vec::with_capacity(items.len());
+    for Completing { id, token, output } in items {
+        let result = match loaded.remove(&id) {
+            None => Err(StoreError::NotFound),
+            Some(before) => lifecycle::complete(&before, &token, output, now)
+                .map(|Transition { job, ended_attempt }| {
+                    writes.transition(&job, ended_attempt.as_ref());
+                    writes.audit(job.tenant_id, drafts::job_succeeded(&before, &job));
+                    Ended {
+                        job,
+                        attempt: ended_attempt,
+                    }
+                })
+                .map_err(StoreError::from),
+        };
+        results.push(result);
+    }
+    Decision {
+        answer: results,
+        writes,
+    }
+}
+
+pub fn fail(
+    job: Option<Job>,
+    token: &str,
+    failure: Failure,
+    retry: RetryPlan,
+    now: Timestamp,
+) -> Result<Decision<Ended>, StoreError> {
+    transition(
+        job,
+        |job| {
+            let sample = jitter_sample(retry.jitter_seed, job.id.0.as_bytes());
+            lifecycle::fail(job, token, failure, &retry.policy, sample, now)
+        },
+        |before, after| Some(drafts::job_failed("job.failed", before, after)),
+    )
+}
+
+/// Operator action: a dead or cancelled job goes back to `queued`.
+pub fn retry(job: Option<Job>, now: Timestamp) -> Result<Decision<Job>, StoreError> {
+    let decision = transition(
+        job,
+        |job| lifecycle::retry(job, now).map(unchanged),
+        |before, after| Some(drafts::job_retried(before, after)),
+    )?;
+    Ok(decision.map(|ended| ended.job))
+}
+
+/// Operator action: an unfinished job becomes `cancelled`.
+pub fn cancel(job: Option<Job>, now: Timestamp) -> Result<Decision<Ended>, StoreError> {
+    transition(
+        job,
+        |job| lifecycle::cancel(job, now),
+        |before, after| Some(drafts::job_cancelled(before, after)),
+    )
+}

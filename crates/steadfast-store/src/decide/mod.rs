@@ -1,0 +1,251 @@
+//! The decisions every backend shares.
+//!
+//! A backend operation has three phases: it loads the rows the operation
+//! needs (backend SQL), calls one function of this module, and writes the
+//! [`Writes`] that function returns (backend SQL again), all in one
+//! transaction. Which transition applies, what the audit log says about it,
+//! which per-job limits hold, what a replayed idempotency key answers: all of
+//! that is decided here, once, so the two backends differ only in how they
+//! read and write rows (the shape of River's drivers).
+//!
+//! Every function here is pure: no IO, no clock, no randomness beyond the
+//! seeds the engine passed in.
+
+mod jobs;
+mod slos;
+mod sweeps;
+mod workflows;
+
+pub use jobs::{
+    ClaimedKey, cancel, complete, complete_many, enqueue, fail, found, heartbeat, lease, needs_history, resumable,
+    retry,
+};
+pub use slos::{SloFiring, slo_firing};
+pub use sweeps::{expire_leases, fire_timers};
+pub use workflows::{StepRows, checkpoint_step, signal, spawn_child, start_step, wait};
+
+use steadfast_core::audit::{Actor, Draft};
+use steadfast_core::{Attempt, IdempotencyKey, Job, JobId, JobState, QueueName, Signal, Step, TenantId, Timestamp};
+
+use crate::TenantScope;
+
+/// What an operation answers, and what must be written, in the same
+/// transaction, for that answer to be true.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision<T> {
+    pub answer: T,
+    pub writes: Writes,
+}
+
+impl<T> Decision<T> {
+    /// An answer that changes nothing.
+    pub fn read_only(answer: T) -> Decision<T> {
+        Decision {
+            answer,
+            writes: Writes::default(),
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Decision<U> {
+        Decision {
+            answer: f(self.answer),
+            writes: self.writes,
+        }
+    }
+}
+
+/// Every row one operation writes. Backends write the groups in the order
+/// of the fields, each group in the order it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Writes {
+    /// New jobs, in enqueue (FIFO) order.
+    pub new_jobs: Vec<Job>,
+    /// Jobs a transition changed: their state, lease, wait, result fields.
+    pub changed_jobs: Vec<Job>,
+    /// Attempts that ended, with their job's tenant and id.
+    pub attempts: Vec<EndedAttempt>,
+    /// Steps to record. The first checkpoint wins: a backend never
+    /// overwrites a completed step.
+    pub steps: Vec<StepWrite>,
+    /// Pending signals that a wait consumed.
+    pub consumed_signals: Vec<ConsumedSignal>,
+    /// Signals delivered, appended to their job's signal queue.
+    pub signals: Vec<SignalWrite>,
+    /// Idempotency keys claimed by new jobs (inserted, or replacing an
+    /// expired claim).
+    pub keys: Vec<ClaimedKey>,
+    /// Audit drafts, each for its tenant's chain, in chain order.
+    pub audit: Vec<(TenantId, Draft)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedAttempt {
+    pub tenant_id: TenantId,
+    pub job_id: JobId,
+    pub attempt: Attempt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepWrite {
+    pub tenant_id: TenantId,
+    pub job_id: JobId,
+    pub step: Step,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedSignal {
+    pub tenant_id: TenantId,
+    pub job_id: JobId,
+    /// The signal's position in its job's queue, as loaded.
+    pub seq: i64,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalWrite {
+    pub tenant_id: TenantId,
+    pub job_id: JobId,
+    pub signal: Signal,
+    /// Set when the signal woke its job (consumed on arrival).
+    pub consumed_at: Option<Timestamp>,
+}
+
+/// A pending signal as loaded: its position in the job's queue and itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSignal {
+    pub seq: i64,
+    pub signal: Signal,
+}
+
+impl Writes {
+    pub fn is_empty(&self) -> bool {
+        self == &Writes::default()
+    }
+
+    fn audit(&mut self, tenant: TenantId, draft: Draft) {
+        self.audit.push((tenant, draft));
+    }
+
+    /// Records a transition's result: the changed job and the attempt it ended.
+    fn transition(&mut self, job: &Job, ended: Option<&Attempt>) {
+        self.changed_jobs.push(job.clone());
+        if let Some(attempt) = ended {
+            self.attempts.push(EndedAttempt {
+                tenant_id: job.tenant_id,
+                job_id: job.id,
+                attempt: attempt.clone(),
+            });
+        }
+    }
+
+    fn step(&mut self, job: &Job, step: &Step) {
+        self.steps.push(StepWrite {
+            tenant_id: job.tenant_id,
+            job_id: job.id,
+            step: step.clone(),
+        });
+    }
+
+    /// Queues that gain ready jobs once these writes commit, each once, in
+    /// the order first met: long-polling workers of these queues are woken.
+    pub fn ready_queues(&self) -> Vec<(TenantId, QueueName)> {
+        let mut ready: Vec<(TenantId, QueueName)> = Vec::new();
+        for job in self.new_jobs.iter().chain(&self.changed_jobs) {
+            let queue = (job.tenant_id, job.queue.clone());
+            if job.state == JobState::Queued && !ready.contains(&queue) {
+                ready.push(queue);
+            }
+        }
+        ready
+    }
+
+    /// The same writes, split by tenant (tenants in the order first met, each
+    /// group in its original order): for a backend that must name the
+    /// tenant of each write, as row-level security does.
+    pub fn by_tenant(self) -> Vec<(TenantId, Writes)> {
+        fn group(groups: &mut Vec<(TenantId, Writes)>, tenant: TenantId) -> &mut Writes {
+            let index = match groups.iter().position(|(t, _)| *t == tenant) {
+                Some(index) => index,
+                None => {
+                    groups.push((tenant, Writes::default()));
+                    groups.len() - 1
+                }
+            };
+            &mut groups[index].1
+        }
+        let mut groups = Vec::new();
+        for job in self.new_jobs {
+            group(&mut groups, job.tenant_id).new_jobs.push(job);
+        }
+        for job in self.changed_jobs {
+            group(&mut groups, job.tenant_id).changed_jobs.push(job);
+        }
+        for attempt in self.attempts {
+            group(&mut groups, attempt.tenant_id).attempts.push(attempt);
+        }
+        for step in self.steps {
+            group(&mut groups, step.tenant_id).steps.push(step);
+        }
+        for consumed in self.consumed_signals {
+            group(&mut groups, consumed.tenant_id).consumed_signals.push(consumed);
+        }
+        for signal in self.signals {
+            group(&mut groups, signal.tenant_id).signals.push(signal);
+        }
+        for key in self.keys {
+            group(&mut groups, key.tenant_id).keys.push(key);
+        }
+        for (tenant, draft) in self.audit {
+            group(&mut groups, tenant).audit.push((tenant, draft));
+        }
+        groups
+    }
+
+    /// The audit drafts grouped into runs of one tenant, in order: a backend
+    /// appends each run to its tenant's chain.
+    pub fn audit_runs(&self) -> Vec<(TenantId, Vec<&Draft>)> {
+        let mut runs: Vec<(TenantId, Vec<&Draft>)> = Vec::new();
+        for (tenant, draft) in &self.audit {
+            match runs.last_mut() {
+                Some((last, drafts)) if last == tenant => drafts.push(draft),
+                _ => runs.push((*tenant, vec![draft])),
+            }
+        }
+        runs
+    }
+}
+
+/// Who the audit records of a change name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    pub actor: Actor,
+    pub request_id: Option<String>,
+}
+
+impl Author {
+    /// The caller of a request.
+    pub fn of(scope: &TenantScope) -> Author {
+        Author {
+            actor: scope.actor().clone(),
+            request_id: scope.request_id().map(str::to_owned),
+        }
+    }
+
+    /// Steadfast itself: timers, lease expiry, retention.
+    pub fn system() -> Author {
+        Author {
+            actor: Actor::System,
+            request_id: None,
+        }
+    }
+}
+
+/// A key's stored claim, as loaded for an enqueue: only claims still inside
+/// their dedup window are loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveKey {
+    pub key: IdempotencyKey,
+    pub fingerprint: Vec<u8>,
+    /// The job the key names; `None` if that job no longer exists.
+    pub job: Option<Job>,
+}
