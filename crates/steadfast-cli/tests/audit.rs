@@ -8,10 +8,15 @@ use std::time::Duration;
 
 use common::{ServerProcess, steadfast};
 
+/// Records live in `audit_batches`, a JSON array per command (one record
+/// each here: every enqueue is its own request). `unhex` is registered for
+/// SQLite builds older than 3.41.
 const TAMPER: &str = r#"
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
-db.executescript("DROP TRIGGER IF EXISTS audit_records_append_only_update; DROP TRIGGER IF EXISTS audit_records_append_only_delete;")
+db.create_function("unhex", 1, bytes.fromhex)
+for table in ("audit_records", "audit_batches"):
+    db.executescript(f"DROP TRIGGER IF EXISTS {table}_append_only_update; DROP TRIGGER IF EXISTS {table}_append_only_delete;")
 db.executescript(sys.argv[2])
 db.commit()
 "#;
@@ -82,13 +87,17 @@ async fn verify_names_each_kind_of_tampering_and_a_checkpoint_catches_a_truncate
     };
     let cases = [
         (
-            "UPDATE audit_records SET summary = '{\"forged\":1}' WHERE seq = 5",
+            "UPDATE audit_batches SET records = json_set(records, '$[0].summary', '{\"forged\":1}') WHERE first_seq = 5",
             "record 5 was edited",
         ),
-        ("DELETE FROM audit_records WHERE seq = 5", "record 5 is missing"),
+        ("DELETE FROM audit_batches WHERE first_seq = 5", "record 5 is missing"),
         (
-            "UPDATE audit_records SET seq = -1 WHERE seq = 4; UPDATE audit_records SET seq = 4 WHERE seq = 5; \
-             UPDATE audit_records SET seq = 5 WHERE seq = -1;",
+            "UPDATE audit_batches SET first_seq = -1, last_seq = -1, records = json_set(records, '$[0].seq', -1) \
+               WHERE first_seq = 4; \
+             UPDATE audit_batches SET first_seq = 4, last_seq = 4, records = json_set(records, '$[0].seq', 4) \
+               WHERE first_seq = 5; \
+             UPDATE audit_batches SET first_seq = 5, last_seq = 5, records = json_set(records, '$[0].seq', 5) \
+               WHERE first_seq = -1;",
             "record 4 is out of place",
         ),
     ];
@@ -102,8 +111,9 @@ async fn verify_names_each_kind_of_tampering_and_a_checkpoint_catches_a_truncate
     restore();
     tamper(
         &data_dir,
-        "DELETE FROM audit_records WHERE seq > 6; \
-         UPDATE audit_heads SET seq = 6, hash = (SELECT hash FROM audit_records r WHERE r.tenant_id = audit_heads.tenant_id AND r.seq = 6);",
+        "DELETE FROM audit_batches WHERE first_seq > 6; \
+         UPDATE audit_heads SET seq = 6, hash = (SELECT unhex(json_extract(b.records, '$[0].hash')) FROM audit_batches b \
+           WHERE b.tenant_id = audit_heads.tenant_id AND b.first_seq = 6);",
     );
     let (ok, report) = verify(&data_dir, None);
     assert!(ok, "without a checkpoint a careful truncation is invisible: {report}");

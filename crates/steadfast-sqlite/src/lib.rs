@@ -176,13 +176,20 @@ mod tests {
         use steadfast_core::audit::{Breach, Head};
         use steadfast_store::audit::{VerifyError, verify};
         use steadfast_store::conformance::*;
-        use steadfast_store::{AuditStore, TenantScope};
+        use steadfast_store::{AuditStore, JobStore, TenantScope};
 
         use crate::SqliteStore;
 
-        /// A store with a tenant and a chain of a few records; `tamper`
-        /// then edits the database file directly, as an attacker with the
-        /// file would, triggers dropped.
+        /// Drops the triggers that keep audit records append-only, as an
+        /// attacker with the file would.
+        const DROP_TRIGGERS: &str = "DROP TRIGGER audit_records_append_only_update; \
+             DROP TRIGGER audit_records_append_only_delete; DROP TRIGGER audit_batches_append_only_update; \
+             DROP TRIGGER audit_batches_append_only_delete;";
+
+        /// A store with a tenant and a chain of a few records (1 and 2 are
+        /// the tenant's and its key's, 3 to 8 six single-job enqueues, 9 to
+        /// 11 one batch of three); `tamper` then edits the database file
+        /// directly, triggers dropped.
         async fn tampered(tamper: &str, checkpoint: bool) -> Result<(), Breach> {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("steadfast.db");
@@ -191,16 +198,18 @@ mod tests {
             for i in 0..6 {
                 enqueue_one(&store, &scope, spec("q"), at(i)).await;
             }
+            let batch = (0..3).map(|_| new_job(spec("q"))).collect();
+            store
+                .enqueue(&scope, batch, std::time::Duration::from_secs(60), at(7))
+                .await
+                .unwrap();
             let kept: Option<Head> = if checkpoint {
                 store.audit_head(&scope).await.unwrap()
             } else {
                 None
             };
             let raw = rusqlite::Connection::open(&path).unwrap();
-            raw.execute_batch(
-                "DROP TRIGGER audit_records_append_only_update; DROP TRIGGER audit_records_append_only_delete;",
-            )
-            .unwrap();
+            raw.execute_batch(DROP_TRIGGERS).unwrap();
             raw.execute_batch(&tamper.replace("{tenant}", &scope.tenant_id().to_string()))
                 .unwrap();
             match verify(&store, &scope, kept.as_slice()).await {
@@ -217,35 +226,48 @@ mod tests {
 
         #[tokio::test]
         async fn an_edited_record_is_named() {
-            let edit =
-                "UPDATE audit_records SET summary = '{\"forged\":true}' WHERE tenant_id = '{tenant}' AND seq = 4";
+            let edit = "UPDATE audit_batches SET records = json_set(records, '$[0].summary', '{\"forged\":true}') \
+                        WHERE tenant_id = '{tenant}' AND first_seq = 4";
             assert_eq!(tampered(edit, false).await, Err(Breach::Edited { seq: 4 }));
+            let inside = "UPDATE audit_batches SET records = json_set(records, '$[1].target', 'forged') \
+                          WHERE tenant_id = '{tenant}' AND first_seq = 9";
+            assert_eq!(tampered(inside, false).await, Err(Breach::Edited { seq: 10 }));
         }
 
         #[tokio::test]
         async fn a_deleted_record_is_named() {
-            let delete = "DELETE FROM audit_records WHERE tenant_id = '{tenant}' AND seq = 4";
+            let delete = "DELETE FROM audit_batches WHERE tenant_id = '{tenant}' AND first_seq = 4";
             assert_eq!(tampered(delete, false).await, Err(Breach::Missing { from: 4, to: 4 }));
+            let inside = "UPDATE audit_batches SET records = json_remove(records, '$[1]') \
+                          WHERE tenant_id = '{tenant}' AND first_seq = 9";
+            assert_eq!(tampered(inside, false).await, Err(Breach::Missing { from: 10, to: 10 }));
         }
 
         #[tokio::test]
         async fn reordered_records_are_named() {
-            let swap = "UPDATE audit_records SET seq = -1 WHERE tenant_id = '{tenant}' AND seq = 3; \
-                        UPDATE audit_records SET seq = 3 WHERE tenant_id = '{tenant}' AND seq = 4; \
-                        UPDATE audit_records SET seq = 4 WHERE tenant_id = '{tenant}' AND seq = -1;";
+            let swap = "UPDATE audit_batches SET first_seq = -1, last_seq = -1, records = json_set(records, '$[0].seq', -1) \
+                          WHERE tenant_id = '{tenant}' AND first_seq = 3; \
+                        UPDATE audit_batches SET first_seq = 3, last_seq = 3, records = json_set(records, '$[0].seq', 3) \
+                          WHERE tenant_id = '{tenant}' AND first_seq = 4; \
+                        UPDATE audit_batches SET first_seq = 4, last_seq = 4, records = json_set(records, '$[0].seq', 4) \
+                          WHERE tenant_id = '{tenant}' AND first_seq = -1;";
             assert_eq!(tampered(swap, false).await, Err(Breach::Reordered { seq: 3 }));
+            let inside = "UPDATE audit_batches SET records = json_set(records, '$[0].seq', 10, '$[1].seq', 9) \
+                          WHERE tenant_id = '{tenant}' AND first_seq = 9";
+            assert_eq!(tampered(inside, false).await, Err(Breach::Reordered { seq: 9 }));
         }
 
         #[tokio::test]
         async fn a_truncated_tail_is_caught_by_a_checkpoint() {
             // A careful attacker also moves the stored head back.
-            let cut = "DELETE FROM audit_records WHERE tenant_id = '{tenant}' AND seq > 5; \
-                       UPDATE audit_heads SET seq = 5, hash = (SELECT hash FROM audit_records \
-                         WHERE tenant_id = '{tenant}' AND seq = 5) WHERE tenant_id = '{tenant}';";
+            let cut = "DELETE FROM audit_batches WHERE tenant_id = '{tenant}' AND first_seq > 5; \
+                       UPDATE audit_heads SET seq = 5, hash = (SELECT unhex(json_extract(records, '$[0].hash')) \
+                         FROM audit_batches WHERE tenant_id = '{tenant}' AND first_seq = 5) \
+                       WHERE tenant_id = '{tenant}';";
             assert_eq!(
                 tampered(cut, true).await,
                 Err(Breach::Truncated {
-                    checkpoint_seq: 8,
+                    checkpoint_seq: 11,
                     last_seq: 5
                 })
             );
@@ -261,9 +283,15 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("steadfast.db");
             let store = SqliteStore::open(&path).unwrap();
-            new_tenant(&store).await;
+            let (scope, _) = new_tenant(&store).await;
+            enqueue_one(&store, &scope, spec("q"), t0()).await;
             let raw = rusqlite::Connection::open(&path).unwrap();
-            for statement in ["UPDATE audit_records SET summary = '{}'", "DELETE FROM audit_records"] {
+            for statement in [
+                "UPDATE audit_batches SET records = '[]'",
+                "DELETE FROM audit_batches",
+                "UPDATE audit_job_records SET seq = 0",
+                "DELETE FROM audit_job_records",
+            ] {
                 let refused = raw.execute(statement, []).unwrap_err();
                 assert!(refused.to_string().contains("append-only"), "{statement}: {refused}");
             }

@@ -11,6 +11,7 @@ use rusqlite::Connection;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_durability_barrier.sql"),
+    include_str!("migrations/0003_audit_batches.sql"),
 ];
 
 /// The schema version this build expects.

@@ -1,15 +1,22 @@
 //! The audit chain in SQLite. The single writer serialises appends, so a
 //! chain cannot fork; triggers refuse updates and deletes of records.
+//!
+//! Since schema 3 a command's records are stored together, one row per
+//! command and tenant ([`batches`]); records written before stay one row
+//! each ([`legacy`]). A chain runs on from one into the other, and every
+//! read joins both.
+
+mod batches;
+mod legacy;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use steadfast_core::audit::{self, Actor, Draft, Head, Record};
-use steadfast_core::{JobId, KeyId, TenantId, Timestamp};
-use steadfast_store::audit::ActorFilter;
-use steadfast_store::audit::drafts;
+use steadfast_core::{KeyId, TenantId, Timestamp};
+use steadfast_store::audit::{ActorFilter, drafts};
 use steadfast_store::{AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
 
-use crate::rows::{millis, timestamp};
+use crate::rows::millis;
 use crate::{SqliteStore, sqlite_error};
 
 /// The tenant id of the system chain.
@@ -19,37 +26,63 @@ fn text_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Er
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
 }
 
-fn hash_column(row: &Row<'_>, index: usize) -> rusqlite::Result<[u8; 32]> {
-    let bytes: Vec<u8> = row.get(index)?;
+fn hash_of(bytes: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
     bytes.try_into().map_err(|_| text_error(std::fmt::Error))
 }
 
-const RECORD_COLUMNS: &str = "tenant_id, seq, at, actor_kind, actor_key_id, actor_name, request_id, action, target, job_id, summary, prev_hash, hash";
+/// What a query asks of each record, for the filters SQL cannot apply to a
+/// batch's records.
+struct Filters<'a> {
+    from: Option<Timestamp>,
+    until: Option<Timestamp>,
+    query: &'a AuditQuery,
+}
 
-fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
-    let actor = Actor::decode(
-        &row.get::<_, String>(3)?,
-        row.get::<_, Option<String>>(4)?.as_deref(),
-        row.get(5)?,
-    )
-    .map_err(text_error)?;
-    Ok(Record {
-        tenant_id: row.get::<_, String>(0)?.parse().map_err(text_error)?,
-        seq: row.get::<_, i64>(1)? as u64,
-        at: timestamp(row.get(2)?)?,
-        actor,
-        request_id: row.get(6)?,
-        action: row.get(7)?,
-        target: row.get(8)?,
-        job_id: row
-            .get::<_, Option<String>>(9)?
-            .map(|id| id.parse::<JobId>())
-            .transpose()
-            .map_err(text_error)?,
-        summary: row.get(10)?,
-        prev_hash: hash_column(row, 11)?,
-        hash: hash_column(row, 12)?,
-    })
+impl<'a> Filters<'a> {
+    fn of(query: &'a AuditQuery) -> Filters<'a> {
+        Filters {
+            from: query.from(),
+            until: query.until,
+            query,
+        }
+    }
+
+    fn matches(&self, record: &Record) -> bool {
+        let query = self.query;
+        self.from.is_none_or(|from| record.at >= from)
+            && self.until.is_none_or(|until| record.at < until)
+            && query
+                .after
+                .is_none_or(|after| (record.at, record.seq) > (after.at, after.seq))
+            && query.action.as_ref().is_none_or(|action| &record.action == action)
+            && query.job_id.is_none_or(|job_id| record.job_id == Some(job_id))
+            && match query.actor_filter() {
+                Some(ActorFilter::Kind(kind)) => record.actor.kind() == kind,
+                Some(ActorFilter::KeyId(key_id)) => record.actor.key_id().is_some_and(|k| k.as_str() == key_id),
+                None => true,
+            }
+    }
+}
+
+/// Appends the conditions both storages apply in SQL, the time range and
+/// the actor (columns of the same names in both tables), numbering their
+/// values after those already in `values`.
+fn time_and_actor_conditions(filters: &Filters<'_>, sql: &mut String, values: &mut Vec<Box<dyn rusqlite::ToSql>>) {
+    let mut add = |clause: &str, value: Box<dyn rusqlite::ToSql>| {
+        values.push(value);
+        sql.push_str(&format!(" AND {clause} ?{}", values.len()));
+    };
+    if let Some(from) = filters.from {
+        add("at >=", Box::new(millis(from)));
+    }
+    if let Some(until) = filters.until {
+        add("at <", Box::new(millis(until)));
+    }
+    match filters.query.actor_filter() {
+        Some(ActorFilter::Kind(kind)) => add("actor_kind =", Box::new(kind.to_owned())),
+        Some(ActorFilter::KeyId(key_id)) => add("actor_key_id =", Box::new(key_id.to_owned())),
+        None => {}
+    }
 }
 
 fn head_of(conn: &Connection, table: &str, tenant: TenantId) -> Result<Option<Head>, StoreError> {
@@ -59,7 +92,7 @@ fn head_of(conn: &Connection, table: &str, tenant: TenantId) -> Result<Option<He
                 .query_row([tenant.to_string()], |row| {
                     Ok(Head {
                         seq: row.get::<_, i64>(0)? as u64,
-                        hash: hash_column(row, 1)?,
+                        hash: hash_of(row.get(1)?)?,
                     })
                 })
                 .optional()
@@ -67,7 +100,8 @@ fn head_of(conn: &Connection, table: &str, tenant: TenantId) -> Result<Option<He
         .map_err(sqlite_error)
 }
 
-/// Appends `drafts` to `tenant`'s chain, inside the caller's transaction.
+/// Appends `drafts` to `tenant`'s chain, inside the caller's transaction,
+/// as one batch.
 pub(crate) fn append(
     conn: &Connection,
     tenant: TenantId,
@@ -77,44 +111,25 @@ pub(crate) fn append(
     drafts: impl IntoIterator<Item = Draft>,
 ) -> Result<(), StoreError> {
     let mut head = head_of(conn, "audit_heads", tenant)?;
-    let mut appended = false;
+    let mut records = Vec::new();
     for draft in drafts {
         let record = audit::append(head, tenant, now, actor.clone(), request_id.map(str::to_owned), draft);
-        conn.prepare_cached(&format!(
-            "INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-        ))
-        .and_then(|mut insert| {
-            insert.execute(params![
-                record.tenant_id.to_string(),
-                record.seq as i64,
-                millis(record.at),
-                record.actor.kind(),
-                record.actor.key_id().map(|k| k.as_str()),
-                record.actor.name(),
-                record.request_id,
-                record.action,
-                record.target,
-                record.job_id.map(|id| id.to_string()),
-                record.summary,
-                record.prev_hash.as_slice(),
-                record.hash.as_slice(),
-            ])
-        })
-        .map_err(sqlite_error)?;
         head = Some(Head {
             seq: record.seq,
             hash: record.hash,
         });
-        appended = true;
+        records.push(record);
     }
-    if let (true, Some(head)) = (appended, head) {
-        conn.prepare_cached(
-            "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        )
-        .and_then(|mut upsert| upsert.execute(params![tenant.to_string(), head.seq as i64, head.hash.as_slice()]))
-        .map_err(sqlite_error)?;
-    }
+    let Some(head) = head.filter(|_| !records.is_empty()) else {
+        return Ok(());
+    };
+    batches::insert(conn, &records)?;
+    conn.prepare_cached(
+        "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    )
+    .and_then(|mut upsert| upsert.execute(params![tenant.to_string(), head.seq as i64, head.hash.as_slice()]))
+    .map_err(sqlite_error)?;
     Ok(())
 }
 
@@ -128,52 +143,36 @@ pub(crate) fn append_for(
     append(conn, scope.tenant_id(), scope.actor(), scope.request_id(), now, drafts)
 }
 
+/// A page of records matching `query`, from both storages, in (time,
+/// sequence) order.
 fn query_in(conn: &Connection, tenant: TenantId, query: &AuditQuery) -> Result<AuditPage, StoreError> {
-    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE tenant_id = ?1");
-    let mut values: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(tenant.to_string())];
-    let mut add = |clause: &str, value: Box<dyn rusqlite::ToSql>| {
-        values.push(value);
-        sql.push_str(&format!(" AND {clause} ?{}", values.len()));
-    };
-    if let Some(from) = query.from() {
-        add("at >=", Box::new(millis(from)));
-    }
-    if let Some(until) = query.until {
-        add("at <", Box::new(millis(until)));
-    }
-    match query.actor_filter() {
-        Some(ActorFilter::Kind(kind)) => add("actor_kind =", Box::new(kind.to_owned())),
-        Some(ActorFilter::KeyId(key_id)) => add("actor_key_id =", Box::new(key_id.to_owned())),
-        None => {}
-    }
-    if let Some(action) = &query.action {
-        add("action =", Box::new(action.clone()));
-    }
-    if let Some(job_id) = query.job_id {
-        add("job_id =", Box::new(job_id.to_string()));
-    }
-    if let Some(after) = query.after {
-        values.push(Box::new(millis(after.at)));
-        values.push(Box::new(after.seq as i64));
-        let (at, seq) = (values.len() - 1, values.len());
-        sql.push_str(&format!(" AND (at > ?{at} OR seq > ?{seq})"));
-    }
-    values.push(Box::new(i64::from(query.limit) + 1));
-    // (at, seq) order reads the (tenant, at, seq) index from the cursor on.
-    sql.push_str(&format!(" ORDER BY at, seq LIMIT ?{}", values.len()));
-    let mut select = conn.prepare_cached(&sql).map_err(sqlite_error)?;
-    let params: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v.as_ref()).collect();
-    let rows = select
-        .query_map(params.as_slice(), record_from_row)
-        .map_err(sqlite_error)?;
-    let records = rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)?;
+    // One more than a page says whether another follows.
+    let wanted = query.limit + 1;
+    let mut records = legacy::query(conn, tenant, query, wanted)?;
+    records.extend(batches::query(conn, tenant, query, wanted)?);
+    records.sort_by_key(|record| (record.at, record.seq));
+    records.truncate(wanted as usize);
     Ok(AuditPage::from_rows(records, query.limit))
+}
+
+/// Up to `limit` records after sequence number `after`, in order, from both
+/// storages: the older records come first in the chain.
+fn scan_in(conn: &Connection, tenant: TenantId, after: u64, limit: u32) -> Result<Vec<Record>, StoreError> {
+    let mut records = legacy::scan(conn, tenant, after, limit)?;
+    if records.len() < limit as usize {
+        let after = records.last().map_or(after, |record| record.seq);
+        records.extend(batches::scan(conn, tenant, after, limit - records.len() as u32)?);
+    }
+    Ok(records)
 }
 
 fn prune_in(conn: &Connection, before: Timestamp, limit: u32, now: Timestamp) -> Result<usize, StoreError> {
     let tenants: Vec<String> = {
         let mut select = conn
-            .prepare("SELECT DISTINCT tenant_id FROM audit_records WHERE at < ?1 LIMIT 1000")
+            .prepare(
+                "SELECT tenant_id FROM audit_records WHERE at < ?1 UNION \
+                 SELECT tenant_id FROM audit_batches WHERE at < ?1 LIMIT 1000",
+            )
             .map_err(sqlite_error)?;
         let rows = select
             .query_map([millis(before)], |row| row.get(0))
@@ -185,41 +184,30 @@ fn prune_in(conn: &Connection, before: Timestamp, limit: u32, now: Timestamp) ->
         let tenant_id: TenantId = tenant
             .parse()
             .map_err(|_| StoreError::Corrupt("bad tenant id".into()))?;
-        // The newest record to go: everything up to it is older than `before`.
-        let last: Option<(i64, Vec<u8>)> = conn
-            .query_row(
-                "SELECT seq, hash FROM (SELECT seq, hash FROM audit_records WHERE tenant_id = ?1 AND at < ?2 \
-                 ORDER BY seq LIMIT ?3) ORDER BY seq DESC LIMIT 1",
-                params![tenant, millis(before), i64::from(limit)],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()
-            .map_err(sqlite_error)?;
-        let Some((through, hash)) = last else { continue };
-        let hash: [u8; 32] = hash
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("bad audit hash".into()))?;
+        let Some((base, count)) = prunable_prefix(conn, tenant_id, before, limit)? else {
+            continue;
+        };
+        // The permit lets the triggers allow exactly these deletions, and
+        // only inside this transaction.
         conn.execute(
             "INSERT OR REPLACE INTO audit_prune_permits (tenant_id, through_seq) VALUES (?1, ?2)",
-            params![tenant, through],
+            params![tenant, base.seq as i64],
         )
         .map_err(sqlite_error)?;
-        let count = conn
-            .execute(
-                "DELETE FROM audit_records WHERE tenant_id = ?1 AND seq <= ?2",
-                params![tenant, through],
-            )
-            .map_err(sqlite_error)?;
+        for delete in [
+            "DELETE FROM audit_records WHERE tenant_id = ?1 AND seq <= ?2",
+            "DELETE FROM audit_batches WHERE tenant_id = ?1 AND last_seq <= ?2",
+            "DELETE FROM audit_job_records WHERE tenant_id = ?1 AND seq <= ?2",
+        ] {
+            conn.execute(delete, params![tenant, base.seq as i64])
+                .map_err(sqlite_error)?;
+        }
         conn.execute("DELETE FROM audit_prune_permits WHERE tenant_id = ?1", [&tenant])
             .map_err(sqlite_error)?;
-        let base = Head {
-            seq: through as u64,
-            hash,
-        };
         conn.execute(
             "INSERT INTO audit_bases (tenant_id, seq, hash) VALUES (?1, ?2, ?3) \
              ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            params![tenant, through, hash.as_slice()],
+            params![tenant, base.seq as i64, base.hash.as_slice()],
         )
         .map_err(sqlite_error)?;
         append(
@@ -233,6 +221,39 @@ fn prune_in(conn: &Connection, before: Timestamp, limit: u32, now: Timestamp) ->
         removed += count;
     }
     Ok(removed)
+}
+
+/// The longest prefix of a chain older than `before` that retention may
+/// remove, about `limit` records (whole batches; at least one), as the
+/// last record to go and how many go.
+fn prunable_prefix(
+    conn: &Connection,
+    tenant: TenantId,
+    before: Timestamp,
+    limit: u32,
+) -> Result<Option<(Head, usize)>, StoreError> {
+    let old = legacy::prunable(conn, tenant, before, limit)?;
+    let mut last = old.last().map(|&(seq, hash)| (Head { seq, hash }, old.len()));
+    let legacy_left = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM audit_records WHERE tenant_id = ?1 AND seq > ?2)",
+            params![tenant.to_string(), last.map_or(0, |(head, _)| head.seq as i64)],
+            |row| row.get::<_, bool>(0),
+        )
+        .map_err(sqlite_error)?;
+    // Batches follow the old records in the chain: only once none of those
+    // is left may the prefix reach into them.
+    if !legacy_left && (old.len() as u32) < limit {
+        let mut count = last.map_or(0, |(_, count)| count);
+        for (seq, hash, records) in batches::prunable(conn, tenant, before, limit - old.len() as u32)? {
+            if count > 0 && count + records > limit as usize {
+                break;
+            }
+            count += records;
+            last = Some((Head { seq, hash }, count));
+        }
+    }
+    Ok(last)
 }
 
 impl SqliteStore {
@@ -258,19 +279,7 @@ impl AuditStore for SqliteStore {
         let tenant = scope.tenant_id();
         let records = self
             .readers()
-            .read(move |conn| {
-                let sql = format!(
-                    "SELECT {RECORD_COLUMNS} FROM audit_records WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-                );
-                let mut select = conn.prepare_cached(&sql).map_err(sqlite_error)?;
-                let rows = select
-                    .query_map(
-                        params![tenant.to_string(), after as i64, i64::from(limit)],
-                        record_from_row,
-                    )
-                    .map_err(sqlite_error)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)
-            })
+            .read(move |conn| scan_in(conn, tenant, after, limit))
             .await?;
         self.after_read_durable().await?;
         Ok(records)
