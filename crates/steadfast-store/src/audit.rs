@@ -118,11 +118,76 @@ fn stored_json(text: &str) -> Value {
 }
 
 fn job_draft(action: &'static str, job: &Job, details: Value) -> Draft {
+    job_summary(action, job, &details)
+}
+
+/// A job's draft with `details` serialised straight to text: the drafts
+/// every job's life writes (enqueued, leased, succeeded, failed) are built
+/// in the storage writer, where a JSON value tree per record cost more than
+/// the record's insert.
+fn job_summary(action: &'static str, job: &Job, details: &impl serde::Serialize) -> Draft {
     Draft {
         action,
         target: job.id.to_string(),
         job_id: Some(job.id),
-        summary: summary(details),
+        summary: serde_json::to_string(details).expect("a summary serialises"),
+    }
+}
+
+/// Stored JSON text (an output) embedded as it is; it was validated on the
+/// way in, and anything else reads as `null`.
+fn raw_json(text: Option<&str>) -> Option<&serde_json::value::RawValue> {
+    text.and_then(|text| serde_json::from_str(text).ok())
+}
+
+/// The summaries of the hot drafts. Fields are in alphabetical order, as a
+/// JSON value tree writes them.
+mod shapes {
+    use serde::Serialize;
+    use serde_json::value::RawValue;
+
+    #[derive(Serialize)]
+    pub struct Parent<'a> {
+        pub job_id: String,
+        pub step: &'a str,
+    }
+
+    #[derive(Serialize)]
+    pub struct Enqueued<'a> {
+        pub idempotency_key: Option<&'a str>,
+        pub max_attempts: u32,
+        pub parent: Option<Parent<'a>>,
+        pub priority: i32,
+        pub queue: &'a str,
+        pub run_at: String,
+        pub state: &'a str,
+    }
+
+    #[derive(Serialize)]
+    pub struct Leased<'a> {
+        pub attempt: u32,
+        pub from: &'a str,
+        pub lease_expires_at: Option<String>,
+        pub to: &'a str,
+        pub worker_id: Option<&'a str>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Succeeded<'a> {
+        pub attempt: u32,
+        pub from: &'a str,
+        pub output: Option<&'a RawValue>,
+        pub to: &'a str,
+    }
+
+    #[derive(Serialize)]
+    pub struct Failed<'a> {
+        pub attempt: u32,
+        pub error: Option<&'a str>,
+        pub from: &'a str,
+        pub kind: Option<&'a str>,
+        pub next_run_at: Option<String>,
+        pub to: &'a str,
     }
 }
 
@@ -131,19 +196,19 @@ pub mod drafts {
     use super::*;
 
     pub fn job_enqueued(job: &Job) -> Draft {
-        job_draft(
-            "job.enqueued",
-            job,
-            json!({
-                "queue": job.queue.as_str(),
-                "state": job.state.as_str(),
-                "priority": job.priority,
-                "run_at": job.run_at.to_string(),
-                "max_attempts": job.max_attempts,
-                "idempotency_key": job.idempotency_key.as_ref().map(|k| k.as_str()),
-                "parent": job.parent.as_ref().map(|p| json!({"job_id": p.job_id.to_string(), "step": p.step.as_str()})),
+        let summary = shapes::Enqueued {
+            idempotency_key: job.idempotency_key.as_ref().map(|k| k.as_str()),
+            max_attempts: job.max_attempts,
+            parent: job.parent.as_ref().map(|p| shapes::Parent {
+                job_id: p.job_id.to_string(),
+                step: p.step.as_str(),
             }),
-        )
+            priority: job.priority,
+            queue: job.queue.as_str(),
+            run_at: job.run_at.to_string(),
+            state: job.state.as_str(),
+        };
+        job_summary("job.enqueued", job, &summary)
     }
 
     /// A state change of `before` into `after`, with action-specific details.
@@ -158,34 +223,37 @@ pub mod drafts {
 
     pub fn job_leased(before: &Job, after: &Job) -> Draft {
         let lease = after.lease.as_ref();
-        transition(
-            "job.leased",
-            before,
-            after,
-            json!({
-                "worker_id": lease.map(|l| l.worker_id.as_str()),
-                "lease_expires_at": lease.map(|l| l.expires_at.to_string()),
-            }),
-        )
+        let summary = shapes::Leased {
+            attempt: after.attempt,
+            from: before.state.as_str(),
+            lease_expires_at: lease.map(|l| l.expires_at.to_string()),
+            to: after.state.as_str(),
+            worker_id: lease.map(|l| l.worker_id.as_str()),
+        };
+        job_summary("job.leased", after, &summary)
     }
 
     pub fn job_succeeded(before: &Job, after: &Job) -> Draft {
-        let output = after.output.as_deref().map(stored_json);
-        transition("job.succeeded", before, after, json!({ "output": output }))
+        let summary = shapes::Succeeded {
+            attempt: after.attempt,
+            from: before.state.as_str(),
+            output: raw_json(after.output.as_deref()),
+            to: after.state.as_str(),
+        };
+        job_summary("job.succeeded", after, &summary)
     }
 
     pub fn job_failed(action: &'static str, before: &Job, after: &Job) -> Draft {
         let error = after.last_error.as_ref();
-        transition(
-            action,
-            before,
-            after,
-            json!({
-                "error": error.map(|e| e.message.as_str()),
-                "kind": error.and_then(|e| e.kind.as_deref()),
-                "next_run_at": (after.state != steadfast_core::JobState::Dead).then(|| after.run_at.to_string()),
-            }),
-        )
+        let summary = shapes::Failed {
+            attempt: after.attempt,
+            error: error.map(|e| e.message.as_str()),
+            from: before.state.as_str(),
+            kind: error.and_then(|e| e.kind.as_deref()),
+            next_run_at: (after.state != steadfast_core::JobState::Dead).then(|| after.run_at.to_string()),
+            to: after.state.as_str(),
+        };
+        job_summary(action, after, &summary)
     }
 
     pub fn job_retried(before: &Job, after: &Job) -> Draft {
