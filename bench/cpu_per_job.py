@@ -35,6 +35,23 @@ def cpu_seconds(pid):
     return (utime + stime + cutime + cstime) / TICKS
 
 
+def database_seconds():
+    """CPU seconds of every PostgreSQL process on this machine (with the
+    exited backends the postmaster reaped): what the database did."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "postgres":
+                    continue
+            total += cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,6 +115,7 @@ def main():
         result = {"jobs": args.jobs, "backend": "postgres" if args.database_url else "sqlite"}
 
         # Enqueue: the client process and the server.
+        database_before = database_seconds()
         server_before = cpu_seconds(server.pid)
         started = time.monotonic()
         client = subprocess.Popen([args.bin, "bench", "peer", "enqueue", str(args.jobs)], env=env,
@@ -115,10 +133,13 @@ def main():
             "server_us_per_job": round((cpu_seconds(server.pid) - server_before) / args.jobs * 1e6, 1),
             "client_us_per_job_at_least": round(client_cpu / args.jobs * 1e6, 1),
         }
+        if args.database_url:
+            result["enqueue"]["database_us_per_job"] = round((database_seconds() - database_before) / args.jobs * 1e6, 1)
 
         # Drain: the SDK worker and the server.
         rec_dir = os.path.join(work, "rec")
         os.makedirs(rec_dir)
+        database_before = database_seconds()
         server_before = cpu_seconds(server.pid)
         started = time.monotonic()
         worker = subprocess.Popen([args.bin, "bench", "peer", "worker", "--concurrency", str(args.concurrency),
@@ -141,6 +162,8 @@ def main():
             "server_us_per_job": round(server_cpu / args.jobs * 1e6, 1),
             "worker_us_per_job": round(worker_cpu / args.jobs * 1e6, 1),
         }
+        if args.database_url:
+            result["drain"]["database_us_per_job"] = round((database_seconds() - database_before) / args.jobs * 1e6, 1)
     finally:
         server.send_signal(signal.SIGTERM)
         try:

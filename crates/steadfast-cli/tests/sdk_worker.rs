@@ -98,3 +98,91 @@ async fn a_busy_worker_batches_its_completions_and_finishes_every_job_once() {
         "{batched} batched + {single} single requests for {jobs} completions"
     );
 }
+
+/// Jobs of one state in `queue`, their payloads' `n`.
+async fn numbers(client: &Client, queue: &str, state: wire::JobState) -> Vec<i64> {
+    let filter = ListJobs {
+        queue: Some(queue.into()),
+        state: Some(state),
+        limit: Some(100),
+        cursor: None,
+    };
+    let mut found: Vec<i64> = client
+        .list_jobs(&filter)
+        .await
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|job| {
+            serde_json::from_str::<serde_json::Value>(job.payload.get()).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+async fn enqueue_numbers(client: &Client, queue: &str, numbers: std::ops::RangeInclusive<i64>) {
+    for n in numbers {
+        let request = serde_json::from_value(serde_json::json!({"queue": queue, "payload": {"n": n}})).unwrap();
+        client.enqueue(&request).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_jobs_are_leased_ahead_and_still_run_when_the_worker_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"));
+    let client = Client::new(&server.url, &server.admin_key()).unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let config = WorkerConfig {
+        concurrency: 1,
+        poll_wait: Duration::from_millis(200),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(client.clone(), config).handle("ahead", {
+        let (gate, ran) = (gate.clone(), ran.clone());
+        move |ctx| {
+            let (gate, ran) = (gate.clone(), ran.clone());
+            async move {
+                let n = ctx.payload::<serde_json::Value>()?["n"].as_i64().unwrap_or(-1);
+                if n == 1 {
+                    // Held until the test has seen the job leased ahead.
+                    let _ = gate.acquire().await.unwrap();
+                }
+                ran.lock().unwrap().push(n);
+                Ok(())
+            }
+        }
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+
+    // One quick job tells the worker how long its jobs take.
+    enqueue_numbers(&client, "ahead", 0..=0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while numbers(&client, "ahead", wire::JobState::Succeeded).await != [0] {
+        assert!(Instant::now() < deadline, "job 0 did not succeed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // With one slot, busy in job 1, the worker holds job 2 leased ahead.
+    enqueue_numbers(&client, "ahead", 1..=3).await;
+    while numbers(&client, "ahead", wire::JobState::Running).await != [1, 2] {
+        assert!(Instant::now() < deadline, "job 2 was not leased ahead");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(numbers(&client, "ahead", wire::JobState::Queued).await, [3]);
+
+    // Stopping runs what was leased ahead instead of leaving its lease to lapse.
+    let _ = stop.send(());
+    gate.add_permits(1);
+    running.await.unwrap().unwrap();
+    assert_eq!(*ran.lock().unwrap(), [0, 1, 2]);
+    assert_eq!(numbers(&client, "ahead", wire::JobState::Succeeded).await, [0, 1, 2]);
+    assert!(numbers(&client, "ahead", wire::JobState::Running).await.is_empty());
+    assert_eq!(numbers(&client, "ahead", wire::JobState::Queued).await, [3]);
+}

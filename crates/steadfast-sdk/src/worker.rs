@@ -17,6 +17,8 @@ use crate::{Client, Error, JobContext, JobError, wire};
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, JobError>> + Send>>;
 type Handler = Arc<dyn Fn(JobContext) -> HandlerFuture + Send + Sync>;
+/// The lease request in flight.
+type Leasing = Pin<Box<dyn Future<Output = Result<Vec<wire::LeasedJob>, Error>> + Send>>;
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -131,51 +133,72 @@ impl Worker {
         } = self;
         let handlers = Arc::new(handlers);
         let queues: Vec<String> = handlers.keys().cloned().collect();
-        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let concurrency = config.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
         let mut running = JoinSet::new();
-        let completer = Completer::start(client.clone(), config.concurrency.max(1));
+        let completer = Completer::start(client.clone(), concurrency);
+        let pace = Arc::new(Pace::default());
+        let mut local = LocalQueue::default();
+        let mut leasing: Option<Leasing> = None;
+        let spawn = |running: &mut JoinSet<()>, (job, leased_at): (wire::LeasedJob, tokio::time::Instant), permit| {
+            let handler = handlers.get(&job.queue).cloned();
+            let (client, completer, pace) = (client.clone(), completer.clone(), pace.clone());
+            running.spawn(run_job(client, completer, pace, handler, job, leased_at, permit));
+        };
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let first = tokio::select! {
-                () = &mut shutdown => break,
-                permit = slots.clone().acquire_owned() => permit.expect("never closed"),
-            };
-            // Jobs that ended together free their slots together: let them,
-            // so one lease asks for all of them rather than one at a time.
-            tokio::task::yield_now().await;
-            let mut permits = vec![first];
-            while let Ok(permit) = slots.clone().try_acquire_owned() {
-                permits.push(permit);
-            }
-            let request = wire::LeaseRequest {
-                queues: queues.clone(),
-                max_jobs: Some(permits.len() as u32),
-                wait_ms: Some(config.poll_wait.as_millis() as u64),
-                worker_id: config.worker_id.clone(),
-            };
-            let leased = tokio::select! {
-                () = &mut shutdown => break,
-                leased = client.lease(&request) => leased,
-            };
-            let jobs = match leased {
-                Ok(jobs) => jobs,
-                Err(error) => {
-                    tracing::warn!(%error, "lease failed; retrying shortly");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            for job in jobs {
-                let permit = permits.pop().expect("no more jobs than permits");
-                let handler = handlers.get(&job.queue).cloned();
-                let (client, completer) = (client.clone(), completer.clone());
-                running.spawn(run_job(client, completer, handler, job, permit));
+            // Start what waits locally while slots are free.
+            while let Some(permit) = local.ready().then(|| slots.clone().try_acquire_owned().ok()).flatten() {
+                spawn(&mut running, local.pop().expect("the queue is not empty"), permit);
             }
             // Reap finished tasks so the set does not grow.
             while running.try_join_next().is_some() {}
+            // Ask for more while nothing is asked: for every free slot, and
+            // ahead of them while jobs are short (see `Pace`).
+            let wanted = (slots.available_permits() + pace.lease_ahead(concurrency)).saturating_sub(local.len());
+            if leasing.is_none() && wanted > 0 {
+                let request = wire::LeaseRequest {
+                    queues: queues.clone(),
+                    max_jobs: Some(wanted.min(MAX_JOBS_PER_LEASE) as u32),
+                    // The server answers at once when it has any job, and waits
+                    // only while the queues are empty.
+                    wait_ms: Some(config.poll_wait.as_millis() as u64),
+                    worker_id: config.worker_id.clone(),
+                };
+                let client = client.clone();
+                leasing = Some(Box::pin(async move { client.lease(&request).await }));
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                leased = async { leasing.as_mut().expect("guarded").await }, if leasing.is_some() => {
+                    leasing = None;
+                    match leased {
+                        Ok(jobs) => local.extend(jobs),
+                        Err(error) => {
+                            tracing::warn!(%error, "lease failed; retrying shortly");
+                            tokio::select! {
+                                () = &mut shutdown => break,
+                                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            }
+                        }
+                    }
+                }
+                // A slot freed: start a waiting job, or ask for more.
+                permit = slots.clone().acquire_owned(), if local.ready() || leasing.is_none() => drop(permit),
+            }
         }
-        tracing::info!(in_flight = running.len(), "worker stopping: no new leases");
+        tracing::info!(
+            in_flight = running.len(),
+            leased_ahead = local.len(),
+            "worker stopping: no new leases"
+        );
+        // Jobs leased ahead run too, as slots free within the grace period:
+        // dropped, their leases would lapse and each would lose an attempt.
         let drained = tokio::time::timeout(config.shutdown_grace, async {
+            while let Some(waiting) = local.pop() {
+                let permit = slots.clone().acquire_owned().await.expect("never closed");
+                spawn(&mut running, waiting, permit);
+            }
             while running.join_next().await.is_some() {}
         })
         .await;
@@ -187,6 +210,69 @@ impl Worker {
             running.abort_all();
         }
         Ok(())
+    }
+}
+
+/// Most jobs one lease request asks for (the server's own bound is 1,000).
+const MAX_JOBS_PER_LEASE: usize = 1000;
+
+/// Jobs leased but not started yet, oldest first, with when each was leased.
+#[derive(Default)]
+struct LocalQueue(std::collections::VecDeque<(wire::LeasedJob, tokio::time::Instant)>);
+
+impl LocalQueue {
+    fn extend(&mut self, jobs: Vec<wire::LeasedJob>) {
+        let now = tokio::time::Instant::now();
+        self.0.extend(jobs.into_iter().map(|job| (job, now)));
+    }
+
+    fn ready(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn pop(&mut self) -> Option<(wire::LeasedJob, tokio::time::Instant)> {
+        self.0.pop_front()
+    }
+}
+
+/// How long handlers take, to decide how far to lease ahead. A job leased
+/// ahead waits locally for a slot while its lease runs down; it gets
+/// heartbeats from its lease time on, but a long wait is wasted lease. So
+/// the worker leases ahead (up to its concurrency, a round of work) only
+/// while handlers take under a tenth of the lease time on average.
+#[derive(Default)]
+struct Pace {
+    /// Moving average of handler time, microseconds; 0 until the first job ends.
+    average_us: std::sync::atomic::AtomicU64,
+    /// The lease time of the last job run, milliseconds.
+    lease_ttl_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Pace {
+    fn record(&self, took: Duration, lease_ttl_ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let took = took.as_micros().min(u128::from(u64::MAX)) as u64;
+        let average = self.average_us.load(Relaxed);
+        // Weight 1/8 to the newest: steady under noise, quick to notice slow jobs.
+        let next = if average == 0 {
+            took.max(1)
+        } else {
+            average - average / 8 + took / 8
+        };
+        self.average_us.store(next.max(1), Relaxed);
+        self.lease_ttl_ms.store(lease_ttl_ms, Relaxed);
+    }
+
+    /// How many jobs to hold beyond the free slots.
+    fn lease_ahead(&self, concurrency: usize) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (average_us, ttl_ms) = (self.average_us.load(Relaxed), self.lease_ttl_ms.load(Relaxed));
+        let short = average_us > 0 && average_us.saturating_mul(10) < ttl_ms.saturating_mul(1000);
+        if short { concurrency } else { 0 }
     }
 }
 
@@ -329,8 +415,10 @@ async fn send_completions(client: &Client, batch: Vec<PendingCompletion>) {
 async fn run_job(
     client: Client,
     completer: Completer,
+    pace: Arc<Pace>,
     handler: Option<Handler>,
     job: wire::LeasedJob,
+    leased_at: tokio::time::Instant,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     // Every call made for this job joins the job's trace.
@@ -345,12 +433,21 @@ async fn run_job(
         let _ = client.fail(&id, &token, error, true).await;
         return;
     };
+    let ttl = Duration::from_millis(job.lease_ttl_ms);
+    if leased_at.elapsed() >= ttl {
+        // Waited locally past its lease: another worker may hold it by now.
+        return;
+    }
+    // Heartbeats keep the rhythm of the lease, counted from when it was
+    // granted: a job that waited locally heartbeats soon after it starts.
     let every = Duration::from_millis((job.lease_ttl_ms / 3).max(100));
     let heartbeat = {
         let (client, id, token) = (client.clone(), id.clone(), token.clone());
         async move {
+            let mut next = leased_at + every;
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep_until(next).await;
+                next += every;
                 if let Err(error) = client.heartbeat(&id, &token).await
                     && error.code() == Some("lease_lost")
                 {
@@ -360,12 +457,15 @@ async fn run_job(
         }
     };
     let job_id = job.id;
+    let lease_ttl_ms = job.lease_ttl_ms;
     let context = JobContext::new(client.clone(), job);
+    let started = tokio::time::Instant::now();
     let outcome = tokio::select! {
         outcome = AssertUnwindSafe(handler(context)).catch_unwind() => outcome
             .unwrap_or_else(|_| Err(JobError::retryable("the handler panicked"))),
         () = heartbeat => Err(JobError::LeaseLost),
     };
+    pace.record(started.elapsed(), lease_ttl_ms);
     let reported = match outcome {
         Ok(output) => match completer.complete(&client, job_id, token.clone(), output).await {
             Ok(answer) => {
