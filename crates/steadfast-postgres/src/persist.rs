@@ -39,38 +39,54 @@ pub(crate) async fn persist(
         for signal in &writes.signals {
             insert_signal(tx, signal).await?;
         }
-        claim_keys(tx, owner, &writes.keys).await?;
+        claim_keys(tx, owner, &writes.keys, now).await?;
         let drafts = writes.audit.into_iter().map(|(_, draft)| draft);
         append(tx, owner, &author.actor, author.request_id.as_deref(), now, drafts).await?;
     }
     Ok(())
 }
 
-/// Claims idempotency keys for their jobs in one statement, replacing
-/// claims whose window passed (the decision saw only live claims, under the
-/// keys' locks).
-async fn claim_keys(tx: &Transaction<'_>, tenant: TenantId, claims: &[ClaimedKey]) -> Result<(), StoreError> {
+/// Claims idempotency keys for their jobs in one statement. The decision
+/// saw no live claim on these keys, under their advisory locks; a claim
+/// that is still live now was made by a node that takes no such lock (an
+/// older release during a rolling upgrade): it is never overwritten, and
+/// the enqueue fails (and rolls back) so the client's retry replays it.
+async fn claim_keys(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    claims: &[ClaimedKey],
+    now: Timestamp,
+) -> Result<(), StoreError> {
     if claims.is_empty() {
         return Ok(());
     }
-    tx.execute(
-        &statement(
-            tx,
-            "INSERT INTO idempotency_keys (tenant_id, key, job_id, fingerprint, expires_at) \
-             SELECT $1, * FROM unnest($2::text[], $3::uuid[], $4::bytea[], $5::bigint[]) \
-             ON CONFLICT (tenant_id, key) DO UPDATE SET job_id = excluded.job_id, \
-             fingerprint = excluded.fingerprint, expires_at = excluded.expires_at",
+    let claimed = tx
+        .execute(
+            &statement(
+                tx,
+                "INSERT INTO idempotency_keys (tenant_id, key, job_id, fingerprint, expires_at) \
+                 SELECT $1, * FROM unnest($2::text[], $3::uuid[], $4::bytea[], $5::bigint[]) \
+                 ON CONFLICT (tenant_id, key) DO UPDATE SET job_id = excluded.job_id, \
+                 fingerprint = excluded.fingerprint, expires_at = excluded.expires_at \
+                 WHERE idempotency_keys.expires_at <= $6 OR NOT EXISTS (SELECT 1 FROM jobs \
+                   WHERE jobs.tenant_id = idempotency_keys.tenant_id AND jobs.id = idempotency_keys.job_id)",
+            )
+            .await?,
+            &[
+                &tenant.0,
+                &claims.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+                &claims.iter().map(|c| c.job_id.0).collect::<Vec<_>>(),
+                &claims.iter().map(|c| c.fingerprint.as_slice()).collect::<Vec<_>>(),
+                &claims.iter().map(|c| millis(c.expires_at)).collect::<Vec<_>>(),
+                &millis(now),
+            ],
         )
-        .await?,
-        &[
-            &tenant.0,
-            &claims.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
-            &claims.iter().map(|c| c.job_id.0).collect::<Vec<_>>(),
-            &claims.iter().map(|c| c.fingerprint.as_slice()).collect::<Vec<_>>(),
-            &claims.iter().map(|c| millis(c.expires_at)).collect::<Vec<_>>(),
-        ],
-    )
-    .await
-    .map_err(pg_error)?;
+        .await
+        .map_err(pg_error)?;
+    if claimed != claims.len() as u64 {
+        return Err(StoreError::Unavailable(
+            "an idempotency key was claimed concurrently by a node without key locks; retry".into(),
+        ));
+    }
     Ok(())
 }

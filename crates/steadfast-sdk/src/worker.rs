@@ -195,6 +195,13 @@ impl Worker {
         // Jobs leased ahead run too, as slots free within the grace period:
         // dropped, their leases would lapse and each would lose an attempt.
         let drained = tokio::time::timeout(config.shutdown_grace, async {
+            // A lease still in flight may already hold jobs on the server:
+            // take its answer, and run those too.
+            if let Some(leasing) = leasing.take()
+                && let Ok(jobs) = leasing.await
+            {
+                local.extend(jobs);
+            }
             while let Some(waiting) = local.pop() {
                 let permit = slots.clone().acquire_owned().await.expect("never closed");
                 spawn(&mut running, waiting, permit);
@@ -240,10 +247,12 @@ impl LocalQueue {
 }
 
 /// How long handlers take, to decide how far to lease ahead. A job leased
-/// ahead waits locally for a slot while its lease runs down; it gets
-/// heartbeats from its lease time on, but a long wait is wasted lease. So
-/// the worker leases ahead (up to its concurrency, a round of work) only
-/// while handlers take under a tenth of the lease time on average.
+/// ahead waits locally for a slot while its lease runs down (it sends no
+/// heartbeat until it starts; then the first goes at once if a third of
+/// the lease has passed), and one whose lease lapsed meanwhile is not
+/// started. So the worker leases ahead (up to its concurrency, a round of
+/// work) only while handlers take under a tenth of the lease time on
+/// average: a job then waits about one handler's time.
 #[derive(Default)]
 struct Pace {
     /// Moving average of handler time, microseconds; 0 until the first job ends.

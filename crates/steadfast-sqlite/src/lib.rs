@@ -191,6 +191,14 @@ mod tests {
         /// 11 one batch of three); `tamper` then edits the database file
         /// directly, triggers dropped.
         async fn tampered(tamper: &str, checkpoint: bool) -> Result<(), Breach> {
+            match tampered_store(tamper, checkpoint).await {
+                Ok(()) => Ok(()),
+                Err(VerifyError::Breach(breach)) => Err(breach),
+                Err(other) => panic!("{other}"),
+            }
+        }
+
+        async fn tampered_store(tamper: &str, checkpoint: bool) -> Result<(), VerifyError> {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("steadfast.db");
             let store = SqliteStore::open(&path).unwrap();
@@ -212,11 +220,36 @@ mod tests {
             raw.execute_batch(DROP_TRIGGERS).unwrap();
             raw.execute_batch(&tamper.replace("{tenant}", &scope.tenant_id().to_string()))
                 .unwrap();
-            match verify(&store, &scope, kept.as_slice()).await {
-                Ok(_) => Ok(()),
-                Err(VerifyError::Breach(breach)) => Err(breach),
-                Err(other) => panic!("{other}"),
-            }
+            verify(&store, &scope, kept.as_slice()).await.map(|_| ())
+        }
+
+        #[tokio::test]
+        async fn hiding_a_record_from_its_jobs_history_fails_verification() {
+            let hide = "DROP TRIGGER audit_job_records_append_only_delete; \
+                        DELETE FROM audit_job_records WHERE tenant_id = '{tenant}' AND seq = 10";
+            let found = tampered_store(hide, false).await.unwrap_err();
+            assert!(
+                found
+                    .to_string()
+                    .contains("record 10 is missing from its job's lineage"),
+                "{found}"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_batch_claiming_records_outside_its_range_fails_verification() {
+            // A forged row below every scan's start, holding record 7.
+            let forge = "INSERT INTO audit_batches (tenant_id, first_seq, last_seq, at, actor_kind, actor_name, records) \
+                         SELECT tenant_id, 0, 0, at, actor_kind, actor_name, json_set(records, '$[0].target', 'forged') \
+                         FROM audit_batches WHERE tenant_id = '{tenant}' AND first_seq = 7; \
+                         UPDATE audit_batches SET last_seq = 7 WHERE tenant_id = '{tenant}' AND first_seq = 0";
+            let found = tampered_store(forge, false).await.unwrap_err();
+            assert!(found.to_string().contains("outside its sequence range"), "{found}");
+            let below = "INSERT INTO audit_batches (tenant_id, first_seq, last_seq, at, actor_kind, actor_name, records) \
+                         SELECT tenant_id, 0, 0, at, actor_kind, actor_name, records \
+                         FROM audit_batches WHERE tenant_id = '{tenant}' AND first_seq = 7";
+            let found = tampered_store(below, false).await.unwrap_err();
+            assert!(found.to_string().contains("outside its sequence range"), "{found}");
         }
 
         #[tokio::test]

@@ -89,6 +89,11 @@ pub trait AuditStore {
     /// The chain's last record.
     async fn audit_head(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError>;
 
+    /// Checks what the chain's hashes do not cover but queries rely on (an
+    /// index of records by job, the ranges rows are found by), after the
+    /// chain itself verified. `Corrupt` names what is wrong.
+    async fn check_audit_storage(&self, scope: &TenantScope) -> Result<(), StoreError>;
+
     /// The last record of a pruned prefix: where the remaining chain starts.
     async fn audit_base(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError>;
 
@@ -462,5 +467,6 @@ pub async fn verify(
     let head = verifier
         .finish(&checkable, |seq| at_checkpoints.get(&seq).copied())
         .map_err(VerifyError::Breach)?;
+    store.check_audit_storage(scope).await?;
     Ok(Verified { records, head, base })
 }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use steadfast_core::audit::{Actor, Record};
 use steadfast_core::{JobId, TenantId, Timestamp};
-use steadfast_store::{AuditQuery, StoreError};
+use steadfast_store::StoreError;
 
 use super::{Filters, hash_of, text_error, time_and_actor_conditions};
 use crate::rows::{millis, timestamp};
@@ -86,7 +86,8 @@ pub(super) fn insert(conn: &Connection, records: &[Record]) -> Result<(), StoreE
     Ok(())
 }
 
-const BATCH_COLUMNS: &str = "tenant_id, at, actor_kind, actor_key_id, actor_name, request_id, records";
+const BATCH_COLUMNS: &str =
+    "tenant_id, at, actor_kind, actor_key_id, actor_name, request_id, records, first_seq, last_seq";
 
 /// A batch's records, in sequence order (the order a chain is read in, as
 /// `ORDER BY seq` reads rows).
@@ -124,8 +125,21 @@ fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<Vec<Record>> {
             })
         })
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    // A record outside its row's range would hide from the scans that
+    // verification makes (they find rows by range): such a row is corrupt.
+    let (first, last): (i64, i64) = (row.get(7)?, row.get(8)?);
+    if first < 1 || records.iter().any(|r| (r.seq as i64) < first || (r.seq as i64) > last) {
+        return Err(text_error(BatchOutOfRange { first, last }));
+    }
     records.sort_by_key(|record| record.seq);
     Ok(records)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("an audit batch holds records outside its sequence range {first}..={last}")]
+struct BatchOutOfRange {
+    first: i64,
+    last: i64,
 }
 
 /// Up to `limit` records after sequence number `after`, in order.
@@ -150,17 +164,44 @@ pub(super) fn scan(conn: &Connection, tenant: TenantId, after: u64, limit: u32) 
     Ok(records)
 }
 
-/// Up to `limit` records matching `query`, in (time, sequence) order.
+/// The first record (by sequence) that names a job but is missing from
+/// the lineage table, which job queries read: such a record would hide
+/// from its job's history while the chain itself verifies.
+pub(super) fn unlisted(conn: &Connection, tenant: TenantId) -> Result<Option<u64>, StoreError> {
+    conn.query_row(
+        "SELECT min(json_extract(r.value, '$.seq')) FROM audit_batches b, json_each(b.records) r \
+         WHERE b.tenant_id = ?1 AND json_extract(r.value, '$.job_id') IS NOT NULL AND NOT EXISTS \
+           (SELECT 1 FROM audit_job_records l WHERE l.tenant_id = b.tenant_id \
+            AND l.job_id = json_extract(r.value, '$.job_id') AND l.seq = json_extract(r.value, '$.seq'))",
+        params![tenant.to_string()],
+        |row| row.get::<_, Option<i64>>(0),
+    )
+    .map(|seq| seq.map(|seq| seq as u64))
+    .map_err(sqlite_error)
+}
+
+/// The first batch whose rows claim records outside its sequence range
+/// (scans find batches by range, so such a record could hide from them).
+pub(super) fn out_of_range(conn: &Connection, tenant: TenantId) -> Result<Option<i64>, StoreError> {
+    conn.query_row(
+        "SELECT min(b.first_seq) FROM audit_batches b, json_each(b.records) r WHERE b.tenant_id = ?1 \
+         AND (b.first_seq < 1 OR json_extract(r.value, '$.seq') NOT BETWEEN b.first_seq AND b.last_seq)",
+        params![tenant.to_string()],
+        |row| row.get::<_, Option<i64>>(0),
+    )
+    .map_err(sqlite_error)
+}
+
+/// Up to `limit` records matching `filters`, in (time, sequence) order.
 pub(super) fn query(
     conn: &Connection,
     tenant: TenantId,
-    query: &AuditQuery,
+    filters: &Filters<'_>,
     limit: u32,
 ) -> Result<Vec<Record>, StoreError> {
-    let filters = Filters::of(query);
-    match query.job_id {
-        Some(job_id) => by_job(conn, tenant, job_id, &filters, limit),
-        None => by_time(conn, tenant, &filters, limit),
+    match filters.query.job_id {
+        Some(job_id) => by_job(conn, tenant, job_id, filters, limit),
+        None => by_time(conn, tenant, filters, limit),
     }
 }
 

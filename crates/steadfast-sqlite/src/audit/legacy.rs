@@ -5,7 +5,7 @@
 use rusqlite::{Connection, Row, params};
 use steadfast_core::audit::{Actor, Record};
 use steadfast_core::{JobId, TenantId};
-use steadfast_store::{AuditQuery, StoreError};
+use steadfast_store::StoreError;
 
 use super::{Filters, hash_of, text_error, time_and_actor_conditions};
 use crate::rows::{millis, timestamp};
@@ -54,16 +54,17 @@ pub(super) fn scan(conn: &Connection, tenant: TenantId, after: u64, limit: u32) 
     rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)
 }
 
-/// Up to `limit` records matching `query`, in (time, sequence) order.
+/// Up to `limit` records matching `filters`, in (time, sequence) order.
 pub(super) fn query(
     conn: &Connection,
     tenant: TenantId,
-    query: &AuditQuery,
+    filters: &Filters<'_>,
     limit: u32,
 ) -> Result<Vec<Record>, StoreError> {
+    let query = filters.query;
     let mut sql = format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE tenant_id = ?1");
     let mut values: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(tenant.to_string())];
-    time_and_actor_conditions(&Filters::of(query), &mut sql, &mut values);
+    time_and_actor_conditions(filters, &mut sql, &mut values);
     let mut add = |clause: &str, value: Box<dyn rusqlite::ToSql>| {
         values.push(value);
         sql.push_str(&format!(" AND {clause} ?{}", values.len()));
@@ -73,6 +74,9 @@ pub(super) fn query(
     }
     if let Some(job_id) = query.job_id {
         add("job_id =", Box::new(job_id.to_string()));
+    }
+    if filters.base > 0 {
+        add("seq >", Box::new(filters.base as i64));
     }
     if let Some(after) = query.after {
         values.push(Box::new(millis(after.at)));

@@ -35,21 +35,26 @@ fn hash_of(bytes: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
 struct Filters<'a> {
     from: Option<Timestamp>,
     until: Option<Timestamp>,
+    /// Where the chain starts after retention: nothing at or before it is
+    /// part of the chain, so no listing shows it (verification never sees it).
+    base: u64,
     query: &'a AuditQuery,
 }
 
 impl<'a> Filters<'a> {
-    fn of(query: &'a AuditQuery) -> Filters<'a> {
+    fn of(query: &'a AuditQuery, base: Option<Head>) -> Filters<'a> {
         Filters {
             from: query.from(),
             until: query.until,
+            base: base.map_or(0, |base| base.seq),
             query,
         }
     }
 
     fn matches(&self, record: &Record) -> bool {
         let query = self.query;
-        self.from.is_none_or(|from| record.at >= from)
+        record.seq > self.base
+            && self.from.is_none_or(|from| record.at >= from)
             && self.until.is_none_or(|until| record.at < until)
             && query
                 .after
@@ -147,9 +152,10 @@ pub(crate) fn append_for(
 /// sequence) order.
 fn query_in(conn: &Connection, tenant: TenantId, query: &AuditQuery) -> Result<AuditPage, StoreError> {
     // One more than a page says whether another follows.
-    let wanted = query.limit + 1;
-    let mut records = legacy::query(conn, tenant, query, wanted)?;
-    records.extend(batches::query(conn, tenant, query, wanted)?);
+    let wanted = query.limit.saturating_add(1);
+    let filters = Filters::of(query, head_of(conn, "audit_bases", tenant)?);
+    let mut records = legacy::query(conn, tenant, &filters, wanted)?;
+    records.extend(batches::query(conn, tenant, &filters, wanted)?);
     records.sort_by_key(|record| (record.at, record.seq));
     records.truncate(wanted as usize);
     Ok(AuditPage::from_rows(records, query.limit))
@@ -184,7 +190,7 @@ fn prune_in(conn: &Connection, before: Timestamp, limit: u32, now: Timestamp) ->
         let tenant_id: TenantId = tenant
             .parse()
             .map_err(|_| StoreError::Corrupt("bad tenant id".into()))?;
-        let Some((base, count)) = prunable_prefix(conn, tenant_id, before, limit)? else {
+        let Some((base, _)) = prunable_prefix(conn, tenant_id, before, limit)? else {
             continue;
         };
         // The permit lets the triggers allow exactly these deletions, and
@@ -194,14 +200,24 @@ fn prune_in(conn: &Connection, before: Timestamp, limit: u32, now: Timestamp) ->
             params![tenant, base.seq as i64],
         )
         .map_err(sqlite_error)?;
-        for delete in [
-            "DELETE FROM audit_records WHERE tenant_id = ?1 AND seq <= ?2",
-            "DELETE FROM audit_batches WHERE tenant_id = ?1 AND last_seq <= ?2",
-            "DELETE FROM audit_job_records WHERE tenant_id = ?1 AND seq <= ?2",
-        ] {
-            conn.execute(delete, params![tenant, base.seq as i64])
-                .map_err(sqlite_error)?;
-        }
+        let deleted = |sql: &str| {
+            conn.execute(sql, params![tenant, base.seq as i64])
+                .map_err(sqlite_error)
+        };
+        // What went is counted from the chain's own storage, not from the
+        // selection: records of a batch are counted from its sequence range.
+        let old_records = deleted("DELETE FROM audit_records WHERE tenant_id = ?1 AND seq <= ?2")?;
+        let batched: i64 = conn
+            .query_row(
+                "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM audit_batches \
+                 WHERE tenant_id = ?1 AND last_seq <= ?2",
+                params![tenant, base.seq as i64],
+                |row| row.get(0),
+            )
+            .map_err(sqlite_error)?;
+        deleted("DELETE FROM audit_batches WHERE tenant_id = ?1 AND last_seq <= ?2")?;
+        deleted("DELETE FROM audit_job_records WHERE tenant_id = ?1 AND seq <= ?2")?;
+        let count = old_records + batched.max(0) as usize;
         conn.execute("DELETE FROM audit_prune_permits WHERE tenant_id = ?1", [&tenant])
             .map_err(sqlite_error)?;
         conn.execute(
@@ -283,6 +299,25 @@ impl AuditStore for SqliteStore {
             .await?;
         self.after_read_durable().await?;
         Ok(records)
+    }
+
+    async fn check_audit_storage(&self, scope: &TenantScope) -> Result<(), StoreError> {
+        let tenant = scope.tenant_id();
+        self.readers()
+            .read(move |conn| {
+                if let Some(first_seq) = batches::out_of_range(conn, tenant)? {
+                    return Err(StoreError::Corrupt(format!(
+                        "the audit batch at {first_seq} holds records outside its sequence range"
+                    )));
+                }
+                if let Some(seq) = batches::unlisted(conn, tenant)? {
+                    return Err(StoreError::Corrupt(format!(
+                        "audit record {seq} is missing from its job's lineage"
+                    )));
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn audit_head(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError> {

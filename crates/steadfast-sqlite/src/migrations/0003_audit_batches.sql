@@ -1,5 +1,6 @@
 -- Audit records from this schema on are stored one row per command and
--- tenant (a batch): a job's life wrote three rows and six index entries
+-- tenant (a batch; a sweep that changes several tenants' jobs in turn
+-- writes one per run of a tenant): a job's life wrote three rows and six index entries
 -- for its records, the largest share of the writer's time. Each record
 -- keeps its own hash and its place in the chain, so verification still
 -- names the one record that was edited, removed or moved. Records written
