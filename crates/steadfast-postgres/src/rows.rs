@@ -7,8 +7,8 @@ use steadfast_core::{
     Attempt, AttemptError, IdempotencyKey, Job, JobId, KeyId, Lease, ParentLink, QueueName, SignalName, StepName,
     TenantId, Timestamp, Wait, WaitFor, WorkerId,
 };
-use steadfast_store::StoreError;
 use steadfast_store::decide::EndedAttempt;
+use steadfast_store::{StoreError, wait_columns};
 use tokio_postgres::Row;
 
 use crate::{TenantFilter, pg_error, statement};
@@ -106,19 +106,6 @@ pub fn job_from_row(row: &Row) -> Result<(i64, Job), StoreError> {
 }
 
 /// The three wait columns of a job: step, awaited signal, deadline.
-fn wait_columns(job: &Job) -> (Option<&str>, Option<&str>, Option<i64>) {
-    match &job.wait {
-        None => (None, None, None),
-        Some(wait) => {
-            let signal = match &wait.wait_for {
-                WaitFor::Signal { name, .. } => Some(name.as_str()),
-                WaitFor::Until(_) => None,
-            };
-            (Some(wait.step.as_str()), signal, wait.deadline().map(millis))
-        }
-    }
-}
-
 /// Inserts new jobs of `tenant` in one statement, in the given order (their
 /// `seq`, the FIFO order). A new job has no lease, output, error or wait yet.
 pub async fn insert_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[Job]) -> Result<(), StoreError> {

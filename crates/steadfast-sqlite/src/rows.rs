@@ -8,8 +8,8 @@ use steadfast_core::{
     Attempt, AttemptError, IdempotencyKey, Job, JobId, KeyId, Lease, ParentLink, QueueName, SignalName, StepName,
     TenantId, Timestamp, Wait, WaitFor, WorkerId,
 };
-use steadfast_store::StoreError;
 use steadfast_store::decide::EndedAttempt;
+use steadfast_store::{StoreError, wait_columns};
 
 use crate::sqlite_error;
 
@@ -77,19 +77,6 @@ fn wait_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Wait>> {
 struct InvalidWait;
 
 /// The three wait columns of a job: step, awaited signal, deadline.
-fn wait_columns(job: &Job) -> (Option<&str>, Option<&str>, Option<i64>) {
-    match &job.wait {
-        None => (None, None, None),
-        Some(wait) => {
-            let signal = match &wait.wait_for {
-                WaitFor::Signal { name, .. } => Some(name.as_str()),
-                WaitFor::Until(_) => None,
-            };
-            (Some(wait.step.as_str()), signal, wait.deadline().map(millis))
-        }
-    }
-}
-
 /// A job and its insertion order.
 pub fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
     let lease = match row.get::<_, Option<String>>(13)? {

@@ -13,6 +13,26 @@ pub mod audit;
 pub mod auth;
 pub mod conformance;
 pub mod decide;
+
+/// How a job's wait is stored, the same in every backend: the waiting
+/// step, the awaited signal (none for a sleep) and the deadline in Unix
+/// milliseconds (the sweeps' index).
+pub fn wait_columns(job: &steadfast_core::Job) -> (Option<&str>, Option<&str>, Option<i64>) {
+    match &job.wait {
+        None => (None, None, None),
+        Some(wait) => {
+            let signal = match &wait.wait_for {
+                steadfast_core::WaitFor::Signal { name, .. } => Some(name.as_str()),
+                steadfast_core::WaitFor::Until(_) => None,
+            };
+            (
+                Some(wait.step.as_str()),
+                signal,
+                wait.deadline().map(|at| at.as_millisecond()),
+            )
+        }
+    }
+}
 mod error;
 mod jobs;
 mod keys;

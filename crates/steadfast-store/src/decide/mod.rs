@@ -118,10 +118,6 @@ pub struct PendingSignal {
 }
 
 impl Writes {
-    pub fn is_empty(&self) -> bool {
-        self == &Writes::default()
-    }
-
     fn audit(&mut self, tenant: TenantId, draft: Draft) {
         self.audit.push((tenant, draft));
     }
