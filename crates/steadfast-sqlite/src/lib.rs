@@ -1,7 +1,8 @@
 //! Steadfast's embedded storage: one SQLite file in WAL mode.
 //!
-//! Writes go through one [`writer`] thread that group-commits with
-//! `synchronous = FULL`, so every acknowledged write is fsync'd; reads use a
+//! Writes go through one [`writer`] thread that group-commits, and a syncer
+//! thread that fsyncs the WAL before any durable write is answered, so every
+//! acknowledged write is on disk; reads use a
 //! small pool of read-only connections ([`readers`]). The module names mirror
 //! the store traits (`tenants`, `keys`, `jobs`, `workflows`, `maintenance`), and will be
 //! mirrored again by the PostgreSQL backend.
@@ -67,7 +68,9 @@ fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
             "journal_mode is {mode}, WAL is required"
         )));
     }
-    // FULL: every commit fsyncs the WAL. This is what makes a 2xx durable.
+    // FULL: every commit fsyncs the WAL. The writer's own connection runs
+    // NORMAL instead and fsyncs in its syncer (writer.rs); every other
+    // connection (migrations, the CLI beside a server) keeps FULL.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // The writer runs each command in a savepoint, so SQLite keeps a

@@ -1,20 +1,37 @@
-//! The single writer and its group commit.
+//! The single writer, its group commit, and the WAL syncer behind it.
 //!
 //! One thread owns the only write connection. Requests send it closures over
 //! a bounded channel; the thread takes what is waiting (up to
 //! [`MAX_COMMANDS_PER_COMMIT`]), runs each inside its own savepoint within one
-//! `BEGIN IMMEDIATE … COMMIT`, and answers every request only after the
-//! commit returned. With `synchronous = FULL` the commit fsyncs the WAL, so
-//! an answer means the change is on disk; under load one fsync covers every
-//! command that arrived while the previous one ran, and an idle server
-//! commits a lone command at once.
+//! `BEGIN IMMEDIATE … COMMIT`, and hands the commit to the syncer.
 //!
-//! Lease commands are *relaxed*: a group made only of them commits with
-//! `synchronous = NORMAL`, so it is not fsync'd on its own. A lease is void
-//! after a crash anyway (the job is simply leased again), and the next
-//! durable commit fsyncs the WAL, relaxed frames before it included, in
-//! order. A *barrier* (before audit reads, so a signed or exported head is
-//! never one a crash could take back) makes sure relaxed commits are on disk.
+//! Commits run with `synchronous = NORMAL`: SQLite writes the WAL frames but
+//! does not wait for the disk. A second thread, the syncer, fsyncs the WAL
+//! file after commits and only then answers their *durable* commands, so an
+//! answer still means the change is on disk, while the writer goes on with
+//! the next group instead of waiting out the fsync (it spent a third of the
+//! drain idle in it: BENCHMARKS.md, "Storage round 2"). One fsync covers
+//! every commit before it, so under load one covers many groups. A WAL in
+//! NORMAL mode stays consistent after a power loss (SQLite checksums its
+//! frames); the syncer adds the durability.
+//!
+//! A committed change is visible to readers before its fsync, as it always
+//! was for leases. A crash of the process loses nothing (the frames are in
+//! the page cache); a power loss may take back changes nobody was told were
+//! durable: a lease, or a change whose answer had not been sent.
+//!
+//! *Relaxed* commands (leases) are answered as soon as their commit returns:
+//! a lease is void after a crash anyway (the job is simply leased again). A
+//! durable command that follows waits for an fsync that covers the relaxed
+//! frames before it too, so [`Writer::barrier`] (before audit reads, so a
+//! signed or exported head is never one a crash could take back) is a
+//! durable command that writes nothing.
+//!
+//! If an fsync fails, the page cache may have dropped the frames it could
+//! not write, and a later fsync could succeed without them: no later answer
+//! could be trusted. The syncer tells the commands it held, and the writer
+//! refuses every command after, until the process restarts and SQLite
+//! recovers from what is on disk (what PostgreSQL does on a failed fsync).
 //!
 //! WAL checkpoints (copying committed pages into the database file) run on
 //! a thread of their own with its own connection, at most every
@@ -26,6 +43,7 @@
 //! every command in the batch is told so, and none was acknowledged.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 
 use rusqlite::Connection;
@@ -47,21 +65,31 @@ type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Runs a command (or, given no connection, only answers), returning what to
 /// tell its sender once the commit's outcome is known.
 type Run = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+/// Makes every WAL frame written so far durable (fsync of the WAL file).
+type SyncWal = Box<dyn FnMut() -> std::io::Result<()> + Send>;
+/// Set once, when an fsync failed: why nothing more is acknowledged.
+type Failed = Arc<OnceLock<String>>;
 
-/// What a command needs from the commit that carries it, weakest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What a command needs from the commit that carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Durability {
-    /// On disk by the next durable commit; lost in a crash before it.
+    /// Answered once committed; on disk by the next durable answer, lost in
+    /// a power loss before it.
     Relaxed,
-    /// On disk when the command is answered.
+    /// Answered once on disk, with every commit before it.
     Durable,
-    /// Durable, and every relaxed commit before it is on disk too.
-    Barrier,
 }
 
 struct Command {
     run: Run,
     durability: Durability,
+}
+
+/// A commit handed to the syncer: whether it wrote, and the durable
+/// commands waiting for it to reach the disk.
+struct Committed {
+    wrote: bool,
+    waiting: Vec<Reply>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,10 +98,18 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread and its checkpointer (on `checkpoints`, a
-    /// second connection to the same database); both stop when the last
+    /// Starts the writer thread, its syncer (fsyncing the WAL file next to
+    /// the writer's database) and its checkpointer (on `checkpoints`, a
+    /// second connection to the same database); all stop when the last
     /// `Writer` is dropped.
     pub fn start(conn: Connection, checkpoints: Connection) -> Result<Writer, StartError> {
+        let wal = std::fs::File::open(wal_path(&conn)?)?;
+        Writer::start_with(conn, checkpoints, Box::new(move || wal.sync_data()))
+    }
+
+    fn start_with(conn: Connection, checkpoints: Connection, sync_wal: SyncWal) -> Result<Writer, StartError> {
+        // The syncer makes commits durable; SQLite need not wait for the disk.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // A RESTART checkpoint holds writers back while it waits for readers:
         // give up quickly (the next round retries) rather than stall the writer.
@@ -82,12 +118,19 @@ impl Writer {
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         let (commands, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (wrote, written) = std::sync::mpsc::sync_channel(1);
+        // Unbounded, but it holds only the commits made during one fsync.
+        let (to_sync, commits) = std::sync::mpsc::channel();
+        let failed = Failed::default();
         thread::Builder::new()
-            .name("steadfast-sqlite-checkpointer".into())
+            .name("sqlite-checkpt".into())
             .spawn(move || checkpoint_after_writes(checkpoints, written))?;
+        let syncer_failed = failed.clone();
         thread::Builder::new()
-            .name("steadfast-sqlite-writer".into())
-            .spawn(move || run(conn, receiver, wrote))?;
+            .name("sqlite-syncer".into())
+            .spawn(move || sync_after_commits(sync_wal, commits, syncer_failed))?;
+        thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run(conn, receiver, wrote, to_sync, failed))?;
         Ok(Writer { commands })
     }
 
@@ -103,7 +146,7 @@ impl Writer {
 
     /// Returns once every commit so far is on disk.
     pub async fn barrier(&self) -> Result<(), StoreError> {
-        self.send(Durability::Barrier, |_| Ok(())).await
+        self.send(Durability::Durable, |_| Ok(())).await
     }
 
     /// Runs `command` in the next group commit and returns its result once
@@ -132,6 +175,15 @@ impl Writer {
         self.commands.send(command).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
+}
+
+/// The WAL file of the writer's (main) database.
+fn wal_path(conn: &Connection) -> Result<std::path::PathBuf, StartError> {
+    let database = conn
+        .path()
+        .filter(|path| !path.is_empty())
+        .ok_or_else(|| StartError::Io(std::io::Error::other("the writer needs a database file, not memory")))?;
+    Ok(std::path::PathBuf::from(format!("{database}-wal")))
 }
 
 fn in_savepoint<T>(
@@ -166,7 +218,8 @@ pub enum StartError {
 /// sustained writes it never catches up either, and the WAL only starts over
 /// once a checkpoint has caught up. Past [`WAL_RESTART_FRAMES`] a RESTART
 /// checkpoint holds the writer back for the copy (tens of milliseconds) so
-/// the WAL is reused from its start: its size stays bounded.
+/// the WAL is reused from its start: its size stays bounded. (SQLite fsyncs
+/// the WAL before it copies, so a checkpoint never moves unsynced frames.)
 fn checkpoint_after_writes(conn: Connection, written: std::sync::mpsc::Receiver<()>) {
     let checkpoint = |mode: &str| {
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
@@ -185,18 +238,17 @@ fn checkpoint_after_writes(conn: Connection, written: std::sync::mpsc::Receiver<
     }
 }
 
-fn run(conn: Connection, mut receiver: mpsc::Receiver<Command>, wrote_tx: std::sync::mpsc::SyncSender<()>) {
-    let mut replies: Vec<(Durability, Reply)> = Vec::with_capacity(MAX_COMMANDS_PER_COMMIT);
+/// The writer's loop: take a group, run it in one transaction, commit, and
+/// hand the commit to the syncer.
+fn run(
+    conn: Connection,
+    mut receiver: mpsc::Receiver<Command>,
+    wrote_tx: std::sync::mpsc::SyncSender<()>,
+    to_sync: std::sync::mpsc::Sender<Committed>,
+    failed: Failed,
+) {
     let mut group: Vec<Command> = Vec::with_capacity(MAX_COMMANDS_PER_COMMIT);
-    // A durable command that arrived while a relaxed group ran: it opens the next one.
-    let mut carried: Option<Command> = None;
-    // Whether a relaxed commit may not be on disk yet.
-    let mut unsynced = false;
-    let mut relaxed_mode = false;
-    loop {
-        let Some(first) = carried.take().or_else(|| receiver.blocking_recv()) else {
-            break;
-        };
+    while let Some(first) = receiver.blocking_recv() {
         group.push(first);
         while group.len() < MAX_COMMANDS_PER_COMMIT {
             match receiver.try_recv() {
@@ -204,77 +256,111 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Command>, wrote_tx: std::s
                 Err(_) => break,
             }
         }
-        let mut durability = group
-            .iter()
-            .map(|command| command.durability)
-            .max()
-            .expect("one command");
-        // SQLite takes the safety level only outside a transaction.
-        let relaxed = durability == Durability::Relaxed;
-        if relaxed != relaxed_mode {
-            let level = if relaxed { "NORMAL" } else { "FULL" };
-            if let Err(error) = conn.execute_batch(&format!("PRAGMA synchronous = {level}")) {
-                answer_all(group.drain(..), sqlite_error(error));
-                continue;
-            }
-            relaxed_mode = relaxed;
+        if let Some(reason) = failed.get() {
+            answer_all(group.drain(..), StoreError::Unavailable(reason.clone()));
+            continue;
         }
         if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
             answer_all(group.drain(..), sqlite_error(error));
             continue;
         }
-        let changes_before = conn.total_changes();
-        replies.extend(
-            group
-                .drain(..)
-                .map(|command| (command.durability, (command.run)(Some(&conn)))),
-        );
-        // What arrived meanwhile joins, unless it needs more than this commit gives.
-        while replies.len() < MAX_COMMANDS_PER_COMMIT {
-            match receiver.try_recv() {
-                Ok(command) if relaxed && command.durability != Durability::Relaxed => {
-                    carried = Some(command);
-                    break;
-                }
-                Ok(command) => {
-                    durability = durability.max(command.durability);
-                    replies.push((command.durability, (command.run)(Some(&conn))));
-                }
-                Err(_) => break,
-            }
-        }
-        if durability == Durability::Barrier && unsynced {
-            // Make this commit write, so it fsyncs the WAL and the relaxed frames before it.
-            if let Err(error) = conn.execute_batch(
-                "INSERT INTO durability_barrier (id, passed) VALUES (1, 1) \
-                 ON CONFLICT (id) DO UPDATE SET passed = passed + 1",
-            ) {
-                tracing::error!(%error, "the durability barrier could not write");
-            }
-        }
-        let wrote = conn.total_changes() != changes_before;
-        let committed = conn.execute_batch("COMMIT").map_err(|error| {
+        let replies = run_group(&conn, &mut group, &mut receiver);
+        let wrote = conn.total_changes() != replies.changes_before;
+        if let Err(error) = conn.execute_batch("COMMIT") {
             tracing::error!(%error, commands = replies.len(), "commit failed; nothing in this batch was acknowledged");
             let _ = conn.execute_batch("ROLLBACK");
-            sqlite_error(error)
-        });
-        if committed.is_ok() && wrote {
-            // A durable commit that wrote fsync'd the WAL, earlier frames included.
-            unsynced = relaxed;
+            let error = sqlite_error(error);
+            for (_, reply) in replies.all {
+                reply(Err(error.clone()));
+            }
+            continue;
+        }
+        if wrote {
             // Full means a checkpoint is already due.
             let _ = wrote_tx.try_send(());
         }
-        // Only a barrier depends on earlier commits being on disk; if its
-        // write failed, only barriers are told so.
-        let barrier_failed = committed.is_ok() && unsynced;
-        for (needs, reply) in replies.drain(..) {
-            if needs == Durability::Barrier && barrier_failed {
-                reply(Err(StoreError::Unavailable(
-                    "could not make earlier commits durable".into(),
-                )));
-            } else {
-                reply(committed.clone());
+        let mut waiting = Vec::new();
+        for (durability, reply) in replies.all {
+            match durability {
+                Durability::Relaxed => reply(Ok(())),
+                Durability::Durable => waiting.push(reply),
             }
+        }
+        if !wrote && waiting.is_empty() {
+            continue;
+        }
+        if let Err(std::sync::mpsc::SendError(lost)) = to_sync.send(Committed { wrote, waiting }) {
+            let error = StoreError::Unavailable("the WAL syncer has stopped".into());
+            for reply in lost.waiting {
+                reply(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// The commands one transaction ran, with what to tell each.
+struct Ran {
+    all: Vec<(Durability, Reply)>,
+    changes_before: u64,
+}
+
+impl Ran {
+    fn len(&self) -> usize {
+        self.all.len()
+    }
+}
+
+/// Runs the group inside the open transaction, and whatever arrives
+/// meanwhile, up to [`MAX_COMMANDS_PER_COMMIT`].
+fn run_group(conn: &Connection, group: &mut Vec<Command>, receiver: &mut mpsc::Receiver<Command>) -> Ran {
+    let changes_before = conn.total_changes();
+    let mut all: Vec<(Durability, Reply)> = group
+        .drain(..)
+        .map(|command| (command.durability, (command.run)(Some(conn))))
+        .collect();
+    while all.len() < MAX_COMMANDS_PER_COMMIT {
+        match receiver.try_recv() {
+            Ok(command) => all.push((command.durability, (command.run)(Some(conn)))),
+            Err(_) => break,
+        }
+    }
+    Ran { all, changes_before }
+}
+
+/// The syncer's loop: take every commit handed over so far, fsync the WAL
+/// once if any of them wrote since the last fsync and someone waits, then
+/// answer the waiting commands.
+fn sync_after_commits(mut sync_wal: SyncWal, commits: std::sync::mpsc::Receiver<Committed>, failed: Failed) {
+    // A commit wrote frames that no fsync has covered yet.
+    let mut unsynced = false;
+    while let Ok(first) = commits.recv() {
+        let mut waiting = Vec::new();
+        for commit in std::iter::once(first).chain(commits.try_iter()) {
+            unsynced |= commit.wrote;
+            waiting.extend(commit.waiting);
+        }
+        if waiting.is_empty() {
+            // Only relaxed commits: nobody waits for the disk yet.
+            continue;
+        }
+        let outcome = match failed.get() {
+            Some(reason) => Err(StoreError::Unavailable(reason.clone())),
+            None if !unsynced => Ok(()),
+            None => match sync_wal() {
+                Ok(()) => {
+                    unsynced = false;
+                    Ok(())
+                }
+                Err(error) => {
+                    tracing::error!(%error, "fsync of the WAL failed; refusing every write until a restart");
+                    let reason = format!("the storage could not be made durable ({error}); restart the server");
+                    let _ = failed.set(reason.clone());
+                    Err(StoreError::Unavailable(reason))
+                }
+            },
+        };
+        for reply in waiting {
+            reply(outcome.clone());
         }
     }
 }
@@ -288,94 +374,133 @@ fn answer_all(commands: impl Iterator<Item = Command>, error: StoreError) {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Waker};
+
     use super::*;
 
-    /// The safety level a command runs under is the one its commit uses.
-    fn level(conn: &Connection) -> Result<i64, StoreError> {
-        conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
+    fn open_writer(dir: &std::path::Path, sync_wal: impl FnMut() -> std::io::Result<()> + Send + 'static) -> Writer {
+        let mut conn = crate::connect(&dir.join("db.sqlite")).unwrap();
+        crate::schema::migrate(&mut conn).unwrap();
+        conn.execute_batch("CREATE TABLE t (durable INTEGER)").unwrap();
+        let checkpoints = crate::connect(&dir.join("db.sqlite")).unwrap();
+        Writer::start_with(conn, checkpoints, Box::new(sync_wal)).unwrap()
+    }
+
+    fn insert(durable: bool) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static {
+        move |conn: &Connection| {
+            conn.execute("INSERT INTO t VALUES (?1)", [durable])
+                .map(|_| ())
+                .map_err(sqlite_error)
+        }
+    }
+
+    fn rows(conn: &Connection) -> Result<i64, StoreError> {
+        conn.query_row("SELECT count(*) FROM t", [], |row| row.get(0))
             .map_err(sqlite_error)
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn relaxed_commands_commit_without_fsync_and_never_share_a_commit_with_durable_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::connect(&dir.path().join("db.sqlite")).unwrap();
-        crate::schema::migrate(&mut conn).unwrap();
-        conn.execute_batch("CREATE TABLE t (durable INTEGER, level INTEGER)")
-            .unwrap();
-        let checkpoints = crate::connect(&dir.path().join("db.sqlite")).unwrap();
-        let writer = Writer::start(conn, checkpoints).unwrap();
-        const NORMAL: i64 = 1;
-        const FULL: i64 = 2;
+    fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        std::pin::Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
+    }
 
-        // Many of each at once, so groups form and late arrivals are carried over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn durable_answers_wait_for_the_wal_fsync_and_relaxed_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+        let syncs = Arc::new(AtomicUsize::new(0));
+        let counted = syncs.clone();
+        let wal_path = dir.path().join("db.sqlite-wal");
+        let writer = open_writer(dir.path(), move || {
+            gate.recv().map_err(std::io::Error::other)?;
+            std::fs::File::open(&wal_path)?.sync_data()?;
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+
+        // The durable write is sent first and commits first; its answer is
+        // held while the fsync is held back.
+        let mut durable = Box::pin(writer.write(insert(true)));
+        assert!(poll_once(&mut durable).is_pending());
+        writer.send(Durability::Relaxed, insert(false)).await.unwrap();
+        assert!(
+            poll_once(&mut durable).is_pending(),
+            "a durable write was answered before the fsync"
+        );
+        assert_eq!(
+            writer.send(Durability::Relaxed, rows).await.unwrap(),
+            2,
+            "both committed"
+        );
+
+        open_gate.send(()).unwrap();
+        durable.await.unwrap();
+        assert_eq!(syncs.load(Ordering::SeqCst), 1);
+
+        // A barrier after a relaxed write waits for an fsync too; after it,
+        // with nothing new written, a barrier needs none.
+        writer.send(Durability::Relaxed, insert(false)).await.unwrap();
+        let mut barrier = Box::pin(writer.barrier());
+        assert!(poll_once(&mut barrier).is_pending());
+        open_gate.send(()).unwrap();
+        barrier.await.unwrap();
+        assert_eq!(syncs.load(Ordering::SeqCst), 2);
+        writer.barrier().await.unwrap();
+        assert_eq!(syncs.load(Ordering::SeqCst), 2, "nothing unsynced: no fsync");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_writers_of_both_kinds_all_commit_and_share_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_path = dir.path().join("db.sqlite-wal");
+        let syncs = Arc::new(AtomicUsize::new(0));
+        let counted = syncs.clone();
+        let writer = open_writer(dir.path(), move || {
+            std::fs::File::open(&wal_path)?.sync_data()?;
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
         let mut tasks = Vec::new();
         for i in 0..400 {
             let writer = writer.clone();
             tasks.push(tokio::spawn(async move {
                 let durable = i % 3 == 0;
-                let insert = move |conn: &Connection| {
-                    let level = level(conn)?;
-                    conn.execute("INSERT INTO t VALUES (?1, ?2)", (durable, level))
-                        .map_err(sqlite_error)?;
-                    Ok(level)
-                };
-                let level = if durable {
-                    writer.write(insert).await
+                if durable {
+                    writer.write(insert(true)).await
                 } else {
-                    writer.send(Durability::Relaxed, insert).await
-                };
-                (durable, level.unwrap())
+                    writer.send(Durability::Relaxed, insert(false)).await
+                }
             }));
         }
-        let mut relaxed_levels = Vec::new();
         for task in tasks {
-            let (durable, level) = task.await.unwrap();
-            if durable {
-                assert_eq!(level, FULL, "a durable command committed without fsync");
-            } else {
-                relaxed_levels.push(level);
-            }
+            task.await.unwrap().unwrap();
         }
-        assert!(relaxed_levels.iter().all(|&level| level == NORMAL || level == FULL));
         writer.barrier().await.unwrap();
-        let rows: i64 = writer
-            .write(|conn| {
-                conn.query_row("SELECT count(*) FROM t", [], |row| row.get(0))
-                    .map_err(sqlite_error)
-            })
-            .await
-            .unwrap();
-        assert_eq!(rows, 400, "every command, relaxed or not, committed");
+        assert_eq!(
+            writer.write(rows).await.unwrap(),
+            400,
+            "every command, relaxed or not, committed"
+        );
+        let syncs = syncs.load(Ordering::SeqCst);
+        assert!((1..=134).contains(&syncs), "{syncs} fsyncs for 134 durable writes");
+    }
 
-        // Alone, a relaxed command commits relaxed, and the next durable one is FULL again.
-        assert_eq!(writer.send(Durability::Relaxed, level).await.unwrap(), NORMAL);
-        assert_eq!(writer.write(level).await.unwrap(), FULL);
-
-        // A barrier after a relaxed commit makes its own commit write (and so fsync).
-        let passed = |writer: Writer| async move {
-            writer
-                .write(|conn| {
-                    conn.query_row("SELECT coalesce(max(passed), 0) FROM durability_barrier", [], |row| {
-                        row.get::<_, i64>(0)
-                    })
-                    .map_err(sqlite_error)
-                })
-                .await
-                .unwrap()
-        };
-        let before = passed(writer.clone()).await;
-        writer
-            .send(Durability::Relaxed, |conn| {
-                conn.execute("INSERT INTO t VALUES (0, 0)", [])
-                    .map(|_| ())
-                    .map_err(sqlite_error)
-            })
-            .await
-            .unwrap();
-        writer.barrier().await.unwrap();
-        assert_eq!(passed(writer.clone()).await, before + 1);
-        writer.barrier().await.unwrap();
-        assert_eq!(passed(writer.clone()).await, before + 1, "nothing unsynced: no write");
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_fsync_fails_its_writes_and_every_write_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = open_writer(dir.path(), || Err(std::io::Error::other("injected EIO")));
+        let error = writer.write(insert(true)).await.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Unavailable(reason) if reason.contains("injected EIO")),
+            "{error:?}"
+        );
+        for durability in [Durability::Durable, Durability::Relaxed] {
+            let error = writer.send(durability, insert(false)).await.unwrap_err();
+            assert!(
+                matches!(&error, StoreError::Unavailable(reason) if reason.contains("restart")),
+                "{error:?}"
+            );
+        }
     }
 }
