@@ -35,6 +35,29 @@ def cpu_seconds(pid):
     return (utime + stime + cutime + cstime) / TICKS
 
 
+def thread_seconds(pid):
+    """CPU seconds of each named thread of a process (threads of one name
+    summed): where inside the server the time goes."""
+    by_name = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        by_name[name] = by_name.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return by_name
+
+
+def busy(before, after, wall):
+    """Each thread group's CPU over the phase as a share of its wall time:
+    near 1.0 means that thread bounds the phase."""
+    return {name: round((after[name] - before.get(name, 0.0)) / wall, 2) for name in after
+            if after[name] - before.get(name, 0.0) > 0.01 * wall}
+
+
 def database_seconds():
     """CPU seconds of every PostgreSQL process on this machine (with the
     exited backends the postmaster reaped): what the database did."""
@@ -117,6 +140,7 @@ def main():
         # Enqueue: the client process and the server.
         database_before = database_seconds()
         server_before = cpu_seconds(server.pid)
+        threads_before = thread_seconds(server.pid)
         started = time.monotonic()
         client = subprocess.Popen([args.bin, "bench", "peer", "enqueue", str(args.jobs)], env=env,
                                   stdout=subprocess.DEVNULL)
@@ -132,6 +156,7 @@ def main():
             "jobs_per_s": round(args.jobs / wall),
             "server_us_per_job": round((cpu_seconds(server.pid) - server_before) / args.jobs * 1e6, 1),
             "client_us_per_job_at_least": round(client_cpu / args.jobs * 1e6, 1),
+            "server_threads_busy": busy(threads_before, thread_seconds(server.pid), wall),
         }
         if args.database_url:
             result["enqueue"]["database_us_per_job"] = round((database_seconds() - database_before) / args.jobs * 1e6, 1)
@@ -141,6 +166,7 @@ def main():
         os.makedirs(rec_dir)
         database_before = database_seconds()
         server_before = cpu_seconds(server.pid)
+        threads_before = thread_seconds(server.pid)
         started = time.monotonic()
         worker = subprocess.Popen([args.bin, "bench", "peer", "worker", "--concurrency", str(args.concurrency),
                                    "--rec-dir", rec_dir], env=env, stdout=subprocess.DEVNULL)
@@ -154,6 +180,7 @@ def main():
         wall = time.monotonic() - started
         worker_cpu = cpu_seconds(worker.pid)
         server_cpu = cpu_seconds(server.pid) - server_before
+        threads_busy = busy(threads_before, thread_seconds(server.pid), wall)
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
         result["drain"] = {
@@ -161,6 +188,7 @@ def main():
             "jobs_per_s": round(args.jobs / wall),
             "server_us_per_job": round(server_cpu / args.jobs * 1e6, 1),
             "worker_us_per_job": round(worker_cpu / args.jobs * 1e6, 1),
+            "server_threads_busy": threads_busy,
         }
         if args.database_url:
             result["drain"]["database_us_per_job"] = round((database_seconds() - database_before) / args.jobs * 1e6, 1)

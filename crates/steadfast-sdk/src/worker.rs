@@ -286,7 +286,7 @@ impl Pace {
 }
 
 /// Most completions one request carries.
-const MAX_COMPLETIONS_PER_REQUEST: usize = 100;
+const MAX_COMPLETIONS_PER_REQUEST: usize = 250;
 /// Most output bytes one batch carries, well under the server's default
 /// 1 MiB body limit; a larger output goes in a request of its own.
 const MAX_BATCH_OUTPUT_BYTES: usize = 256 * 1024;
@@ -342,7 +342,7 @@ impl Completer {
 }
 
 /// Batch requests in flight at once: while one commits, the next gathers.
-const CONCURRENT_BATCHES: usize = 2;
+const CONCURRENT_BATCHES: usize = 4;
 
 async fn complete_in_batches(client: Client, mut pending: mpsc::Receiver<PendingCompletion>) {
     let in_flight = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
