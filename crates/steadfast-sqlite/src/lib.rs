@@ -68,9 +68,9 @@ fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
             "journal_mode is {mode}, WAL is required"
         )));
     }
-    // FULL: every commit fsyncs the WAL. The writer's own connection runs
-    // NORMAL instead and fsyncs in its syncer (writer.rs); every other
-    // connection (migrations, the CLI beside a server) keeps FULL.
+    // FULL: every commit fsyncs the WAL (migrations, the checkpointer).
+    // Each store's writer connection runs NORMAL instead and fsyncs in its
+    // syncer before answering (writer.rs).
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // The writer runs each command in a savepoint, so SQLite keeps a

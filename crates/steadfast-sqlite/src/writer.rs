@@ -15,23 +15,28 @@
 //! NORMAL mode stays consistent after a power loss (SQLite checksums its
 //! frames); the syncer adds the durability.
 //!
-//! A committed change is visible to readers before its fsync, as it always
-//! was for leases. A crash of the process loses nothing (the frames are in
-//! the page cache); a power loss may take back changes nobody was told were
-//! durable: a lease, or a change whose answer had not been sent.
+//! A committed change is visible to readers before its fsync (under FULL it
+//! was visible only after). A crash of the process loses nothing (the
+//! frames are in the page cache); a power loss may take back changes nobody
+//! was told were durable: a lease, or a change whose answer had not been
+//! sent. So a reader may, rarely, see a change that a power loss then takes
+//! back: a job leased whose enqueue is lost runs, and its producer, never
+//! answered, enqueues it again (at-least-once, as with any lost lease).
 //!
 //! *Relaxed* commands (leases) are answered as soon as their commit returns:
 //! a lease is void after a crash anyway (the job is simply leased again). A
 //! durable command that follows waits for an fsync that covers the relaxed
-//! frames before it too, so [`Writer::barrier`] (before audit reads, so a
-//! signed or exported head is never one a crash could take back) is a
-//! durable command that writes nothing.
+//! frames before it too. A [`Writer::barrier`] (before audit reads, so a
+//! signed or exported head is never one a crash could take back) always
+//! fsyncs: another process (the CLI beside a server) may have committed
+//! frames this writer knows nothing of, on the same WAL file.
 //!
 //! If an fsync fails, the page cache may have dropped the frames it could
-//! not write, and a later fsync could succeed without them: no later answer
-//! could be trusted. The syncer tells the commands it held, and the writer
-//! refuses every command after, until the process restarts and SQLite
-//! recovers from what is on disk (what PostgreSQL does on a failed fsync).
+//! not write, and a later fsync could succeed without them, while readers
+//! and the checkpointer go on using them: nothing the process does after
+//! can be trusted. So the syncer fails the commands it held and ends the
+//! process, as PostgreSQL does on a failed fsync; on restart SQLite recovers
+//! the WAL from what is on disk, whose frames carry checksums.
 //!
 //! WAL checkpoints (copying committed pages into the database file) run on
 //! a thread of their own with its own connection, at most every
@@ -69,6 +74,9 @@ type Run = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
 type SyncWal = Box<dyn FnMut() -> std::io::Result<()> + Send>;
 /// Set once, when an fsync failed: why nothing more is acknowledged.
 type Failed = Arc<OnceLock<String>>;
+/// What happens once an fsync failed and the held commands were told:
+/// production ends the process; tests watch the writer refuse what follows.
+type OnFailedSync = Box<dyn Fn() + Send>;
 
 /// What a command needs from the commit that carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +84,11 @@ pub(crate) enum Durability {
     /// Answered once committed; on disk by the next durable answer, lost in
     /// a power loss before it.
     Relaxed,
-    /// Answered once on disk, with every commit before it.
+    /// Answered once on disk, with every commit of this writer before it.
     Durable,
+    /// Durable, and answered only after an fsync that began after it
+    /// committed: covers commits of other processes too.
+    Barrier,
 }
 
 struct Command {
@@ -85,8 +96,9 @@ struct Command {
     durability: Durability,
 }
 
-/// A commit handed to the syncer: whether it wrote, and the durable
-/// commands waiting for it to reach the disk.
+/// A commit handed to the syncer: whether it wrote (or carries a barrier,
+/// which must fsync whatever it wrote), and the durable commands waiting
+/// for it to reach the disk.
 struct Committed {
     wrote: bool,
     waiting: Vec<Reply>,
@@ -104,10 +116,20 @@ impl Writer {
     /// `Writer` is dropped.
     pub fn start(conn: Connection, checkpoints: Connection) -> Result<Writer, StartError> {
         let wal = std::fs::File::open(wal_path(&conn)?)?;
-        Writer::start_with(conn, checkpoints, Box::new(move || wal.sync_data()))
+        Writer::start_with(
+            conn,
+            checkpoints,
+            Box::new(move || wal.sync_data()),
+            Box::new(|| std::process::abort()),
+        )
     }
 
-    fn start_with(conn: Connection, checkpoints: Connection, sync_wal: SyncWal) -> Result<Writer, StartError> {
+    fn start_with(
+        conn: Connection,
+        checkpoints: Connection,
+        sync_wal: SyncWal,
+        on_failed_sync: OnFailedSync,
+    ) -> Result<Writer, StartError> {
         // The syncer makes commits durable; SQLite need not wait for the disk.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -127,7 +149,7 @@ impl Writer {
         let syncer_failed = failed.clone();
         thread::Builder::new()
             .name("sqlite-syncer".into())
-            .spawn(move || sync_after_commits(sync_wal, commits, syncer_failed))?;
+            .spawn(move || sync_after_commits(sync_wal, commits, syncer_failed, on_failed_sync))?;
         thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || run(conn, receiver, wrote, to_sync, failed))?;
@@ -144,9 +166,9 @@ impl Writer {
         self.send(Durability::Durable, command).await
     }
 
-    /// Returns once every commit so far is on disk.
+    /// Returns once every commit so far, by any process, is on disk.
     pub async fn barrier(&self) -> Result<(), StoreError> {
-        self.send(Durability::Durable, |_| Ok(())).await
+        self.send(Durability::Barrier, |_| Ok(())).await
     }
 
     /// Runs `command` in the next group commit and returns its result once
@@ -265,7 +287,13 @@ fn run(
             continue;
         }
         let replies = run_group(&conn, &mut group, &mut receiver);
-        let wrote = conn.total_changes() != replies.changes_before;
+        // Commands write rows only (no DDL or PRAGMA runs through the
+        // writer), so the change count tells whether WAL frames were added.
+        let barrier = replies
+            .all
+            .iter()
+            .any(|(durability, _)| *durability == Durability::Barrier);
+        let wrote = barrier || conn.total_changes() != replies.changes_before;
         if let Err(error) = conn.execute_batch("COMMIT") {
             tracing::error!(%error, commands = replies.len(), "commit failed; nothing in this batch was acknowledged");
             let _ = conn.execute_batch("ROLLBACK");
@@ -283,7 +311,7 @@ fn run(
         for (durability, reply) in replies.all {
             match durability {
                 Durability::Relaxed => reply(Ok(())),
-                Durability::Durable => waiting.push(reply),
+                Durability::Durable | Durability::Barrier => waiting.push(reply),
             }
         }
         if !wrote && waiting.is_empty() {
@@ -330,7 +358,12 @@ fn run_group(conn: &Connection, group: &mut Vec<Command>, receiver: &mut mpsc::R
 /// The syncer's loop: take every commit handed over so far, fsync the WAL
 /// once if any of them wrote since the last fsync and someone waits, then
 /// answer the waiting commands.
-fn sync_after_commits(mut sync_wal: SyncWal, commits: std::sync::mpsc::Receiver<Committed>, failed: Failed) {
+fn sync_after_commits(
+    mut sync_wal: SyncWal,
+    commits: std::sync::mpsc::Receiver<Committed>,
+    failed: Failed,
+    on_failed_sync: OnFailedSync,
+) {
     // A commit wrote frames that no fsync has covered yet.
     let mut unsynced = false;
     while let Ok(first) = commits.recv() {
@@ -343,6 +376,7 @@ fn sync_after_commits(mut sync_wal: SyncWal, commits: std::sync::mpsc::Receiver<
             // Only relaxed commits: nobody waits for the disk yet.
             continue;
         }
+        let mut sync_failed = false;
         let outcome = match failed.get() {
             Some(reason) => Err(StoreError::Unavailable(reason.clone())),
             None if !unsynced => Ok(()),
@@ -352,15 +386,19 @@ fn sync_after_commits(mut sync_wal: SyncWal, commits: std::sync::mpsc::Receiver<
                     Ok(())
                 }
                 Err(error) => {
-                    tracing::error!(%error, "fsync of the WAL failed; refusing every write until a restart");
+                    tracing::error!(%error, "fsync of the WAL failed; stopping: what is on disk is all that can be trusted");
                     let reason = format!("the storage could not be made durable ({error}); restart the server");
                     let _ = failed.set(reason.clone());
+                    sync_failed = true;
                     Err(StoreError::Unavailable(reason))
                 }
             },
         };
         for reply in waiting {
             reply(outcome.clone());
+        }
+        if sync_failed {
+            on_failed_sync();
         }
     }
 }
@@ -375,17 +413,35 @@ fn answer_all(commands: impl Iterator<Item = Command>, error: StoreError) {
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
 
     use super::*;
 
-    fn open_writer(dir: &std::path::Path, sync_wal: impl FnMut() -> std::io::Result<()> + Send + 'static) -> Writer {
+    /// The longest any step of these tests may take before it counts as hung.
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    fn open_writer(
+        dir: &std::path::Path,
+        sync_wal: impl FnMut() -> std::io::Result<()> + Send + 'static,
+        on_failed_sync: impl Fn() + Send + 'static,
+    ) -> Writer {
         let mut conn = crate::connect(&dir.join("db.sqlite")).unwrap();
         crate::schema::migrate(&mut conn).unwrap();
         conn.execute_batch("CREATE TABLE t (durable INTEGER)").unwrap();
         let checkpoints = crate::connect(&dir.join("db.sqlite")).unwrap();
-        Writer::start_with(conn, checkpoints, Box::new(sync_wal)).unwrap()
+        Writer::start_with(conn, checkpoints, Box::new(sync_wal), Box::new(on_failed_sync)).unwrap()
+    }
+
+    /// An fsync of the real WAL file, counted.
+    fn counted_sync(dir: &std::path::Path, syncs: &Arc<AtomicUsize>) -> impl FnMut() -> std::io::Result<()> + use<> {
+        let (wal, syncs) = (dir.join("db.sqlite-wal"), syncs.clone());
+        move || {
+            std::fs::File::open(&wal)?.sync_data()?;
+            syncs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
     }
 
     fn insert(durable: bool) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static {
@@ -405,101 +461,133 @@ mod tests {
         std::pin::Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
     }
 
+    async fn within<T>(future: impl Future<Output = T>) -> T {
+        tokio::time::timeout(DEADLINE, future)
+            .await
+            .expect("hung: an answer never came")
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn durable_answers_wait_for_the_wal_fsync_and_relaxed_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let (open_gate, gate) = std::sync::mpsc::channel::<()>();
         let syncs = Arc::new(AtomicUsize::new(0));
-        let counted = syncs.clone();
-        let wal_path = dir.path().join("db.sqlite-wal");
-        let writer = open_writer(dir.path(), move || {
-            gate.recv().map_err(std::io::Error::other)?;
-            std::fs::File::open(&wal_path)?.sync_data()?;
-            counted.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        });
+        let mut sync = counted_sync(dir.path(), &syncs);
+        let writer = open_writer(
+            dir.path(),
+            move || {
+                gate.recv().map_err(std::io::Error::other)?;
+                sync()
+            },
+            || {},
+        );
 
         // The durable write is sent first and commits first; its answer is
-        // held while the fsync is held back.
+        // held while the fsync is held back, while relaxed ones are answered.
         let mut durable = Box::pin(writer.write(insert(true)));
         assert!(poll_once(&mut durable).is_pending());
-        writer.send(Durability::Relaxed, insert(false)).await.unwrap();
+        within(writer.send(Durability::Relaxed, insert(false))).await.unwrap();
         assert!(
             poll_once(&mut durable).is_pending(),
             "a durable write was answered before the fsync"
         );
-        assert_eq!(
-            writer.send(Durability::Relaxed, rows).await.unwrap(),
-            2,
-            "both committed"
-        );
-
+        let committed = within(writer.send(Durability::Relaxed, rows)).await.unwrap();
+        assert_eq!(committed, 2, "both committed");
         open_gate.send(()).unwrap();
-        durable.await.unwrap();
+        within(durable).await.unwrap();
         assert_eq!(syncs.load(Ordering::SeqCst), 1);
 
-        // A barrier after a relaxed write waits for an fsync too; after it,
-        // with nothing new written, a barrier needs none.
-        writer.send(Durability::Relaxed, insert(false)).await.unwrap();
+        // A barrier fsyncs even when this writer wrote nothing since: another
+        // process may have.
         let mut barrier = Box::pin(writer.barrier());
         assert!(poll_once(&mut barrier).is_pending());
         open_gate.send(()).unwrap();
-        barrier.await.unwrap();
+        within(barrier).await.unwrap();
         assert_eq!(syncs.load(Ordering::SeqCst), 2);
-        writer.barrier().await.unwrap();
+
+        // A durable command that wrote nothing, after everything was synced,
+        // needs no fsync (one now would fail: the gate is gone).
+        drop(open_gate);
+        assert_eq!(within(writer.write(rows)).await.unwrap(), 2);
         assert_eq!(syncs.load(Ordering::SeqCst), 2, "nothing unsynced: no fsync");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_writers_of_both_kinds_all_commit_and_share_fsyncs() {
         let dir = tempfile::tempdir().unwrap();
-        let wal_path = dir.path().join("db.sqlite-wal");
+        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
         let syncs = Arc::new(AtomicUsize::new(0));
-        let counted = syncs.clone();
-        let writer = open_writer(dir.path(), move || {
-            std::fs::File::open(&wal_path)?.sync_data()?;
-            counted.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        });
+        let mut sync = counted_sync(dir.path(), &syncs);
+        let mut first = true;
+        let writer = open_writer(
+            dir.path(),
+            move || {
+                // The first fsync waits until every command has committed.
+                if std::mem::take(&mut first) {
+                    gate.recv().map_err(std::io::Error::other)?;
+                }
+                sync()
+            },
+            || {},
+        );
         let mut tasks = Vec::new();
         for i in 0..400 {
             let writer = writer.clone();
             tasks.push(tokio::spawn(async move {
-                let durable = i % 3 == 0;
-                if durable {
+                if i % 3 == 0 {
                     writer.write(insert(true)).await
                 } else {
                     writer.send(Durability::Relaxed, insert(false)).await
                 }
             }));
         }
-        for task in tasks {
-            task.await.unwrap().unwrap();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while within(writer.send(Durability::Relaxed, rows)).await.unwrap() < 400 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the commands never all committed"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        writer.barrier().await.unwrap();
-        assert_eq!(
-            writer.write(rows).await.unwrap(),
-            400,
-            "every command, relaxed or not, committed"
-        );
+        open_gate.send(()).unwrap();
+        for task in tasks {
+            within(task).await.unwrap().unwrap();
+        }
+        // The held fsync, then at most one for what queued behind it: 134
+        // durable writes, two fsyncs.
         let syncs = syncs.load(Ordering::SeqCst);
-        assert!((1..=134).contains(&syncs), "{syncs} fsyncs for 134 durable writes");
+        assert!((1..=2).contains(&syncs), "{syncs} fsyncs for 134 durable writes");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_fsync_fails_its_writes_and_every_write_after_it() {
+    async fn a_failed_fsync_fails_its_writes_stops_the_process_and_refuses_every_write_after() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = open_writer(dir.path(), || Err(std::io::Error::other("injected EIO")));
-        let error = writer.write(insert(true)).await.unwrap_err();
+        let mut failures = 1;
+        let stopped = Arc::new(AtomicBool::new(false));
+        let stop = stopped.clone();
+        let writer = open_writer(
+            dir.path(),
+            move || {
+                // Fails once; a later fsync would succeed (and prove nothing).
+                if std::mem::take(&mut failures) == 1 {
+                    Err(std::io::Error::other("injected EIO"))
+                } else {
+                    Ok(())
+                }
+            },
+            move || stop.store(true, Ordering::SeqCst),
+        );
+        let error = within(writer.write(insert(true))).await.unwrap_err();
         assert!(
             matches!(&error, StoreError::Unavailable(reason) if reason.contains("injected EIO")),
             "{error:?}"
         );
-        for durability in [Durability::Durable, Durability::Relaxed] {
-            let error = writer.send(durability, insert(false)).await.unwrap_err();
+        assert!(stopped.load(Ordering::SeqCst), "the process was not told to stop");
+        for durability in [Durability::Durable, Durability::Relaxed, Durability::Barrier] {
+            let error = within(writer.send(durability, insert(false))).await.unwrap_err();
             assert!(
-                matches!(&error, StoreError::Unavailable(reason) if reason.contains("restart")),
-                "{error:?}"
+                matches!(&error, StoreError::Unavailable(reason) if reason.contains("injected EIO")),
+                "{durability:?}: {error:?}"
             );
         }
     }

@@ -274,7 +274,8 @@ fn prunable_prefix(
 
 impl SqliteStore {
     /// Called after an audit read and before its result is returned: a
-    /// lease's record may be committed but not yet on disk, and what a reader
+    /// record may be committed but not yet on disk (a lease's, or any other
+    /// before the syncer's fsync, or another process's), and what a reader
     /// saw committed before this barrier, so the barrier's fsync covers it.
     /// Nothing shown, exported or signed can then be taken back by a crash.
     async fn after_read_durable(&self) -> Result<(), StoreError> {
