@@ -89,10 +89,8 @@ async fn queue_heads(
     for queue in &request.queues {
         let rows = match filter {
             TenantFilter::Enforced => {
-                let sql = format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND queue = $2 AND state = 'queued' \
-                     ORDER BY priority DESC, run_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED"
-                );
+                // A function, so its plan never depends on statistics (0003_lease_plan.sql).
+                let sql = format!("SELECT {JOB_COLUMNS} FROM steadfast_queue_heads($1, $2, $3)");
                 tx.query(&statement(tx, &sql).await?, &[&tenant.0, &queue.as_str(), &limit])
                     .await
             }

@@ -16,6 +16,7 @@ pub const SCHEMA: &str = "steadfast";
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_audit_intake.sql"),
+    include_str!("migrations/0003_lease_plan.sql"),
 ];
 
 /// The schema version this build expects.
