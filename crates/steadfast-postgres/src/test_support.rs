@@ -98,6 +98,22 @@ pub async fn create_database() -> TestDatabase {
 
 /// Creates a new, migrated database on the server `admin` (a superuser URL) names.
 pub async fn create_database_on(admin: &str) -> TestDatabase {
+    let database = create_unmigrated_database_on(admin).await;
+    let (mut owner, connection) = tokio_postgres::connect(&database.owner_url, NoTls)
+        .await
+        .expect("connect as owner");
+    tokio::spawn(connection);
+    schema::migrate(&mut owner, APP_ROLE).await.expect("migrate");
+    database
+}
+
+/// Creates a new, empty database owned by [`OWNER_ROLE`] on the test server
+/// (for restoring an older release's schema and data, then migrating).
+pub async fn create_unmigrated_database() -> TestDatabase {
+    create_unmigrated_database_on(&admin_url()).await
+}
+
+async fn create_unmigrated_database_on(admin: &str) -> TestDatabase {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let admin = admin.to_owned();
     let (client, connection) = tokio_postgres::connect(&admin, NoTls)
@@ -121,18 +137,12 @@ pub async fn create_database_on(admin: &str) -> TestDatabase {
         .batch_execute(&format!("CREATE DATABASE {name} OWNER {OWNER_ROLE}"))
         .await
         .expect("create database");
-    let database = TestDatabase {
+    TestDatabase {
         owner_url: with_user_and_db(&admin, OWNER_ROLE, &name),
         app_url: with_user_and_db(&admin, APP_ROLE, &name),
         admin_url: with_user_and_db(&admin, &url_parts::Parts::parse(&admin).user, &name),
         name,
-    };
-    let (mut owner, connection) = tokio_postgres::connect(&database.owner_url, NoTls)
-        .await
-        .expect("connect as owner");
-    tokio::spawn(connection);
-    schema::migrate(&mut owner, APP_ROLE).await.expect("migrate");
-    database
+    }
 }
 
 /// A store on a fresh database, connected as the application role.

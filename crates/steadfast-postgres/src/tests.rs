@@ -451,3 +451,87 @@ async fn a_commit_that_makes_jobs_ready_wakes_the_other_nodes_listeners() {
     };
     assert_eq!(heard, (scope.tenant_id(), "wake-me".to_owned()));
 }
+
+/// A database written by the release with schema 2 upgrades in place with
+/// `steadfast migrate`: every job, key, SLO and audit record is carried over
+/// (records still waiting in the intake too), the new schema's lease works
+/// on the old jobs, and the chain verifies across the upgrade.
+/// `tests/fixtures/schema2.sql` was made by that release's binary with
+/// `tests/fixtures/make_schema2_database.py`.
+mod upgrade {
+    use steadfast_store::audit::verify;
+    use steadfast_store::conformance::*;
+    use steadfast_store::{JobStore, KeyStore};
+
+    use super::connect_raw;
+    use crate::schema::{self, SchemaError};
+    use crate::test_support::{APP_ROLE, create_unmigrated_database};
+    use crate::{ConnectError, PostgresStore};
+
+    const FIXTURE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema2.sql"));
+
+    fn later(seconds: u64) -> steadfast_core::Timestamp {
+        steadfast_core::Timestamp::now()
+            .saturating_add(std::time::Duration::from_secs(seconds))
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_schema_2_database_upgrades_in_place_and_its_chain_verifies_across_the_upgrade() {
+        let db = create_unmigrated_database().await;
+        let mut owner = connect_raw(&db.owner_url).await;
+        owner.batch_execute(FIXTURE).await.expect("the fixture restores");
+
+        // What the old release wrote, read as the superuser (no row-level security).
+        let admin = connect_raw(&db.admin_url).await;
+        let jobs_before: Vec<(String, String)> = admin
+            .query("SELECT id::text, state FROM steadfast.jobs ORDER BY seq", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let count = async |table: &str| -> i64 {
+            let sql = format!("SELECT count(*) FROM steadfast.{table}");
+            admin.query_one(&sql, &[]).await.unwrap().get(0)
+        };
+        let records = count("audit_records").await + count("audit_intake").await;
+        let written = Written {
+            jobs: jobs_before,
+            keys: count("api_keys").await,
+            slos: count("slos").await,
+        };
+        assert!(written.jobs.len() == 5 && records > 10, "a fixture worth upgrading");
+
+        // This build refuses the old schema until it is migrated.
+        match PostgresStore::connect(&db.app_url).await {
+            Err(ConnectError::Schema(SchemaError::Outdated { found: 2 })) => {}
+            other => panic!("expected the schema-2 database to be refused, got {other:?}"),
+        }
+        let migrated = schema::migrate(&mut owner, APP_ROLE).await.unwrap();
+        assert_eq!((migrated.from, migrated.to), (2, schema::CURRENT_VERSION));
+
+        let store = PostgresStore::connect(&db.app_url).await.unwrap();
+        let scope = assert_carried_over(&store, &written).await;
+
+        // The old chain, waiting records included, verifies.
+        let verified = verify(&store, &scope, &[]).await.unwrap();
+        assert_eq!(verified.records as i64, records);
+        let old_head = verified.head.unwrap();
+
+        // The queued job left by the old release is leased through the new
+        // schema's function and completed; new records chain on.
+        let key = store.list_keys(&scope).await.unwrap().remove(0).key_id;
+        let leased = lease_jobs(&store, &scope, lease_request(&["emails"], 10, &key), later(1)).await;
+        let queued: Vec<&(String, String)> = written.jobs.iter().filter(|(_, state)| state == "queued").collect();
+        assert_eq!(leased.len(), 1);
+        assert_eq!(leased[0].id.to_string(), queued[0].0);
+        store
+            .complete(&scope, leased[0].id, &token(&leased[0]), "{}".into(), later(2))
+            .await
+            .unwrap();
+        enqueue_one(&store, &scope, spec("after-upgrade"), later(3)).await;
+        let verified = verify(&store, &scope, &[old_head]).await.unwrap();
+        assert_eq!(verified.records as i64, records + 3, "leased, succeeded, enqueued");
+    }
+}

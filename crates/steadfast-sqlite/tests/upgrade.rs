@@ -7,19 +7,17 @@
 //! `tests/fixtures/make_schema2_store.py`.
 
 use steadfast_core::audit::Breach;
-use steadfast_core::{JobState, TenantName};
+use steadfast_core::TenantName;
 use steadfast_sqlite::SqliteStore;
 use steadfast_store::audit::{VerifyError, verify};
-use steadfast_store::conformance::{enqueue_one, spec};
-use steadfast_store::{AuditQuery, AuditStore, JobQuery, JobStore, KeyStore, SloStore, TenantStore, auth};
+use steadfast_store::conformance::{Written, assert_carried_over, enqueue_one, spec};
+use steadfast_store::{AuditQuery, AuditStore, TenantStore, auth};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema2.db");
 
 /// What the fixture holds, read with plain SQL before the upgrade.
 struct Before {
-    jobs: Vec<(String, String)>,
-    keys: i64,
-    slos: i64,
+    written: Written,
     records: i64,
 }
 
@@ -38,9 +36,11 @@ fn before(path: &std::path::Path) -> Before {
             .unwrap()
     };
     Before {
-        jobs,
-        keys: count("api_keys"),
-        slos: count("slos"),
+        written: Written {
+            jobs,
+            keys: count("api_keys"),
+            slos: count("slos"),
+        },
         records: count("audit_records"),
     }
 }
@@ -65,43 +65,12 @@ async fn a_schema_2_store_upgrades_in_place_and_its_chain_verifies_across_the_up
     let (_dir, path) = copy_fixture();
     let before = before(&path);
     assert!(
-        before.records > 10 && before.jobs.len() == 5,
+        before.records > 10 && before.written.jobs.len() == 5,
         "a fixture worth upgrading"
     );
 
     let store = SqliteStore::open(&path).unwrap();
-    let tenant = store
-        .tenant_by_name(&TenantName::new("default").unwrap())
-        .await
-        .unwrap()
-        .expect("the tenant is carried over");
-    let scope = auth::local_operator(&tenant);
-
-    // Every job, in every state, is carried over.
-    let page = store
-        .list_jobs(
-            &scope,
-            JobQuery {
-                queue: None,
-                state: None,
-                limit: 100,
-                after: None,
-            },
-        )
-        .await
-        .unwrap();
-    let mut after: Vec<(String, String)> = page
-        .jobs
-        .iter()
-        .map(|job| (job.id.to_string(), job.state.as_str().to_owned()))
-        .collect();
-    after.reverse();
-    assert_eq!(after, before.jobs);
-    let running = page.jobs.iter().find(|job| job.state == JobState::Running).unwrap();
-    let record = store.job(&scope, running.id).await.unwrap().unwrap();
-    assert_eq!(record.steps.len(), 1, "the checkpointed step is carried over");
-    assert_eq!(store.list_keys(&scope).await.unwrap().len() as i64, before.keys);
-    assert_eq!(store.list_slos(&scope).await.unwrap().len() as i64, before.slos);
+    let scope = assert_carried_over(&store, &before.written).await;
 
     // The old chain verifies, then runs on in the new format.
     let verified = verify(&store, &scope, &[]).await.unwrap();

@@ -10,12 +10,14 @@ mod audit;
 mod jobs;
 mod leases;
 mod tenancy;
+mod upgrade;
 mod workflows;
 
 pub use audit::*;
 pub use jobs::*;
 pub use leases::*;
 pub use tenancy::*;
+pub use upgrade::*;
 pub use workflows::*;
 
 use std::time::Duration;
