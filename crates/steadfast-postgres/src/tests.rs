@@ -121,7 +121,23 @@ async fn the_application_role_cannot_reach_another_tenant_even_in_raw_sql() {
         .await;
     assert!(smuggled.is_err(), "B cannot slip a record into A's chain");
     app.batch_execute("ROLLBACK").await.unwrap();
+    // The lease's queue-head function runs as the caller: B cannot lock A's queue through it.
+    let heads_of_a = "SELECT count(*) FROM steadfast_queue_heads($1, 'q', 10)";
+    let locked_heads = || async {
+        app.query_one(heads_of_a, &[&a.tenant_id().0])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    begin_as(&app, b.tenant_id().0).await;
+    assert_eq!(
+        locked_heads().await,
+        0,
+        "B reaches none of A's queue through the lease function"
+    );
+    app.batch_execute("ROLLBACK").await.unwrap();
     begin_as(&app, a.tenant_id().0).await;
+    assert_eq!(locked_heads().await, 1, "non-vacuous: A leases its own job through it");
     assert!(waiting_of_a().await > 0, "non-vacuous: A's records are waiting there");
     assert_eq!(count("SELECT count(*) FROM jobs").await, 1, "tenant A sees its own job");
     app.batch_execute("COMMIT").await.unwrap();
@@ -134,6 +150,24 @@ async fn the_application_role_cannot_reach_another_tenant_even_in_raw_sql() {
     assert!(
         foreign_functions.is_ok(),
         "the narrow functions are the application's only way across tenants"
+    );
+    // The queue-head function stays what makes it safe and fast: the
+    // caller's rights (row-level security applies) and no sorting (its plan
+    // cannot depend on statistics).
+    let function = app
+        .query_one(
+            "SELECT prosecdef, 'enable_sort=off' = ANY(proconfig) FROM pg_proc WHERE proname = 'steadfast_queue_heads'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !function.get::<_, bool>(0),
+        "steadfast_queue_heads must not be SECURITY DEFINER"
+    );
+    assert!(
+        function.get::<_, bool>(1),
+        "steadfast_queue_heads must price sorting out"
     );
 }
 
@@ -479,8 +513,13 @@ mod upgrade {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_schema_2_database_upgrades_in_place_and_its_chain_verifies_across_the_upgrade() {
         let db = create_unmigrated_database().await;
-        let mut owner = connect_raw(&db.owner_url).await;
-        owner.batch_execute(FIXTURE).await.expect("the fixture restores");
+        // Restored on a connection of its own: the dump's session settings
+        // (row security off, no search path) must not leak into the migration.
+        connect_raw(&db.owner_url)
+            .await
+            .batch_execute(FIXTURE)
+            .await
+            .expect("the fixture restores");
 
         // What the old release wrote, read as the superuser (no row-level security).
         let admin = connect_raw(&db.admin_url).await;
@@ -495,7 +534,9 @@ mod upgrade {
             let sql = format!("SELECT count(*) FROM steadfast.{table}");
             admin.query_one(&sql, &[]).await.unwrap().get(0)
         };
-        let records = count("audit_records").await + count("audit_intake").await;
+        let waiting = count("audit_intake").await;
+        assert!(waiting > 0, "the fixture has records waiting to be chained");
+        let records = count("audit_records").await + waiting;
         let written = Written {
             jobs: jobs_before,
             keys: count("api_keys").await,
@@ -508,6 +549,7 @@ mod upgrade {
             Err(ConnectError::Schema(SchemaError::Outdated { found: 2 })) => {}
             other => panic!("expected the schema-2 database to be refused, got {other:?}"),
         }
+        let mut owner = connect_raw(&db.owner_url).await;
         let migrated = schema::migrate(&mut owner, APP_ROLE).await.unwrap();
         assert_eq!((migrated.from, migrated.to), (2, schema::CURRENT_VERSION));
 

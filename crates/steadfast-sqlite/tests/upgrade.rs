@@ -6,8 +6,8 @@
 //! `tests/fixtures/schema2.db` was made by that release's binary with
 //! `tests/fixtures/make_schema2_store.py`.
 
-use steadfast_core::audit::Breach;
 use steadfast_core::TenantName;
+use steadfast_core::audit::Breach;
 use steadfast_sqlite::SqliteStore;
 use steadfast_store::audit::{VerifyError, verify};
 use steadfast_store::conformance::{Written, assert_carried_over, enqueue_one, spec};
