@@ -147,6 +147,15 @@ impl Worker {
         };
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            // Once asked to stop, ask the server for nothing more: the select
+            // below may pick a freed slot over an already-resolved shutdown.
+            let stopping = {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                shutdown.as_mut().poll(&mut cx).is_ready()
+            };
+            if stopping {
+                break;
+            }
             // Start what waits locally while slots are free.
             while let Some(permit) = local.ready().then(|| slots.clone().try_acquire_owned().ok()).flatten() {
                 spawn(&mut running, local.pop().expect("the queue is not empty"), permit);
