@@ -74,6 +74,25 @@ impl Maintenance for PostgresStore {
         crate::audit::chain_waiting(self, limit).await
     }
 
+    async fn refresh_statistics(&self) -> Result<usize, StoreError> {
+        // One table per call, each in its own transaction (see
+        // 0003_lease_plan.sql); at most one round over the tables it keeps.
+        const TABLES: usize = 6;
+        let client = self.client().await?;
+        let mut visited = 0;
+        while visited < TABLES {
+            let row = client
+                .query_one("SELECT steadfast_refresh_statistics()", &[])
+                .await
+                .map_err(pg_error)?;
+            if row.get::<_, i32>(0) == 0 {
+                break;
+            }
+            visited += 1;
+        }
+        Ok(visited)
+    }
+
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         let client = self.client().await?;
         let row = client

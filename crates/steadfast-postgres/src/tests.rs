@@ -486,6 +486,59 @@ async fn a_commit_that_makes_jobs_ready_wakes_the_other_nodes_listeners() {
     assert_eq!(heard, (scope.tenant_id(), "wake-me".to_owned()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planner_statistics_are_refreshed_once_a_table_changed_much() {
+    use steadfast_store::Maintenance;
+
+    let (store, db) = fresh_store().await;
+    let (scope, _) = new_tenant(&store).await;
+    let admin = connect_raw(&db.admin_url).await;
+    let jobs_analysed = async || -> bool {
+        admin
+            .query_one(
+                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'jobs'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    // Autovacuum must not analyse the table first (it would reset the
+    // count of changes this test relies on).
+    admin
+        .batch_execute("ALTER TABLE steadfast.jobs SET (autovacuum_enabled = off)")
+        .await
+        .unwrap();
+    assert_eq!(store.refresh_statistics().await.unwrap(), 0, "nothing changed yet");
+    assert!(!jobs_analysed().await);
+
+    let batch = (0..600).map(|_| new_job(spec("q"))).collect();
+    store
+        .enqueue(&scope, batch, steadfast_core::Limits::default().dedup_window, t0())
+        .await
+        .unwrap();
+    // Backends report their changes to the statistics views at the end of
+    // a transaction, at most once a second: poll with a deadline.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !jobs_analysed().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the jobs table was never analysed"
+        );
+        store.refresh_statistics().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let planned_from: f32 = admin
+        .query_one(
+            "SELECT reltuples FROM pg_class WHERE oid = 'steadfast.jobs'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(planned_from, 600.0, "the planner now knows the table's size");
+}
+
 /// A database written by the release with schema 2 upgrades in place with
 /// `steadfast migrate`: every job, key, SLO and audit record is carried over
 /// (records still waiting in the intake too), the new schema's lease works

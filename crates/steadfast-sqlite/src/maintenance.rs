@@ -79,6 +79,11 @@ impl Maintenance for SqliteStore {
         Ok(0)
     }
 
+    async fn refresh_statistics(&self) -> Result<usize, StoreError> {
+        // No collected statistics: SQLite plans from the indexes alone.
+        Ok(0)
+    }
+
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         self.readers()
             .read(|conn| {

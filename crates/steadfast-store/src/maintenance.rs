@@ -62,6 +62,12 @@ pub trait Maintenance {
     /// this only keeps the wait short.
     async fn chain_audit(&self, limit: usize) -> Result<usize, StoreError>;
 
+    /// Brings the query planner's statistics up to date for the tables that
+    /// changed much since they were last taken, and returns how many tables
+    /// it visited. A store whose queries do not plan from collected
+    /// statistics (the embedded store) has nothing to do.
+    async fn refresh_statistics(&self) -> Result<usize, StoreError>;
+
     /// Succeeds when the store can serve reads and writes.
     async fn ping(&self) -> Result<(), StoreError>;
 

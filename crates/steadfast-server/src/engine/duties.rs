@@ -23,6 +23,9 @@ const SWEEP_BATCH: usize = 1000;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often SLOs are evaluated.
 const SLO_EVERY: Duration = Duration::from_secs(60);
+/// How often the store may refresh its planner statistics (each call is a
+/// catalog read unless a table changed much; see `Maintenance::refresh_statistics`).
+const STATISTICS_EVERY: Duration = Duration::from_secs(1);
 /// How often pending notifications are delivered.
 const DELIVER_EVERY: Duration = Duration::from_secs(5);
 /// How often audit records past retention are pruned.
@@ -125,6 +128,7 @@ impl Engine {
         let mut logged = HashMap::new();
         let mut last_slo_evaluation: Option<tokio::time::Instant> = None;
         let mut last_delivery: Option<tokio::time::Instant> = None;
+        let mut last_statistics: Option<tokio::time::Instant> = None;
         let http = reqwest::Client::new();
         while !*draining.borrow_and_update() {
             if let Err(error) = self.run_duties_once().await {
@@ -150,6 +154,14 @@ impl Engine {
                 last_slo_evaluation = Some(tokio::time::Instant::now());
                 if let Err(error) = self.evaluate_slos().await {
                     tracing::warn!(%error, "evaluating SLOs failed");
+                }
+            }
+            if last_statistics.is_none_or(|at| at.elapsed() >= STATISTICS_EVERY) {
+                last_statistics = Some(tokio::time::Instant::now());
+                match self.store().refresh_statistics().await {
+                    Ok(0) => {}
+                    Ok(tables) => tracing::debug!(tables, "refreshed planner statistics"),
+                    Err(error) => tracing::warn!(%error, "refreshing planner statistics failed"),
                 }
             }
             if last_delivery.is_none_or(|at| at.elapsed() >= DELIVER_EVERY) {
