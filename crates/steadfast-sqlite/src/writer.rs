@@ -582,7 +582,12 @@ mod tests {
             matches!(&error, StoreError::Unavailable(reason) if reason.contains("injected EIO")),
             "{error:?}"
         );
-        assert!(stopped.load(Ordering::SeqCst), "the process was not told to stop");
+        // The syncer answers the held commands first, then stops the process.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !stopped.load(Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "the process was not told to stop");
+            tokio::task::yield_now().await;
+        }
         for durability in [Durability::Durable, Durability::Relaxed, Durability::Barrier] {
             let error = within(writer.send(durability, insert(false))).await.unwrap_err();
             assert!(
