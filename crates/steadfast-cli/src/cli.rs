@@ -235,7 +235,8 @@ pub struct ServeArgs {
     #[arg(long, env = "STEADFAST_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Most jobs in one POST /v1/jobs/batch.
+    /// Most items in one batch request: jobs in POST /v1/jobs/batch,
+    /// completions in /v1/jobs/batch/complete, step operations in /v1/jobs/batch/steps.
     #[arg(long, env = "STEADFAST_MAX_BATCH_JOBS", default_value_t = 1000)]
     pub max_batch_jobs: usize,
 

@@ -17,6 +17,53 @@ fn counter(text: &str, series: &str) -> f64 {
         .sum()
 }
 
+/// Enqueues `jobs` jobs on `queue`, payload `{"n": i}`, in batches.
+async fn enqueue_many(client: &Client, queue: &str, jobs: usize) {
+    for chunk in (0..jobs).collect::<Vec<_>>().chunks(200) {
+        let batch = chunk
+            .iter()
+            .map(|n| serde_json::from_value(serde_json::json!({"queue": queue, "payload": {"n": n}})).unwrap())
+            .collect();
+        client
+            .enqueue_batch(&wire::BatchEnqueueRequest { jobs: batch })
+            .await
+            .unwrap();
+    }
+}
+
+/// Polls until `jobs` jobs of `queue` succeeded (a minute at most); returns them.
+async fn all_succeeded(client: &Client, queue: &str, jobs: usize) -> Vec<wire::Job> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let succeeded = ListJobs {
+        queue: Some(queue.into()),
+        state: Some(wire::JobState::Succeeded),
+        limit: Some(500),
+        cursor: None,
+    };
+    loop {
+        let done = client.list_jobs(&succeeded).await.unwrap().jobs;
+        if done.len() == jobs {
+            return done;
+        }
+        assert!(Instant::now() < deadline, "{} of {jobs} jobs succeeded", done.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Requests the server counted on `route`, by its metrics.
+async fn requests_on(server: &ServerProcess, key: &str, route: &str) -> f64 {
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    counter(&metrics, &format!(r#"steadfast_http_requests_total{{route="{route}""#))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_worker_batches_its_completions_and_finishes_every_job_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -24,16 +71,7 @@ async fn a_busy_worker_batches_its_completions_and_finishes_every_job_once() {
     let key = server.admin_key();
     let client = Client::new(&server.url, &key).unwrap();
     let jobs = 400;
-    for chunk in (0..jobs).collect::<Vec<_>>().chunks(200) {
-        let batch = chunk
-            .iter()
-            .map(|n| serde_json::from_value(serde_json::json!({"queue": "busy", "payload": {"n": n}})).unwrap())
-            .collect();
-        client
-            .enqueue_batch(&wire::BatchEnqueueRequest { jobs: batch })
-            .await
-            .unwrap();
-    }
+    enqueue_many(&client, "busy", jobs).await;
 
     let ran = Arc::new(AtomicUsize::new(0));
     let config = WorkerConfig {
@@ -55,47 +93,101 @@ async fn a_busy_worker_batches_its_completions_and_finishes_every_job_once() {
     let running = tokio::spawn(worker.run_until(async {
         let _ = stopped.await;
     }));
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let succeeded = ListJobs {
-        queue: Some("busy".into()),
-        state: Some(wire::JobState::Succeeded),
-        limit: Some(500),
-        cursor: None,
-    };
-    loop {
-        let done = client.list_jobs(&succeeded).await.unwrap().jobs.len();
-        if done == jobs {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{done} of {jobs} jobs succeeded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_succeeded(&client, "busy", jobs).await;
     let _ = stop.send(());
     running.await.unwrap().unwrap();
     assert_eq!(ran.load(Ordering::Relaxed), jobs, "each job ran once");
 
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", server.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let batched = counter(
-        &metrics,
-        r#"steadfast_http_requests_total{route="/v1/jobs/batch/complete""#,
-    );
-    let single = counter(
-        &metrics,
-        r#"steadfast_http_requests_total{route="/v1/jobs/{id}/complete""#,
-    );
-    assert!(batched >= 1.0, "no batched completion request:\n{metrics}");
+    let batched = requests_on(&server, &key, "/v1/jobs/batch/complete").await;
+    let single = requests_on(&server, &key, "/v1/jobs/{id}/complete").await;
+    assert!(batched >= 1.0, "no batched completion request");
     assert!(
         batched + single < jobs as f64,
         "{batched} batched + {single} single requests for {jobs} completions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_batches_its_steps_and_each_step_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"));
+    let key = server.admin_key();
+    let client = Client::new(&server.url, &key).unwrap();
+    let jobs = 300;
+    enqueue_many(&client, "stepped", jobs).await;
+
+    let runs = Arc::new(std::sync::Mutex::new(
+        std::collections::HashMap::<(i64, u32), u32>::new(),
+    ));
+    let config = WorkerConfig {
+        concurrency: 64,
+        poll_wait: Duration::from_millis(200),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(client.clone(), config).handle("stepped", {
+        let runs = runs.clone();
+        move |ctx| {
+            let runs = runs.clone();
+            async move {
+                let n = ctx.payload::<serde_json::Value>()?["n"].as_i64().unwrap_or(-1);
+                let mut total = 0;
+                for step in 0..2u32 {
+                    let runs = runs.clone();
+                    total += ctx
+                        .step(&format!("s{step}"), |_| async move {
+                            *runs.lock().unwrap().entry((n, step)).or_default() += 1;
+                            Ok::<_, steadfast_sdk::JobError>(n * 10 + i64::from(step))
+                        })
+                        .await?;
+                }
+                Ok(total)
+            }
+        }
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    let done = all_succeeded(&client, "stepped", jobs).await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 2 * jobs, "every step of every job ran");
+    assert!(runs.values().all(|&count| count == 1), "no step ran twice");
+    for listed in &done {
+        let job = client.get_job(&listed.id.to_string()).await.unwrap();
+        let n = serde_json::from_str::<serde_json::Value>(job.payload.get()).unwrap()["n"]
+            .as_i64()
+            .unwrap();
+        let output = job.output.as_ref().map(|o| o.get().to_owned());
+        assert_eq!(
+            output,
+            Some((n * 20 + 1).to_string()),
+            "the handler saw each step's output"
+        );
+        let steps: Vec<_> = job
+            .steps
+            .unwrap_or_default()
+            .iter()
+            .map(|s| (s.name.clone(), s.output.as_ref().map(|o| o.get().to_owned())))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("s0".to_owned(), Some((n * 10).to_string())),
+                ("s1".to_owned(), Some((n * 10 + 1).to_string()))
+            ]
+        );
+    }
+
+    let batched = requests_on(&server, &key, "/v1/jobs/batch/steps").await;
+    let single = requests_on(&server, &key, "/v1/jobs/{id}/steps/{name}/start").await
+        + requests_on(&server, &key, "/v1/jobs/{id}/steps/{name}").await;
+    assert!(batched >= 1.0, "no batched step request");
+    assert!(
+        batched + single < (4 * jobs) as f64,
+        "{batched} batched + {single} single requests for {} step operations",
+        4 * jobs
     );
 }
 

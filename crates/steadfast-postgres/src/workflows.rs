@@ -1,14 +1,17 @@
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use steadfast_core::lifecycle::{Checkpoint, StepStart};
 use steadfast_core::{Job, JobId, Signal, SignalName, Step, StepName, TenantId, Timestamp, WaitFor};
 use steadfast_store::decide::{self, ConsumedSignal, PendingSignal, SignalWrite, StepRows, StepWrite};
 use steadfast_store::{
-    Enqueued, NewJob, SignalRecord, Signalled, StoreError, TenantScope, Waited, WorkflowLimits, WorkflowStore,
+    Enqueued, NewJob, SignalRecord, Signalled, StepDone, StepOp, StoreError, TenantScope, Waited, WorkflowLimits,
+    WorkflowStore,
 };
 use tokio_postgres::Row;
 
-use crate::rows::{JOB_COLUMNS, job_from_row, load_job, millis, optional_timestamp, timestamp};
+use crate::rows::{JOB_COLUMNS, job_from_row, load_job, load_jobs, millis, optional_timestamp, timestamp};
 use crate::{Durability, PostgresStore, TenantFilter, pg_error, statement};
 
 fn corrupt(error: impl std::fmt::Display) -> StoreError {
@@ -73,6 +76,62 @@ async fn step_rows(
         step,
         step_count,
     })
+}
+
+/// [`step_rows`] for every item of a batch, in three statements: the jobs
+/// (locked in id order, as every batch locks them), the named steps, and
+/// each job's step count.
+async fn batch_step_rows(
+    tx: &Transaction<'_>,
+    filter: TenantFilter,
+    tenant: TenantId,
+    ops: &[StepOp],
+) -> Result<Vec<StepRows>, StoreError> {
+    let ids: Vec<JobId> = ops.iter().map(|op| op.id).collect();
+    let jobs: HashMap<JobId, Job> = load_jobs(tx, filter, tenant, &ids, true)
+        .await?
+        .into_iter()
+        .map(|job| (job.id, job))
+        .collect();
+    let job_ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    let names: Vec<&str> = ops.iter().map(|op| op.step.as_str()).collect();
+    let sql = format!(
+        "SELECT {STEP_COLUMNS}, job_id FROM steps WHERE tenant_id = $1 \
+         AND (job_id, name) IN (SELECT * FROM unnest($2::uuid[], $3::text[]))"
+    );
+    let mut steps = HashMap::new();
+    for row in tx
+        .query(&statement(tx, &sql).await?, &[&tenant.0, &job_ids, &names])
+        .await
+        .map_err(pg_error)?
+    {
+        let step = step_from_row(&row)?;
+        steps.insert((JobId(row.get(5)), step.name.clone()), step);
+    }
+    let sql = "SELECT job_id, count(*) FROM steps WHERE tenant_id = $1 AND job_id = ANY($2) GROUP BY job_id";
+    let mut counts = HashMap::new();
+    for row in tx
+        .query(&statement(tx, sql).await?, &[&tenant.0, &job_ids])
+        .await
+        .map_err(pg_error)?
+    {
+        counts.insert(JobId(row.get(0)), row.get::<_, i64>(1) as u32);
+    }
+    Ok(ops
+        .iter()
+        .map(|op| match jobs.get(&op.id) {
+            None => StepRows {
+                job: None,
+                step: None,
+                step_count: 0,
+            },
+            Some(job) => StepRows {
+                job: Some(job.clone()),
+                step: steps.get(&(op.id, op.step.clone())).cloned(),
+                step_count: counts.get(&op.id).copied().unwrap_or(0),
+            },
+        })
+        .collect())
 }
 
 async fn count(tx: &Transaction<'_>, sql: &str, tenant: TenantId, id: JobId) -> Result<u32, StoreError> {
@@ -265,6 +324,21 @@ impl WorkflowStore for PostgresStore {
         self.decided(Some(scope), Durability::Durable, now, async |tx| {
             let rows = step_rows(tx, filter, tenant, id, &step).await?;
             decide::checkpoint_step(rows, token, step, output, limits, now)
+        })
+        .await
+    }
+
+    async fn step_many(
+        &self,
+        scope: &TenantScope,
+        ops: Vec<StepOp>,
+        limits: WorkflowLimits,
+        now: Timestamp,
+    ) -> Result<Vec<Result<StepDone, StoreError>>, StoreError> {
+        let (filter, tenant) = (self.filter, scope.tenant_id());
+        self.decided(Some(scope), Durability::Durable, now, async |tx| {
+            let rows = batch_step_rows(tx, filter, tenant, &ops).await?;
+            Ok(decide::step_many(ops, rows, limits, now))
         })
         .await
     }

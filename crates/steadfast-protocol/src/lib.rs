@@ -450,6 +450,72 @@ pub struct CheckpointRequest {
     pub output: Option<Json>,
 }
 
+/// `POST /v1/jobs/batch/steps`: start and checkpoint steps of many running
+/// jobs in one request (what `POST /v1/jobs/{id}/steps/{name}/start` and
+/// `PUT /v1/jobs/{id}/steps/{name}` do, one item each).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchStepsRequest {
+    /// At most the server's batch limit (1,000 by default). Decided in
+    /// order: a later item sees what an earlier one recorded.
+    pub steps: Vec<StepOperation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepAction {
+    /// Mark the step started, before its side effect.
+    Start,
+    /// Store the step's output; the first checkpoint wins.
+    Checkpoint,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepOperation {
+    /// The job's id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    pub lease_token: String,
+    /// The step's name.
+    pub step: String,
+    pub action: StepAction,
+    /// `checkpoint` only: any JSON value; `null` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Json>,
+    /// The attempt's W3C trace context (what the single-step routes take as
+    /// the `traceparent` header): the parent of the step's span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchStepsResponse {
+    /// One per operation, in request order.
+    pub results: Vec<StepResult>,
+}
+
+/// Either `info` or `error` (why this one was refused; nothing changed for
+/// it, e.g. `lease_lost`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepResult {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    pub step: String,
+    /// The step after the operation: for a start, `started`, or `completed`
+    /// by an earlier checkpoint (then do not run it again); for a
+    /// checkpoint, the stored output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<StepInfo>,
+    /// Checkpoints only: `true` when this checkpoint stored its output (the
+    /// single route's `201`), `false` when an earlier one had won.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
 /// `POST /v1/jobs/{id}/wait`: park the job in step `step` until a time or a
 /// signal. Give exactly one of `sleep_ms`, `until` or `signal`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

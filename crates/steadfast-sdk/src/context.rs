@@ -11,6 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use tokio::sync::oneshot;
+
+use crate::batch::{self, Batcher};
 use crate::{Client, Error, wire};
 
 /// Why a handler stopped without a result.
@@ -107,10 +110,71 @@ impl fmt::Display for StepKey {
     }
 }
 
+/// Gathers the step starts and checkpoints of running jobs into
+/// `POST /v1/jobs/batch/steps` requests (see [`crate::batch`]).
+pub(crate) type Stepper = Batcher<PendingStep>;
+
+pub(crate) struct PendingStep {
+    operation: wire::StepOperation,
+    /// The job's client (in the job's trace), for an operation sent alone.
+    client: Client,
+    done: oneshot::Sender<Result<wire::StepInfo, Error>>,
+}
+
+impl batch::Item for PendingStep {
+    const MAX_PER_REQUEST: usize = 250;
+
+    fn bytes(&self) -> usize {
+        self.operation.output.as_ref().map_or(0, |o| o.get().len())
+    }
+
+    /// One operation goes alone, on its step's route; more go in one batch
+    /// request, each with its job's trace context. If the server refuses
+    /// the batch as a whole (too large for its limits, an older server
+    /// without the route, unreachable), each is retried alone.
+    async fn send(client: Client, batch: Vec<PendingStep>) {
+        if batch.len() > 1 {
+            let operations = batch.iter().map(|p| p.operation.clone()).collect();
+            if let Ok(results) = client.steps_batch(operations).await
+                && results.len() == batch.len()
+            {
+                for (result, pending) in results.into_iter().zip(batch) {
+                    let answer = match (result.info, result.error) {
+                        (Some(info), None) => Ok(info),
+                        (_, Some(e)) => Err(Error::Item {
+                            code: e.code,
+                            message: e.message,
+                        }),
+                        (None, None) => Err(Error::Item {
+                            code: "unknown".into(),
+                            message: "the server answered neither a step nor an error".into(),
+                        }),
+                    };
+                    let _ = pending.done.send(answer);
+                }
+                return;
+            }
+        }
+        for PendingStep {
+            operation,
+            client,
+            done,
+        } in batch
+        {
+            let (id, step, token) = (operation.id.to_string(), operation.step, operation.lease_token);
+            let answer = match operation.action {
+                wire::StepAction::Start => client.start_step(&id, &step, &token).await,
+                wire::StepAction::Checkpoint => client.checkpoint_step(&id, &step, &token, operation.output).await,
+            };
+            let _ = done.send(answer);
+        }
+    }
+}
+
 /// A leased job, as its handler sees it.
-#[derive(Debug)]
 pub struct JobContext {
     client: Client,
+    stepper: Stepper,
     job: wire::LeasedJob,
     /// Completed steps: from the lease, plus those checkpointed in this attempt.
     completed: Mutex<BTreeMap<String, Box<RawValue>>>,
@@ -124,10 +188,23 @@ fn from_raw<T: DeserializeOwned>(raw: &RawValue) -> Result<T, JobError> {
     Ok(serde_json::from_str(raw.get())?)
 }
 
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("job", &self.job)
+            .finish_non_exhaustive()
+    }
+}
+
 impl JobContext {
-    pub(crate) fn new(client: Client, job: wire::LeasedJob) -> JobContext {
+    pub(crate) fn new(client: Client, stepper: Stepper, job: wire::LeasedJob) -> JobContext {
         let completed = Mutex::new(job.steps.clone());
-        JobContext { client, job, completed }
+        JobContext {
+            client,
+            stepper,
+            job,
+            completed,
+        }
     }
 
     pub fn id(&self) -> uuid::Uuid {
@@ -181,8 +258,7 @@ impl JobContext {
         if let Some(output) = self.completed_output(name) {
             return from_raw(&output);
         }
-        let id = self.id_string();
-        let started = self.client.start_step(&id, name, self.lease_token()).await?;
+        let started = self.step_call(name, wire::StepAction::Start, None).await?;
         if let (wire::StepState::Completed, Some(output)) = (started.state, started.output) {
             self.remember(name, output.clone());
             return from_raw(&output);
@@ -193,12 +269,38 @@ impl JobContext {
         };
         let value = run(key).await?;
         let stored = self
-            .client
-            .checkpoint_step(&id, name, self.lease_token(), Some(to_raw(&value)?))
+            .step_call(name, wire::StepAction::Checkpoint, Some(to_raw(&value)?))
             .await?;
         let output = stored.output.unwrap_or(to_raw(&serde_json::Value::Null)?);
         self.remember(name, output.clone());
         from_raw(&output)
+    }
+
+    /// Starts or checkpoints step `name`, batched with other running jobs'.
+    async fn step_call(
+        &self,
+        name: &str,
+        action: wire::StepAction,
+        output: Option<Box<RawValue>>,
+    ) -> Result<wire::StepInfo, JobError> {
+        let (done, answer) = oneshot::channel();
+        let pending = PendingStep {
+            operation: wire::StepOperation {
+                id: self.job.id,
+                lease_token: self.job.lease_token.clone(),
+                step: name.to_owned(),
+                action,
+                output,
+                traceparent: self.client.traceparent().map(str::to_owned),
+            },
+            client: self.client.clone(),
+            done,
+        };
+        self.stepper.push(pending).await.map_err(JobError::retryable)?;
+        match answer.await {
+            Ok(answer) => Ok(answer?),
+            Err(_) => Err(JobError::retryable("the worker is stopping")),
+        }
     }
 
     async fn wait(&self, step: String, request: wire::WaitRequest) -> Result<Box<RawValue>, JobError> {

@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod context;
 mod worker;
 
@@ -59,13 +60,17 @@ pub enum Error {
     Transport(#[from] reqwest::Error),
     #[error("invalid client configuration: {0}")]
     Config(String),
+    /// The server refused one item of a batch request; the batch itself
+    /// was answered.
+    #[error("{code}: {message}")]
+    Item { code: String, message: String },
 }
 
 impl Error {
     /// The stable API error code, if the server answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Api { code, .. } => Some(code),
+            Error::Api { code, .. } | Error::Item { code, .. } => Some(code),
             _ => None,
         }
     }
@@ -130,6 +135,11 @@ impl Client {
             traceparent: traceparent.map(std::sync::Arc::from),
             ..self.clone()
         }
+    }
+
+    /// The trace context this client's calls carry.
+    pub(crate) fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
     }
 
     fn url(&self, path: &str) -> Result<reqwest::Url, Error> {
@@ -251,6 +261,16 @@ impl Client {
         let body = wire::BatchCompleteRequest { completions };
         let (response, _, _): (wire::BatchCompleteResponse, _, _) = self
             .send(Method::POST, "v1/jobs/batch/complete", Some(&body), None)
+            .await?;
+        Ok(response.results)
+    }
+
+    /// Starts and checkpoints steps of many running jobs in one request.
+    /// Each result stands alone: check its `error` (e.g. `lease_lost`).
+    pub async fn steps_batch(&self, steps: Vec<wire::StepOperation>) -> Result<Vec<wire::StepResult>, Error> {
+        let body = wire::BatchStepsRequest { steps };
+        let (response, _, _): (wire::BatchStepsResponse, _, _) = self
+            .send(Method::POST, "v1/jobs/batch/steps", Some(&body), None)
             .await?;
         Ok(response.results)
     }

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use serde_json::value::RawValue;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
+use crate::batch::{self, Batcher};
+use crate::context::Stepper;
 use crate::{Client, Error, JobContext, JobError, wire};
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, JobError>> + Send>>;
@@ -136,14 +138,17 @@ impl Worker {
         let concurrency = config.concurrency.max(1);
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut running = JoinSet::new();
-        let completer = Completer::start(client.clone(), concurrency);
         let pace = Arc::new(Pace::default());
+        let shared = Shared {
+            completer: Completer::start(client.clone(), concurrency),
+            stepper: Stepper::start(client.clone(), concurrency),
+            pace: pace.clone(),
+        };
         let mut local = LocalQueue::default();
         let mut leasing: Option<Leasing> = None;
         let spawn = |running: &mut JoinSet<()>, (job, leased_at): (wire::LeasedJob, tokio::time::Instant), permit| {
             let handler = handlers.get(&job.queue).cloned();
-            let (client, completer, pace) = (client.clone(), completer.clone(), pace.clone());
-            running.spawn(run_job(client, completer, pace, handler, job, leased_at, permit));
+            running.spawn(run_job(client.clone(), shared.clone(), handler, job, leased_at, permit));
         };
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -294,11 +299,9 @@ impl Pace {
     }
 }
 
-/// Most completions one request carries.
-const MAX_COMPLETIONS_PER_REQUEST: usize = 250;
-/// Most output bytes one batch carries, well under the server's default
-/// 1 MiB body limit; a larger output goes in a request of its own.
-const MAX_BATCH_OUTPUT_BYTES: usize = 256 * 1024;
+/// Gathers the completions of running jobs into
+/// `POST /v1/jobs/batch/complete` requests (see [`crate::batch`]).
+type Completer = Batcher<PendingCompletion>;
 
 struct PendingCompletion {
     completion: wire::Completion,
@@ -307,122 +310,75 @@ struct PendingCompletion {
     done: oneshot::Sender<Result<(), String>>,
 }
 
-/// Gathers the completions of running jobs: whatever queued up while the
-/// previous request was in flight goes out in one
-/// `POST /v1/jobs/batch/complete`; a lone completion goes alone, on the
-/// job's own route and in its trace. Nothing waits to fill a batch.
+impl batch::Item for PendingCompletion {
+    const MAX_PER_REQUEST: usize = 250;
+
+    fn bytes(&self) -> usize {
+        self.completion.output.as_ref().map_or(0, |o| o.get().len())
+    }
+
+    /// One completion goes alone, on the job's route and in its trace; more
+    /// go in one batch request. If the server refuses the batch as a whole
+    /// (too large for its limits, an older server without the route,
+    /// unreachable), each completion is retried alone so no job loses its
+    /// result to another.
+    async fn send(client: Client, batch: Vec<PendingCompletion>) {
+        if batch.len() > 1 {
+            let completions = batch.iter().map(|p| p.completion.clone()).collect();
+            if let Ok(results) = client.complete_batch(completions).await
+                && results.len() == batch.len()
+            {
+                for (result, pending) in results.into_iter().zip(batch) {
+                    let outcome = result
+                        .error
+                        .map_or(Ok(()), |e| Err(format!("{}: {}", e.code, e.message)));
+                    let _ = pending.done.send(outcome);
+                }
+                return;
+            }
+        }
+        for pending in batch {
+            let PendingCompletion {
+                completion,
+                client,
+                done,
+            } = pending;
+            let result = client
+                .complete(&completion.id.to_string(), &completion.lease_token, completion.output)
+                .await;
+            let _ = done.send(result.map(|_| ()).map_err(|e| e.to_string()));
+        }
+    }
+}
+
+/// Queues a completion; the answer comes on the returned channel.
+async fn complete(
+    completer: &Completer,
+    client: &Client,
+    id: uuid::Uuid,
+    lease_token: String,
+    output: wire::Json,
+) -> Result<oneshot::Receiver<Result<(), String>>, String> {
+    let (done, result) = oneshot::channel();
+    let pending = PendingCompletion {
+        completion: wire::Completion {
+            id,
+            lease_token,
+            output: Some(output),
+        },
+        client: client.clone(),
+        done,
+    };
+    completer.push(pending).await?;
+    Ok(result)
+}
+
+/// What every job's task shares with the worker loop.
 #[derive(Clone)]
-struct Completer {
-    queue: mpsc::Sender<PendingCompletion>,
-}
-
-impl Completer {
-    /// `capacity`: at most one pending completion per running job.
-    fn start(client: Client, capacity: usize) -> Completer {
-        let (queue, pending) = mpsc::channel(capacity);
-        tokio::spawn(complete_in_batches(client, pending));
-        Completer { queue }
-    }
-
-    /// Queues a completion; the answer comes on the returned channel.
-    async fn complete(
-        &self,
-        client: &Client,
-        id: uuid::Uuid,
-        lease_token: String,
-        output: wire::Json,
-    ) -> Result<oneshot::Receiver<Result<(), String>>, String> {
-        let (done, result) = oneshot::channel();
-        let pending = PendingCompletion {
-            completion: wire::Completion {
-                id,
-                lease_token,
-                output: Some(output),
-            },
-            client: client.clone(),
-            done,
-        };
-        self.queue
-            .send(pending)
-            .await
-            .map_err(|_| "the worker is stopping".to_owned())?;
-        Ok(result)
-    }
-}
-
-/// Batch requests in flight at once: while one commits, the next gathers.
-const CONCURRENT_BATCHES: usize = 4;
-
-async fn complete_in_batches(client: Client, mut pending: mpsc::Receiver<PendingCompletion>) {
-    let in_flight = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
-    let output_bytes = |p: &PendingCompletion| p.completion.output.as_ref().map_or(0, |o| o.get().len());
-    while let Some(first) = pending.recv().await {
-        let slot = in_flight.clone().acquire_owned().await.expect("never closed");
-        let mut bytes = output_bytes(&first);
-        let mut batch = vec![first];
-        let mut held = None;
-        // Jobs leased together tend to end together: give the others a
-        // scheduler turn to queue theirs before the batch is cut (no timer:
-        // an idle worker still sends a lone completion at once).
-        let mut turns = 0;
-        while batch.len() < MAX_COMPLETIONS_PER_REQUEST && bytes < MAX_BATCH_OUTPUT_BYTES && held.is_none() {
-            match pending.try_recv() {
-                Ok(next) => {
-                    bytes += output_bytes(&next);
-                    if bytes > MAX_BATCH_OUTPUT_BYTES {
-                        held = Some(next);
-                    } else {
-                        batch.push(next);
-                    }
-                }
-                Err(_) if turns < 2 => {
-                    turns += 1;
-                    tokio::task::yield_now().await;
-                }
-                Err(_) => break,
-            }
-        }
-        let client = client.clone();
-        tokio::spawn(async move {
-            send_completions(&client, batch).await;
-            if let Some(next) = held {
-                send_completions(&client, vec![next]).await;
-            }
-            drop(slot);
-        });
-    }
-}
-
-/// One completion goes alone, on the job's route and in its trace; more go
-/// in one batch request. If the server refuses the batch as a whole (too
-/// large for its limits, an older server without the route, unreachable),
-/// each completion is retried alone so no job loses its result to another.
-async fn send_completions(client: &Client, batch: Vec<PendingCompletion>) {
-    if batch.len() > 1 {
-        let completions = batch.iter().map(|p| p.completion.clone()).collect();
-        if let Ok(results) = client.complete_batch(completions).await
-            && results.len() == batch.len()
-        {
-            for (result, pending) in results.into_iter().zip(batch) {
-                let outcome = result
-                    .error
-                    .map_or(Ok(()), |e| Err(format!("{}: {}", e.code, e.message)));
-                let _ = pending.done.send(outcome);
-            }
-            return;
-        }
-    }
-    for pending in batch {
-        let PendingCompletion {
-            completion,
-            client,
-            done,
-        } = pending;
-        let result = client
-            .complete(&completion.id.to_string(), &completion.lease_token, completion.output)
-            .await;
-        let _ = done.send(result.map(|_| ()).map_err(|e| e.to_string()));
-    }
+struct Shared {
+    completer: Completer,
+    stepper: Stepper,
+    pace: Arc<Pace>,
 }
 
 /// Runs one leased job to its end: heartbeats while the handler runs, then
@@ -432,8 +388,11 @@ async fn send_completions(client: &Client, batch: Vec<PendingCompletion>) {
 /// is not running, and the next lease need not wait for the commit.
 async fn run_job(
     client: Client,
-    completer: Completer,
-    pace: Arc<Pace>,
+    Shared {
+        completer,
+        stepper,
+        pace,
+    }: Shared,
     handler: Option<Handler>,
     job: wire::LeasedJob,
     leased_at: tokio::time::Instant,
@@ -476,7 +435,7 @@ async fn run_job(
     };
     let job_id = job.id;
     let lease_ttl_ms = job.lease_ttl_ms;
-    let context = JobContext::new(client.clone(), job);
+    let context = JobContext::new(client.clone(), stepper, job);
     let started = tokio::time::Instant::now();
     let outcome = tokio::select! {
         outcome = AssertUnwindSafe(handler(context)).catch_unwind() => outcome
@@ -485,7 +444,7 @@ async fn run_job(
     };
     pace.record(started.elapsed(), lease_ttl_ms);
     let reported = match outcome {
-        Ok(output) => match completer.complete(&client, job_id, token.clone(), output).await {
+        Ok(output) => match complete(&completer, &client, job_id, token.clone(), output).await {
             Ok(answer) => {
                 drop(permit);
                 answer

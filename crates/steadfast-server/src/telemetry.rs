@@ -217,11 +217,15 @@ pub fn attempt_span(job: &Job, attempt: &Attempt) {
 }
 
 /// Records a checkpointed step as a `step <name>` span, a child of the
-/// attempt that ran it (the caller's `traceparent`).
-pub fn step_span(headers: &HeaderMap, job: JobId, step: &Step) {
+/// attempt that ran it: `traceparent` when the request gave one per step (a
+/// batch), else the caller's `traceparent` header.
+pub fn step_span(headers: &HeaderMap, traceparent: Option<&str>, job: JobId, step: &Step) {
     let Some(completed_at) = step.completed_at else { return };
-    let parent = extract(headers);
-    if !EXPORTING.load(Ordering::Relaxed) || !parent.span().span_context().is_valid() {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return;
+    }
+    let parent = traceparent.map_or_else(|| extract(headers), from_traceparent);
+    if !parent.span().span_context().is_valid() {
         return;
     }
     let tracer = global::tracer("steadfast");

@@ -93,6 +93,94 @@ async fn checkpoints_are_memoized_and_replayed_to_the_next_attempt(backend: Back
     assert_eq!(uncertain["attempt_outcome"], "lease_expired");
 }
 
+async fn batched_step_operations_stand_alone_and_a_malformed_batch_changes_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let stranger = server.key("globex", Role::Admin).await;
+    let (a, leased_a) = started_job(&server, &admin, "claims").await;
+    let (b, leased_b) = started_job(&server, &admin, "claims").await;
+    let (theirs, leased_theirs) = started_job(&server, &stranger, "claims").await;
+    let op = |id: &str, token: &Value, step: &str, action: &str| json!({"id": id, "lease_token": token, "step": step, "action": action});
+    let checkpoint = |id: &str, token: &Value, step: &str, output: Value| json!({"id": id, "lease_token": token, "step": step, "action": "checkpoint", "output": output});
+    let (ta, tb) = (&leased_a["lease_token"], &leased_b["lease_token"]);
+
+    // Malformed batches are refused whole, naming the item.
+    let too_deep = (0..100).fold(json!(1), |inner, _| json!([inner]));
+    for (body, code) in [
+        (json!({"steps": []}), "validation_failed"),
+        (
+            json!({"steps": [op(&a, ta, "ok", "start"), op(&a, ta, "no spaces", "start")]}),
+            "validation_failed",
+        ),
+        (
+            json!({"steps": [op(&a, ta, "ok", "start"), checkpoint(&b, tb, "s", too_deep)]}),
+            "validation_failed",
+        ),
+        (
+            json!({"steps": [{"id": a, "lease_token": ta, "step": "s", "action": "start", "output": 1}]}),
+            "validation_failed",
+        ),
+        (json!({"steps": [op(&a, ta, "s", "finish")]}), "validation_failed"),
+        (
+            json!({"steps": (0..1001).map(|_| op(&a, ta, "s", "start")).collect::<Vec<_>>()}),
+            "batch_too_large",
+        ),
+    ] {
+        let refused = server.post("/v1/jobs/batch/steps", &admin, body).await;
+        assert_eq!(refused.code(), code, "{}", refused.text);
+        assert!(refused.status.is_client_error());
+    }
+    let untouched = server.get(&format!("/v1/jobs/{a}"), &admin).await.json();
+    assert_eq!(untouched["steps"], json!([]), "a refused batch changed nothing");
+
+    let batch = json!({"steps": [
+        op(&a, ta, "charge", "start"),
+        checkpoint(&a, ta, "charge", json!({"charged": 1})),
+        op(&b, &json!("not-the-token"), "charge", "start"),
+        checkpoint(&theirs, &leased_theirs["lease_token"], "charge", json!(2)),
+        checkpoint(&a, ta, "charge", json!({"charged": 2})),
+    ]});
+    let reply = server.post("/v1/jobs/batch/steps", &admin, batch).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let results = reply.json()["results"].as_array().unwrap().clone();
+    let outcome = |r: &Value| {
+        r["info"]["state"]
+            .as_str()
+            .or(r["error"]["code"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        results.iter().map(outcome).collect::<Vec<_>>(),
+        ["started", "completed", "lease_lost", "not_found", "completed"]
+    );
+    assert_eq!(results[2]["id"], json!(b), "results follow the request order");
+    assert_eq!(
+        (results[1]["first"].clone(), results[4]["first"].clone()),
+        (json!(true), json!(false))
+    );
+    assert_eq!(
+        results[4]["info"]["output"],
+        json!({"charged": 1}),
+        "the first checkpoint wins"
+    );
+    assert_eq!(results[1]["info"]["idempotency_key"], format!("{a}/charge"));
+
+    let detail = server.get(&format!("/v1/jobs/{a}"), &admin).await.json();
+    assert_eq!(detail["steps"][0]["output"], json!({"charged": 1}));
+    let other = server.get(&format!("/v1/jobs/{theirs}"), &stranger).await.json();
+    assert_eq!(other["steps"], json!([]), "another tenant's job is out of reach");
+    let reader = server.key("acme", Role::Reader).await;
+    let forbidden = server
+        .post(
+            "/v1/jobs/batch/steps",
+            &reader,
+            json!({"steps": [op(&a, ta, "x", "start")]}),
+        )
+        .await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+}
+
 async fn a_sleep_parks_the_job_without_a_lease_until_the_timer_fires(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
@@ -240,6 +328,7 @@ async fn workflow_requests_are_validated(backend: Backend) {
 
 on_both_backends!(
     checkpoints_are_memoized_and_replayed_to_the_next_attempt,
+    batched_step_operations_stand_alone_and_a_malformed_batch_changes_nothing,
     a_sleep_parks_the_job_without_a_lease_until_the_timer_fires,
     a_signal_wait_gets_the_payload_or_times_out,
     a_signal_that_arrives_before_the_wait_is_not_lost,

@@ -4,7 +4,8 @@ use steadfast_core::lifecycle::{Checkpoint, StepStart};
 use steadfast_core::{Job, JobId, Signal, SignalName, Step, StepName, TenantId, Timestamp, WaitFor};
 use steadfast_store::decide::{self, Author, ConsumedSignal, PendingSignal, SignalWrite, StepRows, StepWrite};
 use steadfast_store::{
-    Enqueued, NewJob, SignalRecord, Signalled, StoreError, TenantScope, Waited, WorkflowLimits, WorkflowStore,
+    Enqueued, NewJob, SignalRecord, Signalled, StepDone, StepOp, StoreError, TenantScope, Waited, WorkflowLimits,
+    WorkflowStore,
 };
 
 use crate::rows::{JOB_COLUMNS, job_from_row, load_job, millis, optional_timestamp, query_all, timestamp};
@@ -223,6 +224,24 @@ impl WorkflowStore for SqliteStore {
         self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
             let rows = step_rows(conn, tenant, id, &step)?;
             decide::checkpoint_step(rows, &token, step, output, limits, now)
+        })
+        .await
+    }
+
+    async fn step_many(
+        &self,
+        scope: &TenantScope,
+        ops: Vec<StepOp>,
+        limits: WorkflowLimits,
+        now: Timestamp,
+    ) -> Result<Vec<Result<StepDone, StoreError>>, StoreError> {
+        let tenant = scope.tenant_id();
+        self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
+            let rows = ops
+                .iter()
+                .map(|op| step_rows(conn, tenant, op.id, &op.step))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(decide::step_many(ops, rows, limits, now))
         })
         .await
     }

@@ -52,7 +52,7 @@ pub use keys::{ApiKeyInfo, KeyStore, NewApiKey, StoredKey};
 pub use maintenance::{Maintenance, QueueStat, ReadyCallback, Swept};
 pub use slos::{SloRecord, SloStore};
 pub use tenants::{Tenant, TenantStore};
-pub use workflows::{Signalled, Waited, WorkflowLimits, WorkflowStore};
+pub use workflows::{Signalled, StepAction, StepDone, StepOp, Waited, WorkflowLimits, WorkflowStore};
 
 /// Everything a server needs from a backend.
 pub trait Store:

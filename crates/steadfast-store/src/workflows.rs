@@ -41,6 +41,31 @@ pub struct Signalled {
     pub woke: bool,
 }
 
+/// What one item of [`WorkflowStore::step_many`] does to its step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepAction {
+    /// As [`WorkflowStore::start_step`].
+    Start,
+    /// As [`WorkflowStore::checkpoint_step`], with the step's output.
+    Checkpoint { output: String },
+}
+
+/// One item of [`WorkflowStore::step_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOp {
+    pub id: JobId,
+    pub token: String,
+    pub step: StepName,
+    pub action: StepAction,
+}
+
+/// What one item of [`WorkflowStore::step_many`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepDone {
+    Started(StepStart),
+    Checkpointed(Checkpoint),
+}
+
 /// Durable workflows: steps, waits, signals and child jobs. Every call that
 /// acts for a running attempt presents its lease token and is fenced like
 /// `complete`.
@@ -67,6 +92,19 @@ pub trait WorkflowStore {
         limits: WorkflowLimits,
         now: Timestamp,
     ) -> Result<Checkpoint, StoreError>;
+
+    /// Starts and checkpoints steps of many running jobs in one
+    /// transaction. Each item stands alone, exactly as the single call would
+    /// answer it (a lost lease rejects only its item), and items are decided
+    /// in order: a later item sees what an earlier one recorded. `Err` means
+    /// nothing was written.
+    async fn step_many(
+        &self,
+        scope: &TenantScope,
+        ops: Vec<StepOp>,
+        limits: WorkflowLimits,
+        now: Timestamp,
+    ) -> Result<Vec<Result<StepDone, StoreError>>, StoreError>;
 
     async fn wait(
         &self,

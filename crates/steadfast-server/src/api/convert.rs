@@ -12,7 +12,7 @@ use steadfast_core::{
 use steadfast_protocol as wire;
 use steadfast_store::{JobRecord, LeasedJob};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// The fingerprint of everything in a request but its idempotency key, over
 /// a canonical form (object keys sorted), so that a retry that re-serialised
@@ -32,6 +32,21 @@ fn fingerprint(request: &wire::EnqueueRequest) -> Result<Fingerprint, ApiError> 
 }
 
 /// Refuses JSON nested deeper than the limit allows.
+/// A batch request holds at least one item and at most `limit`
+/// (`--max-batch-jobs`); `field` names its items.
+pub fn check_batch_size(field: &str, len: usize, limit: usize) -> Result<(), ApiError> {
+    if len == 0 {
+        return Err(ApiError::validation(format!("{field}: at least one is needed")));
+    }
+    if len > limit {
+        return Err(ApiError::new(
+            ErrorCode::BatchTooLarge,
+            format!("a batch holds at most {limit} {field}, got {len}"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_depth(field: &str, json: &RawValue, limits: &Limits) -> Result<(), ApiError> {
     if json_depth(json.get()) > limits.max_json_depth {
         return Err(ApiError::validation(format!(

@@ -11,7 +11,7 @@ use steadfast_store::{JobCursor, JobQuery, StoreError};
 use utoipa::IntoParams;
 
 use super::convert;
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Caller};
 use crate::{Engine, telemetry};
 
@@ -73,16 +73,7 @@ pub async fn enqueue_batch(
     ApiJson(request): ApiJson<wire::BatchEnqueueRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Action::Enqueue)?;
-    let limit = engine.limits().max_batch_jobs;
-    if request.jobs.len() > limit {
-        return Err(ApiError::new(
-            ErrorCode::BatchTooLarge,
-            format!("a batch holds at most {limit} jobs, got {}", request.jobs.len()),
-        ));
-    }
-    if request.jobs.is_empty() {
-        return Err(ApiError::validation("jobs: must not be empty"));
-    }
+    convert::check_batch_size("jobs", request.jobs.len(), engine.limits().max_batch_jobs)?;
     let now = engine.now();
     let traceparent = telemetry::job_traceparent(&headers);
     let specs = request

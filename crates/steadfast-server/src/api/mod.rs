@@ -70,6 +70,7 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(workers::fail))
         .routes(routes!(workflows::start_step))
         .routes(routes!(workflows::checkpoint_step))
+        .routes(routes!(workflows::steps_batch))
         .routes(routes!(workflows::wait))
         .routes(routes!(workflows::signal))
         .routes(routes!(workflows::spawn_child))

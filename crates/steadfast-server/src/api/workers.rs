@@ -10,7 +10,7 @@ use steadfast_core::{Action, AttemptError, JobId, QueueName, WorkerId};
 use steadfast_protocol as wire;
 
 use super::convert;
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
 use super::jobs::job_id;
 use crate::Engine;
@@ -149,19 +149,7 @@ pub async fn complete_batch(
     ApiJson(request): ApiJson<wire::BatchCompleteRequest>,
 ) -> Result<Json<wire::BatchCompleteResponse>, ApiError> {
     caller.require(Action::ActOnLease)?;
-    let limit = engine.limits().max_batch_jobs;
-    if request.completions.is_empty() {
-        return Err(ApiError::validation("completions: at least one is needed"));
-    }
-    if request.completions.len() > limit {
-        return Err(ApiError::new(
-            ErrorCode::BatchTooLarge,
-            format!(
-                "a batch holds at most {limit} completions, got {}",
-                request.completions.len()
-            ),
-        ));
-    }
+    convert::check_batch_size("completions", request.completions.len(), engine.limits().max_batch_jobs)?;
     let mut ids = std::collections::HashSet::with_capacity(request.completions.len());
     if let Some(twice) = request.completions.iter().find(|completion| !ids.insert(completion.id)) {
         return Err(ApiError::validation(format!(

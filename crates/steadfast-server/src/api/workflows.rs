@@ -8,9 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use steadfast_core::lifecycle::StepStart;
-use steadfast_core::{Action, SignalName, StepName, WaitFor};
+use steadfast_core::{Action, JobId, SignalName, StepName, WaitFor};
 use steadfast_protocol as wire;
-use steadfast_store::Waited;
+use steadfast_store::{StepAction, StepDone, StepOp, Waited};
 
 use super::convert;
 use super::error::ApiError;
@@ -82,7 +82,7 @@ pub async fn checkpoint_step(
         .checkpoint_step(&caller.scope, id, &request.lease_token, step_name(name)?, output)
         .await?;
     if checkpoint.first {
-        crate::telemetry::step_span(&headers, id, &checkpoint.step);
+        crate::telemetry::step_span(&headers, None, id, &checkpoint.step);
     }
     let status = if checkpoint.first {
         StatusCode::CREATED
@@ -90,6 +90,92 @@ pub async fn checkpoint_step(
         StatusCode::OK
     };
     Ok((status, Json(convert::running_step_info(&checkpoint.step, id)?)).into_response())
+}
+
+/// Start and checkpoint steps of many running jobs in one request, one
+/// storage transaction. Each operation stands alone and is answered as its
+/// single route would answer it: one whose lease was lost gets its own
+/// `error` and the others still apply. A malformed batch (empty, too large,
+/// a bad step name, an output too deep) is refused whole and changes nothing.
+#[utoipa::path(
+    post, path = "/v1/jobs/batch/steps", tag = "workflows",
+    request_body = wire::BatchStepsRequest,
+    responses(
+        (status = 200, description = "One result per operation; durable before this answer", body = wire::BatchStepsResponse),
+        (status = 422, description = "`batch_too_large` or `validation_failed`; nothing changed", body = wire::ErrorBody),
+        (status = 503, description = "`unavailable`: storage failed; nothing in the batch changed", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn steps_batch(
+    State(engine): State<Engine>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<wire::BatchStepsRequest>,
+) -> Result<Json<wire::BatchStepsResponse>, ApiError> {
+    caller.require(Action::ActOnLease)?;
+    convert::check_batch_size("steps", request.steps.len(), engine.limits().max_batch_jobs)?;
+    let ops = request
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            step_op(&engine, item).map_err(|e| ApiError::new(e.code, format!("steps[{index}].{}", e.message)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // One transaction for the batch. If it fails nothing changed, and the
+    // whole request fails (503 when storage is unavailable).
+    let done = engine.step_many(&caller.scope, ops).await?;
+    let mut results = Vec::with_capacity(done.len());
+    for (item, done) in request.steps.iter().zip(done) {
+        let id = JobId(item.id);
+        let (step, first) = match done {
+            Err(error) => {
+                results.push(wire::StepResult {
+                    id: item.id,
+                    step: item.step.clone(),
+                    info: None,
+                    first: None,
+                    error: Some(ApiError::from(error).detail()),
+                });
+                continue;
+            }
+            Ok(StepDone::Started(StepStart::Started(step) | StepStart::AlreadyCompleted(step))) => (step, None),
+            Ok(StepDone::Checkpointed(checkpoint)) => {
+                if checkpoint.first {
+                    telemetry::step_span(&headers, item.traceparent.as_deref(), id, &checkpoint.step);
+                }
+                (checkpoint.step, Some(checkpoint.first))
+            }
+        };
+        results.push(wire::StepResult {
+            id: item.id,
+            step: item.step.clone(),
+            info: Some(convert::running_step_info(&step, id)?),
+            first,
+            error: None,
+        });
+    }
+    Ok(Json(wire::BatchStepsResponse { results }))
+}
+
+/// One batch item, checked as its single route checks it.
+fn step_op(engine: &Engine, item: &wire::StepOperation) -> Result<StepOp, ApiError> {
+    let action = match item.action {
+        wire::StepAction::Start if item.output.is_some() => {
+            return Err(ApiError::validation("output: only a checkpoint has one"));
+        }
+        wire::StepAction::Start => StepAction::Start,
+        wire::StepAction::Checkpoint => StepAction::Checkpoint {
+            output: convert::optional_json("output", item.output.as_deref(), engine.limits())?,
+        },
+    };
+    Ok(StepOp {
+        id: JobId(item.id),
+        token: item.lease_token.clone(),
+        step: step_name(item.step.clone())?,
+        action,
+    })
 }
 
 /// Park the job until a time or a signal. The attempt ends; the job holds

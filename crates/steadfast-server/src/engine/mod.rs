@@ -21,8 +21,8 @@ use steadfast_core::{
 use steadfast_protocol::AuditCheckpoint;
 use steadfast_store::auth::{self, AuthFailure};
 use steadfast_store::{
-    Completing, Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, Principal, RetryPlan, Signalled, Store, StoreError,
-    TenantScope, Waited, WorkflowLimits,
+    Completing, Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, Principal, RetryPlan, Signalled, StepDone, StepOp,
+    Store, StoreError, TenantScope, Waited, WorkflowLimits,
 };
 use tokio::sync::{Notify, watch};
 
@@ -417,6 +417,19 @@ impl Engine {
         self.inner
             .store
             .checkpoint_step(scope, id, token, step, output, self.inner.config.workflow, self.now())
+            .await
+    }
+
+    /// Starts and checkpoints many steps in one storage transaction; see
+    /// [`steadfast_store::WorkflowStore::step_many`].
+    pub async fn step_many(
+        &self,
+        scope: &TenantScope,
+        ops: Vec<StepOp>,
+    ) -> Result<Vec<Result<StepDone, StoreError>>, StoreError> {
+        self.inner
+            .store
+            .step_many(scope, ops, self.inner.config.workflow, self.now())
             .await
     }
 

@@ -7,7 +7,8 @@ use steadfast_core::{AttemptOutcome, JobState};
 
 use crate::{AuditQuery, Completing, Principal, RetryPlan, StoreError};
 
-async fn actions(store: &impl Store, scope: &TenantScope, job: JobId) -> Vec<String> {
+/// The actions of a job's audit records, oldest first.
+pub(super) async fn actions(store: &impl Store, scope: &TenantScope, job: JobId) -> Vec<String> {
     let query = AuditQuery {
         job_id: Some(job),
         limit: 100,

@@ -54,6 +54,7 @@ macro_rules! conformance_suite {
             listing_pages_newest_first_with_filters,
             steps_are_memoized_and_the_first_checkpoint_wins,
             a_step_started_but_not_checkpointed_is_uncertain_next_time,
+            a_batch_of_steps_is_judged_item_by_item_in_order,
             fenced_workers_cannot_touch_steps_waits_or_children,
             sleeps_park_the_job_until_the_timer_fires,
             a_signal_wakes_a_waiting_job_and_a_wait_times_out_without_one,

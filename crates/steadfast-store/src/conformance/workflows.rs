@@ -1,8 +1,9 @@
 use steadfast_core::lifecycle::StepStart;
 use steadfast_core::{AttemptOutcome, JobState, RetryPolicy, SignalName, StepName, StepState, WaitFor};
 
+use super::audit::actions;
 use super::*;
-use crate::{LeasedJob, StoreError, Waited, WorkflowLimits};
+use crate::{LeasedJob, StepAction, StepDone, StepOp, StoreError, Waited, WorkflowLimits};
 
 fn step(name: &str) -> StepName {
     StepName::new(name).unwrap()
@@ -149,6 +150,107 @@ pub async fn a_step_started_but_not_checkpointed_is_uncertain_next_time(store: &
     assert!(done.first);
     let record = store.job(&scope, job.id).await.unwrap().unwrap();
     assert_eq!(record.steps[0].state(&record.job), StepState::Completed);
+}
+
+/// Many jobs' steps in one call: each item is answered as the single call
+/// would answer it, in order, so a later item sees an earlier one's step.
+pub async fn a_batch_of_steps_is_judged_item_by_item_in_order(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let (other, other_key) = new_tenant(store).await;
+    let a = enqueue_one(store, &scope, spec("batch"), t0()).await;
+    let b = enqueue_one(store, &scope, spec("batch"), t0()).await;
+    let foreign = enqueue_one(store, &other, spec("batch"), t0()).await;
+    let leased = lease_jobs(store, &scope, lease_request(&["batch"], 2, &key), at(1)).await;
+    let token_of = |id| token(leased.iter().find(|job| job.id == id).expect("leased"));
+    let foreign_token = token(&lease_one(store, &other, &other_key, "batch", at(1)).await.job);
+    let op = |id, token: String, name: &str, action| StepOp {
+        id,
+        token,
+        step: step(name),
+        action,
+    };
+    let checkpoint = |output: &str| StepAction::Checkpoint { output: output.into() };
+    let tight = WorkflowLimits { max_steps: 2, ..LIMITS };
+
+    let results = store
+        .step_many(
+            &scope,
+            vec![
+                op(a.id, token_of(a.id), "one", StepAction::Start),
+                op(b.id, format!("{}x", token_of(b.id)), "one", StepAction::Start),
+                op(a.id, token_of(a.id), "one", checkpoint("1")),
+                op(a.id, token_of(a.id), "one", checkpoint("2")),
+                op(a.id, token_of(a.id), "two", checkpoint("3")),
+                op(a.id, token_of(a.id), "three", StepAction::Start),
+                op(foreign.id, foreign_token, "one", StepAction::Start),
+                op(b.id, token_of(b.id), "one", checkpoint("4")),
+            ],
+            tight,
+            at(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 8);
+    assert!(matches!(&results[0], Ok(StepDone::Started(StepStart::Started(s))) if s.name.as_str() == "one"));
+    assert_eq!(
+        results[1],
+        Err(StoreError::LeaseLost),
+        "a stale token rejects only its item"
+    );
+    let checkpointed = |result: &Result<StepDone, StoreError>| match result {
+        Ok(StepDone::Checkpointed(c)) => (c.first, c.step.output.clone()),
+        other => panic!("expected a checkpoint, got {other:?}"),
+    };
+    assert_eq!(checkpointed(&results[2]), (true, Some("1".into())));
+    assert_eq!(
+        checkpointed(&results[3]),
+        (false, Some("1".into())),
+        "an earlier item's checkpoint won"
+    );
+    assert_eq!(checkpointed(&results[4]), (true, Some("3".into())));
+    assert_eq!(
+        results[5],
+        Err(StoreError::LimitExceeded {
+            what: "steps",
+            limit: 2
+        }),
+        "steps recorded earlier in the batch count against the limit"
+    );
+    assert_eq!(
+        results[6],
+        Err(StoreError::NotFound),
+        "another tenant's job is not there"
+    );
+    assert_eq!(checkpointed(&results[7]), (true, Some("4".into())));
+
+    let record = store.job(&scope, a.id).await.unwrap().unwrap();
+    let steps: Vec<_> = record
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.output.as_deref(), s.state(&record.job)))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("one", Some("1"), StepState::Completed),
+            ("two", Some("3"), StepState::Completed)
+        ]
+    );
+    assert_eq!(
+        actions(store, &scope, a.id).await,
+        [
+            "job.enqueued",
+            "job.leased",
+            "step.started",
+            "step.completed",
+            "step.completed"
+        ]
+    );
+    let foreign_record = store.job(&other, foreign.id).await.unwrap().unwrap();
+    assert!(
+        foreign_record.steps.is_empty(),
+        "nothing was written to another tenant's job"
+    );
 }
 
 pub async fn fenced_workers_cannot_touch_steps_waits_or_children(store: &impl Store) {

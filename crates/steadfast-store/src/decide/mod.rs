@@ -22,7 +22,7 @@ pub use jobs::{
 };
 pub use slos::{SloFiring, slo_firing};
 pub use sweeps::{expire_leases, fire_timers};
-pub use workflows::{StepRows, checkpoint_step, signal, spawn_child, start_step, wait};
+pub use workflows::{StepRows, checkpoint_step, signal, spawn_child, start_step, step_many, wait};
 
 use steadfast_core::audit::{Actor, Draft};
 use steadfast_core::{Attempt, IdempotencyKey, Job, JobId, JobState, QueueName, Signal, Step, TenantId, Timestamp};
@@ -118,6 +118,18 @@ pub struct PendingSignal {
 }
 
 impl Writes {
+    /// Appends `other`'s writes after this one's, group by group.
+    fn absorb(&mut self, other: Writes) {
+        self.new_jobs.extend(other.new_jobs);
+        self.changed_jobs.extend(other.changed_jobs);
+        self.attempts.extend(other.attempts);
+        self.steps.extend(other.steps);
+        self.consumed_signals.extend(other.consumed_signals);
+        self.signals.extend(other.signals);
+        self.keys.extend(other.keys);
+        self.audit.extend(other.audit);
+    }
+
     fn audit(&mut self, tenant: TenantId, draft: Draft) {
         self.audit.push((tenant, draft));
     }

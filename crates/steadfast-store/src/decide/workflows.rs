@@ -1,12 +1,14 @@
 //! Decisions of durable workflows: steps, waits, signals and child jobs,
 //! with the per-job limits that bound each.
 
+use std::collections::HashMap;
+
 use steadfast_core::lifecycle::{self, Checkpoint, Delivery, StepStart, WaitOutcome};
-use steadfast_core::{Job, Signal, SignalName, Step, StepName, Timestamp, WaitFor};
+use steadfast_core::{Job, JobId, Signal, SignalName, Step, StepName, Timestamp, WaitFor};
 
 use super::{ConsumedSignal, Decision, PendingSignal, SignalWrite, Writes, found};
 use crate::audit::drafts;
-use crate::{Enqueued, NewJob, Signalled, StoreError, Waited, WorkflowLimits};
+use crate::{Enqueued, NewJob, Signalled, StepAction, StepDone, StepOp, StoreError, Waited, WorkflowLimits};
 
 /// What a step operation loads: the job, its step of the requested name,
 /// and how many steps it has recorded.
@@ -71,6 +73,49 @@ pub fn checkpoint_step(
         answer: checkpoint,
         writes,
     })
+}
+
+/// Decides each item of a batch as [`start_step`] or [`checkpoint_step`]
+/// would, in order. `rows` holds each item's rows as loaded before the
+/// batch; what an earlier item recorded (a step, the step count) overrides
+/// them, so a job may appear more than once.
+pub fn step_many(
+    ops: Vec<StepOp>,
+    rows: Vec<StepRows>,
+    limits: WorkflowLimits,
+    now: Timestamp,
+) -> Decision<Vec<Result<StepDone, StoreError>>> {
+    let mut recorded: HashMap<(JobId, StepName), Step> = HashMap::new();
+    let mut added: HashMap<JobId, u32> = HashMap::new();
+    let mut writes = Writes::default();
+    let mut results = Vec::with_capacity(ops.len());
+    for (op, mut rows) in ops.into_iter().zip(rows) {
+        if let Some(step) = recorded.get(&(op.id, op.step.clone())) {
+            rows.step = Some(step.clone());
+        }
+        rows.step_count += added.get(&op.id).copied().unwrap_or(0);
+        let new_step = rows.step.is_none();
+        let decided = match op.action {
+            StepAction::Start => start_step(rows, &op.token, op.step, limits, now).map(|d| d.map(StepDone::Started)),
+            StepAction::Checkpoint { output } => {
+                checkpoint_step(rows, &op.token, op.step, output, limits, now).map(|d| d.map(StepDone::Checkpointed))
+            }
+        };
+        results.push(decided.map(|decision| {
+            for write in &decision.writes.steps {
+                if new_step {
+                    *added.entry(write.job_id).or_default() += 1;
+                }
+                recorded.insert((write.job_id, write.step.name.clone()), write.step.clone());
+            }
+            writes.absorb(decision.writes);
+            decision.answer
+        }));
+    }
+    Decision {
+        answer: results,
+        writes,
+    }
 }
 
 /// A running workflow waits in a step, for a time or a signal. `pending` is
