@@ -3,7 +3,8 @@
 //! raw SQLite can make durable (no HTTP, no audit), one job per commit and in
 //! group commits, and how many with the writes Steadfast's contract needs
 //! per job (its real schema: the job row and its indexes, three
-//! hash-chained audit records, the attempt), still without HTTP or JSON
+//! hash-chained audit records, the attempt; and with three checkpointed
+//! steps per job, what `bench steps` writes), still without HTTP or JSON
 //! handling. The figures bound what the server can do.
 //!
 //!     cargo run --release -p steadfast-sqlite --example physical_limits -- [jobs]
@@ -11,7 +12,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use steadfast_core::audit::{self, Actor, Draft, Head};
 use steadfast_core::{JobId, TenantId, Timestamp};
 
@@ -98,15 +99,24 @@ fn job_lives_per_second(dir: &std::path::Path, jobs: usize, per_commit: usize) -
 /// would cost with the fewest indexes Steadfast could run on.
 /// `lease_in_memory` skips the lease's row update (keeping its audit
 /// record): the most a lease held in memory could save.
-fn steadfast_lives_per_second(
-    dir: &std::path::Path,
-    jobs: usize,
-    per_commit: usize,
+/// `steps` checkpointed steps run between lease and completion, each a
+/// durable commit marking it started and one storing its output, each with
+/// its audit record, as `bench steps` makes the server write them.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
     lean: bool,
     lease_in_memory: bool,
-) -> (f64, f64, f64) {
+    steps: u32,
+}
+
+fn steadfast_lives_per_second(dir: &std::path::Path, jobs: usize, per_commit: usize, shape: Shape) -> (f64, f64, f64) {
+    let Shape {
+        lean,
+        lease_in_memory,
+        steps,
+    } = shape;
     let name = format!(
-        "steadfast-{per_commit}-{}-{}.db",
+        "steadfast-{per_commit}-{}-{}-{steps}.db",
         if lean { "lean" } else { "full" },
         if lease_in_memory { "memory" } else { "row" }
     );
@@ -254,6 +264,58 @@ fn steadfast_lives_per_second(
         tx.commit().expect("commit");
         set_synchronous(&conn, false);
 
+        for step in 0..steps {
+            let name = format!("step-{step}");
+            for checkpoint in [false, true] {
+                let tx = conn.transaction().expect("begin");
+                for id in chunk {
+                    // What the server reads to decide: the job, the step, the count.
+                    let job = id.to_string();
+                    tx.prepare_cached("SELECT * FROM jobs WHERE id = ?1")
+                        .and_then(|mut select| select.query_row([&job], |row| row.get::<_, rusqlite::types::Value>(0)))
+                        .expect("job");
+                    tx.prepare_cached("SELECT * FROM steps WHERE job_id = ?1 AND name = ?2")
+                        .and_then(|mut select| {
+                            select
+                                .query_row(params![job, name], |row| row.get::<_, rusqlite::types::Value>(0))
+                                .optional()
+                        })
+                        .expect("step");
+                    tx.prepare_cached("SELECT COUNT(*) FROM steps WHERE job_id = ?1")
+                        .and_then(|mut count| count.query_row([&job], |row| row.get::<_, i64>(0)))
+                        .expect("step count");
+                    tx.prepare_cached(
+                        "INSERT INTO steps (job_id, name, tenant_id, attempt, started_at, completed_at, output, \
+                         position) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7) ON CONFLICT (job_id, name) DO UPDATE \
+                         SET completed_at = excluded.completed_at, output = excluded.output",
+                    )
+                    .and_then(|mut upsert| {
+                        upsert.execute(params![
+                            job,
+                            name,
+                            tenant.to_string(),
+                            ms,
+                            checkpoint.then_some(ms),
+                            checkpoint.then_some(step.to_string()),
+                            i64::from(step) + 1,
+                        ])
+                    })
+                    .expect("step");
+                    let (action, summary) = if checkpoint {
+                        (
+                            "step.completed",
+                            format!(r#"{{"step":"{name}","attempt":1,"output":{step}}}"#),
+                        )
+                    } else {
+                        ("step.started", format!(r#"{{"step":"{name}","attempt":1}}"#))
+                    };
+                    append(&mut batch, action, *id, &summary);
+                }
+                advance(&tx, &mut batch);
+                tx.commit().expect("commit");
+            }
+        }
+
         let tx = conn.transaction().expect("begin");
         for id in chunk {
             tx.prepare_cached(
@@ -302,19 +364,31 @@ fn main() {
         let rate = job_lives_per_second(dir.path(), jobs.max(per_commit), per_commit);
         println!("SQLite job lives (3 fsync'd commits each), {per_commit} per commit: {rate:.0} jobs/s");
     }
+    let shape = |lean, lease_in_memory, steps| Shape {
+        lean,
+        lease_in_memory,
+        steps,
+    };
     let variants = [
-        (false, false, "Steadfast's schema"),
-        (true, false, "the query-only indexes dropped"),
-        (false, true, "Steadfast's schema, the lease's row update skipped"),
+        (shape(false, false, 0), "Steadfast's schema"),
+        (shape(true, false, 0), "the query-only indexes dropped"),
+        (
+            shape(false, true, 0),
+            "Steadfast's schema, the lease's row update skipped",
+        ),
+        (
+            shape(false, false, 3),
+            "Steadfast's schema, 3 checkpointed steps per job",
+        ),
     ];
-    for (lean, lease_in_memory, schema) in variants {
+    for (shape, schema) in variants {
         for per_commit in [100, 1000] {
             let (lives, enqueue, drain) =
-                steadfast_lives_per_second(dir.path(), jobs.max(per_commit), per_commit, lean, lease_in_memory);
+                steadfast_lives_per_second(dir.path(), jobs.max(per_commit), per_commit, shape);
             println!(
                 "SQLite job lives with Steadfast's writes ({schema}; audit chain, attempt; lease without fsync), \
-                 {per_commit} per commit: {lives:.0} jobs/s; enqueue alone {enqueue:.0} jobs/s, lease and \
-                 completion alone {drain:.0} jobs/s"
+                 {per_commit} per commit: {lives:.0} jobs/s; enqueue alone {enqueue:.0} jobs/s, the drain \
+                 (lease, steps if any, completion) alone {drain:.0} jobs/s"
             );
         }
     }
