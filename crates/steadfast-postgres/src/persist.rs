@@ -8,7 +8,7 @@ use steadfast_store::decide::{Author, ClaimedKey, Writes};
 
 use crate::audit::append;
 use crate::rows::{insert_attempts, insert_jobs, millis, save_jobs};
-use crate::workflows::{consume_signal, insert_signal, save_step};
+use crate::workflows::{consume_signal, insert_signal, save_steps};
 use crate::{pg_error, set_tenant, statement};
 
 /// Writes every group of `writes`, tenant by tenant, in the order of its
@@ -30,9 +30,7 @@ pub(crate) async fn persist(
         insert_jobs(tx, owner, &writes.new_jobs).await?;
         save_jobs(tx, owner, &writes.changed_jobs).await?;
         insert_attempts(tx, owner, &writes.attempts).await?;
-        for step in &writes.steps {
-            save_step(tx, step).await?;
-        }
+        save_steps(tx, owner, &writes.steps).await?;
         for consumed in &writes.consumed_signals {
             consume_signal(tx, consumed).await?;
         }

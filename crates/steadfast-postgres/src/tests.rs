@@ -3,7 +3,7 @@
 //! refuses roles that would bypass that.
 
 use steadfast_store::conformance::*;
-use steadfast_store::{JobQuery, JobStore};
+use steadfast_store::{JobQuery, JobStore, WorkflowStore};
 use tokio_postgres::NoTls;
 
 use crate::test_support::{TestDatabase, create_database, fresh_store};
@@ -61,6 +61,19 @@ async fn with_the_store_filter_off_the_database_alone_isolates_tenants() {
         store.complete(&b, job.id, "lt_guess", "1".into(), at(1)).await,
         Err(steadfast_store::StoreError::NotFound)
     );
+    let step = steadfast_store::StepOp {
+        id: job.id,
+        token: "lt_guess".into(),
+        step: steadfast_core::StepName::new("s").unwrap(),
+        action: steadfast_store::StepAction::Start,
+    };
+    assert_eq!(
+        store
+            .step_many(&b, vec![step], steadfast_store::WorkflowLimits::default(), at(1))
+            .await,
+        Ok(vec![Err(steadfast_store::StoreError::NotFound)])
+    );
+    assert!(store.job(&a, job.id).await.unwrap().unwrap().steps.is_empty());
     assert_eq!(
         lease_jobs(&store, &a, lease_request(&["shared"], 10, &a_key), t0())
             .await

@@ -142,28 +142,55 @@ async fn count(tx: &Transaction<'_>, sql: &str, tenant: TenantId, id: JobId) -> 
     Ok(row.get::<_, i64>(0) as u32)
 }
 
-/// Records a step; a completed step is never overwritten (the first checkpoint wins).
-pub(crate) async fn save_step(tx: &Transaction<'_>, write: &StepWrite) -> Result<(), StoreError> {
-    let step = &write.step;
+/// Records steps in one statement. Writes for the same step (a start, then
+/// its checkpoint, in one batch) become its last, which is what writing them
+/// in order would leave: a completed step is never overwritten. Steps keep
+/// the order of their first write, and a new one is numbered after the
+/// job's last, as writing them one by one would number them.
+pub(crate) async fn save_steps(tx: &Transaction<'_>, tenant: TenantId, writes: &[StepWrite]) -> Result<(), StoreError> {
+    // Per step: the index of its first write, and its last write.
+    let mut steps: Vec<(usize, &StepWrite)> = Vec::new();
+    let mut index_of: HashMap<(JobId, &str), usize> = HashMap::new();
+    for (n, write) in writes.iter().enumerate() {
+        match index_of.get(&(write.job_id, write.step.name.as_str())) {
+            Some(&at) => steps[at].1 = write,
+            None => {
+                index_of.insert((write.job_id, write.step.name.as_str()), steps.len());
+                steps.push((n, write));
+            }
+        }
+    }
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let firsts: Vec<i64> = steps.iter().map(|(n, _)| *n as i64).collect();
+    let job_ids: Vec<uuid::Uuid> = steps.iter().map(|(_, w)| w.job_id.0).collect();
+    let names: Vec<&str> = steps.iter().map(|(_, w)| w.step.name.as_str()).collect();
+    let attempts: Vec<i32> = steps.iter().map(|(_, w)| w.step.attempt as i32).collect();
+    let started: Vec<i64> = steps.iter().map(|(_, w)| millis(w.step.started_at)).collect();
+    let completed: Vec<Option<i64>> = steps.iter().map(|(_, w)| w.step.completed_at.map(millis)).collect();
+    let outputs: Vec<Option<&str>> = steps.iter().map(|(_, w)| w.step.output.as_deref()).collect();
+    // A step already stored keeps its position (the conflict branch leaves
+    // it); only new ones are counted when numbering.
     tx.execute(
         &statement(
             tx,
             "INSERT INTO steps (tenant_id, job_id, name, attempt, started_at, completed_at, output, position) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                     (SELECT coalesce(max(position), 0) + 1 FROM steps WHERE tenant_id = $1 AND job_id = $2)) \
+             SELECT $1, s.job_id, s.name, s.attempt, s.started_at, s.completed_at, s.output, \
+                    coalesce((SELECT max(position) FROM steps p WHERE p.tenant_id = $1 AND p.job_id = s.job_id), 0) \
+                    + count(*) FILTER (WHERE e.name IS NULL) \
+                      OVER (PARTITION BY s.job_id ORDER BY s.first ROWS UNBOUNDED PRECEDING) \
+             FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::int[], $6::bigint[], $7::bigint[], $8::text[]) \
+                  AS s(first, job_id, name, attempt, started_at, completed_at, output) \
+             LEFT JOIN steps e ON e.tenant_id = $1 AND e.job_id = s.job_id AND e.name = s.name \
+             ORDER BY s.first \
              ON CONFLICT (tenant_id, job_id, name) DO UPDATE SET attempt = excluded.attempt, \
              started_at = excluded.started_at, completed_at = excluded.completed_at, output = excluded.output \
              WHERE steps.completed_at IS NULL",
         )
         .await?,
         &[
-            &write.tenant_id.0,
-            &write.job_id.0,
-            &step.name.as_str(),
-            &(step.attempt as i32),
-            &millis(step.started_at),
-            &step.completed_at.map(millis),
-            &step.output,
+            &tenant.0, &firsts, &job_ids, &names, &attempts, &started, &completed, &outputs,
         ],
     )
     .await

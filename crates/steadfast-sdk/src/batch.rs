@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::Client;
+use crate::{Client, Error};
 
 /// Batch requests in flight at once: while one commits, the next gathers.
 const CONCURRENT_BATCHES: usize = 4;
@@ -27,6 +27,15 @@ pub(crate) trait Item: Send + Sized + 'static {
     /// Sends `batch` (one request when it holds more than one item) and
     /// answers every item.
     fn send(client: Client, batch: Vec<Self>) -> impl Future<Output = ()> + Send;
+}
+
+/// Whether a batch refused whole is worth sending again item by item: the
+/// server answered it with a 4xx (an older server without the route, a batch
+/// over its limits, one item it could not take). A 5xx or no answer at all
+/// (storage or network down) would fail each item alike, and sending them
+/// one by one would multiply the load on a server that is struggling.
+pub(crate) fn retry_alone(error: &Error) -> bool {
+    matches!(error, Error::Api { status, .. } if status.is_client_error())
 }
 
 /// The queue of one kind of call, drained by one task.

@@ -130,12 +130,26 @@ impl batch::Item for PendingStep {
 
     /// One operation goes alone, on its step's route; more go in one batch
     /// request, each with its job's trace context. If the server refuses
-    /// the batch as a whole (too large for its limits, an older server
-    /// without the route, unreachable), each is retried alone.
+    /// the batch as a whole with a 4xx (too large for its limits, an older
+    /// server without the route, a bad step name), each is retried alone;
+    /// if storage or the network failed, each fails alike.
     async fn send(client: Client, batch: Vec<PendingStep>) {
         if batch.len() > 1 {
             let operations = batch.iter().map(|p| p.operation.clone()).collect();
-            if let Ok(results) = client.steps_batch(operations).await
+            let results = match client.steps_batch(operations).await {
+                Err(error) if !batch::retry_alone(&error) => {
+                    let code = error.code().unwrap_or("transport").to_owned();
+                    for pending in batch {
+                        let _ = pending.done.send(Err(Error::Item {
+                            code: code.clone(),
+                            message: error.to_string(),
+                        }));
+                    }
+                    return;
+                }
+                other => other,
+            };
+            if let Ok(results) = results
                 && results.len() == batch.len()
             {
                 for (result, pending) in results.into_iter().zip(batch) {

@@ -46,6 +46,7 @@ pub use steadfast_protocol as wire;
 
 /// What a call can fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The server answered with an error body.
     #[error("{status}: {code}: {message}")]

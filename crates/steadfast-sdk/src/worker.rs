@@ -319,22 +319,31 @@ impl batch::Item for PendingCompletion {
 
     /// One completion goes alone, on the job's route and in its trace; more
     /// go in one batch request. If the server refuses the batch as a whole
-    /// (too large for its limits, an older server without the route,
-    /// unreachable), each completion is retried alone so no job loses its
-    /// result to another.
+    /// with a 4xx (too large for its limits, an older server without the
+    /// route), each completion is retried alone so no job loses its result
+    /// to another; if storage or the network failed, each fails alike (the
+    /// job's lease lapses and it runs again).
     async fn send(client: Client, batch: Vec<PendingCompletion>) {
         if batch.len() > 1 {
             let completions = batch.iter().map(|p| p.completion.clone()).collect();
-            if let Ok(results) = client.complete_batch(completions).await
-                && results.len() == batch.len()
-            {
-                for (result, pending) in results.into_iter().zip(batch) {
-                    let outcome = result
-                        .error
-                        .map_or(Ok(()), |e| Err(format!("{}: {}", e.code, e.message)));
-                    let _ = pending.done.send(outcome);
+            match client.complete_batch(completions).await {
+                Ok(results) if results.len() == batch.len() => {
+                    for (result, pending) in results.into_iter().zip(batch) {
+                        let outcome = result
+                            .error
+                            .map_or(Ok(()), |e| Err(format!("{}: {}", e.code, e.message)));
+                        let _ = pending.done.send(outcome);
+                    }
+                    return;
                 }
-                return;
+                Err(error) if !batch::retry_alone(&error) => {
+                    let reason = error.to_string();
+                    for pending in batch {
+                        let _ = pending.done.send(Err(reason.clone()));
+                    }
+                    return;
+                }
+                _ => {}
             }
         }
         for pending in batch {

@@ -31,7 +31,6 @@ fn fingerprint(request: &wire::EnqueueRequest) -> Result<Fingerprint, ApiError> 
     Ok(Sha256::digest(canonical.to_string().as_bytes()).into())
 }
 
-/// Refuses JSON nested deeper than the limit allows.
 /// A batch request holds at least one item and at most `limit`
 /// (`--max-batch-jobs`); `field` names its items.
 pub fn check_batch_size(field: &str, len: usize, limit: usize) -> Result<(), ApiError> {
@@ -47,6 +46,7 @@ pub fn check_batch_size(field: &str, len: usize, limit: usize) -> Result<(), Api
     Ok(())
 }
 
+/// Refuses JSON nested deeper than the limit allows.
 pub fn check_depth(field: &str, json: &RawValue, limits: &Limits) -> Result<(), ApiError> {
     if json_depth(json.get()) > limits.max_json_depth {
         return Err(ApiError::validation(format!(

@@ -13,7 +13,7 @@ use steadfast_protocol as wire;
 use steadfast_store::{StepAction, StepDone, StepOp, Waited};
 
 use super::convert;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, Caller};
 use super::jobs::job_id;
 use crate::{Engine, telemetry};
@@ -126,6 +126,19 @@ pub async fn steps_batch(
     // One transaction for the batch. If it fails nothing changed, and the
     // whole request fails (503 when storage is unavailable).
     let done = engine.step_many(&caller.scope, ops).await?;
+    if done.len() != request.steps.len() {
+        // The store answers every item; anything else is a bug, and the
+        // batch has committed, so say so rather than answer a partial list.
+        tracing::error!(
+            items = request.steps.len(),
+            answers = done.len(),
+            "a step batch lost answers"
+        );
+        return Err(ApiError::new(
+            ErrorCode::Internal,
+            "internal error: the batch committed but its results were lost; read the jobs back",
+        ));
+    }
     let mut results = Vec::with_capacity(done.len());
     for (item, done) in request.steps.iter().zip(done) {
         let id = JobId(item.id);

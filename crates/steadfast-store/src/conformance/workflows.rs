@@ -246,10 +246,48 @@ pub async fn a_batch_of_steps_is_judged_item_by_item_in_order(store: &impl Store
             "step.completed"
         ]
     );
+    assert_eq!(
+        actions(store, &scope, b.id).await,
+        ["job.enqueued", "job.leased", "step.completed"],
+        "the refused start left no record"
+    );
     let foreign_record = store.job(&other, foreign.id).await.unwrap().unwrap();
     assert!(
         foreign_record.steps.is_empty(),
         "nothing was written to another tenant's job"
+    );
+
+    // Steps keep the order they were first recorded in, however their
+    // writes interleave within a batch.
+    let results = store
+        .step_many(
+            &scope,
+            vec![
+                op(b.id, token_of(b.id), "x", StepAction::Start),
+                op(b.id, token_of(b.id), "y", StepAction::Start),
+                op(b.id, token_of(b.id), "x", checkpoint("5")),
+                op(b.id, token_of(b.id), "z", checkpoint("6")),
+            ],
+            LIMITS,
+            at(3),
+        )
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let record = store.job(&scope, b.id).await.unwrap().unwrap();
+    let steps: Vec<_> = record
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.state(&record.job)))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("one", StepState::Completed),
+            ("x", StepState::Completed),
+            ("y", StepState::Started),
+            ("z", StepState::Completed)
+        ]
     );
 }
 
