@@ -5,8 +5,8 @@
 //! application role may only read and insert records, and a trigger refuses
 //! updates and deletes.
 
+use crate::Transaction;
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
 use steadfast_core::audit::{self, Actor, Draft, Head, Record};
 use steadfast_core::{JobId, KeyId, TenantId, Timestamp};
 use steadfast_store::audit::ActorFilter;
@@ -63,7 +63,7 @@ fn unlinked_from_row(row: &Row) -> Result<Record, StoreError> {
 /// they describe, until [`chain`] links them: no lock is taken here, so
 /// writers of one tenant do not queue behind each other's commits.
 pub(crate) async fn append(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     tenant: TenantId,
     actor: &Actor,
     request_id: Option<&str>,
@@ -155,7 +155,7 @@ async fn chain_some(
 /// and returns it: `Some(None)` for an empty chain, `None` when the head
 /// is taken and `contended` says not to wait.
 async fn lock_head(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     tenant: TenantId,
     contended: Contended,
 ) -> Result<Option<Option<Head>>, StoreError> {
@@ -190,7 +190,7 @@ async fn lock_head(
 /// Links up to `limit` waiting records after `head`, under the head lock,
 /// and moves the head. Returns how many it linked.
 async fn link_waiting(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     tenant: TenantId,
     mut head: Option<Head>,
     limit: usize,
@@ -240,7 +240,7 @@ async fn link_waiting(
 }
 
 /// Inserts linked records of `tenant`'s chain in one statement.
-async fn insert_records(tx: &Transaction<'_>, tenant: TenantId, records: &[Record]) -> Result<(), StoreError> {
+async fn insert_records(tx: &Transaction, tenant: TenantId, records: &[Record]) -> Result<(), StoreError> {
     let column = |f: fn(&Record) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
     let seqs: Vec<i64> = records.iter().map(|r| r.seq as i64).collect();
     let ats: Vec<i64> = records.iter().map(|r| millis(r.at)).collect();
@@ -334,7 +334,7 @@ pub(crate) async fn chain_waiting(store: &PostgresStore, limit: usize) -> Result
 
 /// Appends on behalf of a request's scope.
 pub(crate) async fn append_for(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     scope: &TenantScope,
     now: Timestamp,
     drafts: impl IntoIterator<Item = Draft>,
@@ -342,7 +342,7 @@ pub(crate) async fn append_for(
     append(tx, scope.tenant_id(), scope.actor(), scope.request_id(), now, drafts).await
 }
 
-async fn head_of(tx: &Transaction<'_>, table: &str, tenant: TenantId) -> Result<Option<Head>, StoreError> {
+async fn head_of(tx: &Transaction, table: &str, tenant: TenantId) -> Result<Option<Head>, StoreError> {
     let row = tx
         .query_opt(
             &statement(

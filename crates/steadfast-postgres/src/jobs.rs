@@ -1,7 +1,7 @@
 use std::time::Duration;
 
+use crate::Transaction;
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
 use steadfast_core::lifecycle::Failure;
 use steadfast_core::{Job, JobId, TenantId, Timestamp};
 use steadfast_store::decide::{self, Decision, LiveKey};
@@ -21,7 +21,7 @@ use crate::{Durability, PostgresStore, TenantFilter, pg_error, statement};
 /// key waits here until this one commits, then sees its claim, so
 /// concurrent duplicates create one job.
 async fn live_keys(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     filter: TenantFilter,
     tenant: TenantId,
     jobs: &[NewJob],
@@ -79,7 +79,7 @@ async fn live_keys(
 
 /// The heads of the requested queues, locked (other nodes' leases skip them).
 async fn queue_heads(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     filter: TenantFilter,
     tenant: TenantId,
     request: &LeaseRequest,
@@ -111,7 +111,7 @@ async fn queue_heads(
 }
 
 /// A leased job with the steps and attempts its workflow resumes from.
-async fn resumable(tx: &Transaction<'_>, job: Job) -> Result<LeasedJob, StoreError> {
+async fn resumable(tx: &Transaction, job: Job) -> Result<LeasedJob, StoreError> {
     if !decide::needs_history(&job) {
         return Ok(decide::resumable(job, Vec::new(), Vec::new()));
     }
@@ -121,7 +121,7 @@ async fn resumable(tx: &Transaction<'_>, job: Job) -> Result<LeasedJob, StoreErr
 }
 
 async fn list_in(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     filter: TenantFilter,
     tenant: TenantId,
     query: JobQuery,

@@ -64,14 +64,14 @@ impl KeyStore for PostgresStore {
     }
 
     async fn find_key(&self, key_id: &KeyId) -> Result<Option<StoredKey>, StoreError> {
+        // Every request authenticates: prepared once per connection, the
+        // lookup is one round trip rather than two (parse, then execute).
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT key_id, tenant_id, role, name, secret_hash, revoked_at FROM steadfast_find_key($1)",
-                &[&key_id.as_str()],
-            )
+        let lookup = client
+            .prepare_cached("SELECT key_id, tenant_id, role, name, secret_hash, revoked_at FROM steadfast_find_key($1)")
             .await
             .map_err(pg_error)?;
+        let row = client.query_opt(&lookup, &[&key_id.as_str()]).await.map_err(pg_error)?;
         row.map(|row| {
             Ok(StoredKey {
                 key_id: KeyId::parse(row.get(0)).map_err(corrupt)?,

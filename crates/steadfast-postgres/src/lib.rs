@@ -31,14 +31,14 @@ pub mod test_support;
 mod workflows;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use steadfast_core::{QueueName, TenantId, Timestamp};
 use steadfast_store::decide::{Author, Decision};
-use steadfast_store::{StoreError, TenantScope};
+use steadfast_store::{ReadyCallback, StoreError, TenantScope};
 use tokio_postgres::NoTls;
 
 pub use schema::SchemaError;
@@ -129,7 +129,7 @@ impl PostgresStore {
         let client = pool.get().await.map_err(|e| ConnectError::Connect(e.to_string()))?;
         schema::check(&client).await?;
         let announcements = Arc::new(Announcements::default());
-        tokio::spawn(announce_ready(pool.clone(), Arc::downgrade(&announcements)));
+        tokio::spawn(announce_ready(config.clone(), Arc::downgrade(&announcements)));
         Ok(PostgresStore {
             pool,
             config,
@@ -189,13 +189,55 @@ pub(crate) trait Ending: Sized {
     async fn rollback(self) -> Result<(), tokio_postgres::Error>;
 }
 
-impl Ending for deadpool_postgres::Transaction<'_> {
+/// A transaction on a pooled connection. tokio-postgres's own waits for
+/// `BEGIN` before anything else is sent; this one is opened together with
+/// its settings, in one round trip ([`PostgresStore::begin`]). Its queries
+/// are the connection's (`Deref`), and it ends in [`finish`].
+pub(crate) struct Transaction {
+    /// `None` once ended.
+    client: Option<deadpool_postgres::Object>,
+}
+
+impl std::ops::Deref for Transaction {
+    type Target = deadpool_postgres::ClientWrapper;
+
+    fn deref(&self) -> &Self::Target {
+        self.client.as_ref().expect("a transaction is used only until it ends")
+    }
+}
+
+impl Transaction {
+    /// Sends `COMMIT` or `ROLLBACK`. A connection whose transaction did not
+    /// end cleanly is not returned to the pool.
+    async fn end(mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        let client = self.client.take().expect("a transaction ends once");
+        let ended = client.batch_execute(sql).await;
+        if ended.is_err() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        ended
+    }
+}
+
+impl Drop for Transaction {
+    /// Dropped before it ended (a request cancelled mid-transaction): the
+    /// connection may still be inside it, holding row locks. Closing the
+    /// connection makes the server roll back now, and the pool never hands
+    /// it out again.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+impl Ending for Transaction {
     async fn commit(self) -> Result<(), tokio_postgres::Error> {
-        deadpool_postgres::Transaction::commit(self).await
+        self.end("COMMIT").await
     }
 
     async fn rollback(self) -> Result<(), tokio_postgres::Error> {
-        deadpool_postgres::Transaction::rollback(self).await
+        self.end("ROLLBACK").await
     }
 }
 
@@ -210,10 +252,9 @@ impl Ending for tokio_postgres::Transaction<'_> {
 }
 
 /// Ends `tx` by `result`: commits when it is `Ok`, rolls back before
-/// returning the error otherwise. A dropped transaction rolls back only
-/// when its connection next gets to it, and until then holds its row
-/// locks: a sweep (`SKIP LOCKED`) would pass the job over, a request would
-/// wait. Every transaction Steadfast runs ends here.
+/// returning the error otherwise. Every transaction Steadfast runs ends
+/// here, so none is left open holding row locks that a sweep (`SKIP
+/// LOCKED`) would pass over or a request would wait on.
 pub(crate) async fn finish<Tx: Ending, T, E>(
     tx: Tx,
     result: Result<T, E>,
@@ -236,41 +277,30 @@ pub(crate) async fn finish<Tx: Ending, T, E>(
 impl PostgresStore {
     /// Opens a transaction on `client`, scoped to `tenant` when one is
     /// given (row-level security then sees only its rows), committing as
-    /// `durability` says. End it with [`finish`].
-    async fn begin<'c>(
-        client: &'c mut deadpool_postgres::Object,
+    /// `durability` says. `BEGIN` and both settings go in one message, so
+    /// opening costs one round trip. The settings are transaction-local: a
+    /// pooled connection never carries a tenant into the next transaction.
+    /// End it with [`finish`].
+    async fn begin(
+        client: deadpool_postgres::Object,
         tenant: Option<TenantId>,
         durability: Durability,
-    ) -> Result<Transaction<'c>, StoreError> {
-        let tx = client.transaction().await.map_err(pg_error)?;
-        // Both settings are transaction-local, and go in one round trip.
-        let relaxed = durability == Durability::Relaxed;
-        let set = match tenant {
-            None if !relaxed => return Ok(tx),
-            None => tx
-                .batch_execute("SET LOCAL synchronous_commit = off")
-                .await
-                .map_err(pg_error),
-            Some(tenant) => {
-                let setup = if relaxed {
-                    "SELECT set_config('steadfast.tenant_id', $1, true), set_config('synchronous_commit', 'off', true)"
-                } else {
-                    "SELECT set_config('steadfast.tenant_id', $1, true)"
-                };
-                match statement(&tx, setup).await {
-                    Ok(setup) => tx
-                        .execute(&setup, &[&tenant.0.to_string()])
-                        .await
-                        .map(|_| ())
-                        .map_err(pg_error),
-                    Err(error) => Err(error),
-                }
-            }
-        };
-        match set {
-            Ok(()) => Ok(tx),
-            Err(error) => finish(tx, Err(error), pg_error).await,
+    ) -> Result<Transaction, StoreError> {
+        let mut open = String::from("BEGIN");
+        if let Some(tenant) = tenant {
+            // A UUID's text is hex digits and dashes: safe as a literal.
+            open.push_str(&format!(
+                "; SELECT set_config('steadfast.tenant_id', '{}', true)",
+                tenant.0.hyphenated()
+            ));
         }
+        if durability == Durability::Relaxed {
+            open.push_str("; SET LOCAL synchronous_commit = off");
+        }
+        let tx = Transaction { client: Some(client) };
+        // On failure the dropped transaction closes its connection.
+        tx.batch_execute(&open).await.map_err(pg_error)?;
+        Ok(tx)
     }
 
     /// Runs `body` in one transaction on a pooled connection, scoped to
@@ -279,10 +309,9 @@ impl PostgresStore {
         &self,
         tenant: Option<TenantId>,
         durability: Durability,
-        body: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        body: impl AsyncFnOnce(&Transaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut client = self.client().await?;
-        let tx = Self::begin(&mut client, tenant, durability).await?;
+        let tx = Self::begin(self.client().await?, tenant, durability).await?;
         let result = body(&tx).await;
         finish(tx, result, pg_error).await
     }
@@ -299,12 +328,11 @@ impl PostgresStore {
         scope: Option<&TenantScope>,
         durability: Durability,
         now: Timestamp,
-        decide: impl AsyncFnOnce(&Transaction<'_>) -> Result<Decision<T>, StoreError>,
+        decide: impl AsyncFnOnce(&Transaction) -> Result<Decision<T>, StoreError>,
     ) -> Result<T, StoreError> {
         let tenant = scope.map(TenantScope::tenant_id);
         let author = scope.map_or_else(Author::system, Author::of);
-        let mut client = self.client().await?;
-        let tx = Self::begin(&mut client, tenant, durability).await?;
+        let tx = Self::begin(self.client().await?, tenant, durability).await?;
         let result = async {
             let Decision { answer, writes } = decide(&tx).await?;
             let ready = writes.ready_queues();
@@ -321,12 +349,12 @@ impl PostgresStore {
 /// The prepared statement for `sql` from the connection's cache: after its
 /// first use on a connection, a statement costs one round trip, not two
 /// (parse and describe, then bind and execute).
-pub(crate) async fn statement(tx: &Transaction<'_>, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+pub(crate) async fn statement(tx: &Transaction, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
     tx.prepare_cached(sql).await.map_err(pg_error)
 }
 
 /// Switches the transaction's tenant (the setting is transaction-local).
-pub(crate) async fn set_tenant(tx: &Transaction<'_>, tenant: TenantId) -> Result<(), StoreError> {
+pub(crate) async fn set_tenant(tx: &Transaction, tenant: TenantId) -> Result<(), StoreError> {
     tx.execute(
         &statement(tx, "SELECT set_config('steadfast.tenant_id', $1, true)").await?,
         &[&tenant.0.to_string()],
@@ -342,6 +370,32 @@ pub(crate) async fn set_tenant(tx: &Transaction<'_>, tenant: TenantId) -> Result
 struct Announcements {
     pending: Mutex<BTreeSet<(TenantId, QueueName)>>,
     added: tokio::sync::Notify,
+    /// The backend process of the announcing connection, 0 while there is
+    /// none: this node's listener skips what it announced itself, since
+    /// `local` heard it at commit.
+    announcer_pid: AtomicI32,
+    /// Who hears of this node's own commits at once ([`Maintenance::subscribe_ready`]).
+    ///
+    /// [`Maintenance::subscribe_ready`]: steadfast_store::Maintenance::subscribe_ready
+    local: Mutex<Option<ReadyCallback>>,
+}
+
+impl Announcements {
+    fn take(&self) -> BTreeSet<(TenantId, QueueName)> {
+        std::mem::take(&mut *self.pending.lock().expect("the announcement set is never poisoned"))
+    }
+
+    fn restore(&self, queues: BTreeSet<(TenantId, QueueName)>) {
+        self.pending
+            .lock()
+            .expect("the announcement set is never poisoned")
+            .extend(queues);
+    }
+
+    /// Whether a notification came from this node's own announcer.
+    pub(crate) fn is_own(&self, process_id: i32) -> bool {
+        self.announcer_pid.load(Ordering::Relaxed) == process_id
+    }
 }
 
 impl PostgresStore {
@@ -353,6 +407,17 @@ impl PostgresStore {
         if queues.is_empty() {
             return;
         }
+        let local = self
+            .announcements
+            .local
+            .lock()
+            .expect("the callback slot is never poisoned")
+            .clone();
+        if let Some(on_ready) = local {
+            for (tenant, queue) in queues {
+                on_ready(*tenant, queue.clone());
+            }
+        }
         self.announcements
             .pending
             .lock()
@@ -363,22 +428,21 @@ impl PostgresStore {
 }
 
 /// Sends the pending announcements as `NOTIFY steadfast_ready`, all that
-/// gathered since the last send in one statement, until the store is dropped.
-/// A lost announcement (a crash between commit and send) only delays other
-/// nodes' long-pollers until their poll ends.
-async fn announce_ready(pool: Pool, announcements: Weak<Announcements>) {
+/// gathered since the last send in one statement, until the store is
+/// dropped. One dedicated connection, with `synchronous_commit` off: a
+/// notification is delivered at commit, and waiting for its flush would only
+/// hold up the commits of real work behind it. A lost announcement (a crash
+/// between commit and send) only delays other nodes' long-pollers until
+/// their poll ends.
+async fn announce_ready(config: tokio_postgres::Config, announcements: Weak<Announcements>) {
+    let mut connection: Option<tokio_postgres::Client> = None;
     loop {
         let Some(announcements) = announcements.upgrade() else {
             return;
         };
         // Wake now and then to notice the store is gone.
         let _ = tokio::time::timeout(Duration::from_secs(1), announcements.added.notified()).await;
-        let queues = std::mem::take(
-            &mut *announcements
-                .pending
-                .lock()
-                .expect("the announcement set is never poisoned"),
-        );
+        let queues = announcements.take();
         if queues.is_empty() {
             continue;
         }
@@ -386,29 +450,51 @@ async fn announce_ready(pool: Pool, announcements: Weak<Announcements>) {
             .iter()
             .map(|(tenant, queue)| format!("{} {}", tenant.0, queue))
             .collect();
-        let sent = match pool.get().await {
-            Ok(client) => client
+        let sent = async {
+            let client = match connection.take() {
+                Some(client) if !client.is_closed() => client,
+                _ => connect_announcer(&config, &announcements).await?,
+            };
+            client
                 .execute(
                     "SELECT pg_notify('steadfast_ready', p) FROM unnest($1::text[]) AS p",
                     &[&payloads],
                 )
                 .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        if let Err(error) = sent {
-            // Keep them for the next try, after a pause.
-            announcements
-                .pending
-                .lock()
-                .expect("the announcement set is never poisoned")
-                .extend(queues);
-            drop(announcements);
-            tracing::warn!(%error, "announcing ready queues to other nodes failed; retrying");
-            tokio::time::sleep(Duration::from_millis(500)).await;
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(client)
+        }
+        .await;
+        match sent {
+            Ok(client) => connection = Some(client),
+            Err(error) => {
+                // Keep them for the next try, after a pause.
+                announcements.restore(queues);
+                drop(announcements);
+                tracing::warn!(%error, "announcing ready queues to other nodes failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
+}
+
+/// Opens the announcing connection and notes its backend process.
+async fn connect_announcer(
+    config: &tokio_postgres::Config,
+    announcements: &Announcements,
+) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let pid: i32 = client
+        .query_one(
+            "SELECT pg_backend_pid() FROM (SELECT set_config('synchronous_commit', 'off', false)) AS off",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    announcements.announcer_pid.store(pid, Ordering::Relaxed);
+    Ok(client)
 }
 
 #[cfg(test)]

@@ -16,8 +16,16 @@ fn parse(payload: &str) -> Option<(TenantId, QueueName)> {
 }
 
 impl PostgresStore {
+    /// Calls `on_ready` for every queue that gains ready jobs: at once for
+    /// this node's commits, through `LISTEN` for other nodes'.
     pub(crate) fn spawn_listener(&self, on_ready: ReadyCallback) {
+        *self
+            .announcements
+            .local
+            .lock()
+            .expect("the callback slot is never poisoned") = Some(on_ready.clone());
         let config = self.config.clone();
+        let announcements = self.announcements.clone();
         tokio::spawn(async move {
             loop {
                 match config.connect(NoTls).await {
@@ -31,6 +39,9 @@ impl PostgresStore {
                         let (listen_result, stream_end) = tokio::join!(listening, async {
                             while let Some(message) = messages.next().await {
                                 match message {
+                                    // This node's own announcements: their waiters were woken at commit.
+                                    Ok(AsyncMessage::Notification(note)) if announcements.is_own(note.process_id()) => {
+                                    }
                                     Ok(AsyncMessage::Notification(note)) => {
                                         if let Some((tenant, queue)) = parse(note.payload()) {
                                             on_ready(tenant, queue);

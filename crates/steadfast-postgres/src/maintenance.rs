@@ -1,5 +1,5 @@
+use crate::Transaction;
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
 use steadfast_core::{Job, JobId, QueueName, RetryPolicy, TenantId, Timestamp};
 use steadfast_store::decide;
 use steadfast_store::{Maintenance, QueueStat, ReadyCallback, StoreError, Swept};
@@ -10,7 +10,7 @@ use crate::{Durability, PostgresStore, TenantFilter, pg_error, set_tenant, state
 /// Locks up to `limit` due jobs of `kind` for this transaction (other
 /// nodes' sweeps skip them) and loads them, tenant by tenant: row-level
 /// security shows each tenant's rows only under its own setting.
-async fn due_jobs(tx: &Transaction<'_>, kind: &str, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
+async fn due_jobs(tx: &Transaction, kind: &str, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
     let rows = tx
         .query(
             &statement(tx, "SELECT tenant_id, id FROM steadfast_lock_due($1, $2, $3)").await?,

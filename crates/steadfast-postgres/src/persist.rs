@@ -1,7 +1,7 @@
 //! Writing a decision's rows: the one place the PostgreSQL store turns
 //! [`Writes`] into SQL. Each group is one set-based statement per tenant.
 
-use deadpool_postgres::Transaction;
+use crate::Transaction;
 use steadfast_core::{TenantId, Timestamp};
 use steadfast_store::StoreError;
 use steadfast_store::decide::{Author, ClaimedKey, Writes};
@@ -16,7 +16,7 @@ use crate::{pg_error, set_tenant, statement};
 /// Row-level security checks every row against that setting, so the
 /// writes of another tenant (a sweep's) switch it first.
 pub(crate) async fn persist(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     mut tenant: Option<TenantId>,
     writes: Writes,
     author: &Author,
@@ -50,7 +50,7 @@ pub(crate) async fn persist(
 /// older release during a rolling upgrade): it is never overwritten, and
 /// the enqueue fails (and rolls back) so the client's retry replays it.
 async fn claim_keys(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     tenant: TenantId,
     claims: &[ClaimedKey],
     now: Timestamp,

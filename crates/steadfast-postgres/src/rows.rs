@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Transaction;
+use crate::Transaction;
 use steadfast_core::{
     Attempt, AttemptError, IdempotencyKey, Job, JobId, KeyId, Lease, ParentLink, QueueName, SignalName, StepName,
     TenantId, Timestamp, Wait, WaitFor, WorkerId,
@@ -108,7 +108,7 @@ pub fn job_from_row(row: &Row) -> Result<(i64, Job), StoreError> {
 /// The three wait columns of a job: step, awaited signal, deadline.
 /// Inserts new jobs of `tenant` in one statement, in the given order (their
 /// `seq`, the FIFO order). A new job has no lease, output, error or wait yet.
-pub async fn insert_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[Job]) -> Result<(), StoreError> {
+pub async fn insert_jobs(tx: &Transaction, tenant: TenantId, jobs: &[Job]) -> Result<(), StoreError> {
     if jobs.is_empty() {
         return Ok(());
     }
@@ -174,7 +174,7 @@ pub async fn insert_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[Job]) -
 
 /// Writes the fields transitions changed, for many jobs of `tenant` in one
 /// statement (one execution, however many jobs).
-pub async fn save_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[Job]) -> Result<(), StoreError> {
+pub async fn save_jobs(tx: &Transaction, tenant: TenantId, jobs: &[Job]) -> Result<(), StoreError> {
     if jobs.is_empty() {
         return Ok(());
     }
@@ -253,7 +253,7 @@ pub async fn save_jobs(tx: &Transaction<'_>, tenant: TenantId, jobs: &[Job]) -> 
 /// overlapping sets never wait on each other in a cycle). Unknown ids are
 /// simply absent.
 pub async fn load_jobs(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     filter: TenantFilter,
     tenant: TenantId,
     ids: &[JobId],
@@ -277,7 +277,7 @@ pub async fn load_jobs(
 
 /// A tenant's job by id, locked for the transaction when `for_update`.
 pub async fn load_job(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     filter: TenantFilter,
     tenant: TenantId,
     id: JobId,
@@ -299,7 +299,7 @@ pub async fn load_job(
 }
 
 /// Records ended attempts of `tenant`'s jobs in one statement.
-pub async fn insert_attempts(tx: &Transaction<'_>, tenant: TenantId, ended: &[EndedAttempt]) -> Result<(), StoreError> {
+pub async fn insert_attempts(tx: &Transaction, tenant: TenantId, ended: &[EndedAttempt]) -> Result<(), StoreError> {
     if ended.is_empty() {
         return Ok(());
     }
@@ -330,7 +330,7 @@ pub async fn insert_attempts(tx: &Transaction<'_>, tenant: TenantId, ended: &[En
     Ok(())
 }
 
-pub async fn attempts_of(tx: &Transaction<'_>, tenant: TenantId, job_id: JobId) -> Result<Vec<Attempt>, StoreError> {
+pub async fn attempts_of(tx: &Transaction, tenant: TenantId, job_id: JobId) -> Result<Vec<Attempt>, StoreError> {
     let rows = tx
         .query(
             &statement(

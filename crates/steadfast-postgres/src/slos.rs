@@ -1,7 +1,7 @@
 use std::time::Duration;
 
+use crate::Transaction;
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
 use steadfast_core::slo::{Counts, Severity, Slo, SloKind};
 use steadfast_core::{QueueName, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
@@ -34,7 +34,7 @@ fn record_from_row(row: &Row) -> Result<SloRecord, StoreError> {
     ))
 }
 
-async fn load(tx: &Transaction<'_>, scope: &TenantScope, id: uuid::Uuid) -> Result<SloRecord, StoreError> {
+async fn load(tx: &Transaction, scope: &TenantScope, id: uuid::Uuid) -> Result<SloRecord, StoreError> {
     let row = tx
         .query_opt(
             &format!("SELECT {COLUMNS} FROM slos WHERE tenant_id = $1 AND id = $2 FOR UPDATE"),

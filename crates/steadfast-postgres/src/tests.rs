@@ -499,6 +499,131 @@ async fn a_commit_that_makes_jobs_ready_wakes_the_other_nodes_listeners() {
     assert_eq!(heard, (scope.tenant_id(), "wake-me".to_owned()));
 }
 
+/// A node hears of its own commits at once, from the committing
+/// transaction, and not a second time when its announcement comes back
+/// through `LISTEN` (that echo used to wake every waiter for a second,
+/// empty lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_hears_its_own_commits_once_and_at_commit() {
+    use steadfast_store::Maintenance;
+
+    let (this, db) = fresh_store().await;
+    let other = PostgresStore::connect(&db.app_url).await.unwrap();
+    let (scope, _) = new_tenant(&this).await;
+    let (woken, mut wakes) = tokio::sync::mpsc::unbounded_channel();
+    this.subscribe_ready(std::sync::Arc::new(move |_, queue| {
+        let _ = woken.send(queue.as_str().to_owned());
+    }));
+    // Until this node's listener hears the other node, an echo could not
+    // arrive either.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        enqueue_one(&other, &scope, spec("probe"), t0()).await;
+        match tokio::time::timeout(std::time::Duration::from_millis(200), wakes.recv()).await {
+            Ok(Some(queue)) if queue == "probe" => break,
+            Ok(Some(queue)) => panic!("heard {queue} before anything was enqueued there"),
+            Ok(None) => panic!("the callback is gone"),
+            Err(_) => assert!(tokio::time::Instant::now() < deadline, "the listener never connected"),
+        }
+    }
+    while wakes.try_recv().is_ok() {}
+
+    let (other_woken, mut other_wakes) = tokio::sync::mpsc::unbounded_channel();
+    other.subscribe_ready(std::sync::Arc::new(move |_, queue| {
+        let _ = other_woken.send(queue.as_str().to_owned());
+    }));
+
+    enqueue_one(&this, &scope, spec("mine"), t0()).await;
+    assert_eq!(
+        wakes.try_recv().as_deref(),
+        Ok("mine"),
+        "heard at commit, before enqueue returned"
+    );
+    // Once the other node has heard ours, a commit it makes after that is
+    // announced after ours; every listener gets notifications in that order,
+    // so an echo of ours would reach this node before the other's.
+    loop {
+        let next = tokio::time::timeout_at(deadline, other_wakes.recv()).await;
+        if next.expect("the other node heard ours in time").as_deref() == Some("mine") {
+            break;
+        }
+    }
+    enqueue_one(&other, &scope, spec("after"), t0()).await;
+    let mut heard = Vec::new();
+    while heard.last().map(String::as_str) != Some("after") {
+        let next = tokio::time::timeout_at(deadline, wakes.recv()).await;
+        let queue = next
+            .expect("heard the later commit in time")
+            .expect("the callback is alive");
+        // A probe announced while the listener connected may still arrive.
+        if queue != "probe" {
+            heard.push(queue);
+        }
+    }
+    assert_eq!(heard, ["after"], "this node's own commit came back through LISTEN");
+}
+
+/// A request cancelled mid-transaction drops its transaction: the row
+/// locks it took must go at once, not when the connection is next used or
+/// the server's idle timeout (10 s) ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_dropped_before_it_ends_releases_its_locks_at_once() {
+    use crate::{Durability, pg_error};
+
+    let (store, db) = fresh_store().await;
+    let (scope, _) = new_tenant(&store).await;
+    let job = enqueue_one(&store, &scope, spec("held"), t0()).await;
+    let (locked, is_locked) = tokio::sync::oneshot::channel();
+    let holder = tokio::spawn({
+        let store = store.clone();
+        let tenant = scope.tenant_id();
+        async move {
+            store
+                .transaction(Some(tenant), Durability::Durable, async |tx| {
+                    tx.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&job.id.0])
+                        .await
+                        .map_err(pg_error)?;
+                    let _ = locked.send(());
+                    std::future::pending::<Result<(), steadfast_store::StoreError>>().await
+                })
+                .await
+        }
+    });
+    is_locked.await.expect("the holder took the lock");
+    holder.abort();
+    assert!(holder.await.unwrap_err().is_cancelled());
+
+    // The server notices the closed connection within moments; poll for
+    // the lock without waiting on it, well inside the idle timeout.
+    let raw = connect_raw(&db.app_url).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        begin_as(&raw, scope.tenant_id().0).await;
+        let taken = raw
+            .execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE NOWAIT", &[&job.id.0])
+            .await;
+        raw.batch_execute("ROLLBACK").await.unwrap();
+        match taken {
+            Ok(rows) => {
+                assert_eq!(rows, 1);
+                break;
+            }
+            Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the dropped transaction still holds its lock"
+                );
+                tokio::task::yield_now().await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+    // The pool handed out no connection left inside that transaction.
+    for _ in 0..crate::POOL_SIZE {
+        assert!(store.job(&scope, job.id).await.unwrap().is_some());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planner_statistics_are_refreshed_once_a_table_changed_much() {
     use steadfast_store::Maintenance;

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
+use crate::Transaction;
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
 use steadfast_core::lifecycle::{Checkpoint, StepStart};
 use steadfast_core::{Job, JobId, Signal, SignalName, Step, StepName, TenantId, Timestamp, WaitFor};
 use steadfast_store::decide::{self, ConsumedSignal, PendingSignal, SignalWrite, StepRows, StepWrite};
@@ -31,7 +31,7 @@ fn step_from_row(row: &Row) -> Result<Step, StoreError> {
 }
 
 /// A job's steps in the order they were first recorded.
-pub(crate) async fn steps_of(tx: &Transaction<'_>, tenant: TenantId, job_id: JobId) -> Result<Vec<Step>, StoreError> {
+pub(crate) async fn steps_of(tx: &Transaction, tenant: TenantId, job_id: JobId) -> Result<Vec<Step>, StoreError> {
     let sql = format!("SELECT {STEP_COLUMNS} FROM steps WHERE tenant_id = $1 AND job_id = $2 ORDER BY position");
     let rows = tx
         .query(&statement(tx, &sql).await?, &[&tenant.0, &job_id.0])
@@ -43,7 +43,7 @@ pub(crate) async fn steps_of(tx: &Transaction<'_>, tenant: TenantId, job_id: Job
 /// What a step operation decides on: the job (locked), its step `name`,
 /// and how many steps it has.
 async fn step_rows(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     filter: TenantFilter,
     tenant: TenantId,
     id: JobId,
@@ -82,7 +82,7 @@ async fn step_rows(
 /// (locked in id order, as every batch locks them), the named steps, and
 /// each job's step count.
 async fn batch_step_rows(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     filter: TenantFilter,
     tenant: TenantId,
     ops: &[StepOp],
@@ -134,7 +134,7 @@ async fn batch_step_rows(
         .collect())
 }
 
-async fn count(tx: &Transaction<'_>, sql: &str, tenant: TenantId, id: JobId) -> Result<u32, StoreError> {
+async fn count(tx: &Transaction, sql: &str, tenant: TenantId, id: JobId) -> Result<u32, StoreError> {
     let row = tx
         .query_one(&statement(tx, sql).await?, &[&tenant.0, &id.0])
         .await
@@ -147,7 +147,7 @@ async fn count(tx: &Transaction<'_>, sql: &str, tenant: TenantId, id: JobId) -> 
 /// in order would leave: a completed step is never overwritten. Steps keep
 /// the order of their first write, and a new one is numbered after the
 /// job's last, as writing them one by one would number them.
-pub(crate) async fn save_steps(tx: &Transaction<'_>, tenant: TenantId, writes: &[StepWrite]) -> Result<(), StoreError> {
+pub(crate) async fn save_steps(tx: &Transaction, tenant: TenantId, writes: &[StepWrite]) -> Result<(), StoreError> {
     // Per step: the index of its first write, and its last write.
     let mut steps: Vec<(usize, &StepWrite)> = Vec::new();
     let mut index_of: HashMap<(JobId, &str), usize> = HashMap::new();
@@ -210,7 +210,7 @@ fn signal_from_row(row: &Row) -> Result<SignalRecord, StoreError> {
 }
 
 pub(crate) async fn signals_of(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     tenant: TenantId,
     job_id: JobId,
 ) -> Result<Vec<SignalRecord>, StoreError> {
@@ -230,7 +230,7 @@ pub(crate) async fn signals_of(
 }
 
 async fn oldest_pending_signal(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     tenant: TenantId,
     job_id: JobId,
     name: &SignalName,
@@ -256,7 +256,7 @@ async fn oldest_pending_signal(
     .transpose()
 }
 
-pub(crate) async fn consume_signal(tx: &Transaction<'_>, consumed: &ConsumedSignal) -> Result<(), StoreError> {
+pub(crate) async fn consume_signal(tx: &Transaction, consumed: &ConsumedSignal) -> Result<(), StoreError> {
     let seq = i32::try_from(consumed.seq).map_err(corrupt)?;
     tx.execute(
         &statement(
@@ -272,7 +272,7 @@ pub(crate) async fn consume_signal(tx: &Transaction<'_>, consumed: &ConsumedSign
 }
 
 /// Appends a signal to its job's queue.
-pub(crate) async fn insert_signal(tx: &Transaction<'_>, write: &SignalWrite) -> Result<(), StoreError> {
+pub(crate) async fn insert_signal(tx: &Transaction, write: &SignalWrite) -> Result<(), StoreError> {
     let signal = &write.signal;
     tx.execute(
         &statement(
@@ -295,7 +295,7 @@ pub(crate) async fn insert_signal(tx: &Transaction<'_>, write: &SignalWrite) -> 
     Ok(())
 }
 
-pub(crate) async fn children_of(tx: &Transaction<'_>, tenant: TenantId, job_id: JobId) -> Result<Vec<Job>, StoreError> {
+pub(crate) async fn children_of(tx: &Transaction, tenant: TenantId, job_id: JobId) -> Result<Vec<Job>, StoreError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND parent_id = $2 ORDER BY seq");
     let rows = tx
         .query(&statement(tx, &sql).await?, &[&tenant.0, &job_id.0])
@@ -305,7 +305,7 @@ pub(crate) async fn children_of(tx: &Transaction<'_>, tenant: TenantId, job_id: 
 }
 
 async fn child_of(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     tenant: TenantId,
     parent: JobId,
     step: &StepName,
