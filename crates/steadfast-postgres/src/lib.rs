@@ -275,17 +275,12 @@ pub(crate) async fn finish<Tx: Ending, T, E>(
 }
 
 impl PostgresStore {
-    /// Opens a transaction on `client`, scoped to `tenant` when one is
+    /// The message that opens a transaction scoped to `tenant` when one is
     /// given (row-level security then sees only its rows), committing as
-    /// `durability` says. `BEGIN` and both settings go in one message, so
-    /// opening costs one round trip. The settings are transaction-local: a
-    /// pooled connection never carries a tenant into the next transaction.
-    /// End it with [`finish`].
-    async fn begin(
-        client: deadpool_postgres::Object,
-        tenant: Option<TenantId>,
-        durability: Durability,
-    ) -> Result<Transaction, StoreError> {
+    /// `durability` says: `BEGIN` and both settings in one message, one
+    /// round trip. The settings are transaction-local, so a pooled
+    /// connection never carries a tenant into the next transaction.
+    fn opening(tenant: Option<TenantId>, durability: Durability) -> String {
         let mut open = String::from("BEGIN");
         if let Some(tenant) = tenant {
             // A UUID's text is hex digits and dashes: safe as a literal.
@@ -297,9 +292,21 @@ impl PostgresStore {
         if durability == Durability::Relaxed {
             open.push_str("; SET LOCAL synchronous_commit = off");
         }
+        open
+    }
+
+    /// Opens a transaction on `client` (see [`Self::opening`]). End it
+    /// with [`finish`].
+    async fn begin(
+        client: deadpool_postgres::Object,
+        tenant: Option<TenantId>,
+        durability: Durability,
+    ) -> Result<Transaction, StoreError> {
         let tx = Transaction { client: Some(client) };
         // On failure the dropped transaction closes its connection.
-        tx.batch_execute(&open).await.map_err(pg_error)?;
+        tx.batch_execute(&Self::opening(tenant, durability))
+            .await
+            .map_err(pg_error)?;
         Ok(tx)
     }
 
@@ -332,9 +339,17 @@ impl PostgresStore {
     ) -> Result<T, StoreError> {
         let tenant = scope.map(TenantScope::tenant_id);
         let author = scope.map_or_else(Author::system, Author::of);
-        let tx = Self::begin(self.client().await?, tenant, durability).await?;
+        let tx = Transaction {
+            client: Some(self.client().await?),
+        };
         let result = async {
-            let Decision { answer, writes } = decide(&tx).await?;
+            // The decision's first read is sent right behind the opening
+            // message, in the same flight: a round trip less. Reads only:
+            // nothing is written before the opening has been answered.
+            let opening = Self::opening(tenant, durability);
+            let (opened, decided) = futures::join!(tx.batch_execute(&opening), decide(&tx));
+            opened.map_err(pg_error)?;
+            let Decision { answer, writes } = decided?;
             let ready = writes.ready_queues();
             persist::persist(&tx, tenant, writes, &author, now).await?;
             Ok((answer, ready))
