@@ -450,7 +450,7 @@ impl PostgresStore {
 /// between commit and send) only delays other nodes' long-pollers until
 /// their poll ends.
 async fn announce_ready(config: tokio_postgres::Config, announcements: Weak<Announcements>) {
-    let mut connection: Option<tokio_postgres::Client> = None;
+    let mut connection: Option<(tokio_postgres::Client, tokio_postgres::Statement)> = None;
     loop {
         let Some(announcements) = announcements.upgrade() else {
             return;
@@ -466,22 +466,19 @@ async fn announce_ready(config: tokio_postgres::Config, announcements: Weak<Anno
             .map(|(tenant, queue)| format!("{} {}", tenant.0, queue))
             .collect();
         let sent = async {
-            let client = match connection.take() {
-                Some(client) if !client.is_closed() => client,
+            let (client, notify) = match connection.take() {
+                Some((client, notify)) if !client.is_closed() => (client, notify),
                 _ => connect_announcer(&config, &announcements).await?,
             };
             client
-                .execute(
-                    "SELECT pg_notify('steadfast_ready', p) FROM unnest($1::text[]) AS p",
-                    &[&payloads],
-                )
+                .execute(&notify, &[&payloads])
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>(client)
+            Ok::<_, String>((client, notify))
         }
         .await;
         match sent {
-            Ok(client) => connection = Some(client),
+            Ok(announcer) => connection = Some(announcer),
             Err(error) => {
                 // Keep them for the next try, after a pause.
                 announcements.restore(queues);
@@ -493,11 +490,12 @@ async fn announce_ready(config: tokio_postgres::Config, announcements: Weak<Anno
     }
 }
 
-/// Opens the announcing connection and notes its backend process.
+/// Opens the announcing connection, notes its backend process, and
+/// prepares the one statement it sends.
 async fn connect_announcer(
     config: &tokio_postgres::Config,
     announcements: &Announcements,
-) -> Result<tokio_postgres::Client, String> {
+) -> Result<(tokio_postgres::Client, tokio_postgres::Statement), String> {
     let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
     tokio::spawn(connection);
     let pid: i32 = client
@@ -508,8 +506,12 @@ async fn connect_announcer(
         .await
         .map_err(|e| e.to_string())?
         .get(0);
+    let notify = client
+        .prepare("SELECT pg_notify('steadfast_ready', p) FROM unnest($1::text[]) AS p")
+        .await
+        .map_err(|e| e.to_string())?;
     announcements.announcer_pid.store(pid, Ordering::Relaxed);
-    Ok(client)
+    Ok((client, notify))
 }
 
 #[cfg(test)]
