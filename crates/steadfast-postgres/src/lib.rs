@@ -161,6 +161,14 @@ pub(crate) fn pg_error(error: tokio_postgres::Error) -> StoreError {
     })
 }
 
+/// Whether PostgreSQL refused a statement only because an earlier one in
+/// its transaction had failed (25P02): that earlier error is the cause.
+pub(crate) fn after_failure(error: &StoreError) -> bool {
+    // `pg_error` puts the SQLSTATE first.
+    let refused = format!("{}:", tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION.code());
+    matches!(error, StoreError::Unavailable(detail) if detail.starts_with(&refused))
+}
+
 /// The result of an insert whose unique violation is the client's answer
 /// (`AlreadyExists`), not a fault.
 pub(crate) fn inserted(result: Result<u64, tokio_postgres::Error>) -> Result<u64, StoreError> {
@@ -210,12 +218,17 @@ impl Transaction {
     /// Sends `COMMIT` or `ROLLBACK`. A connection whose transaction did not
     /// end cleanly is not returned to the pool.
     async fn end(mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
-        let client = self.client.take().expect("a transaction ends once");
-        let ended = client.batch_execute(sql).await;
-        if ended.is_err() {
-            drop(deadpool_postgres::Object::take(client));
-        }
-        ended
+        self.batch_execute(sql).await?;
+        // Answered: the connection is outside any transaction again. (On an
+        // error, or if this is cancelled first, `Drop` closes it.)
+        drop(self.client.take());
+        Ok(())
+    }
+
+    /// A transaction on `client` that is not open yet: the caller sends
+    /// the opening message ([`PostgresStore::opening`]) first.
+    fn unopened(client: deadpool_postgres::Object) -> Transaction {
+        Transaction { client: Some(client) }
     }
 }
 
@@ -302,7 +315,7 @@ impl PostgresStore {
         tenant: Option<TenantId>,
         durability: Durability,
     ) -> Result<Transaction, StoreError> {
-        let tx = Transaction { client: Some(client) };
+        let tx = Transaction::unopened(client);
         // On failure the dropped transaction closes its connection.
         tx.batch_execute(&Self::opening(tenant, durability))
             .await
@@ -326,7 +339,8 @@ impl PostgresStore {
     /// Runs one operation in three phases, in one transaction: `decide`
     /// loads the rows it needs and calls the shared decision
     /// (`steadfast_store::decide`); the decision's writes are persisted;
-    /// after the commit, other nodes hear of queues that gained ready jobs.
+    /// after the commit, this node's waiters and then other nodes hear of
+    /// queues that gained ready jobs.
     /// With a scope the transaction is the scope's tenant's and the audit
     /// records name its caller; without one it is the system's, across
     /// tenants.
@@ -339,13 +353,14 @@ impl PostgresStore {
     ) -> Result<T, StoreError> {
         let tenant = scope.map(TenantScope::tenant_id);
         let author = scope.map_or_else(Author::system, Author::of);
-        let tx = Transaction {
-            client: Some(self.client().await?),
-        };
+        let tx = Transaction::unopened(self.client().await?);
         let result = async {
             // The decision's first read is sent right behind the opening
-            // message, in the same flight: a round trip less. Reads only:
-            // nothing is written before the opening has been answered.
+            // message, in the same flight: a round trip less. `join!` polls
+            // the opening first, and tokio-postgres queues a request on its
+            // first poll, so `BEGIN` always reaches the server first. The
+            // decision only reads and locks: nothing is written before the
+            // opening has been answered.
             let opening = Self::opening(tenant, durability);
             let (opened, decided) = futures::join!(tx.batch_execute(&opening), decide(&tx));
             opened.map_err(pg_error)?;
@@ -392,7 +407,7 @@ struct Announcements {
     /// Who hears of this node's own commits at once ([`Maintenance::subscribe_ready`]).
     ///
     /// [`Maintenance::subscribe_ready`]: steadfast_store::Maintenance::subscribe_ready
-    local: Mutex<Option<ReadyCallback>>,
+    local: Mutex<Vec<ReadyCallback>>,
 }
 
 impl Announcements {
@@ -422,13 +437,14 @@ impl PostgresStore {
         if queues.is_empty() {
             return;
         }
+        // This node's waiters first, at once; other nodes through NOTIFY.
         let local = self
             .announcements
             .local
             .lock()
-            .expect("the callback slot is never poisoned")
+            .expect("the subscriber list is never poisoned")
             .clone();
-        if let Some(on_ready) = local {
+        for on_ready in &local {
             for (tenant, queue) in queues {
                 on_ready(*tenant, queue.clone());
             }
@@ -470,10 +486,7 @@ async fn announce_ready(config: tokio_postgres::Config, announcements: Weak<Anno
                 Some((client, notify)) if !client.is_closed() => (client, notify),
                 _ => connect_announcer(&config, &announcements).await?,
             };
-            client
-                .execute(&notify, &[&payloads])
-                .await
-                .map_err(|e| e.to_string())?;
+            client.execute(&notify, &[&payloads]).await.map_err(|e| e.to_string())?;
             Ok::<_, String>((client, notify))
         }
         .await;
@@ -490,19 +503,32 @@ async fn announce_ready(config: tokio_postgres::Config, announcements: Weak<Anno
     }
 }
 
-/// Opens the announcing connection, notes its backend process, and
-/// prepares the one statement it sends.
+/// Opens the announcing connection, notes its backend process for as long
+/// as the connection lives (a later connection, this node's or another's,
+/// may get the same PID), and prepares the one statement it sends.
 async fn connect_announcer(
     config: &tokio_postgres::Config,
-    announcements: &Announcements,
+    announcements: &Arc<Announcements>,
 ) -> Result<(tokio_postgres::Client, tokio_postgres::Statement), String> {
+    announcements.announcer_pid.store(0, Ordering::Relaxed);
+    let mut config = config.clone();
+    let options = format!("{} -c synchronous_commit=off", config.get_options().unwrap_or_default());
+    config.options(&options);
     let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
+    // The connection runs in its own task; once it ends, its PID is
+    // forgotten (unless a newer connection's has replaced it).
+    let (known, pid_known) = tokio::sync::oneshot::channel::<i32>();
+    let slot = Arc::downgrade(announcements);
+    tokio::spawn(async move {
+        let _ = connection.await;
+        if let (Ok(pid), Some(announcements)) = (pid_known.await, slot.upgrade()) {
+            let _ = announcements
+                .announcer_pid
+                .compare_exchange(pid, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    });
     let pid: i32 = client
-        .query_one(
-            "SELECT pg_backend_pid() FROM (SELECT set_config('synchronous_commit', 'off', false)) AS off",
-            &[],
-        )
+        .query_one("SELECT pg_backend_pid()", &[])
         .await
         .map_err(|e| e.to_string())?
         .get(0);
@@ -511,6 +537,7 @@ async fn connect_announcer(
         .await
         .map_err(|e| e.to_string())?;
     announcements.announcer_pid.store(pid, Ordering::Relaxed);
+    let _ = known.send(pid);
     Ok((client, notify))
 }
 

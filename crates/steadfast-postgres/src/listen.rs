@@ -1,5 +1,7 @@
 //! LISTEN for ready queues, so a job enqueued on one node wakes the workers
-//! long-polling on every node. A dedicated connection, reconnected on failure.
+//! long-polling on every other node (a node hears its own commits at once,
+//! from [`PostgresStore::announce`], and skips their echo). A dedicated
+//! connection, reconnected on failure.
 
 use std::time::Duration;
 
@@ -19,11 +21,11 @@ impl PostgresStore {
     /// Calls `on_ready` for every queue that gains ready jobs: at once for
     /// this node's commits, through `LISTEN` for other nodes'.
     pub(crate) fn spawn_listener(&self, on_ready: ReadyCallback) {
-        *self
-            .announcements
+        self.announcements
             .local
             .lock()
-            .expect("the callback slot is never poisoned") = Some(on_ready.clone());
+            .expect("the subscriber list is never poisoned")
+            .push(on_ready.clone());
         let config = self.config.clone();
         let announcements = self.announcements.clone();
         tokio::spawn(async move {

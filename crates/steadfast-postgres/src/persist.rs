@@ -9,7 +9,7 @@ use steadfast_store::decide::{Author, ClaimedKey, Writes};
 use crate::audit::append;
 use crate::rows::{insert_attempts, insert_jobs, millis, save_jobs};
 use crate::workflows::{consume_signal, insert_signal, save_steps};
-use crate::{pg_error, set_tenant, statement};
+use crate::{after_failure, pg_error, set_tenant, statement};
 
 /// Writes every group of `writes`, tenant by tenant, in the order of its
 /// fields; `tenant` is the transaction's tenant setting, if it has one.
@@ -44,11 +44,13 @@ pub(crate) async fn persist(
         let audit = append(tx, owner, &author.actor, author.request_id.as_deref(), now, drafts);
         // The audit intake references no row, so its insert is sent with
         // the first row write rather than after the last: one round trip
-        // less per operation. Should a row write fail, the transaction is
-        // aborted and rolls back whatever ran; its error is the one to report.
-        let (rows, audit) = futures::join!(rows, audit);
-        rows?;
-        audit?;
+        // less per operation. Whatever fails first aborts the transaction,
+        // which then rolls back; statements after it are refused (25P02),
+        // so the error to report is the first one.
+        match futures::join!(rows, audit) {
+            (Err(refused), Err(cause)) if after_failure(&refused) => Err(cause),
+            (rows, audit) => rows.and(audit),
+        }?;
     }
     Ok(())
 }
