@@ -277,6 +277,18 @@ pub struct ServeArgs {
     #[arg(long, env = "STEADFAST_AUDIT_CHECKPOINT_INTERVAL_SECS", default_value_t = 3600)]
     pub audit_checkpoint_interval_secs: u64,
 
+    /// SLO notifications being delivered at once, across tenants.
+    #[arg(long, env = "STEADFAST_NOTIFY_CONCURRENCY", default_value_t = 16)]
+    pub notify_concurrency: usize,
+
+    /// SLO notifications being delivered at once for one tenant.
+    #[arg(long, env = "STEADFAST_NOTIFY_PER_TENANT", default_value_t = 2)]
+    pub notify_per_tenant: usize,
+
+    /// Longest one notification delivery attempt may take, in seconds.
+    #[arg(long, env = "STEADFAST_NOTIFY_TIMEOUT_SECS", default_value_t = 10)]
+    pub notify_timeout_secs: u64,
+
     /// Serve /metrics without an API key (otherwise a reader or admin key is needed).
     #[arg(long, env = "STEADFAST_METRICS_PUBLIC")]
     pub metrics_public: bool,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use steadfast_core::{Limits, RetryPolicy, Role, TenantId, TenantName};
 use steadfast_postgres::{ConnectError, PostgresStore};
+use steadfast_server::engine::DeliveryLimits;
 use steadfast_server::engine::audit::AuditSigner;
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
 use steadfast_sqlite::SqliteStore;
@@ -56,6 +57,11 @@ impl ServeArgs {
             audit_checkpoint_every: Duration::from_secs(self.audit_checkpoint_interval_secs),
             metrics_public: self.metrics_public,
             record_metrics: true,
+            delivery: DeliveryLimits {
+                concurrency: self.notify_concurrency,
+                per_tenant: self.notify_per_tenant,
+                timeout: Duration::from_secs(self.notify_timeout_secs),
+            },
         }
     }
 
@@ -65,6 +71,18 @@ impl ServeArgs {
             (self.max_body_bytes == 0, "--max-body-bytes must be positive"),
             (self.max_batch_jobs == 0, "--max-batch-jobs must be positive"),
             (self.lease_ttl_secs == 0, "--lease-ttl-secs must be positive"),
+            (
+                self.notify_concurrency == 0 || self.notify_concurrency > 1000,
+                "--notify-concurrency must be between 1 and 1000",
+            ),
+            (
+                self.notify_per_tenant == 0 || self.notify_per_tenant > self.notify_concurrency,
+                "--notify-per-tenant must be between 1 and --notify-concurrency",
+            ),
+            (
+                self.notify_timeout_secs == 0 || self.notify_timeout_secs > 300,
+                "--notify-timeout-secs must be between 1 and 300",
+            ),
             (
                 self.default_max_attempts == 0 || self.default_max_attempts > defaults.max_attempts,
                 "--default-max-attempts must be between 1 and 1000",

@@ -9,6 +9,8 @@ use std::time::Duration;
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
 use steadfast_core::Role;
+use steadfast_server::EngineConfig;
+use steadfast_server::engine::DeliveryLimits;
 
 /// A webhook receiver on loopback that keeps what it is sent.
 async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
@@ -171,6 +173,99 @@ async fn a_notification_that_fails_is_retried_not_lost(backend: Backend) {
     assert_eq!(job["last_error"]["kind"], "notification");
 }
 
+/// A receiver that reads each request and never answers, holding every
+/// connection open; says each time a request arrives.
+async fn silent_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use tokio::io::AsyncReadExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut connection, _) = listener.accept().await.unwrap();
+            let mut request = vec![0; 64 * 1024];
+            let _ = connection.read(&mut request).await;
+            let _ = arrived.send(());
+            held.push(connection);
+        }
+    });
+    (url, arrivals)
+}
+
+/// While one tenant's notification waits on a receiver that never
+/// answers, another tenant's notification is delivered, its scheduled job
+/// is promoted and its lapsed lease expires: the duties run apart, and one
+/// delivery holds up none of them.
+async fn a_receiver_that_never_answers_holds_up_no_other_duty(backend: Backend) {
+    let config = EngineConfig {
+        // Longer than the test: the delivery is in flight throughout.
+        delivery: DeliveryLimits {
+            timeout: Duration::from_secs(600),
+            ..DeliveryLimits::default()
+        },
+        ..EngineConfig::default()
+    };
+    let server = TestServer::start_with(backend, config).await;
+    let acme = server.key("acme", Role::Admin).await;
+    let globex = server.key("globex", Role::Admin).await;
+    let (silent, mut arrivals) = silent_receiver().await;
+    let slo = json!({"name": "s", "queue": "q", "objective": 0.9, "notify_url": silent});
+    server.post("/v1/slos", &acme, slo).await;
+    finish(&server, &acme, "q", 5, false).await;
+    assert_eq!(server.engine.evaluate_slos().await.unwrap(), 1);
+
+    let duties = tokio::spawn(server.engine.clone().run_duties());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    tokio::time::timeout_at(deadline, arrivals.recv())
+        .await
+        .expect("the notification reached the receiver");
+
+    // With that delivery hanging, another tenant's notification goes out.
+    let (listening, received) = receiver().await;
+    let slo = json!({"name": "s", "queue": "q", "objective": 0.9, "notify_url": listening});
+    server.post("/v1/slos", &globex, slo).await;
+    finish(&server, &globex, "q", 5, false).await;
+    assert_eq!(server.engine.evaluate_slos().await.unwrap(), 1);
+    while received.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other tenant's notification waited on the hanging one"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // And its timers and leases.
+    let later = common::t0().saturating_add(Duration::from_secs(60)).unwrap();
+    let scheduled = server
+        .enqueue(
+            &globex,
+            json!({"queue": "g", "payload": {}, "run_at": later.to_string()}),
+        )
+        .await;
+    server.enqueue(&globex, json!({"queue": "h", "payload": {}})).await;
+    let leased = server.lease_one(&globex, "h", "w").await;
+    server.clock.advance(Duration::from_secs(120));
+    let state = async |id: &Value| {
+        let path = format!("/v1/jobs/{}", id.as_str().unwrap());
+        server.get(&path, &globex).await.json()["state"].clone()
+    };
+    while state(&scheduled["id"]).await != "queued" || state(&leased["id"]).await == "running" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other tenant's timer or lease expiry waited on the delivery"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        arrivals.try_recv().is_err(),
+        "the first delivery is still the one in flight, not a retry"
+    );
+    // Draining would wait out the hanging delivery (600 s here).
+    duties.abort();
+}
+
 async fn slo_requests_are_validated_and_roles_enforced(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
@@ -211,6 +306,7 @@ async fn slo_requests_are_validated_and_roles_enforced(backend: Backend) {
 
 on_both_backends!(
     a_burning_budget_pages_notifies_and_clears,
+    a_receiver_that_never_answers_holds_up_no_other_duty,
     a_notification_that_fails_is_retried_not_lost,
     slo_requests_are_validated_and_roles_enforced,
 );

@@ -1,19 +1,24 @@
 //! Background duties: promote scheduled jobs whose time has come, expire
 //! lapsed leases, forget idempotency keys past their window, link waiting
-//! audit records into their chains.
+//! audit records into their chains, log checkpoints, evaluate SLOs, deliver
+//! their notifications, refresh planner statistics and prune the audit log.
 //!
-//! The loop asks the store when the next thing is due and sleeps until then
-//! (at most [`MAX_IDLE`]), or until the engine nudges it. Tests with a manual
-//! clock call [`Engine::run_duties_once`] instead.
-
-use std::time::Duration;
+//! Each duty runs in its own task. The sweeps ask the store when the next
+//! thing is due and sleep until then (at most [`MAX_IDLE`]), or until the
+//! engine nudges them. Tests with a manual clock call
+//! [`Engine::run_duties_once`] instead.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use steadfast_core::{TenantId, Timestamp};
 use steadfast_store::{StoreError, auth};
 
+use tokio::task::JoinSet;
+
 use super::Engine;
+use super::deliveries::Deliveries;
 
 /// Longest sleep between two looks, whatever the store says.
 const MAX_IDLE: Duration = Duration::from_secs(1);
@@ -118,69 +123,65 @@ impl Engine {
         }
     }
 
-    /// Runs the duties until the engine drains.
+    /// Runs the duties until the engine drains, each in its own task: a
+    /// slow one (a receiver that never answers, a long prune) delays only
+    /// its own next run, never the timers, the lease expiry or another
+    /// tenant's work.
     pub async fn run_duties(self) {
-        let chaining = tokio::spawn(self.clone().run_audit_chaining());
+        let mut duties = JoinSet::new();
+        duties.spawn(self.clone().run_sweeps());
+        duties.spawn(self.clone().run_audit_chaining());
+        duties.spawn(self.clone().run_deliveries());
+        duties.spawn(self.clone().every(PRUNE_EVERY, PRUNE_EVERY, async |engine| {
+            match engine.store().prune_idempotency_keys(engine.now(), 10_000).await {
+                Ok(pruned) if pruned > 0 => tracing::debug!(pruned, "pruned expired idempotency keys"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "pruning idempotency keys failed"),
+            }
+        }));
+        let logged = Arc::new(tokio::sync::Mutex::new(HashMap::new()));
+        let checkpoint_every = self.inner.config.audit_checkpoint_every;
+        duties.spawn(
+            self.clone()
+                .every(Duration::ZERO, checkpoint_every, async move |engine| {
+                    if let Err(error) = engine.log_audit_checkpoints(&mut *logged.lock().await).await {
+                        tracing::warn!(%error, "logging audit checkpoints failed");
+                    }
+                }),
+        );
+        duties.spawn(self.clone().every(Duration::ZERO, SLO_EVERY, async |engine| {
+            if let Err(error) = engine.evaluate_slos().await {
+                tracing::warn!(%error, "evaluating SLOs failed");
+            }
+        }));
+        duties.spawn(self.clone().every(Duration::ZERO, STATISTICS_EVERY, async |engine| {
+            match engine.store().refresh_statistics().await {
+                Ok(0) => {}
+                Ok(tables) => tracing::debug!(tables, "refreshed planner statistics"),
+                Err(error) => tracing::warn!(%error, "refreshing planner statistics failed"),
+            }
+        }));
+        duties.spawn(self.clone().every(Duration::ZERO, RETENTION_EVERY, async |engine| {
+            let before = engine
+                .now()
+                .checked_sub(engine.inner.config.audit_retention)
+                .unwrap_or(Timestamp::MIN);
+            match engine.store().prune_audit(before, 10_000, engine.now()).await {
+                Ok(removed) if removed > 0 => tracing::info!(removed, "audit retention pruned old records"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "audit retention failed"),
+            }
+        }));
+        while duties.join_next().await.is_some() {}
+    }
+
+    /// Promotes due timers and expires lapsed leases, as soon as the store
+    /// says something is due (or the engine nudges), until the engine drains.
+    async fn run_sweeps(self) {
         let mut draining = self.inner.draining.subscribe();
-        let mut last_prune = tokio::time::Instant::now();
-        let mut last_checkpoint: Option<tokio::time::Instant> = None;
-        let mut last_retention: Option<tokio::time::Instant> = None;
-        let mut logged = HashMap::new();
-        let mut last_slo_evaluation: Option<tokio::time::Instant> = None;
-        let mut last_delivery: Option<tokio::time::Instant> = None;
-        let mut last_statistics: Option<tokio::time::Instant> = None;
-        let http = reqwest::Client::new();
         while !*draining.borrow_and_update() {
             if let Err(error) = self.run_duties_once().await {
                 tracing::warn!(%error, "background duties failed; retrying");
-            }
-            if last_prune.elapsed() >= PRUNE_EVERY {
-                last_prune = tokio::time::Instant::now();
-                match self.store().prune_idempotency_keys(self.now(), 10_000).await {
-                    Ok(pruned) if pruned > 0 => {
-                        tracing::debug!(pruned, "pruned expired idempotency keys")
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "pruning idempotency keys failed"),
-                }
-            }
-            if last_checkpoint.is_none_or(|at| at.elapsed() >= self.inner.config.audit_checkpoint_every) {
-                last_checkpoint = Some(tokio::time::Instant::now());
-                if let Err(error) = self.log_audit_checkpoints(&mut logged).await {
-                    tracing::warn!(%error, "logging audit checkpoints failed");
-                }
-            }
-            if last_slo_evaluation.is_none_or(|at| at.elapsed() >= SLO_EVERY) {
-                last_slo_evaluation = Some(tokio::time::Instant::now());
-                if let Err(error) = self.evaluate_slos().await {
-                    tracing::warn!(%error, "evaluating SLOs failed");
-                }
-            }
-            if last_statistics.is_none_or(|at| at.elapsed() >= STATISTICS_EVERY) {
-                last_statistics = Some(tokio::time::Instant::now());
-                match self.store().refresh_statistics().await {
-                    Ok(0) => {}
-                    Ok(tables) => tracing::debug!(tables, "refreshed planner statistics"),
-                    Err(error) => tracing::warn!(%error, "refreshing planner statistics failed"),
-                }
-            }
-            if last_delivery.is_none_or(|at| at.elapsed() >= DELIVER_EVERY) {
-                last_delivery = Some(tokio::time::Instant::now());
-                if let Err(error) = self.deliver_notifications(&http).await {
-                    tracing::warn!(%error, "delivering notifications failed");
-                }
-            }
-            if last_retention.is_none_or(|at| at.elapsed() >= RETENTION_EVERY) {
-                last_retention = Some(tokio::time::Instant::now());
-                let before = self
-                    .now()
-                    .checked_sub(self.inner.config.audit_retention)
-                    .unwrap_or(Timestamp::MIN);
-                match self.store().prune_audit(before, 10_000, self.now()).await {
-                    Ok(removed) if removed > 0 => tracing::info!(removed, "audit retention pruned old records"),
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "audit retention failed"),
-                }
             }
             let sleep = match self.store().next_due().await {
                 Ok(Some(due)) => {
@@ -195,6 +196,46 @@ impl Engine {
                 _ = draining.changed() => {}
             }
         }
-        let _ = chaining.await;
+    }
+
+    /// Starts deliveries of pending notifications as they are enqueued, as
+    /// slots free and every [`DELIVER_EVERY`] (for retries that came due),
+    /// without waiting for those in flight; once the
+    /// engine drains, waits for those (each bounded by its timeout).
+    async fn run_deliveries(self) {
+        let http = reqwest::Client::new();
+        let mut deliveries = Deliveries::default();
+        let mut draining = self.inner.draining.subscribe();
+        while !*draining.borrow_and_update() {
+            deliveries.reap();
+            if let Err(error) = self.start_deliveries(&http, &mut deliveries).await {
+                tracing::warn!(%error, "delivering notifications failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(DELIVER_EVERY) => {}
+                _ = self.inner.deliveries_nudge.notified() => {}
+                _ = deliveries.next_finished() => {}
+                _ = draining.changed() => {}
+            }
+        }
+        deliveries.wait_all().await;
+    }
+
+    /// Runs `duty` after `first`, then every `period`, until the engine
+    /// drains.
+    async fn every(self, first: Duration, period: Duration, mut duty: impl AsyncFnMut(&Engine) + Send) {
+        let mut draining = self.inner.draining.subscribe();
+        let mut wait = first;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = draining.changed() => {}
+            }
+            if *draining.borrow_and_update() {
+                return;
+            }
+            duty(&self).await;
+            wait = period;
+        }
     }
 }

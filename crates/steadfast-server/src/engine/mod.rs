@@ -4,6 +4,7 @@
 //! background duties).
 
 pub mod audit;
+mod deliveries;
 mod duties;
 pub mod slos;
 mod wakeups;
@@ -26,6 +27,7 @@ use steadfast_store::{
 };
 use tokio::sync::{Notify, watch};
 
+pub use deliveries::DeliveryLimits;
 pub use duties::DutyReport;
 use wakeups::Wakeups;
 
@@ -56,6 +58,8 @@ pub struct EngineConfig {
     /// only to measure what collecting them costs
     /// (`steadfast bench throughput --no-metrics`).
     pub record_metrics: bool,
+    /// Bounds on delivering SLO notifications to tenants' receivers.
+    pub delivery: DeliveryLimits,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +73,7 @@ impl Default for EngineConfig {
             audit_checkpoint_every: Duration::from_secs(3600),
             metrics_public: false,
             record_metrics: true,
+            delivery: DeliveryLimits::default(),
         }
     }
 }
@@ -95,6 +100,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Nudges the background duties when something may be due sooner than they planned.
     duties_nudge: Notify,
+    /// Wakes the notification deliveries: a notification was enqueued.
+    deliveries_nudge: Notify,
     draining: watch::Sender<bool>,
 }
 
@@ -112,6 +119,7 @@ impl Engine {
                 wakeups,
                 metrics: Arc::new(Metrics::new()),
                 duties_nudge: Notify::new(),
+                deliveries_nudge: Notify::new(),
                 draining: watch::channel(false).0,
             }),
         }

@@ -7,10 +7,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use steadfast_core::lifecycle::{EnqueueRequest, Failure};
+use steadfast_core::lifecycle::EnqueueRequest;
 use steadfast_core::slo::{self, Severity};
-use steadfast_core::{AttemptError, KeyId, QueueName, Role, WorkerId};
-use steadfast_store::{Principal, SloRecord, StoreError, TenantScope, auth};
+use steadfast_store::{SloRecord, StoreError, TenantScope, auth};
 
 use super::Engine;
 use crate::metrics::SloLabels;
@@ -122,61 +121,10 @@ impl Engine {
                         .validate(self.limits(), [0; 32], self.now())
                         .expect("a valid notification");
                     self.enqueue(&scope, vec![spec]).await?;
+                    self.inner.deliveries_nudge.notify_one();
                 }
             }
         }
         Ok(changed)
-    }
-
-    /// Delivers pending notifications: one POST each; a failure goes back
-    /// through the retry policy like any job. Returns the number delivered.
-    pub async fn deliver_notifications(&self, http: &reqwest::Client) -> Result<usize, StoreError> {
-        let queue = QueueName::new(NOTIFICATION_QUEUE).expect("valid");
-        let worker = WorkerId::new("steadfast-notifier").expect("valid");
-        let mut delivered = 0;
-        for tenant in self.store().list_tenants().await? {
-            let principal = Principal {
-                scope: auth::system(&tenant),
-                role: Role::Admin,
-                key_id: KeyId::parse("0000000000000000").expect("valid"),
-                key_name: "steadfast".into(),
-            };
-            let leased = self
-                .lease(&principal, vec![queue.clone()], 10, worker.clone(), Duration::ZERO)
-                .await?;
-            for job in leased {
-                let token = job.job.lease.as_ref().map(|l| l.token.clone()).unwrap_or_default();
-                let payload: serde_json::Value = serde_json::from_str(&job.job.payload).unwrap_or_default();
-                let url = payload["url"].as_str().unwrap_or_default();
-                let sent = http
-                    .post(url)
-                    .timeout(Duration::from_secs(10))
-                    .json(&payload["notification"])
-                    .send()
-                    .await;
-                let scope = &principal.scope;
-                match sent {
-                    Ok(response) if response.status().is_success() => {
-                        self.complete(scope, job.job.id, &token, "null".into()).await?;
-                        delivered += 1;
-                    }
-                    outcome => {
-                        let message = match outcome {
-                            Ok(response) => format!("the receiver answered {}", response.status()),
-                            Err(error) => format!("delivery failed: {error}"),
-                        };
-                        let failure = Failure {
-                            error: AttemptError {
-                                message,
-                                kind: Some("notification".into()),
-                            },
-                            retryable: true,
-                        };
-                        self.fail(scope, job.job.id, &token, failure).await?;
-                    }
-                }
-            }
-        }
-        Ok(delivered)
     }
 }
