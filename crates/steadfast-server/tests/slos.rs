@@ -143,6 +143,21 @@ async fn a_burning_budget_pages_notifies_and_clears(backend: Backend) {
     );
 }
 
+/// One delivery pass delivers nothing, and the notification waits for its
+/// retry with the failure recorded.
+async fn delivery_fails_and_waits_for_a_retry(server: &TestServer, key: &str) {
+    let delivered = server
+        .engine
+        .deliver_notifications(&reqwest::Client::new())
+        .await
+        .unwrap();
+    assert_eq!(delivered, 0);
+    let notifications = server.get("/v1/jobs?queue=steadfast.notifications", key).await.json();
+    let job = &notifications["jobs"][0];
+    assert!(job["state"] == "scheduled" || job["state"] == "queued", "{job}");
+    assert_eq!(job["last_error"]["kind"], "notification");
+}
+
 async fn a_notification_that_fails_is_retried_not_lost(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.key("acme", Role::Admin).await;
@@ -156,21 +171,7 @@ async fn a_notification_that_fails_is_retried_not_lost(backend: Backend) {
         .await;
     finish(&server, &admin, "q", 5, false).await;
     server.engine.evaluate_slos().await.unwrap();
-    assert_eq!(
-        server
-            .engine
-            .deliver_notifications(&reqwest::Client::new())
-            .await
-            .unwrap(),
-        0
-    );
-    let notifications = server
-        .get("/v1/jobs?queue=steadfast.notifications", &admin)
-        .await
-        .json();
-    let job = &notifications["jobs"][0];
-    assert!(job["state"] == "scheduled" || job["state"] == "queued", "{job}");
-    assert_eq!(job["last_error"]["kind"], "notification");
+    delivery_fails_and_waits_for_a_retry(&server, &admin).await;
 }
 
 /// A receiver that reads each request and never answers, holding every
@@ -194,25 +195,35 @@ async fn silent_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>)
     (url, arrivals)
 }
 
-/// While one tenant's notification waits on a receiver that never
-/// answers, another tenant's notification is delivered, its scheduled job
-/// is promoted and its lapsed lease expires: the duties run apart, and one
-/// delivery holds up none of them.
-async fn a_receiver_that_never_answers_holds_up_no_other_duty(backend: Backend) {
+/// A server whose deliveries time out after `timeout`, and tenant acme's
+/// admin key, with an SLO on queue `q` that notifies a silent receiver.
+async fn silenced(
+    backend: Backend,
+    timeout: Duration,
+) -> (TestServer, String, tokio::sync::mpsc::UnboundedReceiver<()>) {
     let config = EngineConfig {
-        // Longer than the test: the delivery is in flight throughout.
         delivery: DeliveryLimits {
-            timeout: Duration::from_secs(600),
+            timeout,
             ..DeliveryLimits::default()
         },
         ..EngineConfig::default()
     };
     let server = TestServer::start_with(backend, config).await;
     let acme = server.key("acme", Role::Admin).await;
-    let globex = server.key("globex", Role::Admin).await;
-    let (silent, mut arrivals) = silent_receiver().await;
+    let (silent, arrivals) = silent_receiver().await;
     let slo = json!({"name": "s", "queue": "q", "objective": 0.9, "notify_url": silent});
     server.post("/v1/slos", &acme, slo).await;
+    (server, acme, arrivals)
+}
+
+/// While one tenant's notification waits on a receiver that never
+/// answers, another tenant's notification is delivered, its scheduled job
+/// is promoted and its lapsed lease expires: the duties run apart, and one
+/// delivery holds up none of them.
+async fn a_receiver_that_never_answers_holds_up_no_other_duty(backend: Backend) {
+    // Longer than the test: the delivery is in flight throughout.
+    let (server, acme, mut arrivals) = silenced(backend, Duration::from_secs(600)).await;
+    let globex = server.key("globex", Role::Admin).await;
     finish(&server, &acme, "q", 5, false).await;
     assert_eq!(server.engine.evaluate_slos().await.unwrap(), 1);
 
@@ -220,14 +231,16 @@ async fn a_receiver_that_never_answers_holds_up_no_other_duty(backend: Backend) 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     tokio::time::timeout_at(deadline, arrivals.recv())
         .await
-        .expect("the notification reached the receiver");
+        .expect("the notification reached the receiver in time")
+        .expect("the receiver is running");
 
     // With that delivery hanging, another tenant's notification goes out.
     let (listening, received) = receiver().await;
     let slo = json!({"name": "s", "queue": "q", "objective": 0.9, "notify_url": listening});
     server.post("/v1/slos", &globex, slo).await;
     finish(&server, &globex, "q", 5, false).await;
-    assert_eq!(server.engine.evaluate_slos().await.unwrap(), 1);
+    // (The SLO duty may have raised it already.)
+    server.engine.evaluate_slos().await.unwrap();
     while received.lock().unwrap().is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -258,12 +271,53 @@ async fn a_receiver_that_never_answers_holds_up_no_other_duty(backend: Backend) 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
-        arrivals.try_recv().is_err(),
-        "the first delivery is still the one in flight, not a retry"
-    );
+    // Its lease outlasts its timeout, so the clock's jump did not lapse it:
+    // still the first delivery in flight, no second one beside it.
+    assert!(arrivals.try_recv().is_err(), "the hanging notification was sent again");
     // Draining would wait out the hanging delivery (600 s here).
     duties.abort();
+}
+
+/// A delivery attempt that outlasts its timeout fails like any attempt,
+/// and goes back through the retry policy.
+async fn a_delivery_that_outlasts_its_timeout_fails_and_is_retried(backend: Backend) {
+    let (server, admin, _arrivals) = silenced(backend, Duration::from_millis(200)).await;
+    finish(&server, &admin, "q", 5, false).await;
+    server.engine.evaluate_slos().await.unwrap();
+    delivery_fails_and_waits_for_a_retry(&server, &admin).await;
+}
+
+/// One pass delivers at most `per_tenant` of a tenant's notifications and
+/// at most `concurrency` in all; the rest wait for a later pass.
+async fn deliveries_are_bounded_per_tenant_and_in_all(backend: Backend) {
+    let config = EngineConfig {
+        delivery: DeliveryLimits {
+            concurrency: 3,
+            per_tenant: 2,
+            ..DeliveryLimits::default()
+        },
+        ..EngineConfig::default()
+    };
+    let server = TestServer::start_with(backend, config).await;
+    let mut received = Vec::new();
+    for (tenant, slos) in [("acme", 3), ("globex", 2)] {
+        let key = server.key(tenant, Role::Admin).await;
+        let (url, kept) = receiver().await;
+        for n in 0..slos {
+            let slo = json!({"name": format!("s{n}"), "queue": "q", "objective": 0.9, "notify_url": url});
+            server.post("/v1/slos", &key, slo).await;
+        }
+        finish(&server, &key, "q", 5, false).await;
+        received.push(kept);
+    }
+    assert_eq!(server.engine.evaluate_slos().await.unwrap(), 5);
+    let http = reqwest::Client::new();
+    let counts = || received.iter().map(|r| r.lock().unwrap().len()).collect::<Vec<_>>();
+
+    assert_eq!(server.engine.deliver_notifications(&http).await.unwrap(), 3);
+    assert!(counts().iter().all(|&n| n <= 2), "{:?}", counts());
+    assert_eq!(server.engine.deliver_notifications(&http).await.unwrap(), 2);
+    assert_eq!(counts(), [3, 2]);
 }
 
 async fn slo_requests_are_validated_and_roles_enforced(backend: Backend) {
@@ -307,6 +361,8 @@ async fn slo_requests_are_validated_and_roles_enforced(backend: Backend) {
 on_both_backends!(
     a_burning_budget_pages_notifies_and_clears,
     a_receiver_that_never_answers_holds_up_no_other_duty,
+    a_delivery_that_outlasts_its_timeout_fails_and_is_retried,
+    deliveries_are_bounded_per_tenant_and_in_all,
     a_notification_that_fails_is_retried_not_lost,
     slo_requests_are_validated_and_roles_enforced,
 );

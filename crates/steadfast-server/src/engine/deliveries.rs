@@ -27,6 +27,15 @@ pub struct DeliveryLimits {
     pub timeout: Duration,
 }
 
+impl DeliveryLimits {
+    /// How long a delivery holds its notification's lease: past the
+    /// attempt's timeout, so the lease never lapses while the receiver is
+    /// still being waited on (which would deliver it twice at once).
+    pub fn lease(&self) -> Duration {
+        self.timeout + Duration::from_secs(30)
+    }
+}
+
 impl Default for DeliveryLimits {
     fn default() -> Self {
         DeliveryLimits {
@@ -43,6 +52,10 @@ pub(super) struct Deliveries {
     running: JoinSet<bool>,
     tenants: HashMap<Id, TenantId>,
     per_tenant: HashMap<TenantId, usize>,
+    /// Where the next pass starts in the list of tenants: each pass starts
+    /// one further, so tenants late in the list are not always the ones
+    /// left without a free slot.
+    next_first: usize,
 }
 
 impl Deliveries {
@@ -80,16 +93,6 @@ impl Deliveries {
         }
     }
 
-    /// Waits for one delivery to finish (never, while none runs).
-    pub(super) async fn next_finished(&mut self) {
-        match self.running.join_next_with_id().await {
-            Some(done) => {
-                self.finished(done);
-            }
-            None => std::future::pending().await,
-        }
-    }
-
     /// Waits for every delivery in flight; how many were delivered.
     pub(super) async fn wait_all(&mut self) -> usize {
         let mut delivered = 0;
@@ -111,7 +114,8 @@ impl Engine {
     }
 
     /// Leases each tenant's pending notifications, as far as free slots
-    /// allow, and starts delivering them.
+    /// allow, and starts delivering them. A tenant whose lease fails is
+    /// logged and passed over; the others are still served.
     pub(super) async fn start_deliveries(
         &self,
         http: &reqwest::Client,
@@ -120,7 +124,14 @@ impl Engine {
         let limits = self.inner.config.delivery;
         let queue = QueueName::new(NOTIFICATION_QUEUE).expect("valid");
         let worker = WorkerId::new("steadfast-notifier").expect("valid");
-        for tenant in self.store().list_tenants().await? {
+        let mut tenants = self.store().list_tenants().await?;
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        let first = deliveries.next_first % tenants.len();
+        tenants.rotate_left(first);
+        deliveries.next_first = first + 1;
+        for tenant in tenants {
             let free = limits.concurrency.saturating_sub(deliveries.running.len());
             if free == 0 {
                 break;
@@ -139,14 +150,22 @@ impl Engine {
                 key_name: "steadfast".into(),
             };
             let leased = self
-                .lease(
+                .lease_for(
                     &principal,
                     vec![queue.clone()],
                     wanted as u32,
                     worker.clone(),
                     Duration::ZERO,
+                    limits.lease(),
                 )
-                .await?;
+                .await;
+            let leased = match leased {
+                Ok(leased) => leased,
+                Err(error) => {
+                    tracing::warn!(%error, tenant_id = %tenant.id, "leasing notifications failed");
+                    continue;
+                }
+            };
             for job in leased {
                 let delivery = self.clone().deliver(http.clone(), principal.scope.clone(), job);
                 deliveries.start(tenant.id, delivery);

@@ -9,7 +9,6 @@
 //! [`Engine::run_duties_once`] instead.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use steadfast_core::{TenantId, Timestamp};
@@ -139,12 +138,12 @@ impl Engine {
                 Err(error) => tracing::warn!(%error, "pruning idempotency keys failed"),
             }
         }));
-        let logged = Arc::new(tokio::sync::Mutex::new(HashMap::new()));
+        let mut logged = HashMap::new();
         let checkpoint_every = self.inner.config.audit_checkpoint_every;
         duties.spawn(
             self.clone()
                 .every(Duration::ZERO, checkpoint_every, async move |engine| {
-                    if let Err(error) = engine.log_audit_checkpoints(&mut *logged.lock().await).await {
+                    if let Err(error) = engine.log_audit_checkpoints(&mut logged).await {
                         tracing::warn!(%error, "logging audit checkpoints failed");
                     }
                 }),
@@ -198,10 +197,12 @@ impl Engine {
         }
     }
 
-    /// Starts deliveries of pending notifications as they are enqueued, as
-    /// slots free and every [`DELIVER_EVERY`] (for retries that came due),
-    /// without waiting for those in flight; once the
-    /// engine drains, waits for those (each bounded by its timeout).
+    /// Starts deliveries of pending notifications as they are enqueued and
+    /// every [`DELIVER_EVERY`] (retries that came due, slots that freed),
+    /// without waiting for those in flight. Once the engine drains, waits
+    /// for those (each bounded by its timeout) unless aborted first, as
+    /// `serve` does at shutdown: an interrupted delivery is made again
+    /// (notifications are delivered at least once).
     async fn run_deliveries(self) {
         let http = reqwest::Client::new();
         let mut deliveries = Deliveries::default();
@@ -214,7 +215,6 @@ impl Engine {
             tokio::select! {
                 _ = tokio::time::sleep(DELIVER_EVERY) => {}
                 _ = self.inner.deliveries_nudge.notified() => {}
-                _ = deliveries.next_finished() => {}
                 _ = draining.changed() => {}
             }
         }
@@ -222,7 +222,7 @@ impl Engine {
     }
 
     /// Runs `duty` after `first`, then every `period`, until the engine
-    /// drains.
+    /// drains. (`duty`'s future must be `Send`: the caller spawns this.)
     async fn every(self, first: Duration, period: Duration, mut duty: impl AsyncFnMut(&Engine) + Send) {
         let mut draining = self.inner.draining.subscribe();
         let mut wait = first;

@@ -294,6 +294,22 @@ impl Engine {
         worker_id: WorkerId,
         wait: Duration,
     ) -> Result<Vec<LeasedJob>, StoreError> {
+        let ttl = self.limits().lease_ttl;
+        self.lease_for(principal, queues, max_jobs, worker_id, wait, ttl).await
+    }
+
+    /// [`Engine::lease`] with leases of `ttl` (still never past a job's
+    /// attempt deadline): for the engine's own workers, whose calls are
+    /// bounded by their own timeouts rather than kept alive by heartbeats.
+    pub(crate) async fn lease_for(
+        &self,
+        principal: &Principal,
+        queues: Vec<QueueName>,
+        max_jobs: u32,
+        worker_id: WorkerId,
+        wait: Duration,
+        ttl: Duration,
+    ) -> Result<Vec<LeasedJob>, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
         let tenant = principal.scope.tenant_id();
         let mut draining = self.inner.draining.subscribe();
@@ -310,7 +326,7 @@ impl Engine {
                 max_jobs,
                 worker_id: worker_id.clone(),
                 key_id: principal.key_id.clone(),
-                ttl: self.limits().lease_ttl,
+                ttl,
                 token_seed: rand::random(),
             };
             let leased = self.inner.store.lease(&principal.scope, request, self.now()).await?;

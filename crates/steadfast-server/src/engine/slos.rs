@@ -115,6 +115,8 @@ impl Engine {
                         queue: NOTIFICATION_QUEUE.into(),
                         payload: payload.to_string(),
                         max_attempts: Some(NOTIFICATION_ATTEMPTS),
+                        // An attempt's deadline outlasts its delivery's timeout.
+                        timeout_secs: Some(self.inner.config.delivery.lease().as_secs() as i64),
                         ..EnqueueRequest::default()
                     };
                     let spec = request
