@@ -16,7 +16,10 @@ use crate::serve::{ensure_dir_exists, open_store};
 /// The store the flags name: PostgreSQL with `--database-url`, else the data dir.
 pub async fn store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
     match &storage.database_url {
-        Some(url) => Ok(Arc::new(PostgresStore::connect(url).await?)),
+        Some(url) => {
+            let options = storage.pool_options().map_err(anyhow::Error::msg)?;
+            Ok(Arc::new(PostgresStore::connect_with(url, options).await?))
+        }
         None => {
             ensure_dir_exists(&storage.data_dir)?;
             Ok(Arc::new(open_store(&storage.data_dir)?))

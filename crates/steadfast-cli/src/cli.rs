@@ -220,6 +220,46 @@ pub struct StorageArgs {
     /// application role (see docs/postgres.md). Many nodes may share one database.
     #[arg(long, env = "STEADFAST_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// PostgreSQL connections in this node's pool.
+    #[arg(long, env = "STEADFAST_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
+
+    /// Longest wait to open a PostgreSQL connection, or for a free pooled one, in seconds.
+    #[arg(long, env = "STEADFAST_DATABASE_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
+    pub database_connect_timeout_secs: u64,
+
+    /// Longest any PostgreSQL statement may run before it is cancelled, in milliseconds.
+    #[arg(long, env = "STEADFAST_DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub database_statement_timeout_ms: u64,
+}
+
+impl StorageArgs {
+    /// The PostgreSQL pool the flags ask for, or what is wrong with them.
+    pub fn pool_options(&self) -> Result<steadfast_postgres::PoolOptions, String> {
+        let problems = [
+            (
+                !(1..=1000).contains(&self.database_pool_size),
+                "--database-pool-size must be between 1 and 1000",
+            ),
+            (
+                !(1..=300).contains(&self.database_connect_timeout_secs),
+                "--database-connect-timeout-secs must be between 1 and 300",
+            ),
+            (
+                !(100..=3_600_000).contains(&self.database_statement_timeout_ms),
+                "--database-statement-timeout-ms must be between 100 and 3600000",
+            ),
+        ];
+        if let Some((_, problem)) = problems.iter().find(|(bad, _)| *bad) {
+            return Err((*problem).to_owned());
+        }
+        Ok(steadfast_postgres::PoolOptions {
+            pool_size: self.database_pool_size,
+            connect_timeout: std::time::Duration::from_secs(self.database_connect_timeout_secs),
+            statement_timeout: std::time::Duration::from_millis(self.database_statement_timeout_ms),
+        })
+    }
 }
 
 #[derive(Debug, Args)]

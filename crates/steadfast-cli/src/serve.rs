@@ -101,11 +101,12 @@ impl ServeArgs {
                 "--audit-checkpoint-interval-secs must be positive",
             ),
         ];
-        match problems.iter().find(|(bad, _)| *bad) {
-            Some((_, message)) => Err(Exit {
-                code: 78,
-                message: (*message).to_owned(),
-            }),
+        let problem = match problems.iter().find(|(bad, _)| *bad) {
+            Some((_, message)) => Some((*message).to_owned()),
+            None => self.data.pool_options().err(),
+        };
+        match problem {
+            Some(message) => Err(Exit { code: 78, message }),
             None => Ok(()),
         }
     }
@@ -236,14 +237,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // process); PostgreSQL is shared by any number of nodes.
     let (store, _lock): (Arc<dyn Store>, Option<File>) = match &args.data.database_url {
         Some(url) => {
-            let store = PostgresStore::connect(url).await.map_err(|error| match error {
-                ConnectError::Schema(_) | ConnectError::Url(_) => Exit {
-                    code: 78,
-                    message: error.to_string(),
-                }
-                .into(),
-                other => anyhow::Error::from(other),
-            })?;
+            let store = PostgresStore::connect_with(url, args.data.pool_options().map_err(anyhow::Error::msg)?)
+                .await
+                .map_err(|error| match error {
+                    ConnectError::Schema(_) | ConnectError::Url(_) => Exit {
+                        code: 78,
+                        message: error.to_string(),
+                    }
+                    .into(),
+                    other => anyhow::Error::from(other),
+                })?;
             (Arc::new(store), None)
         }
         None => {

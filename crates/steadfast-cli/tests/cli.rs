@@ -392,3 +392,40 @@ fn the_peer_harness_adapter_records_every_job_once() {
         "every job once: 0..30 (W1), 0..20 (W2), -1 and -2 (warm-up)"
     );
 }
+
+#[test]
+fn serve_refuses_out_of_range_limits_before_it_opens_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    for (flag, value, complaint) in [
+        (
+            "--notify-per-tenant",
+            "0",
+            "--notify-per-tenant must be between 1 and --notify-concurrency",
+        ),
+        (
+            "--notify-timeout-secs",
+            "301",
+            "--notify-timeout-secs must be between 1 and 300",
+        ),
+        (
+            "--database-pool-size",
+            "0",
+            "--database-pool-size must be between 1 and 1000",
+        ),
+        (
+            "--database-statement-timeout-ms",
+            "5",
+            "--database-statement-timeout-ms must be between 100 and 3600000",
+        ),
+    ] {
+        let refused = steadfast(&["serve", "--data-dir", data_dir.to_str().unwrap(), flag, value]);
+        assert_eq!(refused.status.code(), Some(78), "{flag} {value}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains(complaint),
+            "{flag} {value}: {}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
+    assert!(!data_dir.exists(), "nothing was created");
+}

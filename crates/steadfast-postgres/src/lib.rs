@@ -43,8 +43,28 @@ use tokio_postgres::NoTls;
 
 pub use schema::SchemaError;
 
-/// Connections in the pool of one node.
-const POOL_SIZE: usize = 16;
+/// How one node uses its database: the sizes and timeouts an operator may
+/// tune (`serve --database-pool-size`, `--database-connect-timeout-secs`,
+/// `--database-statement-timeout-ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Connections in this node's pool (default 16).
+    pub pool_size: usize,
+    /// Longest wait to open a connection, or for a free pooled one (default 5 s).
+    pub connect_timeout: Duration,
+    /// Longest any statement may run before the server cancels it (default 10 s).
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// The PostgreSQL store. Cheap to clone; clones share the pool.
 #[derive(Clone)]
@@ -83,7 +103,7 @@ pub enum ConnectError {
 }
 
 /// Parses a `postgres://` URL and sets what every Steadfast connection uses.
-pub fn config(url: &str) -> Result<tokio_postgres::Config, ConnectError> {
+pub fn config(url: &str, options: &PoolOptions) -> Result<tokio_postgres::Config, ConnectError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
     // Nothing Steadfast runs takes long; a stuck query or lock is a fault to
     // report (503), never a request that hangs. Generic plans: every
@@ -95,19 +115,27 @@ pub fn config(url: &str) -> Result<tokio_postgres::Config, ConnectError> {
     // isolation level is pinned, whatever the database's default: the
     // chainer relies on each statement seeing what committed before it.
     config.options(format!(
-        "-c search_path={} -c statement_timeout=10000 -c lock_timeout=5000 -c plan_cache_mode=force_generic_plan \
+        "-c search_path={} -c statement_timeout={} -c lock_timeout=5000 -c plan_cache_mode=force_generic_plan \
          -c idle_in_transaction_session_timeout=10000 -c default_transaction_isolation=read\\ committed",
-        schema::SCHEMA
+        schema::SCHEMA,
+        options.statement_timeout.as_millis()
     ));
-    config.connect_timeout(Duration::from_secs(5));
+    config.connect_timeout(options.connect_timeout);
     config.application_name("steadfast");
     Ok(config)
 }
 
 impl PostgresStore {
-    /// Connects as the application role and checks the role and the schema.
+    /// Connects as the application role and checks the role and the
+    /// schema, with the default [`PoolOptions`].
     pub async fn connect(url: &str) -> Result<PostgresStore, ConnectError> {
-        let config = config(url)?;
+        PostgresStore::connect_with(url, PoolOptions::default()).await
+    }
+
+    /// Connects as the application role, with a pool as `options` say, and
+    /// checks the role and the schema.
+    pub async fn connect_with(url: &str, options: PoolOptions) -> Result<PostgresStore, ConnectError> {
+        let config = config(url, &options)?;
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -116,12 +144,12 @@ impl PostgresStore {
             },
         );
         let timeouts = Timeouts {
-            wait: Some(Duration::from_secs(5)),
-            create: Some(Duration::from_secs(5)),
-            recycle: Some(Duration::from_secs(5)),
+            wait: Some(options.connect_timeout),
+            create: Some(options.connect_timeout),
+            recycle: Some(options.connect_timeout),
         };
         let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
+            .max_size(options.pool_size)
             .timeouts(timeouts)
             .runtime(Runtime::Tokio1)
             .build()

@@ -574,6 +574,31 @@ async fn a_node_hears_its_own_commits_once_and_at_commit() {
     assert_eq!(heard, ["after"], "this node's own commit came back through LISTEN");
 }
 
+/// The pool's size and the statement timeout are the operator's to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_options_set_the_pool_size_and_the_statement_timeout() {
+    use crate::{Durability, PoolOptions, pg_error};
+
+    let database = create_database().await;
+    let options = PoolOptions {
+        pool_size: 3,
+        statement_timeout: std::time::Duration::from_millis(150),
+        ..PoolOptions::default()
+    };
+    let store = PostgresStore::connect_with(&database.app_url, options).await.unwrap();
+    assert_eq!(store.pool.status().max_size, 3);
+    let slow = store
+        .transaction(None, Durability::Durable, async |tx| {
+            tx.batch_execute("SELECT pg_sleep(2)").await.map_err(pg_error)
+        })
+        .await;
+    let cancelled = tokio_postgres::error::SqlState::QUERY_CANCELED.code();
+    assert!(
+        matches!(&slow, Err(steadfast_store::StoreError::Unavailable(detail)) if detail.starts_with(cancelled)),
+        "{slow:?}"
+    );
+}
+
 /// A request cancelled mid-transaction drops its transaction: the row
 /// locks it took must go at once, not when the server's idle timeout
 /// (10 s) ends the session, and the connection must not go back to the
