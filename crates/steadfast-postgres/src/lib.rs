@@ -183,6 +183,9 @@ impl PostgresStore {
 
 /// PostgreSQL errors are never the client's fault; the detail goes to logs.
 pub(crate) fn pg_error(error: tokio_postgres::Error) -> StoreError {
+    if error.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL) {
+        return StoreError::StorageFull;
+    }
     StoreError::Unavailable(match error.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => error.to_string(),

@@ -161,7 +161,7 @@ impl SqliteStore {
 pub(crate) fn sqlite_error(error: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::*;
     match error.sqlite_error_code() {
-        Some(DiskFull) => StoreError::Unavailable("the disk is full".into()),
+        Some(DiskFull) => StoreError::StorageFull,
         Some(DatabaseBusy | DatabaseLocked) => {
             StoreError::Unavailable("the database is locked by another process".into())
         }
@@ -199,6 +199,75 @@ mod tests {
         }
         let insert = conn.prepare_cached(sql).expect("cached");
         assert_eq!(insert.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    /// A full store refuses writes with `StorageFull` and changes nothing,
+    /// keeps answering reads, and takes writes again once there is room,
+    /// with no restart. (`max_page_count` on the writer's connection stands
+    /// in for a full filesystem: SQLite reports both as SQLITE_FULL.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_store_refuses_writes_keeps_reads_and_recovers() {
+        use steadfast_store::JobStore;
+        use steadfast_store::conformance::*;
+
+        use crate::writer::Durability;
+
+        let (store, _dir) = temp_store().await;
+        let (scope, _) = new_tenant(&store).await;
+        let limit = |pages: Option<i64>| {
+            store.writer().send(Durability::Durable, move |conn| {
+                let now: i64 = conn
+                    .query_row("PRAGMA page_count", [], |row| row.get(0))
+                    .map_err(sqlite_error)?;
+                conn.pragma_update(None, "max_page_count", pages.unwrap_or(now))
+                    .map_err(sqlite_error)
+            })
+        };
+        limit(None).await.expect("no room left beyond today's pages");
+
+        let payload = format!("{{\"pad\":\"{}\"}}", "x".repeat(2000));
+        let mut acknowledged = Vec::new();
+        let refused = loop {
+            assert!(acknowledged.len() < 1000, "the store never filled up");
+            let job = new_job(
+                request("q", &payload)
+                    .validate(&Default::default(), [0; 32], t0())
+                    .unwrap(),
+            );
+            let id = job.id;
+            match store.enqueue(&scope, vec![job], std::time::Duration::ZERO, t0()).await {
+                Ok(_) => acknowledged.push(id),
+                Err(StoreError::StorageFull) => break id,
+                Err(other) => panic!("{other}"),
+            }
+        };
+
+        assert!(store.job(&scope, refused).await.unwrap().is_none(), "nothing half-done");
+        for id in &acknowledged {
+            assert!(store.job(&scope, *id).await.unwrap().is_some(), "reads keep working");
+        }
+        let checked: String = store
+            .writer()
+            .send(Durability::Durable, |conn| {
+                conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))
+                    .map_err(sqlite_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(checked, "ok");
+
+        limit(Some(1 << 30)).await.unwrap();
+        let again = new_job(
+            request("q", &payload)
+                .validate(&Default::default(), [0; 32], t0())
+                .unwrap(),
+        );
+        let id = again.id;
+        store
+            .enqueue(&scope, vec![again], std::time::Duration::ZERO, t0())
+            .await
+            .expect("writes work again once there is room");
+        assert!(store.job(&scope, id).await.unwrap().is_some());
     }
 
     mod tampering {

@@ -68,8 +68,9 @@ const QUEUE_CAPACITY: usize = 8192;
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Runs a command (or, given no connection, only answers), returning what to
-/// tell its sender once the commit's outcome is known.
-type Run = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+/// tell its sender once the commit's outcome is known, and the command's
+/// own error if it failed.
+type Run = Box<dyn FnOnce(Option<&Connection>) -> (Reply, Option<StoreError>) + Send>;
 /// Makes every WAL frame written so far durable (fsync of the WAL file).
 type SyncWal = Box<dyn FnMut() -> std::io::Result<()> + Send>;
 /// Set once, when an fsync failed: why nothing more is acknowledged.
@@ -187,9 +188,11 @@ impl Writer {
                     Some(conn) => in_savepoint(conn, command),
                     None => Err(StoreError::Unavailable("the command did not run".into())),
                 };
-                Box::new(move |committed: Result<(), StoreError>| {
+                let failed = result.as_ref().err().cloned();
+                let reply: Reply = Box::new(move |committed: Result<(), StoreError>| {
                     let _ = answer.send(committed.and(result));
-                })
+                });
+                (reply, failed)
             }),
             durability,
         };
@@ -218,13 +221,21 @@ fn in_savepoint<T>(
             "a storage command panicked; its changes were rolled back".into(),
         ))
     });
-    let end = if result.is_ok() {
-        "RELEASE command"
-    } else {
-        "ROLLBACK TO command; RELEASE command"
-    };
-    conn.execute_batch(end).map_err(sqlite_error)?;
-    result
+    match result {
+        Ok(value) => {
+            conn.execute_batch("RELEASE command").map_err(sqlite_error)?;
+            Ok(value)
+        }
+        // SQLite may have rolled the whole transaction back itself (a full
+        // disk, an I/O error): no savepoint is left to undo, and the writer
+        // fails the group (`run_group`).
+        Err(error) if conn.is_autocommit() => Err(error),
+        Err(error) => {
+            conn.execute_batch("ROLLBACK TO command; RELEASE command")
+                .map_err(sqlite_error)?;
+            Err(error)
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +298,16 @@ fn run(
             continue;
         }
         let replies = run_group(&conn, &mut group, &mut receiver);
+        if let Some(cause) = replies.rolled_back.clone() {
+            // SQLite ended the transaction itself (a full disk, an I/O
+            // error): nothing of this group was written; none of it may be
+            // committed, or acknowledged.
+            tracing::error!(error = %cause, commands = replies.len(), "SQLite rolled the batch back; nothing in it was acknowledged");
+            for (_, reply) in replies.all {
+                reply(Err(cause.clone()));
+            }
+            continue;
+        }
         // Commands write rows only (no DDL or PRAGMA runs through the
         // writer), so the change count tells whether WAL frames were added.
         let barrier = replies
@@ -330,6 +351,9 @@ fn run(
 struct Ran {
     all: Vec<(Durability, Reply)>,
     changes_before: u64,
+    /// Set when SQLite rolled the whole transaction back after a command's
+    /// error (it does so for a full disk or an I/O error): that error.
+    rolled_back: Option<StoreError>,
 }
 
 impl Ran {
@@ -339,20 +363,43 @@ impl Ran {
 }
 
 /// Runs the group inside the open transaction, and whatever arrives
-/// meanwhile, up to [`MAX_COMMANDS_PER_COMMIT`].
+/// meanwhile, up to [`MAX_COMMANDS_PER_COMMIT`]. Stops at once if SQLite
+/// rolls the transaction back: a command run after that would run outside
+/// it, and commit on its own.
 fn run_group(conn: &Connection, group: &mut Vec<Command>, receiver: &mut mpsc::Receiver<Command>) -> Ran {
-    let changes_before = conn.total_changes();
-    let mut all: Vec<(Durability, Reply)> = group
-        .drain(..)
-        .map(|command| (command.durability, (command.run)(Some(conn))))
-        .collect();
-    while all.len() < MAX_COMMANDS_PER_COMMIT {
+    let mut ran = Ran {
+        all: Vec::with_capacity(group.len()),
+        changes_before: conn.total_changes(),
+        rolled_back: None,
+    };
+    let run = |command: Command, ran: &mut Ran| {
+        let (reply, failed) = (command.run)(Some(conn));
+        ran.all.push((command.durability, reply));
+        if conn.is_autocommit() {
+            ran.rolled_back =
+                Some(failed.unwrap_or_else(|| StoreError::Unavailable("SQLite rolled the transaction back".into())));
+        }
+    };
+    let mut pending = group.drain(..);
+    for command in pending.by_ref() {
+        run(command, &mut ran);
+        if ran.rolled_back.is_some() {
+            break;
+        }
+    }
+    // Commands not run because the transaction is gone: told so, not run.
+    let skipped: Vec<Command> = pending.collect();
+    while ran.rolled_back.is_none() && ran.all.len() < MAX_COMMANDS_PER_COMMIT {
         match receiver.try_recv() {
-            Ok(command) => all.push((command.durability, (command.run)(Some(conn)))),
+            Ok(command) => run(command, &mut ran),
             Err(_) => break,
         }
     }
-    Ran { all, changes_before }
+    for command in skipped {
+        let (reply, _) = (command.run)(None);
+        ran.all.push((command.durability, reply));
+    }
+    ran
 }
 
 /// The syncer's loop: take every commit handed over so far, fsync the WAL
@@ -406,7 +453,8 @@ fn sync_after_commits(
 /// Tells every command of a group that could not start why, without running it.
 fn answer_all(commands: impl Iterator<Item = Command>, error: StoreError) {
     for command in commands {
-        (command.run)(None)(Err(error.clone()));
+        let (reply, _) = (command.run)(None);
+        reply(Err(error.clone()));
     }
 }
 
@@ -465,6 +513,86 @@ mod tests {
         tokio::time::timeout(DEADLINE, future)
             .await
             .expect("hung: an answer never came")
+    }
+
+    /// A full database fails the command that overflows it with
+    /// `StorageFull`. When SQLite rolls the group's whole transaction back
+    /// for it, every command of the group is told so, and none runs outside
+    /// the transaction (it would commit on its own while the group is
+    /// answered with an error): what was acknowledged is exactly what is
+    /// there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_that_sqlite_rolls_back_is_failed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = open_writer(dir.path(), || Ok(()), || {});
+        within(writer.send(Durability::Durable, |conn| {
+            let pages: i64 = conn
+                .query_row("PRAGMA page_count", [], |row| row.get(0))
+                .map_err(sqlite_error)?;
+            conn.pragma_update(None, "max_page_count", pages).map_err(sqlite_error)
+        }))
+        .await
+        .unwrap();
+
+        // The first command holds the writer until the others are queued,
+        // so all four run in one group: insert, insert, overflow, insert.
+        let (queued, wait_for_queue) = std::sync::mpsc::channel::<()>();
+        let (holding, held) = oneshot::channel::<()>();
+        let holder = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .send(Durability::Durable, move |conn| {
+                        let _ = holding.send(());
+                        wait_for_queue.recv().expect("the test queues the others");
+                        insert(true)(conn)
+                    })
+                    .await
+            }
+        });
+        within(held).await.expect("the holder runs");
+        let before = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.send(Durability::Durable, insert(true)).await }
+        });
+        let overflow = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .send(Durability::Durable, |conn| {
+                        conn.execute("INSERT INTO t VALUES (zeroblob(1000000))", [])
+                            .map(|_| ())
+                            .map_err(sqlite_error)
+                    })
+                    .await
+            }
+        });
+        let after = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.send(Durability::Durable, insert(true)).await }
+        });
+        // The three are in the writer's queue once its capacity shows them.
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while writer.commands.capacity() > QUEUE_CAPACITY - 3 {
+            assert!(tokio::time::Instant::now() < deadline, "the commands never queued");
+            tokio::task::yield_now().await;
+        }
+        queued.send(()).unwrap();
+
+        // SQLite rolls back either the overflowing statement or the whole
+        // transaction; either way exactly what was acknowledged is there.
+        let overflow = within(overflow).await.unwrap();
+        assert!(matches!(overflow, Err(StoreError::StorageFull)), "{overflow:?}");
+        let mut acknowledged = 0;
+        for answer in [holder, before, after] {
+            match within(answer).await.unwrap() {
+                Ok(()) => acknowledged += 1,
+                Err(StoreError::StorageFull) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        let left = within(writer.send(Durability::Durable, rows)).await.unwrap();
+        assert_eq!(left, acknowledged, "only what was acknowledged is there");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

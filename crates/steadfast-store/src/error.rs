@@ -21,9 +21,13 @@ pub enum StoreError {
     /// A per-job bound (steps, pending signals, children) would be exceeded.
     #[error("a job may have at most {limit} {what}")]
     LimitExceeded { what: &'static str, limit: u32 },
-    /// Could not read or durably write (locked, disk full, I/O error). Nothing was acknowledged.
+    /// Could not read or durably write (locked, I/O error). Nothing was acknowledged.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The filesystem (or the database server's) is full: nothing was
+    /// written; reads still work, and writes work again once there is room.
+    #[error("storage is full")]
+    StorageFull,
     /// Stored data broke an invariant. Never expected; reported loudly.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

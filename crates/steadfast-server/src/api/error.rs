@@ -34,10 +34,11 @@ pub enum ErrorCode {
     LimitExceeded,
     Internal,
     Unavailable,
+    StorageFull,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::MalformedJson,
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthorized,
@@ -54,6 +55,7 @@ impl ErrorCode {
         ErrorCode::LimitExceeded,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
+        ErrorCode::StorageFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +76,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::StorageFull => "storage_full",
         }
     }
 
@@ -92,7 +95,7 @@ impl ErrorCode {
             | ErrorCode::BatchTooLarge
             | ErrorCode::LimitExceeded => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable | ErrorCode::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -171,6 +174,13 @@ impl From<StoreError> for ApiError {
                     "storage is unavailable; nothing was changed; retry later",
                 )
             }
+            StoreError::StorageFull => {
+                tracing::error!("storage is full; writes are refused until there is room");
+                ApiError::new(
+                    ErrorCode::StorageFull,
+                    "storage is full; nothing was changed; retry once there is room",
+                )
+            }
             StoreError::Corrupt(detail) => {
                 tracing::error!(%detail, "storage invariant broken");
                 ApiError::new(ErrorCode::Internal, "internal error; nothing was changed")
@@ -221,5 +231,33 @@ impl From<QueryRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(_: PathRejection) -> ApiError {
         ApiError::not_found()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::ErrorCode;
+
+    /// docs/errors.md lists every code the API returns, with its status,
+    /// and no other.
+    #[test]
+    fn the_error_codes_in_the_docs_are_the_codes_of_the_api() {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/errors.md")).unwrap();
+        let documented: BTreeSet<(String, u16)> = docs
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let code = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                let status = cells.get(2)?.parse().ok()?;
+                Some((code.to_owned(), status))
+            })
+            .collect();
+        let api: BTreeSet<(String, u16)> = ErrorCode::ALL
+            .iter()
+            .map(|code| (code.as_str().to_owned(), code.status().as_u16()))
+            .collect();
+        assert_eq!(documented, api);
     }
 }
