@@ -446,7 +446,8 @@ impl Announcements {
         std::mem::take(&mut *self.pending.lock().expect("the announcement set is never poisoned"))
     }
 
-    fn restore(&self, queues: BTreeSet<(TenantId, QueueName)>) {
+    /// Queues to announce at the next send (again, after a failed one).
+    fn add(&self, queues: impl IntoIterator<Item = (TenantId, QueueName)>) {
         self.pending
             .lock()
             .expect("the announcement set is never poisoned")
@@ -473,18 +474,14 @@ impl PostgresStore {
             .announcements
             .local
             .lock()
-            .expect("the subscriber list is never poisoned")
-            .clone();
-        for on_ready in &local {
+            .expect("the subscriber list is never poisoned");
+        for on_ready in local.iter() {
             for (tenant, queue) in queues {
                 on_ready(*tenant, queue.clone());
             }
         }
-        self.announcements
-            .pending
-            .lock()
-            .expect("the announcement set is never poisoned")
-            .extend(queues.iter().cloned());
+        drop(local);
+        self.announcements.add(queues.iter().cloned());
         self.announcements.added.notify_one();
     }
 }
@@ -525,7 +522,7 @@ async fn announce_ready(config: tokio_postgres::Config, announcements: Weak<Anno
             Ok(announcer) => connection = Some(announcer),
             Err(error) => {
                 // Keep them for the next try, after a pause.
-                announcements.restore(queues);
+                announcements.add(queues);
                 drop(announcements);
                 tracing::warn!(%error, "announcing ready queues to other nodes failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
