@@ -133,10 +133,9 @@ pub async fn key_command(command: KeyCommand) -> anyhow::Result<()> {
 }
 
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let (mut client, connection) = tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls)
+    let mut client = steadfast_postgres::connect_once(&args.database_url)
         .await
         .context("cannot connect to PostgreSQL as the owning role")?;
-    tokio::spawn(connection);
     let migrated = steadfast_postgres::schema::migrate(&mut client, &args.app_role).await?;
     if migrated.from == migrated.to {
         eprintln!(

@@ -271,6 +271,24 @@ pub struct ServeArgs {
     #[arg(long, env = "STEADFAST_LISTEN", default_value = "127.0.0.1:8650")]
     pub listen: SocketAddr,
 
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs
+    /// --tls-key-file. Without both, plain HTTP (e.g. behind a TLS proxy).
+    #[arg(long, env = "STEADFAST_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert-file.
+    #[arg(long, env = "STEADFAST_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Client connections open at once; more wait to be accepted.
+    #[arg(long, env = "STEADFAST_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Time a client has to send a request's headers (and to finish the TLS
+    /// handshake), idle keep-alive connections included, in seconds.
+    #[arg(long, env = "STEADFAST_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "STEADFAST_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -37,7 +37,21 @@ fn init_logging(format: LogFormat, default_level: &str, traces: Option<&SdkTrace
     tracing_subscriber::registry().with(fmt).with(traces).init();
 }
 
+/// `SSL_CERT_FILE` adds trusted roots for every outbound TLS connection
+/// (`steadfast_protocol::tls`). The library that reads it skips a path that
+/// does not exist; an operator who set it meant it, so say so.
+fn check_ssl_cert_file() -> Result<(), serve::Exit> {
+    match std::env::var_os("SSL_CERT_FILE") {
+        Some(path) if !std::path::Path::new(&path).is_file() => Err(serve::Exit {
+            code: 78,
+            message: format!("SSL_CERT_FILE names {}, which is not a file", path.to_string_lossy()),
+        }),
+        _ => Ok(()),
+    }
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
+    check_ssl_cert_file()?;
     match command {
         Command::Serve(args) => serve::run(args).await,
         Command::Tenant(command) => admin::tenant_command(command).await,

@@ -11,8 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use steadfast_core::{Limits, RetryPolicy, Role, TenantId, TenantName};
 use steadfast_postgres::{ConnectError, PostgresStore};
+use steadfast_protocol::tls::TrustedRoots;
 use steadfast_server::engine::DeliveryLimits;
 use steadfast_server::engine::audit::AuditSigner;
+use steadfast_server::serve::{ConnectionLimits, ServeOptions};
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
 use steadfast_sqlite::SqliteStore;
 use steadfast_store::{Store, WorkflowLimits, auth};
@@ -34,7 +36,7 @@ pub struct Exit {
 }
 
 impl ServeArgs {
-    fn engine_config(&self, audit_signer: AuditSigner) -> EngineConfig {
+    fn engine_config(&self, audit_signer: AuditSigner, outbound_roots: TrustedRoots) -> EngineConfig {
         let limits = Limits {
             max_body_bytes: self.max_body_bytes,
             max_batch_jobs: self.max_batch_jobs,
@@ -62,7 +64,27 @@ impl ServeArgs {
                 per_tenant: self.notify_per_tenant,
                 timeout: Duration::from_secs(self.notify_timeout_secs),
             },
+            outbound_roots: Some(outbound_roots),
         }
+    }
+
+    /// How `serve` listens: TLS from the certificate files, if given, and
+    /// the connection bounds.
+    fn serve_options(&self) -> Result<ServeOptions, Exit> {
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(steadfast_server::serve::tls_config(cert, key).map_err(|error| Exit {
+                code: 78,
+                message: error.to_string(),
+            })?),
+            _ => None,
+        };
+        Ok(ServeOptions {
+            tls,
+            limits: ConnectionLimits {
+                max_connections: self.max_connections,
+                header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            },
+        })
     }
 
     fn validate(&self) -> Result<(), Exit> {
@@ -92,6 +114,14 @@ impl ServeArgs {
                 "--default-timeout-secs must be between 1 and 86400",
             ),
             (self.retry_base_ms == 0, "--retry-base-ms must be positive"),
+            (
+                self.max_connections == 0 || self.max_connections > 1_000_000,
+                "--max-connections must be between 1 and 1000000",
+            ),
+            (
+                self.header_read_timeout_secs == 0 || self.header_read_timeout_secs > 300,
+                "--header-read-timeout-secs must be between 1 and 300",
+            ),
             (
                 self.audit_retention_days == 0,
                 "--audit-retention-days must be positive",
@@ -199,7 +229,7 @@ fn load_or_create_signer(path: &Path) -> anyhow::Result<AuditSigner> {
 
 /// On a store without any key, creates tenant `default` (if missing) and an
 /// admin key, saves it to `admin.key` and prints it once.
-async fn bootstrap(store: &dyn Store, data_dir: &Path, address: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn bootstrap(store: &dyn Store, data_dir: &Path, base_url: &str) -> anyhow::Result<()> {
     if has_any_key(store).await? {
         return Ok(());
     }
@@ -222,7 +252,7 @@ async fn bootstrap(store: &dyn Store, data_dir: &Path, address: std::net::Socket
         .await?;
     eprintln!(
         "\nCreated tenant `default` and its first admin key (shown once; also saved to {}):\n\n    {}\n\n\
-         Try:  curl -H \"Authorization: Bearer $(cat {})\" http://{address}/v1/jobs\n",
+         Try:  curl -H \"Authorization: Bearer $(cat {})\" {base_url}/v1/jobs\n",
         path.display(),
         secret.reveal(),
         path.display()
@@ -232,6 +262,11 @@ async fn bootstrap(store: &dyn Store, data_dir: &Path, address: std::net::Socket
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     args.validate()?;
+    let serve_options = args.serve_options()?;
+    let outbound_roots = TrustedRoots::system().map_err(|error| Exit {
+        code: 78,
+        message: error.to_string(),
+    })?;
     let data_dir: PathBuf = args.data.data_dir.clone();
     // Embedded storage belongs to one server (the lock lives as long as the
     // process); PostgreSQL is shared by any number of nodes.
@@ -240,7 +275,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let store = PostgresStore::connect_with(url, args.data.pool_options().map_err(anyhow::Error::msg)?)
                 .await
                 .map_err(|error| match error {
-                    ConnectError::Schema(_) | ConnectError::Url(_) => Exit {
+                    ConnectError::Schema(_) | ConnectError::Url(_) | ConnectError::Tls(_) => Exit {
                         code: 78,
                         message: error.to_string(),
                     }
@@ -259,9 +294,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         message: format!("cannot listen on {}: {error}", args.listen),
     })?;
     let address = listener.local_addr()?;
+    let scheme = if serve_options.tls.is_some() { "https" } else { "http" };
     let storage = match &args.data.database_url {
         None => {
-            bootstrap(store.as_ref(), &data_dir, address).await?;
+            bootstrap(store.as_ref(), &data_dir, &format!("{scheme}://{address}")).await?;
             format!("embedded, {}", data_dir.display())
         }
         Some(_) => {
@@ -282,8 +318,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| data_dir.join(crate::audit::SIGNING_KEY_FILE)),
     )?;
     tracing::info!(public_key = %signer.public_key_hex(), "audit checkpoints are signed with this key");
-    let engine = Engine::new(store, Arc::new(SystemClock), args.engine_config(signer));
-    tracing::info!(%address, storage, "steadfast is ready");
+    let engine = Engine::new(store, Arc::new(SystemClock), args.engine_config(signer, outbound_roots));
+    tracing::info!(%address, scheme, storage, "steadfast is ready");
 
     let duties = tokio::spawn(engine.clone().run_duties());
     let shutdown = {
@@ -299,11 +335,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             });
         }
     };
-    let server = axum::serve(listener, steadfast_server::router(engine.clone())).with_graceful_shutdown(shutdown);
+    let server = steadfast_server::serve::serve(
+        listener,
+        steadfast_server::router(engine.clone()),
+        serve_options,
+        shutdown,
+    );
     let grace = Duration::from_secs(args.shutdown_timeout_secs);
-    let mut server = std::pin::pin!(server.into_future());
+    let mut server = std::pin::pin!(server);
     tokio::select! {
-        result = &mut server => result?,
+        () = &mut server => {}
         () = async { engine.draining().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; exiting");
         }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use common::{BINARY, ServerProcess, steadfast};
 use serde_json::{Value, json};
 use steadfast_postgres::test_support::{self, TestDatabase};
+use steadfast_protocol::tls::test_ca::{IdentityFiles, TestCa};
 
 fn cli(args: &[&str]) -> String {
     let output = Command::new(BINARY)
@@ -324,12 +325,22 @@ struct PrivateServer {
     dir: tempfile::TempDir,
     port: u16,
     script: String,
+    tls: Option<IdentityFiles>,
     /// Superuser URL.
     url: String,
 }
 
 impl PrivateServer {
     fn start() -> PrivateServer {
+        PrivateServer::start_with(None)
+    }
+
+    /// A server that also accepts TLS with `identity`.
+    fn start_tls(identity: &IdentityFiles) -> PrivateServer {
+        PrivateServer::start_with(Some(identity.clone()))
+    }
+
+    fn start_with(tls: Option<IdentityFiles>) -> PrivateServer {
         let script =
             std::env::var("STEADFAST_TEST_PG_SCRIPT").expect("run through scripts/test.sh (STEADFAST_TEST_PG_SCRIPT)");
         let dir = tempfile::Builder::new().prefix("steadfast-pg-stop-").tempdir().unwrap();
@@ -338,6 +349,7 @@ impl PrivateServer {
             dir,
             port,
             script,
+            tls,
             url: String::new(),
         };
         server.url = server.up();
@@ -345,10 +357,12 @@ impl PrivateServer {
     }
 
     fn up(&self) -> String {
-        let output = Command::new(&self.script)
-            .args(["start", self.dir.path().to_str().unwrap(), &self.port.to_string()])
-            .output()
-            .unwrap();
+        let mut command = Command::new(&self.script);
+        command.args(["start", self.dir.path().to_str().unwrap(), &self.port.to_string()]);
+        if let Some(identity) = &self.tls {
+            command.arg(&identity.cert).arg(&identity.key);
+        }
+        let output = command.output().unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
@@ -525,4 +539,90 @@ async fn the_benchmarks_run_on_postgresql() {
     assert_eq!(scale["backend"], "postgres");
     assert_eq!(scale["restart_queued"], 200);
     assert!(scale["restart_to_ready_ms"].as_f64().unwrap() > 0.0, "{scale}");
+}
+
+/// Runs `steadfast tenant list` against `url` (a connection through the
+/// store's own connector), with `env`; its exit status and stderr.
+fn reaches(url: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let output = Command::new(BINARY)
+        .args(["tenant", "list", "--database-url", url])
+        .env("RUST_LOG", "warn")
+        .env_remove("SSL_CERT_FILE")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `sslmode` in `--database-url` means what libpq says it means: the
+/// verifying modes check the chain (and the name) against `sslrootcert` or
+/// the system's roots plus `SSL_CERT_FILE`, and a node started with
+/// `verify-full` holds only encrypted connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_over_tls_honours_sslmode() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("PostgreSQL test CA");
+    let ca_file = ca.write(certs.path(), "ca.pem");
+    let ca_file = ca_file.to_str().unwrap();
+    let identity = ca.issue(&["localhost"]).write(certs.path(), "postgres");
+    let postgres = PrivateServer::start_tls(&identity);
+    let database = test_support::create_database_on(&postgres.url).await;
+    // The certificate names `localhost`, not the address.
+    let by_name = database.app_url.replace("@127.0.0.1:", "@localhost:");
+    let by_address = database.app_url.clone();
+    assert!(by_address.contains("@127.0.0.1:") && !by_address.contains('?'));
+
+    let (ok, stderr) = reaches(&format!("{by_name}?sslmode=verify-full&sslrootcert={ca_file}"), &[]);
+    assert!(ok, "verify-full with the CA: {stderr}");
+    let (ok, stderr) = reaches(&format!("{by_address}?sslmode=verify-full&sslrootcert={ca_file}"), &[]);
+    assert!(!ok, "verify-full accepted a certificate for another name");
+    assert!(stderr.contains("not valid for name"), "{stderr}");
+    let (ok, stderr) = reaches(&format!("{by_address}?sslmode=verify-ca&sslrootcert={ca_file}"), &[]);
+    assert!(ok, "verify-ca checks the chain only: {stderr}");
+    // Without sslrootcert: the system's roots do not know the test CA...
+    let (ok, stderr) = reaches(&format!("{by_name}?sslmode=verify-full"), &[]);
+    assert!(!ok && stderr.contains("UnknownIssuer"), "{stderr}");
+    // ...and SSL_CERT_FILE adds it.
+    let (ok, stderr) = reaches(&format!("{by_name}?sslmode=verify-full"), &[("SSL_CERT_FILE", ca_file)]);
+    assert!(ok, "verify-full with SSL_CERT_FILE: {stderr}");
+    // `require` encrypts without checking; a server without TLS is refused.
+    let (ok, stderr) = reaches(&format!("{by_address}?sslmode=require"), &[]);
+    assert!(ok, "require: {stderr}");
+    let plain_server = test_support::create_database().await;
+    let (ok, _) = reaches(&format!("{}?sslmode=require", plain_server.app_url), &[]);
+    assert!(!ok, "require connected to a server without TLS");
+    let (ok, stderr) = reaches(&format!("{by_address}?sslmode=verify"), &[]);
+    assert!(!ok && stderr.contains("sslmode=verify is not one of"), "{stderr}");
+
+    // A node on verify-full does its work over TLS only.
+    let url = format!("{by_name}?sslmode=verify-full&sslrootcert={ca_file}");
+    let key = admin_key(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(dir.path(), 0, &url);
+    let api = Api::new(key);
+    let (status, body) = api
+        .post(&server.url, "/v1/jobs", json!({"queue": "q", "payload": {}}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let (admin, connection) = tokio_postgres::connect(&postgres.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = admin
+        .query(
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = 'steadfast' AND a.datname = $1",
+            &[&database.name],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "the node holds connections");
+    assert!(
+        rows.iter().all(|row| row.get::<_, bool>(0)),
+        "every connection of the node is encrypted"
+    );
 }

@@ -28,6 +28,7 @@ mod slos;
 mod tenants;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
+pub mod tls;
 mod workflows;
 
 use std::collections::BTreeSet;
@@ -39,7 +40,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use steadfast_core::{QueueName, TenantId, Timestamp};
 use steadfast_store::decide::{Author, Decision};
 use steadfast_store::{ReadyCallback, StoreError, TenantScope};
-use tokio_postgres::NoTls;
 
 pub use schema::SchemaError;
 
@@ -66,11 +66,54 @@ impl Default for PoolOptions {
     }
 }
 
+/// The driver of one connection, over TLS or not.
+pub type Connection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <tls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+>;
+
+/// Where a node's connections go and how: the parsed URL and its TLS.
+#[derive(Clone)]
+pub struct Target {
+    pub config: tokio_postgres::Config,
+    pub tls: tls::MakeRustlsConnect,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    /// Opens one connection outside the pool; its driver runs in its own task.
+    pub async fn connect(&self) -> Result<(tokio_postgres::Client, Connection), tokio_postgres::Error> {
+        self.config.connect(self.tls.clone()).await
+    }
+}
+
+/// One connection to `url` as given (its `sslmode` honoured), for
+/// administration such as migrations; its driver runs in its own task.
+pub async fn connect_once(url: &str) -> Result<tokio_postgres::Client, ConnectError> {
+    let (url, settings) = tls::split(url).map_err(ConnectError::Tls)?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
+    config.ssl_mode(settings.ssl_mode());
+    let tls = settings.connector().map_err(ConnectError::Tls)?;
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|error| ConnectError::Connect(with_causes(&error)))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// The PostgreSQL store. Cheap to clone; clones share the pool.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
-    config: tokio_postgres::Config,
+    target: Target,
     filter: TenantFilter,
     announcements: Arc<Announcements>,
 }
@@ -96,15 +139,20 @@ enum TenantFilter {
 pub enum ConnectError {
     #[error("invalid database URL: {0}")]
     Url(tokio_postgres::Error),
+    #[error("database TLS settings: {0}")]
+    Tls(String),
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(String),
     #[error(transparent)]
     Schema(#[from] SchemaError),
 }
 
-/// Parses a `postgres://` URL and sets what every Steadfast connection uses.
-pub fn config(url: &str, options: &PoolOptions) -> Result<tokio_postgres::Config, ConnectError> {
+/// Parses a `postgres://` URL (its `sslmode` as libpq reads it, see
+/// [`tls`]) and sets what every Steadfast connection uses.
+pub fn target(url: &str, options: &PoolOptions) -> Result<Target, ConnectError> {
+    let (url, settings) = tls::split(url).map_err(ConnectError::Tls)?;
     let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
+    config.ssl_mode(settings.ssl_mode());
     // Nothing Steadfast runs takes long; a stuck query or lock is a fault to
     // report (503), never a request that hangs. Generic plans: every
     // statement is a key lookup or an index head, and a plan custom-made for
@@ -122,7 +170,8 @@ pub fn config(url: &str, options: &PoolOptions) -> Result<tokio_postgres::Config
     ));
     config.connect_timeout(options.connect_timeout);
     config.application_name("steadfast");
-    Ok(config)
+    let tls = settings.connector().map_err(ConnectError::Tls)?;
+    Ok(Target { config, tls })
 }
 
 impl PostgresStore {
@@ -135,10 +184,10 @@ impl PostgresStore {
     /// Connects as the application role, with a pool as `options` say, and
     /// checks the role and the schema.
     pub async fn connect_with(url: &str, options: PoolOptions) -> Result<PostgresStore, ConnectError> {
-        let config = config(url, &options)?;
+        let target = target(url, &options)?;
         let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
+            target.config.clone(),
+            target.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -154,13 +203,13 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| ConnectError::Connect(e.to_string()))?;
-        let client = pool.get().await.map_err(|e| ConnectError::Connect(e.to_string()))?;
+        let client = pool.get().await.map_err(|e| ConnectError::Connect(with_causes(&e)))?;
         schema::check(&client).await?;
         let announcements = Arc::new(Announcements::default());
-        tokio::spawn(announce_ready(config.clone(), Arc::downgrade(&announcements)));
+        tokio::spawn(announce_ready(target.clone(), Arc::downgrade(&announcements)));
         Ok(PostgresStore {
             pool,
-            config,
+            target,
             filter: TenantFilter::Enforced,
             announcements,
         })
@@ -179,6 +228,21 @@ impl PostgresStore {
             StoreError::Unavailable("the database is unreachable".into())
         })
     }
+}
+
+/// `error` and what caused it, down the chain: a failed TLS handshake says
+/// why only in its source (an unknown issuer, a name mismatch).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let more = error.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = error.source();
+    }
+    text
 }
 
 /// PostgreSQL errors are never the client's fault; the detail goes to logs.
@@ -493,7 +557,7 @@ impl PostgresStore {
 /// hold up the commits of real work behind it. A lost announcement (a crash
 /// between commit and send) only delays other nodes' long-pollers until
 /// their poll ends.
-async fn announce_ready(config: tokio_postgres::Config, announcements: Weak<Announcements>) {
+async fn announce_ready(target: Target, announcements: Weak<Announcements>) {
     let mut connection: Option<(tokio_postgres::Client, tokio_postgres::Statement)> = None;
     loop {
         let Some(announcements) = announcements.upgrade() else {
@@ -512,7 +576,7 @@ async fn announce_ready(config: tokio_postgres::Config, announcements: Weak<Anno
         let sent = async {
             let (client, notify) = match connection.take() {
                 Some((client, notify)) if !client.is_closed() => (client, notify),
-                _ => connect_announcer(&config, &announcements).await?,
+                _ => connect_announcer(&target, &announcements).await?,
             };
             client.execute(&notify, &[&payloads]).await.map_err(|e| e.to_string())?;
             Ok::<_, String>((client, notify))
@@ -535,14 +599,17 @@ async fn announce_ready(config: tokio_postgres::Config, announcements: Weak<Anno
 /// as the connection lives (a later connection, this node's or another's,
 /// may get the same PID), and prepares the one statement it sends.
 async fn connect_announcer(
-    config: &tokio_postgres::Config,
+    target: &Target,
     announcements: &Arc<Announcements>,
 ) -> Result<(tokio_postgres::Client, tokio_postgres::Statement), String> {
     announcements.announcer_pid.store(0, Ordering::Relaxed);
-    let mut config = config.clone();
-    let options = format!("{} -c synchronous_commit=off", config.get_options().unwrap_or_default());
-    config.options(&options);
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let mut target = target.clone();
+    let options = format!(
+        "{} -c synchronous_commit=off",
+        target.config.get_options().unwrap_or_default()
+    );
+    target.config.options(&options);
+    let (client, connection) = target.connect().await.map_err(|e| e.to_string())?;
     // The connection runs in its own task; once it ends, its PID is
     // forgotten (unless a newer connection's has replaced it).
     let (known, pid_known) = tokio::sync::oneshot::channel::<i32>();

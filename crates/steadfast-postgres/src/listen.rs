@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use steadfast_core::{QueueName, TenantId};
 use steadfast_store::ReadyCallback;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::PostgresStore;
 
@@ -26,11 +26,11 @@ impl PostgresStore {
             .lock()
             .expect("the subscriber list is never poisoned")
             .push(on_ready.clone());
-        let config = self.config.clone();
+        let target = self.target.clone();
         let announcements = self.announcements.clone();
         tokio::spawn(async move {
             loop {
-                match config.connect(NoTls).await {
+                match target.connect().await {
                     Ok((client, mut connection)) => {
                         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                         let listening = async {

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
+pub mod tls;
+
 /// Arbitrary JSON, kept byte for byte.
 pub type Json = Box<RawValue>;
 

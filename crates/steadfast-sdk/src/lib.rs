@@ -43,6 +43,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 pub use steadfast_protocol as wire;
+pub use steadfast_protocol::tls::TrustedRoots;
 
 /// What a call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +109,17 @@ pub struct ListJobs {
 
 impl Client {
     /// A client for the server at `base_url`, authenticating with `key`.
+    /// Over `https` it trusts the system's roots plus `SSL_CERT_FILE`'s
+    /// ([`TrustedRoots::system`]).
     pub fn new(base_url: &str, key: &str) -> Result<Client, Error> {
+        let roots = TrustedRoots::system().map_err(|error| Error::Config(error.to_string()))?;
+        Client::with_roots(base_url, key, &roots)
+    }
+
+    /// Like [`Client::new`], trusting only `roots` over `https`.
+    pub fn with_roots(base_url: &str, key: &str, roots: &TrustedRoots) -> Result<Client, Error> {
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(roots.client_config())
             .connect_timeout(Duration::from_secs(5))
             // Long enough for the longest lease long-poll (30 s) plus slack.
             .timeout(Duration::from_secs(60))

@@ -8,6 +8,7 @@ pub mod api;
 pub mod clock;
 pub mod engine;
 pub mod metrics;
+pub mod serve;
 pub mod telemetry;
 
 pub use api::router;

@@ -9,11 +9,19 @@ use std::time::Duration;
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
 use steadfast_core::Role;
+use steadfast_protocol::tls::test_ca::TestCa;
+use steadfast_protocol::tls::{TrustedRoots, rustls};
 use steadfast_server::EngineConfig;
 use steadfast_server::engine::DeliveryLimits;
+use steadfast_server::serve::ServeOptions;
 
 /// A webhook receiver on loopback that keeps what it is sent.
 async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    receiver_with(None).await
+}
+
+/// [`receiver`], over TLS with `tls`.
+async fn receiver_with(tls: Option<Arc<rustls::ServerConfig>>) -> (String, Arc<Mutex<Vec<Value>>>) {
     let received: Arc<Mutex<Vec<Value>>> = Arc::default();
     let kept = received.clone();
     let app = axum::Router::new().route(
@@ -28,7 +36,16 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let options = ServeOptions {
+        tls,
+        ..ServeOptions::default()
+    };
+    tokio::spawn(steadfast_server::serve::serve(
+        listener,
+        app,
+        options,
+        std::future::pending(),
+    ));
     (url, received)
 }
 
@@ -172,6 +189,42 @@ async fn a_notification_that_fails_is_retried_not_lost(backend: Backend) {
     finish(&server, &admin, "q", 5, false).await;
     server.engine.evaluate_slos().await.unwrap();
     delivery_fails_and_waits_for_a_retry(&server, &admin).await;
+}
+
+/// A notification URL served over TLS with a certificate from a private
+/// CA is delivered to when, and only when, the server trusts that CA.
+async fn an_https_receiver_is_reached_through_the_trusted_roots(backend: Backend) {
+    let ca = TestCa::new("notifications test CA");
+    let config = EngineConfig {
+        outbound_roots: Some(TrustedRoots::from_pem(ca.pem.as_bytes()).unwrap()),
+        ..EngineConfig::default()
+    };
+    let server = TestServer::start_with(backend, config).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = ca.issue(&["localhost"]).write(dir.path(), "receiver");
+    let tls = steadfast_server::serve::tls_config(&files.cert, &files.key).unwrap();
+    let (hook, received) = receiver_with(Some(tls)).await;
+    let hook = hook.replace("http://127.0.0.1", "https://localhost");
+    let slo = json!({"name": "s", "queue": "q", "objective": 0.9, "notify_url": hook});
+    server.post("/v1/slos", &admin, slo).await;
+    finish(&server, &admin, "q", 5, false).await;
+    assert_eq!(server.engine.evaluate_slos().await.unwrap(), 1);
+
+    // A client that trusts only the system's roots refuses the receiver.
+    delivery_fails_and_waits_for_a_retry(&server, &admin).await;
+    assert!(received.lock().unwrap().is_empty());
+
+    server.advance(Duration::from_secs(3600));
+    assert_eq!(server.engine.run_duties_once().await.unwrap().promoted, 1);
+    let delivered = server
+        .engine
+        .deliver_notifications(&server.engine.outbound_http())
+        .await
+        .unwrap();
+    let jobs = server.get("/v1/jobs?queue=steadfast.notifications", &admin).await.text;
+    assert_eq!(delivered, 1, "{jobs}");
+    assert_eq!(received.lock().unwrap()[0]["slo"]["name"], "s");
 }
 
 /// A receiver that reads each request and never answers, holding every
@@ -361,6 +414,7 @@ async fn slo_requests_are_validated_and_roles_enforced(backend: Backend) {
 on_both_backends!(
     a_burning_budget_pages_notifies_and_clears,
     a_receiver_that_never_answers_holds_up_no_other_duty,
+    an_https_receiver_is_reached_through_the_trusted_roots,
     a_delivery_that_outlasts_its_timeout_fails_and_is_retried,
     deliveries_are_bounded_per_tenant_and_in_all,
     a_notification_that_fails_is_retried_not_lost,

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use steadfast_protocol::tls::TrustedRoots;
+use steadfast_protocol::tls::test_ca::IdentityFiles;
+
 pub const BINARY: &str = env!("CARGO_BIN_EXE_steadfast");
 
 pub fn free_port() -> u16 {
@@ -36,6 +39,37 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start_with`], with extra environment variables.
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        let server = ServerProcess::spawn(data_dir, "http://127.0.0.1", extra, env);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts `steadfast serve` terminating TLS with `identity` (named
+    /// `localhost`), and waits until it answers a client trusting `ca_pem`.
+    pub fn start_tls(data_dir: &Path, identity: &IdentityFiles, ca_pem: &str, extra: &[&str]) -> ServerProcess {
+        let tls = [
+            "--tls-cert-file",
+            identity.cert.to_str().unwrap(),
+            "--tls-key-file",
+            identity.key.to_str().unwrap(),
+        ];
+        let args: Vec<&str> = tls.iter().chain(extra).copied().collect();
+        let server = ServerProcess::spawn(data_dir, "https://localhost", &args, &[]);
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(TrustedRoots::from_pem(ca_pem.as_bytes()).unwrap().client_config())
+            .build()
+            .unwrap();
+        let ready = format!("{}/readyz", server.url);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        server
+            .wait_until(|| runtime.block_on(async { http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) }));
+        server
+    }
+
+    fn spawn(data_dir: &Path, base: &str, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let port = free_port();
         let stderr_path = data_dir.with_extension(format!("stderr-{port}"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
@@ -50,20 +84,23 @@ impl ServerProcess {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let server = ServerProcess {
+        ServerProcess {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{base}:{port}"),
             data_dir: data_dir.to_owned(),
             stderr_path,
-        };
-        server.wait_ready();
-        server
+        }
     }
 
     fn wait_ready(&self) {
+        let ready = format!("{}/readyz", self.url);
+        self.wait_until(|| answers_200(&ready));
+    }
+
+    fn wait_until(&self, mut ready: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if answers_200(&format!("{}/readyz", self.url)) {
+            if ready() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

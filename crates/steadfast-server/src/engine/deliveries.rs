@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use steadfast_core::lifecycle::Failure;
 use steadfast_core::{AttemptError, KeyId, QueueName, Role, TenantId, WorkerId};
+use steadfast_protocol::tls::TrustedRoots;
 use steadfast_store::{LeasedJob, Principal, StoreError, TenantScope, auth};
 use tokio::task::{Id, JoinSet};
 
@@ -104,6 +105,25 @@ impl Deliveries {
 }
 
 impl Engine {
+    /// The HTTP client deliveries use: over `https` it trusts
+    /// [`EngineConfig::outbound_roots`](super::EngineConfig::outbound_roots).
+    /// If the system's roots cannot be loaded, `https` deliveries fail (and
+    /// are retried) while plain `http` ones still go out.
+    pub fn outbound_http(&self) -> reqwest::Client {
+        let roots = match &self.inner.config.outbound_roots {
+            Some(roots) => Ok(roots.clone()),
+            None => TrustedRoots::system(),
+        };
+        let roots = roots.unwrap_or_else(|error| {
+            tracing::error!(%error, "no trusted roots for https notifications");
+            TrustedRoots::none()
+        });
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(roots.client_config())
+            .build()
+            .expect("a client with a preconfigured TLS backend builds")
+    }
+
     /// Delivers pending notifications: one POST each, as [`Deliveries`]
     /// allows; a failure goes back through the retry policy like any job.
     /// Waits for this pass's deliveries and returns how many succeeded.

@@ -204,7 +204,7 @@ impl Engine {
     /// `serve` does at shutdown: an interrupted delivery is made again
     /// (notifications are delivered at least once).
     async fn run_deliveries(self) {
-        let http = reqwest::Client::new();
+        let http = self.outbound_http();
         let mut deliveries = Deliveries::default();
         let mut draining = self.inner.draining.subscribe();
         while !*draining.borrow_and_update() {

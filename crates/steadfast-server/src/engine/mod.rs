@@ -20,6 +20,7 @@ use steadfast_core::{
     Timestamp, WaitFor, WorkerId,
 };
 use steadfast_protocol::AuditCheckpoint;
+use steadfast_protocol::tls::TrustedRoots;
 use steadfast_store::auth::{self, AuthFailure};
 use steadfast_store::{
     Completing, Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, Principal, RetryPlan, Signalled, StepDone, StepOp,
@@ -60,6 +61,9 @@ pub struct EngineConfig {
     pub record_metrics: bool,
     /// Bounds on delivering SLO notifications to tenants' receivers.
     pub delivery: DeliveryLimits,
+    /// Whom notification deliveries trust over `https`; `None` is the
+    /// system's roots plus `SSL_CERT_FILE`'s.
+    pub outbound_roots: Option<TrustedRoots>,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +78,7 @@ impl Default for EngineConfig {
             metrics_public: false,
             record_metrics: true,
             delivery: DeliveryLimits::default(),
+            outbound_roots: None,
         }
     }
 }
