@@ -27,7 +27,8 @@ case "$mode" in
     tenant="w2-$$-$(date +%s)"
     "$BIN" tenant create "$tenant" --database-url "$DATABASE_URL" >/dev/null
     "$BIN" key create --tenant "$tenant" --role admin --database-url "$DATABASE_URL" 2>/dev/null >"$work/key"
-    storage=(--database-url "$DATABASE_URL") ;;
+    # The database outlives this run: a fixed audit signing key for benchmarks.
+    storage=(--database-url "$DATABASE_URL" --audit-signing-key 0000000000000000000000000000000000000000000000000000000000000001) ;;
   *) echo "usage: w2.sh sqlite|pg [RATE] [SECS]" >&2; exit 2 ;;
 esac
 "$BIN" serve "${storage[@]}" --listen "127.0.0.1:$port" </dev/null >"$work/server.log" 2>&1 &

@@ -35,6 +35,8 @@ stop_server() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+BENCH_AUDIT_KEY=0000000000000000000000000000000000000000000000000000000000000001
+
 start_server() {
   stop_server
   rm -rf "$STATE" && mkdir -p "$STATE/data"
@@ -46,7 +48,9 @@ start_server() {
     "$BIN" migrate --database-url "$DATABASE_URL" --app-role "$APP_ROLE" >/dev/null
     "$BIN" tenant create bench --database-url "$APP_URL" >/dev/null
     "$BIN" key create --tenant bench --role admin --database-url "$APP_URL" > "$STATE/key"
-    storage=(--database-url "$APP_URL")
+    # PostgreSQL nodes need the deployment's audit signing key; a benchmark's
+    # database may outlive this state dir, so the key is a fixed one.
+    storage=(--database-url "$APP_URL" --audit-signing-key "$BENCH_AUDIT_KEY")
   fi
   setsid "$BIN" serve "${storage[@]}" --listen "127.0.0.1:$PORT" \
     </dev/null >"$STATE/server.log" 2>&1 &

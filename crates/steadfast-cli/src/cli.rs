@@ -87,9 +87,29 @@ steadfast audit verify --tenant acme --checkpoint checkpoint.json")]
         /// must still reach it, unchanged (catches a truncated tail).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// The key that signed checkpoints (default: <data-dir>/audit-signing.key, if present).
-        #[arg(long, env = "STEADFAST_AUDIT_SIGNING_KEY_FILE")]
-        audit_signing_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        data: StorageArgs,
+    },
+    /// Create a new audit signing key in FILE (mode 0600) and print its
+    /// public key. Refuses to overwrite an existing file.
+    #[command(after_help = "Example:\n  steadfast audit create-key /etc/steadfast/audit-signing.key")]
+    CreateKey { file: PathBuf },
+    /// Make the key in --new-key-file (created there if missing) the key every
+    /// node signs checkpoints with. The previous key is retired: it signs
+    /// nothing new but still verifies the checkpoints it signed. Restart the
+    /// nodes with the new key afterwards.
+    #[command(
+        after_help = "Example:\n  steadfast audit rotate-key --new-key-file /etc/steadfast/audit-signing-2.key \
+--database-url \"$OWNER_OR_APP_URL\""
+    )]
+    RotateKey {
+        #[arg(long)]
+        new_key_file: PathBuf,
+        #[command(flatten)]
+        data: StorageArgs,
+    },
+    /// List the audit signing keys this deployment has registered, oldest first.
+    Keys {
         #[command(flatten)]
         data: StorageArgs,
     },
@@ -323,9 +343,17 @@ pub struct ServeArgs {
     pub retry_cap_secs: u64,
 
     /// The Ed25519 key that signs audit checkpoints; keep it outside the database.
-    /// Created (mode 0600) when missing. Default: <data-dir>/audit-signing.key.
-    #[arg(long, env = "STEADFAST_AUDIT_SIGNING_KEY_FILE")]
+    /// On PostgreSQL this (or STEADFAST_AUDIT_SIGNING_KEY) is required and every
+    /// node uses the same key (`steadfast audit create-key FILE` makes one). On
+    /// embedded storage the default is <data-dir>/audit-signing.key, created
+    /// (mode 0600) when missing.
+    #[arg(long, env = "STEADFAST_AUDIT_SIGNING_KEY_FILE", conflicts_with = "audit_signing_key")]
     pub audit_signing_key_file: Option<PathBuf>,
+
+    /// The audit signing key itself (64 hex digits), for deployments that
+    /// pass secrets through the environment; prefer the variable to the flag.
+    #[arg(long, env = "STEADFAST_AUDIT_SIGNING_KEY", hide_env_values = true)]
+    pub audit_signing_key: Option<String>,
 
     /// How long audit records are kept, in days.
     #[arg(long, env = "STEADFAST_AUDIT_RETENTION_DAYS", default_value_t = 7 * 365)]

@@ -17,7 +17,8 @@ use steadfast_server::engine::audit::AuditSigner;
 use steadfast_server::serve::{ConnectionLimits, ServeOptions};
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
 use steadfast_sqlite::SqliteStore;
-use steadfast_store::{Store, WorkflowLimits, auth};
+use steadfast_store::decide::KeyChange;
+use steadfast_store::{Store, StoreError, WorkflowLimits, auth};
 use tokio::net::TcpListener;
 
 use crate::admin::generate_key;
@@ -212,19 +213,80 @@ async fn has_any_key(store: &dyn Store) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-/// The audit signing key: read from `path`, or created there (mode 0600).
-fn load_or_create_signer(path: &Path) -> anyhow::Result<AuditSigner> {
-    if let Some(signer) = crate::audit::read_signer(path)? {
-        return Ok(signer);
+/// The audit signing key `serve` signs with: given by the operator (a file
+/// or the environment), or, on embedded storage only, the data dir's own
+/// file, created on first start. PostgreSQL nodes never invent one: each
+/// would sign with its own.
+async fn audit_signer(args: &ServeArgs, store: &dyn Store) -> anyhow::Result<AuditSigner> {
+    let configuration = |message: String| Exit { code: 78, message };
+    if let Some(hex) = &args.audit_signing_key {
+        return AuditSigner::from_hex(hex).ok_or_else(|| {
+            configuration("STEADFAST_AUDIT_SIGNING_KEY is not an audit signing key (64 hex digits)".into()).into()
+        });
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_data_dir(dir)?;
+    match (&args.audit_signing_key_file, &args.data.database_url) {
+        (Some(path), Some(_)) => crate::audit::read_signer(path)?.ok_or_else(|| {
+            configuration(format!(
+                "{} does not exist; create the deployment's key once with `steadfast audit create-key {}` \
+                 and give every node the same file",
+                path.display(),
+                path.display()
+            ))
+            .into()
+        }),
+        (None, Some(_)) => Err(configuration(
+            "PostgreSQL nodes sign audit checkpoints with one shared key: give it with \
+             --audit-signing-key-file FILE or STEADFAST_AUDIT_SIGNING_KEY \
+             (create it once with `steadfast audit create-key FILE`)"
+                .into(),
+        )
+        .into()),
+        (path, None) => {
+            let path = path
+                .clone()
+                .unwrap_or_else(|| args.data.data_dir.join(crate::audit::SIGNING_KEY_FILE));
+            // A key is created on the first start only: once one is
+            // registered, a missing file is a lost key, not a fresh start.
+            if !path.exists() && !store.signing_keys().await?.is_empty() {
+                return Err(configuration(format!(
+                    "the audit signing key file {} is missing, but this store has a registered key; \
+                     restore the file from its backup, or replace the key on purpose with \
+                     `steadfast audit rotate-key --new-key-file {}`",
+                    path.display(),
+                    path.display()
+                ))
+                .into());
+            }
+            let (signer, created) = crate::audit::read_or_create_signer(&path)?;
+            if created {
+                tracing::info!(path = %path.display(), "created an audit signing key; back it up, and keep it out of the database");
+            }
+            Ok(signer)
+        }
     }
-    let seed: [u8; 32] = rand::random();
-    write_secret_file(path, &format!("{}\n", hex::encode(seed)))
-        .with_context(|| format!("cannot write the audit signing key to {}", path.display()))?;
-    tracing::info!(path = %path.display(), "created an audit signing key; back it up, and keep it out of the database");
-    Ok(AuditSigner::from_seed(seed))
+}
+
+/// Registers the signer's public key as the deployment's (the first start),
+/// or checks that it is the one registered.
+async fn register_signer(store: &dyn Store, signer: &AuditSigner) -> anyhow::Result<()> {
+    let public_key = signer.public_key_hex();
+    match store
+        .register_signing_key(&public_key, KeyChange::Start, SystemClock.now())
+        .await
+    {
+        Ok(Some(_)) => tracing::info!(%public_key, "registered this deployment's audit signing key"),
+        Ok(None) => {}
+        Err(StoreError::SigningKey(refused)) => {
+            return Err(Exit {
+                code: 78,
+                message: refused.to_string(),
+            }
+            .into());
+        }
+        Err(error) => return Err(error.into()),
+    }
+    tracing::info!(%public_key, "audit checkpoints are signed with this key");
+    Ok(())
 }
 
 /// On a store without any key, creates tenant `default` (if missing) and an
@@ -289,6 +351,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             (Arc::new(open_store(&data_dir)?), Some(lock))
         }
     };
+    let signer = audit_signer(&args, store.as_ref()).await?;
+    register_signer(store.as_ref(), &signer).await?;
     let listener = TcpListener::bind(args.listen).await.map_err(|error| Exit {
         code: 1,
         message: format!("cannot listen on {}: {error}", args.listen),
@@ -311,13 +375,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let signer = load_or_create_signer(
-        &args
-            .audit_signing_key_file
-            .clone()
-            .unwrap_or_else(|| data_dir.join(crate::audit::SIGNING_KEY_FILE)),
-    )?;
-    tracing::info!(public_key = %signer.public_key_hex(), "audit checkpoints are signed with this key");
     let engine = Engine::new(store, Arc::new(SystemClock), args.engine_config(signer, outbound_roots));
     tracing::info!(%address, scheme, storage, "steadfast is ready");
 

@@ -113,10 +113,63 @@ async fn verify_names_each_kind_of_tampering_and_a_checkpoint_catches_a_truncate
         &data_dir,
         "DELETE FROM audit_batches WHERE first_seq > 6; \
          UPDATE audit_heads SET seq = 6, hash = (SELECT unhex(json_extract(b.records, '$[0].hash')) FROM audit_batches b \
-           WHERE b.tenant_id = audit_heads.tenant_id AND b.first_seq = 6);",
+           WHERE b.tenant_id = audit_heads.tenant_id AND b.first_seq = 6) \
+         WHERE tenant_id IN (SELECT tenant_id FROM audit_batches WHERE first_seq = 6);",
     );
     let (ok, report) = verify(&data_dir, None);
     assert!(ok, "without a checkpoint a careful truncation is invisible: {report}");
     let (ok, report) = verify(&data_dir, Some(&checkpoint_file));
     assert!(!ok && report.contains("truncated"), "{report}");
+}
+
+/// Runs `serve` on `data_dir`, expecting it to refuse to start.
+fn refused_start(data_dir: &std::path::Path) -> std::process::Output {
+    Command::new(common::BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// The embedded store registers the key its first start created; a later
+/// start with another key (a lost or swapped key file) is refused until the
+/// operator rotates on purpose.
+#[test]
+fn an_embedded_store_refuses_a_swapped_signing_key_until_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut server = ServerProcess::start(&data_dir);
+    server.signal("TERM");
+    server.wait_exit(Duration::from_secs(30));
+    let key_file = data_dir.join("audit-signing.key");
+    let original = std::fs::read_to_string(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+
+    let output = refused_start(&data_dir);
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is missing") && stderr.contains("rotate-key"),
+        "{stderr}"
+    );
+    assert!(!key_file.exists(), "no stray key was made");
+
+    // Another key in its place is refused too.
+    let other = steadfast(&["audit", "create-key", key_file.to_str().unwrap()]);
+    assert!(other.status.success());
+    let output = refused_start(&data_dir);
+    assert_eq!(output.status.code(), Some(78));
+    assert_ne!(std::fs::read_to_string(&key_file).unwrap(), original);
+
+    let rotated = steadfast(&[
+        "audit",
+        "rotate-key",
+        "--new-key-file",
+        key_file.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let _server = ServerProcess::start(&data_dir);
 }

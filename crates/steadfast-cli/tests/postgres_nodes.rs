@@ -46,10 +46,14 @@ fn admin_key(database_url: &str) -> String {
     ])
 }
 
+/// The audit signing key every node of these tests shares.
+const AUDIT_KEY: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+
 fn node(dir: &Path, n: usize, database_url: &str) -> ServerProcess {
-    ServerProcess::start_with(
+    ServerProcess::start_with_env(
         &dir.join(format!("node-{n}")),
         &["--database-url", database_url, "--lease-ttl-secs", "3"],
+        &[("STEADFAST_AUDIT_SIGNING_KEY", AUDIT_KEY)],
     )
 }
 
@@ -445,6 +449,7 @@ async fn serve_refuses_privileged_roles_and_unmigrated_databases_and_migrate_fix
         Command::new(BINARY)
             .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
             .env("RUST_LOG", "warn")
+            .env("STEADFAST_AUDIT_SIGNING_KEY", AUDIT_KEY)
             .output()
             .unwrap()
     };
@@ -625,4 +630,120 @@ async fn postgresql_over_tls_honours_sslmode() {
         rows.iter().all(|row| row.get::<_, bool>(0)),
         "every connection of the node is encrypted"
     );
+}
+
+/// `steadfast serve` on `database_url` with `extra` flags, run to its exit
+/// (it is expected to refuse to start): exit code and stderr.
+fn refused_node(dir: &Path, database_url: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(BINARY)
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .env_remove("STEADFAST_AUDIT_SIGNING_KEY")
+        .env_remove("STEADFAST_AUDIT_SIGNING_KEY_FILE")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Three nodes started at once (two from one directory, one from another)
+/// sign with the one key the deployment registered; a node with no key or
+/// another key refuses to start; after `audit rotate-key` only the new key
+/// starts, and a checkpoint signed by the retired key still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_audit_signing_key_per_deployment_and_rotation_on_purpose() {
+    let database = test_support::create_database().await;
+    let url = database.app_url.as_str();
+    let key = admin_key(url);
+    let dir = tempfile::tempdir().unwrap();
+    let first_file = dir.path().join("first.key");
+    let first = cli(&["audit", "create-key", first_file.to_str().unwrap()]);
+    let (code, stderr) = refused_node(dir.path(), url, &[]);
+    assert_eq!(code, Some(78), "a node without a key: {stderr}");
+    assert!(stderr.contains("one shared key"), "{stderr}");
+
+    let shared = dir.path().join("shared");
+    let flags = [
+        "--database-url",
+        url,
+        "--audit-signing-key-file",
+        first_file.to_str().unwrap(),
+    ];
+    let nodes: Vec<ServerProcess> = [shared.clone(), shared.clone(), dir.path().join("own")]
+        .iter()
+        .map(|data_dir| ServerProcess::spawn_with_env(data_dir, &flags, &[]))
+        .collect();
+    for node in &nodes {
+        node.wait_ready();
+    }
+    let keys = cli(&["audit", "keys", "--database-url", url]);
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    assert!(keys.contains(&first) && keys.contains("current"), "{keys}");
+
+    let other_file = dir.path().join("other.key");
+    let other = cli(&["audit", "create-key", other_file.to_str().unwrap()]);
+    let (code, stderr) = refused_node(
+        dir.path(),
+        url,
+        &["--audit-signing-key-file", other_file.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains(&format!("not {other}")), "{stderr}");
+
+    // A checkpoint signed now, by the first key.
+    let api = Api::new(key);
+    let (_, head) = api.get(&nodes[0].url, "/v1/audit/head").await.unwrap();
+    assert_eq!(head["public_key"], first.as_str());
+    let checkpoint = dir.path().join("checkpoint.json");
+    std::fs::write(&checkpoint, head.to_string()).unwrap();
+    drop(nodes);
+
+    let rotated = cli(&[
+        "audit",
+        "rotate-key",
+        "--new-key-file",
+        other_file.to_str().unwrap(),
+        "--database-url",
+        url,
+    ]);
+    assert_eq!(rotated, other);
+    let (code, stderr) = refused_node(
+        dir.path(),
+        url,
+        &["--audit-signing-key-file", first_file.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("was retired"), "{stderr}");
+    let node = ServerProcess::start_with(
+        &shared,
+        &[
+            "--database-url",
+            url,
+            "--audit-signing-key-file",
+            other_file.to_str().unwrap(),
+        ],
+    );
+    let (_, head) = api.get(&node.url, "/v1/audit/head").await.unwrap();
+    assert_eq!(head["public_key"], other.as_str());
+
+    let verified = cli(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--database-url",
+        url,
+    ]);
+    assert!(
+        verified.contains(&format!("checkpoint signed by registered key {first}")),
+        "{verified}"
+    );
+    assert!(verified.contains("checkpoint confirmed"), "{verified}");
+    // The registrations are in the system chain, which verifies.
+    assert!(verified.contains("system chain: intact, 2 records"), "{verified}");
 }

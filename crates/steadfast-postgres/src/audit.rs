@@ -11,6 +11,7 @@ use steadfast_core::audit::{self, Actor, Draft, Head, Record};
 use steadfast_core::{JobId, KeyId, TenantId, Timestamp};
 use steadfast_store::audit::ActorFilter;
 use steadfast_store::audit::drafts;
+use steadfast_store::decide::{self, KeyChange, SigningKeyRecord};
 use steadfast_store::{AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -19,7 +20,27 @@ use crate::rows::{millis, timestamp};
 use crate::{Durability, PostgresStore, pg_error, set_tenant, statement};
 
 /// The tenant id of the system chain.
-pub(crate) const SYSTEM_CHAIN: TenantId = TenantId(uuid::Uuid::nil());
+pub(crate) use steadfast_store::audit::SYSTEM_CHAIN;
+
+/// The registered audit signing keys, in position order.
+async fn signing_keys_in(tx: &Transaction) -> Result<Vec<SigningKeyRecord>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT position, public_key, registered_at FROM audit_signing_keys ORDER BY position",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    rows.iter()
+        .map(|row| {
+            Ok(SigningKeyRecord {
+                position: row.get(0),
+                public_key: row.get(1),
+                registered_at: timestamp(row.get(2))?,
+            })
+        })
+        .collect()
+}
 
 fn corrupt(error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(error.to_string())
@@ -481,6 +502,45 @@ impl AuditStore for PostgresStore {
                 [drafts::auth_failed(key_id)],
             )
             .await
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        self.transaction(None, Durability::Durable, async |tx| signing_keys_in(tx).await)
+            .await
+    }
+
+    async fn register_signing_key(
+        &self,
+        public_key: &str,
+        change: KeyChange,
+        now: Timestamp,
+    ) -> Result<Option<SigningKeyRecord>, StoreError> {
+        self.transaction(Some(SYSTEM_CHAIN), Durability::Durable, async |tx| {
+            // Nodes starting at once register one key, in turn.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('steadfast.audit_signing_keys'))",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+            let registered = signing_keys_in(tx).await?;
+            let Some(new) = decide::register_signing_key(&registered, public_key, change, now)? else {
+                return Ok(None);
+            };
+            tx.execute(
+                "INSERT INTO audit_signing_keys (position, public_key, registered_at) VALUES ($1, $2, $3)",
+                &[
+                    &new.record.position,
+                    &new.record.public_key,
+                    &millis(new.record.registered_at),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+            append(tx, SYSTEM_CHAIN, &new.actor, None, now, [new.draft]).await?;
+            Ok(Some(new.record))
         })
         .await
     }

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_audit_intake.sql"),
     include_str!("migrations/0003_lease_plan.sql"),
+    include_str!("migrations/0004_audit_signing_keys.sql"),
 ];
 
 /// The schema version this build expects.
@@ -109,7 +110,7 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
         tx.batch_execute(&format!(
             "GRANT USAGE ON SCHEMA {SCHEMA} TO {app};
              GRANT SELECT ON schema_migrations TO {app};
-             GRANT SELECT, INSERT ON tenants, api_keys, attempts, audit_records TO {app};
+             GRANT SELECT, INSERT ON tenants, api_keys, attempts, audit_records, audit_signing_keys TO {app};
              GRANT SELECT, INSERT, UPDATE ON audit_heads TO {app};
              GRANT SELECT ON audit_bases TO {app};
              GRANT SELECT, INSERT, DELETE ON audit_intake TO {app};

@@ -6,6 +6,11 @@ use serde_json::{Value, json};
 use steadfast_core::audit::{Draft, Head, Record};
 use steadfast_core::{Job, JobId, KeyId, Step, Timestamp};
 
+use crate::decide::{KeyChange, SigningKeyRecord};
+
+/// The chain of the records no tenant owns: failed authentications with
+/// unknown key ids, the deployment's audit signing keys.
+pub const SYSTEM_CHAIN: steadfast_core::TenantId = steadfast_core::TenantId(uuid::Uuid::nil());
 use crate::{StoreError, TenantScope};
 
 /// A filter over one tenant's audit records, oldest first (by time, then sequence).
@@ -105,6 +110,19 @@ pub trait AuditStore {
         request_id: Option<&str>,
         now: Timestamp,
     ) -> Result<(), StoreError>;
+
+    /// The audit signing keys registered, oldest first; the last is current.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+
+    /// Presents `public_key` as [`crate::decide::register_signing_key`] rules, one
+    /// registration at a time across nodes; the new registration (audited
+    /// in the system chain), if any.
+    async fn register_signing_key(
+        &self,
+        public_key: &str,
+        change: KeyChange,
+        now: Timestamp,
+    ) -> Result<Option<SigningKeyRecord>, StoreError>;
 
     /// Retention: removes records older than `before` from every chain,
     /// keeping each remaining chain verifiable from a stored base, and

@@ -94,6 +94,16 @@ pub fn system(tenant: &Tenant) -> TenantScope {
 /// The scope of a local operator: whoever can open the data directory (or
 /// holds the database owner's credentials) already has every tenant's data,
 /// so the CLI's administrative commands and the server's first start use this.
+/// A local operator's scope on the system chain: the audit records no
+/// tenant owns (unknown key ids, the deployment's signing keys).
+pub fn system_chain_operator() -> TenantScope {
+    TenantScope {
+        tenant_id: crate::audit::SYSTEM_CHAIN,
+        actor: Actor::Operator,
+        request_id: None,
+    }
+}
+
 pub fn local_operator(tenant: &Tenant) -> TenantScope {
     TenantScope {
         tenant_id: tenant.id,

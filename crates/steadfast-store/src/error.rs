@@ -28,6 +28,9 @@ pub enum StoreError {
     /// written; reads still work, and writes work again once there is room.
     #[error("storage is full")]
     StorageFull,
+    /// The audit signing key presented is not the deployment's.
+    #[error(transparent)]
+    SigningKey(#[from] crate::decide::SigningKeyRefused),
     /// Stored data broke an invariant. Never expected; reported loudly.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -18,6 +18,11 @@ use crate::admin::generate_key;
 use crate::cli::{BenchTarget, ThroughputArgs};
 use crate::serve::open_store;
 
+/// The audit signing key of benchmark servers on PostgreSQL (the same in
+/// `bench/peer/peer.sh` and `bench/w2.sh`): a benchmark database outlives
+/// one run, and every run must present the key it registered.
+pub const BENCH_AUDIT_KEY: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+
 mod latency;
 mod peer;
 mod scale;

@@ -82,7 +82,17 @@ impl Storage {
 
     async fn spawn(&self) -> anyhow::Result<ServerProcess> {
         let log = std::fs::File::create(self.log_path())?;
-        let child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        // A PostgreSQL node needs the deployment's audit signing key: the
+        // operator's, if the environment gives one, else the benchmarks' own
+        // (benchmark databases are throwaway).
+        let keyed = ["STEADFAST_AUDIT_SIGNING_KEY", "STEADFAST_AUDIT_SIGNING_KEY_FILE"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some());
+        if self.database_url.is_some() && !keyed {
+            command.env("STEADFAST_AUDIT_SIGNING_KEY", super::BENCH_AUDIT_KEY);
+        }
+        let child = command
             .arg("serve")
             .args(self.args())
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])

@@ -69,6 +69,11 @@ impl ServerProcess {
         server
     }
 
+    /// Starts `steadfast serve` without waiting for it: see [`ServerProcess::wait_ready`].
+    pub fn spawn_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        ServerProcess::spawn(data_dir, "http://127.0.0.1", extra, env)
+    }
+
     fn spawn(data_dir: &Path, base: &str, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let port = free_port();
         let stderr_path = data_dir.with_extension(format!("stderr-{port}"));
@@ -92,7 +97,7 @@ impl ServerProcess {
         }
     }
 
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         let ready = format!("{}/readyz", self.url);
         self.wait_until(|| answers_200(&ready));
     }

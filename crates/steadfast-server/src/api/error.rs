@@ -181,6 +181,11 @@ impl From<StoreError> for ApiError {
                     "storage is full; nothing was changed; retry once there is room",
                 )
             }
+            // Only start-up and `steadfast audit rotate-key` present signing keys.
+            StoreError::SigningKey(refused) => {
+                tracing::error!(%refused, "an audit signing key was refused during a request");
+                ApiError::new(ErrorCode::Internal, "internal error; nothing was changed")
+            }
             StoreError::Corrupt(detail) => {
                 tracing::error!(%detail, "storage invariant broken");
                 ApiError::new(ErrorCode::Internal, "internal error; nothing was changed")

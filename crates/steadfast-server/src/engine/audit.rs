@@ -1,6 +1,8 @@
 //! Signed checkpoints of audit chains. The signing key lives outside the
-//! database (a file next to the data dir, or wherever the operator points),
-//! so whoever can rewrite the database cannot forge a checkpoint.
+//! database (a file, or an environment variable), so whoever can rewrite
+//! the database cannot forge a checkpoint; its public key is registered in
+//! the database, so every node uses the same one and a checkpoint names a
+//! key the deployment knows.
 
 use std::sync::Arc;
 
@@ -31,8 +33,11 @@ pub enum CheckpointError {
     Malformed(&'static str),
     #[error("the checkpoint's signature does not verify: it was altered or forged")]
     BadSignature,
-    #[error("the checkpoint was signed by another key ({found}) than this deployment's ({expected})")]
-    UnknownKey { found: String, expected: String },
+    #[error(
+        "the checkpoint was signed by key {found}, which this deployment never registered \
+         (its keys: {registered})"
+    )]
+    UnknownKey { found: String, registered: String },
 }
 
 impl AuditSigner {
@@ -67,21 +72,21 @@ impl AuditSigner {
     }
 }
 
-/// Checks a checkpoint's signature (and, when `expected_key` is given, that
-/// this deployment's key made it); returns the (seq, hash) it vouches for.
-pub fn verify_checkpoint(
-    checkpoint: &AuditCheckpoint,
-    expected_key: Option<&AuditSigner>,
-) -> Result<Head, CheckpointError> {
+/// Checks a checkpoint's signature, and that one of `registered` (public
+/// keys, hex: the deployment's signing keys, current or retired) made it;
+/// returns the (seq, hash) it vouches for.
+pub fn verify_checkpoint(checkpoint: &AuditCheckpoint, registered: &[String]) -> Result<Head, CheckpointError> {
     if checkpoint.algorithm != "ed25519" {
         return Err(CheckpointError::Algorithm(checkpoint.algorithm.clone()));
     }
-    if let Some(expected) = expected_key
-        && expected.public_key_hex() != checkpoint.public_key
-    {
+    if !registered.contains(&checkpoint.public_key) {
         return Err(CheckpointError::UnknownKey {
             found: checkpoint.public_key.clone(),
-            expected: expected.public_key_hex(),
+            registered: if registered.is_empty() {
+                "none".to_owned()
+            } else {
+                registered.join(", ")
+            },
         });
     }
     let mut public = [0u8; 32];
@@ -110,20 +115,24 @@ mod tests {
         let signer = AuditSigner::from_seed([7; 32]);
         let at = Timestamp::from_second(1_800_000_000).unwrap();
         let checkpoint = signer.sign(TenantId(uuid::Uuid::from_u128(1)), Head { seq: 9, hash: [3; 32] }, at);
-        assert_eq!(verify_checkpoint(&checkpoint, Some(&signer)).unwrap().seq, 9);
+        let registered = [signer.public_key_hex()];
+        assert_eq!(verify_checkpoint(&checkpoint, &registered).unwrap().seq, 9);
         let moved_back = AuditCheckpoint {
             seq: 8,
             ..checkpoint.clone()
         };
         assert!(matches!(
-            verify_checkpoint(&moved_back, None),
+            verify_checkpoint(&moved_back, &registered),
             Err(CheckpointError::BadSignature)
         ));
         let other = AuditSigner::from_seed([8; 32]);
         let forged = other.sign(TenantId(uuid::Uuid::from_u128(1)), Head { seq: 9, hash: [3; 32] }, at);
         assert!(matches!(
-            verify_checkpoint(&forged, Some(&signer)),
+            verify_checkpoint(&forged, &registered),
             Err(CheckpointError::UnknownKey { .. })
         ));
+        // A retired key still verifies what it signed.
+        let both = [other.public_key_hex(), signer.public_key_hex()];
+        assert_eq!(verify_checkpoint(&forged, &both).unwrap().seq, 9);
     }
 }

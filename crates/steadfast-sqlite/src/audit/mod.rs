@@ -14,13 +14,30 @@ use rusqlite::{Connection, OptionalExtension, params};
 use steadfast_core::audit::{self, Actor, Draft, Head, Record};
 use steadfast_core::{KeyId, TenantId, Timestamp};
 use steadfast_store::audit::{ActorFilter, drafts};
+use steadfast_store::decide::{self, KeyChange, SigningKeyRecord};
 use steadfast_store::{AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
 
 use crate::rows::millis;
 use crate::{SqliteStore, sqlite_error};
 
 /// The tenant id of the system chain.
-pub(crate) const SYSTEM_CHAIN: TenantId = TenantId(uuid::Uuid::nil());
+pub(crate) use steadfast_store::audit::SYSTEM_CHAIN;
+
+/// The registered audit signing keys, in position order.
+fn signing_keys_in(conn: &Connection) -> Result<Vec<SigningKeyRecord>, StoreError> {
+    crate::rows::query_all(
+        conn,
+        "SELECT position, public_key, registered_at FROM audit_signing_keys ORDER BY position",
+        [],
+        |row| {
+            Ok(SigningKeyRecord {
+                position: row.get(0)?,
+                public_key: row.get(1)?,
+                registered_at: crate::rows::timestamp(row.get(2)?)?,
+            })
+        },
+    )
+}
 
 fn text_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
@@ -369,6 +386,38 @@ impl AuditStore for SqliteStore {
                     now,
                     [drafts::auth_failed(key_id.as_ref())],
                 )
+            })
+            .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        self.readers().read(signing_keys_in).await
+    }
+
+    async fn register_signing_key(
+        &self,
+        public_key: &str,
+        change: KeyChange,
+        now: Timestamp,
+    ) -> Result<Option<SigningKeyRecord>, StoreError> {
+        let public_key = public_key.to_owned();
+        self.writer()
+            .write(move |conn| {
+                let registered = signing_keys_in(conn)?;
+                let Some(new) = decide::register_signing_key(&registered, &public_key, change, now)? else {
+                    return Ok(None);
+                };
+                conn.execute(
+                    "INSERT INTO audit_signing_keys (position, public_key, registered_at) VALUES (?1, ?2, ?3)",
+                    params![
+                        new.record.position,
+                        new.record.public_key,
+                        millis(new.record.registered_at)
+                    ],
+                )
+                .map_err(sqlite_error)?;
+                append(conn, SYSTEM_CHAIN, &new.actor, None, now, [new.draft])?;
+                Ok(Some(new.record))
             })
             .await
     }

@@ -380,3 +380,47 @@ pub async fn a_batch_of_completions_is_judged_item_by_item(store: &impl Store) {
     );
     verify(store, &scope, &[]).await.expect("the chain verifies");
 }
+
+pub async fn audit_signing_keys_are_registered_once_and_rotated_on_purpose(store: &impl Store) {
+    use crate::decide::{KeyChange, SigningKeyRefused};
+
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    let first = store.register_signing_key("aa", KeyChange::Start, at(1)).await.unwrap();
+    assert_eq!(first.map(|key| key.position), Some(1));
+    assert_eq!(
+        store.register_signing_key("aa", KeyChange::Start, at(2)).await.unwrap(),
+        None
+    );
+    assert!(matches!(
+        store.register_signing_key("bb", KeyChange::Start, at(2)).await,
+        Err(StoreError::SigningKey(SigningKeyRefused::NotCurrent { .. }))
+    ));
+
+    let rotated = store
+        .register_signing_key("bb", KeyChange::Rotate, at(3))
+        .await
+        .unwrap();
+    assert_eq!(rotated.map(|key| key.position), Some(2));
+    assert!(matches!(
+        store.register_signing_key("aa", KeyChange::Start, at(4)).await,
+        Err(StoreError::SigningKey(SigningKeyRefused::Retired { .. }))
+    ));
+    let keys = store.signing_keys().await.unwrap();
+    let listed: Vec<(&str, Timestamp)> = keys
+        .iter()
+        .map(|key| (key.public_key.as_str(), key.registered_at))
+        .collect();
+    assert_eq!(listed, [("aa", at(1)), ("bb", at(3))]);
+
+    // Both registrations are in the system chain, which verifies.
+    let system = crate::auth::system_chain_operator();
+    let query = AuditQuery {
+        action: Some("audit.key_registered".into()),
+        limit: 10,
+        ..AuditQuery::default()
+    };
+    let records = store.audit_records(&system, query).await.unwrap().records;
+    let actors: Vec<(&str, &Actor)> = records.iter().map(|r| (r.target.as_str(), &r.actor)).collect();
+    assert_eq!(actors, [("aa", &Actor::System), ("bb", &Actor::Operator)]);
+    assert!(verify(store, &system, &[]).await.is_ok());
+}

@@ -69,6 +69,7 @@ macro_rules! conformance_suite {
             audit_queries_filter_by_time_action_actor_and_job,
             a_checkpoint_beyond_the_log_is_a_truncation,
             failed_authentication_is_recorded,
+            audit_signing_keys_are_registered_once_and_rotated_on_purpose,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

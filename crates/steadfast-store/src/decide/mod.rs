@@ -12,6 +12,7 @@
 //! seeds the engine passed in.
 
 mod jobs;
+mod signing_keys;
 mod slos;
 mod sweeps;
 mod workflows;
@@ -20,6 +21,7 @@ pub use jobs::{
     ClaimedKey, cancel, complete, complete_many, enqueue, fail, found, heartbeat, lease, needs_history, resumable,
     retry,
 };
+pub use signing_keys::{KeyChange, NewSigningKey, SigningKeyRecord, SigningKeyRefused, register_signing_key};
 pub use slos::{SloFiring, slo_firing};
 pub use sweeps::{expire_leases, fire_timers};
 pub use workflows::{StepRows, checkpoint_step, signal, spawn_child, start_step, step_many, wait};
