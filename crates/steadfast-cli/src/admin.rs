@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
-use steadfast_core::{ApiKeySecret, KeyId, Role, TenantId, TenantName};
+use steadfast_core::{ApiKeySecret, KeyId, Role, TenantId, TenantName, Timestamp};
 use steadfast_postgres::PostgresStore;
 use steadfast_server::{Clock, SystemClock};
 use steadfast_store::{NewApiKey, Store, StoreError, Tenant, auth};
@@ -60,6 +60,16 @@ pub async fn tenant_command(command: TenantCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_key_id(id: &str) -> anyhow::Result<KeyId> {
+    KeyId::parse(id).map_err(|_| anyhow!("{id:?} is not a key id (16 hex digits, the part after sfk_)"))
+}
+
+/// `now + after`, for expiries and grace periods.
+fn later(now: Timestamp, after: std::time::Duration) -> anyhow::Result<Timestamp> {
+    now.checked_add(after)
+        .map_err(|_| anyhow!("{after:?} from now is out of range"))
+}
+
 /// A fresh random key: the secret to show once, and what storage keeps.
 pub fn generate_key(role: Role, name: &str) -> (ApiKeySecret, NewApiKey) {
     let secret = ApiKeySecret::from_random(rand::random(), rand::random());
@@ -68,6 +78,7 @@ pub fn generate_key(role: Role, name: &str) -> (ApiKeySecret, NewApiKey) {
         name: name.to_owned(),
         role,
         secret_hash: secret.secret_hash(),
+        expires_at: None,
     };
     (secret, key)
 }
@@ -87,25 +98,60 @@ pub async fn key_command(command: KeyCommand) -> anyhow::Result<()> {
             tenant: name,
             role: role_arg,
             name: label,
+            expires_in,
             data,
         } => {
             let store = store(&data).await?;
             let tenant = tenant(store.as_ref(), &name).await?;
-            let (secret, key) = generate_key(role(role_arg), &label);
-            store
-                .create_key(&auth::local_operator(&tenant), key, SystemClock.now())
-                .await?;
+            let now = SystemClock.now();
+            let (secret, mut key) = generate_key(role(role_arg), &label);
+            key.expires_at = expires_in.map(|after| later(now, after)).transpose()?;
+            let info = store.create_key(&auth::local_operator(&tenant), key, now).await?;
+            let expiry = info.expires_at.map(|at| format!(", expires {at}")).unwrap_or_default();
             eprintln!(
-                "created key {} ({} of tenant {}); it is shown only now",
+                "created key {} ({} of tenant {}{expiry}); it is shown only now",
                 secret.key_id(),
                 role(role_arg),
                 tenant.name
             );
             println!("{}", secret.reveal());
         }
+        KeyCommand::Rotate {
+            id,
+            grace,
+            expires_in,
+            data,
+        } => {
+            let key_id = parse_key_id(&id)?;
+            let store = store(&data).await?;
+            let now = SystemClock.now();
+            // The store gives the new key the old key's tenant, role and name.
+            let (secret, mut key) = generate_key(Role::Reader, "");
+            key.expires_at = expires_in.map(|after| later(now, after)).transpose()?;
+            match store.rotate_key(&key_id, key, later(now, grace)?, now).await {
+                Ok((new, old)) => {
+                    eprintln!(
+                        "key {} replaces {} ({}); {} is revoked {}",
+                        new.key_id,
+                        old.key_id,
+                        new.role,
+                        old.key_id,
+                        old.revoked_at
+                            .map_or_else(|| "never".to_owned(), |at| format!("at {at}"))
+                    );
+                    println!("{}", secret.reveal());
+                }
+                Err(StoreError::NotFound) => return Err(anyhow!("no key with id {key_id}")),
+                Err(StoreError::KeyNotActive) => {
+                    return Err(anyhow!(
+                        "key {key_id} is already revoked or expired; create a new key instead"
+                    ));
+                }
+                Err(error) => return Err(error).context("rotating the key"),
+            }
+        }
         KeyCommand::Revoke { id, data } => {
-            let key_id = KeyId::parse(&id)
-                .map_err(|_| anyhow!("{id:?} is not a key id (16 hex digits, the part after sfk_)"))?;
+            let key_id = parse_key_id(&id)?;
             let store = store(&data).await?;
             match store.revoke_key(&key_id, SystemClock.now()).await {
                 Ok(info) => eprintln!(
@@ -120,12 +166,25 @@ pub async fn key_command(command: KeyCommand) -> anyhow::Result<()> {
         KeyCommand::List { tenant: name, data } => {
             let store = store(&data).await?;
             let tenant = tenant(store.as_ref(), &name).await?;
+            let now = SystemClock.now();
+            println!("ID\tROLE\tCREATED\tEXPIRES\tLAST USED\tSTATE\tNAME");
             for key in store.list_keys(&auth::local_operator(&tenant)).await? {
-                let revoked = key
-                    .revoked_at
-                    .map(|at| format!("revoked {at}"))
-                    .unwrap_or_else(|| "active".into());
-                println!("{}\t{}\t{}\t{}", key.key_id, key.role, revoked, key.name);
+                let or_never = |at: Option<Timestamp>| at.map_or_else(|| "never".to_owned(), |at| at.to_string());
+                let state = match (key.revoked_at, key.expires_at) {
+                    (Some(at), _) if at <= now => format!("revoked {at}"),
+                    (_, Some(at)) if at <= now => format!("expired {at}"),
+                    (Some(at), _) => format!("active, revoked at {at}"),
+                    (None, _) => "active".to_owned(),
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{state}\t{}",
+                    key.key_id,
+                    key.role,
+                    key.created_at,
+                    or_never(key.expires_at),
+                    or_never(key.last_used_at),
+                    key.name
+                );
             }
         }
     }

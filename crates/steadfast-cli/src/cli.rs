@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -425,6 +426,24 @@ pub enum KeyCommand {
         /// A label shown in listings and logs.
         #[arg(long, default_value = "")]
         name: String,
+        /// Refuse the key after this long, like a revoked one: 90d, 12h, 30m, 2s
+        /// (default: never).
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<Duration>,
+        #[command(flatten)]
+        data: StorageArgs,
+    },
+    /// Print a new key with the same tenant, role and name as key ID (only the
+    /// key, on stdout), and revoke ID when --grace ends (default: at once).
+    #[command(after_help = "Example:\n  steadfast key rotate 3f9a0c1d2e4b5a67 --grace 24h")]
+    Rotate {
+        id: String,
+        /// How long the old key keeps working, so clients can switch: 24h, 30m (default 0s).
+        #[arg(long, value_parser = parse_duration, default_value = "0s")]
+        grace: Duration,
+        /// The new key expires after this long (default: never).
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<Duration>,
         #[command(flatten)]
         data: StorageArgs,
     },
@@ -435,7 +454,8 @@ pub enum KeyCommand {
         #[command(flatten)]
         data: StorageArgs,
     },
-    /// List a tenant's keys (ids, roles, revocation; never secrets).
+    /// List a tenant's keys: id, role, created, expires, last used (to the
+    /// minute), revocation, name; never secrets.
     List {
         #[arg(long)]
         tenant: String,
@@ -696,4 +716,37 @@ pub struct ThroughputArgs {
     /// (`POST /v1/jobs/batch/complete`) instead of one request per job.
     #[arg(long)]
     pub batch_complete: bool,
+}
+
+/// A duration as an operator writes it: `90d`, `12h`, `30m`, `2s`, or a
+/// combination (`1h 30m`); days are 24 hours. At most 100 years.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let span: jiff::Span = text
+        .parse()
+        .map_err(|error| format!("{text:?} is not a duration like 90d, 12h, 30m or 2s ({error})"))?;
+    let duration = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|error| format!("{text:?}: {error}"))?;
+    let duration = Duration::try_from(duration).map_err(|_| format!("{text:?} must not be negative"))?;
+    if duration > Duration::from_secs(100 * 365 * 86_400) {
+        return Err(format!("{text:?} is longer than 100 years"));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_operators_write_them() {
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(30 * 60)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-2s").is_err());
+        assert!(parse_duration("3 months").is_err(), "months have no fixed length");
+    }
 }

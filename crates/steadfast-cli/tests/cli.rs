@@ -429,3 +429,87 @@ fn serve_refuses_out_of_range_limits_before_it_opens_anything() {
     }
     assert!(!data_dir.exists(), "nothing was created");
 }
+
+/// The status of `GET /v1/jobs` with `key`, over a raw loopback connection.
+fn status_with_key(url: &str, key: &str) -> u16 {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    let request =
+        format!("GET /v1/jobs HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response[9..12].parse().unwrap()
+}
+
+/// Polls until `key` is refused, with a deadline; how long that took.
+fn until_refused(url: &str, key: &str) -> Duration {
+    let started = std::time::Instant::now();
+    while status_with_key(url, key) != 401 {
+        assert!(started.elapsed() < Duration::from_secs(15), "the key was never refused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn keys_expire_and_rotate_with_a_grace_and_list_their_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let data = dir.path().to_str().unwrap();
+    let create = |extra: &[&str]| {
+        let mut args = vec![
+            "key",
+            "create",
+            "--tenant",
+            "default",
+            "--role",
+            "reader",
+            "--data-dir",
+            data,
+        ];
+        args.extend(extra);
+        stdout(&steadfast(&args)).trim().to_owned()
+    };
+    let expiring = create(&["--expires-in", "2s", "--name", "short-lived"]);
+    assert_eq!(status_with_key(&server.url, &expiring), 200);
+    until_refused(&server.url, &expiring);
+
+    let old = create(&["--name", "deployer"]);
+    let old_id = old.trim_start_matches("sfk_").split('_').next().unwrap().to_owned();
+    let rotated = steadfast(&["key", "rotate", &old_id, "--grace", "2s", "--data-dir", data]);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let new = stdout(&rotated).trim().to_owned();
+    assert!(new.starts_with("sfk_") && new != old);
+    assert_eq!(status_with_key(&server.url, &new), 200);
+    assert_eq!(
+        status_with_key(&server.url, &old),
+        200,
+        "the old key works during the grace"
+    );
+    until_refused(&server.url, &old);
+    assert_eq!(status_with_key(&server.url, &new), 200);
+    let again = steadfast(&["key", "rotate", &old_id, "--data-dir", data]);
+    assert!(!again.status.success(), "a revoked key cannot be rotated");
+
+    let listing = stdout(&steadfast(&["key", "list", "--tenant", "default", "--data-dir", data]));
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|line| line.ends_with(&format!("\t{name}")) && !line.contains("revoked"))
+            .unwrap_or_else(|| panic!("no active {name} in {listing}"))
+            .to_owned()
+    };
+    let fields: Vec<String> = line("deployer").split('\t').map(str::to_owned).collect();
+    assert_eq!(fields[1], "reader", "{listing}");
+    assert_ne!(fields[4], "never", "the new key's use is noted: {listing}");
+    assert!(
+        listing.contains("\tshort-lived") && listing.contains("expired"),
+        "{listing}"
+    );
+    assert!(
+        listing.starts_with("ID\tROLE\tCREATED\tEXPIRES\tLAST USED\tSTATE\tNAME"),
+        "{listing}"
+    );
+}

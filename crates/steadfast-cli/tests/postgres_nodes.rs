@@ -747,3 +747,44 @@ async fn one_audit_signing_key_per_deployment_and_rotation_on_purpose() {
     // The registrations are in the system chain, which verifies.
     assert!(verified.contains("system chain: intact, 2 records"), "{verified}");
 }
+
+/// A key revoked (or expired) through one node's database is refused by
+/// every node within 5 s: nodes look keys up per request, no cache outlives
+/// that bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_is_refused_by_every_node_within_five_seconds() {
+    let database = test_support::create_database().await;
+    let url = database.app_url.as_str();
+    let key = admin_key(url);
+    let reader = cli(&[
+        "key",
+        "create",
+        "--tenant",
+        "acme",
+        "--role",
+        "reader",
+        "--database-url",
+        url,
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = [node(dir.path(), 0, url), node(dir.path(), 1, url)];
+    let api = Api::new(reader.clone());
+    for node in &nodes {
+        assert_eq!(api.get(&node.url, "/v1/jobs").await.unwrap().0, 200);
+    }
+    let reader_id = reader.trim_start_matches("sfk_").split('_').next().unwrap();
+    cli(&["key", "revoke", reader_id, "--database-url", url]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for node in &nodes {
+        while api.get(&node.url, "/v1/jobs").await.unwrap().0 != 401 {
+            assert!(
+                Instant::now() < deadline,
+                "node {} still accepts the revoked key",
+                node.url
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The admin key is untouched.
+    assert_eq!(Api::new(key).get(&nodes[1].url, "/v1/jobs").await.unwrap().0, 200);
+}

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_audit_intake.sql"),
     include_str!("migrations/0003_lease_plan.sql"),
     include_str!("migrations/0004_audit_signing_keys.sql"),
+    include_str!("migrations/0005_key_lifecycle.sql"),
 ];
 
 /// The schema version this build expects.

@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use steadfast_core::{KeyId, Role};
+use steadfast_server::Clock;
 
 async fn another_tenants_key_gets_404_on_every_endpoint_that_takes_a_job_id(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -344,7 +347,52 @@ async fn bad_input_gets_a_4xx_with_a_stable_code_and_changes_nothing(backend: Ba
     assert_eq!(server.job_count(&admin).await, 0, "no refused request created a job");
 }
 
+/// A key's last use is kept to the minute: written once for a burst of
+/// requests, again only when a minute has passed.
+async fn a_keys_last_use_is_noted_at_most_once_a_minute(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let key_id = steadfast_core::ApiKeySecret::parse(&admin).unwrap().key_id().clone();
+    let scope = {
+        let tenant = server
+            .store
+            .tenant_by_name(&steadfast_core::TenantName::new("acme").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        steadfast_store::auth::local_operator(&tenant)
+    };
+    let last_used = async || {
+        let keys = server.store.list_keys(&scope).await.unwrap();
+        keys.into_iter().find(|key| key.key_id == key_id).unwrap().last_used_at
+    };
+    let noted = async |expected| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while last_used().await != Some(expected) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "last use {:?}, expected {expected}",
+                last_used().await
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    assert_eq!(last_used().await, None);
+    let first = server.clock.now();
+    for _ in 0..5 {
+        assert_eq!(server.get("/v1/jobs", &admin).await.status, StatusCode::OK);
+    }
+    noted(first).await;
+    server.advance(Duration::from_secs(59));
+    server.get("/v1/jobs", &admin).await;
+    server.advance(Duration::from_secs(2));
+    let later = server.clock.now();
+    server.get("/v1/jobs", &admin).await;
+    noted(later).await;
+}
+
 on_both_backends!(
+    a_keys_last_use_is_noted_at_most_once_a_minute,
     another_tenants_key_gets_404_on_every_endpoint_that_takes_a_job_id,
     missing_unknown_and_revoked_keys_get_401,
     each_role_may_do_only_its_part,

@@ -1,15 +1,17 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 use steadfast_core::audit::Actor;
-use steadfast_core::{KeyId, Role, Timestamp};
+use steadfast_core::{KeyId, Role, TenantId, Timestamp};
 use steadfast_store::audit::drafts;
-use steadfast_store::{ApiKeyInfo, KeyStore, NewApiKey, StoreError, StoredKey, TenantScope};
+use steadfast_store::decide;
+use steadfast_store::{ApiKeyInfo, KeyStore, LAST_USED_RESOLUTION, NewApiKey, StoreError, StoredKey, TenantScope};
 
 use crate::audit::{append, append_for};
 use crate::rows::{millis, optional_timestamp, query_all, timestamp};
+use crate::writer::Durability;
 use crate::{SqliteStore, sqlite_error};
 
-const INFO_COLUMNS: &str = "key_id, tenant_id, role, name, created_at, revoked_at";
+const INFO_COLUMNS: &str = "key_id, tenant_id, role, name, created_at, revoked_at, expires_at, last_used_at";
 
 fn text_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
@@ -23,7 +25,48 @@ fn info_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
         name: row.get(3)?,
         created_at: timestamp(row.get(4)?)?,
         revoked_at: optional_timestamp(row.get(5)?)?,
+        expires_at: optional_timestamp(row.get(6)?)?,
+        last_used_at: optional_timestamp(row.get(7)?)?,
     })
+}
+
+fn insert_key(
+    conn: &rusqlite::Connection,
+    tenant_id: TenantId,
+    key: &NewApiKey,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO api_keys (key_id, tenant_id, name, role, secret_hash, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            params![
+                key.key_id.as_str(),
+                tenant_id.to_string(),
+                key.name,
+                key.role.as_str(),
+                key.secret_hash.as_slice(),
+                millis(now),
+                key.expires_at.map(millis)
+            ],
+        )
+        .map_err(sqlite_error)?;
+    if inserted == 0 {
+        return Err(StoreError::AlreadyExists);
+    }
+    Ok(())
+}
+
+/// Revokes `key_id` at `at`, never later than a revocation already
+/// scheduled; whether that changed anything.
+fn revoke_at(conn: &rusqlite::Connection, key_id: &KeyId, at: Timestamp) -> Result<bool, StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE api_keys SET revoked_at = ?2 WHERE key_id = ?1 AND (revoked_at IS NULL OR revoked_at > ?2)",
+            params![key_id.as_str(), millis(at)],
+        )
+        .map_err(sqlite_error)?;
+    Ok(changed > 0)
 }
 
 fn info_by_id(conn: &rusqlite::Connection, key_id: &KeyId) -> Result<Option<ApiKeyInfo>, StoreError> {
@@ -46,29 +89,14 @@ impl KeyStore for SqliteStore {
             name: key.name.clone(),
             created_at: now,
             revoked_at: None,
+            expires_at: key.expires_at,
+            last_used_at: None,
         };
-        let tenant_id = scope.tenant_id().to_string();
         let scope = scope.clone();
         self.writer()
             .write(move |conn| {
-                let inserted = conn
-                    .execute(
-                        "INSERT INTO api_keys (key_id, tenant_id, name, role, secret_hash, created_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                        params![
-                            key.key_id.as_str(),
-                            tenant_id,
-                            key.name,
-                            key.role.as_str(),
-                            key.secret_hash.as_slice(),
-                            millis(now)
-                        ],
-                    )
-                    .map_err(sqlite_error)?;
-                if inserted == 0 {
-                    return Err(StoreError::AlreadyExists);
-                }
-                let draft = drafts::key_created(&key.key_id, key.role.as_str(), &key.name);
+                insert_key(conn, scope.tenant_id(), &key, now)?;
+                let draft = drafts::key_created_with(&key.key_id, key.role.as_str(), &key.name, key.expires_at, None);
                 append_for(conn, &scope, now, [draft])
             })
             .await?;
@@ -80,7 +108,7 @@ impl KeyStore for SqliteStore {
         self.readers()
             .read(move |conn| {
                 conn.prepare_cached(
-                    "SELECT key_id, tenant_id, role, name, secret_hash, revoked_at FROM api_keys WHERE key_id = ?1",
+                    "SELECT key_id, tenant_id, role, name, secret_hash, revoked_at, expires_at FROM api_keys WHERE key_id = ?1",
                 )
                 .and_then(|mut select| {
                     select
@@ -92,6 +120,7 @@ impl KeyStore for SqliteStore {
                                 name: row.get(3)?,
                                 secret_hash: row.get(4)?,
                                 revoked_at: optional_timestamp(row.get(5)?)?,
+                                expires_at: optional_timestamp(row.get(6)?)?,
                             })
                         })
                         .optional()
@@ -105,14 +134,9 @@ impl KeyStore for SqliteStore {
         let key_id = key_id.clone();
         self.writer()
             .write(move |conn| {
-                let revoked = conn
-                    .execute(
-                        "UPDATE api_keys SET revoked_at = ?2 WHERE key_id = ?1 AND revoked_at IS NULL",
-                        params![key_id.as_str(), millis(now)],
-                    )
-                    .map_err(sqlite_error)?;
+                let revoked = revoke_at(conn, &key_id, now)?;
                 let info = info_by_id(conn, &key_id)?.ok_or(StoreError::NotFound)?;
-                if revoked > 0 {
+                if revoked {
                     append(
                         conn,
                         info.tenant_id,
@@ -134,6 +158,45 @@ impl KeyStore for SqliteStore {
                 let sql =
                     format!("SELECT {INFO_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at, key_id");
                 query_all(conn, &sql, [tenant_id], info_from_row)
+            })
+            .await
+    }
+
+    async fn record_key_use(&self, key_id: &KeyId, now: Timestamp) -> Result<(), StoreError> {
+        let key_id = key_id.clone();
+        let every = LAST_USED_RESOLUTION.as_millis() as i64;
+        self.writer()
+            .send(Durability::Relaxed, move |conn| {
+                conn.prepare_cached(
+                    "UPDATE api_keys SET last_used_at = ?2 \
+                     WHERE key_id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2 - ?3)",
+                )
+                .and_then(|mut update| update.execute(params![key_id.as_str(), millis(now), every]))
+                .map_err(sqlite_error)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn rotate_key(
+        &self,
+        key_id: &KeyId,
+        new: NewApiKey,
+        revoke_at_time: Timestamp,
+        now: Timestamp,
+    ) -> Result<(ApiKeyInfo, ApiKeyInfo), StoreError> {
+        let key_id = key_id.clone();
+        self.writer()
+            .write(move |conn| {
+                let old = info_by_id(conn, &key_id)?.ok_or(StoreError::NotFound)?;
+                let rotation = decide::rotate_key(&old, &new, revoke_at_time, now)?;
+                insert_key(conn, old.tenant_id, &rotation.insert, now)?;
+                revoke_at(conn, &key_id, rotation.old_revoked_at)?;
+                for (tenant, draft) in rotation.audit {
+                    append(conn, tenant, &Actor::Operator, None, now, [draft])?;
+                }
+                let old = info_by_id(conn, &key_id)?.ok_or(StoreError::NotFound)?;
+                Ok((rotation.new, old))
             })
             .await
     }

@@ -374,11 +374,38 @@ pub mod drafts {
     }
 
     pub fn key_created(key_id: &KeyId, role: &str, name: &str) -> Draft {
+        key_created_with(key_id, role, name, None, None)
+    }
+
+    /// A key's creation, with its expiry and the key it replaces, if any.
+    pub fn key_created_with(
+        key_id: &KeyId,
+        role: &str,
+        name: &str,
+        expires_at: Option<Timestamp>,
+        replaces: Option<&KeyId>,
+    ) -> Draft {
+        let mut details = json!({ "role": role, "name": name });
+        if let Some(expires_at) = expires_at {
+            details["expires_at"] = json!(expires_at.to_string());
+        }
+        if let Some(replaces) = replaces {
+            details["replaces"] = json!(replaces.to_string());
+        }
         Draft {
             action: "key.created",
             target: key_id.to_string(),
             job_id: None,
-            summary: summary(json!({ "role": role, "name": name })),
+            summary: summary(details),
+        }
+    }
+
+    pub fn key_rotated(key_id: &KeyId, replaced_by: &KeyId, revoked_at: Timestamp) -> Draft {
+        Draft {
+            action: "key.rotated",
+            target: key_id.to_string(),
+            job_id: None,
+            summary: summary(json!({ "replaced_by": replaced_by.to_string(), "revoked_at": revoked_at.to_string() })),
         }
     }
 

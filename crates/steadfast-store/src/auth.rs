@@ -51,7 +51,7 @@ pub struct Principal {
 /// Authentication failed. One variant on purpose: the API answers every
 /// failure the same way, so a caller cannot tell unknown from revoked keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid or revoked API key")]
+#[error("invalid, revoked or expired API key")]
 pub struct AuthFailure;
 
 /// Checks a presented key against what the store holds for its key id.
@@ -61,8 +61,8 @@ pub fn authenticate(
     now: Timestamp,
 ) -> Result<Principal, AuthFailure> {
     let stored = stored.ok_or(AuthFailure)?;
-    let revoked = stored.revoked_at.is_some_and(|at| at <= now);
-    if revoked || stored.key_id != *presented.key_id() || !presented.matches(&stored.secret_hash) {
+    let ended = crate::decide::key_ended(stored.revoked_at, stored.expires_at, now);
+    if ended || stored.key_id != *presented.key_id() || !presented.matches(&stored.secret_hash) {
         return Err(AuthFailure);
     }
     let actor = Actor::Key {

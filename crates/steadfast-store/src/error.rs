@@ -18,6 +18,9 @@ pub enum StoreError {
     IdempotencyKeyReused { index: usize },
     #[error("already exists")]
     AlreadyExists,
+    /// The API key is revoked or expired: it cannot be rotated.
+    #[error("the key is revoked or expired")]
+    KeyNotActive,
     /// A per-job bound (steps, pending signals, children) would be exceeded.
     #[error("a job may have at most {limit} {what}")]
     LimitExceeded { what: &'static str, limit: u32 },

@@ -48,7 +48,7 @@ pub use jobs::{
     Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob,
     RetryPlan, SignalRecord,
 };
-pub use keys::{ApiKeyInfo, KeyStore, NewApiKey, StoredKey};
+pub use keys::{ApiKeyInfo, KeyStore, LAST_USED_RESOLUTION, NewApiKey, StoredKey};
 pub use maintenance::{Maintenance, QueueStat, ReadyCallback, Swept};
 pub use slos::{SloRecord, SloStore};
 pub use tenants::{Tenant, TenantStore};

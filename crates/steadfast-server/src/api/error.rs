@@ -163,6 +163,7 @@ impl From<StoreError> for ApiError {
                 "idempotency_key: already used for a different request within the dedup window",
             ),
             StoreError::AlreadyExists => ApiError::new(ErrorCode::InvalidState, "already exists"),
+            StoreError::KeyNotActive => ApiError::new(ErrorCode::InvalidState, "the key is revoked or expired"),
             StoreError::LimitExceeded { what, limit } => ApiError::new(
                 ErrorCode::LimitExceeded,
                 format!("a job may have at most {limit} {what}"),

@@ -4,6 +4,7 @@
 //! background duties).
 
 pub mod audit;
+mod authentication;
 mod deliveries;
 mod duties;
 pub mod slos;
@@ -16,12 +17,12 @@ use futures::future::select_all;
 use steadfast_core::audit::{GENESIS, Head};
 use steadfast_core::lifecycle::{Checkpoint, Failure, JobSpec, StepStart};
 use steadfast_core::{
-    ApiKeySecret, Attempt, Job, JobId, JobState, KeyId, Limits, QueueName, RetryPolicy, SignalName, StepName,
-    Timestamp, WaitFor, WorkerId,
+    Attempt, Job, JobId, JobState, KeyId, Limits, QueueName, RetryPolicy, SignalName, StepName, Timestamp, WaitFor,
+    WorkerId,
 };
 use steadfast_protocol::AuditCheckpoint;
 use steadfast_protocol::tls::TrustedRoots;
-use steadfast_store::auth::{self, AuthFailure};
+use steadfast_store::auth::AuthFailure;
 use steadfast_store::{
     Completing, Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, Principal, RetryPlan, Signalled, StepDone, StepOp,
     Store, StoreError, TenantScope, Waited, WorkflowLimits,
@@ -108,6 +109,7 @@ struct Inner {
     /// Wakes the notification deliveries: a notification was enqueued.
     deliveries_nudge: Notify,
     draining: watch::Sender<bool>,
+    key_uses: authentication::KeyUses,
 }
 
 impl Engine {
@@ -126,6 +128,7 @@ impl Engine {
                 duties_nudge: Notify::new(),
                 deliveries_nudge: Notify::new(),
                 draining: watch::channel(false).0,
+                key_uses: authentication::KeyUses::default(),
             }),
         }
     }
@@ -248,13 +251,6 @@ impl Engine {
     pub async fn draining(&self) {
         let mut draining = self.inner.draining.subscribe();
         let _ = draining.wait_for(|draining| *draining).await;
-    }
-
-    /// Resolves the bearer key of a request to its tenant and role.
-    pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthError> {
-        let secret = ApiKeySecret::parse(presented).map_err(|_| AuthFailure)?;
-        let stored = self.inner.store.find_key(secret.key_id()).await?;
-        Ok(auth::authenticate(&secret, stored, self.now())?)
     }
 
     pub async fn enqueue(&self, scope: &TenantScope, specs: Vec<JobSpec>) -> Result<Vec<Enqueued>, StoreError> {

@@ -130,6 +130,7 @@ impl TestServer {
             name: format!("{role}"),
             role,
             secret_hash: secret.secret_hash(),
+            expires_at: None,
         };
         self.store
             .create_key(&auth::local_operator(&tenant), key, t0())

@@ -32,6 +32,7 @@ async fn key_scope(store: &impl Store, scope: &TenantScope) -> Principal {
         name: "ci-bot".into(),
         role: Role::Admin,
         secret_hash: secret.secret_hash(),
+        expires_at: None,
     };
     store.create_key(scope, key, t0()).await.unwrap();
     let stored = store.find_key(secret.key_id()).await.unwrap();

@@ -36,6 +36,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@tests $factory;
             tenants_and_keys_round_trip,
             revoked_keys_no_longer_authenticate,
+            keys_expire_rotate_with_a_grace_and_note_their_last_use,
             enqueue_then_read_back,
             scheduled_jobs_wait_for_run_at,
             idempotent_enqueue_replays_and_refuses_reuse,
@@ -105,6 +106,7 @@ pub async fn new_tenant(store: &impl Store) -> (TenantScope, KeyId) {
         name: "worker".into(),
         role: Role::Worker,
         secret_hash: [0; 32],
+        expires_at: None,
     };
     store.create_key(&scope, key, t0()).await.expect("create key");
     (scope, key_id)

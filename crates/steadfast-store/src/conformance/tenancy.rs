@@ -23,6 +23,7 @@ pub async fn tenants_and_keys_round_trip(store: &impl Store) {
         name: "ci".into(),
         role: Role::Producer,
         secret_hash: secret.secret_hash(),
+        expires_at: None,
     };
     let info = store.create_key(&scope, key, t0()).await.unwrap();
     assert_eq!(
@@ -50,6 +51,7 @@ pub async fn revoked_keys_no_longer_authenticate(store: &impl Store) {
         name: "k".into(),
         role: Role::Admin,
         secret_hash: secret.secret_hash(),
+        expires_at: None,
     };
     store.create_key(&scope, key, t0()).await.unwrap();
     let revoked = store.revoke_key(secret.key_id(), at(10)).await.unwrap();
@@ -111,4 +113,113 @@ pub async fn tenants_never_see_each_other(store: &impl Store) {
     assert_eq!(store.retry(&b, job_a.id, at(1)).await.err(), not_found);
     let state_a = store.job(&a, job_a.id).await.unwrap().unwrap().job.state;
     assert_eq!(state_a, JobState::Running, "nothing B did touched A's job");
+}
+
+/// A new key for `scope` (random id), with `expires_at`; the secret and the key.
+fn lifecycle_key(name: &str, expires_at: Option<Timestamp>) -> (ApiKeySecret, NewApiKey) {
+    let secret = ApiKeySecret::from_random(*uuid::Uuid::now_v7().as_bytes().last_chunk::<8>().unwrap(), [4; 32]);
+    let key = NewApiKey {
+        key_id: secret.key_id().clone(),
+        name: name.into(),
+        role: Role::Worker,
+        secret_hash: secret.secret_hash(),
+        expires_at,
+    };
+    (secret, key)
+}
+
+async fn authenticates(store: &impl Store, secret: &ApiKeySecret, now: Timestamp) -> bool {
+    let stored = store.find_key(secret.key_id()).await.unwrap();
+    auth::authenticate(secret, stored, now).is_ok()
+}
+
+pub async fn keys_expire_rotate_with_a_grace_and_note_their_last_use(store: &impl Store) {
+    let (scope, _) = new_tenant(store).await;
+    let (expiring, key) = lifecycle_key("expiring", Some(at(100)));
+    assert_eq!(
+        store.create_key(&scope, key, t0()).await.unwrap().expires_at,
+        Some(at(100))
+    );
+    assert!(authenticates(store, &expiring, at(99)).await);
+    assert!(
+        !authenticates(store, &expiring, at(100)).await,
+        "an expired key is refused"
+    );
+
+    // Rotation with a grace: the old key works until the grace ends.
+    let (old, key) = lifecycle_key("deploy", None);
+    store.create_key(&scope, key, t0()).await.unwrap();
+    let (new, mut replacement) = lifecycle_key("deploy", None);
+    replacement.role = Role::Admin;
+    let (created, old_info) = store
+        .rotate_key(old.key_id(), replacement, at(60), at(10))
+        .await
+        .unwrap();
+    assert_eq!(created.role, Role::Worker, "the new key keeps the old key's role");
+    assert_eq!(old_info.revoked_at, Some(at(60)));
+    assert!(authenticates(store, &new, at(11)).await);
+    assert!(authenticates(store, &old, at(59)).await);
+    assert!(!authenticates(store, &old, at(60)).await);
+    let (_, again) = lifecycle_key("again", None);
+    assert_eq!(
+        store.rotate_key(old.key_id(), again, at(70), at(61)).await,
+        Err(StoreError::KeyNotActive)
+    );
+    let (_, again) = lifecycle_key("again", None);
+    let unknown = KeyId::from_random([0xef; 8]);
+    assert_eq!(
+        store.rotate_key(&unknown, again, at(70), at(61)).await,
+        Err(StoreError::NotFound)
+    );
+
+    // Revoking now brings a scheduled revocation forward.
+    let (_, newer) = lifecycle_key("deploy", None);
+    store.rotate_key(new.key_id(), newer, at(500), at(20)).await.unwrap();
+    assert_eq!(
+        store.revoke_key(new.key_id(), at(30)).await.unwrap().revoked_at,
+        Some(at(30))
+    );
+    assert!(!authenticates(store, &new, at(31)).await);
+
+    // Last use: at most one write per key per resolution.
+    store.record_key_use(expiring.key_id(), at(1)).await.unwrap();
+    store.record_key_use(expiring.key_id(), at(30)).await.unwrap();
+    let last_used = |keys: Vec<crate::ApiKeyInfo>| {
+        keys.into_iter()
+            .find(|key| key.key_id == *expiring.key_id())
+            .unwrap()
+            .last_used_at
+    };
+    assert_eq!(last_used(store.list_keys(&scope).await.unwrap()), Some(at(1)));
+    store.record_key_use(expiring.key_id(), at(61)).await.unwrap();
+    assert_eq!(last_used(store.list_keys(&scope).await.unwrap()), Some(at(61)));
+
+    let trail: Vec<String> = store
+        .audit_records(
+            &scope,
+            crate::AuditQuery {
+                limit: 100,
+                ..crate::AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .records
+        .into_iter()
+        .filter(|record| record.action.starts_with("key."))
+        .map(|record| record.action)
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            "key.created", // new_tenant's own key
+            "key.created",
+            "key.created",
+            "key.created",
+            "key.rotated",
+            "key.created",
+            "key.rotated",
+            "key.revoked",
+        ]
+    );
 }

@@ -12,6 +12,7 @@
 //! seeds the engine passed in.
 
 mod jobs;
+mod keys;
 mod signing_keys;
 mod slos;
 mod sweeps;
@@ -21,6 +22,7 @@ pub use jobs::{
     ClaimedKey, cancel, complete, complete_many, enqueue, fail, found, heartbeat, lease, needs_history, resumable,
     retry,
 };
+pub use keys::{Rotation, key_ended, revocation, rotate_key};
 pub use signing_keys::{KeyChange, NewSigningKey, SigningKeyRecord, SigningKeyRefused, register_signing_key};
 pub use slos::{SloFiring, slo_firing};
 pub use sweeps::{expire_leases, fire_timers};
