@@ -310,6 +310,34 @@ pub struct ServeArgs {
     #[arg(long, env = "STEADFAST_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub header_read_timeout_secs: u64,
 
+    /// Time a client has to send a request's body once its headers are in,
+    /// in seconds.
+    #[arg(long, env = "STEADFAST_BODY_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_read_timeout_secs: u64,
+
+    /// Requests per second each API key may make, sustained (429 above it);
+    /// a tenant may have its own (`steadfast tenant set-limits`).
+    #[arg(long, env = "STEADFAST_KEY_RATE_LIMIT", default_value_t = 1000)]
+    pub key_rate_limit: u32,
+
+    /// Requests an API key may make in a burst above --key-rate-limit.
+    #[arg(long, env = "STEADFAST_KEY_RATE_BURST", default_value_t = 2000)]
+    pub key_rate_burst: u32,
+
+    /// Failed authentications per second one client address may make,
+    /// sustained (429 above it).
+    #[arg(long, env = "STEADFAST_AUTH_FAILURE_RATE_LIMIT", default_value_t = 10)]
+    pub auth_failure_rate_limit: u32,
+
+    /// Failed authentications one client address may make in a burst.
+    #[arg(long, env = "STEADFAST_AUTH_FAILURE_BURST", default_value_t = 100)]
+    pub auth_failure_burst: u32,
+
+    /// How often failed authentications are written to the audit log (one
+    /// record per key, and one for all unknown keys, per interval), in seconds.
+    #[arg(long, env = "STEADFAST_AUTH_FAILURE_RECORD_SECS", default_value_t = 60)]
+    pub auth_failure_record_secs: u64,
+
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "STEADFAST_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

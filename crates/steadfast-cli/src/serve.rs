@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use steadfast_core::{Limits, RetryPolicy, Role, TenantId, TenantName};
 use steadfast_postgres::{ConnectError, PostgresStore};
 use steadfast_protocol::tls::TrustedRoots;
-use steadfast_server::engine::DeliveryLimits;
 use steadfast_server::engine::audit::AuditSigner;
+use steadfast_server::engine::{AbuseLimits, DeliveryLimits, Rate};
 use steadfast_server::serve::{ConnectionLimits, ServeOptions};
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
 use steadfast_sqlite::SqliteStore;
@@ -66,6 +66,11 @@ impl ServeArgs {
                 timeout: Duration::from_secs(self.notify_timeout_secs),
             },
             outbound_roots: Some(outbound_roots),
+            abuse: AbuseLimits {
+                key_rate: Rate::new(self.key_rate_limit, self.key_rate_burst).expect("validated"),
+                auth_failure_rate: Rate::new(self.auth_failure_rate_limit, self.auth_failure_burst).expect("validated"),
+                auth_failure_record_every: Duration::from_secs(self.auth_failure_record_secs),
+            },
         }
     }
 
@@ -84,6 +89,7 @@ impl ServeArgs {
             limits: ConnectionLimits {
                 max_connections: self.max_connections,
                 header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+                body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
             },
         })
     }
@@ -122,6 +128,22 @@ impl ServeArgs {
             (
                 self.header_read_timeout_secs == 0 || self.header_read_timeout_secs > 300,
                 "--header-read-timeout-secs must be between 1 and 300",
+            ),
+            (
+                self.body_read_timeout_secs == 0 || self.body_read_timeout_secs > 3600,
+                "--body-read-timeout-secs must be between 1 and 3600",
+            ),
+            (
+                self.key_rate_limit == 0 || self.key_rate_burst == 0,
+                "--key-rate-limit and --key-rate-burst must be positive",
+            ),
+            (
+                self.auth_failure_rate_limit == 0 || self.auth_failure_burst == 0,
+                "--auth-failure-rate-limit and --auth-failure-burst must be positive",
+            ),
+            (
+                self.auth_failure_record_secs == 0 || self.auth_failure_record_secs > 3600,
+                "--auth-failure-record-secs must be between 1 and 3600",
             ),
             (
                 self.audit_retention_days == 0,

@@ -156,3 +156,23 @@ fn connections_past_the_cap_wait_until_one_closes() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+#[test]
+fn a_body_that_stalls_gets_408_request_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), &["--body-read-timeout-secs", "1"]);
+    let key = server.admin_key();
+    let address = server.url.trim_start_matches("http://");
+    let mut stalled = TcpStream::connect(address).unwrap();
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"queue\":"
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    stalled.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut answer = [0; 512];
+    let read = stalled.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+}

@@ -8,9 +8,9 @@
 use crate::Transaction;
 use async_trait::async_trait;
 use steadfast_core::audit::{self, Actor, Draft, Head, Record};
-use steadfast_core::{JobId, KeyId, TenantId, Timestamp};
+use steadfast_core::{JobId, TenantId, Timestamp};
 use steadfast_store::audit::ActorFilter;
-use steadfast_store::audit::drafts;
+use steadfast_store::audit::{AuthFailures, drafts};
 use steadfast_store::decide::{self, KeyChange, SigningKeyRecord};
 use steadfast_store::{AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
 use tokio_postgres::Row;
@@ -476,32 +476,19 @@ impl AuditStore for PostgresStore {
         .await
     }
 
-    async fn record_auth_failure(
-        &self,
-        key_id: Option<&KeyId>,
-        request_id: Option<&str>,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let tenant = match key_id {
+    async fn record_auth_failures(&self, failures: &AuthFailures, now: Timestamp) -> Result<(), StoreError> {
+        let tenant = match &failures.key_id {
             Some(key_id) => self
                 .client()
                 .await?
-                .query_opt("SELECT tenant_id FROM steadfast_find_key($1)", &[&key_id.as_str()])
+                .query_opt("SELECT tenant_id FROM steadfast_key_by_id($1)", &[&key_id.as_str()])
                 .await
                 .map_err(pg_error)?
                 .map_or(SYSTEM_CHAIN, |row| TenantId(row.get(0))),
             None => SYSTEM_CHAIN,
         };
         self.transaction(Some(tenant), Durability::Durable, async |tx| {
-            append(
-                tx,
-                tenant,
-                &Actor::System,
-                request_id,
-                now,
-                [drafts::auth_failed(key_id)],
-            )
-            .await
+            append(tx, tenant, &Actor::System, None, now, [drafts::auth_failed(failures)]).await
         })
         .await
     }

@@ -26,6 +26,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
 
 /// Bounds on connections (documented in `docs/limits.md`).
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +38,9 @@ pub struct ConnectionLimits {
     /// the server starts waiting for them (idle keep-alive included), and to
     /// finish the TLS handshake.
     pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body once its headers are in
+    /// (`408 request_timeout`).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -44,6 +48,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -151,9 +156,11 @@ struct Connection {
 impl Connection {
     async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, stream: S) {
         let client = self.client;
+        let body_timeout = self.limits.body_read_timeout;
         let service = self.app.map_request(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(client));
-            request.map(axum::body::Body::new)
+            // A body that stalls fails its read, and the request with it.
+            request.map(|body| axum::body::Body::new(TimeoutBody::new(body_timeout, body)))
         });
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())

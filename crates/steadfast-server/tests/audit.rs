@@ -123,6 +123,8 @@ async fn failed_authentication_and_request_ids_are_recorded(backend: Backend) {
         .post("/v1/jobs", &wrong_secret, json!({"queue": "q", "payload": {}}))
         .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    // Counted, then written with the interval's other failures of the key.
+    server.engine.record_auth_failures().await.unwrap();
     let failures = server.get("/v1/audit?action=auth.failed", &admin).await.json();
     assert_eq!(failures["records"].as_array().unwrap().len(), 1);
 

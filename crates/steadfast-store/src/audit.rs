@@ -8,6 +8,23 @@ use steadfast_core::{Job, JobId, KeyId, Step, Timestamp};
 
 use crate::decide::{KeyChange, SigningKeyRecord};
 
+/// Failed authentications gathered over an interval: one audit record,
+/// however many requests failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthFailures {
+    /// The key presented, when it exists (a wrong secret, or a revoked or
+    /// expired key); `None` gathers every unknown or malformed key, whose
+    /// ids are chosen by whoever sends them.
+    pub key_id: Option<KeyId>,
+    pub count: u64,
+    pub first_at: Timestamp,
+    pub last_at: Timestamp,
+    /// The busiest client addresses and their counts, busiest first.
+    pub addresses: Vec<(String, u64)>,
+    /// Failures from addresses beyond those listed.
+    pub other_addresses: u64,
+}
+
 /// The chain of the records no tenant owns: failed authentications with
 /// unknown key ids, the deployment's audit signing keys.
 pub const SYSTEM_CHAIN: steadfast_core::TenantId = steadfast_core::TenantId(uuid::Uuid::nil());
@@ -102,14 +119,10 @@ pub trait AuditStore {
     /// The last record of a pruned prefix: where the remaining chain starts.
     async fn audit_base(&self, scope: &TenantScope) -> Result<Option<Head>, StoreError>;
 
-    /// Records a failed authentication: in the key's tenant when the key id
-    /// exists, otherwise in the system chain.
-    async fn record_auth_failure(
-        &self,
-        key_id: Option<&KeyId>,
-        request_id: Option<&str>,
-        now: Timestamp,
-    ) -> Result<(), StoreError>;
+    /// Records failed authentications gathered over an interval, as one
+    /// record: in the key's tenant when the key exists, otherwise (unknown
+    /// keys) in the system chain.
+    async fn record_auth_failures(&self, failures: &AuthFailures, now: Timestamp) -> Result<(), StoreError>;
 
     /// The audit signing keys registered, oldest first; the last is current.
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
@@ -418,12 +431,28 @@ pub mod drafts {
         }
     }
 
-    pub fn auth_failed(key_id: Option<&KeyId>) -> Draft {
+    pub fn auth_failed(failures: &AuthFailures) -> Draft {
+        let addresses: Vec<Value> = failures
+            .addresses
+            .iter()
+            .map(|(address, count)| json!({ "address": address, "count": count }))
+            .collect();
         Draft {
             action: "auth.failed",
-            target: key_id.map(ToString::to_string).unwrap_or_else(|| "unknown key".into()),
+            target: failures
+                .key_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "unknown keys".into()),
             job_id: None,
-            summary: summary(json!({ "key_id": key_id.map(ToString::to_string) })),
+            summary: summary(json!({
+                "key_id": failures.key_id.as_ref().map(ToString::to_string),
+                "count": failures.count,
+                "first_at": failures.first_at.to_string(),
+                "last_at": failures.last_at.to_string(),
+                "addresses": addresses,
+                "other_addresses": failures.other_addresses,
+            })),
         }
     }
 

@@ -35,10 +35,12 @@ pub enum ErrorCode {
     Internal,
     Unavailable,
     StorageFull,
+    RateLimited,
+    RequestTimeout,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::MalformedJson,
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthorized,
@@ -56,6 +58,8 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Unavailable,
         ErrorCode::StorageFull,
+        ErrorCode::RateLimited,
+        ErrorCode::RequestTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +81,8 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 
@@ -94,6 +100,8 @@ impl ErrorCode {
             | ErrorCode::IdempotencyKeyReused
             | ErrorCode::BatchTooLarge
             | ErrorCode::LimitExceeded => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable | ErrorCode::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -199,6 +207,10 @@ impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> ApiError {
         match error {
             AuthError::Rejected(_) => ApiError::new(ErrorCode::Unauthorized, "missing, unknown or revoked API key"),
+            AuthError::RateLimited(admission) => ApiError::new(
+                ErrorCode::RateLimited,
+                format!("too many requests; retry after {} s", admission.retry_after()),
+            ),
             AuthError::Store(error) => error.into(),
         }
     }
@@ -219,6 +231,9 @@ impl From<JsonRejection> for ApiError {
                 ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with Content-Type: application/json",
             ),
+            JsonRejection::BytesRejection(rejection) if timed_out(&rejection) => {
+                ApiError::new(ErrorCode::RequestTimeout, "the request body did not arrive in time")
+            }
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 "the request body is larger than the server accepts",
@@ -226,6 +241,19 @@ impl From<JsonRejection> for ApiError {
             other => ApiError::new(ErrorCode::MalformedJson, other.body_text()),
         }
     }
+}
+
+/// Whether reading the body failed because the client stopped sending it
+/// (`serve`'s body read timeout).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 impl From<QueryRejection> for ApiError {

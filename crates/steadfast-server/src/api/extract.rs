@@ -7,8 +7,56 @@ use axum::http::request::Parts;
 use steadfast_core::Action;
 use steadfast_store::Principal;
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ConnectInfo;
+
 use super::error::{ApiError, ErrorCode};
 use crate::Engine;
+use crate::engine::{Admission, AuthError};
+
+/// Where the caller's rate-limit standing goes, for the response's
+/// `RateLimit-Policy`, `RateLimit` and `Retry-After` headers
+/// ([`rate_limit_headers`]).
+#[derive(Debug, Clone, Default)]
+pub struct AdmissionSlot(Arc<Mutex<Option<Admission>>>);
+
+impl AdmissionSlot {
+    fn set(&self, admission: Admission) {
+        *self.0.lock().expect("the admission slot is never poisoned") = Some(admission);
+    }
+
+    fn get(&self) -> Option<Admission> {
+        *self.0.lock().expect("the admission slot is never poisoned")
+    }
+}
+
+/// Middleware: gives each request an [`AdmissionSlot`] and adds the rate
+/// limit headers to its response once authentication filled it.
+pub async fn rate_limit_headers(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::HeaderValue;
+
+    let slot = AdmissionSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    if let Some(admission) = slot.get() {
+        let headers = response.headers_mut();
+        let value = |text: String| HeaderValue::from_str(&text).expect("rate limit headers are ASCII");
+        headers.insert("ratelimit-policy", value(admission.policy_header()));
+        headers.insert("ratelimit", value(admission.state_header()));
+        if admission.limited {
+            headers.insert(
+                axum::http::header::RETRY_AFTER,
+                value(admission.retry_after().to_string()),
+            );
+        }
+    }
+    response
+}
 
 /// A JSON body; malformed, oversized or wrongly typed bodies become API errors.
 #[derive(Debug, FromRequest)]
@@ -66,26 +114,36 @@ impl FromRequestParts<Engine> for Caller {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        match engine.authenticate(presented).await {
-            Ok(mut principal) => {
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(address)| address.ip());
+        let result = engine.authenticate(presented, client).await;
+        if let Some(slot) = parts.extensions.get::<AdmissionSlot>() {
+            match &result {
+                Ok(authenticated) => slot.set(authenticated.admission),
+                Err(AuthError::RateLimited(admission)) => slot.set(*admission),
+                Err(_) => {}
+            }
+        }
+        match result {
+            Ok(authenticated) => {
+                let mut principal = authenticated.principal;
                 tracing::Span::current().record("tenant", tracing::field::display(principal.scope.tenant_id()));
                 principal.scope = principal.scope.with_request_id(request_id);
                 Ok(Caller(principal))
             }
-            Err(crate::engine::AuthError::Rejected(_)) => {
-                // The key id is public; the secret is never logged.
+            Err(AuthError::Rejected(_)) => {
+                // The key id is public; the secret is never logged. Counted
+                // by the engine, recorded once per interval.
                 let key_id = steadfast_core::ApiKeySecret::parse(presented)
                     .ok()
                     .map(|k| k.key_id().clone());
                 tracing::warn!(
                     key_id = key_id.as_ref().map_or("-", |k| k.as_str()),
+                    client = client.map(tracing::field::display),
                     "authentication failed"
                 );
-                // Only presentable keys are recorded: a header that is not even a
-                // key says nothing an auditor needs and would let anyone cause writes.
-                if let Some(key_id) = &key_id {
-                    engine.record_auth_failure(Some(key_id), request_id.as_deref()).await;
-                }
                 Err(unauthorized())
             }
             Err(other) => Err(other.into()),

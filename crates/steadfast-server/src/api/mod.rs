@@ -105,6 +105,7 @@ pub fn router(engine: Engine) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take that method")
         })
+        .layer(axum::middleware::from_fn(extract::rate_limit_headers))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");

@@ -2,14 +2,16 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use steadfast_core::Action;
 
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
+use super::extract::Caller;
 use crate::Engine;
 
 /// Counts and times requests by route template (never the raw path: ids
@@ -48,21 +50,13 @@ pub async fn record_http(State(engine): State<Engine>, request: Request, next: N
     responses((status = 200, description = "OpenMetrics text when asked for (Prometheus does), else the classic text format")),
     security(("bearer" = []))
 )]
-pub async fn metrics(State(engine): State<Engine>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn metrics(State(engine): State<Engine>, mut parts: Parts) -> Result<Response, ApiError> {
     if !engine.config().metrics_public {
-        let presented = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing, unknown or revoked API key"))?;
-        let principal = engine.authenticate(presented.trim()).await?;
-        if !principal.role.allows(Action::ReadMetrics) {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!("the {} role may not do this", principal.role),
-            ));
-        }
+        Caller::from_request_parts(&mut parts, &engine)
+            .await?
+            .require(Action::ReadMetrics)?;
     }
+    let headers = &parts.headers;
     if let Err(error) = engine.refresh_queue_gauges().await {
         tracing::warn!(%error, "could not read queue depths for /metrics");
     }

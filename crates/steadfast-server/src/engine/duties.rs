@@ -171,6 +171,12 @@ impl Engine {
                 Err(error) => tracing::warn!(%error, "audit retention failed"),
             }
         }));
+        let record_every = self.inner.config.abuse.auth_failure_record_every;
+        duties.spawn(self.clone().every(record_every, record_every, async |engine| {
+            if let Err(error) = engine.auth_upkeep().await {
+                tracing::warn!(%error, "recording failed authentications failed");
+            }
+        }));
         while duties.join_next().await.is_some() {}
     }
 

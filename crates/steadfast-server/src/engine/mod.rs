@@ -7,6 +7,7 @@ pub mod audit;
 mod authentication;
 mod deliveries;
 mod duties;
+mod rate_limits;
 pub mod slos;
 mod wakeups;
 
@@ -17,8 +18,7 @@ use futures::future::select_all;
 use steadfast_core::audit::{GENESIS, Head};
 use steadfast_core::lifecycle::{Checkpoint, Failure, JobSpec, StepStart};
 use steadfast_core::{
-    Attempt, Job, JobId, JobState, KeyId, Limits, QueueName, RetryPolicy, SignalName, StepName, Timestamp, WaitFor,
-    WorkerId,
+    Attempt, Job, JobId, JobState, Limits, QueueName, RetryPolicy, SignalName, StepName, Timestamp, WaitFor, WorkerId,
 };
 use steadfast_protocol::AuditCheckpoint;
 use steadfast_protocol::tls::TrustedRoots;
@@ -29,8 +29,10 @@ use steadfast_store::{
 };
 use tokio::sync::{Notify, watch};
 
+pub use authentication::Authenticated;
 pub use deliveries::DeliveryLimits;
 pub use duties::DutyReport;
+pub use rate_limits::{AbuseLimits, Admission, Rate};
 use wakeups::Wakeups;
 
 use crate::clock::Clock;
@@ -65,6 +67,8 @@ pub struct EngineConfig {
     /// Whom notification deliveries trust over `https`; `None` is the
     /// system's roots plus `SSL_CERT_FILE`'s.
     pub outbound_roots: Option<TrustedRoots>,
+    /// Request rates and failed authentications.
+    pub abuse: AbuseLimits,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +84,7 @@ impl Default for EngineConfig {
             record_metrics: true,
             delivery: DeliveryLimits::default(),
             outbound_roots: None,
+            abuse: AbuseLimits::default(),
         }
     }
 }
@@ -88,6 +93,10 @@ impl Default for EngineConfig {
 pub enum AuthError {
     #[error(transparent)]
     Rejected(#[from] AuthFailure),
+    /// The key's requests, or the client's failed authentications, are
+    /// over their rate.
+    #[error("rate limited")]
+    RateLimited(Admission),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -110,6 +119,8 @@ struct Inner {
     deliveries_nudge: Notify,
     draining: watch::Sender<bool>,
     key_uses: authentication::KeyUses,
+    failed_auths: authentication::FailedAuths,
+    limiters: rate_limits::Limiters,
 }
 
 impl Engine {
@@ -118,6 +129,7 @@ impl Engine {
         // Other nodes' commits (PostgreSQL) wake this node's long-polls too.
         let waker = wakeups.clone();
         store.subscribe_ready(Arc::new(move |tenant, queue| waker.wake(tenant, &queue)));
+        let limiters = rate_limits::Limiters::new(clock.clone(), &config.abuse);
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -129,6 +141,8 @@ impl Engine {
                 deliveries_nudge: Notify::new(),
                 draining: watch::channel(false).0,
                 key_uses: authentication::KeyUses::default(),
+                failed_auths: authentication::FailedAuths::default(),
+                limiters,
             }),
         }
     }
@@ -216,18 +230,6 @@ impl Engine {
             .await?
             .unwrap_or(Head { seq: 0, hash: GENESIS });
         Ok(Some(signer.sign(scope.tenant_id(), head, self.now())))
-    }
-
-    /// Records a failed authentication (best effort: a failure to record is logged).
-    pub async fn record_auth_failure(&self, key_id: Option<&KeyId>, request_id: Option<&str>) {
-        if let Err(error) = self
-            .inner
-            .store
-            .record_auth_failure(key_id, request_id, self.now())
-            .await
-        {
-            tracing::warn!(%error, "could not record a failed authentication in the audit log");
-        }
     }
 
     pub fn limits(&self) -> &Limits {

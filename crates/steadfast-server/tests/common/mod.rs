@@ -102,7 +102,13 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = steadfast_server::router(engine.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let options = steadfast_server::serve::ServeOptions::default();
+        tokio::spawn(steadfast_server::serve::serve(
+            listener,
+            app,
+            options,
+            std::future::pending(),
+        ));
         TestServer {
             url,
             clock,

@@ -12,8 +12,8 @@ mod legacy;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use steadfast_core::audit::{self, Actor, Draft, Head, Record};
-use steadfast_core::{KeyId, TenantId, Timestamp};
-use steadfast_store::audit::{ActorFilter, drafts};
+use steadfast_core::{TenantId, Timestamp};
+use steadfast_store::audit::{ActorFilter, AuthFailures, drafts};
 use steadfast_store::decide::{self, KeyChange, SigningKeyRecord};
 use steadfast_store::{AuditPage, AuditQuery, AuditStore, StoreError, TenantScope};
 
@@ -355,17 +355,11 @@ impl AuditStore for SqliteStore {
             .await
     }
 
-    async fn record_auth_failure(
-        &self,
-        key_id: Option<&KeyId>,
-        request_id: Option<&str>,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let key_id = key_id.cloned();
-        let request_id = request_id.map(str::to_owned);
+    async fn record_auth_failures(&self, failures: &AuthFailures, now: Timestamp) -> Result<(), StoreError> {
+        let failures = failures.clone();
         self.writer()
             .write(move |conn| {
-                let tenant = match &key_id {
+                let tenant = match &failures.key_id {
                     Some(key_id) => conn
                         .query_row(
                             "SELECT tenant_id FROM api_keys WHERE key_id = ?1",
@@ -382,9 +376,9 @@ impl AuditStore for SqliteStore {
                     conn,
                     tenant,
                     &Actor::System,
-                    request_id.as_deref(),
+                    None,
                     now,
-                    [drafts::auth_failed(key_id.as_ref())],
+                    [drafts::auth_failed(&failures)],
                 )
             })
             .await

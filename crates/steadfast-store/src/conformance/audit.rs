@@ -299,12 +299,19 @@ pub async fn a_checkpoint_beyond_the_log_is_a_truncation(store: &impl Store) {
 }
 
 pub async fn failed_authentication_is_recorded(store: &impl Store) {
+    use crate::audit::AuthFailures;
+
     let (scope, _) = new_tenant(store).await;
     let keys = store.list_keys(&scope).await.unwrap();
-    store
-        .record_auth_failure(Some(&keys[0].key_id), Some("req-1"), at(5))
-        .await
-        .unwrap();
+    let wrong_secret = AuthFailures {
+        key_id: Some(keys[0].key_id.clone()),
+        count: 3,
+        first_at: at(1),
+        last_at: at(4),
+        addresses: vec![("192.0.2.7".into(), 2), ("192.0.2.8".into(), 1)],
+        other_addresses: 0,
+    };
+    store.record_auth_failures(&wrong_secret, at(5)).await.unwrap();
     let failures = store
         .audit_records(
             &scope,
@@ -318,12 +325,28 @@ pub async fn failed_authentication_is_recorded(store: &impl Store) {
         .unwrap()
         .records;
     assert_eq!(failures.len(), 1);
-    assert_eq!(
-        (failures[0].target.as_str(), failures[0].request_id.as_deref()),
-        (keys[0].key_id.as_str(), Some("req-1"))
-    );
-    store.record_auth_failure(None, None, at(6)).await.unwrap();
+    assert_eq!(failures[0].target.as_str(), keys[0].key_id.as_str());
+    let summary: serde_json::Value = serde_json::from_str(&failures[0].summary).unwrap();
+    assert_eq!(summary["count"], 3);
+    assert_eq!(summary["addresses"][0]["address"], "192.0.2.7");
+
+    let unknown = AuthFailures {
+        key_id: None,
+        other_addresses: 5,
+        ..wrong_secret
+    };
+    store.record_auth_failures(&unknown, at(6)).await.unwrap();
+    let system = crate::auth::system_chain_operator();
+    let query = AuditQuery {
+        action: Some("auth.failed".into()),
+        limit: 10,
+        ..AuditQuery::default()
+    };
+    let records = store.audit_records(&system, query).await.unwrap().records;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].target, "unknown keys");
     assert!(verify(store, &scope, &[]).await.is_ok());
+    assert!(verify(store, &system, &[]).await.is_ok());
 }
 
 pub async fn a_batch_of_completions_is_judged_item_by_item(store: &impl Store) {
