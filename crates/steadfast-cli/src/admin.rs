@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use steadfast_core::{ApiKeySecret, KeyId, Role, TenantId, TenantName, Timestamp};
 use steadfast_postgres::PostgresStore;
 use steadfast_server::{Clock, SystemClock};
-use steadfast_store::{NewApiKey, Store, StoreError, Tenant, auth};
+use steadfast_store::{NewApiKey, Store, StoreError, Tenant, TenantLimits, auth};
 
 use crate::cli::{KeyCommand, MigrateArgs, RoleArg, StorageArgs, TenantCommand};
 use crate::serve::{ensure_dir_exists, open_store};
@@ -55,6 +55,25 @@ pub async fn tenant_command(command: TenantCommand) -> anyhow::Result<()> {
             for tenant in store(&data).await?.list_tenants().await? {
                 println!("{}\t{}\t{}", tenant.name, tenant.id, tenant.created_at);
             }
+        }
+        TenantCommand::SetLimits {
+            name,
+            key_rate_limit,
+            key_rate_burst,
+            max_unfinished_jobs,
+            data,
+        } => {
+            if key_rate_limit == Some(0) || key_rate_burst == Some(0) || max_unfinished_jobs == Some(0) {
+                bail!("limits must be positive");
+            }
+            let store = store(&data).await?;
+            let tenant = tenant(store.as_ref(), &name).await?;
+            let limits = TenantLimits {
+                key_rate: key_rate_limit.zip(key_rate_burst),
+                max_unfinished_jobs,
+            };
+            store.set_tenant_limits(tenant.id, limits, SystemClock.now()).await?;
+            eprintln!("tenant {} limits set; every node applies them within 5 s", tenant.name);
         }
     }
     Ok(())

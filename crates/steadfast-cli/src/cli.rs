@@ -38,7 +38,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the server on embedded storage.
     #[command(after_help = "Example:\n  steadfast serve --data-dir /var/lib/steadfast --listen 0.0.0.0:8650")]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage tenants (works while a server runs on the same data dir).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -338,6 +338,22 @@ pub struct ServeArgs {
     #[arg(long, env = "STEADFAST_AUTH_FAILURE_RECORD_SECS", default_value_t = 60)]
     pub auth_failure_record_secs: u64,
 
+    /// How long succeeded jobs are kept after they finish, unless their
+    /// queue says otherwise: 7d, 12h, ... (then pruned with their attempts,
+    /// steps, signals and idempotency key).
+    #[arg(long, env = "STEADFAST_RETAIN_SUCCEEDED", default_value = "7d", value_parser = parse_duration)]
+    pub retain_succeeded: Duration,
+
+    /// How long dead and cancelled jobs are kept after they finish, unless
+    /// their queue says otherwise.
+    #[arg(long, env = "STEADFAST_RETAIN_FAILED", default_value = "30d", value_parser = parse_duration)]
+    pub retain_failed: Duration,
+
+    /// Unfinished jobs (scheduled, queued, running, waiting) a tenant may
+    /// hold, unless it has its own cap (429 quota_exceeded above it).
+    #[arg(long, env = "STEADFAST_MAX_UNFINISHED_JOBS", default_value_t = 1_000_000)]
+    pub max_unfinished_jobs: u64,
+
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "STEADFAST_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -425,6 +441,27 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List {
+        #[command(flatten)]
+        data: StorageArgs,
+    },
+    /// Give a tenant its own request rate per key and cap on unfinished
+    /// jobs (what is not given follows the server's defaults). Every node
+    /// applies it within 5 s.
+    #[command(
+        after_help = "Examples:\n  steadfast tenant set-limits acme --key-rate-limit 50 --key-rate-burst 100 --max-unfinished-jobs 100000\n  \
+steadfast tenant set-limits acme            # back to the server's defaults"
+    )]
+    SetLimits {
+        name: String,
+        /// Requests per second each of the tenant's keys may make.
+        #[arg(long, requires = "key_rate_burst")]
+        key_rate_limit: Option<u32>,
+        /// The burst above --key-rate-limit.
+        #[arg(long, requires = "key_rate_limit")]
+        key_rate_burst: Option<u32>,
+        /// Unfinished jobs (scheduled, queued, running, waiting) the tenant may hold.
+        #[arg(long)]
+        max_unfinished_jobs: Option<u64>,
         #[command(flatten)]
         data: StorageArgs,
     },

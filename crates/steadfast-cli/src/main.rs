@@ -53,7 +53,7 @@ fn check_ssl_cert_file() -> Result<(), serve::Exit> {
 async fn run(command: Command) -> anyhow::Result<()> {
     check_ssl_cert_file()?;
     match command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Tenant(command) => admin::tenant_command(command).await,
         Command::Key(command) => admin::key_command(command).await,
         Command::Enqueue(args) => client::enqueue(args).await,

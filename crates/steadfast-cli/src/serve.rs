@@ -13,12 +13,12 @@ use steadfast_core::{Limits, RetryPolicy, Role, TenantId, TenantName};
 use steadfast_postgres::{ConnectError, PostgresStore};
 use steadfast_protocol::tls::TrustedRoots;
 use steadfast_server::engine::audit::AuditSigner;
-use steadfast_server::engine::{AbuseLimits, DeliveryLimits, Rate};
+use steadfast_server::engine::{AbuseLimits, DeliveryLimits, Rate, TenantDefaults};
 use steadfast_server::serve::{ConnectionLimits, ServeOptions};
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
 use steadfast_sqlite::SqliteStore;
 use steadfast_store::decide::KeyChange;
-use steadfast_store::{Store, StoreError, WorkflowLimits, auth};
+use steadfast_store::{Retention, Store, StoreError, WorkflowLimits, auth};
 use tokio::net::TcpListener;
 
 use crate::admin::generate_key;
@@ -70,6 +70,13 @@ impl ServeArgs {
                 key_rate: Rate::new(self.key_rate_limit, self.key_rate_burst).expect("validated"),
                 auth_failure_rate: Rate::new(self.auth_failure_rate_limit, self.auth_failure_burst).expect("validated"),
                 auth_failure_record_every: Duration::from_secs(self.auth_failure_record_secs),
+            },
+            tenants: TenantDefaults {
+                retention: Retention {
+                    succeeded: self.retain_succeeded,
+                    failed: self.retain_failed,
+                },
+                max_unfinished_jobs: self.max_unfinished_jobs,
             },
         }
     }
@@ -141,6 +148,11 @@ impl ServeArgs {
                 self.auth_failure_rate_limit == 0 || self.auth_failure_burst == 0,
                 "--auth-failure-rate-limit and --auth-failure-burst must be positive",
             ),
+            (
+                self.retain_succeeded < Duration::from_secs(60) || self.retain_failed < Duration::from_secs(60),
+                "--retain-succeeded and --retain-failed must be at least 1m",
+            ),
+            (self.max_unfinished_jobs == 0, "--max-unfinished-jobs must be positive"),
             (
                 self.auth_failure_record_secs == 0 || self.auth_failure_record_secs > 3600,
                 "--auth-failure-record-secs must be between 1 and 3600",

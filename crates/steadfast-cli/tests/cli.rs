@@ -562,3 +562,55 @@ fn a_flood_of_unknown_keys_does_not_grow_the_store() {
         after - before
     );
 }
+
+/// `tenant set-limits` reaches a running server within its refresh (5 s):
+/// the tenant's cap on unfinished jobs, then `429 quota_exceeded`.
+#[test]
+fn a_tenants_own_cap_reaches_the_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), &["--max-unfinished-jobs", "1000"]);
+    let data = dir.path().to_str().unwrap();
+    let set = steadfast(&[
+        "tenant",
+        "set-limits",
+        "default",
+        "--max-unfinished-jobs",
+        "2",
+        "--data-dir",
+        data,
+    ]);
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let enqueue = || {
+        steadfast(&[
+            "enqueue",
+            "--url",
+            &server.url,
+            "--key",
+            &server.admin_key(),
+            "--queue",
+            "capped",
+            "--payload",
+            "{}",
+        ])
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = enqueue();
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("quota_exceeded"), "{stderr}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the cap never applied");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let listing = stdout(&steadfast(&[
+        "job",
+        "list",
+        "--url",
+        &server.url,
+        "--key",
+        &server.admin_key(),
+    ]));
+    assert!(listing.lines().count() >= 2, "two jobs were taken first: {listing}");
+}

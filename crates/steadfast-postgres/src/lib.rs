@@ -19,6 +19,7 @@
 mod audit;
 mod jobs;
 mod keys;
+mod limits;
 mod listen;
 mod maintenance;
 mod persist;

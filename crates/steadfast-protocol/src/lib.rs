@@ -711,3 +711,31 @@ pub struct SloStatus {
 pub struct SloList {
     pub slos: Vec<SloStatus>,
 }
+
+/// `PUT /v1/queues/{queue}/retention`: how long the queue keeps finished
+/// jobs. A field left out (or null) follows the server's default
+/// (`--retain-succeeded`, `--retain-failed`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueRetentionRequest {
+    /// Seconds a succeeded job is kept after it finished: 1 to 315360000 (10 years).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 315_360_000)]
+    pub retain_succeeded_secs: Option<u64>,
+    /// Seconds a dead or cancelled job is kept after it finished: 1 to 315360000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 315_360_000)]
+    pub retain_failed_secs: Option<u64>,
+}
+
+/// A queue's retention: its own settings (null where it follows the
+/// server) and what applies.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueueRetention {
+    pub queue: String,
+    pub retain_succeeded_secs: Option<u64>,
+    pub retain_failed_secs: Option<u64>,
+    /// What applies: the queue's own, else the server's.
+    pub effective_succeeded_secs: u64,
+    pub effective_failed_secs: u64,
+}

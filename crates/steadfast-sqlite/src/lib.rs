@@ -12,6 +12,7 @@
 mod audit;
 mod jobs;
 mod keys;
+mod limits;
 mod maintenance;
 mod persist;
 mod readers;

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_audit_batches.sql"),
     include_str!("migrations/0004_audit_signing_keys.sql"),
     include_str!("migrations/0005_key_lifecycle.sql"),
+    include_str!("migrations/0006_retention_and_quotas.sql"),
 ];
 
 /// The schema version this build expects.

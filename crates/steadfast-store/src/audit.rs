@@ -413,6 +413,46 @@ pub mod drafts {
         }
     }
 
+    pub fn jobs_pruned(queue: &steadfast_core::QueueName, removed: usize, cutoffs: crate::PruneCutoffs) -> Draft {
+        Draft {
+            action: "jobs.pruned",
+            target: queue.to_string(),
+            job_id: None,
+            summary: summary(json!({
+                "queue": queue.as_str(),
+                "removed": removed,
+                "succeeded_before": cutoffs.succeeded_before.to_string(),
+                "failed_before": cutoffs.failed_before.to_string(),
+            })),
+        }
+    }
+
+    pub fn tenant_limits_set(limits: crate::TenantLimits) -> Draft {
+        Draft {
+            action: "tenant.limits_set",
+            target: "tenant".into(),
+            job_id: None,
+            summary: summary(json!({
+                "key_rate_limit": limits.key_rate.map(|(rate, _)| rate),
+                "key_rate_burst": limits.key_rate.map(|(_, burst)| burst),
+                "max_unfinished_jobs": limits.max_unfinished_jobs,
+            })),
+        }
+    }
+
+    pub fn queue_retention_set(queue: &steadfast_core::QueueName, retention: crate::QueueRetention) -> Draft {
+        Draft {
+            action: "queue.retention_set",
+            target: queue.to_string(),
+            job_id: None,
+            summary: summary(json!({
+                "queue": queue.as_str(),
+                "retain_succeeded_secs": retention.succeeded.map(|kept| kept.as_secs()),
+                "retain_failed_secs": retention.failed.map(|kept| kept.as_secs()),
+            })),
+        }
+    }
+
     pub fn key_rotated(key_id: &KeyId, replaced_by: &KeyId, revoked_at: Timestamp) -> Draft {
         Draft {
             action: "key.rotated",

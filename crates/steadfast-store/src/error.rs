@@ -18,6 +18,9 @@ pub enum StoreError {
     IdempotencyKeyReused { index: usize },
     #[error("already exists")]
     AlreadyExists,
+    /// The tenant holds as many unfinished jobs as it may.
+    #[error("the tenant may hold at most {limit} unfinished jobs")]
+    QuotaExceeded { limit: u64 },
     /// The API key is revoked or expired: it cannot be rotated.
     #[error("the key is revoked or expired")]
     KeyNotActive,

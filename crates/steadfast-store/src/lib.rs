@@ -36,6 +36,7 @@ pub fn wait_columns(job: &steadfast_core::Job) -> (Option<&str>, Option<&str>, O
 mod error;
 mod jobs;
 mod keys;
+mod limits;
 mod maintenance;
 mod slos;
 mod tenants;
@@ -49,6 +50,7 @@ pub use jobs::{
     RetryPlan, SignalRecord,
 };
 pub use keys::{ApiKeyInfo, KeyStore, LAST_USED_RESOLUTION, NewApiKey, StoredKey};
+pub use limits::{LimitStore, PruneCutoffs, QueueRetention, Retention, TenantLimits};
 pub use maintenance::{Maintenance, QueueStat, ReadyCallback, Swept};
 pub use slos::{SloRecord, SloStore};
 pub use tenants::{Tenant, TenantStore};
@@ -58,6 +60,7 @@ pub use workflows::{Signalled, StepAction, StepDone, StepOp, Waited, WorkflowLim
 pub trait Store:
     TenantStore
     + KeyStore
+    + LimitStore
     + JobStore
     + WorkflowStore
     + AuditStore
@@ -73,6 +76,7 @@ pub trait Store:
 impl<T> Store for T where
     T: TenantStore
         + KeyStore
+        + LimitStore
         + JobStore
         + WorkflowStore
         + AuditStore

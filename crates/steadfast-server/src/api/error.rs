@@ -37,10 +37,11 @@ pub enum ErrorCode {
     StorageFull,
     RateLimited,
     RequestTimeout,
+    QuotaExceeded,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::MalformedJson,
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthorized,
@@ -60,6 +61,7 @@ impl ErrorCode {
         ErrorCode::StorageFull,
         ErrorCode::RateLimited,
         ErrorCode::RequestTimeout,
+        ErrorCode::QuotaExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +85,7 @@ impl ErrorCode {
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -100,7 +103,7 @@ impl ErrorCode {
             | ErrorCode::IdempotencyKeyReused
             | ErrorCode::BatchTooLarge
             | ErrorCode::LimitExceeded => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable | ErrorCode::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
@@ -171,6 +174,10 @@ impl From<StoreError> for ApiError {
                 "idempotency_key: already used for a different request within the dedup window",
             ),
             StoreError::AlreadyExists => ApiError::new(ErrorCode::InvalidState, "already exists"),
+            StoreError::QuotaExceeded { limit } => ApiError::new(
+                ErrorCode::QuotaExceeded,
+                format!("the tenant holds its limit of {limit} unfinished jobs; nothing was created"),
+            ),
             StoreError::KeyNotActive => ApiError::new(ErrorCode::InvalidState, "the key is revoked or expired"),
             StoreError::LimitExceeded { what, limit } => ApiError::new(
                 ErrorCode::LimitExceeded,

@@ -10,6 +10,7 @@ mod extract;
 mod health;
 mod jobs;
 mod observability;
+mod queues;
 mod slos;
 mod workers;
 mod workflows;
@@ -80,6 +81,7 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(observability::metrics))
         .routes(routes!(slos::create, slos::list))
         .routes(routes!(slos::delete))
+        .routes(routes!(queues::get_retention, queues::set_retention))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts()

@@ -143,7 +143,7 @@ impl Engine {
         let Ok(principal) = auth::authenticate(&secret, stored, now) else {
             return Err(self.failed(known, client, now));
         };
-        let rate = self.config().abuse.key_rate;
+        let rate = self.key_rate(principal.scope.tenant_id());
         let admission = self.inner.limiters.admit_key(&principal.key_id, rate);
         if admission.limited {
             return Err(AuthError::RateLimited(admission));

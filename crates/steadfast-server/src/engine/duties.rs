@@ -171,6 +171,22 @@ impl Engine {
                 Err(error) => tracing::warn!(%error, "audit retention failed"),
             }
         }));
+        duties.spawn(
+            self.clone()
+                .every(Duration::ZERO, super::tenancy::REFRESH_EVERY, async |engine| {
+                    if let Err(error) = engine.refresh_tenant_state().await {
+                        tracing::warn!(%error, "reading tenants' limits and unfinished jobs failed");
+                    }
+                }),
+        );
+        let prune_every = super::tenancy::PRUNE_JOBS_EVERY;
+        duties.spawn(self.clone().every(prune_every, prune_every, async |engine| {
+            match engine.prune_finished_jobs().await {
+                Ok(removed) if removed > 0 => tracing::info!(removed, "pruned finished jobs past their retention"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "pruning finished jobs failed"),
+            }
+        }));
         let record_every = self.inner.config.abuse.auth_failure_record_every;
         duties.spawn(self.clone().every(record_every, record_every, async |engine| {
             if let Err(error) = engine.auth_upkeep().await {

@@ -9,6 +9,7 @@ mod deliveries;
 mod duties;
 mod rate_limits;
 pub mod slos;
+mod tenancy;
 mod wakeups;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use authentication::Authenticated;
 pub use deliveries::DeliveryLimits;
 pub use duties::DutyReport;
 pub use rate_limits::{AbuseLimits, Admission, Rate};
+pub use tenancy::TenantDefaults;
 use wakeups::Wakeups;
 
 use crate::clock::Clock;
@@ -69,6 +71,9 @@ pub struct EngineConfig {
     pub outbound_roots: Option<TrustedRoots>,
     /// Request rates and failed authentications.
     pub abuse: AbuseLimits,
+    /// Retention of finished jobs and the cap on unfinished ones, unless a
+    /// tenant or queue has its own.
+    pub tenants: TenantDefaults,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +90,7 @@ impl Default for EngineConfig {
             delivery: DeliveryLimits::default(),
             outbound_roots: None,
             abuse: AbuseLimits::default(),
+            tenants: TenantDefaults::default(),
         }
     }
 }
@@ -121,6 +127,7 @@ struct Inner {
     key_uses: authentication::KeyUses,
     failed_auths: authentication::FailedAuths,
     limiters: rate_limits::Limiters,
+    tenants: tenancy::TenantState,
 }
 
 impl Engine {
@@ -143,6 +150,7 @@ impl Engine {
                 key_uses: authentication::KeyUses::default(),
                 failed_auths: authentication::FailedAuths::default(),
                 limiters,
+                tenants: tenancy::TenantState::default(),
             }),
         }
     }
@@ -262,12 +270,14 @@ impl Engine {
                 id: JobId(uuid::Uuid::now_v7()),
                 spec,
             })
-            .collect();
+            .collect::<Vec<_>>();
+        self.check_quota(scope.tenant_id(), jobs.len())?;
         let created = self
             .inner
             .store
             .enqueue(scope, jobs, self.limits().dedup_window, self.now())
             .await?;
+        self.count_created(scope.tenant_id(), created.iter().filter(|e| !e.replayed).count());
         for enqueued in &created {
             if !enqueued.replayed {
                 self.after_change(&enqueued.job);

@@ -9,6 +9,7 @@
 mod audit;
 mod jobs;
 mod leases;
+mod limits;
 mod tenancy;
 mod upgrade;
 mod workflows;
@@ -16,6 +17,7 @@ mod workflows;
 pub use audit::*;
 pub use jobs::*;
 pub use leases::*;
+pub use limits::*;
 pub use tenancy::*;
 pub use upgrade::*;
 pub use workflows::*;
@@ -71,6 +73,8 @@ macro_rules! conformance_suite {
             a_checkpoint_beyond_the_log_is_a_truncation,
             failed_authentication_is_recorded,
             audit_signing_keys_are_registered_once_and_rotated_on_purpose,
+            tenant_limits_and_queue_retention_are_kept,
+            finished_jobs_are_pruned_after_their_retention_with_everything_they_hold,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

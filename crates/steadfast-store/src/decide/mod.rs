@@ -13,6 +13,7 @@
 
 mod jobs;
 mod keys;
+mod retention;
 mod signing_keys;
 mod slos;
 mod sweeps;
@@ -23,6 +24,7 @@ pub use jobs::{
     retry,
 };
 pub use keys::{Rotation, key_ended, revocation, rotate_key};
+pub use retention::prune_cutoffs;
 pub use signing_keys::{KeyChange, NewSigningKey, SigningKeyRecord, SigningKeyRefused, register_signing_key};
 pub use slos::{SloFiring, slo_firing};
 pub use sweeps::{expire_leases, fire_timers};
