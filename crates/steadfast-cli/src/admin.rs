@@ -63,8 +63,14 @@ pub async fn tenant_command(command: TenantCommand) -> anyhow::Result<()> {
             max_unfinished_jobs,
             data,
         } => {
-            if key_rate_limit == Some(0) || key_rate_burst == Some(0) || max_unfinished_jobs == Some(0) {
-                bail!("limits must be positive");
+            let rate_range = 1..=1_000_000;
+            if key_rate_limit.is_some_and(|rate| !rate_range.contains(&rate))
+                || key_rate_burst.is_some_and(|burst| !rate_range.contains(&burst))
+            {
+                bail!("--key-rate-limit and --key-rate-burst must be between 1 and 1000000");
+            }
+            if max_unfinished_jobs.is_some_and(|max| !(1..=i64::MAX as u64).contains(&max)) {
+                bail!("--max-unfinished-jobs must be positive and at most {}", i64::MAX);
             }
             let store = store(&data).await?;
             let tenant = tenant(store.as_ref(), &name).await?;

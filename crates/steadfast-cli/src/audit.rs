@@ -105,6 +105,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify {
             tenant,
             checkpoint,
+            public_keys,
             data,
         } => {
             let store = store(&data).await?;
@@ -114,8 +115,12 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
                         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
                     let document: AuditCheckpoint =
                         serde_json::from_str(&text).context("the checkpoint is not a GET /v1/audit/head document")?;
-                    let head = verify_checkpoint(&document, &registered_keys(store.as_ref()).await?)?;
-                    println!("checkpoint signed by registered key {}", document.public_key);
+                    let (trusted, whose) = match public_keys.is_empty() {
+                        true => (registered_keys(store.as_ref()).await?, "registered"),
+                        false => (public_keys.iter().map(|key| key.to_lowercase()).collect(), "given"),
+                    };
+                    let head = verify_checkpoint(&document, &trusted)?;
+                    println!("checkpoint signed by {whose} key {}", document.public_key);
                     Some((document.tenant_id, head))
                 }
                 None => None,

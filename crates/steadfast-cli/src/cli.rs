@@ -88,6 +88,11 @@ steadfast audit verify --tenant acme --checkpoint checkpoint.json")]
         /// must still reach it, unchanged (catches a truncated tail).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        /// Trust only this public key (hex, repeatable) for the checkpoint's
+        /// signature, instead of the keys registered in the database: pins
+        /// the key from outside, against someone who can write the database.
+        #[arg(long = "public-key", requires = "checkpoint")]
+        public_keys: Vec<String>,
         #[command(flatten)]
         data: StorageArgs,
     },
@@ -101,7 +106,7 @@ steadfast audit verify --tenant acme --checkpoint checkpoint.json")]
     /// nodes with the new key afterwards.
     #[command(
         after_help = "Example:\n  steadfast audit rotate-key --new-key-file /etc/steadfast/audit-signing-2.key \
---database-url \"$OWNER_OR_APP_URL\""
+--database-url \"$STEADFAST_DATABASE_URL\""
     )]
     RotateKey {
         #[arg(long)]

@@ -441,6 +441,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     duties.abort();
+    // Failures counted since the last record would be lost with the process.
+    if let Err(error) = engine.record_auth_failures().await {
+        tracing::warn!(%error, "could not record the last failed authentications");
+    }
     tracing::info!("stopped");
     Ok(())
 }

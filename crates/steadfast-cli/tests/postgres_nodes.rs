@@ -746,6 +746,36 @@ async fn one_audit_signing_key_per_deployment_and_rotation_on_purpose() {
     assert!(verified.contains("checkpoint confirmed"), "{verified}");
     // The registrations are in the system chain, which verifies.
     assert!(verified.contains("system chain: intact, 2 records"), "{verified}");
+    // Keys pinned from outside the database: only those are trusted.
+    let checkpoint = checkpoint.to_str().unwrap();
+    let pinned = cli(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        checkpoint,
+        "--public-key",
+        &first,
+        "--database-url",
+        url,
+    ]);
+    assert!(
+        pinned.contains(&format!("checkpoint signed by given key {first}")),
+        "{pinned}"
+    );
+    let wrong = steadfast(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        checkpoint,
+        "--public-key",
+        &other,
+        "--database-url",
+        url,
+    ]);
+    assert!(
+        !wrong.status.success(),
+        "a checkpoint signed by a key not pinned is refused"
+    );
 }
 
 /// A key revoked (or expired) through one node's database is refused by

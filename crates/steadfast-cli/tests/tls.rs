@@ -176,3 +176,38 @@ fn a_body_that_stalls_gets_408_request_timeout() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 }
+
+#[test]
+fn a_body_trickled_past_its_deadline_gets_408_request_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), &["--body-read-timeout-secs", "1"]);
+    let key = server.admin_key();
+    let address = server.url.trim_start_matches("http://");
+    let mut trickle = TcpStream::connect(address).unwrap();
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    );
+    trickle.write_all(head.as_bytes()).unwrap();
+    trickle.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    // One byte every 300 ms: each arrives well within a second of the last,
+    // but the whole body never does.
+    let mut answer = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if trickle.write_all(b" ").is_err() {
+            break;
+        }
+        let mut buffer = [0; 512];
+        match trickle.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buffer[..n]);
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+}

@@ -53,6 +53,19 @@ async fn insert_key(tx: &Transaction, tenant: TenantId, key: &NewApiKey, now: Ti
 /// Revokes `key_id` at `at` (never later than a revocation already
 /// scheduled), across tenants; the key as it is now, and whether that
 /// changed it.
+/// Serialises the operator actions on one key (revoke, rotate) across
+/// nodes and CLI runs, so a rotation never reads a key a concurrent
+/// revocation is ending.
+async fn lock_key(tx: &Transaction, key_id: &KeyId) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('steadfast.key:' || $1))",
+        &[&key_id.as_str()],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
 async fn revoke_at(tx: &Transaction, key_id: &KeyId, at: Timestamp) -> Result<(ApiKeyInfo, bool), StoreError> {
     let row = tx
         .query_opt(
@@ -125,6 +138,7 @@ impl KeyStore for PostgresStore {
 
     async fn revoke_key(&self, key_id: &KeyId, now: Timestamp) -> Result<ApiKeyInfo, StoreError> {
         self.transaction(None, Durability::Durable, async |tx| {
+            lock_key(tx, key_id).await?;
             let (info, changed) = revoke_at(tx, key_id, now).await?;
             if changed {
                 set_tenant(tx, info.tenant_id).await?;
@@ -172,6 +186,7 @@ impl KeyStore for PostgresStore {
         now: Timestamp,
     ) -> Result<(ApiKeyInfo, ApiKeyInfo), StoreError> {
         self.transaction(None, Durability::Durable, async |tx| {
+            lock_key(tx, key_id).await?;
             let old = key_by_id(tx, key_id).await?.ok_or(StoreError::NotFound)?;
             let rotation = decide::rotate_key(&old, &new, revoke_at_time, now)?;
             set_tenant(tx, old.tenant_id).await?;

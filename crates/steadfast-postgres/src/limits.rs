@@ -178,13 +178,14 @@ impl LimitStore for PostgresStore {
         self.transaction(Some(tenant), Durability::Durable, async |tx| {
             let removed: i32 = tx
                 .query_one(
-                    "SELECT steadfast_prune_jobs($1, $2, $3, $4, $5)",
+                    "SELECT steadfast_prune_jobs($1, $2, $3, $4, $5, $6)",
                     &[
                         &tenant.0,
                         &queue.as_str(),
                         &millis(cutoffs.succeeded_before),
                         &millis(cutoffs.failed_before),
                         &(limit as i32),
+                        &millis(now),
                     ],
                 )
                 .await

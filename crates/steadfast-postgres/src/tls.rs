@@ -97,19 +97,43 @@ pub fn split(url: &str) -> Result<(String, Settings), String> {
             false => format!("{base}?{}", kept.join("&")),
         }
     } else {
-        let mut kept = Vec::new();
-        for word in url.split_whitespace() {
+        // Only the words taken out are removed; everything else (quoted
+        // values, their spacing) is kept byte for byte. `sslmode` and
+        // `sslrootcert` themselves are taken unquoted, without spaces
+        // around `=`.
+        let mut rest = String::with_capacity(url.len());
+        let mut from = 0;
+        for (start, word) in words(url) {
             let taken = match word.split_once('=') {
-                Some((key, value)) => take(key.trim(), value.to_owned())?,
+                Some((key, value)) => take(key, value.to_owned())?,
                 None => false,
             };
-            if !taken {
-                kept.push(word);
+            if taken {
+                rest.push_str(&url[from..start]);
+                from = start + word.len();
             }
         }
-        kept.join(" ")
+        rest.push_str(&url[from..]);
+        rest.trim().to_owned()
     };
     Ok((rest, settings))
+}
+
+/// The whitespace-separated words of `text` with their byte offsets.
+fn words(text: &str) -> Vec<(usize, &str)> {
+    let mut words = Vec::new();
+    let mut start = None;
+    for (at, c) in text.char_indices().chain([(text.len(), ' ')]) {
+        match (start, c.is_whitespace()) {
+            (None, false) => start = Some(at),
+            (Some(from), true) => {
+                words.push((from, &text[from..at]));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    words
 }
 
 impl Settings {
@@ -238,8 +262,10 @@ mod tests {
         assert_eq!(settings.root_cert.as_deref(), Some("/etc/ca.pem"));
 
         let (rest, settings) = split("host=db user=app sslmode=verify-ca dbname=s").unwrap();
-        assert_eq!(rest, "host=db user=app dbname=s");
+        assert_eq!(rest, "host=db user=app  dbname=s");
         assert_eq!(settings.mode, Mode::VerifyCa);
+        let (rest, _) = split("password='a  b' sslmode=require host=db").unwrap();
+        assert_eq!(rest, "password='a  b'  host=db", "quoted values keep their spacing");
 
         let (rest, settings) = split("postgres://app@db/s").unwrap();
         assert_eq!((rest.as_str(), settings.mode), ("postgres://app@db/s", Mode::Prefer));

@@ -3,8 +3,8 @@
 //! storage reaching PostgreSQL. One answer for all of them, so an operator
 //! configures trust once.
 //!
-//! Trusted: the system's roots (the directories OpenSSL would read, e.g.
-//! `/etc/ssl/certs`) plus the PEM bundle named by `SSL_CERT_FILE` (and the
+//! Trusted: the system's roots (on Linux, the directories OpenSSL would
+//! read, e.g. `/etc/ssl/certs`) plus the PEM bundle named by `SSL_CERT_FILE` (and the
 //! directory `SSL_CERT_DIR`), the convention OpenSSL, curl and Python share.
 //! Unlike OpenSSL, the variable adds to the system's roots instead of
 //! replacing them: a private CA for one internal service must not cut the
@@ -93,7 +93,10 @@ fn load_system() -> Result<TrustedRoots, TlsError> {
     // With `SSL_CERT_FILE` or `SSL_CERT_DIR` set this loads only those; the
     // system's directories are added below either way.
     let configured = rustls_native_certs::load_native_certs();
-    if let Some(error) = configured.errors.first() {
+    // A store that yielded nothing at all is misconfigured (an unreadable
+    // SSL_CERT_FILE); one unreadable file among many is not worth refusing
+    // to start over.
+    if let (Some(error), true) = (configured.errors.first(), configured.certs.is_empty()) {
         return Err(TlsError::Config(format!("cannot load trusted certificates: {error}")));
     }
     store.add_parsable_certificates(configured.certs);

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use reqwest::StatusCode;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::{Client, Error};
@@ -30,12 +31,14 @@ pub(crate) trait Item: Send + Sized + 'static {
 }
 
 /// Whether a batch refused whole is worth sending again item by item: the
-/// server answered it with a 4xx (an older server without the route, a batch
-/// over its limits, one item it could not take). A 5xx or no answer at all
-/// (storage or network down) would fail each item alike, and sending them
+/// server answered it with a 4xx about the batch (an older server without
+/// the route, a batch over its limits, one item it could not take). A 5xx,
+/// no answer at all (storage or network down), a rate limit or quota (429)
+/// or a request timeout (408) would fail each item alike, and sending them
 /// one by one would multiply the load on a server that is struggling.
 pub(crate) fn retry_alone(error: &Error) -> bool {
-    matches!(error, Error::Api { status, .. } if status.is_client_error())
+    let alike = [StatusCode::TOO_MANY_REQUESTS, StatusCode::REQUEST_TIMEOUT];
+    matches!(error, Error::Api { status, .. } if status.is_client_error() && !alike.contains(status))
 }
 
 /// The queue of one kind of call, drained by one task.

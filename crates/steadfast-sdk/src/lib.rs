@@ -45,6 +45,29 @@ use serde::de::DeserializeOwned;
 pub use steadfast_protocol as wire;
 pub use steadfast_protocol::tls::TrustedRoots;
 
+/// How many times a call answered `429 rate_limited` is sent again, each
+/// after the `Retry-After` the server gave.
+const RATE_LIMITED_RETRIES: usize = 3;
+/// The longest `Retry-After` waited for; a longer one is the caller's to handle.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How long to wait before sending a rate-limited request again, if the
+/// server answered `429` with a `Retry-After` in seconds worth waiting for.
+/// (`429 quota_exceeded` carries none: waiting would not help.)
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    if response.status() != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let seconds: u64 = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds)).filter(|wait| *wait <= MAX_RETRY_AFTER)
+}
+
 /// What a call can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -164,17 +187,30 @@ impl Client {
         body: Option<&(impl Serialize + ?Sized)>,
         query: Option<&ListJobs>,
     ) -> Result<(T, reqwest::header::HeaderMap, StatusCode), Error> {
-        let mut request = self.http.request(method, self.url(path)?).bearer_auth(&self.key);
-        if let Some(traceparent) = &self.traceparent {
-            request = request.header("traceparent", &**traceparent);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        if let Some(query) = query {
-            request = request.query(query);
-        }
-        let response = request.send().await?;
+        let url = self.url(path)?;
+        let mut rate_limited = 0;
+        let response = loop {
+            let mut request = self.http.request(method.clone(), url.clone()).bearer_auth(&self.key);
+            if let Some(traceparent) = &self.traceparent {
+                request = request.header("traceparent", &**traceparent);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            if let Some(query) = query {
+                request = request.query(query);
+            }
+            let response = request.send().await?;
+            // A rate-limited request did nothing: waiting as the server asks
+            // and sending it again is safe for every call.
+            match retry_after(&response) {
+                Some(wait) if rate_limited < RATE_LIMITED_RETRIES => {
+                    rate_limited += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                _ => break response,
+            }
+        };
         let status = response.status();
         let headers = response.headers().clone();
         if status.is_success() {

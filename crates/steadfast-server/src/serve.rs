@@ -26,7 +26,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tower::ServiceExt;
-use tower_http::timeout::TimeoutBody;
+use tower_http::timeout::DeadlineBody;
 
 /// Bounds on connections (documented in `docs/limits.md`).
 #[derive(Debug, Clone, Copy)]
@@ -159,8 +159,9 @@ impl Connection {
         let body_timeout = self.limits.body_read_timeout;
         let service = self.app.map_request(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(client));
-            // A body that stalls fails its read, and the request with it.
-            request.map(|body| axum::body::Body::new(TimeoutBody::new(body_timeout, body)))
+            // A body not whole in time (stalled, or trickled) fails its read,
+            // and the request with it.
+            request.map(|body| axum::body::Body::new(DeadlineBody::new(body_timeout, body)))
         });
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())

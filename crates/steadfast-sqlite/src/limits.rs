@@ -31,10 +31,18 @@ fn duration_of(ms: Option<i64>) -> Option<Duration> {
     ms.map(|ms| Duration::from_millis(ms.max(0) as u64))
 }
 
-/// The SQL condition of a finished job past its cutoff (?3, ?4: the
-/// succeeded and failed cutoffs in ms).
-const PRUNABLE: &str = "tenant_id = ?1 AND queue = ?2 AND finished_at IS NOT NULL AND \
-     ((state = 'succeeded' AND finished_at < ?3) OR (state IN ('dead', 'cancelled') AND finished_at < ?4))";
+/// A queue's finished jobs past their cutoff (?3, ?4: the succeeded and
+/// failed cutoffs in ms), oldest first, at most ?5, except those still
+/// needed: a child whose parent has not finished (replaying the parent's
+/// step must find the same child), and a job whose idempotency key is
+/// still live at ?6 (a retry with the key must get the same job).
+const PRUNABLE: &str = "SELECT j.id, j.idempotency_key FROM jobs j \
+     WHERE j.tenant_id = ?1 AND j.queue = ?2 AND j.finished_at IS NOT NULL \
+       AND ((j.state = 'succeeded' AND j.finished_at < ?3) OR (j.state IN ('dead', 'cancelled') AND j.finished_at < ?4)) \
+       AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.id = j.parent_id AND p.finished_at IS NULL) \
+       AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.tenant_id = j.tenant_id \
+                       AND k.key = j.idempotency_key AND k.job_id = j.id AND k.expires_at > ?6) \
+     ORDER BY j.finished_at LIMIT ?5";
 
 #[async_trait]
 impl LimitStore for SqliteStore {
@@ -212,19 +220,12 @@ impl LimitStore for SqliteStore {
                     queue.as_str(),
                     millis(cutoffs.succeeded_before),
                     millis(cutoffs.failed_before),
-                    limit as i64
+                    limit as i64,
+                    millis(now)
                 ];
                 conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS pruned (id TEXT PRIMARY KEY, key TEXT)")
                     .and_then(|()| conn.execute("DELETE FROM temp.pruned", []))
-                    .and_then(|_| {
-                        conn.execute(
-                            &format!(
-                                "INSERT INTO temp.pruned (id, key) SELECT id, idempotency_key FROM jobs \
-                                 WHERE {PRUNABLE} ORDER BY finished_at LIMIT ?5"
-                            ),
-                            args,
-                        )
-                    })
+                    .and_then(|_| conn.execute(&format!("INSERT INTO temp.pruned (id, key) {PRUNABLE}"), args))
                     .map_err(sqlite_error)?;
                 let removed = conn
                     .execute_batch(

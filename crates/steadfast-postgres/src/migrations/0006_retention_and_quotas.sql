@@ -83,18 +83,25 @@ CREATE FUNCTION steadfast_job_queues()
         SELECT tenant_id, queue FROM pairs
     $$;
 
+-- Kept past their cutoff: a child whose parent has not finished (replaying
+-- the parent's step must find the same child), and a job whose idempotency
+-- key is still live (a retry with the key must get the same job).
 CREATE FUNCTION steadfast_prune_jobs(p_tenant uuid, p_queue text, p_succeeded_before bigint,
-                                     p_failed_before bigint, p_limit integer)
+                                     p_failed_before bigint, p_limit integer, p_now bigint)
     RETURNS integer
     LANGUAGE sql SECURITY DEFINER SET search_path = steadfast, pg_temp
     AS $$
         WITH pruned AS (
-            SELECT id, idempotency_key FROM jobs
-            WHERE tenant_id = p_tenant AND queue = p_queue AND finished_at IS NOT NULL
-              AND ((state = 'succeeded' AND finished_at < p_succeeded_before)
-                   OR (state IN ('dead', 'cancelled') AND finished_at < p_failed_before))
-            ORDER BY finished_at LIMIT p_limit
-            FOR UPDATE SKIP LOCKED
+            SELECT j.id, j.idempotency_key FROM jobs j
+            WHERE j.tenant_id = p_tenant AND j.queue = p_queue AND j.finished_at IS NOT NULL
+              AND ((j.state = 'succeeded' AND j.finished_at < p_succeeded_before)
+                   OR (j.state IN ('dead', 'cancelled') AND j.finished_at < p_failed_before))
+              AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.tenant_id = j.tenant_id AND p.id = j.parent_id
+                              AND p.finished_at IS NULL)
+              AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.tenant_id = j.tenant_id
+                              AND k.key = j.idempotency_key AND k.job_id = j.id AND k.expires_at > p_now)
+            ORDER BY j.finished_at LIMIT p_limit
+            FOR UPDATE OF j SKIP LOCKED
         ),
         gone_attempts AS (DELETE FROM attempts WHERE tenant_id = p_tenant AND job_id IN (SELECT id FROM pruned)),
         gone_steps AS (DELETE FROM steps WHERE tenant_id = p_tenant AND job_id IN (SELECT id FROM pruned)),

@@ -196,3 +196,23 @@ impl Engine {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_key_is_due_for_a_write_once_a_minute() {
+        let uses = KeyUses::default();
+        let key = KeyId::from_random([3; 8]);
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let at = |secs: u64| t0.checked_add(Duration::from_secs(secs)).unwrap();
+        assert!(uses.due(&key, t0));
+        assert!(!uses.due(&key, at(1)));
+        assert!(!uses.due(&key, at(59)));
+        assert!(uses.due(&key, at(60)));
+        assert!(uses.due(&KeyId::from_random([4; 8]), at(60)), "keys are apart");
+    }
+}

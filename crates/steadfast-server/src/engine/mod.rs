@@ -271,13 +271,15 @@ impl Engine {
                 spec,
             })
             .collect::<Vec<_>>();
-        self.check_quota(scope.tenant_id(), jobs.len())?;
+        let (tenant, reserved) = (scope.tenant_id(), jobs.len());
+        self.reserve_quota(tenant, reserved)?;
         let created = self
             .inner
             .store
             .enqueue(scope, jobs, self.limits().dedup_window, self.now())
-            .await?;
-        self.count_created(scope.tenant_id(), created.iter().filter(|e| !e.replayed).count());
+            .await
+            .inspect_err(|_| self.release_quota(tenant, reserved))?;
+        self.release_quota(tenant, created.iter().filter(|e| e.replayed).count());
         for enqueued in &created {
             if !enqueued.replayed {
                 self.after_change(&enqueued.job);

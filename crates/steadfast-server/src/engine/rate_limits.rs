@@ -105,7 +105,8 @@ fn ceil_secs(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
-/// The engine's clock as governor's: time since the Unix epoch.
+/// The engine's clock as governor's: its monotonic [`Clock::elapsed`], so a
+/// wall clock stepped back does not hold every key at its limit.
 #[derive(Clone)]
 struct EngineClock(Arc<dyn Clock>);
 
@@ -119,7 +120,7 @@ impl governor::clock::Clock for EngineClock {
     type Instant = Duration;
 
     fn now(&self) -> Duration {
-        Duration::from_nanos(u64::try_from(self.0.now().as_nanosecond()).unwrap_or(0))
+        self.0.elapsed()
     }
 }
 
@@ -127,6 +128,18 @@ type Limiter<K> = RateLimiter<K, DashMapStateStore<K>, EngineClock, StateInforma
 
 fn limiter<K: Hash + Eq + Clone>(rate: Rate, clock: &EngineClock) -> Limiter<K> {
     RateLimiter::dashmap_with_clock(rate.quota(), clock.clone()).with_middleware::<StateInformationMiddleware>()
+}
+
+/// Past this many failing addresses tracked, those whose burst is whole
+/// again are forgotten at once rather than at the next upkeep.
+const FAILING_ADDRESSES_BOUND: usize = 100_000;
+
+/// The address a client is limited by: itself for IPv4, its /64 for IPv6.
+fn network_of(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+    }
 }
 
 /// This node's limiters.
@@ -167,9 +180,19 @@ impl Limiters {
         admit(&limiter, key, "key", rate, &self.clock)
     }
 
-    /// Counts one failed authentication from `client`.
+    /// Counts one failed authentication from `client` (an IPv6 client by
+    /// its /64: one host usually holds the whole prefix).
     pub(super) fn admit_failure(&self, client: IpAddr) -> Admission {
-        admit(&self.failures, &client, "auth-failures", self.failure_rate, &self.clock)
+        if self.failures.len() >= FAILING_ADDRESSES_BOUND {
+            self.failures.retain_recent();
+        }
+        admit(
+            &self.failures,
+            &network_of(client),
+            "auth-failures",
+            self.failure_rate,
+            &self.clock,
+        )
     }
 
     /// Forgets keys and addresses whose bursts are whole again, so memory
@@ -218,6 +241,17 @@ fn admit<K: Hash + Eq + Clone>(
 mod tests {
     use super::*;
     use crate::ManualClock;
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_64() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let same: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(network_of(one), network_of(same));
+        assert_ne!(network_of(one), network_of(other));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(network_of(v4), v4);
+    }
 
     #[test]
     fn a_key_gets_its_burst_then_its_rate_on_the_engines_clock() {

@@ -8,7 +8,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use steadfast_core::{QueueName, TenantId};
-use steadfast_store::{QueueRetention, Retention, StoreError, TenantLimits, decide};
+use steadfast_store::{QueueRetention, Retention, StoreError, TenantLimits, auth, decide};
 
 use super::Engine;
 use super::rate_limits::Rate;
@@ -74,41 +74,61 @@ impl Engine {
             .unwrap_or(self.inner.config.tenants.max_unfinished_jobs)
     }
 
-    /// Refuses `adding` more jobs if the tenant would hold more unfinished
-    /// jobs than it may. The count is the last one taken (at most
-    /// [`REFRESH_EVERY`] old) plus what this node created since: exact on
-    /// one node, and on PostgreSQL over by at most what other nodes created
-    /// since the last count.
-    pub(super) fn check_quota(&self, tenant: TenantId, adding: usize) -> Result<(), StoreError> {
+    /// Reserves room for `adding` jobs, or refuses them if the tenant would
+    /// hold more unfinished jobs than it may. Held = the last count (at most
+    /// [`REFRESH_EVERY`] old) plus what this node reserved since; checking
+    /// and reserving under one lock, so concurrent enqueues on one node
+    /// never pass the cap together. On PostgreSQL other nodes' enqueues
+    /// since the last count are not seen: they may go over by that much.
+    /// Jobs that finished since the last count still count until the next.
+    pub(super) fn reserve_quota(&self, tenant: TenantId, adding: usize) -> Result<(), StoreError> {
         let limit = self.max_unfinished_jobs(tenant);
-        let unfinished = self.inner.tenants.unfinished.lock().expect("never poisoned");
-        let held = unfinished.get(&tenant).map_or(0, |n| n.counted + n.created_since);
-        if held.saturating_add(adding as u64) > limit {
+        let mut unfinished = self.inner.tenants.unfinished.lock().expect("never poisoned");
+        let held = unfinished.entry(tenant).or_default();
+        if (held.counted + held.created_since).saturating_add(adding as u64) > limit {
             return Err(StoreError::QuotaExceeded { limit });
         }
+        held.created_since += adding as u64;
         Ok(())
     }
 
-    pub(super) fn count_created(&self, tenant: TenantId, created: usize) {
+    /// Gives back room reserved for jobs that were not created (a failed
+    /// enqueue, idempotent replays).
+    pub(super) fn release_quota(&self, tenant: TenantId, unused: usize) {
         let mut unfinished = self.inner.tenants.unfinished.lock().expect("never poisoned");
-        unfinished.entry(tenant).or_default().created_since += created as u64;
+        if let Some(held) = unfinished.get_mut(&tenant) {
+            held.created_since = held.created_since.saturating_sub(unused as u64);
+        }
     }
 
-    /// Reads tenants' own limits and unfinished counts again.
+    /// Reads tenants' own limits and unfinished counts again. Reservations
+    /// made while counting stay on top of the new count (those made before
+    /// it are in it).
     pub async fn refresh_tenant_state(&self) -> Result<(), StoreError> {
         let limits = self.store().tenant_limits().await?;
         *self.inner.tenants.own_limits.write().expect("never poisoned") = limits.into_iter().collect();
-        let counts = self.store().unfinished_counts().await?;
-        *self.inner.tenants.unfinished.lock().expect("never poisoned") = counts
-            .into_iter()
-            .map(|(tenant, counted)| {
-                let fresh = Unfinished {
-                    counted,
-                    created_since: 0,
-                };
-                (tenant, fresh)
-            })
-            .collect();
+        let before: HashMap<TenantId, u64> = {
+            let unfinished = self.inner.tenants.unfinished.lock().expect("never poisoned");
+            unfinished
+                .iter()
+                .map(|(tenant, held)| (*tenant, held.created_since))
+                .collect()
+        };
+        let counts: HashMap<TenantId, u64> = self.store().unfinished_counts().await?.into_iter().collect();
+        let mut unfinished = self.inner.tenants.unfinished.lock().expect("never poisoned");
+        for (tenant, held) in unfinished.iter_mut() {
+            held.counted = counts.get(tenant).copied().unwrap_or(0);
+            held.created_since = held
+                .created_since
+                .saturating_sub(before.get(tenant).copied().unwrap_or(0));
+        }
+        for (tenant, counted) in counts {
+            unfinished.entry(tenant).or_insert(Unfinished {
+                counted,
+                created_since: 0,
+            });
+        }
+        unfinished.retain(|_, held| held.counted + held.created_since > 0);
         Ok(())
     }
 
@@ -122,11 +142,21 @@ impl Engine {
             .into_iter()
             .map(|(tenant, queue, retention)| ((tenant, queue), retention))
             .collect();
+        let mut slo_windows: HashMap<(TenantId, QueueName), Duration> = HashMap::new();
+        for tenant in self.store().list_tenants().await? {
+            for record in self.store().list_slos(&auth::system(&tenant)).await? {
+                let window = slo_windows.entry((tenant.id, record.slo.queue)).or_default();
+                *window = (*window).max(record.slo.window);
+            }
+        }
         let defaults = self.inner.config.tenants.retention;
         let mut removed = 0;
         for (tenant, queue) in self.store().job_queues().await? {
-            let retention = own.get(&(tenant, queue.clone())).copied().unwrap_or_default();
-            let cutoffs = decide::prune_cutoffs(defaults, retention, self.now());
+            let pair = (tenant, queue);
+            let retention = own.get(&pair).copied().unwrap_or_default();
+            let slo_window = slo_windows.get(&pair).copied();
+            let (tenant, queue) = pair;
+            let cutoffs = decide::prune_cutoffs(defaults, retention, slo_window, self.now());
             for _ in 0..PRUNE_BATCHES_PER_QUEUE {
                 let batch = self
                     .store()

@@ -118,38 +118,34 @@ pub async fn finished_jobs_are_pruned_after_their_retention_with_everything_they
         succeeded_before: at(succeeded),
         failed_before: at(failed),
     };
-    // Succeeded jobs go after 10 s, failed ones are kept longer.
+    // Past its cutoff, the succeeded job is still kept while its
+    // idempotency key is live (a retry must find it); failed ones are kept
+    // longer by their own cutoff.
+    let tenant = scope.tenant_id();
     assert_eq!(
-        store
-            .prune_jobs(scope.tenant_id(), &queue, cutoffs(11, 10), 100, at(20))
-            .await,
-        Ok(1)
+        store.prune_jobs(tenant, &queue, cutoffs(11, 10), 100, at(20)).await,
+        Ok(0)
     );
+    assert!(store.job(&scope, succeeded.id).await.unwrap().is_some());
+    let past_dedup = Limits::default().dedup_window.as_secs() + 60;
+    let pruned = store
+        .prune_jobs(tenant, &queue, cutoffs(11, 10), 100, at(past_dedup))
+        .await;
+    assert_eq!(pruned, Ok(1));
     assert!(store.job(&scope, succeeded.id).await.unwrap().is_none());
     assert!(store.job(&scope, dead.id).await.unwrap().is_some());
     // Its idempotency key went with it: the same key makes a new job.
-    let again = enqueue_one(store, &scope, keyed("k-succeeded"), at(21)).await;
+    let again = enqueue_one(store, &scope, keyed("k-succeeded"), at(past_dedup + 1)).await;
     assert_ne!(again.id, succeeded.id);
 
     // Bounded batches: one at a time.
-    assert_eq!(
-        store
-            .prune_jobs(scope.tenant_id(), &queue, cutoffs(11, 11), 1, at(30))
-            .await,
-        Ok(1)
-    );
-    assert_eq!(
-        store
-            .prune_jobs(scope.tenant_id(), &queue, cutoffs(11, 11), 1, at(30))
-            .await,
-        Ok(1)
-    );
-    assert_eq!(
-        store
-            .prune_jobs(scope.tenant_id(), &queue, cutoffs(11, 11), 1, at(30))
-            .await,
-        Ok(0)
-    );
+    let now = at(past_dedup + 2);
+    for expected in [1, 1, 0] {
+        assert_eq!(
+            store.prune_jobs(tenant, &queue, cutoffs(11, 11), 1, now).await,
+            Ok(expected)
+        );
+    }
     for id in [dead.id, cancelled.id] {
         assert!(store.job(&scope, id).await.unwrap().is_none());
     }
@@ -170,4 +166,40 @@ pub async fn finished_jobs_are_pruned_after_their_retention_with_everything_they
         .records;
     assert_eq!(pruned.len(), 3, "one record per batch that removed jobs");
     assert!(crate::audit::verify(store, &scope, &[]).await.is_ok());
+}
+
+pub async fn a_finished_child_is_kept_while_its_parent_runs(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let parent = enqueue_one(store, &scope, spec("parents"), t0()).await;
+    let leased = lease_jobs(store, &scope, lease_request(&["parents"], 1, &key), at(1)).await;
+    let child = store
+        .spawn_child(
+            &scope,
+            parent.id,
+            &token(&leased[0]),
+            steadfast_core::StepName::new("fan-out").unwrap(),
+            new_job(spec("kids")),
+            crate::WorkflowLimits::default(),
+            at(2),
+        )
+        .await
+        .unwrap()
+        .job;
+    store.cancel(&scope, child.id, at(3)).await.unwrap();
+    let kids = QueueName::new("kids").unwrap();
+    let long_after = PruneCutoffs {
+        succeeded_before: at(1000),
+        failed_before: at(1000),
+    };
+    let tenant = scope.tenant_id();
+    assert_eq!(store.prune_jobs(tenant, &kids, long_after, 100, at(1000)).await, Ok(0));
+    assert!(
+        store.job(&scope, child.id).await.unwrap().is_some(),
+        "replaying the step must find it"
+    );
+    store
+        .complete(&scope, parent.id, &token(&leased[0]), "1".into(), at(4))
+        .await
+        .unwrap();
+    assert_eq!(store.prune_jobs(tenant, &kids, long_after, 100, at(1000)).await, Ok(1));
 }
