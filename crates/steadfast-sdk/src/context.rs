@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use crate::batch::{self, Batcher};
-use crate::{Client, Error, wire};
+use crate::{Client, Error, ErrorCode, wire};
 
 /// Why a handler stopped without a result.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +60,7 @@ impl JobError {
 
 impl From<Error> for JobError {
     fn from(error: Error) -> JobError {
-        if error.code() == Some("lease_lost") {
+        if error.code() == Some(ErrorCode::LeaseLost) {
             JobError::LeaseLost
         } else {
             JobError::Client(error)
@@ -138,10 +138,10 @@ impl batch::Item for PendingStep {
             let operations = batch.iter().map(|p| p.operation.clone()).collect();
             let results = match client.steps_batch(operations).await {
                 Err(error) if !batch::retry_alone(&error) => {
-                    let code = error.code().unwrap_or("transport").to_owned();
+                    let code = error.code();
                     for pending in batch {
                         let _ = pending.done.send(Err(Error::Item {
-                            code: code.clone(),
+                            code,
                             message: error.to_string(),
                         }));
                     }
@@ -156,11 +156,11 @@ impl batch::Item for PendingStep {
                     let answer = match (result.info, result.error) {
                         (Some(info), None) => Ok(info),
                         (_, Some(e)) => Err(Error::Item {
-                            code: e.code,
+                            code: Some(e.code),
                             message: e.message,
                         }),
                         (None, None) => Err(Error::Item {
-                            code: "unknown".into(),
+                            code: Some(ErrorCode::Unknown),
                             message: "the server answered neither a step nor an error".into(),
                         }),
                     };

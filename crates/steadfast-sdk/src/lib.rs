@@ -43,6 +43,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 pub use steadfast_protocol as wire;
+pub use steadfast_protocol::ErrorCode;
 pub use steadfast_protocol::tls::TrustedRoots;
 
 /// How many times a call answered `429 rate_limited` is sent again, each
@@ -76,7 +77,9 @@ pub enum Error {
     #[error("{status}: {code}: {message}")]
     Api {
         status: StatusCode,
-        code: String,
+        /// The stable code (docs/errors.md); `Unknown` for a code this
+        /// build does not know or a body that is not an API error.
+        code: ErrorCode,
         message: String,
     },
     /// The request did not get an answer (connection refused, reset, timeout):
@@ -85,17 +88,18 @@ pub enum Error {
     Transport(#[from] reqwest::Error),
     #[error("invalid client configuration: {0}")]
     Config(String),
-    /// The server refused one item of a batch request; the batch itself
-    /// was answered.
-    #[error("{code}: {message}")]
-    Item { code: String, message: String },
+    /// One item of a batch request failed: the server refused it (with
+    /// its code), or the whole batch got no answer (no code).
+    #[error("{}: {message}", code.map_or("no answer", ErrorCode::as_str))]
+    Item { code: Option<ErrorCode>, message: String },
 }
 
 impl Error {
     /// The stable API error code, if the server answered with one.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Error::Api { code, .. } | Error::Item { code, .. } => Some(code),
+            Error::Api { code, .. } => Some(*code),
+            Error::Item { code, .. } => *code,
             _ => None,
         }
     }
@@ -225,7 +229,7 @@ impl Client {
                 },
                 Err(_) => Error::Api {
                     status,
-                    code: "unknown".into(),
+                    code: ErrorCode::Unknown,
                     message: text,
                 },
             })

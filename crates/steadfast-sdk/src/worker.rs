@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::batch::{self, Batcher};
 use crate::context::Stepper;
-use crate::{Client, Error, JobContext, JobError, wire};
+use crate::{Client, Error, ErrorCode, JobContext, JobError, wire};
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, JobError>> + Send>>;
 type Handler = Arc<dyn Fn(JobContext) -> HandlerFuture + Send + Sync>;
@@ -435,7 +435,7 @@ async fn run_job(
                 tokio::time::sleep_until(next).await;
                 next += every;
                 if let Err(error) = client.heartbeat(&id, &token).await
-                    && error.code() == Some("lease_lost")
+                    && error.code() == Some(ErrorCode::LeaseLost)
                 {
                     return;
                 }

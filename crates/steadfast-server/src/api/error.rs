@@ -10,106 +10,11 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use steadfast_core::lifecycle::InvalidRequest;
+pub use steadfast_protocol::ErrorCode;
 use steadfast_protocol::{ErrorBody, ErrorDetail};
 use steadfast_store::StoreError;
 
 use crate::engine::AuthError;
-
-/// Every error code the API returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    MalformedJson,
-    ValidationFailed,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    RouteNotFound,
-    MethodNotAllowed,
-    LeaseLost,
-    InvalidState,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    IdempotencyKeyReused,
-    BatchTooLarge,
-    LimitExceeded,
-    Internal,
-    Unavailable,
-    StorageFull,
-    RateLimited,
-    RequestTimeout,
-    QuotaExceeded,
-}
-
-impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
-        ErrorCode::MalformedJson,
-        ErrorCode::ValidationFailed,
-        ErrorCode::Unauthorized,
-        ErrorCode::Forbidden,
-        ErrorCode::NotFound,
-        ErrorCode::RouteNotFound,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::LeaseLost,
-        ErrorCode::InvalidState,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::UnsupportedMediaType,
-        ErrorCode::IdempotencyKeyReused,
-        ErrorCode::BatchTooLarge,
-        ErrorCode::LimitExceeded,
-        ErrorCode::Internal,
-        ErrorCode::Unavailable,
-        ErrorCode::StorageFull,
-        ErrorCode::RateLimited,
-        ErrorCode::RequestTimeout,
-        ErrorCode::QuotaExceeded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::MalformedJson => "malformed_json",
-            ErrorCode::ValidationFailed => "validation_failed",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::RouteNotFound => "route_not_found",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::LeaseLost => "lease_lost",
-            ErrorCode::InvalidState => "invalid_state",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
-            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
-            ErrorCode::BatchTooLarge => "batch_too_large",
-            ErrorCode::LimitExceeded => "limit_exceeded",
-            ErrorCode::Internal => "internal",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::StorageFull => "storage_full",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::RequestTimeout => "request_timeout",
-            ErrorCode::QuotaExceeded => "quota_exceeded",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            ErrorCode::MalformedJson => StatusCode::BAD_REQUEST,
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::NotFound | ErrorCode::RouteNotFound => StatusCode::NOT_FOUND,
-            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::LeaseLost | ErrorCode::InvalidState => StatusCode::CONFLICT,
-            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::ValidationFailed
-            | ErrorCode::IdempotencyKeyReused
-            | ErrorCode::BatchTooLarge
-            | ErrorCode::LimitExceeded => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::RateLimited | ErrorCode::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Unavailable | ErrorCode::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -136,7 +41,7 @@ impl ApiError {
     /// The body's `error` object, for responses that report errors per item.
     pub fn detail(self) -> ErrorDetail {
         ErrorDetail {
-            code: self.code.as_str().to_owned(),
+            code: self.code,
             message: self.message,
         }
     }
@@ -146,7 +51,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.code;
         let body = ErrorBody { error: self.detail() };
-        let mut response = (code.status(), Json(body)).into_response();
+        let status = StatusCode::from_u16(code.status()).expect("every code has a valid status");
+        let mut response = (status, Json(body)).into_response();
         if code == ErrorCode::Unauthorized {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -297,7 +203,7 @@ mod tests {
             .collect();
         let api: BTreeSet<(String, u16)> = ErrorCode::ALL
             .iter()
-            .map(|code| (code.as_str().to_owned(), code.status().as_u16()))
+            .map(|code| (code.as_str().to_owned(), code.status()))
             .collect();
         assert_eq!(documented, api);
     }
