@@ -15,7 +15,7 @@ use steadfast_protocol::tls::TrustedRoots;
 use steadfast_server::engine::audit::AuditSigner;
 use steadfast_server::engine::{AbuseLimits, DeliveryLimits, Rate, TenantDefaults};
 use steadfast_server::serve::{ConnectionLimits, ServeOptions};
-use steadfast_server::{Clock, Engine, EngineConfig, SystemClock};
+use steadfast_server::{Clock, Engine, EngineConfig, SystemClock, SystemRandom};
 use steadfast_sqlite::SqliteStore;
 use steadfast_store::decide::KeyChange;
 use steadfast_store::{Retention, Store, StoreError, WorkflowLimits, auth};
@@ -78,6 +78,7 @@ impl ServeArgs {
                 },
                 max_unfinished_jobs: self.max_unfinished_jobs,
             },
+            random: Arc::new(SystemRandom),
         }
     }
 

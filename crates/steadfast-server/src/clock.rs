@@ -63,3 +63,51 @@ impl Clock for ManualClock {
         self.now().duration_since(self.start).unsigned_abs()
     }
 }
+
+/// Randomness, injected like the clock: job ids, lease tokens and retry
+/// jitter all come from it, so a test can make them repeatable.
+pub trait Random: Send + Sync + std::fmt::Debug + 'static {
+    /// 64 random bits.
+    fn next_u64(&self) -> u64;
+}
+
+/// The operating system's randomness (through `rand`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemRandom;
+
+impl Random for SystemRandom {
+    fn next_u64(&self) -> u64 {
+        rand::random()
+    }
+}
+
+/// Repeatable randomness for tests: the same seed, the same sequence.
+#[derive(Debug)]
+pub struct SeededRandom {
+    rng: Mutex<rand::rngs::StdRng>,
+}
+
+impl SeededRandom {
+    pub fn new(seed: u64) -> SeededRandom {
+        use rand::SeedableRng;
+        SeededRandom {
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+        }
+    }
+}
+
+impl Random for SeededRandom {
+    fn next_u64(&self) -> u64 {
+        use rand::RngCore;
+        self.rng.lock().expect("not poisoned").next_u64()
+    }
+}
+
+/// A UUIDv7 from `random` at the clock's `now`: time-ordered across
+/// milliseconds, random within one.
+pub fn uuid_v7(now: Timestamp, random: &dyn Random) -> uuid::Uuid {
+    let mut bytes = [0u8; 10];
+    bytes[..8].copy_from_slice(&random.next_u64().to_le_bytes());
+    bytes[8..].copy_from_slice(&random.next_u64().to_le_bytes()[..2]);
+    uuid::Builder::from_unix_timestamp_millis(now.as_millisecond().max(0) as u64, &bytes).into_uuid()
+}

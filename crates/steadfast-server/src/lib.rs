@@ -12,5 +12,5 @@ pub mod serve;
 pub mod telemetry;
 
 pub use api::router;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, Random, SeededRandom, SystemClock, SystemRandom};
 pub use engine::{Engine, EngineConfig};

@@ -533,3 +533,26 @@ on_both_backends!(
     listing_pages_through_every_job_with_filters,
     health_readiness_and_the_openapi_document,
 );
+
+/// Job ids and lease tokens come from the injected randomness (and the
+/// clock): two servers with the same seed and time hand out the same ones,
+/// and another seed gives others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_and_lease_tokens_come_from_the_injected_randomness() {
+    let run = async |seed: u64| {
+        let config = EngineConfig {
+            random: std::sync::Arc::new(steadfast_server::SeededRandom::new(seed)),
+            ..EngineConfig::default()
+        };
+        let server = TestServer::start_with(Backend::Sqlite, config).await;
+        let key = server.key("acme", Role::Admin).await;
+        let job = server.enqueue(&key, json!({"queue": "q", "payload": {}})).await;
+        let leased = server.lease_one(&key, "q", "w").await;
+        (job["id"].clone(), leased["lease_token"].clone())
+    };
+    let first = run(7).await;
+    assert_eq!(run(7).await, first);
+    let other = run(8).await;
+    assert_ne!(other.0, first.0);
+    assert_ne!(other.1, first.1);
+}

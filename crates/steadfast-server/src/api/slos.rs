@@ -99,7 +99,7 @@ pub async fn create(
         ));
     }
     let slo = Slo {
-        id: uuid::Uuid::now_v7(),
+        id: engine.new_uuid(),
         tenant_id: caller.scope.tenant_id(),
         name: request.name,
         queue,

@@ -55,7 +55,7 @@ impl Engine {
             let now = self.now();
             let promoted = store.fire_timers(now, SWEEP_BATCH).await?;
             let expired = store
-                .expire_leases(now, self.inner.config.retry, rand::random(), SWEEP_BATCH)
+                .expire_leases(now, self.inner.config.retry, self.random(), SWEEP_BATCH)
                 .await?;
             for (job, attempt) in &expired.ended {
                 self.observe_end(job, Some(attempt));

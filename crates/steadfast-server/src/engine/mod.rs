@@ -37,7 +37,7 @@ pub use rate_limits::{AbuseLimits, Admission, Rate};
 pub use tenancy::TenantDefaults;
 use wakeups::Wakeups;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Random, SystemRandom};
 use crate::metrics::{Metrics, OutcomeLabels, QueueLabels, StateLabels};
 
 /// The time from `from` to `to`, zero if the clock went backwards.
@@ -71,6 +71,8 @@ pub struct EngineConfig {
     pub outbound_roots: Option<TrustedRoots>,
     /// Request rates and failed authentications.
     pub abuse: AbuseLimits,
+    /// Where job ids, lease tokens and retry jitter come from.
+    pub random: Arc<dyn Random>,
     /// Retention of finished jobs and the cap on unfinished ones, unless a
     /// tenant or queue has its own.
     pub tenants: TenantDefaults,
@@ -91,6 +93,7 @@ impl Default for EngineConfig {
             outbound_roots: None,
             abuse: AbuseLimits::default(),
             tenants: TenantDefaults::default(),
+            random: Arc::new(SystemRandom),
         }
     }
 }
@@ -157,6 +160,16 @@ impl Engine {
 
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
+    }
+
+    /// 64 bits from the injected randomness.
+    pub fn random(&self) -> u64 {
+        self.inner.config.random.next_u64()
+    }
+
+    /// A new time-ordered id (UUIDv7) from the clock and the randomness.
+    pub fn new_uuid(&self) -> uuid::Uuid {
+        crate::clock::uuid_v7(self.now(), self.inner.config.random.as_ref())
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -267,7 +280,7 @@ impl Engine {
         let jobs = specs
             .into_iter()
             .map(|spec| NewJob {
-                id: JobId(uuid::Uuid::now_v7()),
+                id: JobId(self.new_uuid()),
                 spec,
             })
             .collect::<Vec<_>>();
@@ -342,7 +355,7 @@ impl Engine {
                 worker_id: worker_id.clone(),
                 key_id: principal.key_id.clone(),
                 ttl,
-                token_seed: rand::random(),
+                token_seed: self.random(),
             };
             let leased = self.inner.store.lease(&principal.scope, request, self.now()).await?;
             if !leased.is_empty() {
@@ -408,7 +421,7 @@ impl Engine {
     ) -> Result<Ended, StoreError> {
         let retry = RetryPlan {
             policy: self.inner.config.retry,
-            jitter_seed: rand::random(),
+            jitter_seed: self.random(),
         };
         let ended = self
             .inner
@@ -534,7 +547,7 @@ impl Engine {
         spec: JobSpec,
     ) -> Result<Enqueued, StoreError> {
         let child = NewJob {
-            id: JobId(uuid::Uuid::now_v7()),
+            id: JobId(self.new_uuid()),
             spec,
         };
         let enqueued = self
