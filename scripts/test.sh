@@ -34,6 +34,51 @@ export STEADFAST_TEST_POSTGRES_URL
 export STEADFAST_TEST_PG_SCRIPT="$PWD/scripts/postgres.sh"
 echo "PostgreSQL at $STEADFAST_TEST_POSTGRES_URL"
 
+echo "== schemathesis: the live server against its own OpenAPI document"
+# Bounded examples and a fixed seed: the same cases every run. Fails on any
+# 5xx and on any response that does not match the document. Before the
+# tests: nextest's summary must stay the run's closing line.
+cargo build --locked -q -p steadfast-cli --bin steadfast
+venv=target/schemathesis-venv
+if [ ! -x "$venv/bin/schemathesis" ]; then
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+        $sudo apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends python3-venv >/dev/null
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install -q "schemathesis==4.32.5"
+fi
+st_dir=$(mktemp -d "${TMPDIR:-/tmp}/steadfast-schemathesis.XXXXXX")
+st_port=$(free_port)
+target/debug/steadfast serve --data-dir "$st_dir/data" --listen "127.0.0.1:$st_port" >"$st_dir/server.log" 2>&1 &
+st_pid=$!
+stop_st() { kill "$st_pid" 2>/dev/null || true; wait "$st_pid" 2>/dev/null || true; rm -rf "$st_dir"; }
+python3 - "$st_port" <<'PY'
+import socket, sys, time
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1) as s:
+            s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            if s.recv(64).startswith(b"HTTP/1.1 200"):
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit("the server for schemathesis did not become ready")
+PY
+if ! "$venv/bin/schemathesis" run "http://127.0.0.1:$st_port/openapi.json" \
+    -H "Authorization: Bearer $(cat "$st_dir/data/admin.key")" \
+    --checks not_a_server_error,response_schema_conformance \
+    --phases fuzzing,stateful --max-examples 20 --seed 1 --workers 2; then
+    cat "$st_dir/server.log" >&2
+    stop_st
+    exit 1
+fi
+stop_st
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
     # Doc tests first: nextest's summary must be the run's closing line.
@@ -42,3 +87,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+

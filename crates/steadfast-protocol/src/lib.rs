@@ -63,20 +63,25 @@ pub enum StepState {
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
     /// 1–128 bytes of ASCII letters, digits and `-_.:`.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub queue: String,
     /// Any JSON value; handed to the worker unchanged.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Json,
     /// Within the dedup window (default 48 h), the same key returns the
     /// original job instead of creating another; the same key with a
     /// different request is refused with `idempotency_key_reused`.
+    /// 1–255 printable ASCII bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[\x20-\x7E]+$")]
     pub idempotency_key: Option<String>,
     /// Attempts before the job is `dead` (default 25, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<i64>,
     /// Each attempt's hard deadline in seconds (default 300, at most 86400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_secs: Option<i64>,
     /// Not before this time; in the future, the job starts `scheduled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +89,7 @@ pub struct EnqueueRequest {
     pub run_at: Option<Timestamp>,
     /// -100 to 100, default 0; higher runs first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i64>,
 }
 
@@ -92,6 +98,7 @@ pub struct EnqueueRequest {
 #[serde(deny_unknown_fields)]
 pub struct BatchEnqueueRequest {
     /// At most 1000 (configurable).
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<EnqueueRequest>,
 }
 
@@ -134,7 +141,7 @@ pub struct Job {
     pub id: uuid::Uuid,
     pub queue: String,
     pub state: JobState,
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Json,
     pub priority: i32,
     #[schema(value_type = String, format = DateTime)]
@@ -150,7 +157,7 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub output: Option<Json>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ErrorInfo>,
@@ -225,7 +232,7 @@ pub struct StepInfo {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub completed_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub output: Option<Json>,
     /// Stable across attempts: `<job id>/<step name>`. Hand it to downstream
     /// APIs that honour idempotency keys.
@@ -235,7 +242,7 @@ pub struct StepInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SignalInfo {
     pub name: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Json,
     #[schema(value_type = String, format = DateTime)]
     pub received_at: Timestamp,
@@ -270,19 +277,45 @@ pub struct JobList {
     pub next_cursor: Option<String>,
 }
 
+/// A queue name, for schemas: 1–128 bytes of ASCII letters, digits and `-_.:`.
+#[derive(Debug)]
+pub struct QueueNameSchema;
+
+impl utoipa::PartialSchema for QueueNameSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .pattern(Some(r"^[A-Za-z0-9_.:-]+$"))
+            .into()
+    }
+}
+
+impl ToSchema for QueueNameSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "QueueName".into()
+    }
+}
+
 /// `POST /v1/lease`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
-    /// Queues to take jobs from (1–32).
+    /// Queues to take jobs from (1–32), each a queue name.
+    #[schema(min_items = 1, max_items = 32, value_type = Vec<QueueNameSchema>)]
     pub queues: Vec<String>,
     /// Most jobs to take (default 1, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_jobs: Option<u32>,
     /// Wait up to this long for a job when none is ready (default 0, at most 30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 30000)]
     pub wait_ms: Option<u64>,
     /// The worker's own name, shown in attempt history (1–128 printable ASCII bytes).
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[\x20-\x7E]+$")]
     pub worker_id: String,
 }
 
@@ -291,7 +324,7 @@ pub struct LeasedJob {
     #[schema(value_type = String, format = Uuid)]
     pub id: uuid::Uuid,
     pub queue: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Json,
     /// 1 for the first attempt.
     pub attempt: u32,
@@ -307,7 +340,7 @@ pub struct LeasedJob {
     pub lease_ttl_ms: u64,
     /// Completed steps (name → output): replay these instead of running them again.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub steps: std::collections::BTreeMap<String, Json>,
     /// Steps an earlier attempt started but never checkpointed (name → that
     /// attempt): their side effects may or may not have happened.
@@ -360,7 +393,7 @@ pub struct CompleteRequest {
     pub lease_token: String,
     /// Any JSON value; `null` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub output: Option<Json>,
 }
 
@@ -380,7 +413,7 @@ pub struct Completion {
     pub lease_token: String,
     /// Any JSON value; `null` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub output: Option<Json>,
 }
 
@@ -556,7 +589,7 @@ pub struct CheckpointRequest {
     pub lease_token: String,
     /// Any JSON value; `null` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub output: Option<Json>,
 }
 
@@ -568,6 +601,7 @@ pub struct CheckpointRequest {
 pub struct BatchStepsRequest {
     /// At most the server's batch limit (1,000 by default). Decided in
     /// order: a later item sees what an earlier one recorded.
+    #[schema(min_items = 1, max_items = 1000)]
     pub steps: Vec<StepOperation>,
 }
 
@@ -588,11 +622,12 @@ pub struct StepOperation {
     pub id: uuid::Uuid,
     pub lease_token: String,
     /// The step's name.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub step: String,
     pub action: StepAction,
     /// `checkpoint` only: any JSON value; `null` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub output: Option<Json>,
     /// The attempt's W3C trace context (what the single-step routes take as
     /// the `traceparent` header): the parent of the step's span.
@@ -633,6 +668,7 @@ pub struct StepResult {
 pub struct WaitRequest {
     pub lease_token: String,
     /// The waiting step's name; its output records how the wait ended.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub step: String,
     /// Sleep this long, measured by the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -643,6 +679,7 @@ pub struct WaitRequest {
     pub until: Option<Timestamp>,
     /// Wait for this signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub signal: Option<String>,
     /// With `signal`: give up after this long (the step then ends `timed_out`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -664,7 +701,7 @@ pub struct WaitResponse {
 pub struct SignalRequest {
     /// Any JSON value; handed to the waiting step. `null` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub payload: Option<Json>,
 }
 
@@ -682,6 +719,7 @@ pub struct SignalResponse {
 pub struct SpawnRequest {
     pub lease_token: String,
     /// The parent's step; one child per (parent, step), whatever the attempt.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub step: String,
     /// The child. Its `idempotency_key` is derived from the parent and step.
     pub job: EnqueueRequest,
@@ -714,7 +752,7 @@ pub struct AuditRecord {
     #[schema(value_type = Option<String>, format = Uuid)]
     pub job_id: Option<uuid::Uuid>,
     /// What changed.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub summary: Json,
     /// Hex SHA-256 of the previous record (zeros for the first).
     pub prev_hash: String,
@@ -770,16 +808,21 @@ pub struct AuditVerification {
 #[serde(deny_unknown_fields)]
 pub struct SloRequest {
     /// Unique in the tenant: 1–64 ASCII letters, digits and `-_.:`.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub name: String,
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub queue: String,
     /// Target share of good events, above 0 and below 1 (e.g. 0.99).
+    #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
     pub objective: f64,
     /// With this, a good event is a job that succeeded within this many
     /// milliseconds of being enqueued; without, one that succeeded at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub latency_threshold_ms: Option<u64>,
     /// The compliance window (default 28, at most 90).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 90)]
     pub window_days: Option<u32>,
     /// Where alert changes are POSTed (delivered as durable jobs, retried).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -58,7 +58,7 @@ impl Modify for BearerAuth {
 
 /// The routes and the OpenAPI document describing them.
 fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::enqueue, jobs::list_jobs))
         .routes(routes!(jobs::enqueue_batch))
         .routes(routes!(jobs::get_job))
@@ -84,7 +84,45 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(queues::get_retention, queues::set_retention))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .split_for_parts()
+        .split_for_parts();
+    link_operations(&mut openapi, "/v1/jobs", "/v1/jobs/{id}");
+    link_operations(&mut openapi, "/v1/slos", "/v1/slos/{id}");
+    (router, openapi)
+}
+
+/// OpenAPI links from the operation that creates a resource (`POST
+/// {create}`, answering its `id`) to every operation on `{prefix}...`
+/// that takes that `id`: generated clients and fuzzers follow them.
+fn link_operations(openapi: &mut utoipa::openapi::OpenApi, create: &str, prefix: &str) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+
+    let mut targets = Vec::new();
+    for (path, item) in &openapi.paths.paths {
+        if !path.starts_with(prefix) {
+            continue;
+        }
+        for operation in [&item.get, &item.put, &item.post, &item.delete].into_iter().flatten() {
+            if let Some(id) = &operation.operation_id {
+                targets.push(id.clone());
+            }
+        }
+    }
+    let Some(creating) = openapi.paths.paths.get_mut(create).and_then(|item| item.post.as_mut()) else {
+        return;
+    };
+    for (status, response) in creating.responses.responses.iter_mut() {
+        let (RefOr::T(response), true) = (response, status.starts_with('2')) else {
+            continue;
+        };
+        for target in &targets {
+            let link = LinkBuilder::new()
+                .operation_id(target.clone())
+                .parameter("id", "$response.body#/id")
+                .build();
+            response.links.insert(target.clone(), RefOr::T(link));
+        }
+    }
 }
 
 /// The OpenAPI 3.1 document of the whole API.

@@ -30,7 +30,7 @@ fn signal_name(raw: String) -> Result<SignalName, ApiError> {
 /// before the checkpoint leaves the step `uncertain` for the next one.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/steps/{name}/start", tag = "workflows",
-    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Step name")),
+    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Step name: 1–128 ASCII letters, digits and `-_.:`", pattern = r"^[A-Za-z0-9_.:-]{1,128}$")),
     request_body = wire::StartStepRequest,
     responses(
         (status = 200, description = "The step: `started`, or `completed` by an earlier checkpoint (then do not run it again)", body = wire::StepInfo),
@@ -58,7 +58,7 @@ pub async fn start_step(
 /// Checkpoint a step's output. The first checkpoint wins.
 #[utoipa::path(
     put, path = "/v1/jobs/{id}/steps/{name}", tag = "workflows",
-    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Step name")),
+    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Step name: 1–128 ASCII letters, digits and `-_.:`", pattern = r"^[A-Za-z0-9_.:-]{1,128}$")),
     request_body = wire::CheckpointRequest,
     responses(
         (status = 201, description = "Stored; durable before this answer", body = wire::StepInfo),
@@ -262,7 +262,7 @@ pub async fn wait(
 /// signal is kept for its next wait on the name.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/signals/{name}", tag = "workflows",
-    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Signal name")),
+    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Signal name: 1–128 ASCII letters, digits and `-_.:`", pattern = r"^[A-Za-z0-9_.:-]{1,128}$")),
     request_body = wire::SignalRequest,
     responses(
         (status = 200, body = wire::SignalResponse),
