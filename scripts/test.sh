@@ -17,13 +17,21 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null
 fi
 
+if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+
 echo "== PostgreSQL for the tests"
 pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/steadfast-test-pg.XXXXXX")
 # A free port unless one is given: a server left over from an interrupted
 # run must not block this one.
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pg_port=${STEADFAST_TEST_PG_PORT:-$(free_port)}
+st_pid=""
+st_dir=""
+small_fs=""
 cleanup() {
+    if [ -n "$st_pid" ]; then kill "$st_pid" 2>/dev/null || true; fi
+    if [ -n "$st_dir" ]; then rm -rf "$st_dir"; fi
+    if [ -n "$small_fs" ]; then $sudo umount -l "$small_fs" 2>/dev/null || true; rmdir "$small_fs" 2>/dev/null || true; fi
     scripts/postgres.sh stop "$pg_dir"
     rm -rf "$pg_dir"
 }
@@ -39,10 +47,9 @@ echo "== schemathesis: the live server against its own OpenAPI document"
 # 5xx and on any response that does not match the document. Before the
 # tests: nextest's summary must stay the run's closing line.
 cargo build --locked -q -p steadfast-cli --bin steadfast
-venv=target/schemathesis-venv
+venv="$(realpath "${CARGO_TARGET_DIR:-target}")/schemathesis-venv"
 if [ ! -x "$venv/bin/schemathesis" ]; then
     if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-        if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
         $sudo apt-get update -q >/dev/null
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends python3-venv >/dev/null
         rm -rf "$venv"
@@ -52,9 +59,12 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
 fi
 st_dir=$(mktemp -d "${TMPDIR:-/tmp}/steadfast-schemathesis.XXXXXX")
 st_port=$(free_port)
-target/debug/steadfast serve --data-dir "$st_dir/data" --listen "127.0.0.1:$st_port" >"$st_dir/server.log" 2>&1 &
+# Its own embedded store, whatever STEADFAST_* the caller's shell holds.
+env $(env | sed -n 's/^\(STEADFAST_[A-Z_]*\)=.*/-u \1/p') \
+    "${CARGO_TARGET_DIR:-target}/debug/steadfast" serve --data-dir "$st_dir/data" --listen "127.0.0.1:$st_port" \
+    >"$st_dir/server.log" 2>&1 &
 st_pid=$!
-stop_st() { kill "$st_pid" 2>/dev/null || true; wait "$st_pid" 2>/dev/null || true; rm -rf "$st_dir"; }
+stop_st() { kill "$st_pid" 2>/dev/null || true; wait "$st_pid" 2>/dev/null || true; st_pid=""; rm -rf "$st_dir"; st_dir=""; }
 python3 - "$st_port" <<'PY'
 import socket, sys, time
 deadline = time.time() + 30
@@ -69,15 +79,23 @@ while time.time() < deadline:
     time.sleep(0.1)
 sys.exit("the server for schemathesis did not become ready")
 PY
-if ! "$venv/bin/schemathesis" run "http://127.0.0.1:$st_port/openapi.json" \
+# Run from its scratch dir: schemathesis keeps a cache of crashes in the
+# working directory, which must not steer later runs.
+if ! (cd "$st_dir" && "$venv/bin/schemathesis" run "http://127.0.0.1:$st_port/openapi.json" \
     -H "Authorization: Bearer $(cat "$st_dir/data/admin.key")" \
     --checks not_a_server_error,response_schema_conformance \
-    --phases fuzzing,stateful --max-examples 20 --seed 1 --workers 2; then
+    --phases fuzzing,stateful --max-examples 20 --seed 1 --workers 2); then
     cat "$st_dir/server.log" >&2
     stop_st
     exit 1
 fi
 stop_st
+
+echo "== a small filesystem for the full-disk test"
+# A size-capped tmpfs (mounting needs root; sudo otherwise); the test fills it.
+small_fs=$(mktemp -d "${TMPDIR:-/tmp}/steadfast-small-fs.XXXXXX")
+$sudo mount -t tmpfs -o size=6m,mode=1777 tmpfs "$small_fs"
+export STEADFAST_TEST_SMALL_FS="$small_fs"
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then

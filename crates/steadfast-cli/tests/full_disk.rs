@@ -4,7 +4,8 @@
 //! takes writes again by itself once space returns, no acknowledged job is
 //! lost, and SQLite's `PRAGMA integrity_check` passes afterwards.
 //!
-//! Mounting needs root, which the test machines have; without it the test
+//! The filesystem is a 6 MiB tmpfs that `scripts/test.sh` mounts (mounting
+//! needs root) and names in `STEADFAST_TEST_SMALL_FS`; without it the test
 //! fails and says so rather than passing without its subject.
 
 mod common;
@@ -17,44 +18,29 @@ use std::time::{Duration, Instant};
 use common::ServerProcess;
 use serde_json::{Value, json};
 
-/// The filesystem: small enough to fill in a few seconds.
-const SIZE: &str = "6m";
 /// Taken up before the burst and given back to end it.
 const BALLAST_BYTES: usize = 1024 * 1024;
 const PRODUCERS: usize = 8;
 /// No producer sends more than this many requests while filling.
 const MAX_REQUESTS_PER_PRODUCER: usize = 5_000;
+/// The burst must meet the full disk, not the key's rate limit.
+const GENEROUS_RATE: [&str; 4] = ["--key-rate-limit", "1000000", "--key-rate-burst", "1000000"];
 
-/// A tmpfs mounted for the test's lifetime.
-struct SmallFilesystem {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFilesystem {
-    fn mount() -> SmallFilesystem {
-        let dir = tempfile::Builder::new().prefix("steadfast-full-").tempdir().unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={SIZE}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "cannot mount a {SIZE} tmpfs at {} (the full-disk test needs root)",
-            dir.path().display()
-        );
-        SmallFilesystem { dir }
+/// The small filesystem `scripts/test.sh` mounted, emptied for this run.
+fn small_filesystem() -> PathBuf {
+    let path = std::env::var_os("STEADFAST_TEST_SMALL_FS")
+        .map(PathBuf::from)
+        .expect("STEADFAST_TEST_SMALL_FS is not set: run the tests with scripts/test.sh, which mounts a 6 MiB tmpfs");
+    assert!(path.is_dir(), "{} is not a directory", path.display());
+    for entry in std::fs::read_dir(&path).unwrap() {
+        let entry = entry.unwrap().path();
+        if entry.is_dir() {
+            std::fs::remove_dir_all(&entry).unwrap();
+        } else {
+            std::fs::remove_file(&entry).unwrap();
+        }
     }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallFilesystem {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
+    path
 }
 
 /// `PRAGMA integrity_check` by Python's sqlite3, a reader independent of the server.
@@ -134,11 +120,11 @@ async fn fill(http: &reqwest::Client, url: &str, key: &str, burst: Arc<Burst>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_filesystem_mid_burst_loses_nothing_and_recovers_by_itself() {
-    let filesystem = SmallFilesystem::mount();
-    let data_dir: PathBuf = filesystem.path().join("data");
-    let server = ServerProcess::start(&data_dir);
+    let filesystem = small_filesystem();
+    let data_dir: PathBuf = filesystem.join("data");
+    let server = ServerProcess::start_with(&data_dir, &GENEROUS_RATE);
     let key = server.admin_key();
-    let ballast = filesystem.path().join("ballast");
+    let ballast = filesystem.join("ballast");
     std::fs::write(&ballast, vec![0u8; BALLAST_BYTES]).unwrap();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -153,7 +139,7 @@ async fn a_full_filesystem_mid_burst_loses_nothing_and_recovers_by_itself() {
     let acknowledged = burst.acknowledged.lock().unwrap().clone();
     let refused = burst.refused.lock().unwrap().clone();
     println!(
-        "filled the {SIZE} filesystem: {} enqueues acknowledged, {} refused",
+        "filled the small filesystem: {} enqueues acknowledged, {} refused",
         acknowledged.len(),
         refused.len()
     );
@@ -204,7 +190,7 @@ async fn a_full_filesystem_mid_burst_loses_nothing_and_recovers_by_itself() {
     let mut server = server;
     server.kill_9();
     assert_eq!(integrity_check(&data_dir.join("steadfast.db")), "ok");
-    let server = ServerProcess::start(&data_dir);
+    let server = ServerProcess::start_with(&data_dir, &GENEROUS_RATE);
     let mut lost = Vec::new();
     for (_, id) in &acknowledged {
         let found = http

@@ -108,6 +108,11 @@ pub fn split(url: &str) -> Result<(String, Settings), String> {
                 Some((key, value)) => take(key, value.to_owned())?,
                 None => false,
             };
+            // `sslmode = require` would reach tokio-postgres unseen here,
+            // and be overridden: refuse it rather than lose the mode.
+            if !taken && (word.starts_with("sslmode") || word.starts_with("sslrootcert")) {
+                return Err(format!("write {word:?} as key=value without spaces around `=`"));
+            }
             if taken {
                 rest.push_str(&url[from..start]);
                 from = start + word.len();
@@ -119,11 +124,22 @@ pub fn split(url: &str) -> Result<(String, Settings), String> {
     Ok((rest, settings))
 }
 
-/// The whitespace-separated words of `text` with their byte offsets.
+/// The whitespace-separated words of `text` with their byte offsets; a
+/// single-quoted value (with `\` escapes, as libpq reads it) is part of
+/// its word, spaces and all.
 fn words(text: &str) -> Vec<(usize, &str)> {
     let mut words = Vec::new();
-    let mut start = None;
+    let (mut start, mut quoted, mut escaped) = (None, false, false);
     for (at, c) in text.char_indices().chain([(text.len(), ' ')]) {
+        if quoted {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '\'') => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
         match (start, c.is_whitespace()) {
             (None, false) => start = Some(at),
             (Some(from), true) => {
@@ -131,6 +147,9 @@ fn words(text: &str) -> Vec<(usize, &str)> {
                 start = None;
             }
             _ => {}
+        }
+        if c == '\'' {
+            quoted = true;
         }
     }
     words
@@ -266,6 +285,17 @@ mod tests {
         assert_eq!(settings.mode, Mode::VerifyCa);
         let (rest, _) = split("password='a  b' sslmode=require host=db").unwrap();
         assert_eq!(rest, "password='a  b'  host=db", "quoted values keep their spacing");
+        let (rest, settings) = split("password='x sslmode=disable' host=db").unwrap();
+        assert_eq!(
+            rest, "password='x sslmode=disable' host=db",
+            "a quoted value is not a setting"
+        );
+        assert_eq!(settings.mode, Mode::Prefer);
+        assert!(
+            split("host=db sslmode = require")
+                .unwrap_err()
+                .contains("without spaces")
+        );
 
         let (rest, settings) = split("postgres://app@db/s").unwrap();
         assert_eq!((rest.as_str(), settings.mode), ("postgres://app@db/s", Mode::Prefer));

@@ -71,9 +71,9 @@ pub struct EnqueueRequest {
     /// Within the dedup window (default 48 h), the same key returns the
     /// original job instead of creating another; the same key with a
     /// different request is refused with `idempotency_key_reused`.
-    /// 1–255 printable ASCII bytes.
+    /// 1–255 printable ASCII bytes, no spaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 255, pattern = r"^[\x20-\x7E]+$")]
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$")]
     pub idempotency_key: Option<String>,
     /// Attempts before the job is `dead` (default 25, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,8 +314,8 @@ pub struct LeaseRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 30000)]
     pub wait_ms: Option<u64>,
-    /// The worker's own name, shown in attempt history (1–128 printable ASCII bytes).
-    #[schema(min_length = 1, max_length = 128, pattern = r"^[\x20-\x7E]+$")]
+    /// The worker's own name, shown in attempt history (1–128 printable ASCII bytes, no spaces).
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[\x21-\x7E]+$")]
     pub worker_id: String,
 }
 

@@ -99,6 +99,9 @@ fn load_system() -> Result<TrustedRoots, TlsError> {
     if let (Some(error), true) = (configured.errors.first(), configured.certs.is_empty()) {
         return Err(TlsError::Config(format!("cannot load trusted certificates: {error}")));
     }
+    for error in &configured.errors {
+        tracing::warn!(%error, "a trusted certificate could not be loaded");
+    }
     store.add_parsable_certificates(configured.certs);
     for dir in openssl_probe::candidate_cert_dirs() {
         // A system directory holds files of every kind (keys, CRLs, links);

@@ -33,13 +33,14 @@ fn duration_of(ms: Option<i64>) -> Option<Duration> {
 
 /// A queue's finished jobs past their cutoff (?3, ?4: the succeeded and
 /// failed cutoffs in ms), oldest first, at most ?5, except those still
-/// needed: a child whose parent has not finished (replaying the parent's
-/// step must find the same child), and a job whose idempotency key is
-/// still live at ?6 (a retry with the key must get the same job).
+/// needed: a child whose parent is still there (the parent may run its
+/// step again, even after an operator's retry, and must find the same
+/// child), and a job whose idempotency key is still live at ?6 (a retry
+/// with the key must get the same job).
 const PRUNABLE: &str = "SELECT j.id, j.idempotency_key FROM jobs j \
      WHERE j.tenant_id = ?1 AND j.queue = ?2 AND j.finished_at IS NOT NULL \
        AND ((j.state = 'succeeded' AND j.finished_at < ?3) OR (j.state IN ('dead', 'cancelled') AND j.finished_at < ?4)) \
-       AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.id = j.parent_id AND p.finished_at IS NULL) \
+       AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.id = j.parent_id) \
        AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.tenant_id = j.tenant_id \
                        AND k.key = j.idempotency_key AND k.job_id = j.id AND k.expires_at > ?6) \
      ORDER BY j.finished_at LIMIT ?5";

@@ -80,8 +80,8 @@ pub trait LimitStore {
     /// Removes up to `limit` of the queue's finished jobs that finished
     /// before their cutoff, with their attempts, steps, signals and
     /// idempotency key, in one short transaction with one audit record
-    /// (`jobs.pruned`). Kept whatever their age: a child whose parent has
-    /// not finished, and a job whose idempotency key is live at `now`.
+    /// (`jobs.pruned`). Kept whatever their age: a child whose parent is
+    /// still there, and a job whose idempotency key is live at `now`.
     /// Returns how many jobs it removed.
     async fn prune_jobs(
         &self,

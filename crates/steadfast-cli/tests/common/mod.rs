@@ -76,7 +76,8 @@ impl ServerProcess {
 
     fn spawn(data_dir: &Path, base: &str, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let port = free_port();
-        let stderr_path = data_dir.with_extension(format!("stderr-{port}"));
+        // Beside the data, not in it: a test may fill the data's filesystem.
+        let stderr_path = std::env::temp_dir().join(format!("steadfast-server-{port}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let child = Command::new(BINARY)
             .args(["serve", "--data-dir"])

@@ -83,9 +83,10 @@ CREATE FUNCTION steadfast_job_queues()
         SELECT tenant_id, queue FROM pairs
     $$;
 
--- Kept past their cutoff: a child whose parent has not finished (replaying
--- the parent's step must find the same child), and a job whose idempotency
--- key is still live (a retry with the key must get the same job).
+-- Kept past their cutoff: a child whose parent is still there (the parent
+-- may run its step again, even after an operator's retry, and must find
+-- the same child), and a job whose idempotency key is still live (a retry
+-- with the key must get the same job).
 CREATE FUNCTION steadfast_prune_jobs(p_tenant uuid, p_queue text, p_succeeded_before bigint,
                                      p_failed_before bigint, p_limit integer, p_now bigint)
     RETURNS integer
@@ -96,8 +97,7 @@ CREATE FUNCTION steadfast_prune_jobs(p_tenant uuid, p_queue text, p_succeeded_be
             WHERE j.tenant_id = p_tenant AND j.queue = p_queue AND j.finished_at IS NOT NULL
               AND ((j.state = 'succeeded' AND j.finished_at < p_succeeded_before)
                    OR (j.state IN ('dead', 'cancelled') AND j.finished_at < p_failed_before))
-              AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.tenant_id = j.tenant_id AND p.id = j.parent_id
-                              AND p.finished_at IS NULL)
+              AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.tenant_id = j.tenant_id AND p.id = j.parent_id)
               AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.tenant_id = j.tenant_id
                               AND k.key = j.idempotency_key AND k.job_id = j.id AND k.expires_at > p_now)
             ORDER BY j.finished_at LIMIT p_limit

@@ -291,8 +291,8 @@ impl Engine {
             .store
             .enqueue(scope, jobs, self.limits().dedup_window, self.now())
             .await
-            .inspect_err(|_| self.release_quota(tenant, reserved))?;
-        self.release_quota(tenant, created.iter().filter(|e| e.replayed).count());
+            .inspect_err(|_| self.settle_quota(tenant, reserved, 0))?;
+        self.settle_quota(tenant, reserved, created.iter().filter(|e| !e.replayed).count());
         for enqueued in &created {
             if !enqueued.replayed {
                 self.after_change(&enqueued.job);

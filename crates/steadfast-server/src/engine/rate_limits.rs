@@ -134,11 +134,15 @@ fn limiter<K: Hash + Eq + Clone>(rate: Rate, clock: &EngineClock) -> Limiter<K> 
 /// again are forgotten at once rather than at the next upkeep.
 const FAILING_ADDRESSES_BOUND: usize = 100_000;
 
-/// The address a client is limited by: itself for IPv4, its /64 for IPv6.
+/// The address a client is limited by: itself for IPv4 (also when a
+/// dual-stack listener shows it as `::ffff:a.b.c.d`), its /64 for IPv6.
 fn network_of(client: IpAddr) -> IpAddr {
     match client {
         IpAddr::V4(_) => client,
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -149,6 +153,8 @@ pub(super) struct Limiters {
     keys: Mutex<HashMap<Rate, Arc<Limiter<KeyId>>>>,
     failures: Limiter<IpAddr>,
     failure_rate: Rate,
+    /// When idle failing addresses were last forgotten (ms of the clock's elapsed time).
+    failures_forgotten_at: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Limiters {
@@ -163,6 +169,7 @@ impl Limiters {
         Limiters {
             failures: limiter(limits.auth_failure_rate, &clock),
             failure_rate: limits.auth_failure_rate,
+            failures_forgotten_at: std::sync::atomic::AtomicU64::new(0),
             keys: Mutex::default(),
             clock,
         }
@@ -184,7 +191,7 @@ impl Limiters {
     /// its /64: one host usually holds the whole prefix).
     pub(super) fn admit_failure(&self, client: IpAddr) -> Admission {
         if self.failures.len() >= FAILING_ADDRESSES_BOUND {
-            self.failures.retain_recent();
+            self.forget_idle_failures_now_and_then();
         }
         admit(
             &self.failures,
@@ -193,6 +200,26 @@ impl Limiters {
             self.failure_rate,
             &self.clock,
         )
+    }
+
+    /// Forgets idle failing addresses, at most once a second: under a
+    /// spread-out attack every failure would otherwise walk the whole map.
+    fn forget_idle_failures_now_and_then(&self) {
+        let now = self.clock.0.elapsed().as_millis() as u64;
+        let last = self.failures_forgotten_at.load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self
+                .failures_forgotten_at
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.failures.retain_recent();
+        }
     }
 
     /// Forgets keys and addresses whose bursts are whole again, so memory
@@ -251,6 +278,10 @@ mod tests {
         assert_ne!(network_of(one), network_of(other));
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(network_of(v4), v4);
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(network_of(mapped), v4, "a dual-stack listener's IPv4 client is itself");
+        let another: IpAddr = "::ffff:192.0.2.8".parse().unwrap();
+        assert_ne!(network_of(mapped), network_of(another));
     }
 
     #[test]

@@ -41,11 +41,20 @@ impl Default for TenantDefaults {
 }
 
 /// Unfinished jobs of a tenant: as last counted, plus what this node
-/// created since.
+/// created since, plus what it is creating now.
 #[derive(Debug, Default, Clone, Copy)]
 struct Unfinished {
     counted: u64,
+    /// Created (committed) since the count was started.
     created_since: u64,
+    /// Reserved by enqueues that have not answered yet.
+    in_flight: u64,
+}
+
+impl Unfinished {
+    fn held(&self) -> u64 {
+        self.counted + self.created_since + self.in_flight
+    }
 }
 
 #[derive(Debug, Default)]
@@ -76,34 +85,36 @@ impl Engine {
 
     /// Reserves room for `adding` jobs, or refuses them if the tenant would
     /// hold more unfinished jobs than it may. Held = the last count (at most
-    /// [`REFRESH_EVERY`] old) plus what this node reserved since; checking
-    /// and reserving under one lock, so concurrent enqueues on one node
-    /// never pass the cap together. On PostgreSQL other nodes' enqueues
-    /// since the last count are not seen: they may go over by that much.
-    /// Jobs that finished since the last count still count until the next.
+    /// [`REFRESH_EVERY`] old) + what this node created since + what it is
+    /// creating now, checked and reserved under one lock: one node never
+    /// goes over (a job counted and also created-since is counted twice,
+    /// which errs on the safe side until the next count). On PostgreSQL
+    /// other nodes' enqueues since the last count are not seen: they may go
+    /// over by that much. Jobs that finished count until the next count.
     pub(super) fn reserve_quota(&self, tenant: TenantId, adding: usize) -> Result<(), StoreError> {
         let limit = self.max_unfinished_jobs(tenant);
         let mut unfinished = self.inner.tenants.unfinished.lock().expect("never poisoned");
         let held = unfinished.entry(tenant).or_default();
-        if (held.counted + held.created_since).saturating_add(adding as u64) > limit {
+        if held.held().saturating_add(adding as u64) > limit {
             return Err(StoreError::QuotaExceeded { limit });
         }
-        held.created_since += adding as u64;
+        held.in_flight += adding as u64;
         Ok(())
     }
 
-    /// Gives back room reserved for jobs that were not created (a failed
-    /// enqueue, idempotent replays).
-    pub(super) fn release_quota(&self, tenant: TenantId, unused: usize) {
+    /// Settles a reservation of `reserved` jobs once the enqueue answered:
+    /// `created` of them became jobs, the rest (a failure, replays) free
+    /// their room.
+    pub(super) fn settle_quota(&self, tenant: TenantId, reserved: usize, created: usize) {
         let mut unfinished = self.inner.tenants.unfinished.lock().expect("never poisoned");
-        if let Some(held) = unfinished.get_mut(&tenant) {
-            held.created_since = held.created_since.saturating_sub(unused as u64);
-        }
+        let held = unfinished.entry(tenant).or_default();
+        held.in_flight = held.in_flight.saturating_sub(reserved as u64);
+        held.created_since += created as u64;
     }
 
-    /// Reads tenants' own limits and unfinished counts again. Reservations
-    /// made while counting stay on top of the new count (those made before
-    /// it are in it).
+    /// Reads tenants' own limits and unfinished counts again. What was
+    /// created before the count started is in it; what is created after
+    /// stays on top; reservations in flight are untouched.
     pub async fn refresh_tenant_state(&self) -> Result<(), StoreError> {
         let limits = self.store().tenant_limits().await?;
         *self.inner.tenants.own_limits.write().expect("never poisoned") = limits.into_iter().collect();
@@ -125,10 +136,10 @@ impl Engine {
         for (tenant, counted) in counts {
             unfinished.entry(tenant).or_insert(Unfinished {
                 counted,
-                created_since: 0,
+                ..Unfinished::default()
             });
         }
-        unfinished.retain(|_, held| held.counted + held.created_since > 0);
+        unfinished.retain(|_, held| held.held() > 0);
         Ok(())
     }
 

@@ -168,7 +168,7 @@ pub async fn finished_jobs_are_pruned_after_their_retention_with_everything_they
     assert!(crate::audit::verify(store, &scope, &[]).await.is_ok());
 }
 
-pub async fn a_finished_child_is_kept_while_its_parent_runs(store: &impl Store) {
+pub async fn a_finished_child_is_kept_while_its_parent_is_kept(store: &impl Store) {
     let (scope, key) = new_tenant(store).await;
     let parent = enqueue_one(store, &scope, spec("parents"), t0()).await;
     let leased = lease_jobs(store, &scope, lease_request(&["parents"], 1, &key), at(1)).await;
@@ -201,5 +201,15 @@ pub async fn a_finished_child_is_kept_while_its_parent_runs(store: &impl Store) 
         .complete(&scope, parent.id, &token(&leased[0]), "1".into(), at(4))
         .await
         .unwrap();
+    assert_eq!(
+        store.prune_jobs(tenant, &kids, long_after, 100, at(1000)).await,
+        Ok(0),
+        "a finished parent may be retried and run the step again"
+    );
+    let parents = QueueName::new("parents").unwrap();
+    assert_eq!(
+        store.prune_jobs(tenant, &parents, long_after, 100, at(1000)).await,
+        Ok(1)
+    );
     assert_eq!(store.prune_jobs(tenant, &kids, long_after, 100, at(1000)).await, Ok(1));
 }

@@ -75,7 +75,7 @@ macro_rules! conformance_suite {
             audit_signing_keys_are_registered_once_and_rotated_on_purpose,
             tenant_limits_and_queue_retention_are_kept,
             finished_jobs_are_pruned_after_their_retention_with_everything_they_hold,
-            a_finished_child_is_kept_while_its_parent_runs,
+            a_finished_child_is_kept_while_its_parent_is_kept,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
