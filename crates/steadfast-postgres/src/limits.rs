@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use async_trait::async_trait;
 use steadfast_core::audit::Actor;
 use steadfast_core::{QueueName, TenantId, Timestamp};
@@ -15,20 +13,9 @@ fn queue_name(text: String) -> Result<QueueName, StoreError> {
     QueueName::new(text).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
-fn millis_of(kept: Option<Duration>) -> Option<i64> {
-    kept.map(|kept| kept.as_millis() as i64)
-}
-
-fn duration_of(ms: Option<i64>) -> Option<Duration> {
-    ms.map(|ms| Duration::from_millis(ms.max(0) as u64))
-}
-
 /// Reads (retain_succeeded_ms, retain_failed_ms) from columns `at` and `at + 1`.
 fn retention_at(row: &Row, at: usize) -> QueueRetention {
-    QueueRetention {
-        succeeded: duration_of(row.get(at)),
-        failed: duration_of(row.get(at + 1)),
-    }
+    QueueRetention::from_columns(row.get(at), row.get(at + 1))
 }
 
 #[async_trait]
@@ -114,8 +101,8 @@ impl LimitStore for PostgresStore {
                 &[
                     &scope.tenant_id().0,
                     &queue.as_str(),
-                    &millis_of(retention.succeeded),
-                    &millis_of(retention.failed),
+                    &retention.columns().0,
+                    &retention.columns().1,
                     &millis(now),
                 ],
             )

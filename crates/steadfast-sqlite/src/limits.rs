@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use steadfast_core::audit::Actor;
@@ -21,14 +19,6 @@ fn tenant_id(text: String) -> rusqlite::Result<TenantId> {
 
 fn queue_name(text: String) -> rusqlite::Result<QueueName> {
     QueueName::new(text).map_err(corrupt)
-}
-
-fn millis_of(kept: Option<Duration>) -> Option<i64> {
-    kept.map(|kept| kept.as_millis() as i64)
-}
-
-fn duration_of(ms: Option<i64>) -> Option<Duration> {
-    ms.map(|ms| Duration::from_millis(ms.max(0) as u64))
 }
 
 /// A queue's finished jobs past their cutoff (?3, ?4: the succeeded and
@@ -126,8 +116,8 @@ impl LimitStore for SqliteStore {
                     params![
                         scope.tenant_id().to_string(),
                         queue.as_str(),
-                        millis_of(retention.succeeded),
-                        millis_of(retention.failed),
+                        retention.columns().0,
+                        retention.columns().1,
                         millis(now)
                     ],
                 )
@@ -146,10 +136,7 @@ impl LimitStore for SqliteStore {
                     "SELECT retain_succeeded_ms, retain_failed_ms FROM queue_settings WHERE tenant_id = ?1 AND queue = ?2",
                     params![tenant, queue],
                     |row| {
-                        Ok(QueueRetention {
-                            succeeded: duration_of(row.get(0)?),
-                            failed: duration_of(row.get(1)?),
-                        })
+                        Ok(QueueRetention::from_columns(row.get(0)?, row.get(1)?))
                     },
                 )
                 .optional()
@@ -171,10 +158,7 @@ impl LimitStore for SqliteStore {
                         Ok((
                             tenant_id(row.get(0)?)?,
                             queue_name(row.get(1)?)?,
-                            QueueRetention {
-                                succeeded: duration_of(row.get(2)?),
-                                failed: duration_of(row.get(3)?),
-                            },
+                            QueueRetention::from_columns(row.get(2)?, row.get(3)?),
                         ))
                     },
                 )

@@ -33,6 +33,23 @@ pub struct QueueRetention {
     pub failed: Option<Duration>,
 }
 
+impl QueueRetention {
+    /// How both backends store it: milliseconds, NULL for the default.
+    pub fn columns(self) -> (Option<i64>, Option<i64>) {
+        let ms = |kept: Option<Duration>| kept.map(|kept| kept.as_millis() as i64);
+        (ms(self.succeeded), ms(self.failed))
+    }
+
+    /// The inverse of [`QueueRetention::columns`].
+    pub fn from_columns(succeeded_ms: Option<i64>, failed_ms: Option<i64>) -> QueueRetention {
+        let kept = |ms: Option<i64>| ms.map(|ms| Duration::from_millis(ms.max(0) as u64));
+        QueueRetention {
+            succeeded: kept(succeeded_ms),
+            failed: kept(failed_ms),
+        }
+    }
+}
+
 /// Finished jobs older than these are pruned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PruneCutoffs {
