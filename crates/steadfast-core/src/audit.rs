@@ -29,6 +29,9 @@ pub enum Actor {
     Operator,
     /// Steadfast itself (timers, lease expiry, retention).
     System,
+    /// A webhook whose signature verified against a source's secret: the
+    /// source's id, since the sender holds no API key.
+    Source { source_id: String },
 }
 
 impl Actor {
@@ -37,6 +40,7 @@ impl Actor {
             Actor::Key { .. } => "key",
             Actor::Operator => "operator",
             Actor::System => "system",
+            Actor::Source { .. } => "source",
         }
     }
 
@@ -52,6 +56,7 @@ impl Actor {
             Actor::Key { name, .. } => name,
             Actor::Operator => "operator",
             Actor::System => "system",
+            Actor::Source { source_id } => source_id,
         }
     }
 
@@ -66,6 +71,7 @@ impl Actor {
                 Ok(Actor::Key { key_id, name })
             }
             "operator" => Ok(Actor::Operator),
+            "source" => Ok(Actor::Source { source_id: name }),
             _ => Ok(Actor::System),
         }
     }

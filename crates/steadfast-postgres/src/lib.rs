@@ -17,6 +17,7 @@
 //! Only this crate contains PostgreSQL SQL.
 
 mod audit;
+mod inbox;
 mod jobs;
 mod keys;
 mod limits;

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_audit_signing_keys.sql"),
     include_str!("migrations/0005_key_lifecycle.sql"),
     include_str!("migrations/0006_retention_and_quotas.sql"),
+    include_str!("migrations/0007_webhook_inbox.sql"),
 ];
 
 /// The schema version this build expects.
@@ -118,6 +119,8 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
              GRANT SELECT, INSERT, DELETE ON audit_intake TO {app};
              GRANT SELECT, INSERT, UPDATE, DELETE ON slos TO {app};
              GRANT SELECT, INSERT, UPDATE ON queue_settings TO {app};
+             GRANT SELECT, INSERT, UPDATE ON sources, source_secrets, inbox_events, inbox_keys TO {app};
+             GRANT SELECT, INSERT ON inbox_jobs TO {app};
              GRANT SELECT, INSERT, UPDATE ON jobs, idempotency_keys, steps, signals TO {app};
              REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC;
              GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} TO {app};"

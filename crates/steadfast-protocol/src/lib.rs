@@ -471,13 +471,15 @@ pub enum ErrorCode {
     RateLimited,
     RequestTimeout,
     QuotaExceeded,
+    SignatureInvalid,
+    TimestampOutOfTolerance,
     /// A code this build does not know (from a newer server). Never sent.
     #[serde(other, skip_serializing)]
     Unknown,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::MalformedJson,
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthorized,
@@ -498,6 +500,8 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::RequestTimeout,
         ErrorCode::QuotaExceeded,
+        ErrorCode::SignatureInvalid,
+        ErrorCode::TimestampOutOfTolerance,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -522,6 +526,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::SignatureInvalid => "signature_invalid",
+            ErrorCode::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -530,7 +536,7 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::MalformedJson => 400,
-            ErrorCode::Unauthorized => 401,
+            ErrorCode::Unauthorized | ErrorCode::SignatureInvalid | ErrorCode::TimestampOutOfTolerance => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_audit_signing_keys.sql"),
     include_str!("migrations/0005_key_lifecycle.sql"),
     include_str!("migrations/0006_retention_and_quotas.sql"),
+    include_str!("migrations/0007_webhook_inbox.sql"),
 ];
 
 /// The schema version this build expects.

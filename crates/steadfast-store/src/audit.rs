@@ -95,7 +95,7 @@ impl AuditQuery {
 
     pub fn actor_filter(&self) -> Option<ActorFilter<'_>> {
         self.actor.as_deref().map(|actor| match actor {
-            "system" | "operator" => ActorFilter::Kind(actor),
+            "system" | "operator" | "source" => ActorFilter::Kind(actor),
             key_id => ActorFilter::KeyId(key_id),
         })
     }
@@ -506,6 +506,70 @@ pub mod drafts {
             target: slo.id.to_string(),
             job_id: None,
             summary: summary.to_string(),
+        }
+    }
+
+    /// A source created or deleted; never with its secrets.
+    pub fn source_changed(action: &'static str, source: &crate::Source) -> Draft {
+        Draft {
+            action,
+            target: source.id.clone(),
+            job_id: None,
+            summary: summary(json!({
+                "name": source.name,
+                "kind": source.kind,
+                "queue": source.queue.as_str(),
+                "secrets": source.secrets.iter().map(|secret| secret.id.as_str()).collect::<Vec<_>>(),
+            })),
+        }
+    }
+
+    pub fn source_secret_added(
+        source_id: &str,
+        secret: &crate::SourceSecret,
+        retired: &[(String, Timestamp)],
+    ) -> Draft {
+        let retired: Vec<Value> = retired
+            .iter()
+            .map(|(id, at)| json!({ "secret_id": id, "expires_at": at.to_string() }))
+            .collect();
+        Draft {
+            action: "source.secret_added",
+            target: source_id.to_owned(),
+            job_id: None,
+            summary: summary(json!({
+                "secret_id": secret.id,
+                "expires_at": secret.expires_at.map(|at| at.to_string()),
+                "retired": retired,
+            })),
+        }
+    }
+
+    pub fn inbox_event_replayed(source_id: &str, event_id: &str, job: &Job) -> Draft {
+        Draft {
+            action: "inbox.event_replayed",
+            target: job.id.to_string(),
+            job_id: Some(job.id),
+            summary: summary(json!({ "source_id": source_id, "event_id": event_id, "queue": job.queue.as_str() })),
+        }
+    }
+
+    pub fn inbox_signature_rejected(failures: &crate::SignatureFailures) -> Draft {
+        let reasons: serde_json::Map<String, Value> = failures
+            .reasons
+            .iter()
+            .map(|(reason, n)| (reason.clone(), json!(n)))
+            .collect();
+        Draft {
+            action: "inbox.signature_rejected",
+            target: failures.source_id.clone(),
+            job_id: None,
+            summary: summary(json!({
+                "count": failures.count,
+                "first_at": failures.first_at.to_string(),
+                "last_at": failures.last_at.to_string(),
+                "reasons": reasons,
+            })),
         }
     }
 

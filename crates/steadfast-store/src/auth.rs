@@ -3,7 +3,8 @@
 //! Rationale: tenant isolation must not depend on every handler remembering a
 //! `WHERE tenant_id = ?`. Store methods take a scope, and the only ways to get
 //! one are a verified API key ([`authenticate`]) or local operator access
-//! ([`local_operator`]), so a handler without a credential has nothing to pass.
+//! ([`local_operator`]), or a webhook verified against its source's secret
+//! ([`verified_webhook`]), so a handler without a credential has nothing to pass.
 
 use steadfast_core::audit::Actor;
 use steadfast_core::{ApiKeySecret, KeyId, Role, TenantId, Timestamp};
@@ -79,6 +80,19 @@ pub fn authenticate(
         key_id: stored.key_id,
         key_name: stored.name,
     })
+}
+
+/// The scope of a webhook delivery whose signature verified against one
+/// of `source`'s secrets: the source's tenant, recorded as the source.
+/// Call it only after verification: the source's id alone proves nothing.
+pub fn verified_webhook(source: &crate::Source) -> TenantScope {
+    TenantScope {
+        tenant_id: source.tenant_id,
+        actor: Actor::Source {
+            source_id: source.id.clone(),
+        },
+        request_id: None,
+    }
 }
 
 /// The scope in which Steadfast itself acts for a tenant (SLO evaluation,

@@ -34,6 +34,7 @@ pub fn wait_columns(job: &steadfast_core::Job) -> (Option<&str>, Option<&str>, O
     }
 }
 mod error;
+mod inbox;
 mod jobs;
 mod keys;
 mod limits;
@@ -45,6 +46,9 @@ mod workflows;
 pub use audit::{AuditCursor, AuditPage, AuditQuery, AuditStore};
 pub use auth::{Principal, TenantScope};
 pub use error::StoreError;
+pub use inbox::{
+    EventPage, EventRecord, InboxEvent, InboxStore, Ingested, JobEvent, SignatureFailures, Source, SourceSecret,
+};
 pub use jobs::{
     Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob,
     RetryPlan, SignalRecord,
@@ -65,6 +69,7 @@ pub trait Store:
     + WorkflowStore
     + AuditStore
     + SloStore
+    + InboxStore
     + Maintenance
     + std::fmt::Debug
     + Send
@@ -81,6 +86,7 @@ impl<T> Store for T where
         + WorkflowStore
         + AuditStore
         + SloStore
+        + InboxStore
         + Maintenance
         + std::fmt::Debug
         + Send

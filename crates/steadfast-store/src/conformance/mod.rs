@@ -7,6 +7,7 @@
 //! are tested exactly.
 
 mod audit;
+mod inbox;
 mod jobs;
 mod leases;
 mod limits;
@@ -15,6 +16,7 @@ mod upgrade;
 mod workflows;
 
 pub use audit::*;
+pub use inbox::*;
 pub use jobs::*;
 pub use leases::*;
 pub use limits::*;
@@ -76,6 +78,10 @@ macro_rules! conformance_suite {
             tenant_limits_and_queue_retention_are_kept,
             finished_jobs_are_pruned_after_their_retention_with_everything_they_hold,
             a_finished_child_is_kept_while_its_parent_is_kept,
+            sources_keep_their_secrets_and_rotate_without_a_gap,
+            an_event_becomes_one_job_however_often_it_arrives,
+            events_list_replay_and_stay_within_their_tenant,
+            concurrent_deliveries_of_one_event_make_one_job,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

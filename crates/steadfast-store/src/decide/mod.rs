@@ -11,6 +11,7 @@
 //! Every function here is pure: no IO, no clock, no randomness beyond the
 //! seeds the engine passed in.
 
+mod inbox;
 mod jobs;
 mod keys;
 mod retention;
@@ -19,6 +20,7 @@ mod slos;
 mod sweeps;
 mod workflows;
 
+pub use inbox::{Ingest, LiveInboxKey, ingest, replay, retire_secrets};
 pub use jobs::{
     ClaimedKey, cancel, complete, complete_many, enqueue, fail, found, heartbeat, lease, needs_history, resumable,
     retry,
