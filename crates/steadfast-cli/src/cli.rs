@@ -62,6 +62,9 @@ pub enum Command {
     /// Service level objectives and their burn-rate alerts.
     #[command(subcommand)]
     Slo(SloCommand),
+    /// Webhook sources: where providers deliver, their secrets and events (docs/webhooks.md).
+    #[command(subcommand)]
+    Source(SourceCommand),
     /// Create or upgrade the PostgreSQL schema, as the owning role, and grant the application role.
     #[command(
         after_help = "Example:\n  steadfast migrate --database-url postgres://steadfast_owner@db/steadfast --app-role steadfast_app\n\n\
@@ -166,6 +169,81 @@ steadfast slo create --name emails-fast --queue emails --objective 0.99 --latenc
     },
     /// Every SLO with its budget remaining, burn rates and alerts (JSON).
     List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Create a webhook source (admin key); prints its id, ingest_path and,
+    /// when Steadfast made it, its secret (shown only now).
+    #[command(
+        after_help = "Examples:\n  steadfast source create --name stripe-live --kind stripe --queue payments --secret whsec_...\n  \
+steadfast source create --name gh --kind github --queue ci\n  \
+steadfast source create --name acme --kind hmac --queue billing --secret s3cret-value \\\n    \
+--config '{\"hmac\":{\"header\":\"X-Acme-Signature\",\"algorithm\":\"sha256\",\"encoding\":\"hex\"}}'"
+    )]
+    Create {
+        #[arg(long)]
+        name: String,
+        /// stripe, github, standard, shopify, slack or hmac.
+        #[arg(long)]
+        kind: String,
+        /// The queue its events become jobs in.
+        #[arg(long)]
+        queue: String,
+        /// The signing secret (required for stripe, shopify and slack; made by Steadfast otherwise).
+        #[arg(long, env = "STEADFAST_SOURCE_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// How far a signed timestamp may be from the server's clock (default 300).
+        #[arg(long)]
+        tolerance_secs: Option<u64>,
+        /// How long an event is remembered for deduplication (default 35 days).
+        #[arg(long)]
+        dedup_window_secs: Option<u64>,
+        /// The kind's settings as JSON: {"keep_headers": [..], "hmac": {..}}.
+        #[arg(long)]
+        config: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every source of the tenant (JSON; secrets' values are never shown).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Add a secret to a source (admin key); with --grace, the other secrets
+    /// stop being accepted that long from now, so the provider can switch.
+    #[command(after_help = "Examples:\n  steadfast source rotate src_5f3c... --grace 24h\n  \
+steadfast source rotate src_5f3c... --secret whsec_new... --grace 1h")]
+    Rotate {
+        id: String,
+        /// The new secret (required for stripe, shopify and slack); made by Steadfast otherwise.
+        #[arg(long, env = "STEADFAST_SOURCE_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// How long the other secrets stay valid (e.g. 24h); without it they stay until they expire.
+        #[arg(long, value_parser = parse_duration)]
+        grace: Option<Duration>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A source's events, newest first, one JSON object per line.
+    Events {
+        id: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make a new job from a stored event (admin key), linked to it and audited.
+    #[command(after_help = "Example:\n  steadfast source replay src_5f3c... evt_1NG8Du2eZvKYlo2CUI79vXWy")]
+    Replay {
+        id: String,
+        event_id: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -319,6 +397,19 @@ pub struct ServeArgs {
     /// in seconds.
     #[arg(long, env = "STEADFAST_BODY_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub body_read_timeout_secs: u64,
+
+    /// Largest webhook delivery body (`POST /hooks/{id}`) accepted; 413 above it.
+    #[arg(long, env = "STEADFAST_MAX_HOOK_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_hook_body_bytes: usize,
+
+    /// Webhook deliveries per second one source may receive, sustained (429
+    /// with Retry-After above it; per node).
+    #[arg(long, env = "STEADFAST_HOOK_RATE_LIMIT", default_value_t = 2000)]
+    pub hook_rate_limit: u32,
+
+    /// Deliveries a source may receive in a burst above --hook-rate-limit.
+    #[arg(long, env = "STEADFAST_HOOK_RATE_BURST", default_value_t = 4000)]
+    pub hook_rate_burst: u32,
 
     /// Requests per second each API key may make, sustained (429 above it);
     /// a tenant may have its own (`steadfast tenant set-limits`).

@@ -4,7 +4,7 @@ use anyhow::Context;
 use serde::Serialize;
 use steadfast_sdk::{Client, ListJobs, wire};
 
-use crate::cli::{ClientArgs, EnqueueArgs, JobCommand, SloCommand};
+use crate::cli::{ClientArgs, EnqueueArgs, JobCommand, SloCommand, SourceCommand};
 
 fn client(args: &ClientArgs) -> anyhow::Result<Client> {
     Ok(Client::new(&args.url, &args.key)?)
@@ -96,5 +96,79 @@ pub async fn slo_command(command: SloCommand) -> anyhow::Result<()> {
             print(&client(&args)?.create_slo(&request).await?)
         }
         SloCommand::List { client: args } => print(&client(&args)?.list_slos().await?),
+    }
+}
+
+pub async fn source_command(command: SourceCommand) -> anyhow::Result<()> {
+    match command {
+        SourceCommand::Create {
+            name,
+            kind,
+            queue,
+            secret,
+            tolerance_secs,
+            dedup_window_secs,
+            config,
+            client: args,
+        } => {
+            let config = config
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .context("--config must be a JSON object, e.g. '{\"keep_headers\":[\"x-request-id\"]}'")?;
+            let request = wire::SourceRequest {
+                name,
+                kind,
+                queue,
+                secret,
+                tolerance_secs,
+                dedup_window_secs,
+                config,
+            };
+            let source = client(&args)?.create_source(&request).await?;
+            if source.secret.is_some() {
+                eprintln!("the secret is shown only now: give it to the provider");
+            }
+            print(&source)
+        }
+        SourceCommand::List { client: args } => print(&client(&args)?.list_sources().await?),
+        SourceCommand::Rotate {
+            id,
+            secret,
+            grace,
+            client: args,
+        } => {
+            let request = wire::SecretRequest {
+                secret,
+                expires_at: None,
+                retire_others_after_secs: grace.map(|grace| grace.as_secs()),
+            };
+            let added = client(&args)?.add_source_secret(&id, &request).await?;
+            if added.secret.is_some() {
+                eprintln!("the new secret is shown only now: switch the provider to it before the grace period ends");
+            }
+            print(&added)
+        }
+        SourceCommand::Events {
+            id,
+            limit,
+            cursor,
+            client: args,
+        } => {
+            let page = client(&args)?
+                .list_source_events(&id, Some(limit), cursor.as_deref())
+                .await?;
+            for event in &page.events {
+                println!("{}", serde_json::to_string(event)?);
+            }
+            if let Some(cursor) = page.next_cursor {
+                eprintln!("more: --cursor {cursor}");
+            }
+            Ok(())
+        }
+        SourceCommand::Replay {
+            id,
+            event_id,
+            client: args,
+        } => print(&client(&args)?.replay_event(&id, &event_id).await?),
     }
 }

@@ -66,6 +66,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo(command) => demo::run(command).await,
         Command::Migrate(args) => admin::migrate(args).await,
         Command::Slo(command) => client::slo_command(command).await,
+        Command::Source(command) => client::source_command(command).await,
         Command::Audit(command) => audit::run(command).await,
     }
 }

@@ -13,7 +13,7 @@ use steadfast_core::{Limits, RetryPolicy, Role, TenantId, TenantName};
 use steadfast_postgres::{ConnectError, PostgresStore};
 use steadfast_protocol::tls::TrustedRoots;
 use steadfast_server::engine::audit::AuditSigner;
-use steadfast_server::engine::{AbuseLimits, DeliveryLimits, Rate, TenantDefaults};
+use steadfast_server::engine::{AbuseLimits, DeliveryLimits, InboxLimits, Rate, TenantDefaults};
 use steadfast_server::serve::{ConnectionLimits, ServeOptions};
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock, SystemRandom};
 use steadfast_sqlite::SqliteStore;
@@ -79,6 +79,11 @@ impl ServeArgs {
                 max_unfinished_jobs: self.max_unfinished_jobs,
             },
             random: Arc::new(SystemRandom),
+            inbox: InboxLimits {
+                max_body_bytes: self.max_hook_body_bytes,
+                source_rate: Rate::new(self.hook_rate_limit, self.hook_rate_burst).expect("validated"),
+                ..InboxLimits::default()
+            },
         }
     }
 
@@ -106,6 +111,14 @@ impl ServeArgs {
         let defaults = Limits::default();
         let problems = [
             (self.max_body_bytes == 0, "--max-body-bytes must be positive"),
+            (
+                self.max_hook_body_bytes == 0 || self.max_hook_body_bytes > 64 * 1024 * 1024,
+                "--max-hook-body-bytes must be between 1 and 67108864",
+            ),
+            (
+                self.hook_rate_limit == 0 || self.hook_rate_burst == 0,
+                "--hook-rate-limit and --hook-rate-burst must be positive",
+            ),
             (self.max_batch_jobs == 0, "--max-batch-jobs must be positive"),
             (self.lease_ttl_secs == 0, "--lease-ttl-secs must be positive"),
             (

@@ -187,6 +187,18 @@ pub struct Job {
     /// Jobs enqueued by this job's steps. `GET /v1/jobs/{id}` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub children: Option<Vec<ChildInfo>>,
+    /// The webhook event this job was made from. `GET /v1/jobs/{id}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<JobEventInfo>,
+}
+
+/// Where a job made by the webhook inbox came from.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobEventInfo {
+    pub source_id: String,
+    pub event_id: String,
+    /// Made by `POST /v1/sources/{id}/events/{event_id}/replay`, not by the delivery.
+    pub replay: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -895,4 +907,164 @@ pub struct QueueRetention {
     /// What applies: the queue's own, else the server's.
     pub effective_succeeded_secs: u64,
     pub effective_failed_secs: u64,
+}
+
+/// `POST /v1/sources`: where one provider delivers webhooks, and the queue
+/// its events become jobs in.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRequest {
+    /// Unique in the tenant: 1–64 ASCII letters, digits and `-_.:`.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
+    pub name: String,
+    /// `stripe`, `github`, `standard` (Standard Webhooks, Svix), `shopify`, `slack` or `hmac`.
+    pub kind: String,
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
+    pub queue: String,
+    /// The signing secret, as the provider shows it (required for stripe,
+    /// shopify and slack, which make it). Without one, Steadfast makes one
+    /// and answers it once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 8, max_length = 512)]
+    pub secret: Option<String>,
+    /// How far a signed timestamp may be from the server's clock, either way (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3600)]
+    pub tolerance_secs: Option<u64>,
+    /// How long an event id (or body) is remembered (default 35 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 60, maximum = 34_560_000)]
+    pub dedup_window_secs: Option<u64>,
+    /// `{keep_headers?: [..], hmac?: {header, algorithm, encoding, prefix?, timestamp_header?, event_id_pointer?}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// A secret of a source; its value is never shown after it was made.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SourceSecretInfo {
+    pub id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    /// Refused from this time on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A webhook source.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Source {
+    /// Unguessable; names no tenant.
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub queue: String,
+    /// Where the provider delivers: `POST {server}{ingest_path}`, no API key.
+    pub ingest_path: String,
+    /// Only in the answer that made the secret (Steadfast made it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub tolerance_secs: u64,
+    pub dedup_window_secs: u64,
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    pub secrets: Vec<SourceSecretInfo>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SourceList {
+    pub sources: Vec<Source>,
+}
+
+/// `POST /v1/sources/{id}/secrets`: add a secret, so a rotation drops no event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRequest {
+    /// The new secret; without one, Steadfast makes one (not for stripe,
+    /// shopify or slack) and answers it once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 8, max_length = 512)]
+    pub secret: Option<String>,
+    /// When the new secret stops being accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
+    /// The source's other secrets stop being accepted this many seconds from now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 34_560_000)]
+    pub retire_others_after_secs: Option<u64>,
+}
+
+/// The secret just added, with its value when Steadfast made it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecretAdded {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
+    /// The source with every secret, after the change.
+    pub source: Source,
+}
+
+/// One stored delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InboxEventInfo {
+    pub event_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub received_at: Timestamp,
+    /// What verification found: the secret that matched, the signed timestamp.
+    #[schema(value_type = Object)]
+    pub verification: serde_json::Value,
+    /// The headers kept.
+    #[schema(value_type = Object)]
+    pub headers: serde_json::Value,
+    pub body_bytes: u64,
+    /// Hex SHA-256 of the exact bytes received.
+    pub body_sha256: String,
+    /// Deliveries of the same event after the first.
+    pub duplicates: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_duplicate_at: Option<Timestamp>,
+    /// The job the first delivery became.
+    #[schema(value_type = String, format = Uuid)]
+    pub job_id: uuid::Uuid,
+    /// Jobs replayed from it since, oldest first.
+    #[schema(value_type = Vec<String>)]
+    pub replays: Vec<uuid::Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InboxEventList {
+    pub events: Vec<InboxEventInfo>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// The answer to a delivery (`POST /hooks/{id}`), once it is on disk.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryAnswer {
+    /// Seen before within the source's dedup window: no new job.
+    pub duplicate: bool,
+    pub event_id: String,
+    #[schema(value_type = String, format = Uuid)]
+    pub job_id: uuid::Uuid,
+}
+
+/// `POST /v1/sources/{id}/events/{event_id}/replay`: the new job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Replayed {
+    pub source_id: String,
+    pub event_id: String,
+    #[schema(value_type = String, format = Uuid)]
+    pub job_id: uuid::Uuid,
 }

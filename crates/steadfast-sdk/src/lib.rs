@@ -387,6 +387,51 @@ impl Client {
             .0)
     }
 
+    /// Creates a webhook source (admin key).
+    pub async fn create_source(&self, request: &wire::SourceRequest) -> Result<wire::Source, Error> {
+        Ok(self.send(Method::POST, "v1/sources", Some(request), None).await?.0)
+    }
+
+    pub async fn list_sources(&self) -> Result<wire::SourceList, Error> {
+        Ok(self.send(Method::GET, "v1/sources", None::<&()>, None).await?.0)
+    }
+
+    pub async fn get_source(&self, id: &str) -> Result<wire::Source, Error> {
+        let path = format!("v1/sources/{}", segment(id));
+        Ok(self.send(Method::GET, &path, None::<&()>, None).await?.0)
+    }
+
+    /// Adds a secret to a source (admin key): a rotation.
+    pub async fn add_source_secret(&self, id: &str, request: &wire::SecretRequest) -> Result<wire::SecretAdded, Error> {
+        let path = format!("v1/sources/{}/secrets", segment(id));
+        Ok(self.send(Method::POST, &path, Some(request), None).await?.0)
+    }
+
+    /// A page of a source's events, newest first.
+    pub async fn list_source_events(
+        &self,
+        id: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<wire::InboxEventList, Error> {
+        let mut path = format!("v1/sources/{}/events", segment(id));
+        let mut separator = '?';
+        if let Some(limit) = limit {
+            path.push_str(&format!("{separator}limit={limit}"));
+            separator = '&';
+        }
+        if let Some(cursor) = cursor {
+            path.push_str(&format!("{separator}cursor={}", segment(cursor)));
+        }
+        Ok(self.send(Method::GET, &path, None::<&()>, None).await?.0)
+    }
+
+    /// Makes a new job from a stored event (admin key).
+    pub async fn replay_event(&self, id: &str, event_id: &str) -> Result<wire::Replayed, Error> {
+        let path = format!("v1/sources/{}/events/{}/replay", segment(id), segment(event_id));
+        Ok(self.send(Method::POST, &path, None::<&()>, None).await?.0)
+    }
+
     pub async fn create_slo(&self, request: &wire::SloRequest) -> Result<wire::SloStatus, Error> {
         Ok(self.send(Method::POST, "v1/slos", Some(request), None).await?.0)
     }
@@ -412,4 +457,9 @@ impl Client {
             .await?
             .0)
     }
+}
+
+/// `text` as one URL path segment (event ids may hold `/` or `?`).
+fn segment(text: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod clock;
 pub mod engine;
+pub mod inbox;
 pub mod metrics;
 pub mod serve;
 pub mod telemetry;

@@ -64,6 +64,13 @@ pub struct SloLabels {
     pub severity: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InboxLabels {
+    pub kind: String,
+    /// `accepted`, `duplicate` or `rejected`.
+    pub outcome: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -96,6 +103,7 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Histograms<RouteLabels>,
     pub slo_alerts: Family<SloLabels, Gauge>,
+    pub inbox_events: Family<InboxLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -127,6 +135,7 @@ impl Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram),
             slo_alerts: Family::default(),
+            inbox_events: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -193,6 +202,11 @@ impl Metrics {
             "slo_alert",
             "1 while an SLO's burn-rate alert of this severity fires",
             metrics.slo_alerts.clone(),
+        );
+        registry.register(
+            "inbox_events",
+            "Webhook deliveries by source kind and outcome (accepted, duplicate, rejected)",
+            metrics.inbox_events.clone(),
         );
         // A gauge fixed at 1 rather than OpenMetrics' `info` type, which the
         // classic text format (and `promtool check metrics`) does not know.

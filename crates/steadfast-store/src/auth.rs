@@ -95,6 +95,16 @@ pub fn verified_webhook(source: &crate::Source) -> TenantScope {
     }
 }
 
+/// The scope in which refused deliveries to `source` are recorded, in its
+/// tenant, as Steadfast itself: the sender proved nothing.
+pub fn refused_webhook(source: &crate::Source) -> TenantScope {
+    TenantScope {
+        tenant_id: source.tenant_id,
+        actor: Actor::System,
+        request_id: None,
+    }
+}
+
 /// The scope in which Steadfast itself acts for a tenant (SLO evaluation,
 /// notification delivery): recorded as the `system` actor.
 pub fn system(tenant: &Tenant) -> TenantScope {

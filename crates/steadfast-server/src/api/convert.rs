@@ -183,6 +183,7 @@ pub fn job(job: &Job) -> Result<wire::Job, ApiError> {
         steps: None,
         signals: None,
         children: None,
+        event: None,
     })
 }
 
@@ -242,6 +243,7 @@ pub fn job_detail(record: &JobRecord) -> Result<wire::Job, ApiError> {
         steps: Some(steps),
         signals: Some(signals),
         children: Some(children),
+        event: None,
         ..job(&record.job)?
     })
 }

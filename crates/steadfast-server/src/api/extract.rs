@@ -23,7 +23,7 @@ use crate::engine::{Admission, AuthError};
 pub struct AdmissionSlot(Arc<Mutex<Option<Admission>>>);
 
 impl AdmissionSlot {
-    fn set(&self, admission: Admission) {
+    pub(super) fn set(&self, admission: Admission) {
         *self.0.lock().expect("the admission slot is never poisoned") = Some(admission);
     }
 

@@ -139,7 +139,17 @@ pub async fn get_job(
     if !caller.role.allows(Action::ReadAnyJob) && !record.was_leased_by(&caller.key_id) {
         return Err(ApiError::not_found());
     }
-    Ok(Json(convert::job_detail(&record)?))
+    let mut detail = convert::job_detail(&record)?;
+    detail.event = engine
+        .store()
+        .job_event(&caller.scope, id)
+        .await?
+        .map(|event| wire::JobEventInfo {
+            source_id: event.source_id,
+            event_id: event.event_id,
+            replay: event.replay,
+        });
+    Ok(Json(detail))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -8,10 +8,12 @@ pub use audit::record as audit_record;
 pub mod error;
 mod extract;
 mod health;
+mod hooks;
 mod jobs;
 mod observability;
 mod queues;
 mod slos;
+mod sources;
 mod workers;
 mod workflows;
 
@@ -82,11 +84,18 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(slos::create, slos::list))
         .routes(routes!(slos::delete))
         .routes(routes!(queues::get_retention, queues::set_retention))
+        .routes(routes!(sources::create, sources::list))
+        .routes(routes!(sources::get, sources::delete))
+        .routes(routes!(sources::add_secret))
+        .routes(routes!(sources::events))
+        .routes(routes!(sources::replay))
+        .routes(routes!(hooks::deliver))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts();
     link_operations(&mut openapi, "/v1/jobs", "/v1/jobs/{id}");
     link_operations(&mut openapi, "/v1/slos", "/v1/slos/{id}");
+    link_operations(&mut openapi, "/v1/sources", "/v1/sources/{id}");
     (router, openapi)
 }
 

@@ -179,7 +179,8 @@ impl Engine {
     /// counts, and forgets idle limiter entries.
     pub(super) async fn auth_upkeep(&self) -> Result<(), steadfast_store::StoreError> {
         self.inner.limiters.forget_idle();
-        self.record_auth_failures().await.map(drop)
+        self.record_auth_failures().await?;
+        self.record_refused_deliveries().await.map(drop)
     }
 
     /// Writes the key's last use in the background, when due.

@@ -7,6 +7,7 @@ pub mod audit;
 mod authentication;
 mod deliveries;
 mod duties;
+mod inbox;
 mod rate_limits;
 pub mod slos;
 mod tenancy;
@@ -33,6 +34,7 @@ use tokio::sync::{Notify, watch};
 pub use authentication::Authenticated;
 pub use deliveries::DeliveryLimits;
 pub use duties::DutyReport;
+pub use inbox::{Delivery, HookError, InboxLimits, NewSource, SourceError};
 pub use rate_limits::{AbuseLimits, Admission, Rate};
 pub use tenancy::TenantDefaults;
 use wakeups::Wakeups;
@@ -76,6 +78,8 @@ pub struct EngineConfig {
     /// Retention of finished jobs and the cap on unfinished ones, unless a
     /// tenant or queue has its own.
     pub tenants: TenantDefaults,
+    /// Bounds on webhook sources and deliveries.
+    pub inbox: InboxLimits,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +98,7 @@ impl Default for EngineConfig {
             abuse: AbuseLimits::default(),
             tenants: TenantDefaults::default(),
             random: Arc::new(SystemRandom),
+            inbox: InboxLimits::default(),
         }
     }
 }
@@ -129,6 +134,7 @@ struct Inner {
     draining: watch::Sender<bool>,
     key_uses: authentication::KeyUses,
     failed_auths: authentication::FailedAuths,
+    refused_deliveries: inbox::RefusedDeliveries,
     limiters: rate_limits::Limiters,
     tenants: tenancy::TenantState,
 }
@@ -152,6 +158,7 @@ impl Engine {
                 draining: watch::channel(false).0,
                 key_uses: authentication::KeyUses::default(),
                 failed_auths: authentication::FailedAuths::default(),
+                refused_deliveries: inbox::RefusedDeliveries::default(),
                 limiters,
                 tenants: tenancy::TenantState::default(),
             }),

@@ -153,6 +153,8 @@ pub(super) struct Limiters {
     keys: Mutex<HashMap<Rate, Arc<Limiter<KeyId>>>>,
     failures: Limiter<IpAddr>,
     failure_rate: Rate,
+    /// Webhook deliveries per source (one rate for all sources).
+    sources: Mutex<Option<(Rate, Arc<Limiter<String>>)>>,
     /// When idle failing addresses were last forgotten (ms of the clock's elapsed time).
     failures_forgotten_at: std::sync::atomic::AtomicU64,
 }
@@ -171,6 +173,7 @@ impl Limiters {
             failure_rate: limits.auth_failure_rate,
             failures_forgotten_at: std::sync::atomic::AtomicU64::new(0),
             keys: Mutex::default(),
+            sources: Mutex::default(),
             clock,
         }
     }
@@ -185,6 +188,22 @@ impl Limiters {
             .or_insert_with(|| Arc::new(limiter(rate, &self.clock)))
             .clone();
         admit(&limiter, key, "key", rate, &self.clock)
+    }
+
+    /// Counts one webhook delivery to source `id` against `rate`.
+    pub(super) fn admit_source(&self, id: &str, rate: Rate) -> Admission {
+        let limiter = {
+            let mut sources = self.sources.lock().expect("the limiter map is never poisoned");
+            match &*sources {
+                Some((current, limiter)) if *current == rate => limiter.clone(),
+                _ => {
+                    let limiter = Arc::new(limiter(rate, &self.clock));
+                    *sources = Some((rate, limiter.clone()));
+                    limiter
+                }
+            }
+        };
+        admit(&limiter, &id.to_owned(), "source", rate, &self.clock)
     }
 
     /// Counts one failed authentication from `client` (an IPv6 client by
@@ -228,6 +247,10 @@ impl Limiters {
         self.failures.retain_recent();
         self.failures.shrink_to_fit();
         for limiter in self.keys.lock().expect("the limiter map is never poisoned").values() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        if let Some((_, limiter)) = &*self.sources.lock().expect("the limiter map is never poisoned") {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }

@@ -178,6 +178,21 @@ impl TestServer {
         }
     }
 
+    /// A webhook delivery: `POST {path}` with `headers` and the exact
+    /// `body`, no API key.
+    pub async fn hook(&self, path: &str, headers: &[(&str, String)], body: &[u8]) -> Response {
+        let mut request = self.http.post(format!("{}{path}", self.url)).body(body.to_vec());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
+        Response {
+            status: response.status(),
+            headers: response.headers().clone(),
+            text: response.text().await.unwrap(),
+        }
+    }
+
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Response {
         self.call(Method::POST, path, Some(key), Some(body)).await
     }
