@@ -706,6 +706,13 @@ pub enum BenchCommand {
     /// Drain jobs with no-op handlers, then with N checkpointed steps each: the cost of checkpoints.
     #[command(after_help = "Example:\n  steadfast bench steps --jobs 5000 --steps 3 --json")]
     Steps(StepsArgs),
+    /// Webhook ingest: signed deliveries to a source, each verified and
+    /// stored with its job before its 200; throughput, then latency at a steady rate.
+    #[command(
+        after_help = "Examples:\n  steadfast bench inbox --rate 1000 --seconds 10 --json\n  \
+steadfast bench inbox --database-url postgres://steadfast_app@localhost/steadfast"
+    )]
+    Inbox(InboxArgs),
     /// Throughput, latency and server RSS with 10k, 100k and 1M jobs already
     /// queued, then restart-to-ready after a kill -9 with the largest backlog.
     #[command(after_help = "Examples:\n  steadfast bench scale --json\n  \
@@ -827,6 +834,24 @@ pub struct BenchTarget {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InboxArgs {
+    /// Deliveries in the throughput phase, each a new event.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: usize,
+    /// Concurrent senders in the throughput phase.
+    #[arg(long, default_value_t = 32)]
+    pub senders: usize,
+    /// Deliveries per second in the latency phase (open loop) ...
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u32,
+    /// ... for this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    #[command(flatten)]
+    pub target: BenchTarget,
 }
 
 #[derive(Debug, Args)]

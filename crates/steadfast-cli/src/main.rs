@@ -61,6 +61,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Throughput(args)) => bench::throughput(args).await,
         Command::Bench(BenchCommand::Latency(args)) => bench::latency(args).await,
         Command::Bench(BenchCommand::Steps(args)) => bench::steps(args).await,
+        Command::Bench(BenchCommand::Inbox(args)) => bench::inbox(args).await,
         Command::Bench(BenchCommand::Peer(command)) => bench::peer(command).await,
         Command::Bench(BenchCommand::Scale(args)) => bench::scale(args).await,
         Command::Demo(command) => demo::run(command).await,

@@ -218,7 +218,7 @@ async fn link_job(
 }
 
 /// Stores a new event, claims its keys (taking over claims whose window
-/// passed) and links its job. Answers the event's `seq`.
+/// passed) and links its job, in one statement. Answers the event's `seq`.
 async fn store_event(
     tx: &Transaction,
     tenant: TenantId,
@@ -226,12 +226,20 @@ async fn store_event(
     job: &Job,
     keys_expire_at: Timestamp,
 ) -> Result<i64, StoreError> {
-    let seq: i64 = tx
+    let row = tx
         .query_one(
             &statement(
                 tx,
-                "INSERT INTO inbox_events (tenant_id, source_id, event_id, received_at, body, headers, verification, \
-                 secret_id, job_id, keys_expire_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq",
+                "WITH event AS ( \
+                    INSERT INTO inbox_events (tenant_id, source_id, event_id, received_at, body, headers, verification, \
+                    secret_id, job_id, keys_expire_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq), \
+                 claimed AS ( \
+                    INSERT INTO inbox_keys (source_id, key, tenant_id, event_seq, expires_at) \
+                    SELECT $2, k, $1, event.seq, $10 FROM event, unnest($11::text[]) AS k \
+                    ON CONFLICT (source_id, key) DO UPDATE SET event_seq = EXCLUDED.event_seq, expires_at = EXCLUDED.expires_at), \
+                 linked AS ( \
+                    INSERT INTO inbox_jobs (tenant_id, job_id, event_seq, replay) SELECT $1, $9, event.seq, false FROM event) \
+                 SELECT seq FROM event",
             )
             .await?,
             &[
@@ -245,25 +253,12 @@ async fn store_event(
                 &event.secret_id,
                 &job.id.0,
                 &millis(keys_expire_at),
+                &event.dedup_keys,
             ],
         )
         .await
-        .map_err(pg_error)?
-        .get(0);
-    tx.execute(
-        &statement(
-            tx,
-            "INSERT INTO inbox_keys (source_id, key, tenant_id, event_seq, expires_at) \
-             SELECT $1, k, $3, $4, $5 FROM unnest($2::text[]) AS k \
-             ON CONFLICT (source_id, key) DO UPDATE SET event_seq = EXCLUDED.event_seq, expires_at = EXCLUDED.expires_at",
-        )
-        .await?,
-        &[&event.source_id, &event.dedup_keys, &tenant.0, &seq, &millis(keys_expire_at)],
-    )
-    .await
-    .map_err(pg_error)?;
-    link_job(tx, tenant, job, seq, false).await?;
-    Ok(seq)
+        .map_err(pg_error)?;
+    Ok(row.get(0))
 }
 
 fn vanished(what: &str) -> StoreError {
@@ -430,47 +425,66 @@ impl InboxStore for PostgresStore {
         now: Timestamp,
     ) -> Result<Ingested, StoreError> {
         let (author, tenant) = (Author::of(scope), scope.tenant_id());
-        let ingested = self
-            .transaction(Some(tenant), Durability::Durable, async |tx| {
-                let live = live_keys(tx, &event, now).await?;
-                match decide::ingest(tenant, &event, &live, job, dedup_window, now)? {
-                    Ingest::Duplicate { event_seq } => {
-                        tx.execute(
+        let tx = Transaction::unopened(self.client().await?);
+        let result = async {
+            // As in `decided`: the keys' locks and claims are read in the
+            // same flight as the opening, which reaches the server first.
+            let opening = Self::opening(Some(tenant), Durability::Durable);
+            let (opened, live) = futures::join!(tx.batch_execute(&opening), live_keys(&tx, &event, now));
+            opened.map_err(pg_error)?;
+            match decide::ingest(tenant, &event, &live?, job, dedup_window, now)? {
+                Ingest::Duplicate { event_seq } => {
+                    let rows = tx
+                        .query(
                             &statement(
-                                tx,
-                                "UPDATE inbox_events SET duplicates = duplicates + 1, last_duplicate_at = $3 \
-                                 WHERE seq = $1 AND tenant_id = $2",
+                                &tx,
+                                &format!(
+                                    "UPDATE inbox_events SET duplicates = duplicates + 1, last_duplicate_at = $3 \
+                                     WHERE seq = $1 AND tenant_id = $2 RETURNING {EVENT_COLUMNS}"
+                                ),
                             )
                             .await?,
                             &[&event_seq, &tenant.0, &millis(now)],
                         )
                         .await
                         .map_err(pg_error)?;
-                        let event = load_event(tx, tenant, event_seq)
-                            .await?
-                            .ok_or_else(|| vanished("an event"))?;
-                        Ok(Ingested {
-                            job_id: event.job_id,
-                            job: None,
-                            duplicate: true,
-                            event,
-                        })
-                    }
-                    Ingest::New { keys_expire_at, job } => {
-                        let job = *job;
-                        persist(tx, Some(tenant), job.writes, &author, now).await?;
-                        let seq = store_event(tx, tenant, &event, &job.answer, keys_expire_at).await?;
-                        let event = load_event(tx, tenant, seq).await?.ok_or_else(|| vanished("an event"))?;
-                        Ok(Ingested {
-                            job_id: job.answer.id,
-                            job: Some(job.answer),
-                            duplicate: false,
-                            event,
-                        })
-                    }
+                    let event = with_replays(&tx, tenant, &rows)
+                        .await?
+                        .pop()
+                        .ok_or_else(|| vanished("an event"))?;
+                    Ok(Ingested {
+                        job_id: event.job_id,
+                        job: None,
+                        duplicate: true,
+                        event,
+                    })
                 }
-            })
-            .await?;
+                Ingest::New { keys_expire_at, job } => {
+                    let job = *job;
+                    // The event row references the job by id only: both go in one flight.
+                    let (persisted, stored) = futures::join!(
+                        persist(&tx, Some(tenant), job.writes, &author, now),
+                        store_event(&tx, tenant, &event, &job.answer, keys_expire_at)
+                    );
+                    // Whichever failed first aborted the transaction; the
+                    // other then only says so (25P02).
+                    let seq = match (persisted, stored) {
+                        (Ok(()), stored) => stored?,
+                        (Err(persisting), Err(storing)) if crate::after_failure(&persisting) => return Err(storing),
+                        (Err(persisting), _) => return Err(persisting),
+                    };
+                    let event = event.stored(seq, job.answer.id);
+                    Ok(Ingested {
+                        job_id: job.answer.id,
+                        job: Some(job.answer),
+                        duplicate: false,
+                        event,
+                    })
+                }
+            }
+        }
+        .await;
+        let ingested = crate::finish(tx, result, pg_error).await?;
         if let Some(job) = &ingested.job {
             self.announce(&[(tenant, job.queue.clone())]);
         }

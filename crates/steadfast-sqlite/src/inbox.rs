@@ -376,7 +376,7 @@ impl InboxStore for SqliteStore {
                     Ingest::New { keys_expire_at, job } => {
                         persist(conn, &job.writes, &author, now)?;
                         let seq = store_event(conn, tenant, &event, &job.answer, keys_expire_at)?;
-                        let event = load_event(conn, tenant, seq)?.ok_or_else(|| corrupt_missing("an event"))?;
+                        let event = event.stored(seq, job.answer.id);
                         Ok(Ingested {
                             job_id: job.answer.id,
                             job: Some(job.answer),

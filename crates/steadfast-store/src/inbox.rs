@@ -85,6 +85,27 @@ pub struct InboxEvent {
     pub dedup_keys: Vec<String>,
 }
 
+impl InboxEvent {
+    /// The event as stored at `seq` with its first job: what a backend
+    /// answers for a new event without reading it back.
+    pub fn stored(self, seq: i64, job_id: JobId) -> EventRecord {
+        EventRecord {
+            seq,
+            source_id: self.source_id,
+            event_id: self.event_id,
+            received_at: self.received_at,
+            body: self.body,
+            headers: self.headers,
+            verification: self.verification,
+            secret_id: self.secret_id,
+            duplicates: 0,
+            last_duplicate_at: None,
+            job_id,
+            replays: Vec::new(),
+        }
+    }
+}
+
 /// A stored event, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {

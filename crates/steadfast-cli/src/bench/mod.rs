@@ -23,11 +23,13 @@ use crate::serve::open_store;
 /// one run, and every run must present the key it registered.
 pub const BENCH_AUDIT_KEY: &str = "0000000000000000000000000000000000000000000000000000000000000001";
 
+mod inbox;
 mod latency;
 mod peer;
 mod scale;
 mod steps;
 
+pub use inbox::run as inbox;
 pub use latency::run as latency;
 pub use peer::run as peer;
 pub use scale::run as scale;
@@ -97,6 +99,11 @@ fn start_local_server(database_url: Option<String>, record_metrics: bool) -> any
                     .await?;
                 let config = EngineConfig {
                     record_metrics,
+                    // `bench inbox` measures ingest, not the per-source limit.
+                    inbox: steadfast_server::engine::InboxLimits {
+                        source_rate: steadfast_server::engine::Rate::new(1_000_000, 1_000_000).expect("non-zero"),
+                        ..Default::default()
+                    },
                     ..EngineConfig::default()
                 };
                 let engine = Engine::new(store, Arc::new(SystemClock), config);

@@ -179,8 +179,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Action::OperatorAction)?;
     engine
-        .store()
-        .delete_source(&caller.scope, &id, engine.now())
+        .delete_source(&caller.scope, &id)
         .await
         .map_err(SourceError::from)?;
     Ok(StatusCode::NO_CONTENT)

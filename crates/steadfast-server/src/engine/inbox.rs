@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use steadfast_core::lifecycle::JobSpec;
@@ -113,6 +113,41 @@ pub enum HookError {
 #[derive(Debug, Default)]
 pub(super) struct RefusedDeliveries {
     by_source: Mutex<HashMap<String, (Source, SignatureFailures)>>,
+}
+
+/// How long this node trusts what it read of a source: a delivery costs no
+/// source read within it. A change made on this node applies at once; one
+/// made on another node (a new secret, a deletion) within this long. A
+/// secret's expiry is checked against the clock on every delivery.
+pub const SOURCE_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Sources (and unknown ids) cached at most; past it the cache starts over.
+const SOURCE_CACHE_BOUND: usize = 10_000;
+
+/// What this node read of each source lately, by id: `None` for an id
+/// that named no live source.
+#[derive(Debug, Default)]
+pub(super) struct SourceCache {
+    read: Mutex<HashMap<String, (Duration, Option<Arc<Source>>)>>,
+}
+
+impl SourceCache {
+    fn get(&self, id: &str, now: Duration) -> Option<Option<Arc<Source>>> {
+        let read = self.read.lock().expect("the source cache is never poisoned");
+        let (at, source) = read.get(id)?;
+        (now.saturating_sub(*at) < SOURCE_CACHE_TTL).then(|| source.clone())
+    }
+
+    fn put(&self, id: &str, now: Duration, source: Option<Arc<Source>>) {
+        let mut read = self.read.lock().expect("the source cache is never poisoned");
+        if read.len() >= SOURCE_CACHE_BOUND && !read.contains_key(id) {
+            read.clear();
+        }
+        read.insert(id.to_owned(), (now, source));
+    }
+
+    fn forget(&self, id: &str) {
+        self.read.lock().expect("the source cache is never poisoned").remove(id);
+    }
 }
 
 /// Sources whose refusals are counted per interval; refusals to further
@@ -250,6 +285,7 @@ impl Engine {
             .store()
             .add_source_secret(scope, id, secret.clone(), retire_at, now)
             .await?;
+        self.inner.sources.forget(id);
         Ok((source, secret, generated))
     }
 
@@ -272,7 +308,7 @@ impl Engine {
         if admission.limited {
             return Err(HookError::RateLimited(admission));
         }
-        let Some(source) = self.store().find_source(id).await? else {
+        let Some(source) = self.find_source(id).await? else {
             return Err(self.refused_address(client).unwrap_or(HookError::UnknownSource));
         };
         let (kind, config) = stored_kind(&source)?;
@@ -325,6 +361,25 @@ impl Engine {
                 job_id: ingested.job_id,
             }
         })
+    }
+
+    /// The live source `id`, read at most once per [`SOURCE_CACHE_TTL`].
+    async fn find_source(&self, id: &str) -> Result<Option<Arc<Source>>, StoreError> {
+        let now = self.inner.clock.elapsed();
+        if let Some(cached) = self.inner.sources.get(id, now) {
+            return Ok(cached);
+        }
+        let found = self.store().find_source(id).await?.map(Arc::new);
+        self.inner.sources.put(id, now, found.clone());
+        Ok(found)
+    }
+
+    /// Deletes a source: its deliveries are refused from now on (on other
+    /// nodes within [`SOURCE_CACHE_TTL`]).
+    pub async fn delete_source(&self, scope: &TenantScope, id: &str) -> Result<(), StoreError> {
+        self.store().delete_source(scope, id, self.now()).await?;
+        self.inner.sources.forget(id);
+        Ok(())
     }
 
     /// Makes a new job from a stored event, linked to it and audited.

@@ -135,6 +135,7 @@ struct Inner {
     key_uses: authentication::KeyUses,
     failed_auths: authentication::FailedAuths,
     refused_deliveries: inbox::RefusedDeliveries,
+    sources: inbox::SourceCache,
     limiters: rate_limits::Limiters,
     tenants: tenancy::TenantState,
 }
@@ -159,6 +160,7 @@ impl Engine {
                 key_uses: authentication::KeyUses::default(),
                 failed_auths: authentication::FailedAuths::default(),
                 refused_deliveries: inbox::RefusedDeliveries::default(),
+                sources: inbox::SourceCache::default(),
                 limiters,
                 tenants: tenancy::TenantState::default(),
             }),
