@@ -123,11 +123,14 @@ pub const SOURCE_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Sources (and unknown ids) cached at most; past it the cache starts over.
 const SOURCE_CACHE_BOUND: usize = 10_000;
 
-/// What this node read of each source lately, by id: `None` for an id
+/// A source as read at a time of the clock's `elapsed`: `None` for an id
 /// that named no live source.
+type Read = (Duration, Option<Arc<Source>>);
+
+/// What this node read of each source lately, by id.
 #[derive(Debug, Default)]
 pub(super) struct SourceCache {
-    read: Mutex<HashMap<String, (Duration, Option<Arc<Source>>)>>,
+    read: Mutex<HashMap<String, Read>>,
 }
 
 impl SourceCache {
