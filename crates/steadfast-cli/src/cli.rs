@@ -411,6 +411,11 @@ pub struct ServeArgs {
     #[arg(long, env = "STEADFAST_HOOK_RATE_BURST", default_value_t = 4000)]
     pub hook_rate_burst: u32,
 
+    /// Webhook deliveries being verified and stored at once on this node;
+    /// past it, 429 with Retry-After at once.
+    #[arg(long, env = "STEADFAST_MAX_HOOK_IN_FLIGHT", default_value_t = 256)]
+    pub max_hook_in_flight: usize,
+
     /// Requests per second each API key may make, sustained (429 above it);
     /// a tenant may have its own (`steadfast tenant set-limits`).
     #[arg(long, env = "STEADFAST_KEY_RATE_LIMIT", default_value_t = 1000)]

@@ -82,6 +82,7 @@ impl ServeArgs {
             inbox: InboxLimits {
                 max_body_bytes: self.max_hook_body_bytes,
                 source_rate: Rate::new(self.hook_rate_limit, self.hook_rate_burst).expect("validated"),
+                max_in_flight: self.max_hook_in_flight,
                 ..InboxLimits::default()
             },
         }
@@ -118,6 +119,10 @@ impl ServeArgs {
             (
                 self.hook_rate_limit == 0 || self.hook_rate_burst == 0,
                 "--hook-rate-limit and --hook-rate-burst must be positive",
+            ),
+            (
+                self.max_hook_in_flight == 0 || self.max_hook_in_flight > 100_000,
+                "--max-hook-in-flight must be between 1 and 100000",
             ),
             (self.max_batch_jobs == 0, "--max-batch-jobs must be positive"),
             (self.lease_ttl_secs == 0, "--lease-ttl-secs must be positive"),

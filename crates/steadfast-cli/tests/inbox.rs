@@ -219,6 +219,30 @@ async fn every_acknowledged_delivery_survives_kill_9_exactly_once() {
             None => break,
         }
     }
+    // Every job in the queue is one stored event's, and every event has one.
+    let mut job_ids = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut request = http
+            .get(format!("{}/v1/jobs", server.url))
+            .bearer_auth(&key)
+            .query(&[("limit", "500"), ("queue", "payments")]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        let page: Value = request.send().await.unwrap().json().await.unwrap();
+        for job in page["jobs"].as_array().unwrap() {
+            assert!(
+                job_ids.insert(job["id"].as_str().unwrap().to_owned()),
+                "a job listed twice"
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(job_ids.len(), seen.len(), "one job per stored event, no orphan");
     let lost: Vec<&String> = acknowledged.keys().filter(|id| !seen.contains_key(*id)).collect();
     let doubled: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
     eprintln!(

@@ -98,8 +98,10 @@ async fn insert_secret(tx: &Transaction, source: &Source, secret: &SourceSecret)
     Ok(())
 }
 
-const EVENT_COLUMNS: &str = "seq, source_id, event_id, received_at, body, headers, verification, secret_id, \
-     duplicates, last_duplicate_at, job_id";
+/// The columns [`event_from_row`] reads, in order; the body, when
+/// selected, comes after them.
+const EVENT_COLUMNS: &str = "seq, source_id, event_id, received_at, body_sha256, body_bytes, headers, \
+     verification, secret_id, duplicates, last_duplicate_at, job_id";
 
 fn event_from_row(row: &Row) -> Result<EventRecord, StoreError> {
     Ok(EventRecord {
@@ -107,13 +109,15 @@ fn event_from_row(row: &Row) -> Result<EventRecord, StoreError> {
         source_id: row.get(1),
         event_id: row.get(2),
         received_at: timestamp(row.get(3))?,
-        body: row.get(4),
-        headers: row.get(5),
-        verification: row.get(6),
-        secret_id: row.get(7),
-        duplicates: row.get::<_, i64>(8).max(0) as u64,
-        last_duplicate_at: optional_timestamp(row.get(9))?,
-        job_id: JobId(row.get(10)),
+        body: (row.len() > 12).then(|| row.get(12)),
+        body_sha256: row.get(4),
+        body_bytes: row.get::<_, i64>(5).max(0) as u64,
+        headers: row.get(6),
+        verification: row.get(7),
+        secret_id: row.get(8),
+        duplicates: row.get::<_, i64>(9).max(0) as u64,
+        last_duplicate_at: optional_timestamp(row.get(10))?,
+        job_id: JobId(row.get(11)),
         replays: Vec::new(),
     })
 }
@@ -232,7 +236,8 @@ async fn store_event(
                 tx,
                 "WITH event AS ( \
                     INSERT INTO inbox_events (tenant_id, source_id, event_id, received_at, body, headers, verification, \
-                    secret_id, job_id, keys_expire_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq), \
+                    secret_id, job_id, keys_expire_at, body_sha256, body_bytes) \
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13) RETURNING seq), \
                  claimed AS ( \
                     INSERT INTO inbox_keys (source_id, key, tenant_id, event_seq, expires_at) \
                     SELECT $2, k, $1, event.seq, $10 FROM event, unnest($11::text[]) AS k \
@@ -254,6 +259,8 @@ async fn store_event(
                 &job.id.0,
                 &millis(keys_expire_at),
                 &event.dedup_keys,
+                &event.body_sha256,
+                &(event.body.len() as i64),
             ],
         )
         .await
@@ -267,12 +274,34 @@ fn vanished(what: &str) -> StoreError {
 
 #[async_trait]
 impl InboxStore for PostgresStore {
-    async fn create_source(&self, scope: &TenantScope, source: Source, now: Timestamp) -> Result<Source, StoreError> {
+    async fn create_source(
+        &self,
+        scope: &TenantScope,
+        source: Source,
+        max_sources: usize,
+        now: Timestamp,
+    ) -> Result<Source, StoreError> {
         let source = Source {
             tenant_id: scope.tenant_id(),
             ..source
         };
         self.transaction(Some(scope.tenant_id()), Durability::Durable, async |tx| {
+            // One creation at a time per tenant, so the count holds.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('steadfast.sources:' || $1, 0))",
+                &[&source.tenant_id.0.to_string()],
+            )
+            .await
+            .map_err(pg_error)?;
+            let live: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM sources WHERE tenant_id = $1 AND deleted_at IS NULL",
+                    &[&source.tenant_id.0],
+                )
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            decide::within_source_limit(live.max(0) as usize, max_sources)?;
             let inserted = tx
                 .execute(
                     &format!(
@@ -346,6 +375,9 @@ impl InboxStore for PostgresStore {
             )
             .await
             .map_err(pg_error)?;
+            tx.execute("DELETE FROM source_secrets WHERE source_id = $1", &[&source.id])
+                .await
+                .map_err(pg_error)?;
             append_for(tx, scope, now, [drafts::source_changed("source.deleted", &source)]).await
         })
         .await
@@ -362,7 +394,13 @@ impl InboxStore for PostgresStore {
         let tenant = scope.tenant_id();
         self.transaction(Some(tenant), Durability::Durable, async |tx| {
             let source = load_source(tx, tenant, id, true).await?.ok_or(StoreError::NotFound)?;
-            let retired = decide::retire_secrets(&source.secrets, retire_others_at);
+            tx.execute(
+                "DELETE FROM source_secrets WHERE source_id = $1 AND expires_at <= $2",
+                &[&source.id, &millis(now)],
+            )
+            .await
+            .map_err(pg_error)?;
+            let retired = decide::retire_secrets(&source.secrets, retire_others_at, now);
             for (secret_id, at) in &retired {
                 tx.execute(
                     "UPDATE source_secrets SET expires_at = $3 WHERE source_id = $1 AND id = $2",
@@ -422,6 +460,7 @@ impl InboxStore for PostgresStore {
         event: InboxEvent,
         job: NewJob,
         dedup_window: Duration,
+        refuse_new: Option<StoreError>,
         now: Timestamp,
     ) -> Result<Ingested, StoreError> {
         let (author, tenant) = (Author::of(scope), scope.tenant_id());
@@ -432,31 +471,27 @@ impl InboxStore for PostgresStore {
             let opening = Self::opening(Some(tenant), Durability::Durable);
             let (opened, live) = futures::join!(tx.batch_execute(&opening), live_keys(&tx, &event, now));
             opened.map_err(pg_error)?;
-            match decide::ingest(tenant, &event, &live?, job, dedup_window, now)? {
+            match decide::ingest(tenant, &event, &live?, job, dedup_window, refuse_new, now)? {
                 Ingest::Duplicate { event_seq } => {
-                    let rows = tx
-                        .query(
+                    let row = tx
+                        .query_opt(
                             &statement(
                                 &tx,
-                                &format!(
-                                    "UPDATE inbox_events SET duplicates = duplicates + 1, last_duplicate_at = $3 \
-                                     WHERE seq = $1 AND tenant_id = $2 RETURNING {EVENT_COLUMNS}"
-                                ),
+                                "UPDATE inbox_events SET duplicates = duplicates + 1, last_duplicate_at = $3 \
+                                 WHERE seq = $1 AND tenant_id = $2 RETURNING event_id, job_id",
                             )
                             .await?,
                             &[&event_seq, &tenant.0, &millis(now)],
                         )
                         .await
-                        .map_err(pg_error)?;
-                    let event = with_replays(&tx, tenant, &rows)
-                        .await?
-                        .pop()
+                        .map_err(pg_error)?
                         .ok_or_else(|| vanished("an event"))?;
                     Ok(Ingested {
-                        job_id: event.job_id,
+                        event_seq,
+                        event_id: row.get(0),
+                        job_id: JobId(row.get(1)),
                         job: None,
                         duplicate: true,
-                        event,
                     })
                 }
                 Ingest::New { keys_expire_at, job } => {
@@ -473,12 +508,12 @@ impl InboxStore for PostgresStore {
                         (Err(persisting), Err(storing)) if crate::after_failure(&persisting) => return Err(storing),
                         (Err(persisting), _) => return Err(persisting),
                     };
-                    let event = event.stored(seq, job.answer.id);
                     Ok(Ingested {
+                        event_seq: seq,
+                        event_id: event.event_id.clone(),
                         job_id: job.answer.id,
                         job: Some(job.answer),
                         duplicate: false,
-                        event,
                     })
                 }
             }
@@ -537,7 +572,7 @@ impl InboxStore for PostgresStore {
                     &statement(
                         tx,
                         &format!(
-                            "SELECT {EVENT_COLUMNS} FROM inbox_events WHERE tenant_id = $1 AND source_id = $2 \
+                            "SELECT {EVENT_COLUMNS}, body FROM inbox_events WHERE tenant_id = $1 AND source_id = $2 \
                              AND event_id = $3 ORDER BY seq DESC LIMIT 1"
                         ),
                     )

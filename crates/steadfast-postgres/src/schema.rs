@@ -119,7 +119,8 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
              GRANT SELECT, INSERT, DELETE ON audit_intake TO {app};
              GRANT SELECT, INSERT, UPDATE, DELETE ON slos TO {app};
              GRANT SELECT, INSERT, UPDATE ON queue_settings TO {app};
-             GRANT SELECT, INSERT, UPDATE ON sources, source_secrets, inbox_events, inbox_keys TO {app};
+             GRANT SELECT, INSERT, UPDATE ON sources, inbox_events, inbox_keys TO {app};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON source_secrets TO {app};
              GRANT SELECT, INSERT ON inbox_jobs TO {app};
              GRANT SELECT, INSERT, UPDATE ON jobs, idempotency_keys, steps, signals TO {app};
              REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC;

@@ -911,7 +911,7 @@ pub struct QueueRetention {
 
 /// `POST /v1/sources`: where one provider delivers webhooks, and the queue
 /// its events become jobs in.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceRequest {
     /// Unique in the tenant: 1–64 ASCII letters, digits and `-_.:`.
@@ -954,7 +954,7 @@ pub struct SourceSecretInfo {
 }
 
 /// A webhook source.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct Source {
     /// Unguessable; names no tenant.
     pub id: String,
@@ -981,7 +981,7 @@ pub struct SourceList {
 }
 
 /// `POST /v1/sources/{id}/secrets`: add a secret, so a rotation drops no event.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRequest {
     /// The new secret; without one, Steadfast makes one (not for stripe,
@@ -1000,7 +1000,7 @@ pub struct SecretRequest {
 }
 
 /// The secret just added, with its value when Steadfast made it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct SecretAdded {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1068,3 +1068,34 @@ pub struct Replayed {
     #[schema(value_type = String, format = Uuid)]
     pub job_id: uuid::Uuid,
 }
+
+/// The source secrets these carry never reach logs through `Debug`.
+macro_rules! debug_without_secret {
+    ($($name:ident { $($field:ident),* }),* $(,)?) => {
+        $(
+            impl std::fmt::Debug for $name {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.debug_struct(stringify!($name))
+                        $(.field(stringify!($field), &self.$field))*
+                        .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+                        .finish_non_exhaustive()
+                }
+            }
+        )*
+    };
+}
+
+debug_without_secret!(
+    SourceRequest { name, kind, queue },
+    Source { id, name, kind, queue },
+    SecretRequest {
+        expires_at,
+        retire_others_after_secs
+    },
+    SecretAdded {
+        id,
+        created_at,
+        expires_at,
+        source
+    },
+);

@@ -1,7 +1,7 @@
 //! The webhook inbox over real HTTP on both backends. Signatures are
 //! computed here with the `hmac` crate from each provider's specification,
 //! not with the server's code; the providers' own libraries sign in
-//! `scripts/inbox_providers.py` and `scripts/inbox_octokit.mjs`.
+//! `crates/steadfast-cli/tests/providers.rs` (`tests/providers/`).
 
 mod common;
 
@@ -28,6 +28,9 @@ on_both_backends!(
     refusals_store_nothing_and_are_audited_once_per_interval,
     events_are_listed_and_replayed_by_an_admin,
     sources_are_validated,
+    secrets_expire_and_deleted_sources_refuse_deliveries,
+    a_tenant_at_its_quota_still_has_its_duplicates_answered,
+    a_busy_node_answers_429_with_retry_after,
 );
 
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
@@ -191,6 +194,37 @@ async fn github_signs_its_published_vector_and_a_replayed_body_is_a_duplicate(ba
     assert_eq!(replayed.status, StatusCode::OK, "{}", replayed.text);
     assert_eq!(replayed.json()["duplicate"], true);
     assert_eq!(replayed.json()["job_id"], first.json()["job_id"]);
+    assert_eq!(
+        replayed.json()["event_id"],
+        "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "the answer names the event that was stored"
+    );
+
+    // One body under many delivery ids at once: the body's key is locked too.
+    let other: &'static [u8] = br#"{"zen":"Design for failure."}"#;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(other);
+    let signed = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let server = std::sync::Arc::new(server);
+    let tasks: Vec<_> = (0..20)
+        .map(|n| {
+            let (server, path, signed) = (server.clone(), path.to_owned(), signed.clone());
+            tokio::spawn(async move {
+                let headers = [
+                    ("x-hub-signature-256", signed),
+                    ("x-github-delivery", format!("race-{n}")),
+                ];
+                server.hook(&path, &headers, other).await
+            })
+        })
+        .collect();
+    let mut jobs = std::collections::HashSet::new();
+    for task in tasks {
+        let response = task.await.unwrap();
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+        jobs.insert(response.json()["job_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(jobs.len(), 1, "one job for the body, whatever its delivery ids");
 
     let job = server
         .get(
@@ -685,4 +719,144 @@ async fn sources_are_validated(backend: Backend) {
         (StatusCode::TOO_MANY_REQUESTS, "rate_limited".into())
     );
     assert!(limited.headers.get("retry-after").is_some());
+}
+
+async fn secrets_expire_and_deleted_sources_refuse_deliveries(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let (id, path) = stripe_source(&server, &admin).await;
+
+    // Stripe makes its secrets: a rotation must carry the new one.
+    let made = server
+        .post(&format!("/v1/sources/{id}/secrets"), &admin, json!({}))
+        .await;
+    assert_eq!(
+        (made.status, made.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed".into())
+    );
+    assert!(made.text.contains("secret"), "{}", made.text);
+
+    // A second secret that expires on its own in a minute.
+    let expires_at = server.engine.now().checked_add(Duration::from_secs(60)).unwrap();
+    let second = "whsec_second_0123456789abcdef";
+    let added = server
+        .post(
+            &format!("/v1/sources/{id}/secrets"),
+            &admin,
+            json!({"secret": second, "expires_at": expires_at.to_string()}),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
+    assert!(added.json().get("secret").is_none(), "a given secret is never echoed");
+    let body = br#"{"id":"evt_second"}"#;
+    let t = now_secs(&server);
+    assert_eq!(
+        server.hook(&path, &stripe_headers(second, t, body), body).await.status,
+        StatusCode::OK
+    );
+    server.advance(Duration::from_secs(60));
+    let t = now_secs(&server);
+    let late = br#"{"id":"evt_late"}"#;
+    assert_eq!(
+        server.hook(&path, &stripe_headers(second, t, late), late).await.code(),
+        "signature_invalid"
+    );
+    assert_eq!(
+        server
+            .hook(&path, &stripe_headers(STRIPE_SECRET, t, late), late)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Ids that could name no source never reach storage.
+    for bad in ["/hooks/%00", "/hooks/src_%00", "/hooks/..%2f..%2fv1"] {
+        let response = server.hook(bad, &[], b"{}").await;
+        assert_eq!(
+            (response.status, response.code()),
+            (StatusCode::NOT_FOUND, "not_found".into()),
+            "{bad}"
+        );
+    }
+    for bad in ["/v1/sources/%00", &format!("/v1/sources/{id}/events/%00/replay")] {
+        let method = if bad.ends_with("replay") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let response = server.call(method, bad, Some(&admin), None).await;
+        assert_eq!(response.status, StatusCode::NOT_FOUND, "{bad}: {}", response.text);
+    }
+
+    // Deleted: refused at once on this node; its events stay listed.
+    let deleted = server
+        .call(Method::DELETE, &format!("/v1/sources/{id}"), Some(&admin), None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let after = br#"{"id":"evt_after_delete"}"#;
+    let refused = server
+        .hook(&path, &stripe_headers(STRIPE_SECRET, t, after), after)
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    assert_eq!(
+        server.get(&format!("/v1/sources/{id}"), &admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(server.job_count(&admin).await, 2);
+}
+
+async fn a_tenant_at_its_quota_still_has_its_duplicates_answered(backend: Backend) {
+    let mut config = EngineConfig::default();
+    config.tenants.max_unfinished_jobs = 1;
+    let server = TestServer::start_with(backend, config).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let (_, path) = stripe_source(&server, &admin).await;
+    let t = now_secs(&server);
+    let body = br#"{"id":"evt_q1"}"#;
+    assert_eq!(
+        server
+            .hook(&path, &stripe_headers(STRIPE_SECRET, t, body), body)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let again = server.hook(&path, &stripe_headers(STRIPE_SECRET, t, body), body).await;
+    assert_eq!(
+        (again.status, again.json()["duplicate"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let new = br#"{"id":"evt_q2"}"#;
+    let refused = server.hook(&path, &stripe_headers(STRIPE_SECRET, t, new), new).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded".into())
+    );
+    assert!(refused.headers.get("retry-after").is_some());
+    assert_eq!(server.job_count(&admin).await, 1);
+}
+
+async fn a_busy_node_answers_429_with_retry_after(backend: Backend) {
+    let config = EngineConfig {
+        inbox: InboxLimits {
+            max_in_flight: 0,
+            ..InboxLimits::default()
+        },
+        ..EngineConfig::default()
+    };
+    let server = TestServer::start_with(backend, config).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let (_, path) = stripe_source(&server, &admin).await;
+    let body = br#"{"id":"evt_busy"}"#;
+    let busy = server
+        .hook(&path, &stripe_headers(STRIPE_SECRET, now_secs(&server), body), body)
+        .await;
+    assert_eq!(
+        (busy.status, busy.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited".into())
+    );
+    assert_eq!(busy.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(server.job_count(&admin).await, 0);
 }

@@ -13,7 +13,6 @@ use steadfast_store::{
 use crate::audit::append_for;
 use crate::persist::persist;
 use crate::rows::{millis, optional_timestamp, query_all, timestamp};
-use crate::writer::Durability;
 use crate::{SqliteStore, sqlite_error};
 
 fn text_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
@@ -95,8 +94,10 @@ fn insert_secret(conn: &Connection, source: &Source, secret: &SourceSecret) -> R
     Ok(())
 }
 
-const EVENT_COLUMNS: &str = "seq, source_id, event_id, received_at, body, headers, verification, secret_id, \
-     duplicates, last_duplicate_at, job_id";
+/// The columns [`event_from_row`] reads, in order; the body, when
+/// selected, comes after them.
+const EVENT_COLUMNS: &str = "seq, source_id, event_id, received_at, body_sha256, body_bytes, headers, \
+     verification, secret_id, duplicates, last_duplicate_at, job_id";
 
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
     Ok(EventRecord {
@@ -104,14 +105,23 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
         source_id: row.get(1)?,
         event_id: row.get(2)?,
         received_at: timestamp(row.get(3)?)?,
-        body: row.get(4)?,
-        headers: row.get(5)?,
-        verification: row.get(6)?,
-        secret_id: row.get(7)?,
-        duplicates: row.get::<_, i64>(8)?.max(0) as u64,
-        last_duplicate_at: optional_timestamp(row.get(9)?)?,
-        job_id: row.get::<_, String>(10)?.parse().map_err(text_error)?,
+        body: None,
+        body_sha256: row.get(4)?,
+        body_bytes: row.get::<_, i64>(5)?.max(0) as u64,
+        headers: row.get(6)?,
+        verification: row.get(7)?,
+        secret_id: row.get(8)?,
+        duplicates: row.get::<_, i64>(9)?.max(0) as u64,
+        last_duplicate_at: optional_timestamp(row.get(10)?)?,
+        job_id: row.get::<_, String>(11)?.parse().map_err(text_error)?,
         replays: Vec::new(),
+    })
+}
+
+fn event_with_body(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
+    Ok(EventRecord {
+        body: Some(row.get(12)?),
+        ..event_from_row(row)?
     })
 }
 
@@ -183,8 +193,9 @@ fn store_event(
 ) -> Result<i64, StoreError> {
     let seq: i64 = conn
         .prepare_cached(
-            "INSERT INTO inbox_events (tenant_id, source_id, event_id, received_at, body, headers, verification, \
-             secret_id, job_id, keys_expire_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING seq",
+            "INSERT INTO inbox_events (tenant_id, source_id, event_id, received_at, body, body_sha256, body_bytes, \
+             headers, verification, secret_id, job_id, keys_expire_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING seq",
         )
         .and_then(|mut insert| {
             insert.query_row(
@@ -194,6 +205,8 @@ fn store_event(
                     event.event_id,
                     millis(event.received_at),
                     event.body,
+                    event.body_sha256,
+                    event.body.len() as i64,
                     event.headers,
                     event.verification,
                     event.secret_id,
@@ -231,7 +244,13 @@ fn corrupt_missing(what: &str) -> StoreError {
 
 #[async_trait]
 impl InboxStore for SqliteStore {
-    async fn create_source(&self, scope: &TenantScope, source: Source, now: Timestamp) -> Result<Source, StoreError> {
+    async fn create_source(
+        &self,
+        scope: &TenantScope,
+        source: Source,
+        max_sources: usize,
+        now: Timestamp,
+    ) -> Result<Source, StoreError> {
         let scope = scope.clone();
         self.writer()
             .write(move |conn| {
@@ -239,6 +258,14 @@ impl InboxStore for SqliteStore {
                     tenant_id: scope.tenant_id(),
                     ..source
                 };
+                let live: i64 = conn
+                    .query_row(
+                        "SELECT count(*) FROM sources WHERE tenant_id = ?1 AND deleted_at IS NULL",
+                        [source.tenant_id.to_string()],
+                        |row| row.get(0),
+                    )
+                    .map_err(sqlite_error)?;
+                decide::within_source_limit(live.max(0) as usize, max_sources)?;
                 let inserted = conn
                     .execute(
                         &format!(
@@ -303,6 +330,8 @@ impl InboxStore for SqliteStore {
                     params![source.id, millis(now)],
                 )
                 .map_err(sqlite_error)?;
+                conn.execute("DELETE FROM source_secrets WHERE source_id = ?1", [&source.id])
+                    .map_err(sqlite_error)?;
                 append_for(conn, &scope, now, [drafts::source_changed("source.deleted", &source)])
             })
             .await
@@ -320,7 +349,12 @@ impl InboxStore for SqliteStore {
         self.writer()
             .write(move |conn| {
                 let source = load_source(conn, Some(scope.tenant_id()), &id)?.ok_or(StoreError::NotFound)?;
-                let retired = decide::retire_secrets(&source.secrets, retire_others_at);
+                conn.execute(
+                    "DELETE FROM source_secrets WHERE source_id = ?1 AND expires_at <= ?2",
+                    params![source.id, millis(now)],
+                )
+                .map_err(sqlite_error)?;
+                let retired = decide::retire_secrets(&source.secrets, retire_others_at, now);
                 for (secret_id, at) in &retired {
                     conn.execute(
                         "UPDATE source_secrets SET expires_at = ?3 WHERE source_id = ?1 AND id = ?2",
@@ -351,37 +385,43 @@ impl InboxStore for SqliteStore {
         event: InboxEvent,
         job: NewJob,
         dedup_window: Duration,
+        refuse_new: Option<StoreError>,
         now: Timestamp,
     ) -> Result<Ingested, StoreError> {
         let (author, tenant) = (Author::of(scope), scope.tenant_id());
         self.writer()
-            .send(Durability::Durable, move |conn| {
+            .write(move |conn| {
                 let live = live_keys(conn, &event, now)?;
-                match decide::ingest(tenant, &event, &live, job, dedup_window, now)? {
+                match decide::ingest(tenant, &event, &live, job, dedup_window, refuse_new, now)? {
                     Ingest::Duplicate { event_seq } => {
-                        conn.prepare_cached(
-                            "UPDATE inbox_events SET duplicates = duplicates + 1, last_duplicate_at = ?3 \
-                             WHERE seq = ?1 AND tenant_id = ?2",
-                        )
-                        .and_then(|mut update| update.execute(params![event_seq, tenant.to_string(), millis(now)]))
-                        .map_err(sqlite_error)?;
-                        let event = load_event(conn, tenant, event_seq)?.ok_or_else(|| corrupt_missing("an event"))?;
+                        let (event_id, job_id): (String, String) = conn
+                            .prepare_cached(
+                                "UPDATE inbox_events SET duplicates = duplicates + 1, last_duplicate_at = ?3 \
+                                 WHERE seq = ?1 AND tenant_id = ?2 RETURNING event_id, job_id",
+                            )
+                            .and_then(|mut update| {
+                                update.query_row(params![event_seq, tenant.to_string(), millis(now)], |row| {
+                                    Ok((row.get(0)?, row.get(1)?))
+                                })
+                            })
+                            .map_err(sqlite_error)?;
                         Ok(Ingested {
-                            job_id: event.job_id,
+                            event_seq,
+                            event_id,
+                            job_id: job_id.parse().map_err(|_| corrupt_missing("an event's job id"))?,
                             job: None,
                             duplicate: true,
-                            event,
                         })
                     }
                     Ingest::New { keys_expire_at, job } => {
                         persist(conn, &job.writes, &author, now)?;
-                        let seq = store_event(conn, tenant, &event, &job.answer, keys_expire_at)?;
-                        let event = event.stored(seq, job.answer.id);
+                        let event_seq = store_event(conn, tenant, &event, &job.answer, keys_expire_at)?;
                         Ok(Ingested {
+                            event_seq,
+                            event_id: event.event_id,
                             job_id: job.answer.id,
                             job: Some(job.answer),
                             duplicate: false,
-                            event,
                         })
                     }
                 }
@@ -434,12 +474,12 @@ impl InboxStore for SqliteStore {
             .read(move |conn| {
                 let event = conn
                     .prepare_cached(&format!(
-                        "SELECT {EVENT_COLUMNS} FROM inbox_events WHERE tenant_id = ?1 AND source_id = ?2 \
+                        "SELECT {EVENT_COLUMNS}, body FROM inbox_events WHERE tenant_id = ?1 AND source_id = ?2 \
                          AND event_id = ?3 ORDER BY seq DESC LIMIT 1"
                     ))
                     .and_then(|mut select| {
                         select
-                            .query_row(params![tenant.to_string(), source_id, event_id], event_from_row)
+                            .query_row(params![tenant.to_string(), source_id, event_id], event_with_body)
                             .optional()
                     })
                     .map_err(sqlite_error)?;
@@ -517,16 +557,15 @@ impl InboxStore for SqliteStore {
                     params![millis(before), i64::from(limit)],
                     |row| row.get(0),
                 )?;
-                for seq in &expired {
-                    for sql in [
-                        "DELETE FROM inbox_keys WHERE event_seq = ?1",
-                        "DELETE FROM inbox_jobs WHERE event_seq = ?1",
-                        "DELETE FROM inbox_events WHERE seq = ?1",
-                    ] {
-                        conn.prepare_cached(sql)
-                            .and_then(|mut delete| delete.execute([seq]))
-                            .map_err(sqlite_error)?;
-                    }
+                let seqs = serde_json::to_string(&expired).expect("integers serialise");
+                for sql in [
+                    "DELETE FROM inbox_keys WHERE event_seq IN (SELECT value FROM json_each(?1))",
+                    "DELETE FROM inbox_jobs WHERE event_seq IN (SELECT value FROM json_each(?1))",
+                    "DELETE FROM inbox_events WHERE seq IN (SELECT value FROM json_each(?1))",
+                ] {
+                    conn.prepare_cached(sql)
+                        .and_then(|mut delete| delete.execute([&seqs]))
+                        .map_err(sqlite_error)?;
                 }
                 Ok(expired.len())
             })

@@ -74,6 +74,8 @@ pub struct InboxEvent {
     pub received_at: Timestamp,
     /// The exact bytes received.
     pub body: Vec<u8>,
+    /// Their SHA-256, hex.
+    pub body_sha256: String,
     /// The headers kept, as a JSON object of strings.
     pub headers: String,
     /// What verification found, JSON text: the kind, the signed timestamp.
@@ -85,27 +87,6 @@ pub struct InboxEvent {
     pub dedup_keys: Vec<String>,
 }
 
-impl InboxEvent {
-    /// The event as stored at `seq` with its first job: what a backend
-    /// answers for a new event without reading it back.
-    pub fn stored(self, seq: i64, job_id: JobId) -> EventRecord {
-        EventRecord {
-            seq,
-            source_id: self.source_id,
-            event_id: self.event_id,
-            received_at: self.received_at,
-            body: self.body,
-            headers: self.headers,
-            verification: self.verification,
-            secret_id: self.secret_id,
-            duplicates: 0,
-            last_duplicate_at: None,
-            job_id,
-            replays: Vec::new(),
-        }
-    }
-}
-
 /// A stored event, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
@@ -114,7 +95,11 @@ pub struct EventRecord {
     pub source_id: String,
     pub event_id: String,
     pub received_at: Timestamp,
-    pub body: Vec<u8>,
+    /// The exact bytes received: read only for one event
+    /// ([`InboxStore::event`]), never for listings.
+    pub body: Option<Vec<u8>>,
+    pub body_sha256: String,
+    pub body_bytes: u64,
     pub headers: String,
     pub verification: String,
     pub secret_id: String,
@@ -130,7 +115,11 @@ pub struct EventRecord {
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ingested {
-    pub event: EventRecord,
+    /// The stored event: this delivery's, or (duplicate) the first one's.
+    pub event_seq: i64,
+    /// The stored event's id (a duplicate's first delivery may have had
+    /// another delivery id, as GitHub's and Shopify's do).
+    pub event_id: String,
     /// The job made now, or (duplicate) the first delivery's job.
     pub job_id: JobId,
     /// The job made now; `None` for a duplicate.
@@ -183,9 +172,16 @@ pub struct SignatureFailures {
 /// [`InboxStore::find_source`], the lookup behind an unauthenticated delivery).
 #[async_trait]
 pub trait InboxStore {
-    /// `AlreadyExists` if the tenant has a source of that name. Audited
-    /// (never with the secret).
-    async fn create_source(&self, scope: &TenantScope, source: Source, now: Timestamp) -> Result<Source, StoreError>;
+    /// `AlreadyExists` if the tenant has a source of that name,
+    /// `LimitExceeded` if it has `max_sources` already. Audited (never
+    /// with the secret).
+    async fn create_source(
+        &self,
+        scope: &TenantScope,
+        source: Source,
+        max_sources: usize,
+        now: Timestamp,
+    ) -> Result<Source, StoreError>;
 
     /// By name.
     async fn list_sources(&self, scope: &TenantScope) -> Result<Vec<Source>, StoreError>;
@@ -193,11 +189,13 @@ pub trait InboxStore {
     async fn source(&self, scope: &TenantScope, id: &str) -> Result<Option<Source>, StoreError>;
 
     /// Deliveries to a deleted source are refused as to an unknown one; its
-    /// events stay until retention removes them. Audited. `NotFound` if absent.
+    /// secrets are deleted, its events stay until retention removes them.
+    /// Audited. `NotFound` if absent.
     async fn delete_source(&self, scope: &TenantScope, id: &str, now: Timestamp) -> Result<(), StoreError>;
 
     /// Adds `secret`; with `retire_others_at`, every other secret expiring
-    /// later (or never) expires then. Audited. `NotFound` if absent.
+    /// later (or never) expires then. Secrets already expired at `now` are
+    /// deleted. Audited. `NotFound` if absent.
     async fn add_source_secret(
         &self,
         scope: &TenantScope,
@@ -214,13 +212,16 @@ pub trait InboxStore {
     /// Stores a verified event and the job it becomes, in one transaction,
     /// as [`crate::decide::ingest`] decides: an event whose dedup keys
     /// include a live one is a duplicate (counted on the first delivery's
-    /// event; no job). `job` is the job the event becomes if it is new.
+    /// event; no job). `job` is the job the event becomes if it is new;
+    /// with `refuse_new`, a new event is refused with that error instead
+    /// (a tenant at its quota still has its duplicates answered).
     async fn ingest(
         &self,
         scope: &TenantScope,
         event: InboxEvent,
         job: NewJob,
         dedup_window: Duration,
+        refuse_new: Option<StoreError>,
         now: Timestamp,
     ) -> Result<Ingested, StoreError>;
 
@@ -233,7 +234,7 @@ pub trait InboxStore {
         before: Option<i64>,
     ) -> Result<EventPage, StoreError>;
 
-    /// The latest stored event of a source with this id.
+    /// The latest stored event of a source with this id, with its body.
     async fn event(
         &self,
         scope: &TenantScope,

@@ -99,9 +99,11 @@ fn start_local_server(database_url: Option<String>, record_metrics: bool) -> any
                     .await?;
                 let config = EngineConfig {
                     record_metrics,
-                    // `bench inbox` measures ingest, not the per-source limit.
+                    // `bench inbox` measures ingest, not the per-source and
+                    // in-flight limits.
                     inbox: steadfast_server::engine::InboxLimits {
                         source_rate: steadfast_server::engine::Rate::new(1_000_000, 1_000_000).expect("non-zero"),
+                        max_in_flight: 100_000,
                         ..Default::default()
                     },
                     ..EngineConfig::default()

@@ -33,6 +33,8 @@ CREATE TABLE inbox_events (
     event_id           text NOT NULL,
     received_at        bigint NOT NULL,
     body               bytea NOT NULL,
+    body_sha256        text NOT NULL,
+    body_bytes         bigint NOT NULL,
     headers            text NOT NULL,
     verification       text NOT NULL,
     secret_id          text NOT NULL,

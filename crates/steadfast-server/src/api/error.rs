@@ -158,7 +158,7 @@ impl From<JsonRejection> for ApiError {
 
 /// Whether reading the body failed because the client stopped sending it
 /// (`serve`'s body read timeout).
-fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(super) fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(error) = cause {
         if error.is::<tower_http::timeout::TimeoutError>() {

@@ -19,6 +19,10 @@ use crate::inbox::verify::Refusal;
 
 /// How long a sender refused for the tenant's quota should wait.
 const QUOTA_RETRY_AFTER_SECS: u64 = 60;
+/// How long a sender refused because this node is busy, or its storage
+/// unavailable, should wait.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
 fn with_retry_after(error: ApiError, secs: u64) -> Response {
     let mut response = error.into_response();
@@ -54,10 +58,21 @@ fn refused(error: HookError, slot: Option<&AdmissionSlot>) -> Response {
                 admission.retry_after(),
             )
         }
+        HookError::Busy => with_retry_after(
+            ApiError::new(ErrorCode::RateLimited, "too many deliveries in flight; retry shortly"),
+            BUSY_RETRY_AFTER_SECS,
+        ),
         HookError::Store(error @ steadfast_store::StoreError::QuotaExceeded { .. }) => {
             with_retry_after(ApiError::from(error), QUOTA_RETRY_AFTER_SECS)
         }
-        HookError::Store(error) => ApiError::from(error).into_response(),
+        HookError::Store(error) => {
+            let error = ApiError::from(error);
+            if error.code.status() == 503 {
+                with_retry_after(error, UNAVAILABLE_RETRY_AFTER_SECS)
+            } else {
+                error.into_response()
+            }
+        }
     }
 }
 
@@ -79,22 +94,18 @@ fn refused(error: HookError, slot: Option<&AdmissionSlot>) -> Response {
 )]
 pub async fn deliver(State(engine): State<Engine>, Path(id): Path<String>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if !crate::inbox::is_source_id(&id) {
+        return refused(HookError::UnknownSource, None);
+    }
     let client = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| address.ip());
     let slot = parts.extensions.get::<AdmissionSlot>();
     let headers: &HeaderMap = &parts.headers;
-    let limit = engine.config().inbox.max_body_bytes;
-    let body = match axum::body::to_bytes(body, limit).await {
+    let body = match read_body(&engine, headers, body).await {
         Ok(body) => body,
-        Err(_) => {
-            return ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("the body exceeds {limit} bytes (--max-hook-body-bytes)"),
-            )
-            .into_response();
-        }
+        Err(error) => return error.into_response(),
     };
     let request_id = headers
         .get("x-request-id")
@@ -108,11 +119,50 @@ pub async fn deliver(State(engine): State<Engine>, Path(id): Path<String>, reque
         }
         Err(error) => {
             if let HookError::Refused(refusal) = &error {
-                tracing::warn!(source_id = %id, client = client.map(tracing::field::display), reason = refusal.as_str(), "webhook delivery refused");
+                // Counted in the metric and the audit log; one line per
+                // unauthenticated request only at debug level.
+                tracing::debug!(source_id = %id, client = client.map(tracing::field::display), reason = refusal.as_str(), "webhook delivery refused");
             }
             refused(error, slot)
         }
     }
+}
+
+/// The body, read once and at most `--max-hook-body-bytes` of it: a
+/// declared length over the limit is refused before anything is read.
+async fn read_body(
+    engine: &Engine,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, ApiError> {
+    let limit = engine.config().inbox.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body exceeds {limit} bytes (--max-hook-body-bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(inner) = cause {
+            if inner.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            cause = inner.source();
+        }
+        if super::error::timed_out(&error) {
+            ApiError::new(ErrorCode::RequestTimeout, "the request body did not arrive in time")
+        } else {
+            ApiError::new(ErrorCode::MalformedJson, "the request body could not be read")
+        }
+    })
 }
 
 fn answer(duplicate: bool, event_id: String, job_id: steadfast_core::JobId) -> Response {

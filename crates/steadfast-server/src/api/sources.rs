@@ -6,7 +6,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use steadfast_core::{Action, QueueName, TenantName};
 use steadfast_protocol as wire;
 use steadfast_store::{EventRecord, Source, StoreError};
@@ -20,6 +19,16 @@ use crate::inbox::{Config, Kind};
 
 fn no_such_source() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such source")
+}
+
+/// `id` if it could name a source; anything else names none (and never
+/// reaches storage).
+fn source_id(id: &str) -> Result<&str, ApiError> {
+    if crate::inbox::is_source_id(id) {
+        Ok(id)
+    } else {
+        Err(no_such_source())
+    }
 }
 
 impl From<SourceError> for ApiError {
@@ -158,7 +167,7 @@ pub async fn get(
     caller.require(Action::ListJobs)?;
     let source = engine
         .store()
-        .source(&caller.scope, &id)
+        .source(&caller.scope, source_id(&id)?)
         .await?
         .ok_or_else(no_such_source)?;
     Ok(Json(view(source, None)))
@@ -179,7 +188,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Action::OperatorAction)?;
     engine
-        .delete_source(&caller.scope, &id)
+        .delete_source(&caller.scope, source_id(&id)?)
         .await
         .map_err(SourceError::from)?;
     Ok(StatusCode::NO_CONTENT)
@@ -216,7 +225,13 @@ pub async fn add_secret(
         })
         .transpose()?;
     let (source, secret, generated) = engine
-        .add_source_secret(&caller.scope, &id, request.secret, request.expires_at, retire_after)
+        .add_source_secret(
+            &caller.scope,
+            source_id(&id)?,
+            request.secret,
+            request.expires_at,
+            retire_after,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -245,8 +260,8 @@ fn event_view(event: EventRecord) -> wire::InboxEventInfo {
     wire::InboxEventInfo {
         verification: json(&event.verification),
         headers: json(&event.headers),
-        body_bytes: event.body.len() as u64,
-        body_sha256: hex::encode(Sha256::digest(&event.body)),
+        body_bytes: event.body_bytes,
+        body_sha256: event.body_sha256,
         event_id: event.event_id,
         received_at: event.received_at,
         duplicates: event.duplicates,
@@ -289,10 +304,13 @@ pub async fn events(
         .transpose()?;
     engine
         .store()
-        .source(&caller.scope, &id)
+        .source(&caller.scope, source_id(&id)?)
         .await?
         .ok_or_else(no_such_source)?;
-    let page = engine.store().list_events(&caller.scope, &id, limit, before).await?;
+    let page = engine
+        .store()
+        .list_events(&caller.scope, source_id(&id)?, limit, before)
+        .await?;
     Ok(Json(wire::InboxEventList {
         events: page.events.into_iter().map(event_view).collect(),
         next_cursor: page.next_cursor.map(|seq| seq.to_string()),
@@ -313,11 +331,15 @@ pub async fn replay(
     Path((id, event_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<wire::Replayed>), ApiError> {
     caller.require(Action::OperatorAction)?;
+    let no_such_event = || ApiError::new(ErrorCode::NotFound, "no such source or event");
+    if !crate::inbox::is_event_id(&event_id) {
+        return Err(no_such_event());
+    }
     let job = engine
-        .replay_event(&caller.scope, &id, &event_id)
+        .replay_event(&caller.scope, source_id(&id)?, &event_id)
         .await
         .map_err(|error| match error {
-            StoreError::NotFound => ApiError::new(ErrorCode::NotFound, "no such source or event"),
+            StoreError::NotFound => no_such_event(),
             other => other.into(),
         })?;
     Ok((

@@ -137,7 +137,7 @@ impl Engine {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "pruning idempotency keys failed"),
             }
-            match engine.store().prune_events(engine.now(), 10_000).await {
+            match engine.prune_events().await {
                 Ok(pruned) if pruned > 0 => tracing::debug!(pruned, "pruned webhook events past their dedup window"),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "pruning webhook events failed"),

@@ -34,7 +34,7 @@ use tokio::sync::{Notify, watch};
 pub use authentication::Authenticated;
 pub use deliveries::DeliveryLimits;
 pub use duties::DutyReport;
-pub use inbox::{Delivery, HookError, InboxLimits, NewSource, SourceError};
+pub use inbox::{Delivery, HookError, InboxLimits, NewSource, SOURCE_CACHE_TTL, SourceError};
 pub use rate_limits::{AbuseLimits, Admission, Rate};
 pub use tenancy::TenantDefaults;
 use wakeups::Wakeups;
@@ -136,6 +136,7 @@ struct Inner {
     failed_auths: authentication::FailedAuths,
     refused_deliveries: inbox::RefusedDeliveries,
     sources: inbox::SourceCache,
+    deliveries_in_flight: tokio::sync::Semaphore,
     limiters: rate_limits::Limiters,
     tenants: tenancy::TenantState,
 }
@@ -147,6 +148,7 @@ impl Engine {
         let waker = wakeups.clone();
         store.subscribe_ready(Arc::new(move |tenant, queue| waker.wake(tenant, &queue)));
         let limiters = rate_limits::Limiters::new(clock.clone(), &config.abuse);
+        let deliveries_in_flight = tokio::sync::Semaphore::new(config.inbox.max_in_flight);
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -161,6 +163,7 @@ impl Engine {
                 failed_auths: authentication::FailedAuths::default(),
                 refused_deliveries: inbox::RefusedDeliveries::default(),
                 sources: inbox::SourceCache::default(),
+                deliveries_in_flight,
                 limiters,
                 tenants: tenancy::TenantState::default(),
             }),

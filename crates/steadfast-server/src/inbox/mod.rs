@@ -210,14 +210,31 @@ pub fn kept_headers(kind: &Kind, config: &Config, headers: &axum::http::HeaderMa
     serde_json::Value::Object(kept).to_string()
 }
 
-/// The body's SHA-256 as a dedup key.
-pub fn body_key(body: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+/// The body's SHA-256, hex.
+pub fn body_sha256(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
 }
 
-/// Longest event id kept; longer ids are refused (the signature matched,
-/// so this is the sender's bug, not an attack).
+/// The body's SHA-256 as a dedup key.
+pub fn body_key(body: &[u8]) -> String {
+    format!("sha256:{}", body_sha256(body))
+}
+
+/// Longest event id kept; a longer one is replaced by the body's hash.
 pub const MAX_EVENT_ID_BYTES: usize = 256;
+
+/// Whether `id` could be a source's id: `src_` and 32 lower-case hex
+/// digits, as [`source_id`] makes them.
+pub fn is_source_id(id: &str) -> bool {
+    id.strip_prefix("src_")
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+/// Whether `id` may be kept as an event id: 1-256 bytes, no control
+/// characters (storage refuses NUL, logs and URLs mangle the rest).
+pub fn is_event_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_EVENT_ID_BYTES && !id.chars().any(char::is_control)
+}
 
 /// The event's id and its dedup keys: the id when the provider signs it;
 /// the id and the body's hash when it does not (so a captured body sent
@@ -226,7 +243,7 @@ pub const MAX_EVENT_ID_BYTES: usize = 256;
 pub fn identify(verified: &verify::Verified, body: &[u8]) -> (String, Vec<String>) {
     let by_body = body_key(body);
     match &verified.event_id {
-        Some(id) if !id.is_empty() && id.len() <= MAX_EVENT_ID_BYTES => {
+        Some(id) if is_event_id(id) => {
             let mut keys = vec![format!("id:{id}")];
             if !verified.id_signed {
                 keys.push(by_body);
@@ -265,7 +282,8 @@ pub fn payload(
     let json = std::str::from_utf8(body)
         .ok()
         .filter(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
-        .filter(|text| steadfast_core::limits::json_depth(text) <= max_depth);
+        // The body sits one level inside the payload, which may nest `max_depth`.
+        .filter(|text| steadfast_core::limits::json_depth(text) < max_depth);
     let (body, encoding) = match json {
         Some(text) => (text.trim().to_owned(), "json"),
         None => (serde_json::Value::from(BASE64.encode(body)).to_string(), "base64"),
@@ -307,6 +325,9 @@ pub fn new_secret(kind: &Kind, random: [u64; 4]) -> String {
 pub fn check_secret(kind: &Kind, secret: &str) -> Result<(), String> {
     if !(8..=512).contains(&secret.len()) {
         return Err("secret: between 8 and 512 bytes".into());
+    }
+    if secret.chars().any(char::is_control) {
+        return Err("secret: no control characters".into());
     }
     if *kind == Kind::Standard {
         let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
@@ -362,10 +383,26 @@ mod tests {
             (value["body"].as_str(), value["body_encoding"].as_str()),
             (Some("YT0xJmI9Mg=="), Some("base64"))
         );
-        let deep = format!("{}{}", "[".repeat(70), "]".repeat(70));
-        let value: serde_json::Value =
-            serde_json::from_str(&payload("e", "src", at, "{}", deep.as_bytes(), 64)).unwrap();
-        assert_eq!(value["body_encoding"], "base64", "too deep for workers' parsers");
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let encoding = |depth: usize| -> serde_json::Value {
+            let json = payload("e", "src", at, "{}", nested(depth).as_bytes(), 64);
+            assert!(
+                steadfast_core::limits::json_depth(&json) <= 64,
+                "the payload stays within the limit"
+            );
+            serde_json::from_str::<serde_json::Value>(&json).unwrap()["body_encoding"].clone()
+        };
+        assert_eq!(encoding(63), "json");
+        assert_eq!(encoding(64), "base64", "64 levels inside the payload would be 65");
+    }
+
+    #[test]
+    fn only_ids_steadfast_makes_name_sources() {
+        assert!(is_source_id(&source_id([u64::MAX, 7])));
+        for bad in ["", "src_", "src_0123", "src_0123456789ABCDEF0123456789abcdef", "src_\0"] {
+            assert!(!is_source_id(bad), "{bad:?}");
+        }
+        assert!(is_event_id("evt_1") && !is_event_id("evt\u{0}1") && !is_event_id(""));
     }
 
     #[test]

@@ -85,8 +85,14 @@ pub fn verify(
     Ok(verified)
 }
 
+/// Most signatures one delivery may present: each costs a comparison per
+/// secret, and senders send one or two (Stripe and Standard Webhooks
+/// during a rotation).
+const MAX_PRESENTED: usize = 8;
+
 /// The first secret whose key, from `key_of`, signs `signed` as one of
-/// `presented`: both lists are short (a few secrets, a few signatures).
+/// `presented`: both lists are short (at most 10 valid secrets, at most
+/// [`MAX_PRESENTED`] signatures), and the HMAC is computed once per secret.
 fn matching<'a, D: Mac + hmac::digest::KeyInit + Clone>(
     secrets: &[&'a SourceSecret],
     key_of: impl Fn(&SourceSecret) -> Option<Vec<u8>>,
@@ -118,11 +124,19 @@ fn json_string_field(body: &[u8], field: &str) -> Option<String> {
     value.get(field)?.as_str().map(str::to_owned)
 }
 
-fn timestamp_header(headers: &impl Headers, name: &str) -> Result<i64, Refusal> {
-    headers
-        .text(name)
-        .and_then(|text| text.trim().parse().ok())
-        .ok_or(Refusal::SignatureInvalid)
+/// A signed timestamp header: its text exactly as received (what was
+/// signed) and its value in Unix seconds.
+fn timestamp_header<'h>(headers: &'h impl Headers, name: &str) -> Result<(&'h str, i64), Refusal> {
+    let text = headers.text(name).ok_or(Refusal::SignatureInvalid)?;
+    let seconds = text.parse().map_err(|_| Refusal::SignatureInvalid)?;
+    Ok((text, seconds))
+}
+
+fn too_many(presented: &[Vec<u8>]) -> Result<(), Refusal> {
+    if presented.len() > MAX_PRESENTED {
+        return Err(Refusal::SignatureInvalid);
+    }
+    Ok(())
 }
 
 /// `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]`, HMAC-SHA256 over
@@ -140,6 +154,8 @@ fn stripe(secrets: &[&SourceSecret], headers: &impl Headers, body: &[u8]) -> Res
         }
     }
     let timestamp = timestamp.ok_or(Refusal::SignatureInvalid)?;
+    too_many(&presented)?;
+    // Stripe's libraries sign the number as they print it; so do we.
     let prefix = format!("{timestamp}.");
     let secret = matching::<Hmac<Sha256>>(secrets, raw_key, &[prefix.as_bytes(), body], &presented)
         .ok_or(Refusal::SignatureInvalid)?;
@@ -192,6 +208,7 @@ fn standard(secrets: &[&SourceSecret], headers: &impl Headers, body: &[u8]) -> R
         .filter_map(|signature| signature.strip_prefix("v1,"))
         .filter_map(|encoded| BASE64.decode(encoded).ok())
         .collect();
+    too_many(&presented)?;
     let signed: [&[u8]; 5] = [id.as_bytes(), b".", timestamp_text.as_bytes(), b".", body];
     let secret =
         matching::<Hmac<Sha256>>(secrets, standard_key, &signed, &presented).ok_or(Refusal::SignatureInvalid)?;
@@ -222,15 +239,14 @@ fn shopify(secrets: &[&SourceSecret], headers: &impl Headers, body: &[u8]) -> Re
 /// `X-Slack-Signature: v0=<hex>` of `v0:{X-Slack-Request-Timestamp}:{body}`.
 /// The id is the body's `event_id` (Events API), signed with the body.
 fn slack(secrets: &[&SourceSecret], headers: &impl Headers, body: &[u8]) -> Result<Verified, Refusal> {
-    let timestamp = timestamp_header(headers, "x-slack-request-timestamp")?;
+    let (timestamp_text, timestamp) = timestamp_header(headers, "x-slack-request-timestamp")?;
     let signature = headers
         .text("x-slack-signature")
         .and_then(|header| header.strip_prefix("v0="))
         .and_then(|hex_text| hex::decode(hex_text).ok())
         .ok_or(Refusal::SignatureInvalid)?;
-    let prefix = format!("v0:{timestamp}:");
-    let secret = matching::<Hmac<Sha256>>(secrets, raw_key, &[prefix.as_bytes(), body], &[signature])
-        .ok_or(Refusal::SignatureInvalid)?;
+    let signed: [&[u8]; 4] = [b"v0:", timestamp_text.as_bytes(), b":", body];
+    let secret = matching::<Hmac<Sha256>>(secrets, raw_key, &signed, &[signature]).ok_or(Refusal::SignatureInvalid)?;
     Ok(Verified {
         secret_id: secret.id.clone(),
         timestamp: Some(timestamp),
@@ -263,8 +279,12 @@ fn generic(
         .as_deref()
         .map(|name| timestamp_header(headers, name))
         .transpose()?;
-    let prefix = timestamp.map(|t| format!("{t}.")).unwrap_or_default();
-    let signed: [&[u8]; 2] = [prefix.as_bytes(), body];
+    let (timestamp_text, separator) = match timestamp {
+        Some((text, _)) => (text, "."),
+        None => ("", ""),
+    };
+    let signed: [&[u8]; 3] = [timestamp_text.as_bytes(), separator.as_bytes(), body];
+    let timestamp = timestamp.map(|(_, seconds)| seconds);
     let secret = match config.algorithm {
         Algorithm::Sha256 => matching::<Hmac<Sha256>>(secrets, raw_key, &signed, &[signature]),
         Algorithm::Sha512 => matching::<Hmac<Sha512>>(secrets, raw_key, &signed, &[signature]),

@@ -33,6 +33,8 @@ CREATE TABLE inbox_events (
     event_id           TEXT NOT NULL,
     received_at        INTEGER NOT NULL,
     body               BLOB NOT NULL,
+    body_sha256        TEXT NOT NULL,
+    body_bytes         INTEGER NOT NULL,
     headers            TEXT NOT NULL,
     verification       TEXT NOT NULL,
     secret_id          TEXT NOT NULL,

@@ -34,6 +34,7 @@ fn event(source_id: &str, event_id: &str, keys: &[&str], body: &str, received: u
         event_id: event_id.into(),
         received_at: at(received),
         body: body.as_bytes().to_vec(),
+        body_sha256: format!("{:x}", body.len()),
         headers: r#"{"content-type":"application/json"}"#.into(),
         verification: r#"{"kind":"stripe"}"#.into(),
         secret_id: format!("{source_id}-s1"),
@@ -47,7 +48,14 @@ fn unique(prefix: &str) -> String {
 
 async fn ingest(store: &impl Store, scope: &TenantScope, event: InboxEvent, now: Timestamp) -> crate::Ingested {
     store
-        .ingest(scope, event, new_job(spec("payments")), Duration::from_secs(3600), now)
+        .ingest(
+            scope,
+            event,
+            new_job(spec("payments")),
+            Duration::from_secs(3600),
+            None,
+            now,
+        )
         .await
         .expect("ingest")
 }
@@ -57,19 +65,19 @@ pub async fn sources_keep_their_secrets_and_rotate_without_a_gap(store: &impl St
     let (other, _) = new_tenant(store).await;
     let id = unique("src");
     let created = store
-        .create_source(&scope, source(&id, "stripe-live"), at(1))
+        .create_source(&scope, source(&id, "stripe-live"), 100, at(1))
         .await
         .unwrap();
     assert_eq!(created.tenant_id, scope.tenant_id(), "the scope names the tenant");
     assert_eq!(
         store
-            .create_source(&scope, source(&unique("src"), "stripe-live"), at(1))
+            .create_source(&scope, source(&unique("src"), "stripe-live"), 100, at(1))
             .await,
         Err(StoreError::AlreadyExists),
         "names are unique within a tenant"
     );
     store
-        .create_source(&other, source(&unique("src"), "stripe-live"), at(1))
+        .create_source(&other, source(&unique("src"), "stripe-live"), 100, at(1))
         .await
         .expect("another tenant may use the name");
 
@@ -107,6 +115,25 @@ pub async fn sources_keep_their_secrets_and_rotate_without_a_gap(store: &impl St
     );
     assert!(rotated.secrets[0].valid_at(at(99)) && !rotated.secrets[0].valid_at(retire_at));
 
+    // A secret already expired is deleted by the next change.
+    let later = store
+        .add_source_secret(&scope, &id, secret(&format!("{id}-s3"), 200, None), None, at(200))
+        .await
+        .unwrap();
+    let ids: Vec<String> = later.secrets.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(ids, [format!("{id}-s2"), format!("{id}-s3")]);
+
+    assert_eq!(
+        store
+            .create_source(&other, source(&unique("src"), "second"), 1, at(1))
+            .await,
+        Err(StoreError::LimitExceeded {
+            what: "sources",
+            limit: 1
+        }),
+        "the tenant's cap counts live sources"
+    );
+
     let listed = store.list_sources(&scope).await.unwrap();
     assert_eq!(listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [id.as_str()]);
 
@@ -118,7 +145,7 @@ pub async fn sources_keep_their_secrets_and_rotate_without_a_gap(store: &impl St
     );
     assert_eq!(store.delete_source(&scope, &id, at(3)).await, Err(StoreError::NotFound));
     store
-        .create_source(&scope, source(&unique("src"), "stripe-live"), at(4))
+        .create_source(&scope, source(&unique("src"), "stripe-live"), 100, at(4))
         .await
         .expect("a deleted source's name is free again");
 
@@ -151,7 +178,10 @@ pub async fn sources_keep_their_secrets_and_rotate_without_a_gap(store: &impl St
 pub async fn an_event_becomes_one_job_however_often_it_arrives(store: &impl Store) {
     let (scope, _) = new_tenant(store).await;
     let id = unique("src");
-    store.create_source(&scope, source(&id, "stripe"), at(0)).await.unwrap();
+    store
+        .create_source(&scope, source(&id, "stripe"), 100, at(0))
+        .await
+        .unwrap();
     let hook = auth::verified_webhook(&store.find_source(&id).await.unwrap().unwrap());
 
     let first = ingest(
@@ -163,8 +193,17 @@ pub async fn an_event_becomes_one_job_however_often_it_arrives(store: &impl Stor
     .await;
     assert!(!first.duplicate);
     let job = first.job.clone().expect("a new event makes a job");
-    assert_eq!((first.job_id, first.event.job_id), (job.id, job.id));
-    assert_eq!(first.event.body, br#"{"id":"evt_1"}"#, "the exact bytes are kept");
+    assert_eq!((first.job_id, first.event_id.as_str()), (job.id, "evt_1"));
+    let stored = store.event(&scope, &id, "evt_1").await.unwrap().expect("stored");
+    assert_eq!(
+        stored.body.as_deref(),
+        Some(&br#"{"id":"evt_1"}"#[..]),
+        "the exact bytes are kept"
+    );
+    assert_eq!(
+        (stored.job_id, stored.seq, stored.body_bytes),
+        (job.id, first.event_seq, 14)
+    );
 
     let again = ingest(
         store,
@@ -174,11 +213,9 @@ pub async fn an_event_becomes_one_job_however_often_it_arrives(store: &impl Stor
     )
     .await;
     assert!(again.duplicate && again.job.is_none());
-    assert_eq!((again.job_id, again.event.seq), (job.id, first.event.seq));
-    assert_eq!(
-        (again.event.duplicates, again.event.last_duplicate_at),
-        (1, Some(at(2)))
-    );
+    assert_eq!((again.job_id, again.event_seq), (job.id, first.event_seq));
+    let counted = store.event(&scope, &id, "evt_1").await.unwrap().unwrap();
+    assert_eq!((counted.duplicates, counted.last_duplicate_at), (1, Some(at(2))));
 
     // A body replayed under a new delivery id is caught by its hash.
     let keys = ["id:d-1", "sha256:abc"];
@@ -192,7 +229,27 @@ pub async fn an_event_becomes_one_job_however_often_it_arrives(store: &impl Stor
     )
     .await;
     assert!(replayed.duplicate);
-    assert_eq!(replayed.job_id, hashed.job_id);
+    assert_eq!(
+        (replayed.job_id, replayed.event_id.as_str()),
+        (hashed.job_id, "d-1"),
+        "the first delivery's event"
+    );
+
+    // At its quota a tenant still has its duplicates answered; new events are refused.
+    let window = Duration::from_secs(3600);
+    let quota = || Some(StoreError::QuotaExceeded { limit: 1 });
+    let resent = event(&id, "d-3", &["id:d-3", "sha256:abc"], "{}", 5);
+    let dup = store
+        .ingest(&hook, resent, new_job(spec("payments")), window, quota(), at(5))
+        .await
+        .unwrap();
+    assert!(dup.duplicate);
+    let new = event(&id, "d-4", &["id:d-4", "sha256:def"], "[]", 5);
+    let refused = store
+        .ingest(&hook, new, new_job(spec("payments")), window, quota(), at(5))
+        .await;
+    assert_eq!(refused, Err(StoreError::QuotaExceeded { limit: 1 }));
+    assert_eq!(store.event(&scope, &id, "d-4").await.unwrap(), None, "nothing stored");
 
     // After the window, the same id is a new event.
     let later = at(1 + 3600);
@@ -243,7 +300,10 @@ pub async fn events_list_replay_and_stay_within_their_tenant(store: &impl Store)
     let (scope, _) = new_tenant(store).await;
     let (other, _) = new_tenant(store).await;
     let id = unique("src");
-    store.create_source(&scope, source(&id, "github"), at(0)).await.unwrap();
+    store
+        .create_source(&scope, source(&id, "github"), 100, at(0))
+        .await
+        .unwrap();
     let hook = auth::verified_webhook(&store.find_source(&id).await.unwrap().unwrap());
     for n in 0..3 {
         let event_id = format!("evt_{n}");
@@ -328,7 +388,7 @@ pub async fn concurrent_deliveries_of_one_event_make_one_job(store: &(impl Store
     let (scope, _) = new_tenant(store).await;
     let id = unique("src");
     store
-        .create_source(&scope, source(&id, "standard"), at(0))
+        .create_source(&scope, source(&id, "standard"), 100, at(0))
         .await
         .unwrap();
     let hook = auth::verified_webhook(&store.find_source(&id).await.unwrap().unwrap());
@@ -338,7 +398,7 @@ pub async fn concurrent_deliveries_of_one_event_make_one_job(store: &(impl Store
             tokio::spawn(async move {
                 let job = new_job(spec("payments"));
                 store
-                    .ingest(&hook, delivery, job, Duration::from_secs(3600), at(1))
+                    .ingest(&hook, delivery, job, Duration::from_secs(3600), None, at(1))
                     .await
             })
         })

@@ -32,13 +32,15 @@ pub enum Ingest {
 
 /// Whether `event` was seen before: any of its dedup keys with a live
 /// claim makes it a duplicate, so a body replayed under a new delivery id
-/// is caught by its hash, and a re-signed retry by its id.
+/// is caught by its hash, and a re-signed retry by its id. A new event is
+/// refused with `refuse_new` when one is given (the tenant's quota).
 pub fn ingest(
     tenant: TenantId,
     event: &InboxEvent,
     live: &[LiveInboxKey],
     job: NewJob,
     dedup_window: Duration,
+    refuse_new: Option<StoreError>,
     now: Timestamp,
 ) -> Result<Ingest, StoreError> {
     let first_live = event
@@ -50,8 +52,12 @@ pub fn ingest(
             event_seq: claim.event_seq,
         });
     }
+    if let Some(refused) = refuse_new {
+        return Err(refused);
+    }
     let keys_expire_at = now.saturating_add(dedup_window).unwrap_or(Timestamp::MAX);
-    let created = super::enqueue(tenant, vec![job], Vec::new(), dedup_window, now)?;
+    // The job has no idempotency key: the event's dedup keys stand for one.
+    let created = super::enqueue(tenant, vec![job], Vec::new(), Duration::ZERO, now)?;
     Ok(Ingest::New {
         keys_expire_at,
         job: Box::new(created.map(|mut enqueued| enqueued.remove(0).job)),
@@ -75,14 +81,30 @@ pub fn replay(
 
 /// The secrets a rotation retires: with `retire_at`, every secret that
 /// would stay valid past it expires then instead (one already expiring
-/// sooner keeps its time). Answers (secret id, new expiry).
-pub fn retire_secrets(secrets: &[crate::SourceSecret], retire_at: Option<Timestamp>) -> Vec<(String, Timestamp)> {
+/// sooner keeps its time; one already expired at `now` is deleted, not
+/// retired). Answers (secret id, new expiry).
+pub fn retire_secrets(
+    secrets: &[crate::SourceSecret],
+    retire_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Vec<(String, Timestamp)> {
     let Some(retire_at) = retire_at else {
         return Vec::new();
     };
     secrets
         .iter()
-        .filter(|secret| secret.expires_at.is_none_or(|expires_at| expires_at > retire_at))
+        .filter(|secret| secret.valid_at(now) && secret.expires_at.is_none_or(|expires_at| expires_at > retire_at))
         .map(|secret| (secret.id.clone(), retire_at))
         .collect()
+}
+
+/// `LimitExceeded` when a tenant with `live` sources may not add one.
+pub fn within_source_limit(live: usize, max_sources: usize) -> Result<(), StoreError> {
+    if live >= max_sources {
+        return Err(StoreError::LimitExceeded {
+            what: "sources",
+            limit: u32::try_from(max_sources).unwrap_or(u32::MAX),
+        });
+    }
+    Ok(())
 }

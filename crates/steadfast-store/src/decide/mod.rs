@@ -20,7 +20,7 @@ mod slos;
 mod sweeps;
 mod workflows;
 
-pub use inbox::{Ingest, LiveInboxKey, ingest, replay, retire_secrets};
+pub use inbox::{Ingest, LiveInboxKey, ingest, replay, retire_secrets, within_source_limit};
 pub use jobs::{
     ClaimedKey, cancel, complete, complete_many, enqueue, fail, found, heartbeat, lease, needs_history, resumable,
     retry,

@@ -1,26 +1,33 @@
 //! The webhook inbox: sources, and deliveries verified, then stored with
 //! their job in one transaction before anything is answered.
 //!
-//! Refusals cost no write: a bad signature or timestamp is counted here
-//! and written as one audit record per source per interval (with the
-//! failed authentications), and counted against the sender's address like
-//! a failed authentication.
+//! Refusals cost no write: a bad signature or timestamp is counted
+//! ([`refusals`]) and written as one audit record per source per interval
+//! (with the failed authentications), and counted against the sender's
+//! address like a failed authentication.
 
-use std::collections::HashMap;
+mod cache;
+mod refusals;
+
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use steadfast_core::lifecycle::JobSpec;
 use steadfast_core::{Job, JobId, QueueName, Timestamp};
 use steadfast_store::auth;
-use steadfast_store::{InboxEvent, NewJob, SignatureFailures, Source, SourceSecret, StoreError, TenantScope};
+use steadfast_store::{InboxEvent, NewJob, Source, SourceSecret, StoreError, TenantScope};
+
+pub use cache::SOURCE_CACHE_TTL;
+pub(super) use cache::SourceCache;
+pub(super) use refusals::RefusedDeliveries;
 
 use super::Engine;
 use super::rate_limits::{Admission, Rate};
 use crate::inbox::verify::{self, Refusal};
 use crate::inbox::{self, Config, Kind};
 use crate::metrics::InboxLabels;
+use cache::{Cached, Known};
 
 /// Bounds on the inbox (docs/limits.md).
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +36,10 @@ pub struct InboxLimits {
     pub max_body_bytes: usize,
     /// Deliveries per source, accepted or not (per node).
     pub source_rate: Rate,
+    /// Deliveries being verified and stored at once (per node); past it,
+    /// `429` with `Retry-After` rather than a wait longer than a sender's
+    /// timeout.
+    pub max_in_flight: usize,
     pub default_tolerance: Duration,
     pub max_tolerance: Duration,
     pub default_dedup_window: Duration,
@@ -43,6 +54,7 @@ impl Default for InboxLimits {
         InboxLimits {
             max_body_bytes: 1024 * 1024,
             source_rate: Rate::new(2000, 4000).expect("non-zero"),
+            max_in_flight: 256,
             default_tolerance: Duration::from_secs(300),
             max_tolerance: Duration::from_secs(3600),
             // Stripe retries for 3 days and GitHub redelivers within 30:
@@ -56,7 +68,7 @@ impl Default for InboxLimits {
 }
 
 /// A source to create, checked by the API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewSource {
     pub name: String,
     pub kind_name: String,
@@ -67,6 +79,16 @@ pub struct NewSource {
     pub secret: Option<String>,
     pub tolerance: Duration,
     pub dedup_window: Duration,
+}
+
+impl std::fmt::Debug for NewSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSource")
+            .field("name", &self.name)
+            .field("kind", &self.kind_name)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a source or secret request was refused.
@@ -87,7 +109,7 @@ pub enum Delivery {
         event_id: String,
         job_id: JobId,
     },
-    /// Seen within its window: no new job; `job_id` is the first delivery's.
+    /// Seen within its window: no new job; the first delivery's event and job.
     Duplicate {
         event_id: String,
         job_id: JobId,
@@ -105,97 +127,18 @@ pub enum HookError {
     Refused(Refusal),
     #[error("too many deliveries")]
     RateLimited(Admission),
+    /// More deliveries in flight on this node than it takes at once.
+    #[error("too many deliveries in flight")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Refused deliveries since the last record, by source.
-#[derive(Debug, Default)]
-pub(super) struct RefusedDeliveries {
-    by_source: Mutex<HashMap<String, (Source, SignatureFailures)>>,
-}
-
-/// How long this node trusts what it read of a source: a delivery costs no
-/// source read within it. A change made on this node applies at once; one
-/// made on another node (a new secret, a deletion) within this long. A
-/// secret's expiry is checked against the clock on every delivery.
-pub const SOURCE_CACHE_TTL: Duration = Duration::from_secs(1);
-/// Sources (and unknown ids) cached at most; past it the cache starts over.
-const SOURCE_CACHE_BOUND: usize = 10_000;
-
-/// A source as read at a time of the clock's `elapsed`: `None` for an id
-/// that named no live source.
-type Read = (Duration, Option<Arc<Source>>);
-
-/// What this node read of each source lately, by id.
-#[derive(Debug, Default)]
-pub(super) struct SourceCache {
-    read: Mutex<HashMap<String, Read>>,
-}
-
-impl SourceCache {
-    fn get(&self, id: &str, now: Duration) -> Option<Option<Arc<Source>>> {
-        let read = self.read.lock().expect("the source cache is never poisoned");
-        let (at, source) = read.get(id)?;
-        (now.saturating_sub(*at) < SOURCE_CACHE_TTL).then(|| source.clone())
-    }
-
-    fn put(&self, id: &str, now: Duration, source: Option<Arc<Source>>) {
-        let mut read = self.read.lock().expect("the source cache is never poisoned");
-        if read.len() >= SOURCE_CACHE_BOUND && !read.contains_key(id) {
-            read.clear();
-        }
-        read.insert(id.to_owned(), (now, source));
-    }
-
-    fn forget(&self, id: &str) {
-        self.read.lock().expect("the source cache is never poisoned").remove(id);
-    }
-}
-
-/// Sources whose refusals are counted per interval; refusals to further
-/// sources are only in the metric until the next record.
-const COUNTED_SOURCES_BOUND: usize = 10_000;
-
-impl RefusedDeliveries {
-    fn count(&self, source: &Source, refusal: Refusal, now: Timestamp) {
-        let mut by_source = self.by_source.lock().expect("the refusal counts are never poisoned");
-        if by_source.len() >= COUNTED_SOURCES_BOUND && !by_source.contains_key(&source.id) {
-            return;
-        }
-        let (_, failures) = by_source.entry(source.id.clone()).or_insert_with(|| {
-            let failures = SignatureFailures {
-                source_id: source.id.clone(),
-                count: 0,
-                first_at: now,
-                last_at: now,
-                reasons: Vec::new(),
-            };
-            (source.clone(), failures)
-        });
-        failures.count += 1;
-        failures.last_at = now;
-        match failures
-            .reasons
-            .iter_mut()
-            .find(|(reason, _)| reason == refusal.as_str())
-        {
-            Some((_, n)) => *n += 1,
-            None => failures.reasons.push((refusal.as_str().to_owned(), 1)),
-        }
-    }
-
-    fn take(&self) -> Vec<(Source, SignatureFailures)> {
-        let taken = std::mem::take(&mut *self.by_source.lock().expect("the refusal counts are never poisoned"));
-        taken.into_values().collect()
-    }
-}
-
-fn stored_kind(source: &Source) -> Result<(Kind, Config), StoreError> {
+fn parsed(source: Source) -> Result<Known, StoreError> {
     let config: Config = serde_json::from_str(&source.config)
         .map_err(|e| StoreError::Corrupt(format!("source {} config: {e}", source.id)))?;
     let kind = Kind::parse(&source.kind, &config).map_err(StoreError::Corrupt)?;
-    Ok((kind, config))
+    Ok(Known { source, kind, config })
 }
 
 impl Engine {
@@ -215,6 +158,18 @@ impl Engine {
         (secret, generated)
     }
 
+    /// A secret given by the user is checked; none given is made by
+    /// Steadfast, except for kinds whose provider makes it.
+    fn check_given_secret(kind_name: &str, kind: &Kind, given: Option<&str>) -> Result<(), SourceError> {
+        match given {
+            Some(secret) => inbox::check_secret(kind, secret).map_err(SourceError::Invalid),
+            None if kind.provider_makes_secret() => Err(SourceError::Invalid(format!(
+                "secret: {kind_name} makes the signing secret; copy it from the provider into `secret`"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Creates a source; answers it with the secret Steadfast made, if it made one.
     pub async fn create_source(
         &self,
@@ -222,21 +177,7 @@ impl Engine {
         new: NewSource,
     ) -> Result<(Source, Option<String>), SourceError> {
         let limits = self.inner.config.inbox;
-        if new.secret.is_none() && new.kind.provider_makes_secret() {
-            return Err(SourceError::Invalid(format!(
-                "secret: {} makes the signing secret; copy it from the provider into `secret`",
-                new.kind_name
-            )));
-        }
-        if let Some(secret) = &new.secret {
-            inbox::check_secret(&new.kind, secret).map_err(SourceError::Invalid)?;
-        }
-        if self.store().list_sources(scope).await?.len() >= limits.max_sources_per_tenant {
-            return Err(SourceError::TooMany(format!(
-                "a tenant may have at most {} sources",
-                limits.max_sources_per_tenant
-            )));
-        }
+        Self::check_given_secret(&new.kind_name, &new.kind, new.secret.as_deref())?;
         let (secret, generated) = self.new_secret(&new.kind, new.secret, None);
         let source = Source {
             id: inbox::source_id(self.random_words()),
@@ -250,7 +191,17 @@ impl Engine {
             created_at: self.now(),
             secrets: vec![secret.clone()],
         };
-        let created = self.store().create_source(scope, source, self.now()).await?;
+        let created = self
+            .store()
+            .create_source(scope, source, limits.max_sources_per_tenant, self.now())
+            .await
+            .map_err(|error| match error {
+                StoreError::LimitExceeded { limit, .. } => {
+                    SourceError::TooMany(format!("a tenant may have at most {limit} sources"))
+                }
+                other => other.into(),
+            })?;
+        self.inner.sources.forget(&created.id);
         Ok((created, generated.then_some(secret.value)))
     }
 
@@ -268,28 +219,43 @@ impl Engine {
         let limits = self.inner.config.inbox;
         let now = self.now();
         let source = self.store().source(scope, id).await?.ok_or(StoreError::NotFound)?;
-        let (kind, _) = stored_kind(&source)?;
-        if let Some(secret) = &given {
-            inbox::check_secret(&kind, secret).map_err(SourceError::Invalid)?;
-        }
+        let known = parsed(source)?;
+        Self::check_given_secret(&known.source.kind, &known.kind, given.as_deref())?;
         if expires_at.is_some_and(|at| at <= now) {
             return Err(SourceError::Invalid("expires_at: must be in the future".into()));
         }
-        let valid = source.secrets.iter().filter(|secret| secret.valid_at(now)).count();
-        if valid >= limits.max_secrets_per_source && retire_others_after.is_none() {
+        let retire_at = retire_others_after.map(|after| now.saturating_add(after).unwrap_or(Timestamp::MAX));
+        // Every secret valid now costs one HMAC per delivery until it expires.
+        let staying = match retire_at {
+            Some(at) if at <= now => 0,
+            _ => known
+                .source
+                .secrets
+                .iter()
+                .filter(|secret| secret.valid_at(now))
+                .count(),
+        };
+        if staying >= limits.max_secrets_per_source {
             return Err(SourceError::TooMany(format!(
-                "a source may have at most {} valid secrets; retire some with retire_others_after_secs",
+                "a source may have at most {} valid secrets; retire the others (retire_others_after_secs: 0) or let some expire",
                 limits.max_secrets_per_source
             )));
         }
-        let retire_at = retire_others_after.map(|after| now.saturating_add(after).unwrap_or(Timestamp::MAX));
-        let (secret, generated) = self.new_secret(&kind, given, expires_at);
+        let (secret, generated) = self.new_secret(&known.kind, given, expires_at);
         let source = self
             .store()
             .add_source_secret(scope, id, secret.clone(), retire_at, now)
             .await?;
         self.inner.sources.forget(id);
         Ok((source, secret, generated))
+    }
+
+    /// Deletes a source: its deliveries are refused from now on (on other
+    /// nodes within [`SOURCE_CACHE_TTL`]).
+    pub async fn delete_source(&self, scope: &TenantScope, id: &str) -> Result<(), StoreError> {
+        self.store().delete_source(scope, id, self.now()).await?;
+        self.inner.sources.forget(id);
+        Ok(())
     }
 
     /// Takes one delivery to source `id`: verifies it, then stores it and
@@ -303,7 +269,13 @@ impl Engine {
         client: Option<IpAddr>,
         request_id: Option<String>,
     ) -> Result<Delivery, HookError> {
+        let Ok(_in_flight) = self.inner.deliveries_in_flight.try_acquire() else {
+            return Err(HookError::Busy);
+        };
         let now = self.now();
+        let Some(known) = self.find_source(id).await? else {
+            return Err(self.refused_address(client).unwrap_or(HookError::UnknownSource));
+        };
         let admission = self
             .inner
             .limiters
@@ -311,78 +283,98 @@ impl Engine {
         if admission.limited {
             return Err(HookError::RateLimited(admission));
         }
-        let Some(source) = self.find_source(id).await? else {
-            return Err(self.refused_address(client).unwrap_or(HookError::UnknownSource));
-        };
-        let (kind, config) = stored_kind(&source)?;
-        let verified = match verify::verify(&kind, &source.secrets, headers, body, now, source.tolerance) {
+        let source = &known.source;
+        let verified = match verify::verify(&known.kind, &source.secrets, headers, body, now, source.tolerance) {
             Ok(verified) => verified,
             Err(refusal) => {
                 self.count_delivery(&source.kind, "rejected");
-                self.inner.refused_deliveries.count(&source, refusal, now);
+                self.inner.refused_deliveries.count(source, refusal, now);
                 return Err(self.refused_address(client).unwrap_or(HookError::Refused(refusal)));
             }
         };
-        if let Some(challenge) = inbox::slack_challenge(&kind, body) {
+        if let Some(challenge) = inbox::slack_challenge(&known.kind, body) {
             return Ok(Delivery::Challenge(challenge));
         }
-        let (event_id, dedup_keys) = inbox::identify(&verified, body);
-        let headers = inbox::kept_headers(&kind, &config, headers);
-        let event = InboxEvent {
-            source_id: source.id.clone(),
-            event_id: event_id.clone(),
+        let event = self.inbox_event(&known, &verified, headers, body, now);
+        let job = self.event_job(source, &event.event_id, now, &event.headers, body);
+        let delivery = self.store_delivery(source, event, job, request_id, now).await?;
+        let outcome = if matches!(delivery, Delivery::Duplicate { .. }) {
+            "duplicate"
+        } else {
+            "accepted"
+        };
+        self.count_delivery(&source.kind, outcome);
+        Ok(delivery)
+    }
+
+    /// The event a verified delivery is stored as.
+    fn inbox_event(
+        &self,
+        known: &Known,
+        verified: &verify::Verified,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> InboxEvent {
+        let (event_id, dedup_keys) = inbox::identify(verified, body);
+        InboxEvent {
+            source_id: known.source.id.clone(),
+            event_id,
             received_at: now,
             body: body.to_vec(),
-            verification: verification(&source.kind, &verified),
-            secret_id: verified.secret_id,
-            headers,
+            body_sha256: inbox::body_sha256(body),
+            headers: inbox::kept_headers(&known.kind, &known.config, headers),
+            verification: verification(&known.source.kind, verified),
+            secret_id: verified.secret_id.clone(),
             dedup_keys,
-        };
-        let job = self.event_job(&source, &event.event_id, now, &event.headers, body);
+        }
+    }
+
+    /// One transaction: the event and its job, or a duplicate's count. A
+    /// tenant at its quota still has its duplicates answered.
+    async fn store_delivery(
+        &self,
+        source: &Source,
+        event: InboxEvent,
+        job: NewJob,
+        request_id: Option<String>,
+        now: Timestamp,
+    ) -> Result<Delivery, StoreError> {
         let tenant = source.tenant_id;
-        self.reserve_quota(tenant, 1)?;
-        let scope = auth::verified_webhook(&source).with_request_id(request_id);
+        let quota = self.reserve_quota(tenant, 1);
+        let reserved = usize::from(quota.is_ok());
+        let scope = auth::verified_webhook(source).with_request_id(request_id);
         let ingested = self
             .store()
-            .ingest(&scope, event, job, source.dedup_window, now)
+            .ingest(&scope, event, job, source.dedup_window, quota.err(), now)
             .await
-            .inspect_err(|_| self.settle_quota(tenant, 1, 0))?;
-        self.settle_quota(tenant, 1, usize::from(!ingested.duplicate));
+            .inspect_err(|_| self.settle_quota(tenant, reserved, 0))?;
+        self.settle_quota(tenant, reserved, usize::from(!ingested.duplicate));
         if let Some(job) = &ingested.job {
             self.after_change(job);
         }
-        let outcome = if ingested.duplicate { "duplicate" } else { "accepted" };
-        self.count_delivery(&source.kind, outcome);
+        let (event_id, job_id) = (ingested.event_id, ingested.job_id);
         Ok(if ingested.duplicate {
-            Delivery::Duplicate {
-                event_id,
-                job_id: ingested.job_id,
-            }
+            Delivery::Duplicate { event_id, job_id }
         } else {
-            Delivery::Accepted {
-                event_id,
-                job_id: ingested.job_id,
-            }
+            Delivery::Accepted { event_id, job_id }
         })
     }
 
     /// The live source `id`, read at most once per [`SOURCE_CACHE_TTL`].
-    async fn find_source(&self, id: &str) -> Result<Option<Arc<Source>>, StoreError> {
+    async fn find_source(&self, id: &str) -> Result<Option<Arc<Known>>, StoreError> {
         let now = self.inner.clock.elapsed();
-        if let Some(cached) = self.inner.sources.get(id, now) {
-            return Ok(cached);
-        }
-        let found = self.store().find_source(id).await?.map(Arc::new);
-        self.inner.sources.put(id, now, found.clone());
+        let generation = match self.inner.sources.get(id, now) {
+            Cached::Known(known) => return Ok(Some(known)),
+            Cached::Unknown => return Ok(None),
+            Cached::Miss(generation) => generation,
+        };
+        let found = match self.store().find_source(id).await? {
+            Some(source) => Some(Arc::new(parsed(source)?)),
+            None => None,
+        };
+        self.inner.sources.put(id, now, generation, found.clone());
         Ok(found)
-    }
-
-    /// Deletes a source: its deliveries are refused from now on (on other
-    /// nodes within [`SOURCE_CACHE_TTL`]).
-    pub async fn delete_source(&self, scope: &TenantScope, id: &str) -> Result<(), StoreError> {
-        self.store().delete_source(scope, id, self.now()).await?;
-        self.inner.sources.forget(id);
-        Ok(())
     }
 
     /// Makes a new job from a stored event, linked to it and audited.
@@ -398,7 +390,8 @@ impl Engine {
             .event(scope, source_id, event_id)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let job = self.event_job(&source, &event.event_id, event.received_at, &event.headers, &event.body);
+        let body = event.body.as_deref().unwrap_or_default();
+        let job = self.event_job(&source, &event.event_id, event.received_at, &event.headers, body);
         self.reserve_quota(scope.tenant_id(), 1)?;
         let replayed = self
             .store()
@@ -447,15 +440,38 @@ impl Engine {
     }
 
     /// Writes the refused deliveries counted since the last call: one audit
-    /// record per source, in its tenant.
+    /// record per source, in its tenant. What could not be written is
+    /// counted again at the next call.
     pub async fn record_refused_deliveries(&self) -> Result<usize, StoreError> {
-        let taken = self.inner.refused_deliveries.take();
+        let mut taken = self.inner.refused_deliveries.take().into_iter();
         let now = self.now();
-        for (source, failures) in &taken {
-            let scope = auth::refused_webhook(source);
-            self.store().record_signature_failures(&scope, failures, now).await?;
+        let mut written = 0;
+        while let Some((source, failures)) = taken.next() {
+            let scope = auth::refused_webhook(&source);
+            if let Err(error) = self.store().record_signature_failures(&scope, &failures, now).await {
+                let mut unwritten = vec![(source, failures)];
+                unwritten.extend(taken);
+                self.inner.refused_deliveries.put_back(unwritten);
+                return Err(error);
+            }
+            written += 1;
         }
-        Ok(taken.len())
+        Ok(written)
+    }
+
+    /// Forgets events whose dedup window ended, in batches, until none is left.
+    pub async fn prune_events(&self) -> Result<usize, StoreError> {
+        const BATCH: u32 = 1000;
+        const MOST_BATCHES: usize = 1000;
+        let mut removed = 0;
+        for _ in 0..MOST_BATCHES {
+            let batch = self.store().prune_events(self.now(), BATCH).await?;
+            removed += batch;
+            if batch < BATCH as usize {
+                break;
+            }
+        }
+        Ok(removed)
     }
 }
 
