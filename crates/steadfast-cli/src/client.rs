@@ -115,6 +115,8 @@ pub async fn source_command(command: SourceCommand) -> anyhow::Result<()> {
                 .map(|text| serde_json::from_str(&text))
                 .transpose()
                 .context("--config must be a JSON object, e.g. '{\"keep_headers\":[\"x-request-id\"]}'")?;
+            let kind = serde_json::from_value(serde_json::Value::String(kind))
+                .context("--kind must be one of stripe, github, standard, shopify, slack, hmac")?;
             let request = wire::SourceRequest {
                 name,
                 kind,

@@ -909,6 +909,32 @@ pub struct QueueRetention {
     pub effective_failed_secs: u64,
 }
 
+/// What a source's deliveries are verified as: Stripe, GitHub, Standard
+/// Webhooks (and Svix), Shopify, Slack, or a configured HMAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Stripe,
+    Github,
+    Standard,
+    Shopify,
+    Slack,
+    Hmac,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Stripe => "stripe",
+            SourceKind::Github => "github",
+            SourceKind::Standard => "standard",
+            SourceKind::Shopify => "shopify",
+            SourceKind::Slack => "slack",
+            SourceKind::Hmac => "hmac",
+        }
+    }
+}
+
 /// `POST /v1/sources`: where one provider delivers webhooks, and the queue
 /// its events become jobs in.
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
@@ -917,8 +943,7 @@ pub struct SourceRequest {
     /// Unique in the tenant: 1–64 ASCII letters, digits and `-_.:`.
     #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub name: String,
-    /// `stripe`, `github`, `standard` (Standard Webhooks, Svix), `shopify`, `slack` or `hmac`.
-    pub kind: String,
+    pub kind: SourceKind,
     #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub queue: String,
     /// The signing secret, as the provider shows it (required for stripe,

@@ -130,7 +130,7 @@ pub async fn run(args: InboxArgs) -> anyhow::Result<()> {
     let source = client
         .create_source(&wire::SourceRequest {
             name: format!("bench-{}", uuid::Uuid::now_v7().simple()),
-            kind: "stripe".into(),
+            kind: wire::SourceKind::Stripe,
             queue: "bench-inbox".into(),
             secret: Some(SECRET.into()),
             tolerance_secs: None,

@@ -82,7 +82,7 @@ fn refused(error: HookError, slot: Option<&AdmissionSlot>) -> Response {
 /// for an event seen within the source's dedup window (no new job).
 #[utoipa::path(
     post, path = "/hooks/{id}", tag = "hooks",
-    params(("id" = String, Path, description = "The source's id, from its ingest_path")),
+    params(("id" = String, Path, description = "The source's id, from its ingest_path", pattern = r"^src_[0-9a-f]{32}$")),
     request_body(content = String, content_type = "application/json", description = "The provider's payload, any bytes"),
     responses(
         (status = 200, body = wire::DeliveryAnswer),

@@ -94,10 +94,10 @@ fn checked(engine: &Engine, request: wire::SourceRequest) -> Result<NewSource, A
         None => Config::default(),
         Some(value) => serde_json::from_value(value).map_err(|e| ApiError::validation(format!("config: {e}")))?,
     };
-    let kind = Kind::parse(&request.kind, &config).map_err(ApiError::validation)?;
+    let kind = Kind::parse(request.kind.as_str(), &config).map_err(ApiError::validation)?;
     Ok(NewSource {
         name: request.name,
-        kind_name: request.kind,
+        kind_name: request.kind.as_str().to_owned(),
         kind,
         config,
         queue,
@@ -155,7 +155,7 @@ pub async fn list(State(engine): State<Engine>, caller: Caller) -> Result<Json<w
 /// One source.
 #[utoipa::path(
     get, path = "/v1/sources/{id}", tag = "sources",
-    params(("id" = String, Path, description = "Source id")),
+    params(("id" = String, Path, description = "Source id", pattern = r"^src_[0-9a-f]{32}$")),
     responses((status = 200, body = wire::Source), (status = 404, body = wire::ErrorBody)),
     security(("bearer" = []))
 )]
@@ -177,7 +177,7 @@ pub async fn get(
 /// its events stay until their dedup window ends.
 #[utoipa::path(
     delete, path = "/v1/sources/{id}", tag = "sources",
-    params(("id" = String, Path, description = "Source id")),
+    params(("id" = String, Path, description = "Source id", pattern = r"^src_[0-9a-f]{32}$")),
     responses((status = 204), (status = 404, body = wire::ErrorBody)),
     security(("bearer" = []))
 )]
@@ -199,7 +199,7 @@ pub async fn delete(
 /// (`retire_others_after_secs`).
 #[utoipa::path(
     post, path = "/v1/sources/{id}/secrets", tag = "sources",
-    params(("id" = String, Path, description = "Source id")),
+    params(("id" = String, Path, description = "Source id", pattern = r"^src_[0-9a-f]{32}$")),
     request_body = wire::SecretRequest,
     responses((status = 201, body = wire::SecretAdded), (status = 404, body = wire::ErrorBody), (status = 422, body = wire::ErrorBody)),
     security(("bearer" = []))
@@ -250,8 +250,10 @@ pub async fn add_secret(
 #[into_params(parameter_in = Query)]
 pub struct EventParams {
     /// Page size (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,19}$")]
     cursor: Option<String>,
 }
 
@@ -275,7 +277,7 @@ fn event_view(event: EventRecord) -> wire::InboxEventInfo {
 /// often each was delivered again, and the jobs it became.
 #[utoipa::path(
     get, path = "/v1/sources/{id}/events", tag = "sources",
-    params(("id" = String, Path, description = "Source id"), EventParams),
+    params(("id" = String, Path, description = "Source id", pattern = r"^src_[0-9a-f]{32}$"), EventParams),
     responses((status = 200, body = wire::InboxEventList), (status = 404, body = wire::ErrorBody), (status = 422, body = wire::ErrorBody)),
     security(("bearer" = []))
 )]
@@ -321,7 +323,7 @@ pub async fn events(
 /// event and audited. For a job that was lost to a bug, not for duplicates.
 #[utoipa::path(
     post, path = "/v1/sources/{id}/events/{event_id}/replay", tag = "sources",
-    params(("id" = String, Path, description = "Source id"), ("event_id" = String, Path, description = "The provider's event id")),
+    params(("id" = String, Path, description = "Source id", pattern = r"^src_[0-9a-f]{32}$"), ("event_id" = String, Path, description = "The provider's event id")),
     responses((status = 201, body = wire::Replayed), (status = 404, body = wire::ErrorBody), (status = 429, body = wire::ErrorBody)),
     security(("bearer" = []))
 )]

@@ -170,7 +170,9 @@ pub async fn sources_keep_their_secrets_and_rotate_without_a_gap(store: &impl St
             "source.created",
             "source.secret_added",
             "source.deleted",
-            "source.created"
+            "source.created",
+            // The s3 secret, added at a later time than the rest.
+            "source.secret_added",
         ]
     );
 }
