@@ -120,3 +120,35 @@ CREATE FUNCTION steadfast_prune_inbox(p_before bigint, p_limit integer)
         gone AS (DELETE FROM inbox_events WHERE seq IN (SELECT seq FROM pruned) RETURNING 1)
         SELECT count(*)::integer FROM gone
     $$;
+
+-- Cached generic plans of the inbox's statements follow its tables' growth
+-- like those of the jobs tables (0003): without this, plans made while the
+-- tables were empty scan them on every delivery.
+CREATE OR REPLACE FUNCTION steadfast_refresh_statistics()
+    RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = steadfast, pg_temp
+    SET default_statistics_target FROM CURRENT
+    AS $$
+    DECLARE
+        stale name;
+    BEGIN
+        IF NOT pg_try_advisory_xact_lock(hashtext('steadfast.refresh_statistics')) THEN
+            RETURN 0;
+        END IF;
+        SELECT s.relname INTO stale
+        FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+        WHERE s.schemaname = 'steadfast'
+          AND s.relname IN ('jobs', 'attempts', 'steps', 'signals', 'idempotency_keys', 'audit_records',
+                            'inbox_events', 'inbox_keys', 'inbox_jobs')
+          AND c.reltuples < 1000000
+          AND s.n_mod_since_analyze > greatest(500, c.reltuples)
+        ORDER BY s.n_mod_since_analyze / greatest(c.reltuples, 1) DESC
+        LIMIT 1;
+        IF stale IS NULL THEN
+            RETURN 0;
+        END IF;
+        EXECUTE format('ANALYZE (SKIP_LOCKED) steadfast.%I', stale);
+        RETURN 1;
+    END
+    $$;
