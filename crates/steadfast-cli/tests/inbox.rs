@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::{ServerProcess, steadfast};
 use hmac::{Hmac, Mac};
@@ -19,14 +19,8 @@ fn stdout(output: &std::process::Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
-/// `Stripe-Signature` for `body` signed now, computed from Stripe's
-/// specification with the `hmac` crate.
 fn stripe_signature(body: &[u8]) -> String {
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+    common::stripe_signature(SECRET, body)
 }
 
 fn source_cli(server: &ServerProcess, key: &str, args: &[&str]) -> String {

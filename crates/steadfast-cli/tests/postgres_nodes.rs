@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BINARY, ServerProcess, steadfast};
+use common::{BINARY, ServerProcess, steadfast, stripe_signature};
 use serde_json::{Value, json};
 use steadfast_postgres::test_support::{self, TestDatabase};
 use steadfast_protocol::tls::test_ca::{IdentityFiles, TestCa};
@@ -265,6 +265,126 @@ async fn three_nodes_lose_nothing_when_one_is_killed() {
     );
     assert_eq!(double_leases, 0, "no job may have two live leases");
     assert_eq!(completed_twice, 0, "fencing lets only one attempt complete");
+    drop(nodes);
+}
+
+/// Every page of `path` (a listing with `next_cursor`) from `url`.
+async fn all_pages(api: &Api, url: &str, path: &str, field: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let mut request = api
+            .http
+            .get(format!("{url}{path}"))
+            .bearer_auth(&api.key)
+            .query(&[("limit", "500")]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        let page: Value = request.send().await.unwrap().json().await.unwrap();
+        items.extend(page[field].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+    panic!("listing did not end");
+}
+
+/// Webhook deliveries to three nodes, each event sent to two nodes at
+/// once, one node SIGKILLed mid-run: every acknowledged event is stored
+/// once with one job, whichever nodes took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_events_are_stored_once_across_nodes_and_survive_a_kill() {
+    const SECRET: &str = "whsec_three_nodes_0123456789";
+    const EVENTS: usize = 300;
+    let database: TestDatabase = test_support::create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::new(admin_key(&database.app_url));
+    let mut nodes: Vec<ServerProcess> = (0..3).map(|n| node(dir.path(), n, &database.app_url)).collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let source: Value = api
+        .http
+        .post(format!("{}/v1/sources", urls[1]))
+        .bearer_auth(&api.key)
+        .json(&json!({"name": "stripe", "kind": "stripe", "queue": "payments", "secret": SECRET}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = source["ingest_path"].as_str().unwrap().to_owned();
+    let deliver = |url: String, body: String| {
+        let (http, path) = (api.http.clone(), path.clone());
+        async move {
+            let response = http
+                .post(format!("{url}{path}"))
+                .header("stripe-signature", stripe_signature(SECRET, body.as_bytes()))
+                .body(body)
+                .send()
+                .await
+                .ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            let answer: Value = response.json().await.ok()?;
+            answer["job_id"].as_str().map(str::to_owned)
+        }
+    };
+
+    let mut acknowledged: HashMap<String, String> = HashMap::new();
+    for i in 0..EVENTS {
+        if i == EVENTS / 3 {
+            nodes[0].kill_9(); // with deliveries in flight to it
+        }
+        let event_id = format!("evt_nodes_{i}");
+        let body = format!(r#"{{"id":"{event_id}","type":"charge.succeeded"}}"#);
+        // The same event to two nodes at once, one of them often the killed one.
+        let (a, b) = tokio::join!(
+            deliver(urls[i % 3].clone(), body.clone()),
+            deliver(urls[(i + 1) % 3].clone(), body)
+        );
+        if let (Some(a), Some(b)) = (&a, &b) {
+            assert_eq!(a, b, "{event_id}: both nodes name one job");
+        }
+        if let Some(job) = a.or(b) {
+            acknowledged.insert(event_id, job);
+        }
+    }
+    let survivor = &urls[1];
+    let events = all_pages(
+        &api,
+        survivor,
+        &format!("/v1/sources/{}/events", source["id"].as_str().unwrap()),
+        "events",
+    )
+    .await;
+    let mut stored: HashMap<String, String> = HashMap::new();
+    for event in &events {
+        let id = event["event_id"].as_str().unwrap().to_owned();
+        let job = event["job_id"].as_str().unwrap().to_owned();
+        assert!(stored.insert(id.clone(), job).is_none(), "{id} stored twice");
+    }
+    let jobs = all_pages(&api, survivor, "/v1/jobs?queue=payments", "jobs").await;
+    println!(
+        "three nodes, one SIGKILLed, every event to two nodes: acknowledged {}, stored {}, jobs {}",
+        acknowledged.len(),
+        stored.len(),
+        jobs.len()
+    );
+    assert!(
+        acknowledged.len() >= EVENTS * 9 / 10,
+        "most deliveries must succeed for the run to count"
+    );
+    for (event_id, job) in &acknowledged {
+        assert_eq!(
+            stored.get(event_id),
+            Some(job),
+            "{event_id} acknowledged, then lost or remapped"
+        );
+    }
+    assert_eq!(jobs.len(), stored.len(), "one job per stored event");
     drop(nodes);
 }
 

@@ -189,3 +189,17 @@ pub fn answers_200(url: &str) -> bool {
     let _ = stream.read_to_string(&mut response);
     response.starts_with("HTTP/1.1 200")
 }
+
+/// A `Stripe-Signature` for `body` signed now with `secret`, computed from
+/// Stripe's specification (`t={unix}.{body}`, hex HMAC-SHA256).
+pub fn stripe_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
