@@ -43,24 +43,7 @@ async fn enqueue(
 }
 
 async fn all_jobs(http: &reqwest::Client, url: &str, key: &str) -> Vec<Value> {
-    let mut jobs = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1000 {
-        let mut request = http
-            .get(format!("{url}/v1/jobs"))
-            .bearer_auth(key)
-            .query(&[("limit", "500")]);
-        if let Some(cursor) = &cursor {
-            request = request.query(&[("cursor", cursor)]);
-        }
-        let page: Value = request.send().await.unwrap().json().await.unwrap();
-        jobs.extend(page["jobs"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return jobs,
-        }
-    }
-    panic!("listing did not end");
+    common::all_pages(http, url, key, "/v1/jobs", "jobs").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, steadfast};
+use common::{ServerProcess, all_pages, steadfast};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -182,59 +182,30 @@ async fn every_acknowledged_delivery_survives_kill_9_exactly_once() {
 
     let server = ServerProcess::start(&data_dir);
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut request = http
-            .get(format!("{}/v1/sources/{source_id}/events", server.url))
+    let events_path = format!("/v1/sources/{source_id}/events");
+    for event in all_pages(&http, &server.url, &key, &events_path, "events").await {
+        *seen.entry(event["event_id"].as_str().unwrap().to_owned()).or_default() += 1;
+        let job: Value = http
+            .get(format!("{}/v1/jobs/{}", server.url, event["job_id"].as_str().unwrap()))
             .bearer_auth(&key)
-            .query(&[("limit", "500")]);
-        if let Some(cursor) = &cursor {
-            request = request.query(&[("cursor", cursor)]);
-        }
-        let page: Value = request.send().await.unwrap().json().await.unwrap();
-        for event in page["events"].as_array().unwrap() {
-            *seen.entry(event["event_id"].as_str().unwrap().to_owned()).or_default() += 1;
-            let job: Value = http
-                .get(format!("{}/v1/jobs/{}", server.url, event["job_id"].as_str().unwrap()))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert_eq!(
-                job["payload"]["event_id"], event["event_id"],
-                "each event's job is there"
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            job["payload"]["event_id"], event["event_id"],
+            "each event's job is there"
+        );
     }
     // Every job in the queue is one stored event's, and every event has one.
     let mut job_ids = HashSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut request = http
-            .get(format!("{}/v1/jobs", server.url))
-            .bearer_auth(&key)
-            .query(&[("limit", "500"), ("queue", "payments")]);
-        if let Some(cursor) = &cursor {
-            request = request.query(&[("cursor", cursor)]);
-        }
-        let page: Value = request.send().await.unwrap().json().await.unwrap();
-        for job in page["jobs"].as_array().unwrap() {
-            assert!(
-                job_ids.insert(job["id"].as_str().unwrap().to_owned()),
-                "a job listed twice"
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
+    for job in all_pages(&http, &server.url, &key, "/v1/jobs?queue=payments", "jobs").await {
+        assert!(
+            job_ids.insert(job["id"].as_str().unwrap().to_owned()),
+            "a job listed twice"
+        );
     }
     assert_eq!(job_ids.len(), seen.len(), "one job per stored event, no orphan");
     let lost: Vec<&String> = acknowledged.keys().filter(|id| !seen.contains_key(*id)).collect();

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BINARY, ServerProcess, steadfast, stripe_signature};
+use common::{BINARY, ServerProcess, all_pages, steadfast, stripe_signature};
 use serde_json::{Value, json};
 use steadfast_postgres::test_support::{self, TestDatabase};
 use steadfast_protocol::tls::test_ca::{IdentityFiles, TestCa};
@@ -268,29 +268,6 @@ async fn three_nodes_lose_nothing_when_one_is_killed() {
     drop(nodes);
 }
 
-/// Every page of `path` (a listing with `next_cursor`) from `url`.
-async fn all_pages(api: &Api, url: &str, path: &str, field: &str) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1000 {
-        let mut request = api
-            .http
-            .get(format!("{url}{path}"))
-            .bearer_auth(&api.key)
-            .query(&[("limit", "500")]);
-        if let Some(cursor) = &cursor {
-            request = request.query(&[("cursor", cursor)]);
-        }
-        let page: Value = request.send().await.unwrap().json().await.unwrap();
-        items.extend(page[field].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return items,
-        }
-    }
-    panic!("listing did not end");
-}
-
 /// Webhook deliveries to three nodes, each event sent to two nodes at
 /// once, one node SIGKILLed mid-run: every acknowledged event is stored
 /// once with one job, whichever nodes took it.
@@ -354,8 +331,9 @@ async fn webhook_events_are_stored_once_across_nodes_and_survive_a_kill() {
     }
     let survivor = &urls[1];
     let events = all_pages(
-        &api,
+        &api.http,
         survivor,
+        &api.key,
         &format!("/v1/sources/{}/events", source["id"].as_str().unwrap()),
         "events",
     )
@@ -366,7 +344,7 @@ async fn webhook_events_are_stored_once_across_nodes_and_survive_a_kill() {
         let job = event["job_id"].as_str().unwrap().to_owned();
         assert!(stored.insert(id.clone(), job).is_none(), "{id} stored twice");
     }
-    let jobs = all_pages(&api, survivor, "/v1/jobs?queue=payments", "jobs").await;
+    let jobs = all_pages(&api.http, survivor, &api.key, "/v1/jobs?queue=payments", "jobs").await;
     println!(
         "three nodes, one SIGKILLed, every event to two nodes: acknowledged {}, stored {}, jobs {}",
         acknowledged.len(),

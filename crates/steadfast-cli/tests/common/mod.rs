@@ -203,3 +203,32 @@ pub fn stripe_signature(secret: &str, body: &[u8]) -> String {
     mac.update(body);
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
+
+/// Every item of a paged listing (`{field: [...], next_cursor}`) at
+/// `{url}{path}`, following `next_cursor` 500 at a time.
+pub async fn all_pages(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    path: &str,
+    field: &str,
+) -> Vec<serde_json::Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let mut request = http
+            .get(format!("{url}{path}"))
+            .bearer_auth(key)
+            .query(&[("limit", "500")]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        let page: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+        items.extend(page[field].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+    panic!("listing did not end");
+}

@@ -159,9 +159,14 @@ impl From<JsonRejection> for ApiError {
 /// Whether reading the body failed because the client stopped sending it
 /// (`serve`'s body read timeout).
 pub(super) fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<tower_http::timeout::TimeoutError>(error)
+}
+
+/// Whether an `E` is anywhere in `error`'s chain of causes.
+pub(super) fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(error) = cause {
-        if error.is::<tower_http::timeout::TimeoutError>() {
+        if error.is::<E>() {
             return true;
         }
         cause = error.source();

@@ -150,14 +150,9 @@ async fn read_body(
         return Err(too_large());
     }
     axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-        while let Some(inner) = cause {
-            if inner.is::<http_body_util::LengthLimitError>() {
-                return too_large();
-            }
-            cause = inner.source();
-        }
-        if super::error::timed_out(&error) {
+        if super::error::caused_by::<http_body_util::LengthLimitError>(&error) {
+            too_large()
+        } else if super::error::timed_out(&error) {
             ApiError::new(ErrorCode::RequestTimeout, "the request body did not arrive in time")
         } else {
             ApiError::new(ErrorCode::MalformedJson, "the request body could not be read")

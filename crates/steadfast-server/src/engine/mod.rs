@@ -147,7 +147,7 @@ impl Engine {
         // Other nodes' commits (PostgreSQL) wake this node's long-polls too.
         let waker = wakeups.clone();
         store.subscribe_ready(Arc::new(move |tenant, queue| waker.wake(tenant, &queue)));
-        let limiters = rate_limits::Limiters::new(clock.clone(), &config.abuse);
+        let limiters = rate_limits::Limiters::new(clock.clone(), &config.abuse, config.inbox.source_rate);
         let deliveries_in_flight = tokio::sync::Semaphore::new(config.inbox.max_in_flight);
         Engine {
             inner: Arc::new(Inner {

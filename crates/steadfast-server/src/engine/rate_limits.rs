@@ -154,7 +154,8 @@ pub(super) struct Limiters {
     failures: Limiter<IpAddr>,
     failure_rate: Rate,
     /// Webhook deliveries per source (one rate for all sources).
-    sources: Mutex<Option<(Rate, Arc<Limiter<String>>)>>,
+    sources: Limiter<String>,
+    source_rate: Rate,
     /// When idle failing addresses were last forgotten (ms of the clock's elapsed time).
     failures_forgotten_at: std::sync::atomic::AtomicU64,
 }
@@ -166,14 +167,15 @@ impl std::fmt::Debug for Limiters {
 }
 
 impl Limiters {
-    pub(super) fn new(clock: Arc<dyn Clock>, limits: &AbuseLimits) -> Limiters {
+    pub(super) fn new(clock: Arc<dyn Clock>, limits: &AbuseLimits, source_rate: Rate) -> Limiters {
         let clock = EngineClock(clock);
         Limiters {
             failures: limiter(limits.auth_failure_rate, &clock),
             failure_rate: limits.auth_failure_rate,
             failures_forgotten_at: std::sync::atomic::AtomicU64::new(0),
             keys: Mutex::default(),
-            sources: Mutex::default(),
+            sources: limiter(source_rate, &clock),
+            source_rate,
             clock,
         }
     }
@@ -190,20 +192,9 @@ impl Limiters {
         admit(&limiter, key, "key", rate, &self.clock)
     }
 
-    /// Counts one webhook delivery to source `id` against `rate`.
-    pub(super) fn admit_source(&self, id: &str, rate: Rate) -> Admission {
-        let limiter = {
-            let mut sources = self.sources.lock().expect("the limiter map is never poisoned");
-            match &*sources {
-                Some((current, limiter)) if *current == rate => limiter.clone(),
-                _ => {
-                    let limiter = Arc::new(limiter(rate, &self.clock));
-                    *sources = Some((rate, limiter.clone()));
-                    limiter
-                }
-            }
-        };
-        admit(&limiter, &id.to_owned(), "source", rate, &self.clock)
+    /// Counts one webhook delivery to source `id`.
+    pub(super) fn admit_source(&self, id: &str) -> Admission {
+        admit(&self.sources, &id.to_owned(), "source", self.source_rate, &self.clock)
     }
 
     /// Counts one failed authentication from `client` (an IPv6 client by
@@ -250,10 +241,8 @@ impl Limiters {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        if let Some((_, limiter)) = &*self.sources.lock().expect("the limiter map is never poisoned") {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
+        self.sources.retain_recent();
+        self.sources.shrink_to_fit();
     }
 }
 
@@ -310,7 +299,7 @@ mod tests {
     #[test]
     fn a_key_gets_its_burst_then_its_rate_on_the_engines_clock() {
         let clock = Arc::new(ManualClock::new(jiff::Timestamp::from_second(1_800_000_000).unwrap()));
-        let limiters = Limiters::new(clock.clone(), &AbuseLimits::default());
+        let limiters = Limiters::new(clock.clone(), &AbuseLimits::default(), Rate::new(1, 1).unwrap());
         let rate = Rate::new(2, 3).unwrap();
         let key = KeyId::from_random([1; 8]);
         let other = KeyId::from_random([2; 8]);

@@ -215,9 +215,9 @@ pub fn body_sha256(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-/// The body's SHA-256 as a dedup key.
-pub fn body_key(body: &[u8]) -> String {
-    format!("sha256:{}", body_sha256(body))
+/// The body's dedup key, from its [`body_sha256`].
+pub fn body_key(body_sha256: &str) -> String {
+    format!("sha256:{body_sha256}")
 }
 
 /// Longest event id kept; a longer one is replaced by the body's hash.
@@ -240,8 +240,8 @@ pub fn is_event_id(id: &str) -> bool {
 /// the id and the body's hash when it does not (so a captured body sent
 /// again under a new delivery id is still a duplicate); the body's hash
 /// alone, as the id too, when there is no id.
-pub fn identify(verified: &verify::Verified, body: &[u8]) -> (String, Vec<String>) {
-    let by_body = body_key(body);
+pub fn identify(verified: &verify::Verified, body_sha256: &str) -> (String, Vec<String>) {
+    let by_body = body_key(body_sha256);
     match &verified.event_id {
         Some(id) if is_event_id(id) => {
             let mut keys = vec![format!("id:{id}")];
@@ -279,25 +279,44 @@ pub fn payload(
     body: &[u8],
     max_depth: usize,
 ) -> String {
+    use serde_json::value::RawValue;
+
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        event_id: &'a str,
+        source: &'a str,
+        received_at: String,
+        headers: &'a RawValue,
+        body: Body<'a>,
+        body_encoding: &'static str,
+    }
+
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Body<'a> {
+        Json(&'a RawValue),
+        Base64(String),
+    }
+
+    // The body sits one level inside the payload, which may nest `max_depth`.
     let json = std::str::from_utf8(body)
         .ok()
-        .filter(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
-        // The body sits one level inside the payload, which may nest `max_depth`.
-        .filter(|text| steadfast_core::limits::json_depth(text) < max_depth);
-    let (body, encoding) = match json {
-        Some(text) => (text.trim().to_owned(), "json"),
-        None => (serde_json::Value::from(BASE64.encode(body)).to_string(), "base64"),
+        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
+        .filter(|raw| steadfast_core::limits::json_depth(raw.get()) < max_depth);
+    let (body, body_encoding) = match json {
+        Some(raw) => (Body::Json(raw), "json"),
+        None => (Body::Base64(BASE64.encode(body)), "base64"),
     };
-    let headers = if headers.is_empty() { "{}" } else { headers };
-    format!(
-        "{{\"event_id\":{},\"source\":{},\"received_at\":\"{}\",\"headers\":{},\"body\":{},\"body_encoding\":\"{}\"}}",
-        serde_json::Value::from(event_id),
-        serde_json::Value::from(source_id),
-        received_at,
-        headers,
+    let empty: &RawValue = serde_json::from_str("{}").expect("valid JSON");
+    let payload = Payload {
+        event_id,
+        source: source_id,
+        received_at: received_at.to_string(),
+        headers: serde_json::from_str(headers).unwrap_or(empty),
         body,
-        encoding
-    )
+        body_encoding,
+    };
+    serde_json::to_string(&payload).expect("a payload serialises")
 }
 
 /// A source's id: 128 random bits, so it can be neither guessed nor
@@ -356,7 +375,7 @@ mod tests {
 
     #[test]
     fn unsigned_ids_are_backed_by_the_bodys_hash() {
-        let body = b"{}";
+        let body = &body_sha256(b"{}");
         let (id, keys) = identify(&verified(Some("evt_1"), true), body);
         assert_eq!((id.as_str(), keys), ("evt_1", vec!["id:evt_1".to_owned()]));
         let (id, keys) = identify(&verified(Some("d-1"), false), body);

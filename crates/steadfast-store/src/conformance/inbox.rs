@@ -46,6 +46,20 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// The first 100 audit records of the scope's chain whose action passes `keep`, in order.
+async fn audit_records(
+    store: &impl Store,
+    scope: &TenantScope,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<steadfast_core::audit::Record> {
+    let query = AuditQuery {
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    let records = store.audit_records(scope, query).await.unwrap().records;
+    records.into_iter().filter(|record| keep(&record.action)).collect()
+}
+
 async fn ingest(store: &impl Store, scope: &TenantScope, event: InboxEvent, now: Timestamp) -> crate::Ingested {
     store
         .ingest(
@@ -149,20 +163,10 @@ pub async fn sources_keep_their_secrets_and_rotate_without_a_gap(store: &impl St
         .await
         .expect("a deleted source's name is free again");
 
-    let actions: Vec<String> = store
-        .audit_records(
-            &scope,
-            AuditQuery {
-                limit: 100,
-                ..AuditQuery::default()
-            },
-        )
+    let actions: Vec<String> = audit_records(store, &scope, |action| action.starts_with("source."))
         .await
-        .unwrap()
-        .records
         .into_iter()
         .map(|record| record.action)
-        .filter(|action| action.starts_with("source."))
         .collect();
     assert_eq!(
         actions,
@@ -277,20 +281,7 @@ pub async fn an_event_becomes_one_job_however_often_it_arrives(store: &impl Stor
         (id.as_str(), "evt_1", false)
     );
 
-    let enqueued: Vec<_> = store
-        .audit_records(
-            &scope,
-            AuditQuery {
-                limit: 100,
-                ..AuditQuery::default()
-            },
-        )
-        .await
-        .unwrap()
-        .records
-        .into_iter()
-        .filter(|record| record.action == "job.enqueued")
-        .collect();
+    let enqueued: Vec<_> = audit_records(store, &scope, |action| action == "job.enqueued").await;
     assert_eq!(enqueued.len(), 3, "one job per new event, none per duplicate");
     assert_eq!(
         enqueued[0].actor,
@@ -355,20 +346,9 @@ pub async fn events_list_replay_and_stay_within_their_tenant(store: &impl Store)
     assert_eq!((linked.event_seq, linked.replay), (stored.seq, true));
     assert_eq!(store.job_event(&other, replay.id).await.unwrap(), None);
 
-    let replayed = store
-        .audit_records(
-            &scope,
-            AuditQuery {
-                limit: 100,
-                ..AuditQuery::default()
-            },
-        )
+    let replayed = audit_records(store, &scope, |action| action == "inbox.event_replayed")
         .await
-        .unwrap()
-        .records
-        .into_iter()
-        .filter(|record| record.action == "inbox.event_replayed")
-        .count();
+        .len();
     assert_eq!(replayed, 1);
 
     // Retention: events go once their window ended, with their keys.

@@ -276,10 +276,7 @@ impl Engine {
         let Some(known) = self.find_source(id).await? else {
             return Err(self.refused_address(client).unwrap_or(HookError::UnknownSource));
         };
-        let admission = self
-            .inner
-            .limiters
-            .admit_source(id, self.inner.config.inbox.source_rate);
+        let admission = self.inner.limiters.admit_source(id);
         if admission.limited {
             return Err(HookError::RateLimited(admission));
         }
@@ -316,13 +313,14 @@ impl Engine {
         body: &[u8],
         now: Timestamp,
     ) -> InboxEvent {
-        let (event_id, dedup_keys) = inbox::identify(verified, body);
+        let body_sha256 = inbox::body_sha256(body);
+        let (event_id, dedup_keys) = inbox::identify(verified, &body_sha256);
         InboxEvent {
             source_id: known.source.id.clone(),
             event_id,
             received_at: now,
             body: body.to_vec(),
-            body_sha256: inbox::body_sha256(body),
+            body_sha256,
             headers: inbox::kept_headers(&known.kind, &known.config, headers),
             verification: verification(&known.source.kind, verified),
             secret_id: verified.secret_id.clone(),
