@@ -31,6 +31,8 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<()> {
         timeout_secs: args.timeout_secs,
         run_at,
         priority: args.priority,
+        flow_key: None,
+        resource: None,
     };
     let enqueued = client(&args.client)?.enqueue(&request).await?;
     if enqueued.replayed {

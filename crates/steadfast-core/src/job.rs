@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::{IdempotencyKey, KeyId, QueueName, SignalName, StepName, Timestamp, WorkerId};
+use crate::{FlowKey, IdempotencyKey, KeyId, QueueName, ResourceName, SignalName, StepName, Timestamp, WorkerId};
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -250,6 +250,10 @@ pub struct Job {
     /// Each attempt's deadline, measured from its start.
     pub timeout: Duration,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// What the queue's per-key flow rules count this job under.
+    pub flow_key: Option<FlowKey>,
+    /// The downstream this job calls, whose limits and breaker hold it.
+    pub resource: Option<ResourceName>,
     /// Present exactly while `state` is `Running`.
     pub lease: Option<Lease>,
     /// Present exactly while `state` is `Waiting`.

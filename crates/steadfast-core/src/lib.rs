@@ -23,7 +23,9 @@ pub use job::{
 };
 pub use keys::{ApiKeySecret, KeyId, KeyParseError};
 pub use limits::Limits;
-pub use names::{IdempotencyKey, InvalidName, QueueName, SignalName, StepName, TenantName, WorkerId};
+pub use names::{
+    FlowKey, IdempotencyKey, InvalidName, QueueName, ResourceName, SignalName, StepName, TenantName, WorkerId,
+};
 pub use retry::RetryPolicy;
 pub use role::{Action, Role};
 pub use step::{Signal, Step, StepState, step_key};

@@ -104,6 +104,16 @@ name_type!(
     SignalName, "signal name", 128, identifier_char, "ASCII letters, digits and -_.:"
 );
 name_type!(
+    /// What a job's flow rules count it under, e.g. a customer or account id:
+    /// 1–128 bytes of UTF-8 without control characters.
+    FlowKey, "flow_key", 128, |c: char| !c.is_control(), "any character but control characters"
+);
+name_type!(
+    /// The downstream a job calls (e.g. `stripe`), whose limits and circuit
+    /// breaker the job is held to: 1–128 bytes of ASCII letters, digits and `-_.:`.
+    ResourceName, "resource", 128, identifier_char, "ASCII letters, digits and -_.:"
+);
+name_type!(
     /// A producer-chosen idempotency key: 1–255 printable ASCII bytes.
     IdempotencyKey, "idempotency_key", 255, |c: char| c.is_ascii_graphic(), "printable ASCII without spaces"
 );
@@ -122,5 +132,10 @@ mod tests {
         assert!(IdempotencyKey::new("order-42/charge").is_ok());
         assert!(IdempotencyKey::new("tab\there").is_err());
         assert!(WorkerId::new("host-1:pid-77").is_ok());
+        assert!(FlowKey::new("customer 42 / Zürich").is_ok());
+        assert!(FlowKey::new("nul\0byte").is_err());
+        assert!(FlowKey::new("é".repeat(65)).is_err());
+        assert!(ResourceName::new("stripe").is_ok());
+        assert!(ResourceName::new("stripe/eu").is_err());
     }
 }

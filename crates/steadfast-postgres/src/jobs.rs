@@ -3,14 +3,15 @@ use std::time::Duration;
 use crate::Transaction;
 use async_trait::async_trait;
 use steadfast_core::lifecycle::Failure;
-use steadfast_core::{Job, JobId, TenantId, Timestamp};
+use steadfast_core::{Job, JobId, QueueName, TenantId, Timestamp};
 use steadfast_store::decide::{self, Decision, LiveKey};
 use steadfast_store::{
-    Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob,
-    RetryPlan, StoreError, TenantScope,
+    Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, Leased, LeasedJob,
+    NewJob, RetryPlan, StoreError, TenantScope,
 };
 use tokio_postgres::types::ToSql;
 
+use crate::flow;
 use crate::rows::{JOB_COLUMNS, attempts_of, job_from_row, load_job, load_jobs, millis};
 use crate::workflows::{children_of, signals_of, steps_of};
 use crate::{Durability, PostgresStore, TenantFilter, pg_error, statement};
@@ -77,35 +78,51 @@ async fn live_keys(
         .collect()
 }
 
-/// The heads of the requested queues, locked (other nodes' leases skip them).
+/// A queue's heads, locked (other nodes' leases skip them).
+pub(crate) async fn heads_of(
+    tx: &Transaction,
+    tenant: TenantId,
+    queue: &QueueName,
+    limit: u32,
+) -> Result<Vec<(i64, Job)>, StoreError> {
+    // A function, so its plan never depends on statistics (0003_lease_plan.sql).
+    let sql = format!("SELECT {JOB_COLUMNS} FROM steadfast_queue_heads($1, $2, $3)");
+    let rows = tx
+        .query(
+            &statement(tx, &sql).await?,
+            &[&tenant.0, &queue.as_str(), &i64::from(limit)],
+        )
+        .await
+        .map_err(pg_error)?;
+    rows.iter().map(job_from_row).collect()
+}
+
+/// The heads of each requested queue, in the request's order, locked.
 async fn queue_heads(
     tx: &Transaction,
     filter: TenantFilter,
     tenant: TenantId,
     request: &LeaseRequest,
-) -> Result<Vec<(i64, Job)>, StoreError> {
-    let limit = i64::from(request.max_jobs);
-    let mut heads = Vec::new();
+) -> Result<Vec<Vec<(i64, Job)>>, StoreError> {
+    let mut heads = Vec::with_capacity(request.queues.len());
     for queue in &request.queues {
-        let rows = match filter {
-            TenantFilter::Enforced => {
-                // A function, so its plan never depends on statistics (0003_lease_plan.sql).
-                let sql = format!("SELECT {JOB_COLUMNS} FROM steadfast_queue_heads($1, $2, $3)");
-                tx.query(&statement(tx, &sql).await?, &[&tenant.0, &queue.as_str(), &limit])
-                    .await
-            }
+        heads.push(match filter {
+            TenantFilter::Enforced => heads_of(tx, tenant, queue, request.max_jobs).await?,
             TenantFilter::DisabledForTests => {
                 let sql = format!(
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = $1 AND state = 'queued' \
                      ORDER BY priority DESC, run_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED"
                 );
-                tx.query(&statement(tx, &sql).await?, &[&queue.as_str(), &limit]).await
+                let rows = tx
+                    .query(
+                        &statement(tx, &sql).await?,
+                        &[&queue.as_str(), &i64::from(request.max_jobs)],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                rows.iter().map(job_from_row).collect::<Result<_, _>>()?
             }
-        }
-        .map_err(pg_error)?;
-        for row in &rows {
-            heads.push(job_from_row(row)?);
-        }
+        });
     }
     Ok(heads)
 }
@@ -198,25 +215,38 @@ impl JobStore for PostgresStore {
         .await
     }
 
-    async fn lease(
-        &self,
-        scope: &TenantScope,
-        request: LeaseRequest,
-        now: Timestamp,
-    ) -> Result<Vec<LeasedJob>, StoreError> {
+    async fn lease(&self, scope: &TenantScope, request: LeaseRequest, now: Timestamp) -> Result<Leased, StoreError> {
         let (filter, tenant) = (self.filter, scope.tenant_id());
         // A lease is void after a crash anyway: its commit need not wait for
         // the WAL flush (audit::chain says why its records are safe to read).
+        // Flow state moves with it: after a crash a rate limiter may admit a
+        // little early, never a running count too high (counts are read
+        // from the jobs).
         self.decided(Some(scope), Durability::Relaxed, now, async |tx| {
-            let heads = queue_heads(tx, filter, tenant, &request).await?;
-            let decision = decide::lease(&request, heads, now)?;
-            let mut leased = Vec::with_capacity(decision.answer.len());
-            for job in decision.answer {
-                leased.push(resumable(tx, job).await?);
+            // Both reads in one flight: a queue without rules that count or
+            // remember is leased from these heads with no further read.
+            let (flows, heads) = futures::join!(
+                flow::queue_flows(tx, tenant, &request.queues),
+                queue_heads(tx, filter, tenant, &request)
+            );
+            let (mut flows, heads) = (flows?, heads?);
+            let mut queues = Vec::with_capacity(request.queues.len());
+            for (queue, heads) in request.queues.iter().zip(heads) {
+                let flow = flows.remove(queue.as_str()).unwrap_or_default();
+                queues.push(flow::queue_lease(tx, tenant, queue, flow, heads, request.max_jobs).await?);
+            }
+            let Decision { answer, writes } = decide::lease(tenant, &request, queues, now)?;
+            let mut jobs = Vec::with_capacity(answer.jobs.len());
+            for job in answer.jobs {
+                jobs.push(resumable(tx, job).await?);
             }
             Ok(Decision {
-                answer: leased,
-                writes: decision.writes,
+                answer: Leased {
+                    jobs,
+                    deferred: answer.deferred,
+                    retry_at: answer.retry_at,
+                },
+                writes,
             })
         })
         .await

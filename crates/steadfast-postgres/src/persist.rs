@@ -7,6 +7,7 @@ use steadfast_store::StoreError;
 use steadfast_store::decide::{Author, ClaimedKey, Writes};
 
 use crate::audit::append;
+use crate::flow::save_flows;
 use crate::rows::{insert_attempts, insert_jobs, millis, save_jobs};
 use crate::workflows::{consume_signal, insert_signal, save_steps};
 use crate::{after_failure, pg_error, set_tenant, statement};
@@ -39,7 +40,8 @@ pub(crate) async fn persist(
             for signal in &writes.signals {
                 insert_signal(tx, signal).await?;
             }
-            claim_keys(tx, owner, &writes.keys, now).await
+            claim_keys(tx, owner, &writes.keys, now).await?;
+            save_flows(tx, owner, &writes.flow).await
         };
         let audit = append(tx, owner, &author.actor, author.request_id.as_deref(), now, drafts);
         // The audit intake references no row, so its insert is sent with

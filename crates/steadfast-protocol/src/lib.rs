@@ -91,6 +91,17 @@ pub struct EnqueueRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i64>,
+    /// What the queue's per-key rules (`key_concurrency`, `key_rate`,
+    /// `fairness`) count the job under, e.g. a customer or account id:
+    /// 1–128 bytes, no control characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128)]
+    pub flow_key: Option<String>,
+    /// The downstream the job calls (e.g. `stripe`), whose limits and
+    /// circuit breaker hold it: 1–128 bytes of ASCII letters, digits and `-_.:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
+    pub resource: Option<String>,
 }
 
 /// `POST /v1/jobs/batch`: all jobs are created, or none.
@@ -154,6 +165,10 @@ pub struct Job {
     pub timeout_secs: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -907,6 +922,106 @@ pub struct QueueRetention {
     /// What applies: the queue's own, else the server's.
     pub effective_succeeded_secs: u64,
     pub effective_failed_secs: u64,
+}
+
+/// A field that may be absent (left as it is), `null` (cleared) or a value
+/// (set): what `Option<Option<T>>` holds once this reads it.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Lease grants per period, enforced with GCRA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Grants per period: 1 to 1000000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub limit: u32,
+    /// The period in milliseconds: 1 to 86400000 (a day).
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    pub period_ms: u64,
+    /// Grants allowed at once after a quiet spell: 1 to 1000000; default `limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub burst: Option<u32>,
+}
+
+/// How a queue shares leases between the keys of its jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Fairness {
+    /// Keys take turns (deficit round robin: a key gets `weights[key]`
+    /// leases per turn, 1 by default).
+    FlowKey,
+}
+
+/// Retries may be at most `ratio` × first attempts, plus a reserve of
+/// `min_per_sec`. A retry over budget is deferred, not failed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Retries allowed per first attempt: 0 to 100 (e.g. 0.1).
+    #[schema(minimum = 0, maximum = 100)]
+    pub ratio: f64,
+    /// Retries per second allowed whatever the ratio: 0 to 100000; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100_000)]
+    pub min_per_sec: Option<f64>,
+}
+
+/// `PUT /v1/queues/{queue}/policy`: a merge patch. A field left out stays
+/// as it is, `null` removes the rule, a value sets it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePolicyRequest {
+    /// No lease is granted while true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// Running jobs of the queue: 1 to 1000000.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u32>, nullable, minimum = 1, maximum = 1_000_000)]
+    pub concurrency: Option<Option<u32>>,
+    /// Running jobs per `flow_key`: 1 to 1000000.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u32>, nullable, minimum = 1, maximum = 1_000_000)]
+    pub key_concurrency: Option<Option<u32>>,
+    /// Lease grants of the queue.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Rate>, nullable)]
+    pub rate: Option<Option<Rate>>,
+    /// Lease grants per `flow_key`.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Rate>, nullable)]
+    pub key_rate: Option<Option<Rate>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Fairness>, nullable)]
+    pub fairness: Option<Option<Fairness>>,
+    /// Fairness weights (1 to 100) of particular keys, replacing the
+    /// stored ones; other keys weigh 1. At most 1000 keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<std::collections::BTreeMap<String, u32>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<RetryBudget>, nullable)]
+    pub retry_budget: Option<Option<RetryBudget>>,
+}
+
+/// A queue's flow policy: the rules its leases obey.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueuePolicy {
+    pub queue: String,
+    pub paused: bool,
+    pub concurrency: Option<u32>,
+    pub key_concurrency: Option<u32>,
+    pub rate: Option<Rate>,
+    pub key_rate: Option<Rate>,
+    pub fairness: Option<Fairness>,
+    #[serde(default)]
+    pub weights: std::collections::BTreeMap<String, u32>,
+    pub retry_budget: Option<RetryBudget>,
 }
 
 /// What a source's deliveries are verified as: Stripe, GitHub, Standard

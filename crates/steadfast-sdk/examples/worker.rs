@@ -32,6 +32,8 @@ async fn main() -> anyhow::Result<()> {
             timeout_secs: None,
             run_at: None,
             priority: None,
+            flow_key: None,
+            resource: None,
         })
         .await?
         .job;

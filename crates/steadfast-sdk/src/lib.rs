@@ -24,6 +24,8 @@
 //!         timeout_secs: None,
 //!         run_at: None,
 //!         priority: None,
+//!         flow_key: None,
+//!         resource: None,
 //!     })
 //!     .await?;
 //! println!("{} is {:?}", job.job.id, job.job.state);

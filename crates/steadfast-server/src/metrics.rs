@@ -104,6 +104,7 @@ pub struct Metrics {
     pub http_duration: Histograms<RouteLabels>,
     pub slo_alerts: Family<SloLabels, Gauge>,
     pub inbox_events: Family<InboxLabels, Counter>,
+    pub retries_deferred: Family<QueueLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -136,6 +137,7 @@ impl Metrics {
             http_duration: Family::new_with_constructor(http_histogram),
             slo_alerts: Family::default(),
             inbox_events: Family::default(),
+            retries_deferred: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -207,6 +209,11 @@ impl Metrics {
             "inbox_events",
             "Webhook deliveries by source kind and outcome (accepted, duplicate, rejected)",
             metrics.inbox_events.clone(),
+        );
+        registry.register(
+            "retries_deferred",
+            "Retries a queue's retry budget sent back to wait, rather than lease",
+            metrics.retries_deferred.clone(),
         );
         // A gauge fixed at 1 rather than OpenMetrics' `info` type, which the
         // classic text format (and `promtool check metrics`) does not know.

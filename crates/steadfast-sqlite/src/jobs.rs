@@ -6,10 +6,11 @@ use steadfast_core::lifecycle::Failure;
 use steadfast_core::{Job, JobId, TenantId, Timestamp};
 use steadfast_store::decide::{self, Author, Decision, LiveKey};
 use steadfast_store::{
-    Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob,
-    RetryPlan, StoreError, TenantScope,
+    Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, Leased, LeasedJob,
+    NewJob, RetryPlan, StoreError, TenantScope,
 };
 
+use crate::flow::queue_leases;
 use crate::rows::{JOB_COLUMNS, attempts_of, job_from_row, load_job, millis};
 use crate::workflows::{children_of, signals_of, steps_of};
 use crate::writer::Durability;
@@ -42,30 +43,6 @@ fn live_keys(conn: &Connection, tenant: TenantId, jobs: &[NewJob], now: Timestam
         }
     }
     Ok(live)
-}
-
-/// The heads of the requested queues, read from the ready index: with one
-/// queue this is exactly the index order, and never a scan.
-fn queue_heads(conn: &Connection, tenant: TenantId, request: &LeaseRequest) -> Result<Vec<(i64, Job)>, StoreError> {
-    let mut select = conn
-        .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = ?1 AND queue = ?2 AND state = 'queued' \
-             ORDER BY priority DESC, run_at, seq LIMIT ?3"
-        ))
-        .map_err(sqlite_error)?;
-    let mut heads = Vec::new();
-    for queue in &request.queues {
-        let rows = select
-            .query_map(
-                params![tenant.to_string(), queue.as_str(), i64::from(request.max_jobs)],
-                job_from_row,
-            )
-            .map_err(sqlite_error)?;
-        for row in rows {
-            heads.push(row.map_err(sqlite_error)?);
-        }
-    }
-    Ok(heads)
 }
 
 /// A leased job with the steps and attempts its workflow resumes from.
@@ -153,21 +130,23 @@ impl JobStore for SqliteStore {
         self.readers().read(move |conn| list_in(conn, tenant_id, query)).await
     }
 
-    async fn lease(
-        &self,
-        scope: &TenantScope,
-        request: LeaseRequest,
-        now: Timestamp,
-    ) -> Result<Vec<LeasedJob>, StoreError> {
+    async fn lease(&self, scope: &TenantScope, request: LeaseRequest, now: Timestamp) -> Result<Leased, StoreError> {
         let tenant = scope.tenant_id();
         // Relaxed: a lease is void after a crash anyway (see writer.rs).
+        // Flow state moves with it: after a crash, a rate limiter may admit
+        // a little early, never a running count too high (counts are read
+        // from the jobs).
         self.decided(Author::of(scope), Durability::Relaxed, now, move |conn| {
-            let heads = queue_heads(conn, tenant, &request)?;
-            let decision = decide::lease(&request, heads, now)?;
-            let leased = decision.answer.into_iter().map(|job| resumable(conn, job));
+            let queues = queue_leases(conn, tenant, &request.queues, request.max_jobs)?;
+            let Decision { answer, writes } = decide::lease(tenant, &request, queues, now)?;
+            let jobs = answer.jobs.into_iter().map(|job| resumable(conn, job));
             Ok(Decision {
-                answer: leased.collect::<Result<_, _>>()?,
-                writes: decision.writes,
+                answer: Leased {
+                    jobs: jobs.collect::<Result<_, _>>()?,
+                    deferred: answer.deferred,
+                    retry_at: answer.retry_at,
+                },
+                writes,
             })
         })
         .await

@@ -10,6 +10,7 @@
 //! Only this crate contains SQLite SQL.
 
 mod audit;
+mod flow;
 mod inbox;
 mod jobs;
 mod keys;

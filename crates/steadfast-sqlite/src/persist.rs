@@ -7,6 +7,7 @@ use steadfast_store::StoreError;
 use steadfast_store::decide::{Author, ClaimedKey, Writes};
 
 use crate::audit::append;
+use crate::flow::save_flow;
 use crate::rows::{insert_attempt, insert_job, millis, save_job};
 use crate::sqlite_error;
 use crate::workflows::{consume_signal, insert_signal, save_step};
@@ -34,6 +35,9 @@ pub(crate) fn persist(conn: &Connection, writes: &Writes, author: &Author, now: 
     }
     for key in &writes.keys {
         claim_key(conn, key)?;
+    }
+    for write in &writes.flow {
+        save_flow(conn, write)?;
     }
     for (tenant, drafts) in writes.audit_runs() {
         append(

@@ -5,8 +5,8 @@ use std::time::Duration;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use steadfast_core::{
-    Attempt, AttemptError, IdempotencyKey, Job, JobId, KeyId, Lease, ParentLink, QueueName, SignalName, StepName,
-    TenantId, Timestamp, Wait, WaitFor, WorkerId,
+    Attempt, AttemptError, FlowKey, IdempotencyKey, Job, JobId, KeyId, Lease, ParentLink, QueueName, ResourceName,
+    SignalName, StepName, TenantId, Timestamp, Wait, WaitFor, WorkerId,
 };
 use steadfast_store::decide::EndedAttempt;
 use steadfast_store::{StoreError, wait_columns};
@@ -52,7 +52,8 @@ pub fn optional_timestamp(millis: Option<i64>) -> rusqlite::Result<Option<Timest
 pub const JOB_COLUMNS: &str = "seq, id, tenant_id, queue, payload, state, priority, run_at, attempt, \
      uncounted_attempts, max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, \
      lease_started_at, lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, \
-     created_at, updated_at, finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent";
+     created_at, updated_at, finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent, \
+     flow_key, resource";
 
 fn wait_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Wait>> {
     let Some(step) = row.get::<_, Option<String>>(25)? else {
@@ -130,6 +131,14 @@ pub fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
             None => None,
         },
         traceparent: row.get(30)?,
+        flow_key: row
+            .get::<_, Option<String>>(31)?
+            .map(|k| parsed(k, FlowKey::new))
+            .transpose()?,
+        resource: row
+            .get::<_, Option<String>>(32)?
+            .map(|r| parsed(r, ResourceName::new))
+            .transpose()?,
     };
     Ok((row.get(0)?, job))
 }
@@ -140,9 +149,9 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
         "INSERT INTO jobs (id, tenant_id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
          max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, lease_started_at, \
          lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, created_at, updated_at, \
-         finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent) VALUES (?1, ?2, ?3, ?4, \
-         ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, \
-         ?28, ?29, ?30)",
+         finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent, flow_key, resource) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
+         ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
     )
     .and_then(|mut insert| {
         let (wait_step, wait_signal, wait_until) = wait_columns(job);
@@ -177,6 +186,8 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
             job.parent.as_ref().map(|p| p.job_id.to_string()),
             job.parent.as_ref().map(|p| p.step.as_str()),
             job.traceparent,
+            job.flow_key.as_ref().map(|k| k.as_str()),
+            job.resource.as_ref().map(|r| r.as_str()),
         ])
     })
     .map_err(sqlite_error)?;

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_key_lifecycle.sql"),
     include_str!("migrations/0006_retention_and_quotas.sql"),
     include_str!("migrations/0007_webhook_inbox.sql"),
+    include_str!("migrations/0008_flow_control.sql"),
 ];
 
 /// The schema version this build expects.

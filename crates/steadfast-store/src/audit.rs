@@ -453,6 +453,24 @@ pub mod drafts {
         }
     }
 
+    /// A queue's flow policy changed: both versions, as stored.
+    pub fn queue_policy_set(
+        queue: &steadfast_core::QueueName,
+        before: &crate::QueuePolicy,
+        after: &crate::QueuePolicy,
+    ) -> Draft {
+        Draft {
+            action: "queue.policy_set",
+            target: queue.to_string(),
+            job_id: None,
+            summary: summary(json!({
+                "queue": queue.as_str(),
+                "before": before,
+                "after": after,
+            })),
+        }
+    }
+
     pub fn key_rotated(key_id: &KeyId, replaced_by: &KeyId, revoked_at: Timestamp) -> Draft {
         Draft {
             action: "key.rotated",

@@ -27,6 +27,10 @@ pub enum StoreError {
     /// A per-job bound (steps, pending signals, children) would be exceeded.
     #[error("a job may have at most {limit} {what}")]
     LimitExceeded { what: &'static str, limit: u32 },
+    /// The request's content breaks a bound the store checks (e.g. a policy
+    /// merged with the stored one); the message names the field and is safe to show.
+    #[error("{0}")]
+    Invalid(String),
     /// Could not read or durably write (locked, I/O error). Nothing was acknowledged.
     #[error("storage unavailable: {0}")]
     Unavailable(String),

@@ -85,6 +85,40 @@ impl JobRecord {
     }
 }
 
+/// What a lease answers: the jobs it granted, in lease order, with what
+/// flow control did besides. Derefs to the jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Leased {
+    pub jobs: Vec<LeasedJob>,
+    /// Retries their queue's retry budget deferred, per queue.
+    pub deferred: Vec<(QueueName, u32)>,
+    /// When a rate limit that held jobs back next admits one.
+    pub retry_at: Option<Timestamp>,
+}
+
+impl std::ops::Deref for Leased {
+    type Target = Vec<LeasedJob>;
+
+    fn deref(&self) -> &Vec<LeasedJob> {
+        &self.jobs
+    }
+}
+
+impl std::ops::DerefMut for Leased {
+    fn deref_mut(&mut self) -> &mut Vec<LeasedJob> {
+        &mut self.jobs
+    }
+}
+
+impl IntoIterator for Leased {
+    type Item = LeasedJob;
+    type IntoIter = std::vec::IntoIter<LeasedJob>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.jobs.into_iter()
+    }
+}
+
 /// A position in a job listing (newest first). Opaque to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobCursor(pub i64);
@@ -137,22 +171,6 @@ pub struct RetryPlan {
 }
 
 impl LeaseRequest {
-    /// The jobs to lease from the heads of the requested queues (each head
-    /// already in lease order, with its insertion sequence): merged into
-    /// priority, then `run_at`, then FIFO order, and cut to `max_jobs`.
-    pub fn pick(&self, mut heads: Vec<(i64, Job)>) -> Vec<Job> {
-        if self.queues.len() > 1 {
-            heads.sort_by(|(seq_a, a), (seq_b, b)| {
-                b.priority
-                    .cmp(&a.priority)
-                    .then(a.run_at.cmp(&b.run_at))
-                    .then(seq_a.cmp(seq_b))
-            });
-        }
-        heads.truncate(self.max_jobs as usize);
-        heads.into_iter().map(|(_, job)| job).collect()
-    }
-
     /// The lease this request grants on `job`; the token's random part is
     /// derived from the request's seed and the job.
     pub fn grant(&self, job: &Job) -> steadfast_core::lifecycle::LeaseGrant {
@@ -186,14 +204,11 @@ pub trait JobStore {
     /// Newest first.
     async fn list_jobs(&self, scope: &TenantScope, query: JobQuery) -> Result<JobPage, StoreError>;
 
-    /// Leases up to `max_jobs` queued jobs from `queues`: highest priority
-    /// first, then earliest `run_at`, then first enqueued. Never blocks.
-    async fn lease(
-        &self,
-        scope: &TenantScope,
-        request: LeaseRequest,
-        now: Timestamp,
-    ) -> Result<Vec<LeasedJob>, StoreError>;
+    /// Leases up to `max_jobs` queued jobs from `queues` that their
+    /// queues' flow rules admit: highest priority first, then earliest
+    /// `run_at`, then first enqueued (key by key, in turns, in a queue
+    /// with per-key rules). Never blocks.
+    async fn lease(&self, scope: &TenantScope, request: LeaseRequest, now: Timestamp) -> Result<Leased, StoreError>;
 
     async fn heartbeat(
         &self,

@@ -34,6 +34,7 @@ pub fn wait_columns(job: &steadfast_core::Job) -> (Option<&str>, Option<&str>, O
     }
 }
 mod error;
+pub mod flow;
 mod inbox;
 mod jobs;
 mod keys;
@@ -46,12 +47,13 @@ mod workflows;
 pub use audit::{AuditCursor, AuditPage, AuditQuery, AuditStore};
 pub use auth::{Principal, TenantScope};
 pub use error::StoreError;
+pub use flow::{FlowStore, PolicyPatch, QueueFlow, QueueFlowState, QueuePolicy};
 pub use inbox::{
     EventPage, EventRecord, InboxEvent, InboxStore, Ingested, JobEvent, SignatureFailures, Source, SourceSecret,
 };
 pub use jobs::{
-    Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, LeasedJob, NewJob,
-    RetryPlan, SignalRecord,
+    Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, Leased, LeasedJob,
+    NewJob, RetryPlan, SignalRecord,
 };
 pub use keys::{ApiKeyInfo, KeyStore, LAST_USED_RESOLUTION, NewApiKey, StoredKey};
 pub use limits::{LimitStore, PruneCutoffs, QueueRetention, Retention, TenantLimits};
@@ -66,6 +68,7 @@ pub trait Store:
     + KeyStore
     + LimitStore
     + JobStore
+    + FlowStore
     + WorkflowStore
     + AuditStore
     + SloStore
@@ -83,6 +86,7 @@ impl<T> Store for T where
         + KeyStore
         + LimitStore
         + JobStore
+        + FlowStore
         + WorkflowStore
         + AuditStore
         + SloStore

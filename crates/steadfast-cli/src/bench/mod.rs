@@ -190,6 +190,8 @@ fn request(queue: &str, i: impl TryInto<i64>) -> wire::EnqueueRequest {
         timeout_secs: None,
         run_at: None,
         priority: None,
+        flow_key: None,
+        resource: None,
     }
 }
 

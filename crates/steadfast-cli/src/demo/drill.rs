@@ -178,6 +178,8 @@ pub async fn run(args: ClaimsArgs) -> anyhow::Result<()> {
                     timeout_secs: Some(60),
                     run_at: None,
                     priority: None,
+                    flow_key: None,
+                    resource: None,
                 }
             })
             .collect();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{IdempotencyKey, Job, JobId, JobState, Limits, QueueName, TenantId, Timestamp};
+use crate::{FlowKey, IdempotencyKey, Job, JobId, JobState, Limits, QueueName, ResourceName, TenantId, Timestamp};
 
 /// A hash of everything in an enqueue request but its idempotency key: two
 /// requests with one key and different fingerprints are a client bug (`422`).
@@ -20,6 +20,8 @@ pub struct EnqueueRequest {
     pub priority: Option<i64>,
     /// A W3C `traceparent`; an invalid one is ignored, as the standard asks.
     pub traceparent: Option<String>,
+    pub flow_key: Option<String>,
+    pub resource: Option<String>,
 }
 
 /// A validated enqueue request.
@@ -33,6 +35,8 @@ pub struct JobSpec {
     pub run_at: Option<Timestamp>,
     pub priority: i32,
     pub traceparent: Option<String>,
+    pub flow_key: Option<FlowKey>,
+    pub resource: Option<ResourceName>,
 }
 
 /// A request field that is out of bounds; safe to show to the client.
@@ -106,6 +110,16 @@ impl EnqueueRequest {
                 });
             }
         }
+        let flow_key = self
+            .flow_key
+            .map(FlowKey::new)
+            .transpose()
+            .map_err(invalid_name("flow_key"))?;
+        let resource = self
+            .resource
+            .map(ResourceName::new)
+            .transpose()
+            .map_err(invalid_name("resource"))?;
         let traceparent = self.traceparent.filter(|tp| valid_traceparent(tp));
         Ok(JobSpec {
             traceparent,
@@ -116,6 +130,8 @@ impl EnqueueRequest {
             timeout,
             run_at: self.run_at,
             priority,
+            flow_key,
+            resource,
         })
     }
 }
@@ -149,6 +165,8 @@ pub fn new_job(id: JobId, tenant_id: TenantId, spec: JobSpec, now: Timestamp) ->
         max_attempts: spec.max_attempts,
         timeout: spec.timeout,
         idempotency_key: spec.idempotency.map(|(key, _)| key),
+        flow_key: spec.flow_key,
+        resource: spec.resource,
         lease: None,
         wait: None,
         parent: None,

@@ -22,7 +22,7 @@ pub use expire::expire;
 pub use fail::{Failure, fail};
 pub use heartbeat::heartbeat;
 pub use lease::{LeaseGrant, lease, lease_token};
-pub use promote::promote;
+pub use promote::{defer, promote};
 pub use retry::retry;
 pub use spawn::spawn_child;
 pub use steps::{Checkpoint, StepStart, checkpoint, start_step};

@@ -22,6 +22,8 @@ fn fresh_job(max_attempts: u32, timeout_secs: u64) -> Job {
         run_at: None,
         priority: 0,
         traceparent: None,
+        flow_key: None,
+        resource: None,
     };
     new_job(JobId(uuid::Uuid::nil()), TenantId(uuid::Uuid::nil()), spec, start())
 }

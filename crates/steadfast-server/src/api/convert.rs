@@ -89,6 +89,8 @@ pub fn job_spec(
         run_at: request.run_at,
         priority: request.priority,
         traceparent,
+        flow_key: request.flow_key,
+        resource: request.resource,
     };
     Ok(request.validate(limits, fingerprint, now)?)
 }
@@ -156,6 +158,8 @@ pub fn job(job: &Job) -> Result<wire::Job, ApiError> {
         attempts_left: job.attempts_left(),
         timeout_secs: job.timeout.as_secs(),
         idempotency_key: job.idempotency_key.as_ref().map(ToString::to_string),
+        flow_key: job.flow_key.as_ref().map(ToString::to_string),
+        resource: job.resource.as_ref().map(ToString::to_string),
         lease: job.lease.as_ref().map(|lease| wire::LeaseInfo {
             worker_id: lease.worker_id.to_string(),
             started_at: lease.started_at,

@@ -89,6 +89,7 @@ impl From<StoreError> for ApiError {
                 ErrorCode::LimitExceeded,
                 format!("a job may have at most {limit} {what}"),
             ),
+            StoreError::Invalid(problem) => ApiError::validation(problem),
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "storage unavailable");
                 ApiError::new(

@@ -84,6 +84,7 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(slos::create, slos::list))
         .routes(routes!(slos::delete))
         .routes(routes!(queues::get_retention, queues::set_retention))
+        .routes(routes!(queues::get_policy, queues::set_policy))
         .routes(routes!(sources::create, sources::list))
         .routes(routes!(sources::get, sources::delete))
         .routes(routes!(sources::add_secret))

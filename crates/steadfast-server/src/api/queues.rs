@@ -1,4 +1,5 @@
-//! Per-queue settings: how long a queue keeps its finished jobs.
+//! Per-queue settings: how long a queue keeps its finished jobs, and the
+//! flow rules its leases obey.
 
 use std::time::Duration;
 
@@ -6,7 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use steadfast_core::{Action, QueueName};
 use steadfast_protocol as wire;
-use steadfast_store::QueueRetention;
+use steadfast_store::flow::{Rate, RetryBudget};
+use steadfast_store::{PolicyPatch, QueuePolicy, QueueRetention};
 
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
@@ -84,4 +86,109 @@ pub async fn set_retention(
         .set_queue_retention(&caller.scope, &queue, own, engine.now())
         .await?;
     Ok(Json(retention(&engine, &queue, own)))
+}
+
+/// A rate as stored: the burst defaults to the limit.
+fn rate(rate: wire::Rate) -> Rate {
+    Rate {
+        limit: rate.limit,
+        period_ms: rate.period_ms,
+        burst: rate.burst.unwrap_or(rate.limit),
+    }
+}
+
+fn wire_rate(rate: Rate) -> wire::Rate {
+    wire::Rate {
+        limit: rate.limit,
+        period_ms: rate.period_ms,
+        burst: Some(rate.burst),
+    }
+}
+
+/// The default reserve of a retry budget: one retry a second, so a queue
+/// whose first attempts stopped still retries, slowly.
+const DEFAULT_BUDGET_MIN_PER_SEC: f64 = 1.0;
+
+fn patch(request: wire::QueuePolicyRequest) -> PolicyPatch {
+    let fairness = |fairness: wire::Fairness| match fairness {
+        wire::Fairness::FlowKey => steadfast_store::flow::Fairness::FlowKey,
+    };
+    PolicyPatch {
+        paused: request.paused,
+        concurrency: request.concurrency,
+        key_concurrency: request.key_concurrency,
+        rate: request.rate.map(|set| set.map(rate)),
+        key_rate: request.key_rate.map(|set| set.map(rate)),
+        fairness: request.fairness.map(|set| set.map(fairness)),
+        weights: request.weights,
+        retry_budget: request.retry_budget.map(|set| {
+            set.map(|budget| RetryBudget {
+                ratio: budget.ratio,
+                min_per_sec: budget.min_per_sec.unwrap_or(DEFAULT_BUDGET_MIN_PER_SEC),
+            })
+        }),
+    }
+}
+
+pub(crate) fn wire_policy(queue: &QueueName, policy: QueuePolicy) -> wire::QueuePolicy {
+    wire::QueuePolicy {
+        queue: queue.to_string(),
+        paused: policy.paused,
+        concurrency: policy.concurrency,
+        key_concurrency: policy.key_concurrency,
+        rate: policy.rate.map(wire_rate),
+        key_rate: policy.key_rate.map(wire_rate),
+        fairness: policy.fairness.map(|_| wire::Fairness::FlowKey),
+        weights: policy.weights,
+        retry_budget: policy.retry_budget.map(|budget| wire::RetryBudget {
+            ratio: budget.ratio,
+            min_per_sec: Some(budget.min_per_sec),
+        }),
+    }
+}
+
+/// The queue's flow policy (admin and reader).
+#[utoipa::path(
+    get, path = "/v1/queues/{queue}/policy", tag = "queues",
+    params(("queue" = String, Path, description = "1–128 bytes of ASCII letters, digits and `-_.:`")),
+    responses((status = 200, body = wire::QueuePolicy), (status = 422, body = wire::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn get_policy(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> Result<Json<wire::QueuePolicy>, ApiError> {
+    caller.require(Action::ReadAudit)?;
+    let queue = queue_name(queue)?;
+    let policy = engine.store().queue_policy(&caller.scope, &queue).await?;
+    Ok(Json(wire_policy(&queue, policy)))
+}
+
+/// Changes the queue's flow policy (admin; audited as `queue.policy_set`).
+/// A merge patch: fields left out stay, `null` removes a rule. The next
+/// lease on any node obeys it.
+#[utoipa::path(
+    put, path = "/v1/queues/{queue}/policy", tag = "queues",
+    params(("queue" = String, Path, description = "1–128 bytes of ASCII letters, digits and `-_.:`")),
+    request_body = wire::QueuePolicyRequest,
+    responses((status = 200, body = wire::QueuePolicy), (status = 422, body = wire::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn set_policy(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    ApiJson(request): ApiJson<wire::QueuePolicyRequest>,
+) -> Result<Json<wire::QueuePolicy>, ApiError> {
+    caller.require(Action::OperatorAction)?;
+    let queue = queue_name(queue)?;
+    let policy = engine
+        .store()
+        .set_queue_policy(&caller.scope, &queue, patch(request), engine.now())
+        .await?;
+    // Workers waiting on the queue ask again under the new rules (a
+    // resumed queue, a raised limit).
+    engine.wake(caller.scope.tenant_id(), &queue);
+    Ok(Json(wire_policy(&queue, policy)))
 }

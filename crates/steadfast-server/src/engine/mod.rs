@@ -192,6 +192,10 @@ impl Engine {
     pub(crate) fn observe_end(&self, job: &Job, attempt: Option<&Attempt>) {
         if let Some(attempt) = attempt {
             crate::telemetry::attempt_span(job, attempt);
+            // The attempt's slot is free: a lease its queue's concurrency
+            // held back may go now. (Other nodes' waiters look again within
+            // `decide::flow`'s recheck interval.)
+            self.inner.wakeups.wake(job.tenant_id, &job.queue);
         }
         if !self.records_metrics() {
             return;
@@ -369,7 +373,20 @@ impl Engine {
                 ttl,
                 token_seed: self.random(),
             };
-            let leased = self.inner.store.lease(&principal.scope, request, self.now()).await?;
+            let now = self.now();
+            let leased = self.inner.store.lease(&principal.scope, request, now).await?;
+            if self.records_metrics() {
+                for (queue, deferred) in &leased.deferred {
+                    let queue = QueueLabels {
+                        queue: self.inner.metrics.queue(queue.as_str()),
+                    };
+                    self.inner
+                        .metrics
+                        .retries_deferred
+                        .get_or_create(&queue)
+                        .inc_by(u64::from(*deferred));
+                }
+            }
             if !leased.is_empty() {
                 for job in leased.iter().filter(|_| self.records_metrics()) {
                     if let Some(lease) = &job.job.lease {
@@ -381,12 +398,20 @@ impl Engine {
                         );
                     }
                 }
-                return Ok(leased);
+                return Ok(leased.jobs);
             }
+            // A rate limit that held jobs back admits one again at
+            // `retry_at`: no write wakes the wait then, so the wait ends itself.
+            let rate_opens = leased
+                .retry_at
+                .map(|at| tokio::time::Instant::now() + elapsed(now, at))
+                .unwrap_or(deadline)
+                .min(deadline);
             let woken = select_all(wakers.iter_mut().map(|w| Box::pin(w.changed())));
             tokio::select! {
                 _ = woken => {}
                 _ = draining.changed() => {}
+                _ = tokio::time::sleep_until(rate_opens), if rate_opens < deadline => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
             }
         }
@@ -579,6 +604,11 @@ impl Engine {
             self.after_change(&enqueued.job);
         }
         Ok(enqueued)
+    }
+
+    /// Wakes the workers waiting on `queue` (a policy change may admit them).
+    pub fn wake(&self, tenant: steadfast_core::TenantId, queue: &QueueName) {
+        self.inner.wakeups.wake(tenant, queue);
     }
 
     /// What follows a committed change: a ready job wakes its queue's

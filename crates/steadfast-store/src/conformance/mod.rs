@@ -7,6 +7,7 @@
 //! are tested exactly.
 
 mod audit;
+mod flow;
 mod inbox;
 mod jobs;
 mod leases;
@@ -16,6 +17,7 @@ mod upgrade;
 mod workflows;
 
 pub use audit::*;
+pub use flow::*;
 pub use inbox::*;
 pub use jobs::*;
 pub use leases::*;
@@ -82,6 +84,14 @@ macro_rules! conformance_suite {
             an_event_becomes_one_job_however_often_it_arrives,
             events_list_replay_and_stay_within_their_tenant,
             concurrent_deliveries_of_one_event_make_one_job,
+            policies_merge_validate_and_are_audited,
+            a_paused_queue_grants_no_lease_until_resumed,
+            concurrency_counts_running_jobs_and_frees_slots_as_they_end,
+            key_concurrency_limits_each_key_and_lets_other_keys_pass,
+            rates_admit_the_burst_then_the_steady_rate,
+            key_rates_hold_each_key_to_its_own_rate,
+            fairness_serves_a_small_key_behind_a_flood,
+            retries_over_the_budget_are_deferred_not_failed,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

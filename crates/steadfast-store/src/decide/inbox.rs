@@ -17,7 +17,7 @@ pub struct LiveInboxKey {
 }
 
 /// What an ingest does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Ingest {
     /// Seen within its window: count the delivery on the event that
     /// claimed the key first met in the event's own key order.

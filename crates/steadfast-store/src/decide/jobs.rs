@@ -8,6 +8,7 @@ use steadfast_core::lifecycle::{self, Failure, Fingerprint, Rejection, Transitio
 use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Attempt, IdempotencyKey, Job, JobId, Step, StepState, TenantId, Timestamp};
 
+use super::flow::{self, Admitted, QueueLease};
 use super::{Decision, LiveKey, Writes};
 use crate::audit::drafts;
 use crate::{Completing, Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, RetryPlan, StoreError};
@@ -83,19 +84,29 @@ pub fn enqueue(
     })
 }
 
-/// Leases jobs from the heads of the requested queues (each head in lease
-/// order, with its insertion sequence). The answer is the leased jobs in
-/// lease order; [`resumable`] completes each with its workflow history.
-pub fn lease(request: &LeaseRequest, heads: Vec<(i64, Job)>, now: Timestamp) -> Result<Decision<Vec<Job>>, StoreError> {
-    let mut writes = Writes::default();
-    let mut leased = Vec::new();
-    for before in request.pick(heads) {
+/// Leases jobs from the requested queues under their flow rules (see
+/// [`super::flow::admit`]). The answer is the leased jobs in lease order
+/// (with the retries deferred and when to ask again); [`resumable`]
+/// completes each with its workflow history.
+pub fn lease(
+    tenant: TenantId,
+    request: &LeaseRequest,
+    queues: Vec<QueueLease>,
+    now: Timestamp,
+) -> Result<Decision<Admitted>, StoreError> {
+    let (mut admitted, mut writes) = flow::admit(tenant, queues, request.max_jobs, now);
+    let mut leased = Vec::with_capacity(admitted.jobs.len());
+    for before in std::mem::take(&mut admitted.jobs) {
         let job = lifecycle::lease(&before, request.grant(&before), now)?;
         writes.audit(job.tenant_id, drafts::job_leased(&before, &job));
         writes.changed_jobs.push(job.clone());
         leased.push(job);
     }
-    Ok(Decision { answer: leased, writes })
+    admitted.jobs = leased;
+    Ok(Decision {
+        answer: admitted,
+        writes,
+    })
 }
 
 /// Whether a just-leased job resumes a workflow, so its steps and attempts

@@ -11,6 +11,7 @@
 //! Every function here is pure: no IO, no clock, no randomness beyond the
 //! seeds the engine passed in.
 
+pub mod flow;
 mod inbox;
 mod jobs;
 mod keys;
@@ -39,7 +40,7 @@ use crate::TenantScope;
 
 /// What an operation answers, and what must be written, in the same
 /// transaction, for that answer to be true.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Decision<T> {
     pub answer: T,
     pub writes: Writes,
@@ -64,7 +65,7 @@ impl<T> Decision<T> {
 
 /// Every row one operation writes. Backends write the groups in the order
 /// of the fields, each group in the order it holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Writes {
     /// New jobs, in enqueue (FIFO) order.
     pub new_jobs: Vec<Job>,
@@ -82,6 +83,9 @@ pub struct Writes {
     /// Idempotency keys claimed by new jobs (inserted, or replacing an
     /// expired claim).
     pub keys: Vec<ClaimedKey>,
+    /// Flow control state that leases moved (queues' and keys' limiters,
+    /// the fairness cursor, retry budgets).
+    pub flow: Vec<flow::FlowWrite>,
     /// Audit drafts, each for its tenant's chain, in chain order.
     pub audit: Vec<(TenantId, Draft)>,
 }
@@ -135,6 +139,7 @@ impl Writes {
         self.consumed_signals.extend(other.consumed_signals);
         self.signals.extend(other.signals);
         self.keys.extend(other.keys);
+        self.flow.extend(other.flow);
         self.audit.extend(other.audit);
     }
 
@@ -210,6 +215,9 @@ impl Writes {
         }
         for key in self.keys {
             group(&mut groups, key.tenant_id).keys.push(key);
+        }
+        for write in self.flow {
+            group(&mut groups, write.tenant_id()).flow.push(write);
         }
         for (tenant, draft) in self.audit {
             group(&mut groups, tenant).audit.push((tenant, draft));

@@ -416,6 +416,8 @@ impl Engine {
                 run_at: None,
                 priority: 0,
                 traceparent: None,
+                flow_key: None,
+                resource: None,
             },
         }
     }

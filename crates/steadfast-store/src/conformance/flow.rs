@@ -1,0 +1,451 @@
+use std::collections::HashMap;
+
+use steadfast_core::lifecycle::Failure;
+use steadfast_core::{AttemptError, JobState, RetryPolicy, StepName, WaitFor};
+
+use super::*;
+use crate::flow::{Fairness, Rate, RetryBudget};
+use crate::{AuditQuery, PolicyPatch, QueuePolicy, RetryPlan, StoreError, WorkflowLimits};
+
+fn keyed(queue: &str, key: Option<&str>) -> JobSpec {
+    EnqueueRequest {
+        flow_key: key.map(str::to_owned),
+        ..request(queue, "{}")
+    }
+    .validate(&Limits::default(), [0; 32], t0())
+    .expect("valid")
+}
+
+async fn enqueue_many(store: &impl Store, scope: &TenantScope, specs: Vec<JobSpec>, now: Timestamp) -> Vec<Job> {
+    let jobs = specs.into_iter().map(new_job).collect();
+    let created = store
+        .enqueue(scope, jobs, Limits::default().dedup_window, now)
+        .await
+        .expect("enqueue");
+    created.into_iter().map(|enqueued| enqueued.job).collect()
+}
+
+async fn set(store: &impl Store, scope: &TenantScope, queue: &str, patch: PolicyPatch) -> QueuePolicy {
+    let queue = QueueName::new(queue).expect("valid");
+    store
+        .set_queue_policy(scope, &queue, patch, t0())
+        .await
+        .expect("set policy")
+}
+
+fn keys_of(jobs: &[Job]) -> Vec<&str> {
+    jobs.iter()
+        .map(|job| job.flow_key.as_ref().map_or("", |key| key.as_str()))
+        .collect()
+}
+
+pub async fn policies_merge_validate_and_are_audited(store: &impl Store) {
+    let (scope, _) = new_tenant(store).await;
+    let queue = QueueName::new("payments").unwrap();
+    assert_eq!(
+        store.queue_policy(&scope, &queue).await.unwrap(),
+        QueuePolicy::default()
+    );
+
+    let first = set(
+        store,
+        &scope,
+        "payments",
+        PolicyPatch {
+            concurrency: Some(Some(4)),
+            key_concurrency: Some(Some(2)),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    let second = set(
+        store,
+        &scope,
+        "payments",
+        PolicyPatch {
+            paused: Some(true),
+            concurrency: Some(None),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    assert_eq!((first.concurrency, first.key_concurrency), (Some(4), Some(2)));
+    assert_eq!(
+        second,
+        QueuePolicy {
+            paused: true,
+            key_concurrency: Some(2),
+            ..QueuePolicy::default()
+        },
+        "left-out fields stay, null clears"
+    );
+    assert_eq!(store.queue_policy(&scope, &queue).await.unwrap(), second);
+
+    let refused = store
+        .set_queue_policy(
+            &scope,
+            &queue,
+            PolicyPatch {
+                weights: Some([("acme".to_owned(), 3)].into()),
+                ..PolicyPatch::default()
+            },
+            t0(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(ref m)) if m.starts_with("weights")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.queue_policy(&scope, &queue).await.unwrap(),
+        second,
+        "a refused change changes nothing"
+    );
+
+    let records = store
+        .audit_records(
+            &scope,
+            AuditQuery {
+                limit: 100,
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .records;
+    let changes: Vec<_> = records.iter().filter(|r| r.action == "queue.policy_set").collect();
+    assert_eq!(changes.len(), 2, "one record per accepted change");
+    assert!(changes.iter().all(|r| r.target == "payments"));
+
+    let (other, _) = new_tenant(store).await;
+    assert_eq!(
+        store.queue_policy(&other, &queue).await.unwrap(),
+        QueuePolicy::default(),
+        "another tenant's queue of the same name has its own policy"
+    );
+}
+
+pub async fn a_paused_queue_grants_no_lease_until_resumed(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    enqueue_many(store, &scope, (0..3).map(|_| spec("mail")).collect(), t0()).await;
+    set(
+        store,
+        &scope,
+        "mail",
+        PolicyPatch {
+            paused: Some(true),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    let held = store
+        .lease(&scope, lease_request(&["mail"], 10, &key), at(1))
+        .await
+        .unwrap();
+    assert!(held.is_empty(), "no lease while paused");
+    let other = enqueue_one(store, &scope, spec("other"), at(1)).await;
+    let both = lease_jobs(store, &scope, lease_request(&["mail", "other"], 10, &key), at(2)).await;
+    assert_eq!(
+        both.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![other.id],
+        "other queues go on"
+    );
+
+    set(
+        store,
+        &scope,
+        "mail",
+        PolicyPatch {
+            paused: Some(false),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    let resumed = lease_jobs(store, &scope, lease_request(&["mail"], 10, &key), at(3)).await;
+    assert_eq!(resumed.len(), 3);
+}
+
+pub async fn concurrency_counts_running_jobs_and_frees_slots_as_they_end(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    enqueue_many(store, &scope, (0..6).map(|_| spec("render")).collect(), t0()).await;
+    set(
+        store,
+        &scope,
+        "render",
+        PolicyPatch {
+            concurrency: Some(Some(2)),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    let first = lease_jobs(store, &scope, lease_request(&["render"], 10, &key), at(1)).await;
+    assert_eq!(first.len(), 2, "at most 2 running");
+    let none = store
+        .lease(&scope, lease_request(&["render"], 10, &key), at(1))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "both slots are taken");
+    assert!(none.retry_at.is_some(), "a held lease says when to look again");
+
+    // A completion frees its slot in its own transaction.
+    store
+        .complete(&scope, first[0].id, &token(&first[0]), "1".into(), at(2))
+        .await
+        .unwrap();
+    let second = lease_jobs(store, &scope, lease_request(&["render"], 10, &key), at(2)).await;
+    assert_eq!(second.len(), 1);
+
+    // So does an expired lease: the sweep that requeues the job.
+    let expiry = first[1].lease.as_ref().unwrap().expires_at;
+    let policy = RetryPolicy {
+        base: Duration::from_secs(1),
+        cap: Duration::from_secs(1),
+    };
+    assert_eq!(store.expire_leases(expiry, policy, 1, 100).await.unwrap().count, 1);
+    let third = lease_jobs(store, &scope, lease_request(&["render"], 10, &key), expiry).await;
+    assert_eq!(third.len(), 1, "the expired lease's slot went to a queued job");
+
+    // And a workflow that parks itself holds no slot while it waits.
+    let parked = &third[0];
+    store
+        .wait(
+            &scope,
+            parked.id,
+            &token(parked),
+            StepName::new("sleep:later").unwrap(),
+            WaitFor::Until(at(10_000)),
+            WorkflowLimits {
+                max_steps: 10,
+                max_pending_signals: 10,
+                max_children: 10,
+            },
+            expiry,
+        )
+        .await
+        .unwrap();
+    let fourth = lease_jobs(store, &scope, lease_request(&["render"], 10, &key), expiry).await;
+    assert_eq!(fourth.len(), 1, "the waiting job's slot is free");
+}
+
+pub async fn key_concurrency_limits_each_key_and_lets_other_keys_pass(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let mut specs: Vec<JobSpec> = (0..20).map(|_| keyed("sync", Some("acme"))).collect();
+    specs.extend((0..3).map(|_| keyed("sync", Some("globex"))));
+    specs.push(keyed("sync", None));
+    enqueue_many(store, &scope, specs, t0()).await;
+    set(
+        store,
+        &scope,
+        "sync",
+        PolicyPatch {
+            key_concurrency: Some(Some(2)),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    let leased = lease_jobs(store, &scope, lease_request(&["sync"], 50, &key), at(1)).await;
+    let mut per_key: HashMap<&str, usize> = HashMap::new();
+    for key in keys_of(&leased) {
+        *per_key.entry(key).or_default() += 1;
+    }
+    assert_eq!(per_key.get("acme"), Some(&2), "acme's 20 jobs do not block the others");
+    assert_eq!(per_key.get("globex"), Some(&2));
+    assert_eq!(
+        per_key.get(""),
+        Some(&1),
+        "jobs without a key are not held by key rules"
+    );
+    let again = store
+        .lease(&scope, lease_request(&["sync"], 50, &key), at(1))
+        .await
+        .unwrap();
+    assert!(
+        again.is_empty(),
+        "every key is at its limit: {:?}",
+        keys_of(&again.iter().map(|l| l.job.clone()).collect::<Vec<_>>())
+    );
+}
+
+pub async fn rates_admit_the_burst_then_the_steady_rate(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    enqueue_many(store, &scope, (0..30).map(|_| spec("calls")).collect(), t0()).await;
+    set(
+        store,
+        &scope,
+        "calls",
+        PolicyPatch {
+            rate: Some(Some(Rate {
+                limit: 2,
+                period_ms: 1000,
+                burst: 3,
+            })),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    let burst = lease_jobs(store, &scope, lease_request(&["calls"], 30, &key), at(1)).await;
+    assert_eq!(burst.len(), 3, "the burst at once");
+    let held = store
+        .lease(&scope, lease_request(&["calls"], 30, &key), at(1))
+        .await
+        .unwrap();
+    assert!(held.is_empty());
+    let retry_at = held.retry_at.expect("when the rate admits again");
+    assert!(retry_at > at(1) && retry_at <= at(1).saturating_add(Duration::from_millis(500)).unwrap());
+    let next = lease_jobs(store, &scope, lease_request(&["calls"], 30, &key), retry_at).await;
+    assert_eq!(next.len(), 1, "then one per 500 ms");
+    let later = lease_jobs(store, &scope, lease_request(&["calls"], 30, &key), at(6)).await;
+    assert!(
+        later.len() <= 3,
+        "a quiet spell refills at most the burst, got {}",
+        later.len()
+    );
+}
+
+pub async fn key_rates_hold_each_key_to_its_own_rate(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let mut specs: Vec<JobSpec> = (0..10).map(|_| keyed("crawl", Some("a.example"))).collect();
+    specs.extend((0..10).map(|_| keyed("crawl", Some("b.example"))));
+    enqueue_many(store, &scope, specs, t0()).await;
+    set(
+        store,
+        &scope,
+        "crawl",
+        PolicyPatch {
+            key_rate: Some(Some(Rate {
+                limit: 1,
+                period_ms: 1000,
+                burst: 2,
+            })),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    let first = lease_jobs(store, &scope, lease_request(&["crawl"], 20, &key), at(1)).await;
+    let mut keys = keys_of(&first);
+    keys.sort();
+    assert_eq!(keys, vec!["a.example", "a.example", "b.example", "b.example"]);
+    let held = lease_jobs(store, &scope, lease_request(&["crawl"], 20, &key), at(1)).await;
+    assert!(held.is_empty());
+    let second = lease_jobs(store, &scope, lease_request(&["crawl"], 20, &key), at(2)).await;
+    assert_eq!(second.len(), 2, "one more per key a second later");
+}
+
+pub async fn fairness_serves_a_small_key_behind_a_flood(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    enqueue_many(
+        store,
+        &scope,
+        (0..300).map(|_| keyed("enrich", Some("flood"))).collect(),
+        t0(),
+    )
+    .await;
+    enqueue_many(
+        store,
+        &scope,
+        (0..10).map(|_| keyed("enrich", Some("small"))).collect(),
+        at(1),
+    )
+    .await;
+    set(
+        store,
+        &scope,
+        "enrich",
+        PolicyPatch {
+            fairness: Some(Some(Fairness::FlowKey)),
+            weights: Some([("flood".to_owned(), 2)].into()),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    // One job per lease, as a slow worker would take them.
+    let mut order = Vec::new();
+    for _ in 0..30 {
+        let leased = lease_jobs(store, &scope, lease_request(&["enrich"], 1, &key), at(2)).await;
+        assert_eq!(leased.len(), 1);
+        order.push(keys_of(&leased)[0].to_owned());
+    }
+    let small: Vec<usize> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, key)| *key == "small")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(small.len(), 10, "all of small's jobs start within 30 leases: {order:?}");
+    let flood_runs = order.split(|key| key == "small").map(<[String]>::len).max().unwrap();
+    assert!(
+        flood_runs <= 2,
+        "flood gets its weight (2) per turn, no more: {order:?}"
+    );
+}
+
+pub async fn retries_over_the_budget_are_deferred_not_failed(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let jobs = enqueue_many(store, &scope, (0..2).map(|_| spec("fragile")).collect(), t0()).await;
+    set(
+        store,
+        &scope,
+        "fragile",
+        PolicyPatch {
+            retry_budget: Some(Some(RetryBudget {
+                ratio: 0.5,
+                min_per_sec: 0.0,
+            })),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    // Two first attempts deposit one retry's worth (2 × 0.5).
+    let first = lease_jobs(store, &scope, lease_request(&["fragile"], 2, &key), at(1)).await;
+    assert_eq!(first.len(), 2);
+    let now_retry = RetryPlan {
+        policy: RetryPolicy {
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
+        },
+        jitter_seed: 1,
+    };
+    for job in &first {
+        let failure = Failure {
+            error: AttemptError {
+                message: "downstream said no".into(),
+                kind: Some("downstream_unavailable".into()),
+            },
+            retryable: true,
+        };
+        let ended = store
+            .fail(&scope, job.id, &token(job), failure, now_retry, at(1))
+            .await
+            .unwrap();
+        assert_eq!(ended.job.state, JobState::Queued);
+    }
+    // Two retries, then two first attempts, are ready; the budget holds
+    // one token, so one retry runs, the other waits, the first attempts run.
+    enqueue_many(store, &scope, (0..2).map(|_| spec("fragile")).collect(), at(1)).await;
+    let leased = store
+        .lease(&scope, lease_request(&["fragile"], 10, &key), at(1))
+        .await
+        .unwrap();
+    let retries = leased.iter().filter(|l| l.job.attempt == 2).count();
+    let firsts = leased.iter().filter(|l| l.job.attempt == 1).count();
+    assert_eq!(
+        (retries, firsts),
+        (1, 2),
+        "{:?}",
+        leased.iter().map(|l| l.job.attempt).collect::<Vec<_>>()
+    );
+    assert_eq!(leased.deferred, vec![(QueueName::new("fragile").unwrap(), 1)]);
+    let deferred = jobs
+        .iter()
+        .filter(|job| first.iter().any(|f| f.id == job.id))
+        .find(|job| !leased.iter().any(|l| l.job.id == job.id))
+        .expect("one retry was not leased");
+    let record = store.job(&scope, deferred.id).await.unwrap().unwrap();
+    assert_eq!(record.job.state, JobState::Scheduled, "deferred, not failed");
+    assert_eq!(
+        record.job.attempts_left(),
+        deferred.max_attempts - 1,
+        "being held spends no attempt"
+    );
+    assert!(record.job.run_at > at(1));
+}

@@ -1,0 +1,824 @@
+//! Flow control at lease time: which of a queue's ready jobs a lease may
+//! take under the queue's policy, and what the policy's rules remember
+//! afterwards. One function for every backend; each loads what
+//! [`Loading`] asks for, inside the lease's transaction, and writes the
+//! [`FlowWrite`]s it gets back in the same transaction.
+//!
+//! Within one lease the rules only ever get stricter (running counts grow,
+//! rate limiters' arrival times move forward), so a job or key found held
+//! once stays held for the rest of that lease. The one exception is the
+//! retry budget, which first attempts refill; a retry deferred early in a
+//! lease is not reconsidered in it.
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use governor::clock::FakeRelativeClock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{NotKeyed, StateStore};
+use governor::{Quota, RateLimiter};
+use steadfast_core::lifecycle;
+use steadfast_core::{Job, QueueName, TenantId, Timestamp};
+
+use super::Writes;
+use crate::flow::{Cursor, QueueFlow, QueueFlowState, QueuePolicy, Rate, RetryBudget};
+use crate::{PolicyPatch, StoreError};
+
+/// The retry budget forgets deposits with this time constant, as Finagle's
+/// RetryBudget forgets them after its TTL; the reserve holds this many
+/// seconds of `min_per_sec`.
+const BUDGET_MEMORY_SECS: f64 = 10.0;
+/// The shortest and longest a retry over budget is deferred.
+const MIN_DEFER: Duration = Duration::from_millis(100);
+const MAX_DEFER: Duration = Duration::from_secs(10);
+/// How soon a worker waiting on a queue that concurrency held back asks
+/// again, when no finished job on its own node wakes it first (a slot freed
+/// on another node).
+const CONCURRENCY_RECHECK: Duration = Duration::from_secs(1);
+/// The most keys one lease looks at, and the fewest.
+const MAX_KEYS_PER_LEASE: u32 = 128;
+const MIN_KEYS_PER_LEASE: u32 = 8;
+
+/// Ready jobs per key, in rotation order, each key's jobs in lease order
+/// with their insertion sequence. `""` holds the jobs without a key.
+pub type KeyedJobs = Vec<(String, Vec<(i64, Job)>)>;
+
+/// The ready jobs a lease chooses from, as the backend loaded them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidates {
+    /// The queue's heads in lease order (priority, `run_at`, FIFO), each
+    /// with its insertion sequence.
+    Ordered(Vec<(i64, Job)>),
+    /// Per key, in rotation order from the cursor's key on (wrapping), each
+    /// key's jobs in lease order. `""` holds the jobs without a key.
+    ByKey(KeyedJobs),
+}
+
+/// Everything a lease of one queue decides from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueLease {
+    pub queue: QueueName,
+    pub flow: QueueFlow,
+    /// Running jobs of the queue (loaded when the policy has `concurrency`).
+    pub running: u32,
+    /// Running jobs per key, for the candidates' keys (with `key_concurrency`).
+    pub key_running: HashMap<String, u32>,
+    /// Each candidate key's rate limiter arrival time, where one is stored (with `key_rate`).
+    pub key_tats: HashMap<String, i64>,
+    pub candidates: Candidates,
+}
+
+/// What a backend must load for a lease of a queue with `policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loading {
+    /// Nodes take turns: on a shared database, hold the queue's settings row.
+    pub turns: bool,
+    /// Count the queue's running jobs.
+    pub running: bool,
+    /// Load candidates key by key ([`Candidates::ByKey`]), at most this many keys.
+    pub keys: Option<u32>,
+    /// Count running jobs per candidate key.
+    pub key_running: bool,
+    /// Load the candidate keys' rate limiter states.
+    pub key_rates: bool,
+}
+
+/// What to load for a lease of up to `max_jobs` from a queue with `policy`.
+pub fn loading(policy: &QueuePolicy, max_jobs: u32) -> Loading {
+    Loading {
+        turns: policy.needs_turns(),
+        running: policy.concurrency.is_some(),
+        keys: policy
+            .by_key()
+            .then(|| max_jobs.clamp(MIN_KEYS_PER_LEASE, MAX_KEYS_PER_LEASE)),
+        key_running: policy.key_concurrency.is_some(),
+        key_rates: policy.key_rate.is_some(),
+    }
+}
+
+/// How many of a key's jobs to load when `keys` keys were found, for a
+/// lease of up to `max_jobs`: its share of the lease times its weight,
+/// never more than its concurrency allows or the lease takes.
+pub fn jobs_per_key(policy: &QueuePolicy, key: &str, keys: usize, max_jobs: u32) -> u32 {
+    let share = max_jobs.div_ceil(keys.max(1) as u32).max(1);
+    let wanted = share.saturating_mul(policy.weight(key));
+    let cap = match (key.is_empty(), policy.key_concurrency) {
+        (false, Some(limit)) => limit.min(max_jobs),
+        _ => max_jobs,
+    };
+    wanted.min(cap).max(1)
+}
+
+/// The keys a lease visits, in turn order: from the cursor's key (`start`)
+/// on, then round again from the start up to it. `""` (the jobs without a
+/// key, present when `unkeyed`) opens each round. `from_start` are the
+/// ready keys at or after `start`, `before_start` those before it (both
+/// in key order, as the backend's index yields them).
+pub fn rotation(
+    start: &str,
+    unkeyed: bool,
+    from_start: Vec<String>,
+    before_start: Vec<String>,
+    max_keys: u32,
+) -> Vec<String> {
+    let unkeyed = unkeyed.then(String::new);
+    let keys: Vec<String> = if start.is_empty() {
+        unkeyed.into_iter().chain(from_start).collect()
+    } else {
+        from_start
+            .into_iter()
+            .chain(unkeyed)
+            .chain(before_start)
+            .collect()
+    };
+    keys.into_iter().take(max_keys as usize).collect()
+}
+
+/// A change to flow state that a lease writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FlowWrite {
+    /// The queue's state after the lease.
+    Queue {
+        tenant_id: TenantId,
+        queue: QueueName,
+        state: QueueFlowState,
+    },
+    /// A key's rate limiter after the lease.
+    KeyRate {
+        tenant_id: TenantId,
+        queue: QueueName,
+        key: String,
+        tat_ns: i64,
+    },
+}
+
+impl FlowWrite {
+    pub fn tenant_id(&self) -> TenantId {
+        match self {
+            FlowWrite::Queue { tenant_id, .. } | FlowWrite::KeyRate { tenant_id, .. } => *tenant_id,
+        }
+    }
+}
+
+/// The jobs a lease granted, in lease order, and the retries it deferred.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Admitted {
+    pub jobs: Vec<Job>,
+    /// Retries the queue's retry budget sent back to `scheduled`, per queue.
+    pub deferred: Vec<(QueueName, u32)>,
+    /// When a rate limit that held jobs back next admits one: a waiting
+    /// worker should ask again then.
+    pub retry_at: Option<Timestamp>,
+}
+
+/// Chooses the jobs a lease of up to `max_jobs` takes from `queues`: each
+/// queue's next admissible job, the best first (priority, then `run_at`,
+/// then FIFO), until the lease is full or no queue admits another. Retries
+/// over their queue's budget are deferred (written as changed jobs).
+pub fn admit(tenant: TenantId, queues: Vec<QueueLease>, max_jobs: u32, now: Timestamp) -> (Admitted, Writes) {
+    let mut admissions: Vec<Admission> = queues.into_iter().map(|lease| Admission::new(lease, now)).collect();
+    let mut admitted = Admitted::default();
+    while admitted.jobs.len() < max_jobs as usize {
+        let best = admissions
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, admission)| admission.peek(now).map(|(seq, job)| (index, (*seq, job.clone()))))
+            .min_by(|(_, (seq_a, a)), (_, (seq_b, b))| {
+                b.priority
+                    .cmp(&a.priority)
+                    .then(a.run_at.cmp(&b.run_at))
+                    .then(seq_a.cmp(seq_b))
+            });
+        let Some((index, _)) = best else { break };
+        admitted.jobs.push(admissions[index].take(now));
+    }
+    let mut writes = Writes::default();
+    for admission in admissions {
+        admission.finish(tenant, &mut admitted, &mut writes);
+    }
+    (admitted, writes)
+}
+
+/// One queue's side of a lease: its candidates, and the rules' state as
+/// this lease changes it.
+struct Admission {
+    queue: QueueName,
+    policy: QueuePolicy,
+    state: QueueFlowState,
+    /// Running jobs, counting those this lease granted.
+    running: u32,
+    key_running: HashMap<String, u32>,
+    key_tats: HashMap<String, i64>,
+    /// Keys whose rate limiter this lease moved.
+    moved_keys: Vec<String>,
+    pending: Pending,
+    /// The queue admits nothing more in this lease.
+    closed: bool,
+    deferred: Vec<Job>,
+    /// The state as loaded, to write only what changed.
+    state_before: QueueFlowState,
+    /// The earliest a rate limit that held a job admits one, Unix nanoseconds.
+    retry_at_ns: Option<i64>,
+}
+
+enum Pending {
+    Ordered(VecDeque<(i64, Job)>),
+    Rotation {
+        keys: VecDeque<(String, VecDeque<(i64, Job)>)>,
+        /// Leases the front key had in its current turn.
+        served: u32,
+        /// The last key that was at the front, for the cursor.
+        last: Option<Cursor>,
+    },
+}
+
+impl Admission {
+    fn new(lease: QueueLease, now: Timestamp) -> Admission {
+        let QueueLease {
+            queue,
+            flow: QueueFlow { policy, mut state },
+            running,
+            key_running,
+            key_tats,
+            candidates,
+        } = lease;
+        let state_before = state.clone();
+        if let Some(budget) = &policy.retry_budget {
+            state.budget = Some((balance(budget, state.budget, now), now));
+        }
+        let pending = match candidates {
+            Candidates::Ordered(heads) => Pending::Ordered(heads.into()),
+            Candidates::ByKey(keys) => {
+                let served = match (&state.cursor, keys.first()) {
+                    (Some(cursor), Some((first, _))) if &cursor.key == first => cursor.served,
+                    _ => 0,
+                };
+                Pending::Rotation {
+                    keys: keys.into_iter().map(|(key, jobs)| (key, jobs.into())).collect(),
+                    served,
+                    last: state.cursor.clone(),
+                }
+            }
+        };
+        Admission {
+            closed: policy.paused,
+            queue,
+            policy,
+            state,
+            running,
+            key_running,
+            key_tats,
+            moved_keys: Vec::new(),
+            pending,
+            deferred: Vec::new(),
+            state_before,
+            retry_at_ns: None,
+        }
+    }
+
+    /// Whether the queue as a whole admits another lease now.
+    fn queue_open(&mut self, now: Timestamp) -> bool {
+        if self.policy.paused {
+            return false;
+        }
+        if self.policy.concurrency.is_some_and(|limit| self.running >= limit) {
+            self.recheck(now);
+            return false;
+        }
+        match self.policy.rate {
+            Some(rate) => self.rate_allows(&rate, self.state.rate_tat_ns, now),
+            None => true,
+        }
+    }
+
+    /// A slot held this lease back: ask again after [`CONCURRENCY_RECHECK`].
+    fn recheck(&mut self, now: Timestamp) {
+        let at = unix_nanos(now).saturating_add(CONCURRENCY_RECHECK.as_nanos() as i64);
+        self.retry_at_ns = Some(self.retry_at_ns.map_or(at, |earlier| earlier.min(at)));
+    }
+
+    /// Whether a rate limiter admits a grant now; if not, remembers when it will.
+    fn rate_allows(&mut self, rate: &Rate, tat_ns: Option<i64>, now: Timestamp) -> bool {
+        match gcra(rate, tat_ns, now) {
+            Ok(_) => true,
+            Err(at) => {
+                self.retry_at_ns = Some(self.retry_at_ns.map_or(at, |earlier| earlier.min(at)));
+                false
+            }
+        }
+    }
+
+    /// Whether `key` admits another lease now (the jobs without a key always do).
+    fn key_open(&mut self, key: &str, now: Timestamp) -> bool {
+        if key.is_empty() {
+            return true;
+        }
+        if let Some(limit) = self.policy.key_concurrency
+            && self.key_running.get(key).copied().unwrap_or(0) >= limit
+        {
+            self.recheck(now);
+            return false;
+        }
+        match self.policy.key_rate {
+            Some(rate) => self.rate_allows(&rate, self.key_tats.get(key).copied(), now),
+            None => true,
+        }
+    }
+
+    /// The next job this queue would grant, without granting it. Retries
+    /// over budget met on the way are deferred; keys found held leave the
+    /// rotation for this lease.
+    fn peek(&mut self, now: Timestamp) -> Option<&(i64, Job)> {
+        if self.closed || !self.queue_open(now) {
+            self.closed = true;
+            return None;
+        }
+        loop {
+            if let Pending::Rotation { .. } = self.pending {
+                self.rotate_to_open_key(now)?;
+            }
+            let job = &self.front()?.1;
+            if !(is_retry(job) && self.state.budget.is_some_and(|(tokens, _)| tokens < 1.0)) {
+                break;
+            }
+            let (_, job) = self.pop_front().expect("a front job");
+            self.defer(job, now);
+        }
+        self.front()
+    }
+
+    fn front(&self) -> Option<&(i64, Job)> {
+        match &self.pending {
+            Pending::Ordered(heads) => heads.front(),
+            Pending::Rotation { keys, .. } => keys.front().and_then(|(_, jobs)| jobs.front()),
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<(i64, Job)> {
+        match &mut self.pending {
+            Pending::Ordered(heads) => heads.pop_front(),
+            Pending::Rotation { keys, .. } => keys.front_mut().and_then(|(_, jobs)| jobs.pop_front()),
+        }
+    }
+
+    /// Ends turns until the front key has a job, turns left and is not
+    /// held; `None` when no key is left. A held key leaves the rotation for
+    /// this lease; a key whose turn is used up goes to the back.
+    fn rotate_to_open_key(&mut self, now: Timestamp) -> Option<()> {
+        loop {
+            let Pending::Rotation { keys, served, .. } = &self.pending else {
+                return Some(());
+            };
+            let (key, jobs) = keys.front()?;
+            let turn_over = *served >= self.policy.weight(key) || jobs.is_empty();
+            let key = key.clone();
+            let held = !turn_over && !self.key_open(&key, now);
+            let Pending::Rotation { keys, served, last } = &mut self.pending else {
+                unreachable!("checked above")
+            };
+            *last = Some(Cursor { key, served: *served });
+            if !turn_over && !held {
+                return Some(());
+            }
+            let (key, jobs) = keys.pop_front().expect("a front key");
+            *served = 0;
+            if !held && !jobs.is_empty() {
+                keys.push_back((key, jobs));
+            }
+        }
+    }
+
+    /// Grants the job [`Admission::peek`] found.
+    fn take(&mut self, now: Timestamp) -> Job {
+        let (_, job) = match &mut self.pending {
+            Pending::Ordered(heads) => heads.pop_front(),
+            Pending::Rotation { keys, served, last } => {
+                *served += 1;
+                let (key, jobs) = keys.front_mut().expect("peeked");
+                *last = Some(Cursor {
+                    key: key.clone(),
+                    served: *served,
+                });
+                jobs.pop_front()
+            }
+        }
+        .expect("take follows a successful peek");
+        self.count(&job, now);
+        job
+    }
+
+    /// What granting `job` changes in the rules' state.
+    fn count(&mut self, job: &Job, now: Timestamp) {
+        self.running += 1;
+        if let Some(rate) = &self.policy.rate {
+            self.state.rate_tat_ns = gcra(rate, self.state.rate_tat_ns, now).ok();
+        }
+        if let Some(key) = &job.flow_key {
+            let key = key.as_str();
+            if self.policy.key_concurrency.is_some() {
+                *self.key_running.entry(key.to_owned()).or_default() += 1;
+            }
+            if let Some(rate) = &self.policy.key_rate
+                && let Ok(tat) = gcra(rate, self.key_tats.get(key).copied(), now)
+            {
+                self.key_tats.insert(key.to_owned(), tat);
+                if !self.moved_keys.iter().any(|moved| moved == key) {
+                    self.moved_keys.push(key.to_owned());
+                }
+            }
+        }
+        if let (Some(budget), Some((tokens, at))) = (&self.policy.retry_budget, &mut self.state.budget) {
+            *tokens = if is_retry(job) {
+                *tokens - 1.0
+            } else {
+                *tokens + budget.ratio
+            };
+            *at = now;
+        }
+    }
+
+    /// Sends a retry over budget back to `scheduled` until a token is likely.
+    fn defer(&mut self, job: Job, now: Timestamp) {
+        let wait = match (&self.policy.retry_budget, self.state.budget) {
+            (Some(budget), Some((tokens, _))) if budget.min_per_sec > 0.0 => {
+                Duration::from_secs_f64(((1.0 - tokens) / budget.min_per_sec).max(0.0))
+            }
+            _ => Duration::from_secs(1),
+        }
+        .clamp(MIN_DEFER, MAX_DEFER);
+        let until = now.saturating_add(wait).unwrap_or(Timestamp::MAX);
+        let deferred = lifecycle::defer(&job, until, now).expect("candidates are queued");
+        self.deferred.push(deferred);
+    }
+
+    /// The writes the lease owes this queue's rules.
+    fn finish(self, tenant_id: TenantId, admitted: &mut Admitted, writes: &mut Writes) {
+        if !self.deferred.is_empty() {
+            admitted.deferred.push((self.queue.clone(), self.deferred.len() as u32));
+        }
+        if let Some(at) = self
+            .retry_at_ns
+            .and_then(|ns| Timestamp::from_nanosecond(ns.into()).ok())
+        {
+            admitted.retry_at = Some(admitted.retry_at.map_or(at, |earlier| earlier.min(at)));
+        }
+        for job in self.deferred {
+            writes.changed_jobs.push(job);
+        }
+        for key in &self.moved_keys {
+            writes.flow.push(FlowWrite::KeyRate {
+                tenant_id,
+                queue: self.queue.clone(),
+                key: key.clone(),
+                tat_ns: self.key_tats[key],
+            });
+        }
+        let mut state = self.state;
+        if let Pending::Rotation { last, .. } = self.pending {
+            state.cursor = last;
+        }
+        let tokens = |state: &QueueFlowState| state.budget.map(|(tokens, _)| tokens);
+        if tokens(&state) == tokens(&self.state_before) {
+            // Recomputing the decayed balance alone is not worth a write.
+            state.budget = self.state_before.budget;
+        }
+        if state != self.state_before {
+            writes.flow.push(FlowWrite::Queue {
+                tenant_id,
+                queue: self.queue,
+                state,
+            });
+        }
+    }
+}
+
+/// Whether a ready job's next attempt follows a failed one in its current
+/// budget of attempts (a retry), rather than being its first.
+pub fn is_retry(job: &Job) -> bool {
+    job.attempt > job.uncounted_attempts
+}
+
+/// The retry budget's balance at `now`: the stored balance decays toward
+/// the reserve (`min_per_sec` × the memory) with a 10 s time constant.
+pub fn balance(budget: &RetryBudget, stored: Option<(f64, Timestamp)>, now: Timestamp) -> f64 {
+    let reserve = budget.min_per_sec * BUDGET_MEMORY_SECS;
+    match stored {
+        None => reserve,
+        Some((tokens, at)) => {
+            let elapsed = now.duration_since(at).as_secs_f64().max(0.0);
+            let kept = (-elapsed / BUDGET_MEMORY_SECS).exp();
+            tokens * kept + reserve * (1.0 - kept)
+        }
+    }
+}
+
+/// One GCRA decision with `governor`, on a theoretical arrival time kept
+/// in the database: the new arrival time if a grant conforms at `now`, or
+/// the earliest time one will, both in Unix nanoseconds.
+pub fn gcra(rate: &Rate, tat_ns: Option<i64>, now: Timestamp) -> Result<i64, i64> {
+    let now_ns = unix_nanos(now);
+    let quota = Quota::with_period(rate.emission_interval())
+        .expect("the interval is at least 1 ns")
+        .allow_burst(std::num::NonZeroU32::new(rate.burst.max(1)).expect("at least 1"));
+    // The limiter's clock stands still at zero, which is `now`: the stored
+    // absolute time becomes an offset from now, and back.
+    let ahead = Cell::new(tat_ns.map(|tat| Nanos::new(tat.saturating_sub(now_ns).max(0) as u64)));
+    let clock = FakeRelativeClock::default();
+    let limiter: RateLimiter<NotKeyed, StoredTat<'_>, FakeRelativeClock, NoOpMiddleware<Nanos>> =
+        RateLimiter::new(quota, StoredTat(&ahead), clock.clone());
+    match limiter.check() {
+        Ok(()) => {
+            let ahead = ahead.get().map(|nanos| nanos.as_u64()).unwrap_or(0);
+            Ok(now_ns.saturating_add(ahead as i64))
+        }
+        Err(not_until) => {
+            let zero: Nanos = governor::clock::Clock::now(&clock);
+            let wait = not_until.wait_time_from(zero);
+            Err(now_ns.saturating_add(wait.as_nanos() as i64))
+        }
+    }
+}
+
+/// A rate limiter's state for one decision: governor reads and replaces it
+/// through [`StateStore`]; the lease writes it back to its row.
+#[derive(Debug)]
+struct StoredTat<'a>(&'a Cell<Option<Nanos>>);
+
+impl StateStore for StoredTat<'_> {
+    type Key = NotKeyed;
+
+    fn measure_and_replace<T, F, E>(&self, _key: &NotKeyed, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let (answer, next) = f(self.0.get())?;
+        self.0.set(Some(next));
+        Ok(answer)
+    }
+}
+
+fn unix_nanos(at: Timestamp) -> i64 {
+    i64::try_from(at.as_nanosecond()).unwrap_or(i64::MAX)
+}
+
+/// Applies `patch` to the stored policy: the new policy (checked against
+/// every bound) and the audit record of the change.
+pub fn set_policy(
+    queue: &QueueName,
+    stored: QueuePolicy,
+    patch: PolicyPatch,
+) -> Result<(QueuePolicy, steadfast_core::audit::Draft), StoreError> {
+    let policy = patch.apply(stored.clone());
+    policy.validate().map_err(StoreError::Invalid)?;
+    let draft = crate::audit::drafts::queue_policy_set(queue, &stored, &policy);
+    Ok((policy, draft))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use steadfast_core::lifecycle::{JobSpec, new_job};
+    use steadfast_core::{FlowKey, JobId};
+
+    use super::*;
+    use crate::flow::Fairness;
+
+    fn t0() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    fn after(ms: u64) -> Timestamp {
+        t0().saturating_add(Duration::from_millis(ms)).unwrap()
+    }
+
+    fn tenant() -> TenantId {
+        TenantId(uuid::Uuid::nil())
+    }
+
+    /// A ready job of queue `q`: `key` is its flow key (`""` for none);
+    /// `retry` makes its next attempt follow a failed one.
+    fn job(n: u64, key: &str, retry: bool) -> (i64, Job) {
+        let spec = JobSpec {
+            queue: QueueName::new("q").unwrap(),
+            payload: "{}".into(),
+            idempotency: None,
+            max_attempts: 10,
+            timeout: Duration::from_secs(60),
+            run_at: None,
+            priority: 0,
+            traceparent: None,
+            flow_key: (!key.is_empty()).then(|| FlowKey::new(key).unwrap()),
+            resource: None,
+        };
+        let mut job = new_job(JobId(uuid::Uuid::from_u64_pair(0, n)), tenant(), spec, t0());
+        if retry {
+            job.attempt = 1;
+        }
+        (n as i64, job)
+    }
+
+    fn lease_of(policy: QueuePolicy, state: QueueFlowState, candidates: Candidates) -> QueueLease {
+        QueueLease {
+            queue: QueueName::new("q").unwrap(),
+            flow: QueueFlow { policy, state },
+            running: 0,
+            key_running: HashMap::new(),
+            key_tats: HashMap::new(),
+            candidates,
+        }
+    }
+
+    fn queue_state(writes: &Writes) -> Option<QueueFlowState> {
+        writes.flow.iter().find_map(|write| match write {
+            FlowWrite::Queue { state, .. } => Some(state.clone()),
+            FlowWrite::KeyRate { .. } => None,
+        })
+    }
+
+    proptest! {
+        /// In any window of W, a GCRA rate grants at most `burst` + W/T,
+        /// T being the emission interval (limit per period).
+        #[test]
+        fn a_rate_never_grants_more_than_its_burst_plus_the_steady_rate(
+            limit in 1u32..20,
+            period_ms in 1u64..2000,
+            burst in 1u32..10,
+            gaps in prop::collection::vec(0u64..3000, 1..200),
+        ) {
+            let rate = Rate { limit, period_ms, burst };
+            let interval = rate.emission_interval().as_nanos() as f64;
+            let mut tat = None;
+            let mut grants: Vec<i64> = Vec::new();
+            let mut now = 0;
+            for gap in gaps {
+                now += gap;
+                if let Ok(next) = gcra(&rate, tat, after(now)) {
+                    tat = Some(next);
+                    grants.push(unix_nanos(after(now)));
+                }
+            }
+            for (i, first) in grants.iter().enumerate() {
+                for (j, last) in grants.iter().enumerate().skip(i) {
+                    let window = (last - first) as f64;
+                    let allowed = f64::from(burst) + window / interval;
+                    prop_assert!(
+                        (j - i + 1) as f64 <= allowed + 1e-9,
+                        "{} grants in {} ns, {} allowed", j - i + 1, window, allowed
+                    );
+                }
+            }
+        }
+
+        /// No lease takes more than the queue's free slots, or a key's.
+        #[test]
+        fn leases_never_exceed_the_queue_or_a_key_concurrency(
+            concurrency in prop::option::of(1u32..8),
+            key_concurrency in 1u32..4,
+            running in 0u32..10,
+            keys in prop::collection::vec((0usize..4, 0u32..4, 0usize..6), 1..6),
+            max_jobs in 1u32..30,
+        ) {
+            let mut key_running = HashMap::new();
+            let mut by_key: KeyedJobs = Vec::new();
+            let mut n = 0;
+            for (index, (name, running_of_key, ready)) in keys.iter().enumerate() {
+                let key = if *name == 0 { String::new() } else { format!("k{name}-{index}") };
+                if !key.is_empty() {
+                    key_running.insert(key.clone(), *running_of_key);
+                }
+                let jobs = (0..*ready).map(|_| { n += 1; job(n, &key, false) }).collect();
+                by_key.push((key, jobs));
+            }
+            let policy = QueuePolicy {
+                concurrency,
+                key_concurrency: Some(key_concurrency),
+                ..QueuePolicy::default()
+            };
+            let mut lease = lease_of(policy, QueueFlowState::default(), Candidates::ByKey(by_key));
+            lease.running = running;
+            lease.key_running = key_running.clone();
+            let (admitted, _) = admit(tenant(), vec![lease], max_jobs, t0());
+            prop_assert!(admitted.jobs.len() <= max_jobs as usize);
+            if let Some(limit) = concurrency {
+                prop_assert!(admitted.jobs.len() as u32 <= limit.saturating_sub(running));
+            }
+            let mut granted: HashMap<String, u32> = HashMap::new();
+            for job in &admitted.jobs {
+                if let Some(key) = &job.flow_key {
+                    *granted.entry(key.to_string()).or_default() += 1;
+                }
+            }
+            for (key, count) in granted {
+                let before = key_running.get(&key).copied().unwrap_or(0);
+                prop_assert!(before + count <= key_concurrency.max(before), "{key}: {before} + {count}");
+            }
+        }
+
+        /// Keys take turns in proportion to their weights, whatever the
+        /// lease sizes: over a run, each key's share is its weight's.
+        #[test]
+        fn keys_share_leases_by_weight(
+            weights in prop::collection::vec(1u32..5, 2..5),
+            sizes in prop::collection::vec(1u32..7, 50..120),
+        ) {
+            let keys: Vec<String> = (0..weights.len()).map(|i| format!("key-{i}")).collect();
+            let policy = QueuePolicy {
+                fairness: Some(Fairness::FlowKey),
+                weights: keys.iter().cloned().zip(weights.iter().copied()).collect::<BTreeMap<_, _>>(),
+                ..QueuePolicy::default()
+            };
+            let mut state = QueueFlowState::default();
+            let mut taken: HashMap<String, u32> = HashMap::new();
+            let mut n = 0;
+            for size in sizes {
+                // As a backend loads them: keys in order from the cursor's, wrapping.
+                let start = state.cursor.as_ref().map_or(0, |c| keys.iter().position(|k| *k == c.key).unwrap_or(0));
+                let rotation: KeyedJobs = (0..keys.len())
+                    .map(|i| {
+                        let key = keys[(start + i) % keys.len()].clone();
+                        let jobs = (0..size).map(|_| { n += 1; job(n, &key, false) }).collect();
+                        (key, jobs)
+                    })
+                    .collect();
+                let lease = lease_of(policy.clone(), state.clone(), Candidates::ByKey(rotation));
+                let (admitted, writes) = admit(tenant(), vec![lease], size, t0());
+                prop_assert_eq!(admitted.jobs.len(), size as usize);
+                for job in &admitted.jobs {
+                    *taken.entry(job.flow_key.as_ref().unwrap().to_string()).or_default() += 1;
+                }
+                state = queue_state(&writes).unwrap_or(state);
+            }
+            let total: u32 = taken.values().sum();
+            let weight_sum: u32 = weights.iter().sum();
+            for (key, weight) in keys.iter().zip(&weights) {
+                let share = f64::from(taken.get(key).copied().unwrap_or(0));
+                let expected = f64::from(total) * f64::from(*weight) / f64::from(weight_sum);
+                prop_assert!((share - expected).abs() <= f64::from(weight_sum), "{key}: {share} vs {expected}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_paused_queue_grants_nothing_and_writes_nothing() {
+        let policy = QueuePolicy {
+            paused: true,
+            concurrency: Some(10),
+            ..QueuePolicy::default()
+        };
+        let heads = (0..5).map(|n| job(n, "", false)).collect();
+        let lease = lease_of(policy, QueueFlowState::default(), Candidates::Ordered(heads));
+        let (admitted, writes) = admit(tenant(), vec![lease], 10, t0());
+        assert!(admitted.jobs.is_empty());
+        assert_eq!(writes, Writes::default());
+    }
+
+    /// With every attempt failing, retries settle at the budget's ratio of
+    /// first attempts (plus its small reserve), and first attempts keep
+    /// flowing: a retry storm cannot crowd them out.
+    #[test]
+    fn under_total_failure_retries_converge_on_the_budget() {
+        let budget = RetryBudget {
+            ratio: 0.2,
+            min_per_sec: 1.0,
+        };
+        let policy = QueuePolicy {
+            retry_budget: Some(budget),
+            ..QueuePolicy::default()
+        };
+        let mut state = QueueFlowState::default();
+        let (mut firsts, mut retries, mut deferred) = (0u32, 0u32, 0u32);
+        let mut n = 0;
+        let seconds = 120;
+        for step in 0..seconds * 10 {
+            // Every 100 ms: a backlog of retries ahead of new first attempts.
+            let mut heads: Vec<(i64, Job)> = (0..20)
+                .map(|_| {
+                    n += 1;
+                    job(n, "", true)
+                })
+                .collect();
+            heads.extend((0..5).map(|_| {
+                n += 1;
+                job(n, "", false)
+            }));
+            let lease = lease_of(policy.clone(), state.clone(), Candidates::Ordered(heads));
+            let (admitted, writes) = admit(tenant(), vec![lease], 100, after(step * 100));
+            firsts += admitted.jobs.iter().filter(|job| !is_retry(job)).count() as u32;
+            retries += admitted.jobs.iter().filter(|job| is_retry(job)).count() as u32;
+            deferred += admitted.deferred.iter().map(|(_, n)| n).sum::<u32>();
+            state = queue_state(&writes).unwrap_or(state);
+        }
+        assert_eq!(firsts, seconds as u32 * 50, "every first attempt ran");
+        let ceiling = budget.ratio * f64::from(firsts) + budget.min_per_sec * (seconds as f64 + BUDGET_MEMORY_SECS);
+        assert!(f64::from(retries) <= ceiling, "{retries} retries, at most {ceiling}");
+        assert!(
+            f64::from(retries) >= 0.9 * budget.ratio * f64::from(firsts),
+            "{retries} retries of {firsts}"
+        );
+        assert!(deferred > 0);
+    }
+}
