@@ -37,6 +37,8 @@ pub struct Limits {
     pub dedup_window: Duration,
     /// Longest stored error message; longer ones are cut at a character boundary.
     pub max_error_message_bytes: usize,
+    /// Longest wait a failure may ask for before the job's next attempt (`retry_after_ms`).
+    pub max_retry_after: Duration,
     /// Deepest nesting of arrays and objects in a payload or output. Deeper
     /// JSON crashes naive parsers in workers written in other languages.
     pub max_json_depth: usize,
@@ -62,6 +64,7 @@ impl Default for Limits {
             dedup_window: Duration::from_secs(48 * 3600),
             max_error_message_bytes: 4096,
             max_json_depth: 64,
+            max_retry_after: Duration::from_secs(24 * 3600),
         }
     }
 }

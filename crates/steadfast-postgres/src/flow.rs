@@ -11,14 +11,18 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use steadfast_core::{Job, QueueName, TenantId, Timestamp};
-use steadfast_store::decide::flow::{self, Candidates, FlowWrite, KeyedJobs, QueueLease};
-use steadfast_store::decide::{self, Decision};
-use steadfast_store::flow::Cursor;
-use steadfast_store::{FlowStore, PolicyPatch, QueueFlow, QueueFlowState, QueuePolicy, StoreError, TenantScope};
+use steadfast_core::{Job, JobState, QueueName, ResourceName, TenantId, Timestamp};
+use steadfast_store::decide::flow::{self, Candidates, FlowWrite, KeyedJobs, QueueLease, ResourceLease};
+use steadfast_store::decide::{self, Decision, Writes};
+use steadfast_store::flow::{
+    BUSIEST_KEYS, BreakerState, Cursor, MAX_LISTED_QUEUES, ReadyCounts, Resource, ResourceConfig, ResourceState,
+};
+use steadfast_store::{
+    FlowStore, PolicyPatch, QueueFlow, QueueFlowState, QueueOverview, QueuePolicy, StoreError, TenantScope,
+};
 use tokio_postgres::Row;
 
-use crate::rows::{JOB_COLUMNS, job_from_row, millis, timestamp};
+use crate::rows::{JOB_COLUMNS, job_from_row, millis, optional_timestamp, timestamp};
 use crate::{Durability, PostgresStore, Transaction, pg_error, statement};
 
 /// How far down a queue with per-key rules a lease looks for jobs without a key.
@@ -91,6 +95,7 @@ pub(crate) async fn queue_lease(
     flow: QueueFlow,
     heads: Vec<(i64, Job)>,
     max_jobs: u32,
+    blocked: &[String],
 ) -> Result<QueueLease, StoreError> {
     if !flow.policy.needs_turns() {
         return Ok(QueueLease {
@@ -106,7 +111,8 @@ pub(crate) async fn queue_lease(
     let loading = flow::loading(&flow.policy, max_jobs);
     let candidates = match loading.keys {
         // Read again: the heads read before the turn may be stale.
-        None => Candidates::Ordered(crate::jobs::heads_of(tx, tenant, queue, max_jobs).await?),
+        None if blocked.is_empty() => Candidates::Ordered(crate::jobs::heads_of(tx, tenant, queue, max_jobs).await?),
+        None => Candidates::Ordered(heads_without(tx, tenant, queue, max_jobs, blocked).await?),
         Some(keys) => Candidates::ByKey(by_key(tx, tenant, queue, &flow, keys, max_jobs).await?),
     };
     let keys: Vec<&str> = match &candidates {
@@ -314,6 +320,312 @@ async fn unkeyed_heads(
     rows.iter().map(job_from_row).collect()
 }
 
+const RESOURCE_COLUMNS: &str = "name, config, breaker_state, window_started_at, window_requests, window_failures, \
+     opened_at, probes_granted, rate_tat_ns, created_at, updated_at";
+
+fn resource_from_row(row: &Row) -> Result<Resource, StoreError> {
+    Ok(Resource {
+        name: ResourceName::new(row.get::<_, String>(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        config: ResourceConfig::from_column(row.get(1))?,
+        state: ResourceState {
+            breaker: BreakerState::parse(row.get(2))?,
+            window_started_at: timestamp(row.get(3))?,
+            window_requests: row.get::<_, i32>(4).max(0) as u32,
+            window_failures: row.get::<_, i32>(5).max(0) as u32,
+            opened_at: optional_timestamp(row.get(6))?,
+            probes_granted: row.get::<_, i32>(7).max(0) as u32,
+            rate_tat_ns: row.get(8),
+        },
+        created_at: timestamp(row.get(9))?,
+        updated_at: timestamp(row.get(10))?,
+    })
+}
+
+/// The tenant's resources whose breaker is not closed (few, if any): which
+/// resources' jobs a lease leaves out of its heads.
+pub(crate) async fn unsettled_resources(tx: &Transaction, tenant: TenantId) -> Result<Vec<Resource>, StoreError> {
+    let sql = format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant_id = $1 AND breaker_state <> 'closed'");
+    let rows = tx
+        .query(&statement(tx, &sql).await?, &[&tenant.0])
+        .await
+        .map_err(pg_error)?;
+    rows.iter().map(resource_from_row).collect()
+}
+
+/// The named resources of `tenant` that exist, held until the transaction
+/// ends (in name order, so transactions never wait on each other in a cycle).
+async fn lock_resources(tx: &Transaction, tenant: TenantId, names: &[&str]) -> Result<Vec<Resource>, StoreError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant_id = $1 AND name = ANY($2) ORDER BY name FOR UPDATE"
+    );
+    let rows = tx
+        .query(&statement(tx, &sql).await?, &[&tenant.0, &names])
+        .await
+        .map_err(pg_error)?;
+    rows.iter().map(resource_from_row).collect()
+}
+
+/// The configured resources the candidates name, held for this lease
+/// (probes of a half-open breaker are granted once across nodes), with
+/// running jobs counted where a concurrency limit needs them.
+pub(crate) async fn resource_leases(
+    tx: &Transaction,
+    tenant: TenantId,
+    leases: &[QueueLease],
+) -> Result<Vec<ResourceLease>, StoreError> {
+    let mut names: Vec<&str> = leases
+        .iter()
+        .flat_map(|lease| lease.candidates.jobs())
+        .filter_map(|job| job.resource.as_ref().map(ResourceName::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let resources = lock_resources(tx, tenant, &names).await?;
+    let limited: Vec<&str> = resources
+        .iter()
+        .filter(|resource| resource.config.concurrency.is_some())
+        .map(|resource| resource.name.as_str())
+        .collect();
+    let mut running: HashMap<String, u32> = HashMap::new();
+    if !limited.is_empty() {
+        let rows = tx
+            .query(
+                &statement(
+                    tx,
+                    "SELECT resource, count(*) FROM jobs WHERE tenant_id = $1 AND state = 'running' \
+                     AND resource = ANY($2) GROUP BY resource",
+                )
+                .await?,
+                &[&tenant.0, &limited],
+            )
+            .await
+            .map_err(pg_error)?;
+        running = rows
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, i64>(1).clamp(0, i64::from(u32::MAX)) as u32))
+            .collect();
+    }
+    Ok(resources
+        .into_iter()
+        .map(|resource| ResourceLease {
+            running: running.get(resource.name.as_str()).copied().unwrap_or(0),
+            resource,
+        })
+        .collect())
+}
+
+/// The queue's heads without the jobs of `blocked` resources, locked.
+pub(crate) async fn heads_without(
+    tx: &Transaction,
+    tenant: TenantId,
+    queue: &QueueName,
+    limit: u32,
+    blocked: &[String],
+) -> Result<Vec<(i64, Job)>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND queue = $2 AND state = 'queued' \
+         AND (resource IS NULL OR resource <> ALL($4)) ORDER BY priority DESC, run_at, seq LIMIT $3 \
+         FOR UPDATE SKIP LOCKED"
+    );
+    let rows = tx
+        .query(
+            &statement(tx, &sql).await?,
+            &[&tenant.0, &queue.as_str(), &i64::from(limit), &blocked],
+        )
+        .await
+        .map_err(pg_error)?;
+    rows.iter().map(job_from_row).collect()
+}
+
+/// The breakers the writes of `tenant` report outcomes to, after those
+/// outcomes: locked, decided and added to `writes` before they are written.
+pub(crate) async fn record_outcomes(
+    tx: &Transaction,
+    tenant: TenantId,
+    writes: &mut Writes,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let outcomes = flow::resource_outcomes(writes);
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = outcomes.iter().map(|(_, name, _)| name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let resources = lock_resources(tx, tenant, &names).await?;
+    let resources = resources.into_iter().map(|resource| (tenant, resource)).collect();
+    writes.flow.extend(flow::record_outcomes(resources, &outcomes, now));
+    Ok(())
+}
+
+async fn count_of(
+    tx: &Transaction,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let row = tx
+        .query_one(&statement(tx, sql).await?, params)
+        .await
+        .map_err(pg_error)?;
+    Ok(row.get::<_, i64>(0).max(0) as u64)
+}
+
+/// The tenant's queues with their policies and live state (see
+/// [`FlowStore::queue_overviews`]).
+async fn overviews(tx: &Transaction, tenant: TenantId, now: Timestamp) -> Result<Vec<QueueOverview>, StoreError> {
+    let counts: Vec<(String, String, i64)> = tx
+        .query(
+            &statement(
+                tx,
+                "SELECT queue, state, count(*) FROM jobs WHERE tenant_id = $1 \
+                 AND state IN ('scheduled', 'queued', 'running', 'waiting') GROUP BY queue, state",
+            )
+            .await?,
+            &[&tenant.0],
+        )
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let sql = format!("SELECT {FLOW_COLUMNS} FROM queue_settings WHERE tenant_id = $1 AND policy IS NOT NULL");
+    let mut flows: HashMap<String, QueueFlow> = tx
+        .query(&statement(tx, &sql).await?, &[&tenant.0])
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(flow_from_row)
+        .collect::<Result<_, _>>()?;
+    let blocked = flow::blocked_resources(&unsettled_resources(tx, tenant).await?, now).names;
+    let mut names: Vec<String> = counts
+        .iter()
+        .map(|(queue, _, _)| queue.clone())
+        .chain(flows.keys().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names.truncate(MAX_LISTED_QUEUES);
+    let mut overviews = Vec::with_capacity(names.len());
+    for name in names {
+        let queue = QueueName::new(name.as_str()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let of = |state: JobState| -> u64 {
+            counts
+                .iter()
+                .filter(|(q, s, _)| *q == name && s == state.as_str())
+                .map(|(_, _, n)| *n as u64)
+                .sum()
+        };
+        let busiest: Vec<(String, u64)> = tx
+            .query(
+                &statement(
+                    tx,
+                    "SELECT flow_key, count(*) AS n FROM jobs WHERE tenant_id = $1 AND queue = $2 \
+                     AND state = 'running' AND flow_key IS NOT NULL GROUP BY flow_key ORDER BY n DESC, flow_key LIMIT $3",
+                )
+                .await?,
+                &[&tenant.0, &name, &(BUSIEST_KEYS as i64)],
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))
+            .collect();
+        let flow = flows.remove(&name).unwrap_or_default();
+        // Without rules or an open breaker, nothing is held.
+        let held = if flow.policy.is_empty() && blocked.is_empty() {
+            Default::default()
+        } else {
+            let queued = "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND queue = $2 AND state = 'queued'";
+            let key_rate_held = match &flow.policy.key_rate {
+                None => Vec::new(),
+                Some(_) => {
+                    let tats = tx
+                        .query(
+                            &statement(
+                                tx,
+                                "SELECT flow_key, rate_tat_ns FROM flow_keys WHERE tenant_id = $1 AND queue = $2 \
+                                 AND rate_tat_ns > $3",
+                            )
+                            .await?,
+                            &[&tenant.0, &name, &(now.as_nanosecond() as i64)],
+                        )
+                        .await
+                        .map_err(pg_error)?
+                        .iter()
+                        .map(|row| (row.get(0), row.get(1)))
+                        .collect();
+                    flow::rate_held_keys(&flow.policy, tats, now)
+                }
+            };
+            let ready = ReadyCounts {
+                queued: of(JobState::Queued),
+                running: of(JobState::Running),
+                of_blocked_resources: if blocked.is_empty() {
+                    0
+                } else {
+                    count_of(
+                        tx,
+                        &format!("{queued} AND resource = ANY($3)"),
+                        &[&tenant.0, &name, &blocked],
+                    )
+                    .await?
+                },
+                of_saturated_keys: match flow.policy.key_concurrency {
+                    None => 0,
+                    Some(limit) => {
+                        let sql = format!(
+                            "{queued} AND flow_key IN (SELECT flow_key FROM jobs WHERE tenant_id = $1 AND queue = $2 \
+                             AND state = 'running' AND flow_key IS NOT NULL GROUP BY flow_key HAVING count(*) >= $3)"
+                        );
+                        count_of(tx, &sql, &[&tenant.0, &name, &i64::from(limit)]).await?
+                    }
+                },
+                of_rate_held_keys: if key_rate_held.is_empty() {
+                    0
+                } else {
+                    count_of(
+                        tx,
+                        &format!("{queued} AND flow_key = ANY($3)"),
+                        &[&tenant.0, &name, &key_rate_held],
+                    )
+                    .await?
+                },
+                retries: match flow.policy.retry_budget {
+                    None => 0,
+                    Some(_) => {
+                        count_of(
+                            tx,
+                            &format!("{queued} AND attempt > uncounted_attempts"),
+                            &[&tenant.0, &name],
+                        )
+                        .await?
+                    }
+                },
+            };
+            flow::held(&flow, &ready, now)
+        };
+        overviews.push(QueueOverview {
+            counts: [
+                JobState::Scheduled,
+                JobState::Queued,
+                JobState::Running,
+                JobState::Waiting,
+            ]
+            .into_iter()
+            .map(|state| (state, of(state)))
+            .collect(),
+            queue,
+            policy: flow.policy,
+            busiest_keys: busiest,
+            held,
+        });
+    }
+    Ok(overviews)
+}
+
 /// Writes the flow state leases of `tenant` moved.
 pub(crate) async fn save_flows(tx: &Transaction, tenant: TenantId, writes: &[FlowWrite]) -> Result<(), StoreError> {
     for write in writes {
@@ -350,6 +662,29 @@ pub(crate) async fn save_flows(tx: &Transaction, tenant: TenantId, writes: &[Flo
                     )
                     .await?,
                     &[&tenant.0, &queue.as_str(), key, tat_ns],
+                )
+                .await
+                .map_err(pg_error)?,
+            FlowWrite::Resource { name, state, .. } => tx
+                .execute(
+                    &statement(
+                        tx,
+                        "UPDATE resources SET breaker_state = $3, window_started_at = $4, window_requests = $5, \
+                         window_failures = $6, opened_at = $7, probes_granted = $8, rate_tat_ns = $9 \
+                         WHERE tenant_id = $1 AND name = $2",
+                    )
+                    .await?,
+                    &[
+                        &tenant.0,
+                        &name.as_str(),
+                        &state.breaker.as_str(),
+                        &millis(state.window_started_at),
+                        &(state.window_requests.min(i32::MAX as u32) as i32),
+                        &(state.window_failures.min(i32::MAX as u32) as i32),
+                        &state.opened_at.map(millis),
+                        &(state.probes_granted.min(i32::MAX as u32) as i32),
+                        &state.rate_tat_ns,
+                    ],
                 )
                 .await
                 .map_err(pg_error)?,
@@ -395,6 +730,124 @@ impl FlowStore for PostgresStore {
         self.transaction(Some(tenant), Durability::Durable, async |tx| {
             let mut flows = queue_flows(tx, tenant, std::slice::from_ref(queue)).await?;
             Ok(flows.remove(queue.as_str()).unwrap_or_default().policy)
+        })
+        .await
+    }
+
+    async fn put_resource(
+        &self,
+        scope: &TenantScope,
+        name: &ResourceName,
+        config: ResourceConfig,
+        now: Timestamp,
+    ) -> Result<Resource, StoreError> {
+        let tenant = scope.tenant_id();
+        self.decided(Some(scope), Durability::Durable, now, async |tx| {
+            let existing = lock_resources(tx, tenant, &[name.as_str()]).await?.pop();
+            let (resource, draft) = decide::flow::put_resource(name, existing, config, now)?;
+            let state = &resource.state;
+            tx.execute(
+                &statement(
+                    tx,
+                    "INSERT INTO resources (tenant_id, name, config, breaker_state, window_started_at, \
+                     window_requests, window_failures, opened_at, probes_granted, rate_tat_ns, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (tenant_id, name) DO UPDATE SET config = excluded.config, \
+                     updated_at = excluded.updated_at",
+                )
+                .await?,
+                &[
+                    &tenant.0,
+                    &name.as_str(),
+                    &resource.config.to_column(),
+                    &state.breaker.as_str(),
+                    &millis(state.window_started_at),
+                    &(state.window_requests.min(i32::MAX as u32) as i32),
+                    &(state.window_failures.min(i32::MAX as u32) as i32),
+                    &state.opened_at.map(millis),
+                    &(state.probes_granted.min(i32::MAX as u32) as i32),
+                    &state.rate_tat_ns,
+                    &millis(resource.created_at),
+                    &millis(resource.updated_at),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+            let mut decision = Decision::read_only(resource);
+            decision.writes.audit.push((tenant, draft));
+            Ok(decision)
+        })
+        .await
+    }
+
+    async fn resource(
+        &self,
+        scope: &TenantScope,
+        name: &ResourceName,
+        now: Timestamp,
+    ) -> Result<Option<Resource>, StoreError> {
+        let tenant = scope.tenant_id();
+        self.transaction(Some(tenant), Durability::Durable, async |tx| {
+            let sql = format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant_id = $1 AND name = $2");
+            let row = tx
+                .query_opt(&statement(tx, &sql).await?, &[&tenant.0, &name.as_str()])
+                .await
+                .map_err(pg_error)?;
+            Ok(row
+                .map(|row| resource_from_row(&row))
+                .transpose()?
+                .map(|resource| flow::resource_at(resource, now)))
+        })
+        .await
+    }
+
+    async fn queue_overviews(&self, scope: &TenantScope, now: Timestamp) -> Result<Vec<QueueOverview>, StoreError> {
+        let tenant = scope.tenant_id();
+        self.transaction(Some(tenant), Durability::Durable, async |tx| {
+            overviews(tx, tenant, now).await
+        })
+        .await
+    }
+
+    async fn resources(&self, scope: &TenantScope, now: Timestamp) -> Result<Vec<Resource>, StoreError> {
+        let tenant = scope.tenant_id();
+        self.transaction(Some(tenant), Durability::Durable, async |tx| {
+            let sql = format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant_id = $1 ORDER BY name LIMIT 1000");
+            let rows = tx
+                .query(&statement(tx, &sql).await?, &[&tenant.0])
+                .await
+                .map_err(pg_error)?;
+            rows.iter()
+                .map(|row| resource_from_row(row).map(|resource| flow::resource_at(resource, now)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_resource(
+        &self,
+        scope: &TenantScope,
+        name: &ResourceName,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let tenant = scope.tenant_id();
+        self.decided(Some(scope), Durability::Durable, now, async |tx| {
+            let deleted = tx
+                .execute(
+                    &statement(tx, "DELETE FROM resources WHERE tenant_id = $1 AND name = $2").await?,
+                    &[&tenant.0, &name.as_str()],
+                )
+                .await
+                .map_err(pg_error)?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let mut decision = Decision::read_only(());
+            decision
+                .writes
+                .audit
+                .push((tenant, steadfast_store::audit::drafts::resource_deleted(name)));
+            Ok(decision)
         })
         .await
     }

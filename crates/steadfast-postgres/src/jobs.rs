@@ -225,17 +225,35 @@ impl JobStore for PostgresStore {
         self.decided(Some(scope), Durability::Relaxed, now, async |tx| {
             // Both reads in one flight: a queue without rules that count or
             // remember is leased from these heads with no further read.
-            let (flows, heads) = futures::join!(
+            let (flows, heads, unsettled) = futures::join!(
                 flow::queue_flows(tx, tenant, &request.queues),
-                queue_heads(tx, filter, tenant, &request)
+                queue_heads(tx, filter, tenant, &request),
+                flow::unsettled_resources(tx, tenant)
             );
             let (mut flows, heads) = (flows?, heads?);
+            let blocked = decide::flow::blocked_resources(&unsettled?, now);
             let mut queues = Vec::with_capacity(request.queues.len());
-            for (queue, heads) in request.queues.iter().zip(heads) {
+            let mut by_name: Vec<(&QueueName, Vec<(i64, Job)>)> = request.queues.iter().zip(heads).collect();
+            // Queues take their turns in name order: two leases never wait
+            // on each other's queues in a cycle.
+            by_name.sort_by_key(|(queue, _)| *queue);
+            for (queue, mut heads) in by_name {
+                let held = |job: &(i64, Job)| {
+                    job.1
+                        .resource
+                        .as_ref()
+                        .is_some_and(|r| blocked.names.iter().any(|name| name == r.as_str()))
+                };
+                if heads.iter().any(held) {
+                    // A breaker is open: read past its jobs, so other
+                    // resources' jobs behind them still go.
+                    heads = flow::heads_without(tx, tenant, queue, request.max_jobs, &blocked.names).await?;
+                }
                 let flow = flows.remove(queue.as_str()).unwrap_or_default();
-                queues.push(flow::queue_lease(tx, tenant, queue, flow, heads, request.max_jobs).await?);
+                queues.push(flow::queue_lease(tx, tenant, queue, flow, heads, request.max_jobs, &blocked.names).await?);
             }
-            let Decision { answer, writes } = decide::lease(tenant, &request, queues, now)?;
+            let resources = flow::resource_leases(tx, tenant, &queues).await?;
+            let Decision { answer, writes } = decide::lease(tenant, &request, queues, resources, &blocked, now)?;
             let mut jobs = Vec::with_capacity(answer.jobs.len());
             for job in answer.jobs {
                 jobs.push(resumable(tx, job).await?);

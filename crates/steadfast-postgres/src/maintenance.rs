@@ -102,6 +102,16 @@ impl Maintenance for PostgresStore {
         optional_timestamp(row.get(0))
     }
 
+    async fn flow_tenants(&self, limit: usize) -> Result<Vec<TenantId>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT tenant_id FROM steadfast_flow_tenants($1)", &[&(limit as i64)])
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|row| TenantId(row.get(0))).collect())
+    }
+
     async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
         let client = self.client().await?;
         let rows = client

@@ -7,7 +7,7 @@ use steadfast_store::StoreError;
 use steadfast_store::decide::{Author, ClaimedKey, Writes};
 
 use crate::audit::append;
-use crate::flow::save_flows;
+use crate::flow::{record_outcomes, save_flows};
 use crate::rows::{insert_attempts, insert_jobs, millis, save_jobs};
 use crate::workflows::{consume_signal, insert_signal, save_steps};
 use crate::{after_failure, pg_error, set_tenant, statement};
@@ -28,6 +28,8 @@ pub(crate) async fn persist(
             set_tenant(tx, owner).await?;
             tenant = Some(owner);
         }
+        // Ended attempts of jobs that name a resource report to its breaker.
+        record_outcomes(tx, owner, &mut writes, now).await?;
         let drafts = std::mem::take(&mut writes.audit).into_iter().map(|(_, draft)| draft);
         let rows = async {
             insert_jobs(tx, owner, &writes.new_jobs).await?;

@@ -472,6 +472,11 @@ pub struct FailRequest {
     /// `false` sends the job to `dead` at once (default `true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retryable: Option<bool>,
+    /// The job waits at least this long before its next attempt, whatever
+    /// the backoff says (e.g. a downstream's `Retry-After`): 0 to 86400000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86_400_000)]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Every error code the API returns, with its status (docs/errors.md).
@@ -1022,6 +1027,135 @@ pub struct QueuePolicy {
     #[serde(default)]
     pub weights: std::collections::BTreeMap<String, u32>,
     pub retry_budget: Option<RetryBudget>,
+}
+
+/// Unfinished jobs of a queue by state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct QueueCounts {
+    pub scheduled: u64,
+    pub queued: u64,
+    pub running: u64,
+    pub waiting: u64,
+}
+
+/// Running jobs of one `flow_key`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyRunning {
+    pub flow_key: String,
+    pub running: u64,
+}
+
+/// Ready jobs that flow control holds now, by reason. A job held for
+/// several reasons counts under the first: paused, breaker_open,
+/// concurrency, key_concurrency, rate, retry_budget.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct HeldJobs {
+    pub paused: u64,
+    pub breaker_open: u64,
+    pub concurrency: u64,
+    pub key_concurrency: u64,
+    pub rate: u64,
+    pub retry_budget: u64,
+}
+
+/// A queue with its policy and live state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueueInfo {
+    pub queue: String,
+    pub policy: QueuePolicy,
+    pub counts: QueueCounts,
+    /// Running jobs of the busiest keys, most first (at most ten).
+    pub busiest_keys: Vec<KeyRunning>,
+    pub held: HeldJobs,
+}
+
+/// `GET /v1/queues`: the queues with unfinished jobs or a policy, by name
+/// (at most 1000).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueueList {
+    pub queues: Vec<QueueInfo>,
+}
+
+/// A circuit breaker: it opens when, within `window_secs`, at least
+/// `min_requests` outcomes were reported and `failure_ratio` of them
+/// failed; stays open `open_secs`; then grants `half_open_probes` leases,
+/// and the first of their outcomes closes it (success) or reopens it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Above 0, at most 1.
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub failure_ratio: f64,
+    /// 1 to 1000000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub min_requests: u32,
+    /// 1 to 86400.
+    #[schema(minimum = 1, maximum = 86_400)]
+    pub window_secs: u32,
+    /// 1 to 86400.
+    #[schema(minimum = 1, maximum = 86_400)]
+    pub open_secs: u32,
+    /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub half_open_probes: u32,
+}
+
+/// `PUT /v1/resources/{name}`: the resource's whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerConfig>,
+    /// Running jobs of the resource, over all queues: 1 to 1000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub concurrency: Option<u32>,
+    /// Lease grants of the resource's jobs, over all queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+}
+
+/// Where a breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerStatus {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// The current window of a closed breaker: outcomes reported since it began.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BreakerWindow {
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+    pub requests: u32,
+    pub failures: u32,
+}
+
+/// A downstream: its limits, and its breaker's state now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Resource {
+    pub name: String,
+    pub breaker: Option<BreakerConfig>,
+    pub concurrency: Option<u32>,
+    pub rate: Option<Rate>,
+    pub state: BreakerStatus,
+    pub window: BreakerWindow,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub opened_at: Option<Timestamp>,
+    /// Probes granted since the breaker went half-open, not yet reported.
+    pub probes_granted: u32,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+/// `GET /v1/resources`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResourceList {
+    pub resources: Vec<Resource>,
 }
 
 /// What a source's deliveries are verified as: Stripe, GitHub, Standard

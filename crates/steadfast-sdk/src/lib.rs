@@ -453,9 +453,16 @@ impl Client {
             lease_token: lease_token.to_owned(),
             error,
             retryable: Some(retryable),
+            retry_after_ms: None,
         };
+        self.fail_with(id, &body).await
+    }
+
+    /// `POST /v1/jobs/{id}/fail` with every field of the request (e.g.
+    /// `retry_after_ms` from a downstream's `Retry-After`).
+    pub async fn fail_with(&self, id: &str, request: &wire::FailRequest) -> Result<wire::Job, Error> {
         Ok(self
-            .send(Method::POST, &format!("v1/jobs/{id}/fail"), Some(&body), None)
+            .send(Method::POST, &format!("v1/jobs/{id}/fail"), Some(request), None)
             .await?
             .0)
     }

@@ -65,6 +65,17 @@ pub struct SloLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeldLabels {
+    pub queue: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InboxLabels {
     pub kind: String,
     /// `accepted`, `duplicate` or `rejected`.
@@ -87,6 +98,20 @@ fn http_histogram() -> Histogram {
     ))
 }
 
+/// `value` as a label value, or `_other` once `known` holds
+/// [`MAX_QUEUE_LABELS`] other values.
+fn bounded_label(known: &Mutex<HashSet<String>>, value: &str) -> String {
+    let mut known = known.lock().expect("not poisoned");
+    if known.contains(value) {
+        return value.to_owned();
+    }
+    if known.len() < MAX_QUEUE_LABELS {
+        known.insert(value.to_owned());
+        return value.to_owned();
+    }
+    "_other".to_owned()
+}
+
 /// Every metric Steadfast exports, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -105,6 +130,9 @@ pub struct Metrics {
     pub slo_alerts: Family<SloLabels, Gauge>,
     pub inbox_events: Family<InboxLabels, Counter>,
     pub retries_deferred: Family<QueueLabels, Counter>,
+    pub jobs_held: Family<HeldLabels, Gauge>,
+    pub breaker_state: Family<ResourceLabels, Gauge>,
+    known_resources: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,6 +166,9 @@ impl Metrics {
             slo_alerts: Family::default(),
             inbox_events: Family::default(),
             retries_deferred: Family::default(),
+            jobs_held: Family::default(),
+            breaker_state: Family::default(),
+            known_resources: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -215,6 +246,17 @@ impl Metrics {
             "Retries a queue's retry budget sent back to wait, rather than lease",
             metrics.retries_deferred.clone(),
         );
+        registry.register(
+            "jobs_held",
+            "Ready jobs that flow control holds, by queue and reason (paused, breaker_open, concurrency, \
+             key_concurrency, rate, retry_budget)",
+            metrics.jobs_held.clone(),
+        );
+        registry.register(
+            "breaker_state",
+            "A resource's circuit breaker: 0 closed, 1 half-open, 2 open",
+            metrics.breaker_state.clone(),
+        );
         // A gauge fixed at 1 rather than OpenMetrics' `info` type, which the
         // classic text format (and `promtool check metrics`) does not know.
         let build = Family::<BuildLabels, Gauge>::default();
@@ -229,15 +271,12 @@ impl Metrics {
 
     /// The label value for `queue`, bounded in cardinality.
     pub fn queue(&self, queue: &str) -> String {
-        let mut known = self.known_queues.lock().expect("not poisoned");
-        if known.contains(queue) {
-            return queue.to_owned();
-        }
-        if known.len() < MAX_QUEUE_LABELS {
-            known.insert(queue.to_owned());
-            return queue.to_owned();
-        }
-        "_other".to_owned()
+        bounded_label(&self.known_queues, queue)
+    }
+
+    /// The label value for `resource`, bounded like the queues'.
+    pub fn resource(&self, resource: &str) -> String {
+        bounded_label(&self.known_resources, resource)
     }
 
     /// Counts and times one HTTP request by route template, method and status.

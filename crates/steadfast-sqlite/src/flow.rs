@@ -5,13 +5,17 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use steadfast_core::{Job, QueueName, TenantId, Timestamp};
-use steadfast_store::decide::flow::{self, Candidates, FlowWrite, KeyedJobs, QueueLease};
-use steadfast_store::decide::{self, Author, Decision};
-use steadfast_store::flow::Cursor;
-use steadfast_store::{FlowStore, PolicyPatch, QueueFlow, QueueFlowState, QueuePolicy, StoreError, TenantScope};
+use steadfast_core::{Job, JobState, QueueName, ResourceName, TenantId, Timestamp};
+use steadfast_store::decide::flow::{self, Blocked, Candidates, FlowWrite, KeyedJobs, QueueLease, ResourceLease};
+use steadfast_store::decide::{self, Author, Decision, Writes};
+use steadfast_store::flow::{
+    BUSIEST_KEYS, BreakerState, Cursor, MAX_LISTED_QUEUES, ReadyCounts, Resource, ResourceConfig, ResourceState,
+};
+use steadfast_store::{
+    FlowStore, PolicyPatch, QueueFlow, QueueFlowState, QueueOverview, QueuePolicy, StoreError, TenantScope,
+};
 
-use crate::rows::{JOB_COLUMNS, job_from_row, millis, query_all, timestamp};
+use crate::rows::{JOB_COLUMNS, job_from_row, millis, optional_timestamp, query_all, timestamp};
 use crate::writer::Durability;
 use crate::{SqliteStore, sqlite_error};
 
@@ -61,18 +65,68 @@ fn queue_flow(conn: &Connection, tenant: TenantId, queue: &QueueName) -> Result<
     .map(Option::unwrap_or_default)
 }
 
-/// Everything [`decide::lease`] needs about each requested queue, read in
-/// the lease's transaction (the writer's: nothing else writes meanwhile).
-pub(crate) fn queue_leases(
+/// Everything [`decide::lease`] needs about each requested queue and the
+/// resources their candidates name, read in the lease's transaction (the
+/// writer's: nothing else writes meanwhile).
+pub(crate) fn lease_inputs(
     conn: &Connection,
     tenant: TenantId,
     queues: &[QueueName],
     max_jobs: u32,
-) -> Result<Vec<QueueLease>, StoreError> {
-    queues
+    now: Timestamp,
+) -> Result<(Vec<QueueLease>, Vec<ResourceLease>, Blocked), StoreError> {
+    let unsettled = unsettled_resources(conn, tenant)?;
+    let blocked = flow::blocked_resources(&unsettled, now);
+    let leases = queues
         .iter()
-        .map(|queue| queue_lease(conn, tenant, queue, max_jobs))
-        .collect()
+        .map(|queue| queue_lease(conn, tenant, queue, max_jobs, &blocked.names))
+        .collect::<Result<Vec<_>, _>>()?;
+    let resources = resource_leases(conn, tenant, &leases)?;
+    Ok((leases, resources, blocked))
+}
+
+/// The tenant's resources whose breaker is not closed (few, if any).
+fn unsettled_resources(conn: &Connection, tenant: TenantId) -> Result<Vec<Resource>, StoreError> {
+    let rows = query_all(
+        conn,
+        &format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant_id = ?1 AND breaker_state <> 'closed'"),
+        params![tenant.to_string()],
+        resource_from_row,
+    )?;
+    rows.into_iter().collect()
+}
+
+/// The configured resources the candidates name, with their running jobs
+/// counted where a concurrency limit needs them.
+fn resource_leases(
+    conn: &Connection,
+    tenant: TenantId,
+    leases: &[QueueLease],
+) -> Result<Vec<ResourceLease>, StoreError> {
+    let mut names: Vec<&str> = leases
+        .iter()
+        .flat_map(|lease| lease.candidates.jobs())
+        .filter_map(|job| job.resource.as_ref().map(ResourceName::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut resources = Vec::new();
+    for name in names {
+        let Some(resource) = load_resource(conn, tenant, name)? else {
+            continue;
+        };
+        let running = if resource.config.concurrency.is_some() {
+            count(
+                conn,
+                "SELECT count(*) FROM jobs WHERE tenant_id = ?1 AND resource = ?2 AND state = 'running'",
+                params![tenant.to_string(), name],
+            )?
+        } else {
+            0
+        };
+        resources.push(ResourceLease { resource, running });
+    }
+    Ok(resources)
 }
 
 fn queue_lease(
@@ -80,11 +134,12 @@ fn queue_lease(
     tenant: TenantId,
     queue: &QueueName,
     max_jobs: u32,
+    blocked: &[String],
 ) -> Result<QueueLease, StoreError> {
     let flow = queue_flow(conn, tenant, queue)?;
     let loading = flow::loading(&flow.policy, max_jobs);
     let candidates = match loading.keys {
-        None => Candidates::Ordered(heads(conn, tenant, queue, max_jobs)?),
+        None => Candidates::Ordered(heads(conn, tenant, queue, max_jobs, blocked)?),
         Some(keys) => Candidates::ByKey(by_key(conn, tenant, queue, &flow, keys, max_jobs)?),
     };
     let keys: Vec<&str> = match &candidates {
@@ -150,17 +205,247 @@ fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<
 }
 
 /// The queue's heads, read from the ready index: exactly the index order,
-/// never a scan.
-fn heads(conn: &Connection, tenant: TenantId, queue: &QueueName, limit: u32) -> Result<Vec<(i64, Job)>, StoreError> {
+/// never a scan. Jobs of `blocked` resources are passed over (a walk of
+/// the index past them, only while a breaker is open).
+fn heads(
+    conn: &Connection,
+    tenant: TenantId,
+    queue: &QueueName,
+    limit: u32,
+    blocked: &[String],
+) -> Result<Vec<(i64, Job)>, StoreError> {
+    if blocked.is_empty() {
+        return query_all(
+            conn,
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = ?1 AND queue = ?2 AND state = 'queued' \
+                 ORDER BY priority DESC, run_at, seq LIMIT ?3"
+            ),
+            params![tenant.to_string(), queue.as_str(), i64::from(limit)],
+            job_from_row,
+        );
+    }
+    let blocked = serde_json::to_string(blocked).expect("names serialize");
     query_all(
         conn,
         &format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = ?1 AND queue = ?2 AND state = 'queued' \
+             AND (resource IS NULL OR resource NOT IN (SELECT value FROM json_each(?4))) \
              ORDER BY priority DESC, run_at, seq LIMIT ?3"
         ),
-        params![tenant.to_string(), queue.as_str(), i64::from(limit)],
+        params![tenant.to_string(), queue.as_str(), i64::from(limit), blocked],
         job_from_row,
     )
+}
+
+const RESOURCE_COLUMNS: &str = "name, config, breaker_state, window_started_at, window_requests, window_failures, \
+     opened_at, probes_granted, rate_tat_ns, created_at, updated_at";
+
+fn resource_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Resource, StoreError>> {
+    let name: String = row.get(0)?;
+    let config: String = row.get(1)?;
+    let breaker: String = row.get(2)?;
+    let window_started_at = timestamp(row.get(3)?)?;
+    let (window_requests, window_failures) = (row.get(4)?, row.get(5)?);
+    let opened_at = optional_timestamp(row.get(6)?)?;
+    let (probes_granted, rate_tat_ns) = (row.get(7)?, row.get(8)?);
+    let (created_at, updated_at) = (timestamp(row.get(9)?)?, timestamp(row.get(10)?)?);
+    let corrupt = |e: steadfast_core::InvalidName| StoreError::Corrupt(e.to_string());
+    Ok(ResourceName::new(name).map_err(corrupt).and_then(|name| {
+        Ok(Resource {
+            name,
+            config: ResourceConfig::from_column(&config)?,
+            state: ResourceState {
+                breaker: BreakerState::parse(&breaker)?,
+                window_started_at,
+                window_requests,
+                window_failures,
+                opened_at,
+                probes_granted,
+                rate_tat_ns,
+            },
+            created_at,
+            updated_at,
+        })
+    }))
+}
+
+fn load_resource(conn: &Connection, tenant: TenantId, name: &str) -> Result<Option<Resource>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant_id = ?1 AND name = ?2"
+    ))
+    .and_then(|mut select| {
+        select
+            .query_row(params![tenant.to_string(), name], resource_from_row)
+            .optional()
+    })
+    .map_err(sqlite_error)?
+    .transpose()
+}
+
+/// The breakers `writes` report outcomes to, after those outcomes: loaded,
+/// decided and added to `writes` before they are persisted.
+pub(crate) fn record_outcomes(conn: &Connection, writes: &mut Writes, now: Timestamp) -> Result<(), StoreError> {
+    let outcomes = flow::resource_outcomes(writes);
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let mut named: Vec<(TenantId, &ResourceName)> = outcomes.iter().map(|(tenant, name, _)| (*tenant, name)).collect();
+    named.sort();
+    named.dedup();
+    let mut resources = Vec::new();
+    for (tenant, name) in named {
+        if let Some(resource) = load_resource(conn, tenant, name.as_str())? {
+            resources.push((tenant, resource));
+        }
+    }
+    writes.flow.extend(flow::record_outcomes(resources, &outcomes, now));
+    Ok(())
+}
+
+fn save_resource(
+    conn: &Connection,
+    tenant: TenantId,
+    name: &ResourceName,
+    state: &ResourceState,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE resources SET breaker_state = ?3, window_started_at = ?4, window_requests = ?5, \
+         window_failures = ?6, opened_at = ?7, probes_granted = ?8, rate_tat_ns = ?9 \
+         WHERE tenant_id = ?1 AND name = ?2",
+    )?
+    .execute(params![
+        tenant.to_string(),
+        name.as_str(),
+        state.breaker.as_str(),
+        millis(state.window_started_at),
+        state.window_requests,
+        state.window_failures,
+        state.opened_at.map(millis),
+        state.probes_granted,
+        state.rate_tat_ns,
+    ])
+}
+
+/// The tenant's queues with their policies and live state (see
+/// [`FlowStore::queue_overviews`]).
+fn overviews(conn: &Connection, tenant: TenantId, now: Timestamp) -> Result<Vec<QueueOverview>, StoreError> {
+    let t = tenant.to_string();
+    let counts = query_all(
+        conn,
+        "SELECT queue, state, count(*) FROM jobs WHERE tenant_id = ?1 \
+         AND state IN ('scheduled', 'queued', 'running', 'waiting') GROUP BY queue, state",
+        params![t],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        },
+    )?;
+    let flows = query_all(
+        conn,
+        &format!("SELECT queue, {FLOW_COLUMNS} FROM queue_settings WHERE tenant_id = ?1 AND policy IS NOT NULL"),
+        params![t],
+        |row| Ok((row.get::<_, String>(0)?, flow_from_row(row, 1)?)),
+    )?;
+    let mut flows: HashMap<String, QueueFlow> = flows
+        .into_iter()
+        .map(|(queue, flow)| flow.map(|flow| (queue, flow)))
+        .collect::<Result<_, _>>()?;
+    let unsettled = unsettled_resources(conn, tenant)?;
+    let blocked_names = flow::blocked_resources(&unsettled, now).names;
+    let blocked = serde_json::to_string(&blocked_names).expect("names serialize");
+    let mut names: Vec<String> = counts
+        .iter()
+        .map(|(queue, _, _)| queue.clone())
+        .chain(flows.keys().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names.truncate(MAX_LISTED_QUEUES);
+    let mut overviews = Vec::with_capacity(names.len());
+    for name in names {
+        let queue = QueueName::new(name.as_str()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let of = |state: JobState| -> u64 {
+            counts
+                .iter()
+                .filter(|(q, s, _)| *q == name && s == state.as_str())
+                .map(|(_, _, n)| *n as u64)
+                .sum()
+        };
+        let busiest = query_all(
+            conn,
+            "SELECT flow_key, count(*) AS n FROM jobs WHERE tenant_id = ?1 AND queue = ?2 AND state = 'running' \
+             AND flow_key IS NOT NULL GROUP BY flow_key ORDER BY n DESC, flow_key LIMIT ?3",
+            params![t, name, BUSIEST_KEYS as i64],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)),
+        )?;
+        let flow = flows.remove(&name).unwrap_or_default();
+        // Without rules or an open breaker, nothing is held.
+        let held = if flow.policy.is_empty() && blocked_names.is_empty() {
+            Default::default()
+        } else {
+            let count_queued = |condition: &str, extra: &dyn rusqlite::ToSql| -> Result<u64, StoreError> {
+                let sql = format!(
+                    "SELECT count(*) FROM jobs WHERE tenant_id = ?1 AND queue = ?2 AND state = 'queued' AND {condition}"
+                );
+                Ok(u64::from(count(conn, &sql, params![t, name, extra])?))
+            };
+            let key_rate_held = match &flow.policy.key_rate {
+                None => Vec::new(),
+                Some(_) => {
+                    let tats = query_all(
+                        conn,
+                        "SELECT flow_key, rate_tat_ns FROM flow_keys WHERE tenant_id = ?1 AND queue = ?2 \
+                         AND rate_tat_ns > ?3",
+                        params![t, name, now.as_nanosecond() as i64],
+                        |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+                    )?;
+                    flow::rate_held_keys(&flow.policy, tats, now)
+                }
+            };
+            let ready = ReadyCounts {
+                queued: of(JobState::Queued),
+                running: of(JobState::Running),
+                of_blocked_resources: count_queued("resource IN (SELECT value FROM json_each(?3))", &blocked)?,
+                of_saturated_keys: match flow.policy.key_concurrency {
+                    None => 0,
+                    Some(limit) => count_queued(
+                        "flow_key IN (SELECT flow_key FROM jobs WHERE tenant_id = ?1 AND queue = ?2 \
+                         AND state = 'running' AND flow_key IS NOT NULL GROUP BY flow_key HAVING count(*) >= ?3)",
+                        &limit,
+                    )?,
+                },
+                of_rate_held_keys: count_queued(
+                    "flow_key IN (SELECT value FROM json_each(?3))",
+                    &serde_json::to_string(&key_rate_held).expect("keys serialize"),
+                )?,
+                retries: match flow.policy.retry_budget {
+                    None => 0,
+                    Some(_) => count_queued("attempt > uncounted_attempts AND ?3", &true)?,
+                },
+            };
+            flow::held(&flow, &ready, now)
+        };
+        overviews.push(QueueOverview {
+            counts: [
+                JobState::Scheduled,
+                JobState::Queued,
+                JobState::Running,
+                JobState::Waiting,
+            ]
+            .into_iter()
+            .map(|state| (state, of(state)))
+            .collect(),
+            queue,
+            policy: flow.policy,
+            busiest_keys: busiest,
+            held,
+        });
+    }
+    Ok(overviews)
 }
 
 /// Up to `max_keys` keys with ready jobs, in rotation order from the
@@ -307,6 +592,7 @@ pub(crate) fn save_flow(conn: &Connection, write: &FlowWrite) -> Result<(), Stor
                  ON CONFLICT (tenant_id, queue, flow_key) DO UPDATE SET rate_tat_ns = excluded.rate_tat_ns",
             )
             .and_then(|mut upsert| upsert.execute(params![tenant_id.to_string(), queue.as_str(), key, tat_ns])),
+        FlowWrite::Resource { tenant_id, name, state } => save_resource(conn, *tenant_id, name, state),
     }
     .map_err(sqlite_error)?;
     Ok(())
@@ -351,5 +637,106 @@ impl FlowStore for SqliteStore {
         self.readers()
             .read(move |conn| Ok(queue_flow(conn, tenant, &queue)?.policy))
             .await
+    }
+
+    async fn put_resource(
+        &self,
+        scope: &TenantScope,
+        name: &ResourceName,
+        config: ResourceConfig,
+        now: Timestamp,
+    ) -> Result<Resource, StoreError> {
+        let (tenant, name) = (scope.tenant_id(), name.clone());
+        self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
+            let existing = load_resource(conn, tenant, name.as_str())?;
+            let (resource, draft) = decide::flow::put_resource(&name, existing, config, now)?;
+            let state = &resource.state;
+            conn.prepare_cached(
+                "INSERT INTO resources (tenant_id, name, config, breaker_state, window_started_at, window_requests, \
+                 window_failures, opened_at, probes_granted, rate_tat_ns, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 ON CONFLICT (tenant_id, name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+            )
+            .and_then(|mut upsert| {
+                upsert.execute(params![
+                    tenant.to_string(),
+                    name.as_str(),
+                    resource.config.to_column(),
+                    state.breaker.as_str(),
+                    millis(state.window_started_at),
+                    state.window_requests,
+                    state.window_failures,
+                    state.opened_at.map(millis),
+                    state.probes_granted,
+                    state.rate_tat_ns,
+                    millis(resource.created_at),
+                    millis(resource.updated_at),
+                ])
+            })
+            .map_err(sqlite_error)?;
+            let mut decision = Decision::read_only(resource);
+            decision.writes.audit.push((tenant, draft));
+            Ok(decision)
+        })
+        .await
+    }
+
+    async fn resource(
+        &self,
+        scope: &TenantScope,
+        name: &ResourceName,
+        now: Timestamp,
+    ) -> Result<Option<Resource>, StoreError> {
+        let (tenant, name) = (scope.tenant_id(), name.clone());
+        self.readers()
+            .read(move |conn| Ok(load_resource(conn, tenant, name.as_str())?.map(|r| flow::resource_at(r, now))))
+            .await
+    }
+
+    async fn queue_overviews(&self, scope: &TenantScope, now: Timestamp) -> Result<Vec<QueueOverview>, StoreError> {
+        let tenant = scope.tenant_id();
+        self.readers().read(move |conn| overviews(conn, tenant, now)).await
+    }
+
+    async fn resources(&self, scope: &TenantScope, now: Timestamp) -> Result<Vec<Resource>, StoreError> {
+        let tenant = scope.tenant_id();
+        self.readers()
+            .read(move |conn| {
+                let rows = query_all(
+                    conn,
+                    &format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant_id = ?1 ORDER BY name LIMIT 1000"),
+                    params![tenant.to_string()],
+                    resource_from_row,
+                )?;
+                rows.into_iter()
+                    .map(|row| row.map(|r| flow::resource_at(r, now)))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn delete_resource(
+        &self,
+        scope: &TenantScope,
+        name: &ResourceName,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (tenant, name) = (scope.tenant_id(), name.clone());
+        self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
+            let deleted = conn
+                .prepare_cached("DELETE FROM resources WHERE tenant_id = ?1 AND name = ?2")
+                .and_then(|mut delete| delete.execute(params![tenant.to_string(), name.as_str()]))
+                .map_err(sqlite_error)?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let mut decision = Decision::read_only(());
+            decision
+                .writes
+                .audit
+                .push((tenant, steadfast_store::audit::drafts::resource_deleted(&name)));
+            Ok(decision)
+        })
+        .await
     }
 }

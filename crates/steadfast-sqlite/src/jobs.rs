@@ -10,7 +10,7 @@ use steadfast_store::{
     NewJob, RetryPlan, StoreError, TenantScope,
 };
 
-use crate::flow::queue_leases;
+use crate::flow::lease_inputs;
 use crate::rows::{JOB_COLUMNS, attempts_of, job_from_row, load_job, millis};
 use crate::workflows::{children_of, signals_of, steps_of};
 use crate::writer::Durability;
@@ -137,8 +137,8 @@ impl JobStore for SqliteStore {
         // a little early, never a running count too high (counts are read
         // from the jobs).
         self.decided(Author::of(scope), Durability::Relaxed, now, move |conn| {
-            let queues = queue_leases(conn, tenant, &request.queues, request.max_jobs)?;
-            let Decision { answer, writes } = decide::lease(tenant, &request, queues, now)?;
+            let (queues, resources, blocked) = lease_inputs(conn, tenant, &request.queues, request.max_jobs, now)?;
+            let Decision { answer, writes } = decide::lease(tenant, &request, queues, resources, &blocked, now)?;
             let jobs = answer.jobs.into_iter().map(|job| resumable(conn, job));
             Ok(Decision {
                 answer: Leased {

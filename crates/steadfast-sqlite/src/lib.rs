@@ -151,7 +151,9 @@ impl SqliteStore {
     {
         self.writer()
             .send(durability, move |conn| {
-                let decision = decide(conn)?;
+                let mut decision = decide(conn)?;
+                // Ended attempts of jobs that name a resource report to its breaker.
+                flow::record_outcomes(conn, &mut decision.writes, now)?;
                 persist::persist(conn, &decision.writes, &author, now)?;
                 Ok(decision.answer)
             })

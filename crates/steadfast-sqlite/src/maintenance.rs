@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
-use steadfast_core::{Job, QueueName, RetryPolicy, Timestamp};
+use steadfast_core::{Job, QueueName, RetryPolicy, TenantId, Timestamp};
 use steadfast_store::decide::{self, Author};
 use steadfast_store::{Maintenance, QueueStat, StoreError, Swept};
 
@@ -98,6 +98,26 @@ impl Maintenance for SqliteStore {
                     .map_err(sqlite_error)?;
                 let earliest = due.into_iter().flatten().min();
                 optional_timestamp(earliest).map_err(sqlite_error)
+            })
+            .await
+    }
+
+    async fn flow_tenants(&self, limit: usize) -> Result<Vec<TenantId>, StoreError> {
+        self.readers()
+            .read(move |conn| {
+                let ids = query_all(
+                    conn,
+                    "SELECT tenant_id FROM queue_settings WHERE policy IS NOT NULL \
+                     UNION SELECT tenant_id FROM resources ORDER BY 1 LIMIT ?1",
+                    [limit as i64],
+                    |row| row.get::<_, String>(0),
+                )?;
+                ids.into_iter()
+                    .map(|id| {
+                        id.parse()
+                            .map_err(|_| StoreError::Corrupt(format!("bad tenant id {id}")))
+                    })
+                    .collect()
             })
             .await
     }

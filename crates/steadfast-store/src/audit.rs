@@ -471,6 +471,29 @@ pub mod drafts {
         }
     }
 
+    /// A resource was created or its limits and breaker changed.
+    pub fn resource_set(
+        name: &steadfast_core::ResourceName,
+        before: Option<&crate::flow::ResourceConfig>,
+        after: &crate::flow::ResourceConfig,
+    ) -> Draft {
+        Draft {
+            action: "resource.set",
+            target: name.to_string(),
+            job_id: None,
+            summary: summary(json!({ "resource": name.as_str(), "before": before, "after": after })),
+        }
+    }
+
+    pub fn resource_deleted(name: &steadfast_core::ResourceName) -> Draft {
+        Draft {
+            action: "resource.deleted",
+            target: name.to_string(),
+            job_id: None,
+            summary: summary(json!({ "resource": name.as_str() })),
+        }
+    }
+
     pub fn key_rotated(key_id: &KeyId, replaced_by: &KeyId, revoked_at: Timestamp) -> Draft {
         Draft {
             action: "key.rotated",

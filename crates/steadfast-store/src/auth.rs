@@ -115,6 +115,15 @@ pub fn system(tenant: &Tenant) -> TenantScope {
     }
 }
 
+/// [`system`] for a tenant known by id only (the engine's gauges).
+pub fn system_for(tenant_id: TenantId) -> TenantScope {
+    TenantScope {
+        tenant_id,
+        actor: Actor::System,
+        request_id: None,
+    }
+}
+
 /// The scope of a local operator: whoever can open the data directory (or
 /// holds the database owner's credentials) already has every tenant's data,
 /// so the CLI's administrative commands and the server's first start use this.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use steadfast_core::{FlowKey, QueueName, Timestamp};
+use steadfast_core::{FlowKey, QueueName, ResourceName, Timestamp};
 
 use crate::{StoreError, TenantScope};
 
@@ -234,6 +234,217 @@ pub struct QueueFlow {
     pub state: QueueFlowState,
 }
 
+/// The most a resource's breaker window, open time or probes may be.
+pub const MAX_BREAKER_WINDOW_SECS: u32 = 86_400;
+pub const MAX_BREAKER_OPEN_SECS: u32 = 86_400;
+pub const MAX_HALF_OPEN_PROBES: u32 = 1000;
+pub const MAX_BREAKER_MIN_REQUESTS: u32 = 1_000_000;
+
+/// A circuit breaker: it opens when, within a window, at least
+/// `min_requests` outcomes were reported and at least `failure_ratio` of
+/// them failed; stays open `open_secs`; then lets `half_open_probes`
+/// leases through, and the first of their outcomes closes or reopens it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Breaker {
+    pub failure_ratio: f64,
+    pub min_requests: u32,
+    pub window_secs: u32,
+    pub open_secs: u32,
+    pub half_open_probes: u32,
+}
+
+/// What a downstream allows: a breaker, and limits over every queue.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<Breaker>,
+    /// Running jobs of the resource, over all queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Lease grants of the resource's jobs, over all queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+}
+
+impl ResourceConfig {
+    /// Checks every bound; the error names the field and is safe to show.
+    pub fn validate(&self) -> Result<(), String> {
+        let within = |field: &str, value: u32, min: u32, max: u32| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("{field}: must be between {min} and {max}"))
+            }
+        };
+        if let Some(breaker) = &self.breaker {
+            if !(breaker.failure_ratio.is_finite() && breaker.failure_ratio > 0.0 && breaker.failure_ratio <= 1.0) {
+                return Err("breaker.failure_ratio: must be above 0 and at most 1".into());
+            }
+            within(
+                "breaker.min_requests",
+                breaker.min_requests,
+                1,
+                MAX_BREAKER_MIN_REQUESTS,
+            )?;
+            within("breaker.window_secs", breaker.window_secs, 1, MAX_BREAKER_WINDOW_SECS)?;
+            within("breaker.open_secs", breaker.open_secs, 1, MAX_BREAKER_OPEN_SECS)?;
+            within(
+                "breaker.half_open_probes",
+                breaker.half_open_probes,
+                1,
+                MAX_HALF_OPEN_PROBES,
+            )?;
+        }
+        if let Some(n) = self.concurrency {
+            within("concurrency", n, 1, MAX_CONCURRENCY)?;
+        }
+        if let Some(rate) = &self.rate {
+            within("rate.limit", rate.limit, 1, MAX_RATE_LIMIT)?;
+            if !(1..=MAX_RATE_PERIOD_MS).contains(&rate.period_ms) {
+                return Err(format!("rate.period_ms: must be between 1 and {MAX_RATE_PERIOD_MS}"));
+            }
+            within("rate.burst", rate.burst, 1, MAX_RATE_LIMIT)?;
+        }
+        Ok(())
+    }
+
+    pub fn to_column(&self) -> String {
+        serde_json::to_string(self).expect("a resource config serializes")
+    }
+
+    pub fn from_column(text: &str) -> Result<ResourceConfig, StoreError> {
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("stored resource config: {e}")))
+    }
+}
+
+/// Where a breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Leases go through; outcomes are counted in the window.
+    Closed,
+    /// No lease of the resource's jobs, until `opened_at + open_secs`.
+    Open,
+    /// `half_open_probes` leases go through; their first outcome decides.
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<BreakerState, StoreError> {
+        [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt(format!("breaker state {text:?}")))
+    }
+}
+
+/// What a resource's rules remember.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceState {
+    pub breaker: BreakerState,
+    pub window_started_at: Timestamp,
+    pub window_requests: u32,
+    pub window_failures: u32,
+    pub opened_at: Option<Timestamp>,
+    /// Leases granted since the breaker went half-open, not yet reported.
+    pub probes_granted: u32,
+    /// The resource rate's theoretical arrival time, Unix nanoseconds.
+    pub rate_tat_ns: Option<i64>,
+}
+
+impl ResourceState {
+    /// A new resource's: closed, with an empty window from `now`.
+    pub fn fresh(now: Timestamp) -> ResourceState {
+        ResourceState {
+            breaker: BreakerState::Closed,
+            window_started_at: now,
+            window_requests: 0,
+            window_failures: 0,
+            opened_at: None,
+            probes_granted: 0,
+            rate_tat_ns: None,
+        }
+    }
+}
+
+/// A downstream that jobs name as their `resource`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub name: ResourceName,
+    pub config: ResourceConfig,
+    pub state: ResourceState,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Why ready jobs are not leased, counted per reason. A job held for
+/// several reasons counts under the first: paused, breaker_open,
+/// concurrency, key_concurrency, rate, retry_budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Held {
+    pub paused: u64,
+    pub concurrency: u64,
+    pub key_concurrency: u64,
+    pub rate: u64,
+    pub breaker_open: u64,
+    pub retry_budget: u64,
+}
+
+impl Held {
+    /// Every reason with its count, in the order above.
+    pub fn reasons(&self) -> [(&'static str, u64); 6] {
+        [
+            ("paused", self.paused),
+            ("breaker_open", self.breaker_open),
+            ("concurrency", self.concurrency),
+            ("key_concurrency", self.key_concurrency),
+            ("rate", self.rate),
+            ("retry_budget", self.retry_budget),
+        ]
+    }
+}
+
+/// Counts a backend reads for [`crate::decide::flow::held`]: the queue's
+/// ready jobs, and those of them that each rule's targets hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadyCounts {
+    pub queued: u64,
+    pub running: u64,
+    /// Ready jobs whose resource's breaker holds them.
+    pub of_blocked_resources: u64,
+    /// Ready jobs whose key is at `key_concurrency`.
+    pub of_saturated_keys: u64,
+    /// Ready jobs whose key's rate admits none now.
+    pub of_rate_held_keys: u64,
+    /// Ready jobs whose next attempt is a retry.
+    pub retries: u64,
+}
+
+/// A queue as `GET /v1/queues` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueOverview {
+    pub queue: QueueName,
+    pub policy: QueuePolicy,
+    /// Unfinished jobs by state (scheduled, queued, running, waiting).
+    pub counts: Vec<(steadfast_core::JobState, u64)>,
+    /// Running jobs of the busiest keys, most first (at most ten).
+    pub busiest_keys: Vec<(String, u64)>,
+    pub held: Held,
+}
+
+/// The most queues `GET /v1/queues` lists, and keys it shows per queue.
+pub const MAX_LISTED_QUEUES: usize = 1000;
+pub const BUSIEST_KEYS: usize = 10;
+
 /// Queue policies, always within one tenant.
 #[async_trait]
 pub trait FlowStore {
@@ -250,4 +461,36 @@ pub trait FlowStore {
 
     /// The queue's policy (the default, with no rules, when it has none).
     async fn queue_policy(&self, scope: &TenantScope, queue: &QueueName) -> Result<QueuePolicy, StoreError>;
+
+    /// Creates the resource or replaces its configuration (audited as
+    /// `resource.set`); its breaker state is kept. `Invalid` when the
+    /// config breaks a bound.
+    async fn put_resource(
+        &self,
+        scope: &TenantScope,
+        name: &ResourceName,
+        config: ResourceConfig,
+        now: Timestamp,
+    ) -> Result<Resource, StoreError>;
+
+    /// The resource, its breaker brought up to `now` (an open breaker whose
+    /// time is up reads half-open).
+    async fn resource(
+        &self,
+        scope: &TenantScope,
+        name: &ResourceName,
+        now: Timestamp,
+    ) -> Result<Option<Resource>, StoreError>;
+
+    /// The tenant's queues (those with unfinished jobs or a policy, by name,
+    /// at most [`MAX_LISTED_QUEUES`]) with their policy and live state.
+    async fn queue_overviews(&self, scope: &TenantScope, now: Timestamp) -> Result<Vec<QueueOverview>, StoreError>;
+
+    /// Every resource of the tenant, by name, at `now`.
+    async fn resources(&self, scope: &TenantScope, now: Timestamp) -> Result<Vec<Resource>, StoreError>;
+
+    /// Removes the resource (audited as `resource.deleted`); its jobs run
+    /// unheld. `NotFound` if there is none.
+    async fn delete_resource(&self, scope: &TenantScope, name: &ResourceName, now: Timestamp)
+    -> Result<(), StoreError>;
 }

@@ -47,7 +47,7 @@ mod workflows;
 pub use audit::{AuditCursor, AuditPage, AuditQuery, AuditStore};
 pub use auth::{Principal, TenantScope};
 pub use error::StoreError;
-pub use flow::{FlowStore, PolicyPatch, QueueFlow, QueueFlowState, QueuePolicy};
+pub use flow::{FlowStore, PolicyPatch, QueueFlow, QueueFlowState, QueueOverview, QueuePolicy};
 pub use inbox::{
     EventPage, EventRecord, InboxEvent, InboxStore, Ingested, JobEvent, SignatureFailures, Source, SourceSecret,
 };

@@ -74,6 +74,10 @@ pub trait Maintenance {
     /// Counts of unfinished jobs by queue and state, across tenants (for metrics).
     async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError>;
 
+    /// The tenants with a queue policy or a resource (for the flow
+    /// control gauges), at most `limit`.
+    async fn flow_tenants(&self, limit: usize) -> Result<Vec<TenantId>, StoreError>;
+
     /// Calls `on_ready` whenever a node (this or another) makes jobs ready in
     /// a queue, so long-polling workers anywhere wake promptly. A single-node
     /// backend needs nothing: the engine wakes its own waiters after each commit.

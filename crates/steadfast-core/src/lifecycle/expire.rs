@@ -43,5 +43,6 @@ pub fn expire(job: &Job, policy: &RetryPolicy, jitter_sample: u64, now: Timestam
         policy,
         jitter_sample,
         now,
+        false,
     ))
 }

@@ -19,7 +19,7 @@ pub use cancel::cancel;
 pub use complete::complete;
 pub use enqueue::{EnqueueRequest, Fingerprint, InvalidRequest, JobSpec, new_job};
 pub use expire::expire;
-pub use fail::{Failure, fail};
+pub use fail::{Failure, MAX_UNCOUNTED_ATTEMPTS, RATE_LIMITED, fail};
 pub use heartbeat::heartbeat;
 pub use lease::{LeaseGrant, lease, lease_token};
 pub use promote::{defer, promote};

@@ -134,7 +134,7 @@ proptest! {
                     result
                 }
                 Command::Fail { stale, retryable } => {
-                    let failure = Failure { error: AttemptError { message: "boom".into(), kind: None }, retryable };
+                    let failure = Failure { error: AttemptError { message: "boom".into(), kind: None }, retryable, retry_after: None };
                     let result = fail(&job, &pick(stale), failure, &policy, seed, now);
                     prop_assert_eq!(result.is_ok(), live && !stale);
                     result
@@ -237,6 +237,7 @@ fn a_failing_job_is_retried_with_backoff_then_dies_with_its_history() {
                 kind: None,
             },
             retryable: true,
+            retry_after: None,
         };
         let transition = fail(&job, &token, failure, &policy, u64::MAX, now).unwrap();
         ended.push(transition.ended_attempt.unwrap());
@@ -245,6 +246,75 @@ fn a_failing_job_is_retried_with_backoff_then_dies_with_its_history() {
     assert_eq!(job.state, JobState::Dead);
     assert_eq!(ended.iter().map(|a| a.number).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(job.last_error.unwrap().message, "try 2");
+}
+
+#[test]
+fn a_rate_limited_failure_spends_no_attempt_and_waits_as_long_as_asked() {
+    let policy = RetryPolicy {
+        base: Duration::from_millis(10),
+        cap: Duration::from_millis(10),
+    };
+    let mut job = fresh_job(1, 60);
+    let mut now = start();
+    // One attempt in the budget, yet three rate-limited answers in a row
+    // leave it unspent; each waits at least the Retry-After it carried.
+    for round in 1..=3u32 {
+        job = lease(&job, grant(u64::from(round)), now).unwrap();
+        let token = job.lease.clone().unwrap().token;
+        let failure = Failure {
+            error: AttemptError {
+                message: "429".into(),
+                kind: Some(RATE_LIMITED.into()),
+            },
+            retryable: true,
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        job = fail(&job, &token, failure, &policy, 0, now).unwrap().job;
+        assert_eq!(job.state, JobState::Scheduled);
+        assert_eq!(job.attempts_left(), 1, "round {round}");
+        assert_eq!(job.run_at, now.saturating_add(Duration::from_secs(30)).unwrap());
+        now = job.run_at;
+        job = promote(&job, now).unwrap();
+    }
+    // Any other failure spends the attempt.
+    job = lease(&job, grant(9), now).unwrap();
+    let token = job.lease.clone().unwrap().token;
+    let failure = Failure {
+        error: AttemptError {
+            message: "503".into(),
+            kind: Some("downstream_unavailable".into()),
+        },
+        retryable: true,
+        retry_after: Some(Duration::from_secs(30)),
+    };
+    assert_eq!(
+        fail(&job, &token, failure, &policy, 0, now).unwrap().job.state,
+        JobState::Dead
+    );
+}
+
+#[test]
+fn rate_limited_failures_are_free_only_up_to_a_bound() {
+    let mut job = lease(&fresh_job(1, 60), grant(1), start()).unwrap();
+    job.uncounted_attempts = MAX_UNCOUNTED_ATTEMPTS;
+    job.attempt = MAX_UNCOUNTED_ATTEMPTS + 1;
+    let token = job.lease.clone().unwrap().token;
+    let failure = Failure {
+        error: AttemptError {
+            message: "429".into(),
+            kind: Some(RATE_LIMITED.into()),
+        },
+        retryable: true,
+        retry_after: None,
+    };
+    let after = fail(&job, &token, failure, &RetryPolicy::default(), 0, start())
+        .unwrap()
+        .job;
+    assert_eq!(
+        after.state,
+        JobState::Dead,
+        "past the bound, a rate limit spends the attempt"
+    );
 }
 
 #[test]
@@ -257,6 +327,7 @@ fn non_retryable_failure_is_dead_at_once() {
             kind: None,
         },
         retryable: false,
+        retry_after: None,
     };
     let transition = fail(&job, &token, failure, &RetryPolicy::default(), 0, start()).unwrap();
     assert_eq!(transition.job.state, JobState::Dead);

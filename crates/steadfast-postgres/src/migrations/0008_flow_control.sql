@@ -71,3 +71,14 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- The flow control gauges, across tenants: which tenants have a queue
+-- policy or a resource (each then read in its own tenant's scope).
+CREATE FUNCTION steadfast_flow_tenants(p_limit bigint)
+    RETURNS TABLE (tenant_id uuid)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = steadfast, pg_temp
+    AS $$
+        SELECT tenant_id FROM queue_settings WHERE policy IS NOT NULL
+        UNION SELECT tenant_id FROM resources
+        ORDER BY 1 LIMIT p_limit
+    $$;

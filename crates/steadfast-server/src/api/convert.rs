@@ -329,3 +329,20 @@ pub fn leased_job(leased: &LeasedJob, lease_ttl: std::time::Duration) -> Result<
         traceparent: crate::telemetry::lease_traceparent(job),
     })
 }
+
+/// A rate as stored: the burst defaults to the limit.
+pub fn rate(rate: wire::Rate) -> steadfast_store::flow::Rate {
+    steadfast_store::flow::Rate {
+        limit: rate.limit,
+        period_ms: rate.period_ms,
+        burst: rate.burst.unwrap_or(rate.limit),
+    }
+}
+
+pub fn wire_rate(rate: steadfast_store::flow::Rate) -> wire::Rate {
+    wire::Rate {
+        limit: rate.limit,
+        period_ms: rate.period_ms,
+        burst: Some(rate.burst),
+    }
+}

@@ -12,6 +12,7 @@ mod hooks;
 mod jobs;
 mod observability;
 mod queues;
+mod resources;
 mod slos;
 mod sources;
 mod workers;
@@ -84,7 +85,10 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(slos::create, slos::list))
         .routes(routes!(slos::delete))
         .routes(routes!(queues::get_retention, queues::set_retention))
+        .routes(routes!(queues::list))
         .routes(routes!(queues::get_policy, queues::set_policy))
+        .routes(routes!(resources::list))
+        .routes(routes!(resources::get, resources::put, resources::delete))
         .routes(routes!(sources::create, sources::list))
         .routes(routes!(sources::get, sources::delete))
         .routes(routes!(sources::add_secret))

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use steadfast_core::{Action, QueueName};
+use steadfast_core::{Action, JobState, QueueName};
 use steadfast_protocol as wire;
-use steadfast_store::flow::{Rate, RetryBudget};
+use steadfast_store::flow::RetryBudget;
+
+use super::convert::{rate, wire_rate};
 use steadfast_store::{PolicyPatch, QueuePolicy, QueueRetention};
 
 use super::error::ApiError;
@@ -86,23 +88,6 @@ pub async fn set_retention(
         .set_queue_retention(&caller.scope, &queue, own, engine.now())
         .await?;
     Ok(Json(retention(&engine, &queue, own)))
-}
-
-/// A rate as stored: the burst defaults to the limit.
-fn rate(rate: wire::Rate) -> Rate {
-    Rate {
-        limit: rate.limit,
-        period_ms: rate.period_ms,
-        burst: rate.burst.unwrap_or(rate.limit),
-    }
-}
-
-fn wire_rate(rate: Rate) -> wire::Rate {
-    wire::Rate {
-        limit: rate.limit,
-        period_ms: rate.period_ms,
-        burst: Some(rate.burst),
-    }
 }
 
 /// The default reserve of a retry budget: one retry a second, so a queue
@@ -191,4 +176,48 @@ pub async fn set_policy(
     // resumed queue, a raised limit).
     engine.wake(caller.scope.tenant_id(), &queue);
     Ok(Json(wire_policy(&queue, policy)))
+}
+
+/// The tenant's queues: each with its policy, unfinished jobs by state,
+/// the busiest keys and the ready jobs flow control holds, by reason
+/// (admin and reader).
+#[utoipa::path(
+    get, path = "/v1/queues", tag = "queues",
+    responses((status = 200, body = wire::QueueList)),
+    security(("bearer" = []))
+)]
+pub async fn list(State(engine): State<Engine>, caller: Caller) -> Result<Json<wire::QueueList>, ApiError> {
+    caller.require(Action::ReadAudit)?;
+    let overviews = engine.store().queue_overviews(&caller.scope, engine.now()).await?;
+    let queues = overviews
+        .into_iter()
+        .map(|overview| {
+            let count = |state: JobState| overview.counts.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n);
+            let held = overview.held;
+            wire::QueueInfo {
+                queue: overview.queue.to_string(),
+                counts: wire::QueueCounts {
+                    scheduled: count(JobState::Scheduled),
+                    queued: count(JobState::Queued),
+                    running: count(JobState::Running),
+                    waiting: count(JobState::Waiting),
+                },
+                busiest_keys: overview
+                    .busiest_keys
+                    .into_iter()
+                    .map(|(flow_key, running)| wire::KeyRunning { flow_key, running })
+                    .collect(),
+                held: wire::HeldJobs {
+                    paused: held.paused,
+                    breaker_open: held.breaker_open,
+                    concurrency: held.concurrency,
+                    key_concurrency: held.key_concurrency,
+                    rate: held.rate,
+                    retry_budget: held.retry_budget,
+                },
+                policy: wire_policy(&overview.queue, overview.policy),
+            }
+        })
+        .collect();
+    Ok(Json(wire::QueueList { queues }))
 }

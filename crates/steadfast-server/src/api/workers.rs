@@ -220,9 +220,20 @@ pub async fn fail(
     if let Some(kind) = kind.as_mut() {
         truncate_utf8(kind, MAX_ERROR_KIND_BYTES);
     }
+    let max_wait = engine.limits().max_retry_after;
+    let retry_after = match request.retry_after_ms.map(Duration::from_millis) {
+        Some(wait) if wait > max_wait => {
+            return Err(ApiError::validation(format!(
+                "retry_after_ms: must be at most {}",
+                max_wait.as_millis()
+            )));
+        }
+        wait => wait,
+    };
     let failure = Failure {
         error: AttemptError { message, kind },
         retryable: request.retryable.unwrap_or(true),
+        retry_after,
     };
     let job = engine
         .fail(&caller.scope, job_id(&id)?, &request.lease_token, failure)

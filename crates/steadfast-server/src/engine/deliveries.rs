@@ -224,6 +224,7 @@ impl Engine {
                         kind: Some("notification".into()),
                     },
                     retryable: true,
+                    retry_after: None,
                 };
                 (false, self.fail(&scope, job.job.id, &token, failure).await.map(|_| ()))
             }

@@ -40,9 +40,15 @@ pub use tenancy::TenantDefaults;
 use wakeups::Wakeups;
 
 use crate::clock::{Clock, Random, SystemRandom};
-use crate::metrics::{Metrics, OutcomeLabels, QueueLabels, StateLabels};
+use crate::metrics::{HeldLabels, Metrics, OutcomeLabels, QueueLabels, ResourceLabels, StateLabels};
+use steadfast_store::flow::BreakerState;
 
 /// The time from `from` to `to`, zero if the clock went backwards.
+/// The flow control gauges are read at most this often.
+const FLOW_GAUGES_EVERY: Duration = Duration::from_secs(5);
+/// The most tenants whose flow control the gauges show.
+const MAX_GAUGE_TENANTS: usize = 1000;
+
 fn elapsed(from: Timestamp, to: Timestamp) -> Duration {
     from.duration_until(to).try_into().unwrap_or(Duration::ZERO)
 }
@@ -139,6 +145,9 @@ struct Inner {
     deliveries_in_flight: tokio::sync::Semaphore,
     limiters: rate_limits::Limiters,
     tenants: tenancy::TenantState,
+    /// When the flow control gauges were last read (they cost a few reads
+    /// per policy queue: scrapes closer together reuse them).
+    flow_gauges_read: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Engine {
@@ -166,6 +175,7 @@ impl Engine {
                 deliveries_in_flight,
                 limiters,
                 tenants: tenancy::TenantState::default(),
+                flow_gauges_read: std::sync::Mutex::default(),
             }),
         }
     }
@@ -243,6 +253,57 @@ impl Engine {
                 let gauge = metrics.oldest_job_age.get_or_create(&QueueLabels { queue });
                 gauge.set(gauge.get().max(age));
             }
+        }
+        self.refresh_flow_gauges(now).await
+    }
+
+    /// Refreshes the held-jobs and breaker gauges: each tenant with a
+    /// policy or a resource, read in its own scope.
+    async fn refresh_flow_gauges(&self, now: Timestamp) -> Result<(), StoreError> {
+        {
+            let mut read = self.inner.flow_gauges_read.lock().expect("never poisoned");
+            if read.is_some_and(|at| at.elapsed() < FLOW_GAUGES_EVERY) {
+                return Ok(());
+            }
+            *read = Some(tokio::time::Instant::now());
+        }
+        let tenants = self.inner.store.flow_tenants(MAX_GAUGE_TENANTS).await?;
+        let metrics = &self.inner.metrics;
+        let mut held: Vec<(HeldLabels, i64)> = Vec::new();
+        let mut breakers: Vec<(ResourceLabels, i64)> = Vec::new();
+        for tenant in tenants {
+            let scope = steadfast_store::auth::system_for(tenant);
+            for overview in self.inner.store.queue_overviews(&scope, now).await? {
+                let queue = metrics.queue(overview.queue.as_str());
+                for (reason, count) in overview.held.reasons() {
+                    let labels = HeldLabels {
+                        queue: queue.clone(),
+                        reason: reason.to_owned(),
+                    };
+                    held.push((labels, count.min(i64::MAX as u64) as i64));
+                }
+            }
+            for resource in self.inner.store.resources(&scope, now).await? {
+                let state = match resource.state.breaker {
+                    BreakerState::Closed => 0,
+                    BreakerState::HalfOpen => 1,
+                    BreakerState::Open => 2,
+                };
+                let labels = ResourceLabels {
+                    resource: metrics.resource(resource.name.as_str()),
+                };
+                breakers.push((labels, state));
+            }
+        }
+        metrics.jobs_held.clear();
+        metrics.breaker_state.clear();
+        for (labels, count) in held {
+            metrics.jobs_held.get_or_create(&labels).inc_by(count);
+        }
+        for (labels, state) in breakers {
+            // Several tenants' resources of one name: the worst state shows.
+            let gauge = metrics.breaker_state.get_or_create(&labels);
+            gauge.set(gauge.get().max(state));
         }
         Ok(())
     }

@@ -152,6 +152,7 @@ pub async fn a_refused_change_leaves_no_record(store: &impl Store) {
             kind: None,
         },
         retryable: true,
+        retry_after: None,
     };
     assert_eq!(
         store.fail(&scope, leased.id, "lt_stale", failure, policy, at(2)).await,

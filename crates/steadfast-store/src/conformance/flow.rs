@@ -1,10 +1,10 @@
 use std::collections::HashMap;
 
 use steadfast_core::lifecycle::Failure;
-use steadfast_core::{AttemptError, JobState, RetryPolicy, StepName, WaitFor};
+use steadfast_core::{AttemptError, JobState, ResourceName, RetryPolicy, StepName, WaitFor};
 
 use super::*;
-use crate::flow::{Fairness, Rate, RetryBudget};
+use crate::flow::{Breaker, BreakerState, Fairness, Rate, ResourceConfig, RetryBudget};
 use crate::{AuditQuery, PolicyPatch, QueuePolicy, RetryPlan, StoreError, WorkflowLimits};
 
 fn keyed(queue: &str, key: Option<&str>) -> JobSpec {
@@ -412,6 +412,7 @@ pub async fn retries_over_the_budget_are_deferred_not_failed(store: &impl Store)
                 kind: Some("downstream_unavailable".into()),
             },
             retryable: true,
+            retry_after: None,
         };
         let ended = store
             .fail(&scope, job.id, &token(job), failure, now_retry, at(1))
@@ -448,4 +449,299 @@ pub async fn retries_over_the_budget_are_deferred_not_failed(store: &impl Store)
         "being held spends no attempt"
     );
     assert!(record.job.run_at > at(1));
+}
+
+fn calling(queue: &str, resource: &str) -> JobSpec {
+    EnqueueRequest {
+        resource: Some(resource.to_owned()),
+        ..request(queue, "{}")
+    }
+    .validate(&Limits::default(), [0; 32], t0())
+    .expect("valid")
+}
+
+fn failure(kind: &str) -> Failure {
+    Failure {
+        error: AttemptError {
+            message: "the downstream said no".into(),
+            kind: Some(kind.into()),
+        },
+        retryable: true,
+        retry_after: None,
+    }
+}
+
+const AT_ONCE: RetryPlan = RetryPlan {
+    policy: RetryPolicy {
+        base: Duration::ZERO,
+        cap: Duration::ZERO,
+    },
+    jitter_seed: 1,
+};
+
+fn breaker() -> ResourceConfig {
+    ResourceConfig {
+        breaker: Some(Breaker {
+            failure_ratio: 0.5,
+            min_requests: 4,
+            window_secs: 60,
+            open_secs: 30,
+            half_open_probes: 2,
+        }),
+        ..ResourceConfig::default()
+    }
+}
+
+pub async fn a_breaker_opens_probes_and_closes(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let stripe = ResourceName::new("stripe").unwrap();
+    store.put_resource(&scope, &stripe, breaker(), t0()).await.unwrap();
+    let jobs = enqueue_many(
+        store,
+        &scope,
+        (0..10).map(|_| calling("charges", "stripe")).collect(),
+        t0(),
+    )
+    .await;
+
+    // Closed: 4 outcomes, 3 of them counted failures: over the ratio.
+    let first = lease_jobs(store, &scope, lease_request(&["charges"], 4, &key), at(1)).await;
+    assert_eq!(first.len(), 4);
+    store
+        .complete(&scope, first[0].id, &token(&first[0]), "1".into(), at(2))
+        .await
+        .unwrap();
+    store
+        .fail(
+            &scope,
+            first[1].id,
+            &token(&first[1]),
+            failure("bug_in_job"),
+            AT_ONCE,
+            at(2),
+        )
+        .await
+        .unwrap();
+    let closed = store.resource(&scope, &stripe, at(2)).await.unwrap().unwrap();
+    assert_eq!(closed.state.breaker, BreakerState::Closed);
+    assert_eq!(
+        (closed.state.window_requests, closed.state.window_failures),
+        (1, 0),
+        "a failure of another kind says nothing about the downstream"
+    );
+    for job in &first[2..] {
+        store
+            .fail(
+                &scope,
+                job.id,
+                &token(job),
+                failure("downstream_unavailable"),
+                AT_ONCE,
+                at(3),
+            )
+            .await
+            .unwrap();
+    }
+    let unleased = lease_jobs(store, &scope, lease_request(&["charges"], 1, &key), at(3)).await;
+    assert_eq!(unleased.len(), 1, "still closed after 3 outcomes");
+    store
+        .fail(
+            &scope,
+            unleased[0].id,
+            &token(&unleased[0]),
+            failure("timeout"),
+            AT_ONCE,
+            at(4),
+        )
+        .await
+        .unwrap();
+    let open = store.resource(&scope, &stripe, at(4)).await.unwrap().unwrap();
+    assert_eq!(open.state.breaker, BreakerState::Open);
+    assert_eq!(open.state.opened_at, Some(at(4)));
+
+    // Open: nothing of the resource is leased, and no attempt is spent.
+    let held = store
+        .lease(&scope, lease_request(&["charges"], 10, &key), at(10))
+        .await
+        .unwrap();
+    assert!(held.is_empty());
+    assert_eq!(held.retry_at, Some(at(34)), "ask again when the breaker half-opens");
+    let untouched = store.job(&scope, jobs[9].id).await.unwrap().unwrap().job;
+    assert_eq!((untouched.state, untouched.attempt), (JobState::Queued, 0));
+    let other = enqueue_one(store, &scope, spec("charges"), at(10)).await;
+    let passing = lease_jobs(store, &scope, lease_request(&["charges"], 10, &key), at(10)).await;
+    assert_eq!(
+        passing.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![other.id],
+        "jobs of no resource behind the held ones still go"
+    );
+
+    // Half-open after open_secs: exactly two probes.
+    let probes = lease_jobs(store, &scope, lease_request(&["charges"], 10, &key), at(34)).await;
+    assert_eq!(probes.len(), 2, "half_open_probes leases, no more");
+    let none = lease_jobs(store, &scope, lease_request(&["charges"], 10, &key), at(35)).await;
+    assert!(none.is_empty());
+    // A probe's failure reopens it.
+    store
+        .fail(
+            &scope,
+            probes[0].id,
+            &token(&probes[0]),
+            failure("downstream_unavailable"),
+            AT_ONCE,
+            at(36),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .resource(&scope, &stripe, at(36))
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .breaker,
+        BreakerState::Open
+    );
+    store
+        .complete(&scope, probes[1].id, &token(&probes[1]), "1".into(), at(37))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .resource(&scope, &stripe, at(37))
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .breaker,
+        BreakerState::Open,
+        "a success while open changes nothing"
+    );
+
+    // Half-open again; a success closes it with a fresh window.
+    let probe = lease_jobs(store, &scope, lease_request(&["charges"], 1, &key), at(67)).await;
+    assert_eq!(probe.len(), 1);
+    store
+        .complete(&scope, probe[0].id, &token(&probe[0]), "1".into(), at(68))
+        .await
+        .unwrap();
+    let closed = store.resource(&scope, &stripe, at(68)).await.unwrap().unwrap();
+    assert_eq!(closed.state.breaker, BreakerState::Closed);
+    assert_eq!(
+        (closed.state.window_requests, closed.state.window_started_at),
+        (0, at(68))
+    );
+    let flowing = lease_jobs(store, &scope, lease_request(&["charges"], 10, &key), at(68)).await;
+    assert!(flowing.len() >= 4, "closed: the rest flow, got {}", flowing.len());
+}
+
+pub async fn a_resource_limits_its_jobs_across_queues(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let name = ResourceName::new("geocoder").unwrap();
+    let config = ResourceConfig {
+        concurrency: Some(3),
+        ..ResourceConfig::default()
+    };
+    store.put_resource(&scope, &name, config, t0()).await.unwrap();
+    enqueue_many(store, &scope, (0..5).map(|_| calling("a", "geocoder")).collect(), t0()).await;
+    enqueue_many(store, &scope, (0..5).map(|_| calling("b", "geocoder")).collect(), t0()).await;
+    let from_a = lease_jobs(store, &scope, lease_request(&["a"], 10, &key), at(1)).await;
+    let from_b = lease_jobs(store, &scope, lease_request(&["b"], 10, &key), at(1)).await;
+    assert_eq!((from_a.len(), from_b.len()), (3, 0), "three running over both queues");
+    store.cancel(&scope, from_a[0].id, at(2)).await.unwrap();
+    assert_eq!(
+        lease_jobs(store, &scope, lease_request(&["b"], 10, &key), at(2))
+            .await
+            .len(),
+        1
+    );
+
+    let listed = store.resources(&scope, at(2)).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        vec!["geocoder"]
+    );
+    store.delete_resource(&scope, &name, at(3)).await.unwrap();
+    assert_eq!(
+        store.delete_resource(&scope, &name, at(3)).await,
+        Err(StoreError::NotFound)
+    );
+    let unheld = lease_jobs(store, &scope, lease_request(&["a", "b"], 10, &key), at(3)).await;
+    assert_eq!(unheld.len(), 6, "deleted: its jobs run unheld");
+    let refused = store
+        .put_resource(
+            &scope,
+            &name,
+            ResourceConfig {
+                concurrency: Some(0),
+                ..ResourceConfig::default()
+            },
+            at(4),
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::Invalid(_))));
+}
+
+pub async fn queue_overviews_count_held_jobs_by_reason(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let mut specs: Vec<JobSpec> = (0..4).map(|_| keyed("sync", Some("acme"))).collect();
+    specs.extend((0..2).map(|_| keyed("sync", Some("globex"))));
+    enqueue_many(store, &scope, specs, t0()).await;
+    enqueue_many(store, &scope, (0..3).map(|_| spec("mail")).collect(), t0()).await;
+    set(
+        store,
+        &scope,
+        "sync",
+        PolicyPatch {
+            key_concurrency: Some(Some(1)),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    set(
+        store,
+        &scope,
+        "mail",
+        PolicyPatch {
+            paused: Some(true),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    set(
+        store,
+        &scope,
+        "empty",
+        PolicyPatch {
+            concurrency: Some(Some(1)),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    let leased = lease_jobs(store, &scope, lease_request(&["sync"], 10, &key), at(1)).await;
+    assert_eq!(leased.len(), 2);
+
+    let overviews = store.queue_overviews(&scope, at(1)).await.unwrap();
+    let names: Vec<&str> = overviews.iter().map(|o| o.queue.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["empty", "mail", "sync"],
+        "queues with jobs or a policy, by name"
+    );
+    let mail = &overviews[1];
+    assert!(mail.policy.paused);
+    assert_eq!(mail.held.paused, 3);
+    let sync = &overviews[2];
+    assert!(sync.counts.contains(&(JobState::Queued, 4)) && sync.counts.contains(&(JobState::Running, 2)));
+    assert_eq!(sync.held.key_concurrency, 4, "every ready job's key is at its limit");
+    let mut busiest = sync.busiest_keys.clone();
+    busiest.sort();
+    assert_eq!(busiest, vec![("acme".to_owned(), 1), ("globex".to_owned(), 1)]);
+
+    let (other, _) = new_tenant(store).await;
+    assert!(
+        store.queue_overviews(&other, at(1)).await.unwrap().is_empty(),
+        "another tenant sees none of it"
+    );
 }

@@ -158,6 +158,7 @@ pub async fn failures_retry_with_backoff_then_die(store: &impl Store) {
             kind: Some("http_503".into()),
         },
         retryable: true,
+        retry_after: None,
     };
 
     let first = lease_jobs(store, &scope, lease_request(&["flaky"], 1, &key), at(1))

@@ -86,6 +86,7 @@ pub async fn finished_jobs_are_pruned_after_their_retention_with_everything_they
             kind: None,
         },
         retryable: false,
+        retry_after: None,
     };
     let plan = RetryPlan {
         policy: steadfast_core::RetryPolicy::default(),

@@ -92,6 +92,9 @@ macro_rules! conformance_suite {
             key_rates_hold_each_key_to_its_own_rate,
             fairness_serves_a_small_key_behind_a_flood,
             retries_over_the_budget_are_deferred_not_failed,
+            a_breaker_opens_probes_and_closes,
+            a_resource_limits_its_jobs_across_queues,
+            queue_overviews_count_held_jobs_by_reason,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

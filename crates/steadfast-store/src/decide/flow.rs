@@ -20,10 +20,13 @@ use governor::nanos::Nanos;
 use governor::state::{NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 use steadfast_core::lifecycle;
-use steadfast_core::{Job, QueueName, TenantId, Timestamp};
+use steadfast_core::{Attempt, AttemptOutcome, Job, QueueName, ResourceName, TenantId, Timestamp};
 
 use super::Writes;
-use crate::flow::{Cursor, QueueFlow, QueueFlowState, QueuePolicy, Rate, RetryBudget};
+use crate::flow::{
+    Breaker, BreakerState, Cursor, Held, QueueFlow, QueueFlowState, QueuePolicy, Rate, ReadyCounts, Resource,
+    ResourceConfig, ResourceState, RetryBudget,
+};
 use crate::{PolicyPatch, StoreError};
 
 /// The retry budget forgets deposits with this time constant, as Finagle's
@@ -45,6 +48,12 @@ const MIN_KEYS_PER_LEASE: u32 = 8;
 /// with their insertion sequence. `""` holds the jobs without a key.
 pub type KeyedJobs = Vec<(String, Vec<(i64, Job)>)>;
 
+/// A resource as it reads at `now` (its breaker brought up to date).
+pub fn resource_at(resource: Resource, now: Timestamp) -> Resource {
+    let state = breaker_at(&resource.config, &resource.state, now);
+    Resource { state, ..resource }
+}
+
 /// The ready jobs a lease chooses from, as the backend loaded them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Candidates {
@@ -54,6 +63,16 @@ pub enum Candidates {
     /// Per key, in rotation order from the cursor's key on (wrapping), each
     /// key's jobs in lease order. `""` holds the jobs without a key.
     ByKey(KeyedJobs),
+}
+
+impl Candidates {
+    /// Every candidate job.
+    pub fn jobs(&self) -> Box<dyn Iterator<Item = &Job> + '_> {
+        match self {
+            Candidates::Ordered(heads) => Box::new(heads.iter().map(|(_, job)| job)),
+            Candidates::ByKey(keys) => Box::new(keys.iter().flat_map(|(_, jobs)| jobs.iter().map(|(_, job)| job))),
+        }
+    }
 }
 
 /// Everything a lease of one queue decides from.
@@ -127,11 +146,7 @@ pub fn rotation(
     let keys: Vec<String> = if start.is_empty() {
         unkeyed.into_iter().chain(from_start).collect()
     } else {
-        from_start
-            .into_iter()
-            .chain(unkeyed)
-            .chain(before_start)
-            .collect()
+        from_start.into_iter().chain(unkeyed).chain(before_start).collect()
     };
     keys.into_iter().take(max_keys as usize).collect()
 }
@@ -152,12 +167,20 @@ pub enum FlowWrite {
         key: String,
         tat_ns: i64,
     },
+    /// A resource's breaker and limiter, after a lease or a reported outcome.
+    Resource {
+        tenant_id: TenantId,
+        name: ResourceName,
+        state: ResourceState,
+    },
 }
 
 impl FlowWrite {
     pub fn tenant_id(&self) -> TenantId {
         match self {
-            FlowWrite::Queue { tenant_id, .. } | FlowWrite::KeyRate { tenant_id, .. } => *tenant_id,
+            FlowWrite::Queue { tenant_id, .. }
+            | FlowWrite::KeyRate { tenant_id, .. }
+            | FlowWrite::Resource { tenant_id, .. } => *tenant_id,
         }
     }
 }
@@ -173,18 +196,43 @@ pub struct Admitted {
     pub retry_at: Option<Timestamp>,
 }
 
+/// A resource the candidates name, as a lease loads it: its running jobs
+/// are counted when it has a concurrency limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceLease {
+    pub resource: Resource,
+    pub running: u32,
+}
+
 /// Chooses the jobs a lease of up to `max_jobs` takes from `queues`: each
 /// queue's next admissible job, the best first (priority, then `run_at`,
-/// then FIFO), until the lease is full or no queue admits another. Retries
-/// over their queue's budget are deferred (written as changed jobs).
-pub fn admit(tenant: TenantId, queues: Vec<QueueLease>, max_jobs: u32, now: Timestamp) -> (Admitted, Writes) {
+/// then FIFO), until the lease is full or no queue admits another. A job
+/// whose resource holds it (breaker open, probes taken, concurrency,
+/// rate) stays queued. Retries over their queue's budget are deferred
+/// (written as changed jobs).
+pub fn admit(
+    tenant: TenantId,
+    queues: Vec<QueueLease>,
+    resources: Vec<ResourceLease>,
+    reopens_at: Option<Timestamp>,
+    max_jobs: u32,
+    now: Timestamp,
+) -> (Admitted, Writes) {
     let mut admissions: Vec<Admission> = queues.into_iter().map(|lease| Admission::new(lease, now)).collect();
+    let mut gates = Gates::new(resources, now);
+    if let Some(at) = reopens_at {
+        gates.later(unix_nanos(at));
+    }
     let mut admitted = Admitted::default();
     while admitted.jobs.len() < max_jobs as usize {
         let best = admissions
             .iter_mut()
             .enumerate()
-            .filter_map(|(index, admission)| admission.peek(now).map(|(seq, job)| (index, (*seq, job.clone()))))
+            .filter_map(|(index, admission)| {
+                admission
+                    .peek(now, &mut gates)
+                    .map(|(seq, job)| (index, (*seq, job.clone())))
+            })
             .min_by(|(_, (seq_a, a)), (_, (seq_b, b))| {
                 b.priority
                     .cmp(&a.priority)
@@ -192,13 +240,315 @@ pub fn admit(tenant: TenantId, queues: Vec<QueueLease>, max_jobs: u32, now: Time
                     .then(seq_a.cmp(seq_b))
             });
         let Some((index, _)) = best else { break };
-        admitted.jobs.push(admissions[index].take(now));
+        let job = admissions[index].take(now);
+        gates.take(&job, now);
+        admitted.jobs.push(job);
     }
     let mut writes = Writes::default();
     for admission in admissions {
         admission.finish(tenant, &mut admitted, &mut writes);
     }
+    gates.finish(tenant, &mut admitted, &mut writes);
     (admitted, writes)
+}
+
+/// The resources of one lease: what each still admits as the lease grants.
+struct Gates {
+    gates: HashMap<String, Gate>,
+    retry_at_ns: Option<i64>,
+}
+
+struct Gate {
+    name: ResourceName,
+    config: ResourceConfig,
+    state: ResourceState,
+    before: ResourceState,
+    running: u32,
+}
+
+impl Gates {
+    fn new(resources: Vec<ResourceLease>, now: Timestamp) -> Gates {
+        let gates = resources
+            .into_iter()
+            .map(|ResourceLease { resource, running }| {
+                let state = breaker_at(&resource.config, &resource.state, now);
+                let gate = Gate {
+                    name: resource.name.clone(),
+                    config: resource.config,
+                    before: resource.state,
+                    state,
+                    running,
+                };
+                (resource.name.into_string(), gate)
+            })
+            .collect();
+        Gates {
+            gates,
+            retry_at_ns: None,
+        }
+    }
+
+    fn later(&mut self, at_ns: i64) {
+        self.retry_at_ns = Some(self.retry_at_ns.map_or(at_ns, |earlier| earlier.min(at_ns)));
+    }
+
+    /// Whether `job`'s resource admits it now (a job without one, or whose
+    /// resource is not configured, always passes).
+    fn open(&mut self, job: &Job, now: Timestamp) -> bool {
+        let Some(gate) = job.resource.as_ref().and_then(|name| self.gates.get(name.as_str())) else {
+            return true;
+        };
+        let (config, state, running) = (&gate.config, &gate.state, gate.running);
+        let mut wake = None;
+        let open = match (state.breaker, &config.breaker) {
+            (BreakerState::Open, Some(breaker)) => {
+                wake = state
+                    .opened_at
+                    .and_then(|at| at.saturating_add(Duration::from_secs(breaker.open_secs.into())).ok())
+                    .map(unix_nanos);
+                false
+            }
+            (BreakerState::HalfOpen, Some(breaker)) => state.probes_granted < breaker.half_open_probes,
+            _ => true,
+        } && match config.concurrency {
+            Some(limit) if running >= limit => {
+                wake = Some(unix_nanos(now).saturating_add(CONCURRENCY_RECHECK.as_nanos() as i64));
+                false
+            }
+            _ => true,
+        } && match &config.rate {
+            Some(rate) => match gcra(rate, state.rate_tat_ns, now) {
+                Ok(_) => true,
+                Err(at) => {
+                    wake = Some(at);
+                    false
+                }
+            },
+            None => true,
+        };
+        if let Some(at) = wake {
+            self.later(at);
+        }
+        open
+    }
+
+    /// What granting `job` changes in its resource's state.
+    fn take(&mut self, job: &Job, now: Timestamp) {
+        let Some(gate) = job.resource.as_ref().and_then(|name| self.gates.get_mut(name.as_str())) else {
+            return;
+        };
+        gate.running += 1;
+        if gate.state.breaker == BreakerState::HalfOpen {
+            gate.state.probes_granted += 1;
+        }
+        if let Some(rate) = &gate.config.rate {
+            gate.state.rate_tat_ns = gcra(rate, gate.state.rate_tat_ns, now).ok().or(gate.state.rate_tat_ns);
+        }
+    }
+
+    fn finish(self, tenant_id: TenantId, admitted: &mut Admitted, writes: &mut Writes) {
+        if let Some(at) = self
+            .retry_at_ns
+            .and_then(|ns| Timestamp::from_nanosecond(ns.into()).ok())
+        {
+            admitted.retry_at = Some(admitted.retry_at.map_or(at, |earlier| earlier.min(at)));
+        }
+        let mut gates: Vec<Gate> = self.gates.into_values().collect();
+        gates.sort_by(|a, b| a.name.cmp(&b.name));
+        for gate in gates.into_iter().filter(|gate| gate.state != gate.before) {
+            writes.flow.push(FlowWrite::Resource {
+                tenant_id,
+                name: gate.name,
+                state: gate.state,
+            });
+        }
+    }
+}
+
+/// The resources whose jobs no lease may take now (breaker open, or
+/// half-open with every probe out): a backend leaves their jobs out of the
+/// heads it reads, so they do not crowd out other resources' jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Blocked {
+    pub names: Vec<String>,
+    /// The earliest an open one half-opens: a worker waiting then asks again.
+    pub reopens_at: Option<Timestamp>,
+}
+
+pub fn blocked_resources(resources: &[Resource], now: Timestamp) -> Blocked {
+    let mut blocked = Blocked::default();
+    for resource in resources {
+        let Some(breaker) = &resource.config.breaker else {
+            continue;
+        };
+        let state = breaker_at(&resource.config, &resource.state, now);
+        let held = match state.breaker {
+            BreakerState::Open => {
+                let reopens = state
+                    .opened_at
+                    .and_then(|at| at.saturating_add(Duration::from_secs(breaker.open_secs.into())).ok());
+                if let Some(at) = reopens {
+                    blocked.reopens_at = Some(blocked.reopens_at.map_or(at, |earlier| earlier.min(at)));
+                }
+                true
+            }
+            BreakerState::HalfOpen => state.probes_granted >= breaker.half_open_probes,
+            BreakerState::Closed => false,
+        };
+        if held {
+            blocked.names.push(resource.name.to_string());
+        }
+    }
+    blocked
+}
+
+/// The breaker brought up to `now`: an open breaker whose time is up is
+/// half-open; a closed breaker's window that ended starts again empty.
+pub fn breaker_at(config: &ResourceConfig, state: &ResourceState, now: Timestamp) -> ResourceState {
+    let Some(breaker) = &config.breaker else {
+        return state.clone();
+    };
+    let mut state = state.clone();
+    let after = |at: Timestamp, secs: u32| {
+        at.saturating_add(Duration::from_secs(secs.into()))
+            .unwrap_or(Timestamp::MAX)
+    };
+    match state.breaker {
+        BreakerState::Open if state.opened_at.is_none_or(|at| now >= after(at, breaker.open_secs)) => {
+            state.breaker = BreakerState::HalfOpen;
+            state.probes_granted = 0;
+        }
+        BreakerState::Closed if now >= after(state.window_started_at, breaker.window_secs) => {
+            state.window_started_at = now;
+            state.window_requests = 0;
+            state.window_failures = 0;
+        }
+        _ => {}
+    }
+    state
+}
+
+/// What an ended attempt says about its downstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The job succeeded: the downstream answered.
+    Success,
+    /// The downstream was unavailable, too slow, or refused for load.
+    Failure,
+    /// Says nothing about the downstream (a bug in the job, a lost worker,
+    /// a cancel, a workflow that parked itself).
+    Neutral,
+}
+
+/// The error kinds that count against a job's resource.
+pub const FAILURE_KINDS: [&str; 3] = ["downstream_unavailable", "timeout", "rate_limited"];
+
+pub fn outcome_of(attempt: &Attempt) -> Outcome {
+    match attempt.outcome {
+        AttemptOutcome::Succeeded => Outcome::Success,
+        // The attempt ran past its deadline: the slow downstream of the
+        // checkout story.
+        AttemptOutcome::TimedOut => Outcome::Failure,
+        AttemptOutcome::Failed
+            if attempt
+                .error
+                .as_ref()
+                .and_then(|error| error.kind.as_deref())
+                .is_some_and(|kind| FAILURE_KINDS.contains(&kind)) =>
+        {
+            Outcome::Failure
+        }
+        _ => Outcome::Neutral,
+    }
+}
+
+/// The outcomes `writes` report against resources: one per ended attempt
+/// of a job that names a resource, in order.
+pub fn resource_outcomes(writes: &Writes) -> Vec<(TenantId, ResourceName, Outcome)> {
+    writes
+        .attempts
+        .iter()
+        .filter_map(|ended| {
+            let job = writes.changed_jobs.iter().find(|job| job.id == ended.job_id)?;
+            let resource = job.resource.clone()?;
+            Some((ended.tenant_id, resource, outcome_of(&ended.attempt)))
+        })
+        .collect()
+}
+
+/// The resources' states after `outcomes` (each resource loaded, or
+/// absent when not configured): the writes for those that changed.
+pub fn record_outcomes(
+    resources: Vec<(TenantId, Resource)>,
+    outcomes: &[(TenantId, ResourceName, Outcome)],
+    now: Timestamp,
+) -> Vec<FlowWrite> {
+    let mut writes = Vec::new();
+    for (tenant_id, resource) in resources {
+        let Some(breaker) = &resource.config.breaker else {
+            continue;
+        };
+        let mut state = breaker_at(&resource.config, &resource.state, now);
+        for (_, _, outcome) in outcomes
+            .iter()
+            .filter(|(tenant, name, _)| *tenant == tenant_id && *name == resource.name)
+        {
+            state = after_outcome(breaker, state, *outcome, now);
+        }
+        if state != resource.state {
+            writes.push(FlowWrite::Resource {
+                tenant_id,
+                name: resource.name,
+                state,
+            });
+        }
+    }
+    writes
+}
+
+/// A breaker after one reported outcome.
+fn after_outcome(breaker: &Breaker, mut state: ResourceState, outcome: Outcome, now: Timestamp) -> ResourceState {
+    let open = |mut state: ResourceState| {
+        state.breaker = BreakerState::Open;
+        state.opened_at = Some(now);
+        state.probes_granted = 0;
+        state
+    };
+    match (state.breaker, outcome) {
+        (BreakerState::HalfOpen, Outcome::Neutral) => {
+            // A probe that says nothing frees its place for another.
+            state.probes_granted = state.probes_granted.saturating_sub(1);
+            state
+        }
+        (BreakerState::Closed, Outcome::Success | Outcome::Failure) => {
+            state.window_requests = state.window_requests.saturating_add(1);
+            if outcome == Outcome::Failure {
+                state.window_failures = state.window_failures.saturating_add(1);
+            }
+            let ratio = f64::from(state.window_failures) / f64::from(state.window_requests);
+            if state.window_requests >= breaker.min_requests && ratio >= breaker.failure_ratio {
+                open(state)
+            } else {
+                state
+            }
+        }
+        (BreakerState::HalfOpen, Outcome::Success) => ResourceState {
+            breaker: BreakerState::Closed,
+            opened_at: None,
+            probes_granted: 0,
+            ..ResourceState::fresh(now).with_rate(state.rate_tat_ns)
+        },
+        (BreakerState::HalfOpen, Outcome::Failure) => open(state),
+        // Open: outcomes of leases granted before it opened change nothing.
+        _ => state,
+    }
+}
+
+impl ResourceState {
+    fn with_rate(mut self, rate_tat_ns: Option<i64>) -> ResourceState {
+        self.rate_tat_ns = rate_tat_ns;
+        self
+    }
 }
 
 /// One queue's side of a lease: its candidates, and the rules' state as
@@ -330,7 +680,7 @@ impl Admission {
     /// The next job this queue would grant, without granting it. Retries
     /// over budget met on the way are deferred; keys found held leave the
     /// rotation for this lease.
-    fn peek(&mut self, now: Timestamp) -> Option<&(i64, Job)> {
+    fn peek(&mut self, now: Timestamp, gates: &mut Gates) -> Option<&(i64, Job)> {
         if self.closed || !self.queue_open(now) {
             self.closed = true;
             return None;
@@ -340,6 +690,11 @@ impl Admission {
                 self.rotate_to_open_key(now)?;
             }
             let job = &self.front()?.1;
+            if !gates.open(job, now) {
+                // Its resource holds it: it stays queued.
+                self.pop_front();
+                continue;
+            }
             if !(is_retry(job) && self.state.budget.is_some_and(|(tokens, _)| tokens < 1.0)) {
                 break;
             }
@@ -576,6 +931,85 @@ pub fn set_policy(
     Ok((policy, draft))
 }
 
+/// Creates a resource or replaces its configuration, keeping its breaker
+/// state: the resource to store and the audit record of the change.
+pub fn put_resource(
+    name: &ResourceName,
+    existing: Option<Resource>,
+    config: ResourceConfig,
+    now: Timestamp,
+) -> Result<(Resource, steadfast_core::audit::Draft), StoreError> {
+    config.validate().map_err(StoreError::Invalid)?;
+    let before = existing.as_ref().map(|resource| &resource.config);
+    let draft = crate::audit::drafts::resource_set(name, before, &config);
+    let resource = match existing {
+        Some(existing) => Resource {
+            config,
+            updated_at: now,
+            ..existing
+        },
+        None => Resource {
+            name: name.clone(),
+            config,
+            state: ResourceState::fresh(now),
+            created_at: now,
+            updated_at: now,
+        },
+    };
+    Ok((resource, draft))
+}
+
+/// Which of a queue's ready jobs its rules hold now, and why (each job
+/// under its first reason; see [`Held`]).
+pub fn held(flow: &QueueFlow, counts: &ReadyCounts, now: Timestamp) -> Held {
+    let policy = &flow.policy;
+    let mut left = counts.queued;
+    let mut take = |n: u64| {
+        let n = n.min(left);
+        left -= n;
+        n
+    };
+    let mut held = Held::default();
+    if policy.paused {
+        held.paused = take(u64::MAX);
+        return held;
+    }
+    held.breaker_open = take(counts.of_blocked_resources);
+    if policy
+        .concurrency
+        .is_some_and(|limit| counts.running >= u64::from(limit))
+    {
+        held.concurrency = take(u64::MAX);
+    }
+    held.key_concurrency = take(counts.of_saturated_keys);
+    let queue_rate_held = policy
+        .rate
+        .is_some_and(|rate| gcra(&rate, flow.state.rate_tat_ns, now).is_err());
+    held.rate = take(if queue_rate_held {
+        u64::MAX
+    } else {
+        counts.of_rate_held_keys
+    });
+    if let Some(budget) = &policy.retry_budget
+        && balance(budget, flow.state.budget, now) < 1.0
+    {
+        held.retry_budget = take(counts.retries);
+    }
+    held
+}
+
+/// The keys whose rate admits no lease at `now`, of those with a stored
+/// arrival time.
+pub fn rate_held_keys(policy: &QueuePolicy, tats: Vec<(String, i64)>, now: Timestamp) -> Vec<String> {
+    let Some(rate) = &policy.key_rate else {
+        return Vec::new();
+    };
+    tats.into_iter()
+        .filter(|(_, tat)| gcra(rate, Some(*tat), now).is_err())
+        .map(|(key, _)| key)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -635,7 +1069,7 @@ mod tests {
     fn queue_state(writes: &Writes) -> Option<QueueFlowState> {
         writes.flow.iter().find_map(|write| match write {
             FlowWrite::Queue { state, .. } => Some(state.clone()),
-            FlowWrite::KeyRate { .. } => None,
+            FlowWrite::KeyRate { .. } | FlowWrite::Resource { .. } => None,
         })
     }
 
@@ -701,7 +1135,7 @@ mod tests {
             let mut lease = lease_of(policy, QueueFlowState::default(), Candidates::ByKey(by_key));
             lease.running = running;
             lease.key_running = key_running.clone();
-            let (admitted, _) = admit(tenant(), vec![lease], max_jobs, t0());
+            let (admitted, _) = admit(tenant(), vec![lease], Vec::new(), None, max_jobs, t0());
             prop_assert!(admitted.jobs.len() <= max_jobs as usize);
             if let Some(limit) = concurrency {
                 prop_assert!(admitted.jobs.len() as u32 <= limit.saturating_sub(running));
@@ -745,7 +1179,7 @@ mod tests {
                     })
                     .collect();
                 let lease = lease_of(policy.clone(), state.clone(), Candidates::ByKey(rotation));
-                let (admitted, writes) = admit(tenant(), vec![lease], size, t0());
+                let (admitted, writes) = admit(tenant(), vec![lease], Vec::new(), None, size, t0());
                 prop_assert_eq!(admitted.jobs.len(), size as usize);
                 for job in &admitted.jobs {
                     *taken.entry(job.flow_key.as_ref().unwrap().to_string()).or_default() += 1;
@@ -771,7 +1205,7 @@ mod tests {
         };
         let heads = (0..5).map(|n| job(n, "", false)).collect();
         let lease = lease_of(policy, QueueFlowState::default(), Candidates::Ordered(heads));
-        let (admitted, writes) = admit(tenant(), vec![lease], 10, t0());
+        let (admitted, writes) = admit(tenant(), vec![lease], Vec::new(), None, 10, t0());
         assert!(admitted.jobs.is_empty());
         assert_eq!(writes, Writes::default());
     }
@@ -806,7 +1240,7 @@ mod tests {
                 job(n, "", false)
             }));
             let lease = lease_of(policy.clone(), state.clone(), Candidates::Ordered(heads));
-            let (admitted, writes) = admit(tenant(), vec![lease], 100, after(step * 100));
+            let (admitted, writes) = admit(tenant(), vec![lease], Vec::new(), None, 100, after(step * 100));
             firsts += admitted.jobs.iter().filter(|job| !is_retry(job)).count() as u32;
             retries += admitted.jobs.iter().filter(|job| is_retry(job)).count() as u32;
             deferred += admitted.deferred.iter().map(|(_, n)| n).sum::<u32>();

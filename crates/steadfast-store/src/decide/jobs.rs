@@ -8,7 +8,7 @@ use steadfast_core::lifecycle::{self, Failure, Fingerprint, Rejection, Transitio
 use steadfast_core::retry::jitter_sample;
 use steadfast_core::{Attempt, IdempotencyKey, Job, JobId, Step, StepState, TenantId, Timestamp};
 
-use super::flow::{self, Admitted, QueueLease};
+use super::flow::{self, Admitted, Blocked, QueueLease, ResourceLease};
 use super::{Decision, LiveKey, Writes};
 use crate::audit::drafts;
 use crate::{Completing, Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, RetryPlan, StoreError};
@@ -92,9 +92,11 @@ pub fn lease(
     tenant: TenantId,
     request: &LeaseRequest,
     queues: Vec<QueueLease>,
+    resources: Vec<ResourceLease>,
+    blocked: &Blocked,
     now: Timestamp,
 ) -> Result<Decision<Admitted>, StoreError> {
-    let (mut admitted, mut writes) = flow::admit(tenant, queues, request.max_jobs, now);
+    let (mut admitted, mut writes) = flow::admit(tenant, queues, resources, blocked.reopens_at, request.max_jobs, now);
     let mut leased = Vec::with_capacity(admitted.jobs.len());
     for before in std::mem::take(&mut admitted.jobs) {
         let job = lifecycle::lease(&before, request.grant(&before), now)?;
