@@ -33,6 +33,9 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<()> {
         priority: args.priority,
         flow_key: None,
         resource: None,
+        singleton: None,
+        debounce_ms: None,
+        debounce_max_ms: None,
     };
     let enqueued = client(&args.client)?.enqueue(&request).await?;
     if enqueued.replayed {

@@ -254,6 +254,8 @@ pub struct Job {
     pub flow_key: Option<FlowKey>,
     /// The downstream this job calls, whose limits and breaker hold it.
     pub resource: Option<ResourceName>,
+    /// At most one unfinished job of the queue has this key.
+    pub singleton_key: Option<FlowKey>,
     /// Present exactly while `state` is `Running`.
     pub lease: Option<Lease>,
     /// Present exactly while `state` is `Waiting`.

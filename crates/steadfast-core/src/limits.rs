@@ -37,6 +37,8 @@ pub struct Limits {
     pub dedup_window: Duration,
     /// Longest stored error message; longer ones are cut at a character boundary.
     pub max_error_message_bytes: usize,
+    /// Longest `debounce_ms` and `debounce_max_ms`.
+    pub max_debounce: Duration,
     /// Longest wait a failure may ask for before the job's next attempt (`retry_after_ms`).
     pub max_retry_after: Duration,
     /// Deepest nesting of arrays and objects in a payload or output. Deeper
@@ -65,6 +67,7 @@ impl Default for Limits {
             max_error_message_bytes: 4096,
             max_json_depth: 64,
             max_retry_after: Duration::from_secs(24 * 3600),
+            max_debounce: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -35,18 +35,6 @@ async fn live_keys(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    // Volatile functions in the select list run after the sort.
-    tx.execute(
-        &statement(
-            tx,
-            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended($1 || '/' || k, 0) AS h \
-             FROM unnest($2::text[]) AS k) AS hashes ORDER BY h",
-        )
-        .await?,
-        &[&tenant.0.to_string(), &keys],
-    )
-    .await
-    .map_err(pg_error)?;
     let claims = tx
         .query(
             &statement(
@@ -76,6 +64,64 @@ async fn live_keys(
             })
         })
         .collect()
+}
+
+/// Locks, for the transaction, every idempotency key and singleton key
+/// `jobs` carry, in one order (so batches never wait on each other in a
+/// cycle): a concurrent enqueue with the same key waits here until this
+/// one commits, then sees its claim or its job, so concurrent duplicates
+/// create one job.
+async fn lock_keys(tx: &Transaction, tenant: TenantId, jobs: &[NewJob]) -> Result<(), StoreError> {
+    let mut locks: Vec<String> = Vec::new();
+    for new in jobs {
+        if let Some((key, _)) = &new.spec.idempotency {
+            locks.push(key.as_str().to_owned());
+        }
+        if let Some(singleton) = &new.spec.singleton {
+            // Idempotency keys hold no spaces: these never name one.
+            locks.push(format!("singleton {} {}", new.spec.queue, singleton.key));
+        }
+    }
+    if locks.is_empty() {
+        return Ok(());
+    }
+    // Volatile functions in the select list run after the sort.
+    tx.execute(
+        &statement(
+            tx,
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended($1 || '/' || k, 0) AS h \
+             FROM unnest($2::text[]) AS k) AS hashes ORDER BY h",
+        )
+        .await?,
+        &[&tenant.0.to_string(), &locks],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// The unfinished jobs of the singleton keys `jobs` carry.
+async fn live_singletons(tx: &Transaction, tenant: TenantId, jobs: &[NewJob]) -> Result<Vec<Job>, StoreError> {
+    let (queues, keys): (Vec<&str>, Vec<&str>) = jobs
+        .iter()
+        .filter_map(|new| {
+            let singleton = new.spec.singleton.as_ref()?;
+            Some((new.spec.queue.as_str(), singleton.key.as_str()))
+        })
+        .unzip();
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 \
+         AND (queue, singleton_key) IN (SELECT * FROM unnest($2::text[], $3::text[])) \
+         AND singleton_key IS NOT NULL AND state IN ('scheduled', 'queued', 'running', 'waiting')"
+    );
+    let rows = tx
+        .query(&statement(tx, &sql).await?, &[&tenant.0, &queues, &keys])
+        .await
+        .map_err(pg_error)?;
+    rows.iter().map(|row| job_from_row(row).map(|(_, job)| job)).collect()
 }
 
 /// A queue's heads, locked (other nodes' leases skip them).
@@ -184,8 +230,10 @@ impl JobStore for PostgresStore {
     ) -> Result<Vec<Enqueued>, StoreError> {
         let (filter, tenant) = (self.filter, scope.tenant_id());
         self.decided(Some(scope), Durability::Durable, now, async |tx| {
+            lock_keys(tx, tenant, &jobs).await?;
             let live = live_keys(tx, filter, tenant, &jobs, now).await?;
-            decide::enqueue(tenant, jobs, live, dedup_window, now)
+            let singletons = live_singletons(tx, tenant, &jobs).await?;
+            decide::enqueue(tenant, jobs, live, singletons, dedup_window, now)
         })
         .await
     }

@@ -4,7 +4,7 @@
 use crate::Transaction;
 use steadfast_core::{TenantId, Timestamp};
 use steadfast_store::StoreError;
-use steadfast_store::decide::{Author, ClaimedKey, Writes};
+use steadfast_store::decide::{Author, ClaimedKey, PayloadWrite, Writes};
 
 use crate::audit::append;
 use crate::flow::{record_outcomes, save_flows};
@@ -43,6 +43,7 @@ pub(crate) async fn persist(
                 insert_signal(tx, signal).await?;
             }
             claim_keys(tx, owner, &writes.keys, now).await?;
+            save_payloads(tx, owner, &writes.payloads).await?;
             save_flows(tx, owner, &writes.flow).await
         };
         let audit = append(tx, owner, &author.actor, author.request_id.as_deref(), now, drafts);
@@ -56,6 +57,29 @@ pub(crate) async fn persist(
             (rows, audit) => rows.and(audit),
         }?;
     }
+    Ok(())
+}
+
+/// The payloads singleton enqueues replaced, in one statement.
+async fn save_payloads(tx: &Transaction, tenant: TenantId, payloads: &[PayloadWrite]) -> Result<(), StoreError> {
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        &statement(
+            tx,
+            "UPDATE jobs SET payload = u.payload FROM unnest($2::uuid[], $3::text[]) AS u(id, payload) \
+             WHERE jobs.tenant_id = $1 AND jobs.id = u.id",
+        )
+        .await?,
+        &[
+            &tenant.0,
+            &payloads.iter().map(|p| p.job_id.0).collect::<Vec<_>>(),
+            &payloads.iter().map(|p| p.payload.as_str()).collect::<Vec<_>>(),
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
     Ok(())
 }
 

@@ -21,6 +21,9 @@ pub type Json = Box<RawValue>;
 
 /// Request header that marks a response replayed from an idempotency key.
 pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
+/// On a `200` to an enqueue with a singleton key that already had an
+/// unfinished job: `skipped` or `replaced`.
+pub const SINGLETON_HEADER: &str = "steadfast-singleton";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +105,41 @@ pub struct EnqueueRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub resource: Option<String>,
+    /// At most one unfinished job of the queue per `singleton.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub singleton: Option<SingletonRequest>,
+    /// With a singleton: run the job only once no enqueue of its key came
+    /// for this long (1 to 86400000 ms); the last payload wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    pub debounce_ms: Option<i64>,
+    /// With `debounce_ms`: never later than this after the first enqueue
+    /// (at least `debounce_ms`, at most 86400000; default 10 × `debounce_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    pub debounce_max_ms: Option<i64>,
+}
+
+/// What an enqueue does when its singleton key already has an unfinished job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SingletonMode {
+    /// Answer `200` with the existing job (the default without a debounce).
+    Skip,
+    /// Give the existing job, while it has not started, this payload (the
+    /// default, and the only mode, with a debounce). A job that already
+    /// runs is refused with `409 singleton_running`.
+    Replace,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SingletonRequest {
+    /// 1–128 bytes, no control characters.
+    #[schema(min_length = 1, max_length = 128)]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SingletonMode>,
 }
 
 /// `POST /v1/jobs/batch`: all jobs are created, or none.
@@ -124,6 +162,10 @@ pub struct BatchItem {
     pub job: Job,
     /// The idempotency key matched an earlier request; `job` is its job.
     pub replayed: bool,
+    /// `skipped` or `replaced`: the singleton key had an unfinished job,
+    /// and `job` is that job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub singleton: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -169,6 +211,8 @@ pub struct Job {
     pub flow_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub singleton_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -505,13 +549,14 @@ pub enum ErrorCode {
     QuotaExceeded,
     SignatureInvalid,
     TimestampOutOfTolerance,
+    SingletonRunning,
     /// A code this build does not know (from a newer server). Never sent.
     #[serde(other, skip_serializing)]
     Unknown,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::MalformedJson,
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthorized,
@@ -534,6 +579,7 @@ impl ErrorCode {
         ErrorCode::QuotaExceeded,
         ErrorCode::SignatureInvalid,
         ErrorCode::TimestampOutOfTolerance,
+        ErrorCode::SingletonRunning,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -560,6 +606,7 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::SignatureInvalid => "signature_invalid",
             ErrorCode::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
+            ErrorCode::SingletonRunning => "singleton_running",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -572,7 +619,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::LeaseLost | ErrorCode::InvalidState => 409,
+            ErrorCode::LeaseLost | ErrorCode::InvalidState | ErrorCode::SingletonRunning => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::ValidationFailed

@@ -34,6 +34,9 @@ async fn main() -> anyhow::Result<()> {
             priority: None,
             flow_key: None,
             resource: None,
+            singleton: None,
+            debounce_ms: None,
+            debounce_max_ms: None,
         })
         .await?
         .job;

@@ -26,6 +26,9 @@
 //!         priority: None,
 //!         flow_key: None,
 //!         resource: None,
+//!         singleton: None,
+//!         debounce_ms: None,
+//!         debounce_max_ms: None,
 //!     })
 //!     .await?;
 //! println!("{} is {:?}", job.job.id, job.job.state);

@@ -18,6 +18,7 @@ on_both_backends!(
     resources_are_configured_read_listed_and_deleted,
     a_failure_may_ask_for_a_wait_and_a_rate_limit_spends_no_attempt,
     the_flow_metrics_show_held_jobs_breakers_and_deferred_retries,
+    singletons_answer_with_their_job_and_refuse_a_replace_once_it_runs,
 );
 
 async fn put(server: &TestServer, path: &str, key: &str, body: Value) -> common::Response {
@@ -387,4 +388,81 @@ async fn the_flow_metrics_show_held_jobs_breakers_and_deferred_retries(backend: 
         metrics.contains(r#"steadfast_breaker_state{resource="smtp"} 0"#),
         "{metrics}"
     );
+}
+
+async fn singletons_answer_with_their_job_and_refuse_a_replace_once_it_runs(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let worker = server.key("acme", Role::Worker).await;
+    let body = |v: u32, mode: &str| json!({"queue": "sync", "payload": {"v": v}, "singleton": {"key": "acct-1", "mode": mode}});
+    let created = server.post("/v1/jobs", &admin, body(1, "skip")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let skipped = server.post("/v1/jobs", &admin, body(2, "skip")).await;
+    assert_eq!(skipped.status, StatusCode::OK);
+    assert_eq!(skipped.headers["steadfast-singleton"], "skipped");
+    assert_eq!(skipped.json()["id"], created.json()["id"]);
+    assert_eq!(skipped.json()["payload"], json!({"v": 1}));
+    assert_eq!(skipped.json()["singleton_key"], "acct-1");
+    let replaced = server.post("/v1/jobs", &admin, body(3, "replace")).await;
+    assert_eq!(replaced.headers["steadfast-singleton"], "replaced");
+    assert_eq!(replaced.json()["payload"], json!({"v": 3}));
+
+    server.lease_one(&worker, "sync", "w").await;
+    let refused = server.post("/v1/jobs", &admin, body(4, "replace")).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+    assert_eq!(refused.code(), "singleton_running");
+    let batch = server
+        .post(
+            "/v1/jobs/batch",
+            &admin,
+            json!({"jobs": [{"queue": "other", "payload": {}}, body(5, "replace")]}),
+        )
+        .await;
+    assert_eq!(batch.status, StatusCode::CONFLICT, "{}", batch.text);
+    assert!(batch.text.contains("jobs[1]"), "{}", batch.text);
+    assert_eq!(server.job_count(&admin).await, 1, "a refused batch creates nothing");
+
+    for (bad, field) in [
+        (json!({"queue": "q", "payload": {}, "debounce_ms": 100}), "debounce_ms"),
+        (
+            json!({"queue": "q", "payload": {}, "singleton": {"key": "k", "mode": "skip"}, "debounce_ms": 100}),
+            "singleton.mode",
+        ),
+        (
+            json!({"queue": "q", "payload": {}, "singleton": {"key": "k"}, "debounce_ms": 100, "debounce_max_ms": 50}),
+            "debounce_max_ms",
+        ),
+        (
+            json!({"queue": "q", "payload": {}, "singleton": {"key": ""}}),
+            "singleton.key",
+        ),
+        (
+            json!({"queue": "q", "payload": {}, "singleton": {"key": "k"}, "debounce_ms": 100, "run_at": "2030-01-01T00:00:00Z"}),
+            "run_at",
+        ),
+        (
+            json!({"queue": "q", "payload": {}, "singleton": {"key": "k", "mode": "merge"}}),
+            "",
+        ),
+    ] {
+        let response = server.post("/v1/jobs", &admin, bad.clone()).await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            response.text
+        );
+        assert!(response.text.contains(field), "{bad}: {}", response.text);
+    }
+    let debounced = server
+        .post(
+            "/v1/jobs",
+            &admin,
+            json!({"queue": "d", "payload": {}, "singleton": {"key": "k"}, "debounce_ms": 5000}),
+        )
+        .await
+        .json();
+    assert_eq!(debounced["state"], "scheduled");
+    let run_at: jiff::Timestamp = debounced["run_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(run_at, common::t0() + jiff::SignedDuration::from_secs(5));
 }

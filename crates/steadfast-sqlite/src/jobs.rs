@@ -90,6 +90,33 @@ fn list_in(conn: &Connection, tenant_id: TenantId, query: JobQuery) -> Result<Jo
     Ok(JobPage::from_rows(found, query.limit))
 }
 
+/// The unfinished jobs of the singleton keys `jobs` carry (one seek of
+/// `jobs_singletons` each).
+fn live_singletons(conn: &Connection, tenant: TenantId, jobs: &[NewJob]) -> Result<Vec<Job>, StoreError> {
+    let mut found = Vec::new();
+    for new in jobs {
+        let Some(singleton) = &new.spec.singleton else {
+            continue;
+        };
+        let job = conn
+            .prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = ?1 AND queue = ?2 AND singleton_key = ?3 \
+                 AND state IN ('scheduled', 'queued', 'running', 'waiting')"
+            ))
+            .and_then(|mut select| {
+                select
+                    .query_row(
+                        params![tenant.to_string(), new.spec.queue.as_str(), singleton.key.as_str()],
+                        job_from_row,
+                    )
+                    .optional()
+            })
+            .map_err(sqlite_error)?;
+        found.extend(job.map(|(_, job)| job));
+    }
+    Ok(found)
+}
+
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn enqueue(
@@ -102,7 +129,8 @@ impl JobStore for SqliteStore {
         let tenant = scope.tenant_id();
         self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
             let live = live_keys(conn, tenant, &jobs, now)?;
-            decide::enqueue(tenant, jobs, live, dedup_window, now)
+            let singletons = live_singletons(conn, tenant, &jobs)?;
+            decide::enqueue(tenant, jobs, live, singletons, dedup_window, now)
         })
         .await
     }

@@ -36,6 +36,11 @@ pub(crate) fn persist(conn: &Connection, writes: &Writes, author: &Author, now: 
     for key in &writes.keys {
         claim_key(conn, key)?;
     }
+    for write in &writes.payloads {
+        conn.prepare_cached("UPDATE jobs SET payload = ?2 WHERE id = ?1")
+            .and_then(|mut update| update.execute(params![write.job_id.to_string(), write.payload]))
+            .map_err(sqlite_error)?;
+    }
     for write in &writes.flow {
         save_flow(conn, write)?;
     }

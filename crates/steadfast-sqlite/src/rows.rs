@@ -53,7 +53,7 @@ pub const JOB_COLUMNS: &str = "seq, id, tenant_id, queue, payload, state, priori
      uncounted_attempts, max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, \
      lease_started_at, lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, \
      created_at, updated_at, finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent, \
-     flow_key, resource";
+     flow_key, resource, singleton_key";
 
 fn wait_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Wait>> {
     let Some(step) = row.get::<_, Option<String>>(25)? else {
@@ -139,6 +139,10 @@ pub fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
             .get::<_, Option<String>>(32)?
             .map(|r| parsed(r, ResourceName::new))
             .transpose()?,
+        singleton_key: row
+            .get::<_, Option<String>>(33)?
+            .map(|k| parsed(k, FlowKey::new))
+            .transpose()?,
     };
     Ok((row.get(0)?, job))
 }
@@ -149,9 +153,9 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
         "INSERT INTO jobs (id, tenant_id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
          max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, lease_started_at, \
          lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, created_at, updated_at, \
-         finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent, flow_key, resource) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
-         ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
+         finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent, flow_key, resource, \
+         singleton_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+         ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
     )
     .and_then(|mut insert| {
         let (wait_step, wait_signal, wait_until) = wait_columns(job);
@@ -188,6 +192,7 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
             job.traceparent,
             job.flow_key.as_ref().map(|k| k.as_str()),
             job.resource.as_ref().map(|r| r.as_str()),
+            job.singleton_key.as_ref().map(|k| k.as_str()),
         ])
     })
     .map_err(sqlite_error)?;

@@ -292,6 +292,16 @@ pub mod drafts {
         job_summary(action, after, &summary)
     }
 
+    /// A singleton enqueue gave the key's waiting job a new payload.
+    pub fn job_payload_replaced(before: &Job, after: &Job) -> Draft {
+        transition(
+            "job.payload_replaced",
+            before,
+            after,
+            json!({ "payload": stored_json(&after.payload) }),
+        )
+    }
+
     pub fn job_retried(before: &Job, after: &Job) -> Draft {
         transition("job.retried", before, after, json!({}))
     }

@@ -18,6 +18,10 @@ pub enum StoreError {
     IdempotencyKeyReused { index: usize },
     #[error("already exists")]
     AlreadyExists,
+    /// Batch item `index` would replace the payload of its singleton key's
+    /// job, which has already started.
+    #[error("the singleton's job has started; its payload can no longer change (item {index})")]
+    SingletonRunning { index: usize },
     /// The tenant holds as many unfinished jobs as it may.
     #[error("the tenant may hold at most {limit} unfinished jobs")]
     QuotaExceeded { limit: u64 },

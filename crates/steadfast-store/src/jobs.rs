@@ -19,6 +19,41 @@ pub struct Enqueued {
     pub job: Job,
     /// The idempotency key matched an earlier request: `job` is that request's job.
     pub replayed: bool,
+    /// The singleton key had an unfinished job: `job` is that job, skipped
+    /// to or given the new payload.
+    pub singleton: Option<SingletonOutcome>,
+}
+
+/// What a singleton enqueue did with the key's unfinished job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SingletonOutcome {
+    Skipped,
+    Replaced,
+}
+
+impl SingletonOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SingletonOutcome::Skipped => "skipped",
+            SingletonOutcome::Replaced => "replaced",
+        }
+    }
+}
+
+impl Enqueued {
+    /// An earlier request's job, answered again.
+    pub fn replayed(job: Job) -> Enqueued {
+        Enqueued {
+            job,
+            replayed: true,
+            singleton: None,
+        }
+    }
+
+    /// Whether this enqueue made a new job.
+    pub fn created(&self) -> bool {
+        !self.replayed && self.singleton.is_none()
+    }
 }
 
 /// A job after a transition, and the attempt that transition ended (if any):

@@ -53,7 +53,7 @@ pub use inbox::{
 };
 pub use jobs::{
     Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, Leased, LeasedJob,
-    NewJob, RetryPlan, SignalRecord,
+    NewJob, RetryPlan, SignalRecord, SingletonOutcome,
 };
 pub use keys::{ApiKeyInfo, KeyStore, LAST_USED_RESOLUTION, NewApiKey, StoredKey};
 pub use limits::{LimitStore, PruneCutoffs, QueueRetention, Retention, TenantLimits};

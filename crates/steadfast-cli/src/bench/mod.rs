@@ -192,6 +192,9 @@ fn request(queue: &str, i: impl TryInto<i64>) -> wire::EnqueueRequest {
         priority: None,
         flow_key: None,
         resource: None,
+        singleton: None,
+        debounce_ms: None,
+        debounce_max_ms: None,
     }
 }
 

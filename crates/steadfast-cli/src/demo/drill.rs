@@ -180,6 +180,9 @@ pub async fn run(args: ClaimsArgs) -> anyhow::Result<()> {
                     priority: None,
                     flow_key: None,
                     resource: None,
+                    singleton: None,
+                    debounce_ms: None,
+                    debounce_max_ms: None,
                 }
             })
             .collect();

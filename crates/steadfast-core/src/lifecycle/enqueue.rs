@@ -22,6 +22,35 @@ pub struct EnqueueRequest {
     pub traceparent: Option<String>,
     pub flow_key: Option<String>,
     pub resource: Option<String>,
+    /// A singleton key, with its mode (`skip` or `replace`) if given.
+    pub singleton: Option<(String, Option<String>)>,
+    pub debounce_ms: Option<i64>,
+    pub debounce_max_ms: Option<i64>,
+}
+
+/// What an enqueue does when its singleton key already has an unfinished job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SingletonMode {
+    /// Keep the existing job; answer with it.
+    Skip,
+    /// Give the existing job (while it has not started) this payload.
+    Replace,
+}
+
+/// Waits for enqueues of one singleton key to stop: the job runs `wait`
+/// after the last one, and never later than `max` after the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Debounce {
+    pub wait: Duration,
+    pub max: Duration,
+}
+
+/// At most one unfinished job per key in a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Singleton {
+    pub key: FlowKey,
+    pub mode: SingletonMode,
+    pub debounce: Option<Debounce>,
 }
 
 /// A validated enqueue request.
@@ -37,6 +66,7 @@ pub struct JobSpec {
     pub traceparent: Option<String>,
     pub flow_key: Option<FlowKey>,
     pub resource: Option<ResourceName>,
+    pub singleton: Option<Singleton>,
 }
 
 /// A request field that is out of bounds; safe to show to the client.
@@ -120,6 +150,13 @@ impl EnqueueRequest {
             .map(ResourceName::new)
             .transpose()
             .map_err(invalid_name("resource"))?;
+        let singleton = singleton(
+            self.singleton,
+            self.debounce_ms,
+            self.debounce_max_ms,
+            self.run_at,
+            limits,
+        )?;
         let traceparent = self.traceparent.filter(|tp| valid_traceparent(tp));
         Ok(JobSpec {
             traceparent,
@@ -132,9 +169,70 @@ impl EnqueueRequest {
             priority,
             flow_key,
             resource,
+            singleton,
         })
     }
 }
+
+/// The singleton an enqueue asks for, checked: a debounce needs a
+/// singleton key, replaces the payload, and sets the run time itself.
+fn singleton(
+    singleton: Option<(String, Option<String>)>,
+    debounce_ms: Option<i64>,
+    debounce_max_ms: Option<i64>,
+    run_at: Option<Timestamp>,
+    limits: &Limits,
+) -> Result<Option<Singleton>, InvalidRequest> {
+    let invalid = |field, problem: &str| InvalidRequest {
+        field,
+        problem: problem.to_owned(),
+    };
+    let Some((key, mode)) = singleton else {
+        if debounce_ms.is_some() || debounce_max_ms.is_some() {
+            return Err(invalid("debounce_ms", "needs a singleton key"));
+        }
+        return Ok(None);
+    };
+    let key = FlowKey::new(key).map_err(|e| InvalidRequest {
+        field: "singleton.key",
+        problem: e.problem,
+    })?;
+    let max_ms = limits.max_debounce.as_millis() as i64;
+    let debounce = match (debounce_ms, debounce_max_ms) {
+        (None, None) => None,
+        (None, Some(_)) => return Err(invalid("debounce_max_ms", "needs debounce_ms")),
+        (Some(wait), max) => {
+            if run_at.is_some() {
+                return Err(invalid("run_at", "a debounced job runs when its enqueues stop"));
+            }
+            let wait = in_range("debounce_ms", wait, 1, max_ms)?;
+            let max = match max {
+                Some(max) => in_range("debounce_max_ms", max, wait, max_ms)?,
+                None => wait.saturating_mul(DEFAULT_DEBOUNCE_MAX_FACTOR).min(max_ms),
+            };
+            Some(Debounce {
+                wait: Duration::from_millis(wait as u64),
+                max: Duration::from_millis(max as u64),
+            })
+        }
+    };
+    let mode = match (mode.as_deref(), debounce) {
+        (None, None) | (Some("skip"), None) => SingletonMode::Skip,
+        (None, Some(_)) | (Some("replace"), _) => SingletonMode::Replace,
+        (Some("skip"), Some(_)) => {
+            return Err(invalid(
+                "singleton.mode",
+                "a debounce keeps the last payload: use replace",
+            ));
+        }
+        (Some(_), _) => return Err(invalid("singleton.mode", "must be skip or replace")),
+    };
+    Ok(Some(Singleton { key, mode, debounce }))
+}
+
+/// Without `debounce_max_ms`, a debounced job waits at most this many
+/// times its `debounce_ms` (within [`Limits::max_debounce`]).
+pub const DEFAULT_DEBOUNCE_MAX_FACTOR: i64 = 10;
 
 /// `00-<32 hex>-<16 hex>-<2 hex>`, not all zeros.
 fn valid_traceparent(value: &str) -> bool {
@@ -147,7 +245,11 @@ fn valid_traceparent(value: &str) -> bool {
 
 /// The job a validated request creates. A `run_at` in the future makes it `scheduled`.
 pub fn new_job(id: JobId, tenant_id: TenantId, spec: JobSpec, now: Timestamp) -> Job {
-    let run_at = spec.run_at.unwrap_or(now);
+    let debounced = spec.singleton.as_ref().and_then(|singleton| singleton.debounce);
+    let run_at = match debounced {
+        Some(debounce) => now.saturating_add(debounce.wait).unwrap_or(Timestamp::MAX),
+        None => spec.run_at.unwrap_or(now),
+    };
     Job {
         id,
         tenant_id,
@@ -167,6 +269,7 @@ pub fn new_job(id: JobId, tenant_id: TenantId, spec: JobSpec, now: Timestamp) ->
         idempotency_key: spec.idempotency.map(|(key, _)| key),
         flow_key: spec.flow_key,
         resource: spec.resource,
+        singleton_key: spec.singleton.map(|singleton| singleton.key),
         lease: None,
         wait: None,
         parent: None,
@@ -177,4 +280,38 @@ pub fn new_job(id: JobId, tenant_id: TenantId, spec: JobSpec, now: Timestamp) ->
         updated_at: now,
         finished_at: None,
     }
+}
+
+/// A singleton enqueue meets the key's unfinished job, `existing`: in
+/// `replace` mode the job takes the new payload, and a debounce moves its
+/// run time to `wait` from now, never past `max` from its first enqueue.
+/// Only a job that has not started can change (`InvalidState` otherwise).
+pub fn replace_payload(
+    existing: &Job,
+    payload: String,
+    debounce: Option<Debounce>,
+    now: Timestamp,
+) -> Result<Job, super::Rejection> {
+    if !matches!(existing.state, JobState::Scheduled | JobState::Queued) {
+        return Err(super::Rejection::InvalidState {
+            state: existing.state,
+            action: "replace the payload of",
+        });
+    }
+    let mut next = existing.clone();
+    next.payload = payload;
+    next.updated_at = now;
+    if let Some(debounce) = debounce {
+        let latest = existing
+            .created_at
+            .saturating_add(debounce.max)
+            .unwrap_or(Timestamp::MAX);
+        next.run_at = now.saturating_add(debounce.wait).unwrap_or(Timestamp::MAX).min(latest);
+        next.state = if next.run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Queued
+        };
+    }
+    Ok(next)
 }

@@ -17,7 +17,10 @@ mod wait;
 
 pub use cancel::cancel;
 pub use complete::complete;
-pub use enqueue::{EnqueueRequest, Fingerprint, InvalidRequest, JobSpec, new_job};
+pub use enqueue::{
+    DEFAULT_DEBOUNCE_MAX_FACTOR, Debounce, EnqueueRequest, Fingerprint, InvalidRequest, JobSpec, Singleton,
+    SingletonMode, new_job, replace_payload,
+};
 pub use expire::expire;
 pub use fail::{Failure, MAX_UNCOUNTED_ATTEMPTS, RATE_LIMITED, fail};
 pub use heartbeat::heartbeat;

@@ -24,6 +24,7 @@ fn fresh_job(max_attempts: u32, timeout_secs: u64) -> Job {
         traceparent: None,
         flow_key: None,
         resource: None,
+        singleton: None,
     };
     new_job(JobId(uuid::Uuid::nil()), TenantId(uuid::Uuid::nil()), spec, start())
 }

@@ -91,6 +91,15 @@ pub fn job_spec(
         traceparent,
         flow_key: request.flow_key,
         resource: request.resource,
+        singleton: request.singleton.map(|singleton| {
+            let mode = singleton.mode.map(|mode| match mode {
+                wire::SingletonMode::Skip => "skip".to_owned(),
+                wire::SingletonMode::Replace => "replace".to_owned(),
+            });
+            (singleton.key, mode)
+        }),
+        debounce_ms: request.debounce_ms,
+        debounce_max_ms: request.debounce_max_ms,
     };
     Ok(request.validate(limits, fingerprint, now)?)
 }
@@ -160,6 +169,7 @@ pub fn job(job: &Job) -> Result<wire::Job, ApiError> {
         idempotency_key: job.idempotency_key.as_ref().map(ToString::to_string),
         flow_key: job.flow_key.as_ref().map(ToString::to_string),
         resource: job.resource.as_ref().map(ToString::to_string),
+        singleton_key: job.singleton_key.as_ref().map(ToString::to_string),
         lease: job.lease.as_ref().map(|lease| wire::LeaseInfo {
             worker_id: lease.worker_id.to_string(),
             started_at: lease.started_at,

@@ -80,6 +80,10 @@ impl From<StoreError> for ApiError {
                 "idempotency_key: already used for a different request within the dedup window",
             ),
             StoreError::AlreadyExists => ApiError::new(ErrorCode::InvalidState, "already exists"),
+            StoreError::SingletonRunning { .. } => ApiError::new(
+                ErrorCode::SingletonRunning,
+                "singleton: the key's job has started, so its payload can no longer change; nothing was created",
+            ),
             StoreError::QuotaExceeded { limit } => ApiError::new(
                 ErrorCode::QuotaExceeded,
                 format!("the tenant holds its limit of {limit} unfinished jobs; nothing was created"),

@@ -48,10 +48,10 @@ pub async fn enqueue(
     )?;
     let enqueued = engine.enqueue(&caller.scope, vec![spec]).await?.remove(0);
     let body = Json(convert::job(&enqueued.job)?);
-    Ok(if enqueued.replayed {
-        ([(wire::IDEMPOTENT_REPLAYED_HEADER, "true")], body).into_response()
-    } else {
-        (StatusCode::CREATED, body).into_response()
+    Ok(match (enqueued.replayed, enqueued.singleton) {
+        (true, _) => ([(wire::IDEMPOTENT_REPLAYED_HEADER, "true")], body).into_response(),
+        (false, Some(outcome)) => ([(wire::SINGLETON_HEADER, outcome.as_str())], body).into_response(),
+        (false, None) => (StatusCode::CREATED, body).into_response(),
     })
 }
 
@@ -89,19 +89,20 @@ pub async fn enqueue_batch(
         .enqueue(&caller.scope, specs)
         .await
         .map_err(|error| match error {
-            StoreError::IdempotencyKeyReused { index } => {
+            StoreError::IdempotencyKeyReused { index } | StoreError::SingletonRunning { index } => {
                 let ApiError { code, message } = ApiError::from(error);
                 ApiError::new(code, format!("jobs[{index}].{message}"))
             }
             other => other.into(),
         })?;
-    let all_replayed = enqueued.iter().all(|e| e.replayed);
+    let all_replayed = enqueued.iter().all(|e| !e.created());
     let jobs = enqueued
         .iter()
         .map(|e| {
             Ok(wire::BatchItem {
                 job: convert::job(&e.job)?,
                 replayed: e.replayed,
+                singleton: e.singleton.map(|outcome| outcome.as_str().to_owned()),
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;

@@ -369,9 +369,10 @@ impl Engine {
             .enqueue(scope, jobs, self.limits().dedup_window, self.now())
             .await
             .inspect_err(|_| self.settle_quota(tenant, reserved, 0))?;
-        self.settle_quota(tenant, reserved, created.iter().filter(|e| !e.replayed).count());
+        self.settle_quota(tenant, reserved, created.iter().filter(|e| e.created()).count());
         for enqueued in &created {
             if !enqueued.replayed {
+                // New, or a singleton's job given a new payload or run time.
                 self.after_change(&enqueued.job);
             }
             if !self.records_metrics() {
@@ -382,8 +383,10 @@ impl Engine {
             };
             let counter = if enqueued.replayed {
                 &self.inner.metrics.replays
-            } else {
+            } else if enqueued.created() {
                 &self.inner.metrics.enqueued
+            } else {
+                continue;
             };
             counter.get_or_create(&queue).inc();
         }

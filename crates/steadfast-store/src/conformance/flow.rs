@@ -5,7 +5,7 @@ use steadfast_core::{AttemptError, JobState, ResourceName, RetryPolicy, StepName
 
 use super::*;
 use crate::flow::{Breaker, BreakerState, Fairness, Rate, ResourceConfig, RetryBudget};
-use crate::{AuditQuery, PolicyPatch, QueuePolicy, RetryPlan, StoreError, WorkflowLimits};
+use crate::{AuditQuery, Enqueued, PolicyPatch, QueuePolicy, RetryPlan, SingletonOutcome, StoreError, WorkflowLimits};
 
 fn keyed(queue: &str, key: Option<&str>) -> JobSpec {
     EnqueueRequest {
@@ -744,4 +744,167 @@ pub async fn queue_overviews_count_held_jobs_by_reason(store: &impl Store) {
         store.queue_overviews(&other, at(1)).await.unwrap().is_empty(),
         "another tenant sees none of it"
     );
+}
+
+fn singleton(queue: &str, key: &str, mode: Option<&str>, payload: &str, debounce: Option<(i64, i64)>) -> JobSpec {
+    EnqueueRequest {
+        singleton: Some((key.to_owned(), mode.map(str::to_owned))),
+        debounce_ms: debounce.map(|(wait, _)| wait),
+        debounce_max_ms: debounce.map(|(_, max)| max),
+        ..request(queue, payload)
+    }
+    .validate(&Limits::default(), [0; 32], t0())
+    .expect("valid")
+}
+
+async fn enqueue_singleton(store: &impl Store, scope: &TenantScope, spec: JobSpec, now: Timestamp) -> Enqueued {
+    store
+        .enqueue(scope, vec![new_job(spec)], Limits::default().dedup_window, now)
+        .await
+        .expect("enqueue")
+        .remove(0)
+}
+
+pub async fn singletons_skip_or_replace_the_unfinished_job(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let first = enqueue_singleton(
+        store,
+        &scope,
+        singleton("index", "doc-7", None, r#"{"v":1}"#, None),
+        at(1),
+    )
+    .await;
+    assert!(first.created());
+    let skipped = enqueue_singleton(
+        store,
+        &scope,
+        singleton("index", "doc-7", Some("skip"), r#"{"v":2}"#, None),
+        at(2),
+    )
+    .await;
+    assert_eq!(skipped.singleton, Some(SingletonOutcome::Skipped));
+    assert_eq!(
+        (skipped.job.id, skipped.job.payload.as_str()),
+        (first.job.id, r#"{"v":1}"#)
+    );
+    let replaced = enqueue_singleton(
+        store,
+        &scope,
+        singleton("index", "doc-7", Some("replace"), r#"{"v":3}"#, None),
+        at(3),
+    )
+    .await;
+    assert_eq!(replaced.singleton, Some(SingletonOutcome::Replaced));
+    assert_eq!(replaced.job.id, first.job.id);
+    let stored = store.job(&scope, first.job.id).await.unwrap().unwrap().job;
+    assert_eq!(stored.payload, r#"{"v":3}"#, "the new payload is stored");
+    assert_eq!(
+        super::audit::actions(store, &scope, first.job.id).await,
+        vec!["job.enqueued", "job.payload_replaced"]
+    );
+    let elsewhere = enqueue_singleton(store, &scope, singleton("other", "doc-7", None, "{}", None), at(3)).await;
+    assert!(elsewhere.created(), "a key is a singleton within its queue");
+
+    // Once it runs, the payload is fixed: replace is refused, skip answers the running job.
+    let running = lease_jobs(store, &scope, lease_request(&["index"], 1, &key), at(4))
+        .await
+        .remove(0);
+    let refused = store
+        .enqueue(
+            &scope,
+            vec![new_job(singleton(
+                "index",
+                "doc-7",
+                Some("replace"),
+                r#"{"v":4}"#,
+                None,
+            ))],
+            Limits::default().dedup_window,
+            at(5),
+        )
+        .await;
+    assert_eq!(refused, Err(StoreError::SingletonRunning { index: 0 }));
+    let skipped = enqueue_singleton(store, &scope, singleton("index", "doc-7", None, "{}", None), at(5)).await;
+    assert_eq!((skipped.job.id, skipped.job.state), (running.id, JobState::Running));
+
+    // Finished: the key is free again.
+    store
+        .complete(&scope, running.id, &token(&running), "1".into(), at(6))
+        .await
+        .unwrap();
+    let again = enqueue_singleton(
+        store,
+        &scope,
+        singleton("index", "doc-7", None, r#"{"v":5}"#, None),
+        at(7),
+    )
+    .await;
+    assert!(again.created());
+    assert_ne!(again.job.id, first.job.id);
+
+    // Within one batch, the second enqueue of a key meets the first.
+    let batch = store
+        .enqueue(
+            &scope,
+            vec![
+                new_job(singleton("index", "doc-9", None, r#"{"v":1}"#, None)),
+                new_job(singleton("index", "doc-9", Some("replace"), r#"{"v":2}"#, None)),
+            ],
+            Limits::default().dedup_window,
+            at(8),
+        )
+        .await
+        .unwrap();
+    assert!(batch[0].created());
+    assert_eq!(batch[1].singleton, Some(SingletonOutcome::Replaced));
+    assert_eq!(batch[1].job.id, batch[0].job.id);
+    let stored = store.job(&scope, batch[0].job.id).await.unwrap().unwrap().job;
+    assert_eq!(stored.payload, r#"{"v":2}"#);
+}
+
+pub async fn debounce_runs_after_the_last_enqueue_and_never_past_its_max(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let debounced = |payload: &str| singleton("reindex", "site-1", None, payload, Some((10_000, 25_000)));
+    let first = enqueue_singleton(store, &scope, debounced(r#"{"n":1}"#), t0()).await;
+    assert_eq!((first.job.state, first.job.run_at), (JobState::Scheduled, at(10)));
+    for (now, n, run_at) in [(8, 2, 18), (16, 3, 25), (24, 4, 25)] {
+        let next = enqueue_singleton(store, &scope, debounced(&format!(r#"{{"n":{n}}}"#)), at(now)).await;
+        assert_eq!(next.singleton, Some(SingletonOutcome::Replaced));
+        assert_eq!(
+            (next.job.id, next.job.run_at),
+            (first.job.id, at(run_at)),
+            "enqueued at {now}"
+        );
+    }
+    assert!(
+        lease_jobs(store, &scope, lease_request(&["reindex"], 1, &key), at(24))
+            .await
+            .is_empty()
+    );
+    store.fire_timers(at(25), 100).await.unwrap();
+    let leased = lease_jobs(store, &scope, lease_request(&["reindex"], 1, &key), at(25)).await;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].payload, r#"{"n":4}"#, "the last payload wins");
+}
+
+pub async fn concurrent_enqueues_of_one_singleton_make_one_job(store: &(impl Store + Clone)) {
+    let (scope, _) = new_tenant(store).await;
+    let tasks: Vec<_> = (0..40)
+        .map(|n| {
+            let (store, scope) = (store.clone(), scope.clone());
+            let spec = singleton("digest", "user-1", Some("replace"), &format!(r#"{{"n":{n}}}"#), None);
+            tokio::spawn(async move {
+                store
+                    .enqueue(&scope, vec![new_job(spec)], Limits::default().dedup_window, at(1))
+                    .await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap().expect("enqueue").remove(0));
+    }
+    let ids: std::collections::HashSet<JobId> = results.iter().map(|e| e.job.id).collect();
+    assert_eq!(ids.len(), 1, "one job for the key");
+    assert_eq!(results.iter().filter(|e| e.created()).count(), 1);
 }

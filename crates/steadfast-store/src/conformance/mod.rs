@@ -95,6 +95,9 @@ macro_rules! conformance_suite {
             a_breaker_opens_probes_and_closes,
             a_resource_limits_its_jobs_across_queues,
             queue_overviews_count_held_jobs_by_reason,
+            singletons_skip_or_replace_the_unfinished_job,
+            debounce_runs_after_the_last_enqueue_and_never_past_its_max,
+            concurrent_enqueues_of_one_singleton_make_one_job,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

@@ -1047,6 +1047,7 @@ mod tests {
             traceparent: None,
             flow_key: (!key.is_empty()).then(|| FlowKey::new(key).unwrap()),
             resource: None,
+            singleton: None,
         };
         let mut job = new_job(JobId(uuid::Uuid::from_u64_pair(0, n)), tenant(), spec, t0());
         if retry {

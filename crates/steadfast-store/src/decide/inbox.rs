@@ -57,7 +57,7 @@ pub fn ingest(
     }
     let keys_expire_at = now.saturating_add(dedup_window).unwrap_or(Timestamp::MAX);
     // The job has no idempotency key: the event's dedup keys stand for one.
-    let created = super::enqueue(tenant, vec![job], Vec::new(), Duration::ZERO, now)?;
+    let created = super::enqueue(tenant, vec![job], Vec::new(), Vec::new(), Duration::ZERO, now)?;
     Ok(Ingest::New {
         keys_expire_at,
         job: Box::new(created.map(|mut enqueued| enqueued.remove(0).job)),
@@ -72,7 +72,7 @@ pub fn replay(
     job: NewJob,
     now: Timestamp,
 ) -> Result<Decision<Job>, StoreError> {
-    let created = super::enqueue(tenant, vec![job], Vec::new(), Duration::ZERO, now)?;
+    let created = super::enqueue(tenant, vec![job], Vec::new(), Vec::new(), Duration::ZERO, now)?;
     let mut decision = created.map(|mut enqueued| enqueued.remove(0).job);
     let draft = drafts::inbox_event_replayed(source_id, event_id, &decision.answer);
     decision.writes.audit(tenant, draft);

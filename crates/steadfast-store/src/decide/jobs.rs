@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use steadfast_core::lifecycle::{self, Failure, Fingerprint, Rejection, Transition};
+use steadfast_core::lifecycle::{self, Failure, Fingerprint, Rejection, SingletonMode, Transition};
 use steadfast_core::retry::jitter_sample;
-use steadfast_core::{Attempt, IdempotencyKey, Job, JobId, Step, StepState, TenantId, Timestamp};
+use steadfast_core::{Attempt, FlowKey, IdempotencyKey, Job, JobId, QueueName, Step, StepState, TenantId, Timestamp};
 
 use super::flow::{self, Admitted, Blocked, QueueLease, ResourceLease};
 use super::{Decision, LiveKey, Writes};
 use crate::audit::drafts;
-use crate::{Completing, Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, RetryPlan, StoreError};
+use crate::{Completing, Ended, Enqueued, LeaseRequest, LeasedJob, NewJob, RetryPlan, SingletonOutcome, StoreError};
 
 /// A claim on an idempotency key, written with the job it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,11 +32,16 @@ pub fn found(job: Option<Job>) -> Result<Job, StoreError> {
 /// same fingerprint (loaded into `live`, or made earlier in this batch) is
 /// not created again: its entry is the claimed job, `replayed`. A live claim
 /// with another fingerprint fails the whole batch. A claim whose job is
-/// gone is taken over.
+/// gone is taken over. A job whose singleton key already has an unfinished
+/// job in its queue (loaded into `singletons`, or made earlier in this
+/// batch) is not created either: `skip` answers that job, `replace` gives
+/// it the new payload (and a debounce its new run time), and fails the
+/// batch if that job has started.
 pub fn enqueue(
     tenant: TenantId,
     jobs: Vec<NewJob>,
     live: Vec<LiveKey>,
+    singletons: Vec<Job>,
     dedup_window: Duration,
     now: Timestamp,
 ) -> Result<Decision<Vec<Enqueued>>, StoreError> {
@@ -45,38 +50,68 @@ pub fn enqueue(
         .into_iter()
         .map(|live| (live.key, (live.fingerprint, live.job)))
         .collect();
+    let mut singletons: HashMap<(QueueName, FlowKey), Job> = singletons
+        .into_iter()
+        .filter_map(|job| Some(((job.queue.clone(), job.singleton_key.clone()?), job)))
+        .collect();
     let mut writes = Writes::default();
     let mut created = Vec::with_capacity(jobs.len());
     for (index, new) in jobs.into_iter().enumerate() {
-        if let Some((key, fingerprint)) = &new.spec.idempotency {
-            if let Some((stored, job)) = claims.get(key) {
-                if stored.as_slice() != fingerprint.as_slice() {
-                    return Err(StoreError::IdempotencyKeyReused { index });
-                }
-                if let Some(job) = job {
-                    created.push(Enqueued {
-                        job: job.clone(),
-                        replayed: true,
-                    });
-                    continue;
-                }
+        if let Some((key, fingerprint)) = &new.spec.idempotency
+            && let Some((stored, job)) = claims.get(key)
+        {
+            if stored.as_slice() != fingerprint.as_slice() {
+                return Err(StoreError::IdempotencyKeyReused { index });
             }
+            if let Some(job) = job {
+                created.push(Enqueued::replayed(job.clone()));
+                continue;
+            }
+        }
+        let claim = new.spec.idempotency.clone();
+        let existing = new
+            .spec
+            .singleton
+            .as_ref()
+            .and_then(|singleton| singletons.get(&(new.spec.queue.clone(), singleton.key.clone())));
+        let (job, outcome) = match (existing, &new.spec.singleton) {
+            (Some(existing), Some(singleton)) => {
+                let outcome = match singleton.mode {
+                    SingletonMode::Skip => (existing.clone(), SingletonOutcome::Skipped),
+                    SingletonMode::Replace => {
+                        let replaced = lifecycle::replace_payload(existing, new.spec.payload, singleton.debounce, now)
+                            .map_err(|_| StoreError::SingletonRunning { index })?;
+                        writes.replace_payload(existing, &replaced);
+                        (replaced, SingletonOutcome::Replaced)
+                    }
+                };
+                (outcome.0, Some(outcome.1))
+            }
+            _ => {
+                let job = lifecycle::new_job(new.id, tenant, new.spec, now);
+                writes.audit(tenant, drafts::job_enqueued(&job));
+                writes.new_jobs.push(job.clone());
+                (job, None)
+            }
+        };
+        if let Some(key) = &job.singleton_key {
+            singletons.insert((job.queue.clone(), key.clone()), job.clone());
+        }
+        if let Some((key, fingerprint)) = claim {
             writes.keys.push(ClaimedKey {
                 tenant_id: tenant,
                 key: key.clone(),
-                job_id: new.id,
-                fingerprint: *fingerprint,
+                job_id: job.id,
+                fingerprint,
                 expires_at,
             });
-        }
-        let claim = new.spec.idempotency.clone();
-        let job = lifecycle::new_job(new.id, tenant, new.spec, now);
-        if let Some((key, fingerprint)) = claim {
             claims.insert(key, (fingerprint.to_vec(), Some(job.clone())));
         }
-        writes.audit(tenant, drafts::job_enqueued(&job));
-        writes.new_jobs.push(job.clone());
-        created.push(Enqueued { job, replayed: false });
+        created.push(Enqueued {
+            job,
+            replayed: false,
+            singleton: outcome,
+        });
     }
     Ok(Decision {
         answer: created,

@@ -83,11 +83,21 @@ pub struct Writes {
     /// Idempotency keys claimed by new jobs (inserted, or replacing an
     /// expired claim).
     pub keys: Vec<ClaimedKey>,
+    /// New payloads of jobs a singleton enqueue replaced (their other
+    /// changes are in `changed_jobs`).
+    pub payloads: Vec<PayloadWrite>,
     /// Flow control state that leases moved (queues' and keys' limiters,
     /// the fairness cursor, retry budgets).
     pub flow: Vec<flow::FlowWrite>,
     /// Audit drafts, each for its tenant's chain, in chain order.
     pub audit: Vec<(TenantId, Draft)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadWrite {
+    pub tenant_id: TenantId,
+    pub job_id: JobId,
+    pub payload: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,8 +149,31 @@ impl Writes {
         self.consumed_signals.extend(other.consumed_signals);
         self.signals.extend(other.signals);
         self.keys.extend(other.keys);
+        self.payloads.extend(other.payloads);
         self.flow.extend(other.flow);
         self.audit.extend(other.audit);
+    }
+
+    /// A singleton's unfinished job, given a new payload (and maybe run
+    /// time): updated where this decision created it, else written as a
+    /// change with its new payload.
+    fn replace_payload(&mut self, before: &Job, after: &Job) {
+        if let Some(new) = self.new_jobs.iter_mut().find(|job| job.id == after.id) {
+            *new = after.clone();
+            return;
+        }
+        self.changed_jobs.retain(|job| job.id != after.id);
+        self.changed_jobs.push(after.clone());
+        self.payloads.retain(|write| write.job_id != after.id);
+        self.payloads.push(PayloadWrite {
+            tenant_id: after.tenant_id,
+            job_id: after.id,
+            payload: after.payload.clone(),
+        });
+        self.audit(
+            after.tenant_id,
+            crate::audit::drafts::job_payload_replaced(before, after),
+        );
     }
 
     fn audit(&mut self, tenant: TenantId, draft: Draft) {
@@ -215,6 +248,9 @@ impl Writes {
         }
         for key in self.keys {
             group(&mut groups, key.tenant_id).keys.push(key);
+        }
+        for write in self.payloads {
+            group(&mut groups, write.tenant_id).payloads.push(write);
         }
         for write in self.flow {
             group(&mut groups, write.tenant_id()).flow.push(write);

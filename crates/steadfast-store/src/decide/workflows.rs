@@ -237,7 +237,7 @@ pub fn spawn_child(
     let parent = found(parent)?;
     let candidate = lifecycle::spawn_child(&parent, token, step, child.id, child.spec, now)?;
     if let Some(job) = existing {
-        return Ok(Decision::read_only(Enqueued { job, replayed: true }));
+        return Ok(Decision::read_only(Enqueued::replayed(job)));
     }
     if children >= limits.max_children {
         return Err(StoreError::LimitExceeded {
@@ -253,6 +253,7 @@ pub fn spawn_child(
         answer: Enqueued {
             job: candidate,
             replayed: false,
+            singleton: None,
         },
         writes,
     })

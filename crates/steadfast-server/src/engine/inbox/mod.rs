@@ -418,6 +418,7 @@ impl Engine {
                 traceparent: None,
                 flow_key: None,
                 resource: None,
+                singleton: None,
             },
         }
     }
