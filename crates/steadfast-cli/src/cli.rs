@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use steadfast_protocol as wire;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +66,12 @@ pub enum Command {
     /// Webhook sources: where providers deliver, their secrets and events (docs/webhooks.md).
     #[command(subcommand)]
     Source(SourceCommand),
+    /// Queues: their flow policies, live counts and held jobs (docs/flow-control.md).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Resources: the downstreams jobs call, with their circuit breakers and limits (docs/flow-control.md).
+    #[command(subcommand)]
+    Resource(ResourceCommand),
     /// Create or upgrade the PostgreSQL schema, as the owning role, and grant the application role.
     #[command(
         after_help = "Example:\n  steadfast migrate --database-url postgres://steadfast_owner@db/steadfast --app-role steadfast_app\n\n\
@@ -247,6 +254,155 @@ steadfast source rotate src_5f3c... --secret whsec_new... --grace 1h")]
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Every queue with its policy, unfinished jobs, busiest keys and held jobs (JSON).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop granting leases of the queue, on every node, until resumed (admin key).
+    Pause {
+        queue: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Grant leases of a paused queue again (admin key).
+    Resume {
+        queue: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show the queue's flow policy, or change the rules given (admin key);
+    /// rules not named stay as they are.
+    #[command(after_help = "Examples:\n  steadfast queue policy payments\n  \
+steadfast queue policy payments --concurrency 20 --key-concurrency 2 --rate 100/1s\n  \
+steadfast queue policy enrich --fairness flow_key --weight enterprise=4 --retry-budget 0.1:1\n  \
+steadfast queue policy payments --clear rate --clear key_concurrency\n  \
+steadfast queue policy payments --patch '{\"key_rate\":{\"limit\":5,\"period_ms\":1000,\"burst\":10}}'")]
+    Policy {
+        queue: String,
+        /// Running jobs of the queue.
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Running jobs per flow_key.
+        #[arg(long)]
+        key_concurrency: Option<u32>,
+        /// Lease grants of the queue: LIMIT/PERIOD[:BURST], e.g. 100/1s or 10/1m:20.
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<wire::Rate>,
+        /// Lease grants per flow_key, as --rate.
+        #[arg(long, value_parser = parse_rate)]
+        key_rate: Option<wire::Rate>,
+        /// flow_key: keys take turns.
+        #[arg(long)]
+        fairness: Option<String>,
+        /// A key's fairness weight, KEY=N (repeat; replaces every weight).
+        #[arg(long = "weight")]
+        weights: Vec<String>,
+        /// RATIO[:MIN_PER_SEC]: retries at most RATIO x first attempts.
+        #[arg(long, value_parser = parse_budget)]
+        retry_budget: Option<wire::RetryBudget>,
+        /// Remove a rule: concurrency, key_concurrency, rate, key_rate, fairness or retry_budget (repeat).
+        #[arg(long)]
+        clear: Vec<String>,
+        /// A JSON merge patch, as `PUT /v1/queues/{queue}/policy` takes it; the flags above apply on top.
+        #[arg(long)]
+        patch: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResourceCommand {
+    /// Create a resource or replace its configuration (admin key); its breaker state is kept.
+    #[command(
+        after_help = "Examples:\n  steadfast resource set stripe --breaker 0.5,20,60,30,2 --concurrency 50 --rate 100/1s\n  \
+steadfast resource set geocoder --concurrency 4"
+    )]
+    Set {
+        name: String,
+        /// FAILURE_RATIO,MIN_REQUESTS,WINDOW_SECS,OPEN_SECS,HALF_OPEN_PROBES
+        #[arg(long, value_parser = parse_breaker)]
+        breaker: Option<wire::BreakerConfig>,
+        /// Running jobs of the resource, over all queues.
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Lease grants of its jobs: LIMIT/PERIOD[:BURST].
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<wire::Rate>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The resource and its breaker's state now (JSON).
+    Get {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every resource (JSON).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a resource (admin key): its jobs are no longer held.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `LIMIT/PERIOD[:BURST]`, e.g. `100/1s`, `10/1m:20`.
+pub fn parse_rate(text: &str) -> Result<wire::Rate, String> {
+    let usage = || format!("{text:?} is not a rate like 100/1s or 10/1m:20 (LIMIT/PERIOD[:BURST])");
+    let (limit, rest) = text.split_once('/').ok_or_else(usage)?;
+    let (period, burst) = match rest.split_once(':') {
+        Some((period, burst)) => (period, Some(burst.parse().map_err(|_| usage())?)),
+        None => (rest, None),
+    };
+    Ok(wire::Rate {
+        limit: limit.parse().map_err(|_| usage())?,
+        period_ms: parse_duration(period)?.as_millis() as u64,
+        burst,
+    })
+}
+
+/// `RATIO[:MIN_PER_SEC]`, e.g. `0.1` or `0.2:5`.
+pub fn parse_budget(text: &str) -> Result<wire::RetryBudget, String> {
+    let usage = || format!("{text:?} is not a retry budget like 0.1 or 0.2:5 (RATIO[:MIN_PER_SEC])");
+    let (ratio, min) = match text.split_once(':') {
+        Some((ratio, min)) => (ratio, Some(min.parse().map_err(|_| usage())?)),
+        None => (text, None),
+    };
+    Ok(wire::RetryBudget {
+        ratio: ratio.parse().map_err(|_| usage())?,
+        min_per_sec: min,
+    })
+}
+
+/// `FAILURE_RATIO,MIN_REQUESTS,WINDOW_SECS,OPEN_SECS,HALF_OPEN_PROBES`.
+pub fn parse_breaker(text: &str) -> Result<wire::BreakerConfig, String> {
+    let usage = || {
+        format!(
+            "{text:?} is not a breaker like 0.5,20,60,30,2 (FAILURE_RATIO,MIN_REQUESTS,WINDOW_SECS,OPEN_SECS,HALF_OPEN_PROBES)"
+        )
+    };
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [ratio, min, window, open, probes] = parts.as_slice() else {
+        return Err(usage());
+    };
+    let number = |part: &str| part.parse::<u32>().map_err(|_| usage());
+    Ok(wire::BreakerConfig {
+        failure_ratio: ratio.parse().map_err(|_| usage())?,
+        min_requests: number(min)?,
+        window_secs: number(window)?,
+        open_secs: number(open)?,
+        half_open_probes: number(probes)?,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -662,6 +818,24 @@ pub struct EnqueueArgs {
     /// RFC 3339 time, e.g. 2030-01-01T09:00:00Z.
     #[arg(long)]
     pub run_at: Option<String>,
+    /// What the queue's per-key rules count the job under (e.g. a customer id).
+    #[arg(long)]
+    pub flow_key: Option<String>,
+    /// The downstream the job calls, whose breaker and limits hold it.
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// At most one unfinished job of the queue with this key.
+    #[arg(long)]
+    pub singleton_key: Option<String>,
+    /// skip (answer the existing job) or replace (give it this payload).
+    #[arg(long, requires = "singleton_key")]
+    pub singleton_mode: Option<String>,
+    /// Run only once no enqueue of the singleton key came for this long (ms).
+    #[arg(long, requires = "singleton_key")]
+    pub debounce_ms: Option<i64>,
+    /// ... and never later than this after the first (ms).
+    #[arg(long, requires = "debounce_ms")]
+    pub debounce_max_ms: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]

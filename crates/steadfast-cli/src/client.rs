@@ -4,7 +4,7 @@ use anyhow::Context;
 use serde::Serialize;
 use steadfast_sdk::{Client, ListJobs, wire};
 
-use crate::cli::{ClientArgs, EnqueueArgs, JobCommand, SloCommand, SourceCommand};
+use crate::cli::{ClientArgs, EnqueueArgs, JobCommand, QueueCommand, ResourceCommand, SloCommand, SourceCommand};
 
 fn client(args: &ClientArgs) -> anyhow::Result<Client> {
     Ok(Client::new(&args.url, &args.key)?)
@@ -31,11 +31,21 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<()> {
         timeout_secs: args.timeout_secs,
         run_at,
         priority: args.priority,
-        flow_key: None,
-        resource: None,
-        singleton: None,
-        debounce_ms: None,
-        debounce_max_ms: None,
+        flow_key: args.flow_key,
+        resource: args.resource,
+        singleton: args
+            .singleton_key
+            .map(|key| -> anyhow::Result<wire::SingletonRequest> {
+                let mode = args
+                    .singleton_mode
+                    .map(|mode| serde_json::from_value(serde_json::Value::String(mode)))
+                    .transpose()
+                    .context("--singleton-mode must be skip or replace")?;
+                Ok(wire::SingletonRequest { key, mode })
+            })
+            .transpose()?,
+        debounce_ms: args.debounce_ms,
+        debounce_max_ms: args.debounce_max_ms,
     };
     let enqueued = client(&args.client)?.enqueue(&request).await?;
     if enqueued.replayed {
@@ -177,5 +187,107 @@ pub async fn source_command(command: SourceCommand) -> anyhow::Result<()> {
             event_id,
             client: args,
         } => print(&client(&args)?.replay_event(&id, &event_id).await?),
+    }
+}
+
+pub async fn queue_command(command: QueueCommand) -> anyhow::Result<()> {
+    match command {
+        QueueCommand::List { client: args } => print(&client(&args)?.list_queues().await?),
+        QueueCommand::Pause { queue, client: args } => set_paused(&queue, &args, true).await,
+        QueueCommand::Resume { queue, client: args } => set_paused(&queue, &args, false).await,
+        QueueCommand::Policy {
+            queue,
+            concurrency,
+            key_concurrency,
+            rate,
+            key_rate,
+            fairness,
+            weights,
+            retry_budget,
+            clear,
+            patch,
+            client: args,
+        } => {
+            let mut request: wire::QueuePolicyRequest = match patch {
+                Some(text) => serde_json::from_str(&text)
+                    .context("--patch must be a JSON object of policy fields, e.g. '{\"concurrency\":5}'")?,
+                None => wire::QueuePolicyRequest::default(),
+            };
+            for field in &clear {
+                match field.as_str() {
+                    "concurrency" => request.concurrency = Some(None),
+                    "key_concurrency" => request.key_concurrency = Some(None),
+                    "rate" => request.rate = Some(None),
+                    "key_rate" => request.key_rate = Some(None),
+                    "fairness" => request.fairness = Some(None),
+                    "retry_budget" => request.retry_budget = Some(None),
+                    other => anyhow::bail!(
+                        "--clear {other}: expected concurrency, key_concurrency, rate, key_rate, fairness or retry_budget"
+                    ),
+                }
+            }
+            request.concurrency = concurrency.map(Some).or(request.concurrency);
+            request.key_concurrency = key_concurrency.map(Some).or(request.key_concurrency);
+            request.rate = rate.map(Some).or(request.rate);
+            request.key_rate = key_rate.map(Some).or(request.key_rate);
+            request.retry_budget = retry_budget.map(Some).or(request.retry_budget);
+            if let Some(fairness) = fairness {
+                let fairness = serde_json::from_value(serde_json::Value::String(fairness))
+                    .context("--fairness must be flow_key")?;
+                request.fairness = Some(Some(fairness));
+            }
+            if !weights.is_empty() {
+                let mut parsed = std::collections::BTreeMap::new();
+                for weight in &weights {
+                    let (key, n) = weight
+                        .rsplit_once('=')
+                        .and_then(|(key, n)| Some((key, n.parse::<u32>().ok()?)))
+                        .with_context(|| format!("--weight {weight}: expected KEY=N"))?;
+                    parsed.insert(key.to_owned(), n);
+                }
+                request.weights = Some(parsed);
+            }
+            let client = client(&args)?;
+            let unchanged = serde_json::to_value(&request)? == serde_json::json!({});
+            if unchanged {
+                print(&client.queue_policy(&queue).await?)
+            } else {
+                print(&client.set_queue_policy(&queue, &request).await?)
+            }
+        }
+    }
+}
+
+async fn set_paused(queue: &str, args: &ClientArgs, paused: bool) -> anyhow::Result<()> {
+    let request = wire::QueuePolicyRequest {
+        paused: Some(paused),
+        ..wire::QueuePolicyRequest::default()
+    };
+    print(&client(args)?.set_queue_policy(queue, &request).await?)
+}
+
+pub async fn resource_command(command: ResourceCommand) -> anyhow::Result<()> {
+    match command {
+        ResourceCommand::Set {
+            name,
+            breaker,
+            concurrency,
+            rate,
+            client: args,
+        } => {
+            let request = wire::ResourceRequest {
+                breaker,
+                concurrency,
+                rate,
+            };
+            print(&client(&args)?.put_resource(&name, &request).await?)
+        }
+        ResourceCommand::Get { name, client: args } => print(&client(&args)?.get_resource(&name).await?),
+        ResourceCommand::List { client: args } => print(&client(&args)?.list_resources().await?),
+        ResourceCommand::Delete { name, client: args } => {
+            client(&args)?.delete_resource(&name).await?;
+            eprintln!("resource {name} deleted");
+            Ok(())
+        }
     }
 }

@@ -68,6 +68,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate(args) => admin::migrate(args).await,
         Command::Slo(command) => client::slo_command(command).await,
         Command::Source(command) => client::source_command(command).await,
+        Command::Queue(command) => client::queue_command(command).await,
+        Command::Resource(command) => client::resource_command(command).await,
         Command::Audit(command) => audit::run(command).await,
     }
 }

@@ -223,7 +223,15 @@ impl Client {
         let status = response.status();
         let headers = response.headers().clone();
         if status.is_success() {
-            Ok((response.json().await?, headers, status))
+            // `204 No Content` (a delete) reads as JSON null, i.e. `()`.
+            let body = response.bytes().await?;
+            let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+            let value = serde_json::from_slice(body).map_err(|e| Error::Api {
+                status,
+                code: ErrorCode::Unknown,
+                message: format!("an answer that does not parse: {e}"),
+            })?;
+            Ok((value, headers, status))
         } else {
             let text = response.text().await?;
             Err(match serde_json::from_str::<wire::ErrorBody>(&text) {
@@ -435,6 +443,47 @@ impl Client {
     pub async fn replay_event(&self, id: &str, event_id: &str) -> Result<wire::Replayed, Error> {
         let path = format!("v1/sources/{}/events/{}/replay", segment(id), segment(event_id));
         Ok(self.send(Method::POST, &path, None::<&()>, None).await?.0)
+    }
+
+    /// `PUT /v1/queues/{queue}/policy`: a merge patch of the queue's flow rules.
+    pub async fn set_queue_policy(
+        &self,
+        queue: &str,
+        patch: &wire::QueuePolicyRequest,
+    ) -> Result<wire::QueuePolicy, Error> {
+        let path = format!("v1/queues/{}/policy", segment(queue));
+        Ok(self.send(Method::PUT, &path, Some(patch), None).await?.0)
+    }
+
+    pub async fn queue_policy(&self, queue: &str) -> Result<wire::QueuePolicy, Error> {
+        let path = format!("v1/queues/{}/policy", segment(queue));
+        Ok(self.send(Method::GET, &path, None::<&()>, None).await?.0)
+    }
+
+    /// `GET /v1/queues`: every queue with its policy, counts and held jobs.
+    pub async fn list_queues(&self) -> Result<wire::QueueList, Error> {
+        Ok(self.send(Method::GET, "v1/queues", None::<&()>, None).await?.0)
+    }
+
+    pub async fn put_resource(&self, name: &str, request: &wire::ResourceRequest) -> Result<wire::Resource, Error> {
+        let path = format!("v1/resources/{}", segment(name));
+        Ok(self.send(Method::PUT, &path, Some(request), None).await?.0)
+    }
+
+    pub async fn get_resource(&self, name: &str) -> Result<wire::Resource, Error> {
+        let path = format!("v1/resources/{}", segment(name));
+        Ok(self.send(Method::GET, &path, None::<&()>, None).await?.0)
+    }
+
+    pub async fn list_resources(&self) -> Result<wire::ResourceList, Error> {
+        Ok(self.send(Method::GET, "v1/resources", None::<&()>, None).await?.0)
+    }
+
+    pub async fn delete_resource(&self, name: &str) -> Result<(), Error> {
+        let path = format!("v1/resources/{}", segment(name));
+        self.send::<()>(Method::DELETE, &path, None::<&()>, None)
+            .await
+            .map(|_| ())
     }
 
     pub async fn create_slo(&self, request: &wire::SloRequest) -> Result<wire::SloStatus, Error> {
