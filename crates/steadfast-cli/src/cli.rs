@@ -429,6 +429,35 @@ double_bills, payments, double_charges, kills.\n\nExample:\n  steadfast demo cla
     /// A worker process of the claims drill (started by `demo claims`).
     #[command(hide = true)]
     ClaimsWorker(ClaimsWorkerArgs),
+    /// The retry-storm drill: a local downstream fails every call for
+    /// --outage-secs, then recovers; N jobs go through it twice, once with a
+    /// circuit breaker and a retry budget and once without, and the
+    /// downstream's own count of calls is compared. Exits 0 only if no job
+    /// was lost.
+    #[command(
+        after_help = "The last line printed is one JSON object: jobs, downstream_calls_with, \
+downstream_calls_without, drain_secs_with, drain_secs_without, lost.\n\nExample:\n  steadfast demo storm --jobs 2000 --outage-secs 30"
+    )]
+    Storm(StormArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StormArgs {
+    /// Jobs to run through the downstream, in each of the two runs.
+    #[arg(long, default_value_t = 2000)]
+    pub jobs: usize,
+    /// How long the downstream fails every call, from the start of each run.
+    #[arg(long, default_value_t = 30)]
+    pub outage_secs: u64,
+    /// Jobs the worker runs at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Print only the JSON verdict (no readable summary).
+    #[arg(long)]
+    pub json: bool,
+    /// Give up on a run after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]

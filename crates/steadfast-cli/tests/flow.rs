@@ -163,3 +163,28 @@ fn resources_are_set_read_listed_and_deleted_from_the_cli() {
     run(&server, &key, &["resource", "delete", "stripe"]);
     assert!(refused(&server, &key, &["resource", "get", "stripe"]).contains("not_found"));
 }
+
+/// The storm drill, small: the downstream's own count of calls must show
+/// the breaker and the budget sparing it, and no job may be lost.
+#[test]
+fn the_storm_drill_spares_the_downstream_and_loses_nothing() {
+    let output = steadfast(&["demo", "storm", "--jobs", "150", "--outage-secs", "3"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("without:"), "a readable summary first: {stdout}");
+    let verdict: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(verdict["jobs"], 150);
+    assert_eq!(verdict["lost"], 0);
+    let with = verdict["downstream_calls_with"].as_u64().unwrap();
+    let without = verdict["downstream_calls_without"].as_u64().unwrap();
+    assert!(with >= 150, "every job called the downstream at least once: {verdict}");
+    assert!(
+        with * 2 < without,
+        "the breaker and the budget spared the downstream: {verdict}"
+    );
+    assert!(verdict["drain_secs_with"].as_f64().unwrap() > 0.0);
+}

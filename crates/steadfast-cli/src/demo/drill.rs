@@ -30,7 +30,7 @@ struct Summary {
     kills: usize,
 }
 
-fn spawn_logged(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
+pub(super) fn spawn_logged(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     Ok(Command::new(program)
         .args(args)
@@ -43,7 +43,7 @@ fn spawn_logged(program: &Path, args: &[String], log: &Path) -> anyhow::Result<C
         .spawn()?)
 }
 
-async fn wait_ready(url: &str, deadline: Instant) -> anyhow::Result<()> {
+pub(super) async fn wait_ready(url: &str, deadline: Instant) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     while Instant::now() < deadline {
         if http
@@ -79,7 +79,7 @@ async fn jobs_in(client: &Client, state: wire::JobState) -> anyhow::Result<Vec<w
     }
 }
 
-fn key_for(exe: &Path, data_dir: &Path, role: &str) -> anyhow::Result<String> {
+pub(super) fn key_for(exe: &Path, data_dir: &Path, role: &str) -> anyhow::Result<String> {
     let output = std::process::Command::new(exe)
         .args([
             "key",
@@ -89,7 +89,7 @@ fn key_for(exe: &Path, data_dir: &Path, role: &str) -> anyhow::Result<String> {
             "--role",
             role,
             "--name",
-            "claims drill",
+            "demo",
             "--data-dir",
         ])
         .arg(data_dir)
