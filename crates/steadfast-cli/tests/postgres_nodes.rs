@@ -916,3 +916,232 @@ async fn a_revoked_key_is_refused_by_every_node_within_five_seconds() {
     // The admin key is untouched.
     assert_eq!(Api::new(key).get(&nodes[1].url, "/v1/jobs").await.unwrap().0, 200);
 }
+
+/// Running jobs per key, read straight from the jobs' lease records in one
+/// snapshot (as the database's owner, so across tenants).
+async fn running_per_key(db: &tokio_postgres::Client) -> HashMap<String, i64> {
+    db.query(
+        "SELECT flow_key, count(*) FROM steadfast.jobs WHERE state = 'running' AND flow_key IS NOT NULL \
+         GROUP BY flow_key",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect()
+}
+
+/// Many workers on three nodes hammer a queue with `key_concurrency: 2`
+/// and random keys: at no instant do more than two jobs of one key hold a
+/// lease, by the database's own lease records (sampled continuously) and
+/// by the workers' own count of what they hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_concurrency_holds_across_three_nodes() {
+    const LIMIT: i64 = 2;
+    const JOBS: usize = 400;
+    let database: TestDatabase = test_support::create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = admin_key(&database.app_url);
+    let nodes: Vec<ServerProcess> = (0..3).map(|n| node(dir.path(), n, &database.app_url)).collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let api = Api::new(key);
+    let (status, _) = api
+        .http
+        .put(format!("{}/v1/queues/flow/policy", urls[0]))
+        .bearer_auth(&api.key)
+        .json(&json!({"key_concurrency": LIMIT}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 200);
+    let jobs: Vec<Value> = (0..JOBS)
+        .map(|i| json!({"queue": "flow", "payload": {}, "flow_key": format!("k{}", (i * 7919) % 6)}))
+        .collect();
+    for chunk in jobs.chunks(200) {
+        let (status, _) = api
+            .post(&urls[1], "/v1/jobs/batch", json!({"jobs": chunk}))
+            .await
+            .unwrap();
+        assert_eq!(status, 201);
+    }
+
+    let (db, connection) = tokio_postgres::connect(&database.owner_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let done = Arc::new(AtomicUsize::new(0));
+    let held: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+    let most_held = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..12 {
+        let (api, url) = (api.clone(), urls[w % 3].clone());
+        let (done, held, most_held) = (done.clone(), held.clone(), most_held.clone());
+        workers.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while done.load(Ordering::SeqCst) < JOBS && Instant::now() < deadline {
+                let body =
+                    json!({"queues": ["flow"], "worker_id": format!("w{w}"), "max_jobs": 1 + w % 4, "wait_ms": 200});
+                let Ok((200, leased)) = api.post(&url, "/v1/lease", body).await else {
+                    continue;
+                };
+                let leased = leased["jobs"].as_array().cloned().unwrap_or_default();
+                let keys: Vec<String> = leased
+                    .iter()
+                    .map(|job| job["flow_key"].as_str().unwrap_or_default().to_owned())
+                    .collect();
+                {
+                    let mut held = held.lock().unwrap();
+                    for k in &keys {
+                        let n = held.entry(k.clone()).or_default();
+                        *n += 1;
+                        most_held.fetch_max(*n as usize, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5 + (w as u64 * 3) % 20)).await;
+                for (job, k) in leased.iter().zip(&keys) {
+                    // Released from our count before the completion is sent.
+                    *held.lock().unwrap().get_mut(k).unwrap() -= 1;
+                    let id = job["id"].as_str().unwrap();
+                    let body = json!({"lease_token": job["lease_token"], "output": 1});
+                    if let Ok((200, _)) = api.post(&url, &format!("/v1/jobs/{id}/complete"), body).await {
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    let mut samples = 0;
+    let mut worst = 0;
+    while done.load(Ordering::SeqCst) < JOBS && workers.iter().any(|w| !w.is_finished()) {
+        let running = running_per_key(&db).await;
+        worst = worst.max(running.values().copied().max().unwrap_or(0));
+        samples += 1;
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    println!(
+        "key_concurrency {LIMIT} on three nodes: {} of {JOBS} jobs done, {samples} snapshots, at most {worst} running \
+         per key in the database, at most {} held per key by the workers",
+        done.load(Ordering::SeqCst),
+        most_held.load(Ordering::SeqCst)
+    );
+    assert_eq!(done.load(Ordering::SeqCst), JOBS, "every job ran");
+    assert!(samples > 10, "the database was sampled throughout");
+    assert!(
+        worst >= 1 && worst <= LIMIT,
+        "the database held {worst} running jobs of one key"
+    );
+    assert!(
+        most_held.load(Ordering::SeqCst) as i64 <= LIMIT,
+        "a worker saw more than {LIMIT} of one key"
+    );
+    drop(nodes);
+}
+
+/// A breaker on three nodes: failures open it; half-open, exactly
+/// `half_open_probes` leases are granted across all nodes however hard
+/// workers ask; a probe's success closes it and the rest flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_grants_exactly_its_probes_across_three_nodes() {
+    const PROBES: u64 = 2;
+    let database: TestDatabase = test_support::create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = admin_key(&database.app_url);
+    let nodes: Vec<ServerProcess> = (0..3).map(|n| node(dir.path(), n, &database.app_url)).collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let api = Api::new(key);
+    let breaker = json!({"breaker": {"failure_ratio": 0.5, "min_requests": 4, "window_secs": 60, "open_secs": 2,
+                                     "half_open_probes": PROBES}});
+    let put = api
+        .http
+        .put(format!("{}/v1/resources/payments-api", urls[0]))
+        .bearer_auth(&api.key)
+        .json(&breaker)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let jobs: Vec<Value> = (0..40)
+        .map(|_| json!({"queue": "pay", "payload": {}, "resource": "payments-api"}))
+        .collect();
+    assert_eq!(
+        api.post(&urls[0], "/v1/jobs/batch", json!({"jobs": jobs}))
+            .await
+            .unwrap()
+            .0,
+        201
+    );
+    let lease = |url: String, n: usize| {
+        let api = api.clone();
+        async move {
+            let body = json!({"queues": ["pay"], "worker_id": "w", "max_jobs": n, "wait_ms": 100});
+            let (status, leased) = api.post(&url, "/v1/lease", body).await.unwrap();
+            assert_eq!(status, 200);
+            leased["jobs"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let fail = |url: String, job: Value| {
+        let api = api.clone();
+        async move {
+            let id = job["id"].as_str().unwrap().to_owned();
+            let body = json!({"lease_token": job["lease_token"],
+                              "error": {"message": "503", "kind": "downstream_unavailable"}});
+            assert_eq!(
+                api.post(&url, &format!("/v1/jobs/{id}/fail"), body).await.unwrap().0,
+                200
+            );
+        }
+    };
+    let state = |api: Api, url: String| async move { api.get(&url, "/v1/resources/payments-api").await.unwrap().1 };
+
+    // Closed → open: four failures, reported through different nodes.
+    for (i, job) in lease(urls[0].clone(), 4).await.into_iter().enumerate() {
+        fail(urls[i % 3].clone(), job).await;
+    }
+    assert_eq!(state(api.clone(), urls[2].clone()).await["state"], "open");
+    assert!(
+        lease(urls[1].clone(), 10).await.is_empty(),
+        "open: nothing of the resource is leased"
+    );
+
+    // Half-open: every node asked many times, concurrently, at most twice.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut probes = Vec::new();
+    while probes.is_empty() && Instant::now() < deadline {
+        let rounds = urls.iter().cycle().take(30).map(|url| lease(url.clone(), 5));
+        for leased in futures::future::join_all(rounds).await {
+            probes.extend(leased);
+        }
+    }
+    let rounds = urls.iter().cycle().take(60).map(|url| lease(url.clone(), 5));
+    for leased in futures::future::join_all(rounds).await {
+        probes.extend(leased);
+    }
+    let half_open = state(api.clone(), urls[0].clone()).await;
+    assert_eq!(half_open["state"], "half_open", "{half_open}");
+    let ids: Vec<&str> = probes.iter().filter_map(|job| job["id"].as_str()).collect();
+    assert_eq!(
+        probes.len() as u64,
+        PROBES,
+        "exactly the probes, across three nodes: {ids:?}"
+    );
+    assert_eq!(half_open["probes_granted"], PROBES);
+
+    // A probe's success closes it; the rest flow from any node.
+    let probe = &probes[0];
+    let id = probe["id"].as_str().unwrap();
+    let body = json!({"lease_token": probe["lease_token"], "output": 1});
+    assert_eq!(
+        api.post(&urls[2], &format!("/v1/jobs/{id}/complete"), body)
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(state(api.clone(), urls[1].clone()).await["state"], "closed");
+    assert!(!lease(urls[1].clone(), 10).await.is_empty(), "closed: jobs flow again");
+    drop(nodes);
+}

@@ -421,6 +421,13 @@ pub struct LeasedJob {
     /// on calls made for this job so they join the job's trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The key the queue's per-key rules count the job under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_key: Option<String>,
+    /// The downstream the job calls: fail with `error.kind`
+    /// `downstream_unavailable`, `timeout` or `rate_limited` when it lets you down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 /// The attempt that started a step and ended before its checkpoint.
