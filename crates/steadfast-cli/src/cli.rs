@@ -305,7 +305,7 @@ steadfast queue policy payments --patch '{\"key_rate\":{\"limit\":5,\"period_ms\
         /// RATIO[:MIN_PER_SEC]: retries at most RATIO x first attempts.
         #[arg(long, value_parser = parse_budget)]
         retry_budget: Option<wire::RetryBudget>,
-        /// Remove a rule: concurrency, key_concurrency, rate, key_rate, fairness or retry_budget (repeat).
+        /// Remove a rule: concurrency, key_concurrency, rate, key_rate, fairness, weights or retry_budget (repeat).
         #[arg(long)]
         clear: Vec<String>,
         /// A JSON merge patch, as `PUT /v1/queues/{queue}/policy` takes it; the flags above apply on top.

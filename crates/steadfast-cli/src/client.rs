@@ -221,8 +221,10 @@ pub async fn queue_command(command: QueueCommand) -> anyhow::Result<()> {
                     "key_rate" => request.key_rate = Some(None),
                     "fairness" => request.fairness = Some(None),
                     "retry_budget" => request.retry_budget = Some(None),
+                    "weights" => request.weights = Some(None),
                     other => anyhow::bail!(
-                        "--clear {other}: expected concurrency, key_concurrency, rate, key_rate, fairness or retry_budget"
+                        "--clear {other}: expected concurrency, key_concurrency, rate, key_rate, fairness, weights \
+                         or retry_budget"
                     ),
                 }
             }
@@ -245,7 +247,7 @@ pub async fn queue_command(command: QueueCommand) -> anyhow::Result<()> {
                         .with_context(|| format!("--weight {weight}: expected KEY=N"))?;
                     parsed.insert(key.to_owned(), n);
                 }
-                request.weights = Some(parsed);
+                request.weights = Some(Some(parsed));
             }
             let client = client(&args)?;
             let unchanged = serde_json::to_value(&request)? == serde_json::json!({});

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use steadfast_core::{Job, JobState, QueueName, ResourceName, TenantId, Timestamp};
-use steadfast_store::decide::flow::{self, Candidates, FlowWrite, KeyedJobs, QueueLease, ResourceLease};
+use steadfast_store::decide::flow::{self, Blocked, Candidates, FlowWrite, KeyedJobs, QueueLease, ResourceLease};
 use steadfast_store::decide::{self, Decision, Writes};
 use steadfast_store::flow::{
     BUSIEST_KEYS, BreakerState, Cursor, MAX_LISTED_QUEUES, ReadyCounts, Resource, ResourceConfig, ResourceState,
@@ -113,7 +113,7 @@ pub(crate) async fn queue_lease(
         // Read again: the heads read before the turn may be stale.
         None if blocked.is_empty() => Candidates::Ordered(crate::jobs::heads_of(tx, tenant, queue, max_jobs).await?),
         None => Candidates::Ordered(heads_without(tx, tenant, queue, max_jobs, blocked).await?),
-        Some(keys) => Candidates::ByKey(by_key(tx, tenant, queue, &flow, keys, max_jobs).await?),
+        Some(keys) => Candidates::ByKey(by_key(tx, tenant, queue, &flow, keys, max_jobs, blocked).await?),
     };
     let keys: Vec<&str> = match &candidates {
         Candidates::ByKey(keys) => keys
@@ -196,6 +196,7 @@ async fn by_key(
     flow: &QueueFlow,
     max_keys: u32,
     max_jobs: u32,
+    blocked: &[String],
 ) -> Result<KeyedJobs, StoreError> {
     let start = flow
         .state
@@ -203,7 +204,7 @@ async fn by_key(
         .as_ref()
         .map(|cursor| cursor.key.as_str())
         .unwrap_or("");
-    let unkeyed = unkeyed_heads(tx, tenant, queue, max_jobs).await?;
+    let unkeyed = unkeyed_heads(tx, tenant, queue, max_jobs, blocked).await?;
     let from_start = distinct_keys(tx, tenant, queue, start, None, i64::from(max_keys)).await?;
     let before_start = if start.is_empty() {
         Vec::new()
@@ -228,13 +229,14 @@ async fn by_key(
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM unnest($3::text[], $4::bigint[]) WITH ORDINALITY AS k(wanted_key, wanted, ord) \
              CROSS JOIN LATERAL (SELECT * FROM jobs WHERE tenant_id = $1 AND queue = $2 AND state = 'queued' \
-             AND flow_key = k.wanted_key ORDER BY priority DESC, run_at, seq LIMIT k.wanted \
+             AND flow_key = k.wanted_key AND (resource IS NULL OR resource <> ALL($5)) \
+             ORDER BY priority DESC, run_at, seq LIMIT k.wanted \
              FOR UPDATE SKIP LOCKED) AS j ORDER BY k.ord, j.priority DESC, j.run_at, j.seq"
         );
         let rows = tx
             .query(
                 &statement(tx, &sql).await?,
-                &[&tenant.0, &queue.as_str(), &keyed, &keyed_wanted],
+                &[&tenant.0, &queue.as_str(), &keyed, &keyed_wanted, &blocked],
             )
             .await
             .map_err(pg_error)?;
@@ -302,18 +304,19 @@ async fn unkeyed_heads(
     tenant: TenantId,
     queue: &QueueName,
     limit: u32,
+    blocked: &[String],
 ) -> Result<Vec<(i64, Job)>, StoreError> {
     let sql = format!(
         "WITH head AS (SELECT seq FROM jobs WHERE tenant_id = $1 AND queue = $2 AND state = 'queued' \
          ORDER BY priority DESC, run_at, seq LIMIT $3) \
          SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND seq IN (SELECT seq FROM head) \
-         AND state = 'queued' AND flow_key IS NULL ORDER BY priority DESC, run_at, seq LIMIT $4 \
-         FOR UPDATE SKIP LOCKED"
+         AND state = 'queued' AND flow_key IS NULL AND (resource IS NULL OR resource <> ALL($5)) \
+         ORDER BY priority DESC, run_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED"
     );
     let rows = tx
         .query(
             &statement(tx, &sql).await?,
-            &[&tenant.0, &queue.as_str(), &UNKEYED_WINDOW, &i64::from(limit)],
+            &[&tenant.0, &queue.as_str(), &UNKEYED_WINDOW, &i64::from(limit), &blocked],
         )
         .await
         .map_err(pg_error)?;
@@ -341,15 +344,60 @@ fn resource_from_row(row: &Row) -> Result<Resource, StoreError> {
     })
 }
 
-/// The tenant's resources whose breaker is not closed (few, if any): which
-/// resources' jobs a lease leaves out of its heads.
-pub(crate) async fn unsettled_resources(tx: &Transaction, tenant: TenantId) -> Result<Vec<Resource>, StoreError> {
-    let sql = format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant_id = $1 AND breaker_state <> 'closed'");
+/// The tenant's resources that may hold their jobs back: those whose
+/// breaker is not closed or that have a concurrency or rate limit (few, if
+/// any; nothing for a tenant without them).
+pub(crate) async fn limiting_resources(tx: &Transaction, tenant: TenantId) -> Result<Vec<Resource>, StoreError> {
+    let sql = format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant_id = $1 AND (breaker_state <> 'closed' \
+         OR config LIKE '%\"concurrency\"%' OR config LIKE '%\"rate\"%') ORDER BY name LIMIT 1000"
+    );
     let rows = tx
         .query(&statement(tx, &sql).await?, &[&tenant.0])
         .await
         .map_err(pg_error)?;
     rows.iter().map(resource_from_row).collect()
+}
+
+/// Which of `resources` hold their jobs back now (see
+/// [`flow::blocked_resources`]), counting the running jobs of those with a
+/// concurrency limit.
+pub(crate) async fn blocked_of(
+    tx: &Transaction,
+    tenant: TenantId,
+    resources: &[Resource],
+    now: Timestamp,
+) -> Result<Blocked, StoreError> {
+    let limited: Vec<&str> = resources
+        .iter()
+        .filter(|resource| resource.config.concurrency.is_some())
+        .map(|resource| resource.name.as_str())
+        .collect();
+    let running = running_of(tx, tenant, &limited).await?;
+    Ok(flow::blocked_resources(resources, &running, now))
+}
+
+/// Running jobs per resource of `names`.
+async fn running_of(tx: &Transaction, tenant: TenantId, names: &[&str]) -> Result<HashMap<String, u32>, StoreError> {
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = tx
+        .query(
+            &statement(
+                tx,
+                "SELECT resource, count(*) FROM jobs WHERE tenant_id = $1 AND state = 'running' \
+                 AND resource = ANY($2) GROUP BY resource",
+            )
+            .await?,
+            &[&tenant.0, &names],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), row.get::<_, i64>(1).clamp(0, i64::from(u32::MAX)) as u32))
+        .collect())
 }
 
 /// The named resources of `tenant` that exist, held until the transaction
@@ -389,25 +437,7 @@ pub(crate) async fn resource_leases(
         .filter(|resource| resource.config.concurrency.is_some())
         .map(|resource| resource.name.as_str())
         .collect();
-    let mut running: HashMap<String, u32> = HashMap::new();
-    if !limited.is_empty() {
-        let rows = tx
-            .query(
-                &statement(
-                    tx,
-                    "SELECT resource, count(*) FROM jobs WHERE tenant_id = $1 AND state = 'running' \
-                     AND resource = ANY($2) GROUP BY resource",
-                )
-                .await?,
-                &[&tenant.0, &limited],
-            )
-            .await
-            .map_err(pg_error)?;
-        running = rows
-            .iter()
-            .map(|row| (row.get(0), row.get::<_, i64>(1).clamp(0, i64::from(u32::MAX)) as u32))
-            .collect();
-    }
+    let running = running_of(tx, tenant, &limited).await?;
     Ok(resources
         .into_iter()
         .map(|resource| ResourceLease {
@@ -452,7 +482,7 @@ pub(crate) async fn record_outcomes(
     if outcomes.is_empty() {
         return Ok(());
     }
-    let mut names: Vec<&str> = outcomes.iter().map(|(_, name, _)| name.as_str()).collect();
+    let mut names: Vec<&str> = outcomes.iter().map(|r| r.resource.as_str()).collect();
     names.sort_unstable();
     names.dedup();
     let resources = lock_resources(tx, tenant, &names).await?;
@@ -499,7 +529,8 @@ async fn overviews(tx: &Transaction, tenant: TenantId, now: Timestamp) -> Result
         .iter()
         .map(flow_from_row)
         .collect::<Result<_, _>>()?;
-    let blocked = flow::blocked_resources(&unsettled_resources(tx, tenant).await?, now).names;
+    let resources = limiting_resources(tx, tenant).await?;
+    let blocked = blocked_of(tx, tenant, &resources, now).await?.names;
     let mut names: Vec<String> = counts
         .iter()
         .map(|(queue, _, _)| queue.clone())
@@ -518,7 +549,11 @@ async fn overviews(tx: &Transaction, tenant: TenantId, now: Timestamp) -> Result
                 .map(|(_, _, n)| *n as u64)
                 .sum()
         };
-        let busiest: Vec<(String, u64)> = tx
+        // Only a queue with running jobs has busy keys.
+        let busiest: Vec<(String, u64)> = if of(JobState::Running) == 0 {
+            Vec::new()
+        } else {
+            tx
             .query(
                 &statement(
                     tx,
@@ -532,7 +567,8 @@ async fn overviews(tx: &Transaction, tenant: TenantId, now: Timestamp) -> Result
             .map_err(pg_error)?
             .iter()
             .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))
-            .collect();
+            .collect()
+        };
         let flow = flows.remove(&name).unwrap_or_default();
         // Without rules or an open breaker, nothing is held.
         let held = if flow.policy.is_empty() && blocked.is_empty() {
@@ -594,6 +630,7 @@ async fn overviews(tx: &Transaction, tenant: TenantId, now: Timestamp) -> Result
                     .await?
                 },
                 retries: match flow.policy.retry_budget {
+                    Some(budget) if flow::balance(&budget, flow.state.budget, now) >= 1.0 => 0,
                     None => 0,
                     Some(_) => {
                         count_of(
@@ -720,6 +757,8 @@ impl FlowStore for PostgresStore {
             .map_err(pg_error)?;
             let mut decision = Decision::read_only(policy);
             decision.writes.audit.push((tenant, draft));
+            // Workers waiting on the queue, on any node, ask again under the new rules.
+            decision.writes.woken.push((tenant, queue.clone()));
             Ok(decision)
         })
         .await

@@ -78,8 +78,7 @@ async fn lock_keys(tx: &Transaction, tenant: TenantId, jobs: &[NewJob]) -> Resul
             locks.push(key.as_str().to_owned());
         }
         if let Some(singleton) = &new.spec.singleton {
-            // Idempotency keys hold no spaces: these never name one.
-            locks.push(format!("singleton {} {}", new.spec.queue, singleton.key));
+            locks.push(singleton_lock(&new.spec.queue, &singleton.key));
         }
     }
     if locks.is_empty() {
@@ -100,7 +99,42 @@ async fn lock_keys(tx: &Transaction, tenant: TenantId, jobs: &[NewJob]) -> Resul
     Ok(())
 }
 
-/// The unfinished jobs of the singleton keys `jobs` carry.
+/// Whether another unfinished job of `job`'s queue holds its singleton key
+/// (the key locked first, as an enqueue of it locks it).
+async fn singleton_held_by_another(tx: &Transaction, job: &Job) -> Result<bool, StoreError> {
+    let Some(key) = &job.singleton_key else {
+        return Ok(false);
+    };
+    tx.execute(
+        &statement(tx, "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))").await?,
+        &[&job.tenant_id.0.to_string(), &singleton_lock(&job.queue, key)],
+    )
+    .await
+    .map_err(pg_error)?;
+    let row = tx
+        .query_opt(
+            &statement(
+                tx,
+                "SELECT 1 FROM jobs WHERE tenant_id = $1 AND queue = $2 AND singleton_key = $3 AND id <> $4 \
+                 AND state IN ('scheduled', 'queued', 'running', 'waiting') LIMIT 1",
+            )
+            .await?,
+            &[&job.tenant_id.0, &job.queue.as_str(), &key.as_str(), &job.id.0],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(row.is_some())
+}
+
+/// What locks a singleton key (idempotency keys hold no spaces: this never names one).
+fn singleton_lock(queue: &QueueName, key: &steadfast_core::FlowKey) -> String {
+    format!("singleton {queue} {key}")
+}
+
+/// The unfinished jobs of the singleton keys `jobs` carry, locked: a lease,
+/// a timer or a cancel that changes one waits for this enqueue, and one
+/// this enqueue waited for is read as it committed (a replace never
+/// overwrites a job that was leased meanwhile).
 async fn live_singletons(tx: &Transaction, tenant: TenantId, jobs: &[NewJob]) -> Result<Vec<Job>, StoreError> {
     let (queues, keys): (Vec<&str>, Vec<&str>) = jobs
         .iter()
@@ -115,7 +149,8 @@ async fn live_singletons(tx: &Transaction, tenant: TenantId, jobs: &[NewJob]) ->
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 \
          AND (queue, singleton_key) IN (SELECT * FROM unnest($2::text[], $3::text[])) \
-         AND singleton_key IS NOT NULL AND state IN ('scheduled', 'queued', 'running', 'waiting')"
+         AND singleton_key IS NOT NULL AND state IN ('scheduled', 'queued', 'running', 'waiting') \
+         FOR UPDATE"
     );
     let rows = tx
         .query(&statement(tx, &sql).await?, &[&tenant.0, &queues, &keys])
@@ -273,13 +308,13 @@ impl JobStore for PostgresStore {
         self.decided(Some(scope), Durability::Relaxed, now, async |tx| {
             // Both reads in one flight: a queue without rules that count or
             // remember is leased from these heads with no further read.
-            let (flows, heads, unsettled) = futures::join!(
+            let (flows, heads, limiting) = futures::join!(
                 flow::queue_flows(tx, tenant, &request.queues),
                 queue_heads(tx, filter, tenant, &request),
-                flow::unsettled_resources(tx, tenant)
+                flow::limiting_resources(tx, tenant)
             );
             let (mut flows, heads) = (flows?, heads?);
-            let blocked = decide::flow::blocked_resources(&unsettled?, now);
+            let blocked = flow::blocked_of(tx, tenant, &limiting?, now).await?;
             let mut queues = Vec::with_capacity(request.queues.len());
             let mut by_name: Vec<(&QueueName, Vec<(i64, Job)>)> = request.queues.iter().zip(heads).collect();
             // Queues take their turns in name order: two leases never wait
@@ -388,7 +423,12 @@ impl JobStore for PostgresStore {
     async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
         let (filter, tenant) = (self.filter, scope.tenant_id());
         self.decided(Some(scope), Durability::Durable, now, async |tx| {
-            decide::retry(load_job(tx, filter, tenant, id, true).await?, now)
+            let job = load_job(tx, filter, tenant, id, true).await?;
+            let taken = match &job {
+                Some(job) => singleton_held_by_another(tx, job).await?,
+                None => false,
+            };
+            decide::retry(job, taken, now)
         })
         .await
     }

@@ -102,6 +102,19 @@ impl Maintenance for PostgresStore {
         optional_timestamp(row.get(0))
     }
 
+    async fn prune_flow_keys(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT steadfast_prune_flow_keys($1, $2)",
+                &[&(now.as_nanosecond() as i64), &(limit as i64)],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.get::<_, i64>(0).max(0) as usize)
+    }
+
     async fn flow_tenants(&self, limit: usize) -> Result<Vec<TenantId>, StoreError> {
         let rows = self
             .client()

@@ -1060,9 +1060,10 @@ pub struct QueuePolicyRequest {
     #[schema(value_type = Option<Fairness>, nullable)]
     pub fairness: Option<Option<Fairness>>,
     /// Fairness weights (1 to 100) of particular keys, replacing the
-    /// stored ones; other keys weigh 1. At most 1000 keys.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weights: Option<std::collections::BTreeMap<String, u32>>,
+    /// stored ones (`null` removes them all); other keys weigh 1. At most 1000 keys.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, u32>>, nullable)]
+    pub weights: Option<Option<std::collections::BTreeMap<String, u32>>>,
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<RetryBudget>, nullable)]
     pub retry_budget: Option<Option<RetryBudget>>,

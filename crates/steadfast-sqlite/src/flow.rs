@@ -75,8 +75,7 @@ pub(crate) fn lease_inputs(
     max_jobs: u32,
     now: Timestamp,
 ) -> Result<(Vec<QueueLease>, Vec<ResourceLease>, Blocked), StoreError> {
-    let unsettled = unsettled_resources(conn, tenant)?;
-    let blocked = flow::blocked_resources(&unsettled, now);
+    let blocked = blocked_resources(conn, tenant, now)?;
     let leases = queues
         .iter()
         .map(|queue| queue_lease(conn, tenant, queue, max_jobs, &blocked.names))
@@ -85,15 +84,31 @@ pub(crate) fn lease_inputs(
     Ok((leases, resources, blocked))
 }
 
-/// The tenant's resources whose breaker is not closed (few, if any).
-fn unsettled_resources(conn: &Connection, tenant: TenantId) -> Result<Vec<Resource>, StoreError> {
+/// The tenant's resources that hold their jobs back now (see
+/// [`flow::blocked_resources`]): those whose breaker is not closed or that
+/// have a concurrency or rate limit (few, if any; this reads nothing for a
+/// tenant without them), with the running jobs of the limited ones.
+fn blocked_resources(conn: &Connection, tenant: TenantId, now: Timestamp) -> Result<Blocked, StoreError> {
     let rows = query_all(
         conn,
-        &format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant_id = ?1 AND breaker_state <> 'closed'"),
+        &format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant_id = ?1 AND (breaker_state <> 'closed' \
+             OR config LIKE '%\"concurrency\"%' OR config LIKE '%\"rate\"%') ORDER BY name LIMIT 1000"
+        ),
         params![tenant.to_string()],
         resource_from_row,
     )?;
-    rows.into_iter().collect()
+    let resources = rows.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut running = HashMap::new();
+    for resource in resources.iter().filter(|r| r.config.concurrency.is_some()) {
+        let n = count(
+            conn,
+            "SELECT count(*) FROM jobs WHERE tenant_id = ?1 AND resource = ?2 AND state = 'running'",
+            params![tenant.to_string(), resource.name.as_str()],
+        )?;
+        running.insert(resource.name.to_string(), n);
+    }
+    Ok(flow::blocked_resources(&resources, &running, now))
 }
 
 /// The configured resources the candidates name, with their running jobs
@@ -140,7 +155,7 @@ fn queue_lease(
     let loading = flow::loading(&flow.policy, max_jobs);
     let candidates = match loading.keys {
         None => Candidates::Ordered(heads(conn, tenant, queue, max_jobs, blocked)?),
-        Some(keys) => Candidates::ByKey(by_key(conn, tenant, queue, &flow, keys, max_jobs)?),
+        Some(keys) => Candidates::ByKey(by_key(conn, tenant, queue, &flow, keys, max_jobs, blocked)?),
     };
     let keys: Vec<&str> = match &candidates {
         Candidates::ByKey(keys) => keys
@@ -290,7 +305,7 @@ pub(crate) fn record_outcomes(conn: &Connection, writes: &mut Writes, now: Times
     if outcomes.is_empty() {
         return Ok(());
     }
-    let mut named: Vec<(TenantId, &ResourceName)> = outcomes.iter().map(|(tenant, name, _)| (*tenant, name)).collect();
+    let mut named: Vec<(TenantId, &ResourceName)> = outcomes.iter().map(|r| (r.tenant_id, &r.resource)).collect();
     named.sort();
     named.dedup();
     let mut resources = Vec::new();
@@ -354,8 +369,7 @@ fn overviews(conn: &Connection, tenant: TenantId, now: Timestamp) -> Result<Vec<
         .into_iter()
         .map(|(queue, flow)| flow.map(|flow| (queue, flow)))
         .collect::<Result<_, _>>()?;
-    let unsettled = unsettled_resources(conn, tenant)?;
-    let blocked_names = flow::blocked_resources(&unsettled, now).names;
+    let blocked_names = blocked_resources(conn, tenant, now)?.names;
     let blocked = serde_json::to_string(&blocked_names).expect("names serialize");
     let mut names: Vec<String> = counts
         .iter()
@@ -375,13 +389,18 @@ fn overviews(conn: &Connection, tenant: TenantId, now: Timestamp) -> Result<Vec<
                 .map(|(_, _, n)| *n as u64)
                 .sum()
         };
-        let busiest = query_all(
-            conn,
-            "SELECT flow_key, count(*) AS n FROM jobs WHERE tenant_id = ?1 AND queue = ?2 AND state = 'running' \
+        // Only a queue with running jobs has busy keys.
+        let busiest = if of(JobState::Running) == 0 {
+            Vec::new()
+        } else {
+            query_all(
+                conn,
+                "SELECT flow_key, count(*) AS n FROM jobs WHERE tenant_id = ?1 AND queue = ?2 AND state = 'running' \
              AND flow_key IS NOT NULL GROUP BY flow_key ORDER BY n DESC, flow_key LIMIT ?3",
-            params![t, name, BUSIEST_KEYS as i64],
-            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)),
-        )?;
+                params![t, name, BUSIEST_KEYS as i64],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)),
+            )?
+        };
         let flow = flows.remove(&name).unwrap_or_default();
         // Without rules or an open breaker, nothing is held.
         let held = if flow.policy.is_empty() && blocked_names.is_empty() {
@@ -423,8 +442,10 @@ fn overviews(conn: &Connection, tenant: TenantId, now: Timestamp) -> Result<Vec<
                     &serde_json::to_string(&key_rate_held).expect("keys serialize"),
                 )?,
                 retries: match flow.policy.retry_budget {
-                    None => 0,
-                    Some(_) => count_queued("attempt > uncounted_attempts AND ?3", &true)?,
+                    Some(budget) if flow::balance(&budget, flow.state.budget, now) < 1.0 => {
+                        count_queued("attempt > uncounted_attempts AND ?3", &true)?
+                    }
+                    _ => 0,
                 },
             };
             flow::held(&flow, &ready, now)
@@ -459,14 +480,16 @@ fn by_key(
     flow: &QueueFlow,
     max_keys: u32,
     max_jobs: u32,
+    blocked: &[String],
 ) -> Result<KeyedJobs, StoreError> {
+    let blocked = serde_json::to_string(blocked).expect("names serialize");
     let start = flow
         .state
         .cursor
         .as_ref()
         .map(|cursor| cursor.key.as_str())
         .unwrap_or("");
-    let unkeyed = unkeyed_heads(conn, tenant, queue, max_jobs)?;
+    let unkeyed = unkeyed_heads(conn, tenant, queue, max_jobs, &blocked)?;
     let from_start = distinct_keys(conn, tenant, queue, start, None, max_keys)?;
     let before_start = if start.is_empty() {
         Vec::new()
@@ -488,9 +511,10 @@ fn by_key(
                     conn,
                     &format!(
                         "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = ?1 AND queue = ?2 AND state = 'queued' \
-                         AND flow_key = ?3 ORDER BY priority DESC, run_at, seq LIMIT ?4"
+                         AND flow_key = ?3 AND (resource IS NULL OR resource NOT IN (SELECT value FROM json_each(?5))) \
+                         ORDER BY priority DESC, run_at, seq LIMIT ?4"
                     ),
-                    params![tenant.to_string(), queue.as_str(), key, i64::from(limit)],
+                    params![tenant.to_string(), queue.as_str(), key, i64::from(limit), blocked],
                     job_from_row,
                 )?
             };
@@ -545,15 +569,23 @@ fn unkeyed_heads(
     tenant: TenantId,
     queue: &QueueName,
     limit: u32,
+    blocked: &str,
 ) -> Result<Vec<(i64, Job)>, StoreError> {
     query_all(
         conn,
         &format!(
             "SELECT {JOB_COLUMNS} FROM (SELECT * FROM jobs WHERE tenant_id = ?1 AND queue = ?2 \
              AND state = 'queued' ORDER BY priority DESC, run_at, seq LIMIT ?3) \
-             WHERE flow_key IS NULL ORDER BY priority DESC, run_at, seq LIMIT ?4"
+             WHERE flow_key IS NULL AND (resource IS NULL OR resource NOT IN (SELECT value FROM json_each(?5))) \
+             ORDER BY priority DESC, run_at, seq LIMIT ?4"
         ),
-        params![tenant.to_string(), queue.as_str(), UNKEYED_WINDOW, i64::from(limit)],
+        params![
+            tenant.to_string(),
+            queue.as_str(),
+            UNKEYED_WINDOW,
+            i64::from(limit),
+            blocked
+        ],
         job_from_row,
     )
 }
@@ -627,6 +659,8 @@ impl FlowStore for SqliteStore {
             .map_err(sqlite_error)?;
             let mut decision = Decision::read_only(policy);
             decision.writes.audit.push((tenant, draft));
+            // Workers waiting on the queue, on any node, ask again under the new rules.
+            decision.writes.woken.push((tenant, queue.clone()));
             Ok(decision)
         })
         .await

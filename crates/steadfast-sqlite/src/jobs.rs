@@ -117,6 +117,26 @@ fn live_singletons(conn: &Connection, tenant: TenantId, jobs: &[NewJob]) -> Resu
     Ok(found)
 }
 
+/// Whether another unfinished job of `job`'s queue holds its singleton key.
+fn singleton_held_by_another(conn: &Connection, job: &Job) -> Result<bool, StoreError> {
+    let Some(key) = &job.singleton_key else {
+        return Ok(false);
+    };
+    conn.prepare_cached(
+        "SELECT 1 FROM jobs WHERE tenant_id = ?1 AND queue = ?2 AND singleton_key = ?3 AND id <> ?4 \
+         AND state IN ('scheduled', 'queued', 'running', 'waiting')",
+    )
+    .and_then(|mut select| {
+        select.exists(params![
+            job.tenant_id.to_string(),
+            job.queue.as_str(),
+            key.as_str(),
+            job.id.to_string()
+        ])
+    })
+    .map_err(sqlite_error)
+}
+
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn enqueue(
@@ -246,7 +266,12 @@ impl JobStore for SqliteStore {
     async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
         let tenant = scope.tenant_id();
         self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
-            decide::retry(load_job(conn, tenant, id)?, now)
+            let job = load_job(conn, tenant, id)?;
+            let taken = match &job {
+                Some(job) => singleton_held_by_another(conn, job)?,
+                None => false,
+            };
+            decide::retry(job, taken, now)
         })
         .await
     }

@@ -102,6 +102,19 @@ impl Maintenance for SqliteStore {
             .await
     }
 
+    async fn prune_flow_keys(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        self.writer()
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM flow_keys WHERE (tenant_id, queue, flow_key) IN \
+                     (SELECT tenant_id, queue, flow_key FROM flow_keys WHERE rate_tat_ns < ?1 LIMIT ?2)",
+                )
+                .and_then(|mut delete| delete.execute(params![now.as_nanosecond() as i64, limit as i64]))
+                .map_err(sqlite_error)
+            })
+            .await
+    }
+
     async fn flow_tenants(&self, limit: usize) -> Result<Vec<TenantId>, StoreError> {
         self.readers()
             .read(move |conn| {

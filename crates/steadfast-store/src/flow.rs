@@ -39,7 +39,37 @@ pub struct Rate {
     pub burst: u32,
 }
 
+/// The longest a full burst of any rate may take to earn back: 30 days.
+pub const MAX_RATE_HORIZON: Duration = Duration::from_secs(30 * 86_400);
+
 impl Rate {
+    /// Checks every bound of a rate named `field`; the error is safe to show.
+    pub fn check(&self, field: &str) -> Result<(), String> {
+        let within = |part: &str, value: u64, max: u64| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("{field}.{part}: must be between 1 and {max}"))
+            }
+        };
+        within("limit", self.limit.into(), MAX_RATE_LIMIT.into())?;
+        within("period_ms", self.period_ms, MAX_RATE_PERIOD_MS)?;
+        within("burst", self.burst.into(), MAX_RATE_LIMIT.into())?;
+        // GCRA's tolerance is the interval times the burst: kept within a
+        // month, it never overflows (and a month of burst is no rate).
+        let horizon = self
+            .emission_interval()
+            .as_nanos()
+            .saturating_mul(u128::from(self.burst));
+        if horizon > MAX_RATE_HORIZON.as_nanos() {
+            return Err(format!(
+                "{field}: burst x period_ms / limit must be at most {} days",
+                MAX_RATE_HORIZON.as_secs() / 86_400
+            ));
+        }
+        Ok(())
+    }
+
     /// The time between two grants at the steady rate.
     pub fn emission_interval(&self) -> Duration {
         Duration::from_nanos((self.period_ms.saturating_mul(1_000_000) / u64::from(self.limit.max(1))).max(1))
@@ -131,9 +161,7 @@ impl QueuePolicy {
         }
         for (field, rate) in [("rate", &self.rate), ("key_rate", &self.key_rate)] {
             if let Some(rate) = rate {
-                within(&format!("{field}.limit"), rate.limit.into(), MAX_RATE_LIMIT.into())?;
-                within(&format!("{field}.period_ms"), rate.period_ms, MAX_RATE_PERIOD_MS)?;
-                within(&format!("{field}.burst"), rate.burst.into(), MAX_RATE_LIMIT.into())?;
+                rate.check(field)?;
             }
         }
         if !self.weights.is_empty() && self.fairness.is_none() {
@@ -301,11 +329,7 @@ impl ResourceConfig {
             within("concurrency", n, 1, MAX_CONCURRENCY)?;
         }
         if let Some(rate) = &self.rate {
-            within("rate.limit", rate.limit, 1, MAX_RATE_LIMIT)?;
-            if !(1..=MAX_RATE_PERIOD_MS).contains(&rate.period_ms) {
-                return Err(format!("rate.period_ms: must be between 1 and {MAX_RATE_PERIOD_MS}"));
-            }
-            within("rate.burst", rate.burst, 1, MAX_RATE_LIMIT)?;
+            rate.check("rate")?;
         }
         Ok(())
     }

@@ -74,6 +74,10 @@ pub trait Maintenance {
     /// Counts of unfinished jobs by queue and state, across tenants (for metrics).
     async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError>;
 
+    /// Forgets up to `limit` per-key rate limiter states whose arrival time
+    /// passed (they hold nothing back any more); how many it removed.
+    async fn prune_flow_keys(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;
+
     /// The tenants with a queue policy or a resource (for the flow
     /// control gauges), at most `limit`.
     async fn flow_tenants(&self, limit: usize) -> Result<Vec<TenantId>, StoreError>;

@@ -82,3 +82,17 @@ CREATE FUNCTION steadfast_flow_tenants(p_limit bigint)
         UNION SELECT tenant_id FROM resources
         ORDER BY 1 LIMIT p_limit
     $$;
+
+-- Per-key rate limiter states whose arrival time passed hold nothing
+-- back: forgotten in bounded batches, across tenants.
+CREATE FUNCTION steadfast_prune_flow_keys(p_now bigint, p_limit bigint)
+    RETURNS bigint
+    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = steadfast, pg_temp
+    AS $$
+        WITH gone AS (
+            DELETE FROM flow_keys WHERE (tenant_id, queue, flow_key) IN (
+                SELECT tenant_id, queue, flow_key FROM flow_keys WHERE rate_tat_ns < p_now LIMIT p_limit
+            ) RETURNING 1
+        )
+        SELECT count(*) FROM gone
+    $$;

@@ -105,7 +105,7 @@ fn patch(request: wire::QueuePolicyRequest) -> PolicyPatch {
         rate: request.rate.map(|set| set.map(rate)),
         key_rate: request.key_rate.map(|set| set.map(rate)),
         fairness: request.fairness.map(|set| set.map(fairness)),
-        weights: request.weights,
+        weights: request.weights.map(Option::unwrap_or_default),
         retry_budget: request.retry_budget.map(|set| {
             set.map(|budget| RetryBudget {
                 ratio: budget.ratio,

@@ -142,6 +142,11 @@ impl Engine {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "pruning webhook events failed"),
             }
+            match engine.store().prune_flow_keys(engine.now(), 10_000).await {
+                Ok(pruned) if pruned > 0 => tracing::debug!(pruned, "forgot per-key rate limits that hold nothing"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "pruning per-key rate limits failed"),
+            }
         }));
         let mut logged = HashMap::new();
         let checkpoint_every = self.inner.config.audit_checkpoint_every;

@@ -329,6 +329,16 @@ pub async fn key_rates_hold_each_key_to_its_own_rate(store: &impl Store) {
     assert!(held.is_empty());
     let second = lease_jobs(store, &scope, lease_request(&["crawl"], 20, &key), at(2)).await;
     assert_eq!(second.len(), 2, "one more per key a second later");
+    assert_eq!(
+        store.prune_flow_keys(at(2), 100).await.unwrap(),
+        0,
+        "both keys' limiters still hold"
+    );
+    assert_eq!(
+        store.prune_flow_keys(at(60), 100).await.unwrap(),
+        2,
+        "past, they are forgotten"
+    );
 }
 
 pub async fn fairness_serves_a_small_key_behind_a_flood(store: &impl Store) {
@@ -907,4 +917,140 @@ pub async fn concurrent_enqueues_of_one_singleton_make_one_job(store: &(impl Sto
     let ids: std::collections::HashSet<JobId> = results.iter().map(|e| e.job.id).collect();
     assert_eq!(ids.len(), 1, "one job for the key");
     assert_eq!(results.iter().filter(|e| e.created()).count(), 1);
+}
+
+pub async fn a_held_resource_does_not_stop_the_jobs_behind_it(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let name = ResourceName::new("slow-api").unwrap();
+    let config = ResourceConfig {
+        concurrency: Some(1),
+        ..ResourceConfig::default()
+    };
+    store.put_resource(&scope, &name, config, t0()).await.unwrap();
+    enqueue_many(
+        store,
+        &scope,
+        (0..5).map(|_| calling("mixed", "slow-api")).collect(),
+        t0(),
+    )
+    .await;
+    let other = enqueue_one(store, &scope, spec("mixed"), at(1)).await;
+    let first = lease_jobs(store, &scope, lease_request(&["mixed"], 1, &key), at(2)).await;
+    assert_eq!(first[0].resource.as_ref().map(|r| r.as_str()), Some("slow-api"));
+    // The resource is at its limit; its four ready jobs stand first in the
+    // queue, yet a lease of one reads past them.
+    let next = lease_jobs(store, &scope, lease_request(&["mixed"], 1, &key), at(3)).await;
+    assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), vec![other.id]);
+
+    // The same in a queue served key by key.
+    set(
+        store,
+        &scope,
+        "keyed",
+        PolicyPatch {
+            fairness: Some(Some(Fairness::FlowKey)),
+            ..PolicyPatch::default()
+        },
+    )
+    .await;
+    let held = EnqueueRequest {
+        flow_key: Some("k".into()),
+        resource: Some("slow-api".into()),
+        ..request("keyed", "{}")
+    }
+    .validate(&Limits::default(), [0; 32], t0())
+    .unwrap();
+    enqueue_many(store, &scope, vec![held, keyed("keyed", Some("k"))], at(4)).await;
+    let keyed_next = lease_jobs(store, &scope, lease_request(&["keyed"], 1, &key), at(5)).await;
+    assert_eq!(keyed_next.len(), 1);
+    assert_eq!(keyed_next[0].resource, None, "the key's job behind the held one goes");
+}
+
+pub async fn only_probes_decide_a_half_open_breaker(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let stripe = ResourceName::new("stripe").unwrap();
+    store.put_resource(&scope, &stripe, breaker(), t0()).await.unwrap();
+    enqueue_many(
+        store,
+        &scope,
+        (0..8).map(|_| calling("charges", "stripe")).collect(),
+        t0(),
+    )
+    .await;
+    let early = lease_jobs(store, &scope, lease_request(&["charges"], 6, &key), at(1)).await;
+    for job in &early[..4] {
+        store
+            .fail(
+                &scope,
+                job.id,
+                &token(job),
+                failure("downstream_unavailable"),
+                AT_ONCE,
+                at(2),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .resource(&scope, &stripe, at(2))
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .breaker,
+        BreakerState::Open
+    );
+    // Half-open at 32: two probes out.
+    let probes = lease_jobs(store, &scope, lease_request(&["charges"], 10, &key), at(32)).await;
+    assert_eq!(probes.len(), 2);
+    // Jobs leased before it opened report now: they decide nothing.
+    let heartbeat = Duration::from_secs(3600);
+    for job in &early[4..] {
+        store
+            .heartbeat(&scope, job.id, &token(job), heartbeat, at(20))
+            .await
+            .unwrap();
+    }
+    store
+        .complete(&scope, early[4].id, &token(&early[4]), "1".into(), at(33))
+        .await
+        .unwrap();
+    store
+        .fail(&scope, early[5].id, &token(&early[5]), failure("bug"), AT_ONCE, at(33))
+        .await
+        .unwrap();
+    let still = store.resource(&scope, &stripe, at(33)).await.unwrap().unwrap();
+    assert_eq!(
+        (still.state.breaker, still.state.probes_granted),
+        (BreakerState::HalfOpen, 2)
+    );
+    assert!(
+        lease_jobs(store, &scope, lease_request(&["charges"], 10, &key), at(33))
+            .await
+            .is_empty()
+    );
+    // A changed breaker starts over, closed.
+    let mut looser = breaker();
+    looser.breaker.as_mut().unwrap().min_requests = 50;
+    let reset = store.put_resource(&scope, &stripe, looser, at(34)).await.unwrap();
+    assert_eq!(
+        (reset.state.breaker, reset.state.probes_granted),
+        (BreakerState::Closed, 0)
+    );
+}
+
+pub async fn a_retried_singleton_does_not_take_a_key_already_held(store: &impl Store) {
+    let (scope, _) = new_tenant(store).await;
+    let first = enqueue_singleton(store, &scope, singleton("sync", "acct", None, "{}", None), at(1)).await;
+    store.cancel(&scope, first.job.id, at(2)).await.unwrap();
+    let second = enqueue_singleton(store, &scope, singleton("sync", "acct", None, "{}", None), at(3)).await;
+    assert!(second.created(), "the cancelled job freed the key");
+    let refused = store.retry(&scope, first.job.id, at(4)).await;
+    assert!(matches!(refused, Err(StoreError::InvalidState { .. })), "{refused:?}");
+    store.cancel(&scope, second.job.id, at(5)).await.unwrap();
+    assert_eq!(
+        store.retry(&scope, first.job.id, at(6)).await.unwrap().state,
+        JobState::Queued
+    );
 }

@@ -98,6 +98,9 @@ macro_rules! conformance_suite {
             singletons_skip_or_replace_the_unfinished_job,
             debounce_runs_after_the_last_enqueue_and_never_past_its_max,
             concurrent_enqueues_of_one_singleton_make_one_job,
+            a_held_resource_does_not_stop_the_jobs_behind_it,
+            only_probes_decide_a_half_open_breaker,
+            a_retried_singleton_does_not_take_a_key_already_held,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

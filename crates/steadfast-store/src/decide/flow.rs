@@ -246,7 +246,7 @@ pub fn admit(
     }
     let mut writes = Writes::default();
     for admission in admissions {
-        admission.finish(tenant, &mut admitted, &mut writes);
+        admission.finish(tenant, now, &mut admitted, &mut writes);
     }
     gates.finish(tenant, &mut admitted, &mut writes);
     (admitted, writes)
@@ -308,7 +308,15 @@ impl Gates {
                     .map(unix_nanos);
                 false
             }
-            (BreakerState::HalfOpen, Some(breaker)) => state.probes_granted < breaker.half_open_probes,
+            (BreakerState::HalfOpen, Some(breaker)) => {
+                let left = state.probes_granted < breaker.half_open_probes;
+                if !left {
+                    // Every probe is out: a probe's outcome, maybe on
+                    // another node, decides what comes next.
+                    wake = Some(unix_nanos(now).saturating_add(CONCURRENCY_RECHECK.as_nanos() as i64));
+                }
+                left
+            }
             _ => true,
         } && match config.concurrency {
             Some(limit) if running >= limit => {
@@ -366,8 +374,10 @@ impl Gates {
 }
 
 /// The resources whose jobs no lease may take now (breaker open, or
-/// half-open with every probe out): a backend leaves their jobs out of the
-/// heads it reads, so they do not crowd out other resources' jobs.
+/// half-open with every probe out; at their concurrency; over their rate):
+/// a backend leaves their jobs out of the candidates it reads, so they do
+/// not crowd out other jobs. `running` counts the running jobs of those
+/// with a concurrency limit.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Blocked {
     pub names: Vec<String>,
@@ -375,27 +385,29 @@ pub struct Blocked {
     pub reopens_at: Option<Timestamp>,
 }
 
-pub fn blocked_resources(resources: &[Resource], now: Timestamp) -> Blocked {
+pub fn blocked_resources(resources: &[Resource], running: &HashMap<String, u32>, now: Timestamp) -> Blocked {
     let mut blocked = Blocked::default();
     for resource in resources {
-        let Some(breaker) = &resource.config.breaker else {
-            continue;
-        };
         let state = breaker_at(&resource.config, &resource.state, now);
-        let held = match state.breaker {
-            BreakerState::Open => {
-                let reopens = state
-                    .opened_at
-                    .and_then(|at| at.saturating_add(Duration::from_secs(breaker.open_secs.into())).ok());
-                if let Some(at) = reopens {
+        let by_breaker = match (&resource.config.breaker, state.breaker) {
+            (Some(breaker), BreakerState::Open) => {
+                if let Some(at) = half_opens_at(breaker, &state) {
                     blocked.reopens_at = Some(blocked.reopens_at.map_or(at, |earlier| earlier.min(at)));
                 }
                 true
             }
-            BreakerState::HalfOpen => state.probes_granted >= breaker.half_open_probes,
-            BreakerState::Closed => false,
+            (Some(breaker), BreakerState::HalfOpen) => state.probes_granted >= breaker.half_open_probes,
+            _ => false,
         };
-        if held {
+        let by_concurrency = resource
+            .config
+            .concurrency
+            .is_some_and(|limit| running.get(resource.name.as_str()).copied().unwrap_or(0) >= limit);
+        let by_rate = resource
+            .config
+            .rate
+            .is_some_and(|rate| gcra(&rate, state.rate_tat_ns, now).is_err());
+        if by_breaker || by_concurrency || by_rate {
             blocked.names.push(resource.name.to_string());
         }
     }
@@ -462,38 +474,49 @@ pub fn outcome_of(attempt: &Attempt) -> Outcome {
     }
 }
 
+/// One ended attempt's report to its job's resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub tenant_id: TenantId,
+    pub resource: ResourceName,
+    pub outcome: Outcome,
+    /// When the attempt's lease was granted: while the breaker is
+    /// half-open, only attempts leased since it half-opened are probes.
+    pub leased_at: Timestamp,
+}
+
 /// The outcomes `writes` report against resources: one per ended attempt
 /// of a job that names a resource, in order.
-pub fn resource_outcomes(writes: &Writes) -> Vec<(TenantId, ResourceName, Outcome)> {
+pub fn resource_outcomes(writes: &Writes) -> Vec<Reported> {
     writes
         .attempts
         .iter()
         .filter_map(|ended| {
             let job = writes.changed_jobs.iter().find(|job| job.id == ended.job_id)?;
-            let resource = job.resource.clone()?;
-            Some((ended.tenant_id, resource, outcome_of(&ended.attempt)))
+            Some(Reported {
+                tenant_id: ended.tenant_id,
+                resource: job.resource.clone()?,
+                outcome: outcome_of(&ended.attempt),
+                leased_at: ended.attempt.started_at,
+            })
         })
         .collect()
 }
 
 /// The resources' states after `outcomes` (each resource loaded, or
 /// absent when not configured): the writes for those that changed.
-pub fn record_outcomes(
-    resources: Vec<(TenantId, Resource)>,
-    outcomes: &[(TenantId, ResourceName, Outcome)],
-    now: Timestamp,
-) -> Vec<FlowWrite> {
+pub fn record_outcomes(resources: Vec<(TenantId, Resource)>, outcomes: &[Reported], now: Timestamp) -> Vec<FlowWrite> {
     let mut writes = Vec::new();
     for (tenant_id, resource) in resources {
         let Some(breaker) = &resource.config.breaker else {
             continue;
         };
         let mut state = breaker_at(&resource.config, &resource.state, now);
-        for (_, _, outcome) in outcomes
+        for reported in outcomes
             .iter()
-            .filter(|(tenant, name, _)| *tenant == tenant_id && *name == resource.name)
+            .filter(|r| r.tenant_id == tenant_id && r.resource == resource.name)
         {
-            state = after_outcome(breaker, state, *outcome, now);
+            state = after_outcome(breaker, state, reported, now);
         }
         if state != resource.state {
             writes.push(FlowWrite::Resource {
@@ -506,15 +529,30 @@ pub fn record_outcomes(
     writes
 }
 
-/// A breaker after one reported outcome.
-fn after_outcome(breaker: &Breaker, mut state: ResourceState, outcome: Outcome, now: Timestamp) -> ResourceState {
+/// When an open breaker half-opens.
+fn half_opens_at(breaker: &Breaker, state: &ResourceState) -> Option<Timestamp> {
+    state.opened_at.map(|at| {
+        at.saturating_add(Duration::from_secs(breaker.open_secs.into()))
+            .unwrap_or(Timestamp::MAX)
+    })
+}
+
+/// A breaker after one reported outcome. While half-open, only the
+/// outcomes of probes (attempts leased since it half-opened) count: an
+/// attempt leased before it opened says nothing about the downstream now.
+fn after_outcome(breaker: &Breaker, mut state: ResourceState, reported: &Reported, now: Timestamp) -> ResourceState {
     let open = |mut state: ResourceState| {
         state.breaker = BreakerState::Open;
         state.opened_at = Some(now);
         state.probes_granted = 0;
         state
     };
-    match (state.breaker, outcome) {
+    if state.breaker == BreakerState::HalfOpen
+        && half_opens_at(breaker, &state).is_some_and(|since| reported.leased_at < since)
+    {
+        return state;
+    }
+    match (state.breaker, reported.outcome) {
         (BreakerState::HalfOpen, Outcome::Neutral) => {
             // A probe that says nothing frees its place for another.
             state.probes_granted = state.probes_granted.saturating_sub(1);
@@ -522,7 +560,7 @@ fn after_outcome(breaker: &Breaker, mut state: ResourceState, outcome: Outcome, 
         }
         (BreakerState::Closed, Outcome::Success | Outcome::Failure) => {
             state.window_requests = state.window_requests.saturating_add(1);
-            if outcome == Outcome::Failure {
+            if reported.outcome == Outcome::Failure {
                 state.window_failures = state.window_failures.saturating_add(1);
             }
             let ratio = f64::from(state.window_failures) / f64::from(state.window_requests);
@@ -798,7 +836,7 @@ impl Admission {
     fn defer(&mut self, job: Job, now: Timestamp) {
         let wait = match (&self.policy.retry_budget, self.state.budget) {
             (Some(budget), Some((tokens, _))) if budget.min_per_sec > 0.0 => {
-                Duration::from_secs_f64(((1.0 - tokens) / budget.min_per_sec).max(0.0))
+                Duration::try_from_secs_f64(((1.0 - tokens) / budget.min_per_sec).max(0.0)).unwrap_or(MAX_DEFER)
             }
             _ => Duration::from_secs(1),
         }
@@ -809,9 +847,12 @@ impl Admission {
     }
 
     /// The writes the lease owes this queue's rules.
-    fn finish(self, tenant_id: TenantId, admitted: &mut Admitted, writes: &mut Writes) {
+    fn finish(mut self, tenant_id: TenantId, now: Timestamp, admitted: &mut Admitted, writes: &mut Writes) {
+        let now_ns = unix_nanos(now);
         if !self.deferred.is_empty() {
             admitted.deferred.push((self.queue.clone(), self.deferred.len() as u32));
+            // The jobs behind the deferred retries may go now.
+            self.retry_at_ns = Some(self.retry_at_ns.map_or(now_ns, |earlier| earlier.min(now_ns)));
         }
         if let Some(at) = self
             .retry_at_ns
@@ -852,7 +893,11 @@ impl Admission {
 /// Whether a ready job's next attempt follows a failed one in its current
 /// budget of attempts (a retry), rather than being its first.
 pub fn is_retry(job: &Job) -> bool {
-    job.attempt > job.uncounted_attempts
+    let rate_limited = job
+        .last_error
+        .as_ref()
+        .is_some_and(|error| error.kind.as_deref() == Some(steadfast_core::lifecycle::RATE_LIMITED));
+    job.attempt > job.uncounted_attempts || (job.attempt > 0 && rate_limited)
 }
 
 /// The retry budget's balance at `now`: the stored balance decays toward
@@ -874,6 +919,10 @@ pub fn balance(budget: &RetryBudget, stored: Option<(f64, Timestamp)>, now: Time
 /// the earliest time one will, both in Unix nanoseconds.
 pub fn gcra(rate: &Rate, tat_ns: Option<i64>, now: Timestamp) -> Result<i64, i64> {
     let now_ns = unix_nanos(now);
+    // An arrival time left by an earlier, stricter rate holds no longer
+    // than this rate's full burst would.
+    let horizon = (rate.emission_interval().as_nanos() as i64).saturating_mul(i64::from(rate.burst.max(1)));
+    let tat_ns = tat_ns.map(|tat| tat.min(now_ns.saturating_add(horizon)));
     let quota = Quota::with_period(rate.emission_interval())
         .expect("the interval is at least 1 ns")
         .allow_burst(std::num::NonZeroU32::new(rate.burst.max(1)).expect("at least 1"));
@@ -943,6 +992,14 @@ pub fn put_resource(
     let before = existing.as_ref().map(|resource| &resource.config);
     let draft = crate::audit::drafts::resource_set(name, before, &config);
     let resource = match existing {
+        // A changed breaker starts closed with an empty window: probes or
+        // counts made under the old one mean nothing under the new.
+        Some(existing) if existing.config.breaker != config.breaker => Resource {
+            config,
+            updated_at: now,
+            state: ResourceState::fresh(now).with_rate(existing.state.rate_tat_ns),
+            ..existing
+        },
         Some(existing) => Resource {
             config,
             updated_at: now,

@@ -268,8 +268,16 @@ pub fn fail(
     )
 }
 
-/// Operator action: a dead or cancelled job goes back to `queued`.
-pub fn retry(job: Option<Job>, now: Timestamp) -> Result<Decision<Job>, StoreError> {
+/// Operator action: a dead or cancelled job goes back to `queued`, unless
+/// another unfinished job now holds its singleton key (`singleton_taken`):
+/// two would then be unfinished under one key.
+pub fn retry(job: Option<Job>, singleton_taken: bool, now: Timestamp) -> Result<Decision<Job>, StoreError> {
+    if let (true, Some(job)) = (singleton_taken, &job) {
+        return Err(StoreError::InvalidState {
+            state: job.state,
+            action: "retry while another unfinished job holds its singleton key",
+        });
+    }
     let decision = transition(
         job,
         |job| lifecycle::retry(job, now).map(unchanged),

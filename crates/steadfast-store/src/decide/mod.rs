@@ -89,6 +89,9 @@ pub struct Writes {
     /// Flow control state that leases moved (queues' and keys' limiters,
     /// the fairness cursor, retry budgets).
     pub flow: Vec<flow::FlowWrite>,
+    /// Queues whose waiting workers should ask again once this commits,
+    /// though no job became ready (a changed policy).
+    pub woken: Vec<(TenantId, QueueName)>,
     /// Audit drafts, each for its tenant's chain, in chain order.
     pub audit: Vec<(TenantId, Draft)>,
 }
@@ -151,6 +154,7 @@ impl Writes {
         self.keys.extend(other.keys);
         self.payloads.extend(other.payloads);
         self.flow.extend(other.flow);
+        self.woken.extend(other.woken);
         self.audit.extend(other.audit);
     }
 
@@ -210,6 +214,11 @@ impl Writes {
                 ready.push(queue);
             }
         }
+        for queue in &self.woken {
+            if !ready.contains(queue) {
+                ready.push(queue.clone());
+            }
+        }
         ready
     }
 
@@ -254,6 +263,9 @@ impl Writes {
         }
         for write in self.flow {
             group(&mut groups, write.tenant_id()).flow.push(write);
+        }
+        for (tenant, queue) in self.woken {
+            group(&mut groups, tenant).woken.push((tenant, queue));
         }
         for (tenant, draft) in self.audit {
             group(&mut groups, tenant).audit.push((tenant, draft));
