@@ -368,17 +368,21 @@ pub(crate) async fn blocked_of(
     resources: &[Resource],
     now: Timestamp,
 ) -> Result<Blocked, StoreError> {
-    let limited: Vec<&str> = resources
+    let running = running_of(tx, tenant, resources).await?;
+    Ok(flow::blocked_resources(resources, &running, now))
+}
+
+/// Running jobs of each of `resources` that has a concurrency limit.
+async fn running_of(
+    tx: &Transaction,
+    tenant: TenantId,
+    resources: &[Resource],
+) -> Result<HashMap<String, u32>, StoreError> {
+    let names: Vec<&str> = resources
         .iter()
         .filter(|resource| resource.config.concurrency.is_some())
         .map(|resource| resource.name.as_str())
         .collect();
-    let running = running_of(tx, tenant, &limited).await?;
-    Ok(flow::blocked_resources(resources, &running, now))
-}
-
-/// Running jobs per resource of `names`.
-async fn running_of(tx: &Transaction, tenant: TenantId, names: &[&str]) -> Result<HashMap<String, u32>, StoreError> {
     if names.is_empty() {
         return Ok(HashMap::new());
     }
@@ -432,12 +436,7 @@ pub(crate) async fn resource_leases(
     names.sort_unstable();
     names.dedup();
     let resources = lock_resources(tx, tenant, &names).await?;
-    let limited: Vec<&str> = resources
-        .iter()
-        .filter(|resource| resource.config.concurrency.is_some())
-        .map(|resource| resource.name.as_str())
-        .collect();
-    let running = running_of(tx, tenant, &limited).await?;
+    let running = running_of(tx, tenant, &resources).await?;
     Ok(resources
         .into_iter()
         .map(|resource| ResourceLease {
