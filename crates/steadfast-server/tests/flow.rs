@@ -19,6 +19,7 @@ on_both_backends!(
     a_failure_may_ask_for_a_wait_and_a_rate_limit_spends_no_attempt,
     the_flow_metrics_show_held_jobs_breakers_and_deferred_retries,
     singletons_answer_with_their_job_and_refuse_a_replace_once_it_runs,
+    many_workers_never_hold_more_than_key_concurrency_of_a_key,
 );
 
 async fn put(server: &TestServer, path: &str, key: &str, body: Value) -> common::Response {
@@ -465,4 +466,85 @@ async fn singletons_answer_with_their_job_and_refuse_a_replace_once_it_runs(back
     assert_eq!(debounced["state"], "scheduled");
     let run_at: jiff::Timestamp = debounced["run_at"].as_str().unwrap().parse().unwrap();
     assert_eq!(run_at, common::t0() + jiff::SignedDuration::from_secs(5));
+}
+
+/// Eight workers lease concurrently from a queue with `key_concurrency: 2`
+/// and random keys: counted from the workers' side (a job counts from the
+/// moment its lease is answered until just before its completion is sent),
+/// no key ever has more than two.
+async fn many_workers_never_hold_more_than_key_concurrency_of_a_key(backend: Backend) {
+    const JOBS: usize = 240;
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let worker = server.key("acme", Role::Worker).await;
+    put(
+        &server,
+        "/v1/queues/hammer/policy",
+        &admin,
+        json!({"key_concurrency": 2}),
+    )
+    .await;
+    let jobs: Vec<Value> = (0..JOBS)
+        .map(|i| json!({"queue": "hammer", "payload": {}, "flow_key": format!("k{}", (i * 31) % 5)}))
+        .collect();
+    assert_eq!(
+        server
+            .post("/v1/jobs/batch", &admin, json!({"jobs": jobs}))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let held: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> = Default::default();
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (url, key, http) = (server.url.clone(), worker.clone(), http.clone());
+        let (held, most, done) = (held.clone(), most.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while done.load(std::sync::atomic::Ordering::SeqCst) < JOBS && std::time::Instant::now() < deadline {
+                let body = json!({"queues": ["hammer"], "worker_id": format!("w{w}"), "max_jobs": 1 + w % 3,
+                                  "wait_ms": 100});
+                let leased: Value = http
+                    .post(format!("{url}/v1/lease"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let jobs = leased["jobs"].as_array().cloned().unwrap_or_default();
+                for job in &jobs {
+                    let mut held = held.lock().unwrap();
+                    let n = held.entry(job["flow_key"].as_str().unwrap().to_owned()).or_default();
+                    *n += 1;
+                    most.fetch_max(*n, std::sync::atomic::Ordering::SeqCst);
+                }
+                tokio::task::yield_now().await;
+                for job in &jobs {
+                    *held.lock().unwrap().get_mut(job["flow_key"].as_str().unwrap()).unwrap() -= 1;
+                    let id = job["id"].as_str().unwrap();
+                    let completed = http
+                        .post(format!("{url}/v1/jobs/{id}/complete"))
+                        .bearer_auth(&key)
+                        .json(&json!({"lease_token": job["lease_token"], "output": 1}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(completed.status(), StatusCode::OK);
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), JOBS, "every job ran");
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&most), "a key had {most} jobs held at once");
 }

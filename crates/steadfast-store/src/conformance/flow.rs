@@ -343,13 +343,16 @@ pub async fn key_rates_hold_each_key_to_its_own_rate(store: &impl Store) {
 
 pub async fn fairness_serves_a_small_key_behind_a_flood(store: &impl Store) {
     let (scope, key) = new_tenant(store).await;
-    enqueue_many(
-        store,
-        &scope,
-        (0..300).map(|_| keyed("enrich", Some("flood"))).collect(),
-        t0(),
-    )
-    .await;
+    // Key A's 10,000 jobs first, in batches as a producer would send them.
+    for _ in 0..10 {
+        enqueue_many(
+            store,
+            &scope,
+            (0..1000).map(|_| keyed("enrich", Some("flood"))).collect(),
+            t0(),
+        )
+        .await;
+    }
     enqueue_many(
         store,
         &scope,
@@ -381,7 +384,11 @@ pub async fn fairness_serves_a_small_key_behind_a_flood(store: &impl Store) {
         .filter(|(_, key)| *key == "small")
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(small.len(), 10, "all of small's jobs start within 30 leases: {order:?}");
+    assert_eq!(
+        small.len(),
+        10,
+        "all of small's jobs start within 30 leases, behind 10,000: {order:?}"
+    );
     let flood_runs = order.split(|key| key == "small").map(<[String]>::len).max().unwrap();
     assert!(
         flood_runs <= 2,
