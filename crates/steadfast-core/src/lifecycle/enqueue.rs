@@ -285,14 +285,16 @@ pub fn new_job(id: JobId, tenant_id: TenantId, spec: JobSpec, now: Timestamp) ->
 /// A singleton enqueue meets the key's unfinished job, `existing`: in
 /// `replace` mode the job takes the new payload, and a debounce moves its
 /// run time to `wait` from now, never past `max` from its first enqueue.
-/// Only a job that has not started can change (`InvalidState` otherwise).
+/// Only a job that never started can change (`InvalidState` otherwise): a
+/// retry's earlier attempts ran with the payload it has, and its workflow
+/// steps were recorded against it.
 pub fn replace_payload(
     existing: &Job,
     payload: String,
     debounce: Option<Debounce>,
     now: Timestamp,
 ) -> Result<Job, super::Rejection> {
-    if !matches!(existing.state, JobState::Scheduled | JobState::Queued) {
+    if !matches!(existing.state, JobState::Scheduled | JobState::Queued) || existing.attempt > 0 {
         return Err(super::Rejection::InvalidState {
             state: existing.state,
             action: "replace the payload of",

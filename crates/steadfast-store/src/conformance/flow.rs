@@ -844,16 +844,65 @@ pub async fn singletons_skip_or_replace_the_unfinished_job(store: &impl Store) {
     let skipped = enqueue_singleton(store, &scope, singleton("index", "doc-7", None, "{}", None), at(5)).await;
     assert_eq!((skipped.job.id, skipped.job.state), (running.id, JobState::Running));
 
+    // A job that ran before (a retry waiting its backoff) keeps the payload
+    // its attempts and steps saw.
+    let failure = Failure {
+        error: AttemptError {
+            message: "again".into(),
+            kind: None,
+        },
+        retryable: true,
+        retry_after: None,
+    };
+    let retrying = store
+        .fail(
+            &scope,
+            running.id,
+            &token(&running),
+            failure,
+            RetryPlan {
+                policy: RetryPolicy {
+                    base: Duration::from_secs(60),
+                    cap: Duration::from_secs(60),
+                },
+                jitter_seed: 1,
+            },
+            at(5),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(retrying.job.state, JobState::Scheduled | JobState::Queued));
+    let refused = store
+        .enqueue(
+            &scope,
+            vec![new_job(singleton(
+                "index",
+                "doc-7",
+                Some("replace"),
+                r#"{"v":6}"#,
+                None,
+            ))],
+            Limits::default().dedup_window,
+            at(5),
+        )
+        .await;
+    assert_eq!(refused, Err(StoreError::SingletonRunning { index: 0 }));
+    store.fire_timers(at(70), 100).await.unwrap();
+    let running = lease_jobs(store, &scope, lease_request(&["index"], 1, &key), at(70))
+        .await
+        .remove(0);
+    assert_eq!(running.payload, r#"{"v":3}"#);
+
     // Finished: the key is free again.
     store
-        .complete(&scope, running.id, &token(&running), "1".into(), at(6))
+        .complete(&scope, running.id, &token(&running), "1".into(), at(71))
         .await
         .unwrap();
     let again = enqueue_singleton(
         store,
         &scope,
         singleton("index", "doc-7", None, r#"{"v":5}"#, None),
-        at(7),
+        at(72),
     )
     .await;
     assert!(again.created());
@@ -875,6 +924,10 @@ pub async fn singletons_skip_or_replace_the_unfinished_job(store: &impl Store) {
     assert!(batch[0].created());
     assert_eq!(batch[1].singleton, Some(SingletonOutcome::Replaced));
     assert_eq!(batch[1].job.id, batch[0].job.id);
+    assert_eq!(
+        batch[0].job.payload, r#"{"v":2}"#,
+        "the earlier answer shows the job as it is"
+    );
     let stored = store.job(&scope, batch[0].job.id).await.unwrap().unwrap().job;
     assert_eq!(stored.payload, r#"{"v":2}"#);
 }

@@ -82,6 +82,11 @@ pub fn enqueue(
                         let replaced = lifecycle::replace_payload(existing, new.spec.payload, singleton.debounce, now)
                             .map_err(|_| StoreError::SingletonRunning { index })?;
                         writes.replace_payload(existing, &replaced);
+                        // Earlier items of this batch that answered with
+                        // this job answer with it as it now is.
+                        for earlier in created.iter_mut().filter(|e: &&mut Enqueued| e.job.id == replaced.id) {
+                            earlier.job = replaced.clone();
+                        }
                         (replaced, SingletonOutcome::Replaced)
                     }
                 };
