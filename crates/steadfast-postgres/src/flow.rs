@@ -14,9 +14,7 @@ use async_trait::async_trait;
 use steadfast_core::{Job, JobState, QueueName, ResourceName, TenantId, Timestamp};
 use steadfast_store::decide::flow::{self, Blocked, Candidates, FlowWrite, KeyedJobs, QueueLease, ResourceLease};
 use steadfast_store::decide::{self, Decision, Writes};
-use steadfast_store::flow::{
-    BUSIEST_KEYS, BreakerState, Cursor, MAX_LISTED_QUEUES, ReadyCounts, Resource, ResourceConfig, ResourceState,
-};
+use steadfast_store::flow::{BUSIEST_KEYS, BreakerState, Cursor, ReadyCounts, Resource, ResourceConfig, ResourceState};
 use steadfast_store::{
     FlowStore, PolicyPatch, QueueFlow, QueueFlowState, QueueOverview, QueuePolicy, StoreError, TenantScope,
 };
@@ -428,13 +426,7 @@ pub(crate) async fn resource_leases(
     tenant: TenantId,
     leases: &[QueueLease],
 ) -> Result<Vec<ResourceLease>, StoreError> {
-    let mut names: Vec<&str> = leases
-        .iter()
-        .flat_map(|lease| lease.candidates.jobs())
-        .filter_map(|job| job.resource.as_ref().map(ResourceName::as_str))
-        .collect();
-    names.sort_unstable();
-    names.dedup();
+    let names = flow::candidate_resources(leases);
     let resources = lock_resources(tx, tenant, &names).await?;
     let running = running_of(tx, tenant, &resources).await?;
     Ok(resources
@@ -530,24 +522,11 @@ async fn overviews(tx: &Transaction, tenant: TenantId, now: Timestamp) -> Result
         .collect::<Result<_, _>>()?;
     let resources = limiting_resources(tx, tenant).await?;
     let blocked = blocked_of(tx, tenant, &resources, now).await?.names;
-    let mut names: Vec<String> = counts
-        .iter()
-        .map(|(queue, _, _)| queue.clone())
-        .chain(flows.keys().cloned())
-        .collect();
-    names.sort();
-    names.dedup();
-    names.truncate(MAX_LISTED_QUEUES);
+    let names = flow::listed_queues(&counts, flows.keys());
     let mut overviews = Vec::with_capacity(names.len());
     for name in names {
         let queue = QueueName::new(name.as_str()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let of = |state: JobState| -> u64 {
-            counts
-                .iter()
-                .filter(|(q, s, _)| *q == name && s == state.as_str())
-                .map(|(_, _, n)| *n as u64)
-                .sum()
-        };
+        let of = |state: JobState| flow::count_of(&counts, &name, state);
         // Only a queue with running jobs has busy keys.
         let busiest: Vec<(String, u64)> = if of(JobState::Running) == 0 {
             Vec::new()
@@ -644,15 +623,7 @@ async fn overviews(tx: &Transaction, tenant: TenantId, now: Timestamp) -> Result
             flow::held(&flow, &ready, now)
         };
         overviews.push(QueueOverview {
-            counts: [
-                JobState::Scheduled,
-                JobState::Queued,
-                JobState::Running,
-                JobState::Waiting,
-            ]
-            .into_iter()
-            .map(|state| (state, of(state)))
-            .collect(),
+            counts: flow::unfinished_counts(&counts, &name),
             queue,
             policy: flow.policy,
             busiest_keys: busiest,

@@ -8,9 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use steadfast_core::{Job, JobState, QueueName, ResourceName, TenantId, Timestamp};
 use steadfast_store::decide::flow::{self, Blocked, Candidates, FlowWrite, KeyedJobs, QueueLease, ResourceLease};
 use steadfast_store::decide::{self, Author, Decision, Writes};
-use steadfast_store::flow::{
-    BUSIEST_KEYS, BreakerState, Cursor, MAX_LISTED_QUEUES, ReadyCounts, Resource, ResourceConfig, ResourceState,
-};
+use steadfast_store::flow::{BUSIEST_KEYS, BreakerState, Cursor, ReadyCounts, Resource, ResourceConfig, ResourceState};
 use steadfast_store::{
     FlowStore, PolicyPatch, QueueFlow, QueueFlowState, QueueOverview, QueuePolicy, StoreError, TenantScope,
 };
@@ -118,13 +116,7 @@ fn resource_leases(
     tenant: TenantId,
     leases: &[QueueLease],
 ) -> Result<Vec<ResourceLease>, StoreError> {
-    let mut names: Vec<&str> = leases
-        .iter()
-        .flat_map(|lease| lease.candidates.jobs())
-        .filter_map(|job| job.resource.as_ref().map(ResourceName::as_str))
-        .collect();
-    names.sort_unstable();
-    names.dedup();
+    let names = flow::candidate_resources(leases);
     let mut resources = Vec::new();
     for name in names {
         let Some(resource) = load_resource(conn, tenant, name)? else {
@@ -371,24 +363,11 @@ fn overviews(conn: &Connection, tenant: TenantId, now: Timestamp) -> Result<Vec<
         .collect::<Result<_, _>>()?;
     let blocked_names = blocked_resources(conn, tenant, now)?.names;
     let blocked = serde_json::to_string(&blocked_names).expect("names serialize");
-    let mut names: Vec<String> = counts
-        .iter()
-        .map(|(queue, _, _)| queue.clone())
-        .chain(flows.keys().cloned())
-        .collect();
-    names.sort();
-    names.dedup();
-    names.truncate(MAX_LISTED_QUEUES);
+    let names = flow::listed_queues(&counts, flows.keys());
     let mut overviews = Vec::with_capacity(names.len());
     for name in names {
         let queue = QueueName::new(name.as_str()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let of = |state: JobState| -> u64 {
-            counts
-                .iter()
-                .filter(|(q, s, _)| *q == name && s == state.as_str())
-                .map(|(_, _, n)| *n as u64)
-                .sum()
-        };
+        let of = |state: JobState| flow::count_of(&counts, &name, state);
         // Only a queue with running jobs has busy keys.
         let busiest = if of(JobState::Running) == 0 {
             Vec::new()
@@ -451,15 +430,7 @@ fn overviews(conn: &Connection, tenant: TenantId, now: Timestamp) -> Result<Vec<
             flow::held(&flow, &ready, now)
         };
         overviews.push(QueueOverview {
-            counts: [
-                JobState::Scheduled,
-                JobState::Queued,
-                JobState::Running,
-                JobState::Waiting,
-            ]
-            .into_iter()
-            .map(|state| (state, of(state)))
-            .collect(),
+            counts: flow::unfinished_counts(&counts, &name),
             queue,
             policy: flow.policy,
             busiest_keys: busiest,

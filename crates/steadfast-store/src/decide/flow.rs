@@ -20,7 +20,7 @@ use governor::nanos::Nanos;
 use governor::state::{NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 use steadfast_core::lifecycle;
-use steadfast_core::{Attempt, AttemptOutcome, Job, QueueName, ResourceName, TenantId, Timestamp};
+use steadfast_core::{Attempt, AttemptOutcome, Job, JobState, QueueName, ResourceName, TenantId, Timestamp};
 
 use super::Writes;
 use crate::flow::{
@@ -149,6 +149,58 @@ pub fn rotation(
         from_start.into_iter().chain(unkeyed).chain(before_start).collect()
     };
     keys.into_iter().take(max_keys as usize).collect()
+}
+
+/// The resources the candidates of `leases` name, each once, in name
+/// order (the order a backend locks them in).
+pub fn candidate_resources(leases: &[QueueLease]) -> Vec<&str> {
+    let mut names: Vec<&str> = leases
+        .iter()
+        .flat_map(|lease| lease.candidates.jobs())
+        .filter_map(|job| job.resource.as_ref().map(ResourceName::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Unfinished jobs counted per (queue, state), as a backend reads them.
+pub type StateCounts = Vec<(String, String, i64)>;
+
+/// The queues `GET /v1/queues` lists: those with unfinished jobs or a
+/// policy, by name, at most [`crate::flow::MAX_LISTED_QUEUES`].
+pub fn listed_queues<'a>(counts: &StateCounts, with_policy: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut names: Vec<String> = counts
+        .iter()
+        .map(|(queue, _, _)| queue.clone())
+        .chain(with_policy.cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names.truncate(crate::flow::MAX_LISTED_QUEUES);
+    names
+}
+
+/// `queue`'s unfinished jobs in `state`.
+pub fn count_of(counts: &StateCounts, queue: &str, state: JobState) -> u64 {
+    counts
+        .iter()
+        .filter(|(q, s, _)| q == queue && s == state.as_str())
+        .map(|(_, _, n)| (*n).max(0) as u64)
+        .sum()
+}
+
+/// `queue`'s unfinished jobs by state, as an overview shows them.
+pub fn unfinished_counts(counts: &StateCounts, queue: &str) -> Vec<(JobState, u64)> {
+    [
+        JobState::Scheduled,
+        JobState::Queued,
+        JobState::Running,
+        JobState::Waiting,
+    ]
+    .into_iter()
+    .map(|state| (state, count_of(counts, queue, state)))
+    .collect()
 }
 
 /// A change to flow state that a lease writes.
