@@ -1,0 +1,626 @@
+"""Every API call, written once: what to send and how to read the answer.
+
+Each function here builds a :class:`Call`; ``Client`` sends it blocking and
+``AsyncClient`` awaiting, so the two cannot drift apart. The functions'
+signatures and docstrings are the clients' methods'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from datetime import datetime
+from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Sequence, TypeVar, Union
+from urllib.parse import quote
+
+from . import models as m
+from ._codec import decode, encode
+
+T = TypeVar("T")
+JSON = Any
+Headers = Mapping[str, str]
+
+IDEMPOTENT_REPLAYED_HEADER = "idempotent-replayed"
+SINGLETON_HEADER = "steadfast-singleton"
+
+
+class _Unset:
+    """A field left out of a merge patch (``None`` sends ``null``: clear it)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Leaves a field of a merge patch as it is.
+UNSET: Any = _Unset()
+
+
+class RawJson:
+    """A request body already encoded (the worker encodes each output once,
+    when the handler returns, and splices it into batches)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: str) -> None:
+        self.data = data
+
+
+@dataclasses.dataclass(frozen=True)
+class Call(Generic[T]):
+    """One request, and how its answer becomes a ``T``."""
+
+    method: str
+    path: str
+    read: Callable[[JSON, Headers], T]
+    body: JSON = None
+    query: Optional[Dict[str, str]] = None
+    #: Sent as the W3C ``traceparent`` header (overrides the client's).
+    traceparent: Optional[str] = None
+
+
+def _seg(text: str) -> str:
+    """``text`` as one URL path segment (event ids may hold ``/`` or ``?``)."""
+    return quote(str(text), safe="")
+
+
+def _as(cls: type[T]) -> Callable[[JSON, Headers], T]:
+    return lambda body, _headers: decode(cls, body)
+
+
+def _list_of(cls: type[T], field: str) -> Callable[[JSON, Headers], List[T]]:
+    return lambda body, _headers: [decode(cls, item) for item in body[field]]
+
+
+def _nothing(_body: JSON, _headers: Headers) -> None:
+    return None
+
+
+def _query(**params: Any) -> Optional[Dict[str, str]]:
+    query = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            query[name] = encode(value)
+        elif isinstance(value, enum.Enum):
+            query[name] = value.value
+        else:
+            query[name] = str(value)
+    return query or None
+
+
+def _fields(**fields: Any) -> Dict[str, JSON]:
+    """A request body without its ``None`` fields."""
+    return {name: encode(value) for name, value in fields.items() if value is not None}
+
+
+def _patch(**fields: Any) -> Dict[str, JSON]:
+    """A merge patch: ``UNSET`` fields left out, ``None`` sent as ``null``."""
+    return {name: encode(value) for name, value in fields.items() if value is not UNSET}
+
+
+EnqueueItem = Union[m.EnqueueRequest, Mapping[str, Any]]
+
+
+def _enqueued(body: JSON, headers: Headers) -> m.EnqueuedJob:
+    job = decode(m.EnqueuedJob, body)
+    return dataclasses.replace(
+        job,
+        replayed=headers.get(IDEMPOTENT_REPLAYED_HEADER, "").lower() == "true",
+        singleton=headers.get(SINGLETON_HEADER),
+    )
+
+
+# -- jobs ---------------------------------------------------------------
+
+
+def enqueue(
+    queue: str,
+    payload: JSON,
+    idempotency_key: Optional[str] = None,
+    *,
+    max_attempts: Optional[int] = None,
+    timeout_secs: Optional[int] = None,
+    run_at: Optional[datetime] = None,
+    priority: Optional[int] = None,
+    flow_key: Optional[str] = None,
+    resource: Optional[str] = None,
+    singleton: Union[m.SingletonRequest, Mapping[str, Any], None] = None,
+    debounce_ms: Optional[int] = None,
+    debounce_max_ms: Optional[int] = None,
+) -> Call[m.EnqueuedJob]:
+    """Enqueues a job (``POST /v1/jobs``) and returns it, with ``replayed``
+    set when ``idempotency_key`` matched an earlier request (within the dedup
+    window, the same key returns the first job instead of making another)."""
+    body = _fields(
+        queue=queue,
+        idempotency_key=idempotency_key,
+        max_attempts=max_attempts,
+        timeout_secs=timeout_secs,
+        run_at=run_at,
+        priority=priority,
+        flow_key=flow_key,
+        resource=resource,
+        singleton=singleton,
+        debounce_ms=debounce_ms,
+        debounce_max_ms=debounce_max_ms,
+    )
+    body["payload"] = payload
+    return Call("POST", "v1/jobs", _enqueued, body)
+
+
+def _enqueue_item(job: EnqueueItem) -> Dict[str, JSON]:
+    if isinstance(job, m.EnqueueRequest):
+        item: Dict[str, JSON] = encode(job)
+        item["payload"] = job.payload
+        return item
+    return dict(job)
+
+
+def enqueue_batch(jobs: Sequence[EnqueueItem]) -> Call[List[m.BatchItem]]:
+    """Enqueues many jobs at once (``POST /v1/jobs/batch``): all are created,
+    or none. Each item is an :class:`~steadfast.models.EnqueueRequest` or a
+    mapping with the same fields."""
+    body = {"jobs": [_enqueue_item(job) for job in jobs]}
+    return Call("POST", "v1/jobs/batch", _list_of(m.BatchItem, "jobs"), body)
+
+
+def get(id: str) -> Call[m.Job]:
+    """The job with its attempts, steps, signals, children and origin."""
+    return Call("GET", f"v1/jobs/{_seg(id)}", _as(m.Job))
+
+
+def list_jobs(
+    *,
+    queue: Optional[str] = None,
+    state: Union[m.JobState, str, None] = None,
+    limit: Optional[int] = None,
+    cursor: Optional[str] = None,
+) -> Call[m.JobList]:
+    """One page of jobs, newest first; pass ``next_cursor`` on for the next."""
+    query = _query(queue=queue, state=state, limit=limit, cursor=cursor)
+    return Call("GET", "v1/jobs", _as(m.JobList), query=query)
+
+
+def retry(id: str) -> Call[m.Job]:
+    """Queues a dead or cancelled job again (operator action, audited)."""
+    return Call("POST", f"v1/jobs/{_seg(id)}/retry", _as(m.Job))
+
+
+def cancel(id: str) -> Call[m.Job]:
+    """Cancels an unfinished job (operator action, audited)."""
+    return Call("POST", f"v1/jobs/{_seg(id)}/cancel", _as(m.Job))
+
+
+def signal(id: str, name: str, payload: JSON = None) -> Call[m.SignalResponse]:
+    """Delivers signal ``name`` to a job: it wakes the job if it waits for
+    it, and is kept for its next wait on that name otherwise."""
+    path = f"v1/jobs/{_seg(id)}/signals/{_seg(name)}"
+    return Call("POST", path, _as(m.SignalResponse), {"payload": payload})
+
+
+# -- workers ------------------------------------------------------------
+
+
+def lease(
+    queues: Sequence[str],
+    *,
+    worker_id: str,
+    max_jobs: Optional[int] = None,
+    wait_ms: Optional[int] = None,
+) -> Call[List[m.LeasedJob]]:
+    """Leases up to ``max_jobs`` ready jobs, waiting up to ``wait_ms`` for one
+    when none is ready. :class:`~steadfast.Worker` does this for you."""
+    body = _fields(queues=list(queues), worker_id=worker_id, max_jobs=max_jobs, wait_ms=wait_ms)
+    return Call("POST", "v1/lease", _list_of(m.LeasedJob, "jobs"), body)
+
+
+def heartbeat(id: str, lease_token: str) -> Call[m.HeartbeatResponse]:
+    """Extends a lease (raises :class:`~steadfast.LeaseLost` once it is gone)."""
+    body = {"lease_token": lease_token}
+    return Call("POST", f"v1/jobs/{_seg(id)}/heartbeat", _as(m.HeartbeatResponse), body)
+
+
+def complete(id: str, lease_token: str, output: JSON = None) -> Call[m.Job]:
+    """Reports success, with the job's output."""
+    body = {"lease_token": lease_token, "output": output}
+    return Call("POST", f"v1/jobs/{_seg(id)}/complete", _as(m.Job), body)
+
+
+def complete_batch(
+    completions: Sequence[Union[m.Completion, Mapping[str, Any]]],
+) -> Call[List[m.CompletionResult]]:
+    """Reports many successes in one request. Each result stands alone:
+    check its ``error`` (e.g. ``lease_lost``)."""
+    body = {"completions": [encode(c) for c in completions]}
+    return Call("POST", "v1/jobs/batch/complete", _list_of(m.CompletionResult, "results"), body)
+
+
+def fail(
+    id: str,
+    lease_token: str,
+    message: str,
+    *,
+    kind: Optional[str] = None,
+    retryable: bool = True,
+    retry_after_ms: Optional[int] = None,
+) -> Call[m.Job]:
+    """Reports failure. The retry policy decides what comes next;
+    ``retryable=False`` sends the job to ``dead`` at once, and
+    ``retry_after_ms`` holds its next attempt back at least that long."""
+    body = _fields(
+        lease_token=lease_token,
+        error=_fields(message=message, kind=kind),
+        retryable=retryable,
+        retry_after_ms=retry_after_ms,
+    )
+    return Call("POST", f"v1/jobs/{_seg(id)}/fail", _as(m.Job), body)
+
+
+def start_step(id: str, step: str, lease_token: str) -> Call[m.StepInfo]:
+    """Marks a step started, before its side effect."""
+    path = f"v1/jobs/{_seg(id)}/steps/{_seg(step)}/start"
+    return Call("POST", path, _as(m.StepInfo), {"lease_token": lease_token})
+
+
+def checkpoint_step(id: str, step: str, lease_token: str, output: JSON = None) -> Call[m.StepInfo]:
+    """Checkpoints a step's result; answers the stored step (an earlier
+    checkpoint's, if one won)."""
+    path = f"v1/jobs/{_seg(id)}/steps/{_seg(step)}"
+    return Call("PUT", path, _as(m.StepInfo), {"lease_token": lease_token, "output": output})
+
+
+def steps_batch(
+    operations: Sequence[Union[m.StepOperation, Mapping[str, Any]]],
+) -> Call[List[m.StepResult]]:
+    """Starts and checkpoints steps of many running jobs in one request.
+    Each result stands alone: check its ``error``."""
+    body = {"steps": [encode(op) for op in operations]}
+    return Call("POST", "v1/jobs/batch/steps", _list_of(m.StepResult, "results"), body)
+
+
+def wait(
+    id: str,
+    lease_token: str,
+    step: str,
+    *,
+    sleep_ms: Optional[int] = None,
+    until: Optional[datetime] = None,
+    signal: Optional[str] = None,
+    timeout_secs: Optional[int] = None,
+) -> Call[m.WaitResponse]:
+    """Parks the job in ``step`` until a time or a signal. Give exactly one
+    of ``sleep_ms``, ``until`` or ``signal``."""
+    body = _fields(
+        lease_token=lease_token,
+        step=step,
+        sleep_ms=sleep_ms,
+        until=until,
+        signal=signal,
+        timeout_secs=timeout_secs,
+    )
+    return Call("POST", f"v1/jobs/{_seg(id)}/wait", _as(m.WaitResponse), body)
+
+
+def spawn_child(id: str, lease_token: str, step: str, job: EnqueueItem) -> Call[m.Job]:
+    """Enqueues a child job from the parent's ``step``, once: every attempt
+    gets the same child."""
+    body = {"lease_token": lease_token, "step": step, "job": _enqueue_item(job)}
+    return Call("POST", f"v1/jobs/{_seg(id)}/children", _as(m.Job), body)
+
+
+# -- queues and resources -----------------------------------------------
+
+
+def list_queues() -> Call[List[m.QueueInfo]]:
+    """Every queue with unfinished jobs or a policy: its policy, counts by
+    state, busiest keys and the jobs flow control holds now."""
+    return Call("GET", "v1/queues", _list_of(m.QueueInfo, "queues"))
+
+
+def queue_policy(queue: str) -> Call[m.QueuePolicy]:
+    """A queue's flow policy."""
+    return Call("GET", f"v1/queues/{_seg(queue)}/policy", _as(m.QueuePolicy))
+
+
+def set_queue_policy(
+    queue: str,
+    *,
+    paused: Optional[bool] = UNSET,
+    concurrency: Optional[int] = UNSET,
+    key_concurrency: Optional[int] = UNSET,
+    rate: Union[m.Rate, Mapping[str, Any], None] = UNSET,
+    key_rate: Union[m.Rate, Mapping[str, Any], None] = UNSET,
+    fairness: Union[m.Fairness, str, None] = UNSET,
+    weights: Optional[Mapping[str, int]] = UNSET,
+    retry_budget: Union[m.RetryBudget, Mapping[str, Any], None] = UNSET,
+) -> Call[m.QueuePolicy]:
+    """Changes a queue's flow policy (admin key). A merge patch: a rule left
+    out stays as it is, ``None`` removes it, a value sets it."""
+    body = _patch(
+        paused=paused,
+        concurrency=concurrency,
+        key_concurrency=key_concurrency,
+        rate=rate,
+        key_rate=key_rate,
+        fairness=fairness,
+        weights=weights,
+        retry_budget=retry_budget,
+    )
+    return Call("PUT", f"v1/queues/{_seg(queue)}/policy", _as(m.QueuePolicy), body)
+
+
+def pause_queue(queue: str) -> Call[m.QueuePolicy]:
+    """Stops granting leases from a queue (admin key)."""
+    return set_queue_policy(queue, paused=True)
+
+
+def resume_queue(queue: str) -> Call[m.QueuePolicy]:
+    """Grants leases from a paused queue again (admin key)."""
+    return set_queue_policy(queue, paused=False)
+
+
+def queue_retention(queue: str) -> Call[m.QueueRetention]:
+    """How long a queue keeps finished jobs."""
+    return Call("GET", f"v1/queues/{_seg(queue)}/retention", _as(m.QueueRetention))
+
+
+def set_queue_retention(
+    queue: str,
+    *,
+    retain_succeeded_secs: Optional[int] = None,
+    retain_failed_secs: Optional[int] = None,
+) -> Call[m.QueueRetention]:
+    """Sets how long a queue keeps finished jobs (admin key); ``None``
+    follows the server's default."""
+    body = {
+        "retain_succeeded_secs": retain_succeeded_secs,
+        "retain_failed_secs": retain_failed_secs,
+    }
+    return Call("PUT", f"v1/queues/{_seg(queue)}/retention", _as(m.QueueRetention), body)
+
+
+def put_resource(
+    name: str,
+    *,
+    breaker: Union[m.BreakerConfig, Mapping[str, Any], None] = None,
+    concurrency: Optional[int] = None,
+    rate: Union[m.Rate, Mapping[str, Any], None] = None,
+) -> Call[m.Resource]:
+    """Sets a downstream's whole configuration (admin key): its circuit
+    breaker, concurrency and rate over every queue."""
+    body = _fields(breaker=breaker, concurrency=concurrency, rate=rate)
+    return Call("PUT", f"v1/resources/{_seg(name)}", _as(m.Resource), body)
+
+
+def get_resource(name: str) -> Call[m.Resource]:
+    """A downstream's configuration and its breaker's state now."""
+    return Call("GET", f"v1/resources/{_seg(name)}", _as(m.Resource))
+
+
+def list_resources() -> Call[List[m.Resource]]:
+    """Every configured downstream."""
+    return Call("GET", "v1/resources", _list_of(m.Resource, "resources"))
+
+
+def delete_resource(name: str) -> Call[None]:
+    """Removes a downstream's configuration (admin key)."""
+    return Call("DELETE", f"v1/resources/{_seg(name)}", _nothing)
+
+
+# -- audit and SLOs ------------------------------------------------------
+
+
+def audit(
+    *,
+    since: Optional[datetime] = None,
+    until: Optional[datetime] = None,
+    actor: Optional[str] = None,
+    action: Optional[str] = None,
+    job_id: Optional[str] = None,
+    limit: Optional[int] = None,
+    cursor: Optional[str] = None,
+) -> Call[m.AuditList]:
+    """One page of the tenant's audit records, oldest first."""
+    query = _query(
+        since=since,
+        until=until,
+        actor=actor,
+        action=action,
+        job_id=job_id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return Call("GET", "v1/audit", _as(m.AuditList), query=query)
+
+
+def audit_head() -> Call[m.AuditCheckpoint]:
+    """A signed checkpoint of the tenant's audit chain: keep it elsewhere."""
+    return Call("GET", "v1/audit/head", _as(m.AuditCheckpoint))
+
+
+def verify_audit() -> Call[m.AuditVerification]:
+    """Verifies the tenant's whole audit chain on the server."""
+    return Call("GET", "v1/audit/verify", _as(m.AuditVerification))
+
+
+def create_slo(
+    name: str,
+    queue: str,
+    objective: float,
+    *,
+    latency_threshold_ms: Optional[int] = None,
+    window_days: Optional[int] = None,
+    notify_url: Optional[str] = None,
+) -> Call[m.SloStatus]:
+    """Sets an objective for one queue (admin key)."""
+    body = _fields(
+        name=name,
+        queue=queue,
+        objective=objective,
+        latency_threshold_ms=latency_threshold_ms,
+        window_days=window_days,
+        notify_url=notify_url,
+    )
+    return Call("POST", "v1/slos", _as(m.SloStatus), body)
+
+
+def list_slos() -> Call[List[m.SloStatus]]:
+    """Every SLO, with burn rates, budget left and firing alerts."""
+    return Call("GET", "v1/slos", _list_of(m.SloStatus, "slos"))
+
+
+def delete_slo(id: str) -> Call[None]:
+    """Removes an SLO (admin key)."""
+    return Call("DELETE", f"v1/slos/{_seg(id)}", _nothing)
+
+
+# -- webhook sources ----------------------------------------------------
+
+
+def create_source(
+    kind: Union[m.SourceKind, str],
+    name: str,
+    queue: str,
+    *,
+    secret: Optional[str] = None,
+    config: Optional[Mapping[str, Any]] = None,
+    dedup_window_secs: Optional[int] = None,
+    tolerance_secs: Optional[int] = None,
+) -> Call[m.Source]:
+    """Creates a webhook source (admin key): where one provider delivers,
+    and the queue its events become jobs in."""
+    body = _fields(
+        kind=kind,
+        name=name,
+        queue=queue,
+        secret=secret,
+        config=config,
+        dedup_window_secs=dedup_window_secs,
+        tolerance_secs=tolerance_secs,
+    )
+    return Call("POST", "v1/sources", _as(m.Source), body)
+
+
+def list_sources() -> Call[List[m.Source]]:
+    """Every webhook source of the tenant."""
+    return Call("GET", "v1/sources", _list_of(m.Source, "sources"))
+
+
+def get_source(id: str) -> Call[m.Source]:
+    """One webhook source."""
+    return Call("GET", f"v1/sources/{_seg(id)}", _as(m.Source))
+
+
+def delete_source(id: str) -> Call[None]:
+    """Removes a webhook source (admin key); deliveries to it are refused."""
+    return Call("DELETE", f"v1/sources/{_seg(id)}", _nothing)
+
+
+def add_source_secret(
+    id: str,
+    *,
+    secret: Optional[str] = None,
+    expires_at: Optional[datetime] = None,
+    retire_others_after_secs: Optional[int] = None,
+) -> Call[m.SecretAdded]:
+    """Adds a secret to a source (admin key), so a rotation drops no event."""
+    body = _fields(
+        secret=secret, expires_at=expires_at, retire_others_after_secs=retire_others_after_secs
+    )
+    return Call("POST", f"v1/sources/{_seg(id)}/secrets", _as(m.SecretAdded), body)
+
+
+def source_events(
+    id: str, *, limit: Optional[int] = None, cursor: Optional[str] = None
+) -> Call[m.InboxEventList]:
+    """One page of a source's stored events, newest first."""
+    query = _query(limit=limit, cursor=cursor)
+    return Call("GET", f"v1/sources/{_seg(id)}/events", _as(m.InboxEventList), query=query)
+
+
+def replay_event(id: str, event_id: str) -> Call[m.Replayed]:
+    """Makes a new job from a stored event (admin key)."""
+    path = f"v1/sources/{_seg(id)}/events/{_seg(event_id)}/replay"
+    return Call("POST", path, _as(m.Replayed))
+
+
+# -- what the worker sends, with outputs already encoded ------------------
+
+
+def _raw(body: JSON, _headers: Headers) -> Any:
+    return body
+
+
+def _json(value: JSON) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def encoded_completion(id: str, lease_token: str, output: str) -> str:
+    """One item of ``complete_batch`` (``output`` is encoded JSON)."""
+    return f'{{"id":{_json(id)},"lease_token":{_json(lease_token)},"output":{output}}}'
+
+
+def complete_encoded(id: str, lease_token: str, output: str) -> Call[Any]:
+    body = RawJson(f'{{"lease_token":{_json(lease_token)},"output":{output}}}')
+    return Call("POST", f"v1/jobs/{_seg(id)}/complete", _raw, body)
+
+
+def complete_batch_encoded(items: Sequence[str]) -> Call[Any]:
+    """``complete_batch`` of :func:`encoded_completion` items; answers the raw results."""
+    body = RawJson('{"completions":[' + ",".join(items) + "]}")
+    return Call("POST", "v1/jobs/batch/complete", _raw, body)
+
+
+def encoded_step(
+    id: str,
+    lease_token: str,
+    step: str,
+    action: str,
+    output: Optional[str],
+    traceparent: Optional[str],
+) -> str:
+    """One item of ``steps_batch`` (``output`` is encoded JSON, for a checkpoint)."""
+    fields = {"id": id, "lease_token": lease_token, "step": step, "action": action}
+    if traceparent:
+        fields["traceparent"] = traceparent
+    head = _json(fields)
+    return head if output is None else f'{head[:-1]},"output":{output}}}'
+
+
+def step_encoded(
+    id: str, lease_token: str, step: str, output: Optional[str], traceparent: Optional[str]
+) -> Call[Any]:
+    """A lone start (``output`` None) or checkpoint on its own route."""
+    path = f"v1/jobs/{_seg(id)}/steps/{_seg(step)}"
+    token = _json(lease_token)
+    if output is None:
+        body = RawJson(f'{{"lease_token":{token}}}')
+        return Call("POST", path + "/start", _raw, body, traceparent=traceparent)
+    body = RawJson(f'{{"lease_token":{token},"output":{output}}}')
+    return Call("PUT", path, _raw, body, traceparent=traceparent)
+
+
+def steps_batch_encoded(items: Sequence[str]) -> Call[Any]:
+    """``steps_batch`` of :func:`encoded_step` items; answers the raw results."""
+    return Call("POST", "v1/jobs/batch/steps", _raw, RawJson('{"steps":[' + ",".join(items) + "]}"))
+
+
+def lease_raw(queues: Sequence[str], worker_id: str, max_jobs: int, wait_ms: int) -> Call[Any]:
+    """``lease``, answering the raw jobs (the worker reads what it needs)."""
+    body = {
+        "queues": list(queues),
+        "worker_id": worker_id,
+        "max_jobs": max_jobs,
+        "wait_ms": wait_ms,
+    }
+    return Call("POST", "v1/lease", lambda body, _headers: body["jobs"], body)
+
+
+# -- health ---------------------------------------------------------------
+
+
+def health() -> Call[m.Health]:
+    """Whether the server process is up (``GET /healthz``)."""
+    return Call("GET", "healthz", _as(m.Health))

@@ -1,0 +1,322 @@
+"""What a handler sees of its job: the payload, and durable building blocks.
+
+A plain ``def`` handler gets a :class:`JobContext`, whose calls block; an
+``async def`` handler gets an :class:`AsyncJobContext`, whose calls are
+awaited. Both run the same protocol, in :class:`_Run` on the worker's event
+loop: the blocking context hands each call to the loop and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
+
+from . import _api, errors
+from . import models as m
+from ._codec import decode, parse_time
+
+if TYPE_CHECKING:
+    from .worker import _Runtime
+
+JSON = Any
+
+
+class Suspended(BaseException):
+    """The job parked (a durable sleep or a signal wait) and this attempt is
+    over: the worker reports nothing, and the job resumes in a later attempt.
+
+    A ``BaseException``, like ``asyncio.CancelledError``, so that a handler's
+    ``except Exception`` does not swallow it. Let it propagate.
+    """
+
+
+class JobFailed(Exception):
+    """Raise it from a handler to fail the job on your terms.
+
+    ``kind`` classifies the failure: ``downstream_unavailable``, ``timeout``
+    and ``rate_limited`` count against the job's resource's circuit breaker,
+    and ``rate_limited`` spends no attempt. ``retryable=False`` sends the job
+    to ``dead`` at once. ``retry_after`` (seconds) holds the next attempt back
+    at least that long, e.g. a downstream's ``Retry-After``.
+
+    Any other exception fails the job too, retryably, with its type and
+    message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: Optional[str] = None,
+        retryable: bool = True,
+        retry_after: Optional[float] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def _encode(value: JSON, what: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{what} is not JSON: {error}") from None
+
+
+class _Started:
+    """A step's start: either its stored output (done) or its key to run with."""
+
+    __slots__ = ("done", "key", "output")
+
+    def __init__(self, done: bool, key: str, output: JSON) -> None:
+        self.done = done
+        self.key = key
+        self.output = output
+
+
+class _Run:
+    """One attempt of one job, on the worker's event loop: the protocol both
+    contexts speak (memoized steps, waits, children, fencing)."""
+
+    def __init__(self, runtime: _Runtime, job: Dict[str, Any]) -> None:
+        self.runtime = runtime
+        self.job = job
+        self.id: str = job["id"]
+        self.token: str = job["lease_token"]
+        self.traceparent: Optional[str] = job.get("traceparent")
+        self.completed: Dict[str, JSON] = dict(job.get("steps") or {})
+        self.lost = False
+        #: Cancelled when the lease is lost, if the handler is a coroutine.
+        self.handler_task: Optional[asyncio.Future[Any]] = None
+        self.client = runtime.client.with_traceparent(self.traceparent)
+
+    def lose(self) -> None:
+        """The lease is gone: nothing this attempt does may count any more."""
+        if not self.lost:
+            self.lost = True
+            if self.handler_task is not None:
+                self.handler_task.cancel()
+
+    def check(self) -> None:
+        if self.lost:
+            raise errors.LeaseLost(
+                409, "lease_lost", "the lease was lost: stop working on this job"
+            )
+
+    def _lease_lost(self, error: BaseException) -> BaseException:
+        if isinstance(error, errors.LeaseLost):
+            self.lose()
+        return error
+
+    async def step_call(self, step: str, output: Optional[str]) -> Dict[str, Any]:
+        """Starts (``output`` None) or checkpoints ``step``, batched with
+        other running jobs' step calls."""
+        self.check()
+        try:
+            info: Dict[str, Any] = await self.runtime.steps.call(self, step, output)
+        except errors.SteadfastError as error:
+            raise self._lease_lost(error) from None
+        return info
+
+    async def begin_step(self, name: str) -> _Started:
+        if name in self.completed:
+            return _Started(True, "", self.completed[name])
+        info = await self.step_call(name, None)
+        if info.get("state") == "completed":
+            self.completed[name] = info.get("output")
+            return _Started(True, info["idempotency_key"], info.get("output"))
+        return _Started(False, info["idempotency_key"], None)
+
+    async def finish_step(self, name: str, value: JSON) -> JSON:
+        info = await self.step_call(name, _encode(value, f"step {name!r}'s result"))
+        output = info.get("output")
+        self.completed[name] = output
+        return output
+
+    async def park(self, step: str, **wait: Any) -> JSON:
+        """Waits in ``step``: its output if the wait already ended, else
+        the job parks and :class:`Suspended` ends this attempt."""
+        if step in self.completed:
+            return self.completed[step]
+        self.check()
+        try:
+            answer = await self.client.wait(self.id, self.token, step, **wait)
+        except errors.SteadfastError as error:
+            raise self._lease_lost(error) from None
+        if answer.suspended or answer.step is None:
+            self.lost = True  # the attempt is over: nothing more may count
+            raise Suspended(f"job {self.id} waits in step {step!r}")
+        self.completed[step] = answer.step.output
+        return answer.step.output
+
+    async def sleep(self, name: str, seconds: float) -> None:
+        await self.park(f"sleep:{name}", sleep_ms=max(0, round(seconds * 1000)))
+
+    async def wait_for_signal(self, name: str, timeout: Optional[float]) -> JSON:
+        timeout_secs = None if timeout is None else max(1, round(timeout))
+        outcome = await self.park(f"signal:{name}", signal=name, timeout_secs=timeout_secs)
+        if isinstance(outcome, Mapping) and outcome.get("outcome") == "signal":
+            return outcome.get("payload")
+        return None
+
+    async def spawn(self, step: str, queue: str, payload: JSON, options: Dict[str, Any]) -> m.Job:
+        self.check()
+        job = _api.enqueue(queue, payload, **options).body
+        try:
+            return await self.client.spawn_child(self.id, self.token, step, job)
+        except errors.SteadfastError as error:
+            raise self._lease_lost(error) from None
+
+
+class _Context:
+    """What both contexts share: the job's facts."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self.log = logging.getLogger("steadfast.job")
+        """A logger for the handler; like every logger's records while the
+        handler runs, its records carry ``job_id`` and ``attempt``."""
+
+    @property
+    def id(self) -> str:
+        return self._run.id
+
+    @property
+    def queue(self) -> str:
+        queue: str = self._run.job["queue"]
+        return queue
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt."""
+        attempt: int = self._run.job["attempt"]
+        return attempt
+
+    @property
+    def payload(self) -> JSON:
+        return self._run.job["payload"]
+
+    @property
+    def lease_token(self) -> str:
+        return self._run.token
+
+    @property
+    def flow_key(self) -> Optional[str]:
+        return self._run.job.get("flow_key")
+
+    @property
+    def resource(self) -> Optional[str]:
+        return self._run.job.get("resource")
+
+    @property
+    def traceparent(self) -> Optional[str]:
+        """The job's W3C trace context, if it has one."""
+        return self._run.traceparent
+
+    @property
+    def deadline(self) -> datetime:
+        """The attempt's hard deadline: heartbeats stop extending the lease there."""
+        return parse_time(self._run.job["deadline"])
+
+    @property
+    def lease_lost(self) -> bool:
+        """Whether the lease was lost (expired, superseded, cancelled). From
+        then on nothing this attempt does counts: stop as soon as you can."""
+        return self._run.lost
+
+    @property
+    def job(self) -> m.LeasedJob:
+        """The leased job as the server sent it."""
+        return decode(m.LeasedJob, self._run.job)
+
+    def uncertain(self, name: str) -> Optional[Dict[str, Any]]:
+        """If an earlier attempt started step ``name`` and vanished before its
+        checkpoint, what is known of that attempt (``attempt``,
+        ``worker_id``, ``started_at``, ``attempt_ended_at``,
+        ``attempt_outcome``): its side effect may or may not have happened,
+        so ask the downstream before acting again. ``None`` otherwise."""
+        uncertain = (self._run.job.get("uncertain_steps") or {}).get(name)
+        return dict(uncertain) if uncertain is not None else None
+
+
+StepFn = Callable[[str], Any]
+
+
+class JobContext(_Context):
+    """The context of a plain ``def`` handler: every call blocks."""
+
+    def _call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._run.runtime.loop).result()
+
+    def step(self, name: str, fn: StepFn) -> JSON:
+        """Runs ``fn(idempotency_key)`` once for this job, memoized.
+
+        If an earlier attempt checkpointed step ``name``, its stored result is
+        returned and ``fn`` is not called. Otherwise the step is marked
+        started, ``fn`` runs with the step's stable key (pass it to
+        downstreams that honour idempotency keys), and its result (JSON) is
+        checkpointed and returned as stored.
+        """
+        started: _Started = self._call(self._run.begin_step(name))
+        if started.done:
+            return started.output
+        value = fn(started.key)
+        if inspect.isawaitable(value):
+            raise TypeError(f"step {name!r}: a plain handler's step must not return an awaitable")
+        return self._call(self._run.finish_step(name, value))
+
+    def sleep(self, name: str, duration: Union[float, timedelta]) -> None:
+        """A durable sleep in step ``name``: the job parks (this attempt ends
+        with :class:`Suspended`) and resumes after ``duration`` seconds;
+        then the call returns at once."""
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+        self._call(self._run.sleep(name, seconds))
+
+    def wait_for_signal(self, name: str, timeout: Union[float, timedelta, None] = None) -> JSON:
+        """Waits for signal ``name`` (an approval, an external event), parking
+        the job meanwhile. Returns the signal's payload, or ``None`` when
+        ``timeout`` (seconds) passed first."""
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        return self._call(self._run.wait_for_signal(name, seconds))
+
+    def spawn(self, step: str, queue: str, payload: JSON, **options: Any) -> m.Job:
+        """Enqueues a child job from step ``step``, once: every attempt gets
+        the same child. ``options`` are :meth:`Client.enqueue`'s."""
+        job: m.Job = self._call(self._run.spawn(step, queue, payload, options))
+        return job
+
+
+class AsyncJobContext(_Context):
+    """The context of an ``async def`` handler: every call is awaited."""
+
+    async def step(self, name: str, fn: StepFn) -> JSON:
+        """:meth:`JobContext.step`; ``fn`` may be a plain function or a coroutine function."""
+        started = await self._run.begin_step(name)
+        if started.done:
+            return started.output
+        value = fn(started.key)
+        if inspect.isawaitable(value):
+            value = await value
+        return await self._run.finish_step(name, value)
+
+    async def sleep(self, name: str, duration: Union[float, timedelta]) -> None:
+        """:meth:`JobContext.sleep`."""
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+        await self._run.sleep(name, seconds)
+
+    async def wait_for_signal(
+        self, name: str, timeout: Union[float, timedelta, None] = None
+    ) -> JSON:
+        """:meth:`JobContext.wait_for_signal`."""
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        return await self._run.wait_for_signal(name, seconds)
+
+    async def spawn(self, step: str, queue: str, payload: JSON, **options: Any) -> m.Job:
+        """:meth:`JobContext.spawn`."""
+        return await self._run.spawn(step, queue, payload, options)

@@ -1,0 +1,268 @@
+"""Exceptions, one per stable API error code (docs/errors.md).
+
+Every error the server answers is ``{"error": {"code": ..., "message": ...}}``.
+The client raises the subclass of :class:`ApiError` named after its code, so
+callers catch what they mean::
+
+    try:
+        client.enqueue("emails", payload, idempotency_key="signup-42")
+    except steadfast.IdempotencyKeyReused:
+        ...  # the same key was used for a different request
+
+A code this version does not know raises :class:`ApiError` itself, with
+``code`` set to the code's text. A request that got no answer at all
+raises :class:`TransportError`: its outcome is unknown, so retry writes
+with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Type
+
+__all__ = [
+    "BY_CODE",
+    "ApiError",
+    "BatchTooLarge",
+    "ConfigError",
+    "Forbidden",
+    "IdempotencyKeyReused",
+    "Internal",
+    "InvalidState",
+    "LeaseLost",
+    "LimitExceeded",
+    "MalformedJson",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "QuotaExceeded",
+    "RateLimited",
+    "RequestTimeout",
+    "RouteNotFound",
+    "SignatureInvalid",
+    "SingletonRunning",
+    "SteadfastError",
+    "StorageFull",
+    "TimestampOutOfTolerance",
+    "TransportError",
+    "Unauthorized",
+    "Unavailable",
+    "UnsupportedMediaType",
+    "ValidationFailed",
+    "from_response",
+]
+
+
+class SteadfastError(Exception):
+    """The base of every error this package raises."""
+
+
+class ConfigError(SteadfastError):
+    """The client was set up wrongly (no URL, no key, a malformed URL)."""
+
+
+class TransportError(SteadfastError):
+    """The request got no answer (connection refused or reset, a timeout):
+    whether it took effect is unknown. Retry writes with an idempotency key."""
+
+
+class ApiError(SteadfastError):
+    """The server answered with an error.
+
+    ``code`` is stable and meant for programs; ``message`` is for people.
+    ``request_id`` is the server's ``x-request-id``, worth quoting in a report.
+    """
+
+    #: The code subclasses stand for; ``None`` for the base class.
+    CODE: Optional[str] = None
+
+    def __init__(
+        self, status: int, code: str, message: str, request_id: Optional[str] = None
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class MalformedJson(ApiError):
+    """400: the body is not valid JSON."""
+
+    CODE = "malformed_json"
+
+
+class ValidationFailed(ApiError):
+    """422: a field is missing, has the wrong type or is out of bounds; the
+    message names it."""
+
+    CODE = "validation_failed"
+
+
+class Unauthorized(ApiError):
+    """401: the API key is missing, unknown or revoked."""
+
+    CODE = "unauthorized"
+
+
+class SignatureInvalid(ApiError):
+    """401: a webhook delivery's signature matched none of its source's secrets."""
+
+    CODE = "signature_invalid"
+
+
+class TimestampOutOfTolerance(ApiError):
+    """401: a webhook delivery's signed timestamp is too far from the server's clock."""
+
+    CODE = "timestamp_out_of_tolerance"
+
+
+class Forbidden(ApiError):
+    """403: the key's role may not do this."""
+
+    CODE = "forbidden"
+
+
+class NotFound(ApiError):
+    """404: no such object in this tenant."""
+
+    CODE = "not_found"
+
+
+class RouteNotFound(ApiError):
+    """404: no such route (a server older than this client?)."""
+
+    CODE = "route_not_found"
+
+
+class MethodNotAllowed(ApiError):
+    """405: the route exists, but not with this method."""
+
+    CODE = "method_not_allowed"
+
+
+class LeaseLost(ApiError):
+    """409: the lease token is not the job's current one (expired, superseded,
+    cancelled). Nothing changed: stop working on the job."""
+
+    CODE = "lease_lost"
+
+
+class SingletonRunning(ApiError):
+    """409: a replacing singleton (or debounced) enqueue found its key's job
+    already started. Nothing was created."""
+
+    CODE = "singleton_running"
+
+
+class InvalidState(ApiError):
+    """409: the job's state does not allow this action."""
+
+    CODE = "invalid_state"
+
+
+class PayloadTooLarge(ApiError):
+    """413: the body exceeds the server's limit."""
+
+    CODE = "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    """415: the body was not sent as JSON."""
+
+    CODE = "unsupported_media_type"
+
+
+class IdempotencyKeyReused(ApiError):
+    """422: the idempotency key was used for a request with different content."""
+
+    CODE = "idempotency_key_reused"
+
+
+class LimitExceeded(ApiError):
+    """422: a per-job bound (steps, pending signals, children) would be exceeded."""
+
+    CODE = "limit_exceeded"
+
+
+class BatchTooLarge(ApiError):
+    """422: more items in one batch than the server takes."""
+
+    CODE = "batch_too_large"
+
+
+class RequestTimeout(ApiError):
+    """408: the request's body did not arrive in time. Nothing changed."""
+
+    CODE = "request_timeout"
+
+
+class RateLimited(ApiError):
+    """429: the key made more requests than its rate. Nothing changed.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds, if it gave one.
+    The client already waited and retried up to three times before raising.
+    """
+
+    CODE = "rate_limited"
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        request_id: Optional[str] = None,
+        retry_after: Optional[float] = None,
+    ) -> None:
+        super().__init__(status, code, message, request_id)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(ApiError):
+    """429: the tenant holds as many unfinished jobs as it may. Nothing was created."""
+
+    CODE = "quota_exceeded"
+
+
+class Unavailable(ApiError):
+    """503: storage could not read or durably write. Retry with the same idempotency key."""
+
+    CODE = "unavailable"
+
+
+class StorageFull(ApiError):
+    """503: the server's disk is full. Nothing changed; retry once there is room."""
+
+    CODE = "storage_full"
+
+
+class Internal(ApiError):
+    """500: a bug in the server; quote ``request_id`` when reporting it."""
+
+    CODE = "internal"
+
+
+def _by_code() -> Dict[str, Type[ApiError]]:
+    table: Dict[str, Type[ApiError]] = {}
+    for cls in ApiError.__subclasses__():
+        assert cls.CODE is not None, cls
+        assert cls.CODE not in table, cls
+        table[cls.CODE] = cls
+    return table
+
+
+#: Every code this version maps, to its exception class.
+BY_CODE: Dict[str, Type[ApiError]] = _by_code()
+
+
+def from_response(
+    status: int,
+    code: str,
+    message: str,
+    request_id: Optional[str] = None,
+    retry_after: Optional[float] = None,
+) -> ApiError:
+    """The exception for an error answer."""
+    cls = BY_CODE.get(code, ApiError)
+    if cls is RateLimited:
+        return RateLimited(status, code, message, request_id, retry_after)
+    return cls(status, code, message, request_id)
