@@ -553,6 +553,10 @@ def _raw(body: JSON, _headers: Headers) -> Any:
     return body
 
 
+def _results(body: JSON, _headers: Headers) -> Any:
+    return body["results"]
+
+
 def _json(value: JSON) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -570,7 +574,7 @@ def complete_encoded(id: str, lease_token: str, output: str) -> Call[Any]:
 def complete_batch_encoded(items: Sequence[str]) -> Call[Any]:
     """``complete_batch`` of :func:`encoded_completion` items; answers the raw results."""
     body = RawJson('{"completions":[' + ",".join(items) + "]}")
-    return Call("POST", "v1/jobs/batch/complete", _raw, body)
+    return Call("POST", "v1/jobs/batch/complete", _results, body)
 
 
 def encoded_step(
@@ -604,7 +608,8 @@ def step_encoded(
 
 def steps_batch_encoded(items: Sequence[str]) -> Call[Any]:
     """``steps_batch`` of :func:`encoded_step` items; answers the raw results."""
-    return Call("POST", "v1/jobs/batch/steps", _raw, RawJson('{"steps":[' + ",".join(items) + "]}"))
+    body = RawJson('{"steps":[' + ",".join(items) + "]}")
+    return Call("POST", "v1/jobs/batch/steps", _results, body)
 
 
 def lease_raw(queues: Sequence[str], worker_id: str, max_jobs: int, wait_ms: int) -> Call[Any]:
