@@ -38,11 +38,11 @@ def free_port() -> int:
 
 
 def eventually(check: Callable[[], Optional[T]], timeout: float = 30.0, what: str = "") -> T:
-    """Polls ``check`` until it returns something other than None/False."""
+    """Polls ``check`` until it returns something truthy, and returns that."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
-        if value is not None and value is not False:
+        if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or check}")

@@ -53,6 +53,8 @@ class Config:
     verify: Verify = True
     #: Sent as the W3C ``traceparent`` header on every call, if set.
     traceparent: Optional[str] = None
+    #: How many times a call answered ``429 rate_limited`` is sent again.
+    rate_limit_retries: int = RATE_LIMITED_RETRIES
 
     @staticmethod
     def resolve(
@@ -61,6 +63,7 @@ class Config:
         timeout: float,
         verify: Verify,
         traceparent: Optional[str],
+        rate_limit_retries: int = RATE_LIMITED_RETRIES,
         environ: Mapping[str, str] = os.environ,
     ) -> Config:
         """The configuration from the arguments, else ``STEADFAST_URL`` and
@@ -75,7 +78,9 @@ class Config:
             raise errors.ConfigError(f"the server URL must start with http:// or https://: {url!r}")
         if timeout <= 0:
             raise errors.ConfigError("timeout must be positive")
-        return Config(url.rstrip("/") + "/", key, timeout, verify, traceparent)
+        if rate_limit_retries < 0:
+            raise errors.ConfigError("rate_limit_retries must not be negative")
+        return Config(url.rstrip("/") + "/", key, timeout, verify, traceparent, rate_limit_retries)
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ class Client:
     ``url`` and ``key`` default to ``STEADFAST_URL`` and ``STEADFAST_KEY``.
     Over ``https`` it trusts the system's roots (and ``SSL_CERT_FILE``'s),
     or what ``verify`` says. Calls answered ``429 rate_limited`` are sent
-    again after the server's ``Retry-After``, up to three times.
+    again after the server's ``Retry-After`` (when it is at most 30 s), up
+    to ``rate_limit_retries`` times.
     """
 
     def __init__(
@@ -85,8 +86,9 @@ class Client:
         timeout: float = 60.0,
         verify: Verify = True,
         traceparent: Optional[str] = None,
+        rate_limit_retries: int = RATE_LIMITED_RETRIES,
     ) -> None:
-        self.config = Config.resolve(url, key, timeout, verify, traceparent)
+        self.config = Config.resolve(url, key, timeout, verify, traceparent, rate_limit_retries)
         self._http = httpx.Client(timeout=timeout, verify=verify)
 
     def with_traceparent(self, traceparent: Optional[str]) -> Client:
@@ -113,7 +115,8 @@ class Client:
 
     def _send(self, call: _api.Call[T]) -> T:
         parts = request(self.config, call)
-        for attempt in range(RATE_LIMITED_RETRIES + 1):
+        retries = self.config.rate_limit_retries
+        for attempt in range(retries + 1):
             try:
                 response = self._http.request(
                     parts.method,
@@ -125,7 +128,7 @@ class Client:
             except httpx.HTTPError as error:
                 raise _transport_error(error) from error
             wait = retry_after(response.status_code, response.headers)
-            if wait is None or attempt == RATE_LIMITED_RETRIES:
+            if wait is None or attempt == retries:
                 break
             time.sleep(wait)
         return answer(call, response.status_code, response.headers, response.content)
@@ -202,9 +205,10 @@ class AsyncClient:
         timeout: float = 60.0,
         verify: Verify = True,
         traceparent: Optional[str] = None,
+        rate_limit_retries: int = RATE_LIMITED_RETRIES,
         max_connections: int = 100,
     ) -> None:
-        self.config = Config.resolve(url, key, timeout, verify, traceparent)
+        self.config = Config.resolve(url, key, timeout, verify, traceparent, rate_limit_retries)
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
@@ -219,6 +223,7 @@ class AsyncClient:
             timeout=config.timeout,
             verify=config.verify,
             traceparent=config.traceparent,
+            rate_limit_retries=config.rate_limit_retries,
             max_connections=max_connections,
         )
 
@@ -245,7 +250,8 @@ class AsyncClient:
 
     async def _send(self, call: _api.Call[T]) -> T:
         parts = request(self.config, call)
-        for attempt in range(RATE_LIMITED_RETRIES + 1):
+        retries = self.config.rate_limit_retries
+        for attempt in range(retries + 1):
             try:
                 response = await self._http.request(
                     parts.method,
@@ -257,7 +263,7 @@ class AsyncClient:
             except httpx.HTTPError as error:
                 raise _transport_error(error) from error
             wait = retry_after(response.status_code, response.headers)
-            if wait is None or attempt == RATE_LIMITED_RETRIES:
+            if wait is None or attempt == retries:
                 break
             await asyncio.sleep(wait)
         return answer(call, response.status_code, response.headers, response.content)
