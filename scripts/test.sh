@@ -114,6 +114,22 @@ small_fs=$(mktemp -d "${TMPDIR:-/tmp}/steadfast-small-fs.XXXXXX")
 $sudo mount -t tmpfs -o size=6m,mode=1777 tmpfs "$small_fs"
 export STEADFAST_TEST_SMALL_FS="$small_fs"
 
+echo "== the Python SDK (sdks/python): ruff, mypy --strict, pytest against the built binary"
+# Its own venv, installed from the repository as users install it (not
+# editable); pinned tools. The tests start their own servers.
+py_venv="$(realpath "${CARGO_TARGET_DIR:-target}")/python-sdk-venv"
+if ! "$py_venv/bin/python" -c "import pytest, mypy, ruff, opentelemetry" 2>/dev/null; then
+    rm -rf "$py_venv"
+    python3 -m venv "$py_venv"
+    "$py_venv/bin/pip" install -q "pytest==9.2.0" "ruff==0.17.6" "mypy==2.4.1" "opentelemetry-api==1.45.2"
+fi
+"$py_venv/bin/pip" install -q --force-reinstall --no-deps ./sdks/python
+"$py_venv/bin/pip" install -q ./sdks/python
+(cd sdks/python && "$py_venv/bin/ruff" check . && "$py_venv/bin/ruff" format --check . \
+    && "$py_venv/bin/mypy" --strict src tests examples)
+STEADFAST_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/steadfast" \
+    "$py_venv/bin/pytest" -q -p no:cacheprovider sdks/python/tests
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
     # Doc tests first: nextest's summary must be the run's closing line.

@@ -482,6 +482,19 @@ pub struct ClaimsArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
+    /// The workers' language: `rust` (this binary's `demo claims-worker`) or
+    /// `python` (`python -m steadfast.demo.claims`, from `pip install ./sdks/python`).
+    #[arg(long, value_enum, default_value_t = ClaimsWorkerKind::Rust)]
+    pub worker: ClaimsWorkerKind,
+    /// The Python interpreter for `--worker python`.
+    #[arg(long, default_value = "python3")]
+    pub python: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClaimsWorkerKind {
+    Rust,
+    Python,
 }
 
 #[derive(Debug, Args)]

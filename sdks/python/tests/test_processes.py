@@ -13,7 +13,7 @@ from typing import IO, Any, Callable, Dict, Iterator
 
 import pytest
 
-from conftest import Server, eventually, wait_state
+from conftest import Server, binary, eventually, wait_state
 
 WORKER = Path(__file__).parent / "workers" / "scenario_worker.py"
 
@@ -134,3 +134,39 @@ def test_sigterm_finishes_the_job_in_flight_and_leases_no_more(
     assert worker.process.wait(30) == 0
     assert client.get(job.id).output == "finished after SIGTERM"
     assert client.get(later.id).state == "queued", "nothing was leased after SIGTERM"
+
+
+def test_the_claims_drill_with_python_workers(tmp_path: Path) -> None:
+    drill = subprocess.run(
+        [
+            binary(),
+            "demo",
+            "claims",
+            "--worker",
+            "python",
+            "--python",
+            sys.executable,
+            "--claims",
+            "120",
+            "--workers",
+            "2",
+            "--kill-interval-ms",
+            "400",
+            "--seed",
+            "16",
+            "--ledger-dir",
+            str(tmp_path / "ledgers"),
+            "--timeout-secs",
+            "300",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env={k: v for k, v in os.environ.items() if not k.startswith("STEADFAST_")},
+    )
+    assert drill.returncode == 0, drill.stdout + drill.stderr
+    summary = json.loads(drill.stdout.strip().splitlines()[-1])
+    assert summary["finished"] == summary["claims"] == 120
+    assert summary["kills"] > 0
+    assert (summary["double_bills"], summary["double_charges"]) == (0, 0)
+    assert summary["enrichment_billed"] == summary["payments"] == 120

@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 
 use super::pipeline::{APPROVAL_SIGNAL, APPROVAL_THRESHOLD, Claim, QUEUE};
 use super::services::{self, ENRICHMENT_LEDGER, PAYMENTS_LEDGER};
-use crate::cli::ClaimsArgs;
+use crate::cli::{ClaimsArgs, ClaimsWorkerKind};
 
 /// The drill's verdict; printed as its last line.
 #[derive(Debug, Serialize)]
@@ -104,6 +104,28 @@ pub(super) fn key_for(exe: &Path, data_dir: &Path, role: &str) -> anyhow::Result
     Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
+/// The Python claims worker's module (in the `steadfast` distribution).
+const PYTHON_WORKER: &str = "steadfast.demo.claims";
+
+/// Fails early, and says how to fix it, when `python` cannot import the
+/// Python worker: otherwise every worker process would die at start.
+fn python_worker_installed(python: &Path) -> anyhow::Result<()> {
+    let probe = std::process::Command::new(python)
+        .args(["-c", &format!("import {PYTHON_WORKER}")])
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !probe.status.success() {
+        bail!(
+            "{} cannot import {PYTHON_WORKER}: install the SDK with `{} -m pip install ./sdks/python` \
+             (or pass --python with an interpreter that has it)\n{}",
+            python.display(),
+            python.display(),
+            String::from_utf8_lossy(&probe.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(args: ClaimsArgs) -> anyhow::Result<()> {
     if args.claims == 0 || args.workers == 0 || args.kill_interval_ms == 0 {
         bail!("--claims, --workers and --kill-interval-ms must be positive");
@@ -123,8 +145,8 @@ pub async fn run(args: ClaimsArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_secs);
     println!(
-        "claims drill: {} claims, {} worker processes, a SIGKILL every {} ms, seed {seed}",
-        args.claims, args.workers, args.kill_interval_ms
+        "claims drill: {} claims, {} {:?} worker processes, a SIGKILL every {} ms, seed {seed}",
+        args.claims, args.workers, args.worker, args.kill_interval_ms
     );
     println!("ledgers in {}", ledger_dir.display());
 
@@ -189,10 +211,17 @@ pub async fn run(args: ClaimsArgs) -> anyhow::Result<()> {
         client.enqueue_batch(&wire::BatchEnqueueRequest { jobs }).await?;
     }
 
+    // Both kinds of worker take the same flags after their command.
+    let (worker_program, worker_command): (PathBuf, Vec<String>) = match args.worker {
+        ClaimsWorkerKind::Rust => (exe.clone(), vec!["demo".into(), "claims-worker".into()]),
+        ClaimsWorkerKind::Python => {
+            python_worker_installed(&args.python)?;
+            (args.python.clone(), vec!["-m".into(), PYTHON_WORKER.into()])
+        }
+    };
     let worker_args = |n: usize| -> Vec<String> {
-        vec![
-            "demo".into(),
-            "claims-worker".into(),
+        let mut command = worker_command.clone();
+        command.extend([
             "--url".into(),
             url.clone(),
             "--key".into(),
@@ -203,13 +232,14 @@ pub async fn run(args: ClaimsArgs) -> anyhow::Result<()> {
             payments_url.clone(),
             "--worker-id".into(),
             format!("claims-worker-{n}"),
-        ]
+        ]);
+        command
     };
     let workers_log = ledger_dir.join("workers.log");
     let mut spawned = 0;
     let mut workers = Vec::new();
     for _ in 0..args.workers {
-        workers.push(spawn_logged(&exe, &worker_args(spawned), &workers_log)?);
+        workers.push(spawn_logged(&worker_program, &worker_args(spawned), &workers_log)?);
         spawned += 1;
     }
 
@@ -224,7 +254,7 @@ pub async fn run(args: ClaimsArgs) -> anyhow::Result<()> {
         if Instant::now() >= next_kill {
             let victim = rng.random_range(0..workers.len());
             workers[victim].kill().await?;
-            workers[victim] = spawn_logged(&exe, &worker_args(spawned), &workers_log)?;
+            workers[victim] = spawn_logged(&worker_program, &worker_args(spawned), &workers_log)?;
             spawned += 1;
             kills += 1;
             next_kill += Duration::from_millis(args.kill_interval_ms);

@@ -1,0 +1,2 @@
+"""Demonstrations the ``steadfast`` binary runs with Python workers
+(``steadfast demo claims --worker python``)."""
