@@ -2,8 +2,9 @@
 # Steadfast side by side with the queues people use today, in one run on one machine.
 #
 # usage: bench/compare.sh [SPEC ...]     SPEC = PEER[:VARIANT] as the peers' run-all.sh takes it
-#   default: steadfast steadfast-pg celery bullmq graphile-worker pg-boss procrastinate apalis
-#            dramatiq rq:simple   (steadfast = embedded SQLite, steadfast-pg = the harness's PostgreSQL)
+#   default: steadfast steadfast-pg steadfast-py celery bullmq graphile-worker pg-boss procrastinate
+#            apalis dramatiq rq:simple   (steadfast = embedded SQLite, steadfast-pg = the harness's
+#            PostgreSQL, steadfast-py = embedded SQLite with the Python SDK's worker)
 # env:
 #   PEERS_DIR     the peers' harness (default: ../shared/peers next to this repository); it is
 #                 copied to $WORK/peers (never modified); the peers install from the registries there
@@ -26,7 +27,7 @@ OUT="${OUT:-$REPO/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 export REPS="${REPS:-3}" REDIS_MODES="${REDIS_MODES:-nodur aof}"
 SPECS=("$@")
 if [[ ${#SPECS[@]} -eq 0 ]]; then
-  SPECS=(steadfast steadfast-pg celery bullmq graphile-worker pg-boss procrastinate apalis dramatiq rq:simple)
+  SPECS=(steadfast steadfast-pg steadfast-py celery bullmq graphile-worker pg-boss procrastinate apalis dramatiq rq:simple)
 fi
 mkdir -p "$OUT" "$WORK/peers"
 OUT="$(cd "$OUT" && pwd)"
@@ -39,10 +40,15 @@ echo "== copying the harness from $PEERS_DIR to $WORK/peers"
 (cd "$PEERS_DIR" && tar --exclude=./results --exclude=.venv --exclude=node_modules --exclude=target -cf - .) \
   | (cd "$WORK/peers" && tar -xf -)
 chmod -R u+w "$WORK/peers"
-for adapter in steadfast steadfast-pg; do
+for adapter in steadfast steadfast-pg steadfast-py; do
   mkdir -p "$WORK/peers/$adapter"
   ln -sfn "$REPO/bench/peer/peer.sh" "$WORK/peers/$adapter/peer.sh"
 done
+echo "== the Python SDK for steadfast-py (its own venv, from the repository)"
+[[ -x "$WORK/steadfast-py-venv/bin/python" ]] || python3 -m venv "$WORK/steadfast-py-venv"
+"$WORK/steadfast-py-venv/bin/pip" install -q --force-reinstall --no-deps "$REPO/sdks/python"
+"$WORK/steadfast-py-venv/bin/pip" install -q "$REPO/sdks/python"
+export STEADFAST_PY="$WORK/steadfast-py-venv/bin/python"
 if [[ "${SKIP_INSTALL:-}" != 1 ]]; then
   echo "== installing the peers (registries; idempotent)"
   (cd "$WORK/peers" && ./install.sh)

@@ -4,6 +4,7 @@
 # measures every peer (same payload, same per-job record, same clock, same W1/W2 procedure).
 #
 #   peers/steadfast/peer.sh     embedded SQLite on a fresh data dir (WAL, fsync before every 2xx)
+#   peers/steadfast-py/peer.sh  embedded SQLite, with the Python SDK's Worker (bench/peer/python_worker.py)
 #   peers/steadfast-pg/peer.sh  PostgreSQL: the harness's own server and database (the one
 #                               graphile-worker, pg-boss, procrastinate and apalis use), migrated by
 #                               `steadfast migrate`, served by a non-superuser role as `serve` requires
@@ -17,6 +18,8 @@
 set -euo pipefail
 source "$(dirname "$0")/../common/env.sh"
 [[ "$(basename "$(dirname "$0")")" == steadfast-pg ]] && export PEER_VARIANT=pg
+# peers/steadfast-py: the same server (embedded SQLite), with the Python SDK's worker.
+[[ "$(basename "$(dirname "$0")")" == steadfast-py ]] && PYTHON_WORKER=1
 HERE="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 BIN="${STEADFAST_BIN:-$HERE/../../target/release/steadfast}"
 STATE="$PEERS_STATE/steadfast"
@@ -68,14 +71,18 @@ start_server() {
 
 case "$1" in
   backend) [[ "${PEER_VARIANT:-}" == pg ]] && echo pg || echo sqlite ;;
-  version) echo "steadfast $("$BIN" --version | cut -d' ' -f2) ($(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo unknown)) / $([[ "${PEER_VARIANT:-}" == pg ]] && echo PostgreSQL 15 || echo "embedded SQLite $(sqlite3 --version 2>/dev/null | cut -d' ' -f1 || true)")" ;;
+  version) echo "steadfast $("$BIN" --version | cut -d' ' -f2) ($(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo unknown)) / $([[ "${PEER_VARIANT:-}" == pg ]] && echo PostgreSQL 15 || echo "embedded SQLite $(sqlite3 --version 2>/dev/null | cut -d' ' -f1 || true)")$([[ -n "${PYTHON_WORKER:-}" ]] && echo " / Python worker, $("$STEADFAST_PY" --version)")" ;;
   setup) start_server ;;
   stop) stop_server ;;
   enqueue) exec "$BIN" bench peer enqueue "$2" ;;
   warm) exec "$BIN" bench peer warm "$2" ;;
   produce) exec "$BIN" bench peer produce "$2" "$3" ;;
   worker)
-    STEADFAST_BENCH_CONCURRENCY="${STEADFAST_BENCH_CONCURRENCY:-256}" "$BIN" bench peer worker &
+    if [[ -n "${PYTHON_WORKER:-}" ]]; then
+      "${STEADFAST_PY:?bench/compare.sh sets STEADFAST_PY to the SDK venv python}" "$HERE/python_worker.py" &
+    else
+      STEADFAST_BENCH_CONCURRENCY="${STEADFAST_BENCH_CONCURRENCY:-256}" "$BIN" bench peer worker &
+    fi
     child=$!
     trap 'kill -TERM $child 2>/dev/null || true' TERM INT
     wait "$child" || true
