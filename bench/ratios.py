@@ -41,27 +41,40 @@ def is_ours(key):
     return key[0] in ("steadfast", "steadfast-pg")
 
 
+def is_python(key):
+    """Steadfast's server with the Python SDK's worker: reported on its own."""
+    return key[0] == "steadfast-py"
+
+
 def ours_on_pg(key):
     return key[0] == "steadfast-pg" or (key[0] == "steadfast" and key[1] == "pg")
 
 
 def name(key):
     peer, variant, mode = key
+    if is_python(key):
+        return "**Steadfast (SQLite) + Python worker**"
     if is_ours(key):
         return "**Steadfast (PostgreSQL)**" if ours_on_pg(key) else "**Steadfast (SQLite)**"
     label = peer + (f" ({variant})" if variant else "")
     return label + {"nodur": ", Redis no persistence", "aof": ", Redis AOF everysec"}.get(mode, "")
 
 
-def server_rss(key):
+def raw_reports(key, name, workloads=("w1", "w2")):
+    """The JSON files `name` the adapter left in each run's raw directory."""
     peer, variant, mode = key
-    xs = []
-    for r in groups[key]["w1"] + groups[key]["w2"]:
-        tag = f"{peer}{('-' + variant) if variant else ''}-{mode}-{r['workload']}-r{r['rep']}"
-        f = out / "raw" / tag / "steadfast-server.json"
-        if f.exists():
-            xs.append(json.loads(f.read_text())["server_peak_rss_mb"])
-    return xs
+    found = []
+    for workload in workloads:
+        for r in groups[key][workload]:
+            tag = f"{peer}{('-' + variant) if variant else ''}-{mode}-{workload}-r{r['rep']}"
+            f = out / "raw" / tag / name
+            if f.exists():
+                found.append(json.loads(f.read_text()))
+    return found
+
+
+def server_rss(key):
+    return [r["server_peak_rss_mb"] for r in raw_reports(key, "steadfast-server.json")]
 
 
 stats = {}
@@ -81,7 +94,8 @@ ours = {}
 for k in groups:
     if is_ours(k):
         ours["pg" if ours_on_pg(k) else "sqlite"] = k
-peers = sorted((k for k in groups if not is_ours(k)), key=lambda k: -(med(stats[k]["drain"]) or 0))
+python = [k for k in groups if is_python(k)]
+peers = sorted((k for k in groups if not is_ours(k) and not is_python(k)), key=lambda k: -(med(stats[k]["drain"]) or 0))
 pg_peers = [k for k in peers if k[2] == "pg"]
 
 run_txt = out / "run.txt"
@@ -95,7 +109,7 @@ print(f"W2: one producer, one job per call at a steady rate ({w2_n:,} jobs), sch
 print("Median (min–max) of the repetitions.\n")
 print("| system | version | enqueue jobs/s | drain jobs/s | W2 p50 ms | W2 p99 ms | runs W1/W2 |")
 print("|---|---|---:|---:|---:|---:|---|")
-for key in [k for k in ours.values() if k in groups] + peers:
+for key in [k for k in ours.values() if k in groups] + python + peers:
     s = stats[key]
     runs_note = f"{s['runs'][0]}/{s['runs'][1]}"
     if s["incomplete"]:
@@ -125,6 +139,18 @@ for variant, key in ours.items():
     print("| peer | enqueue | drain | W2 p99 (peer p99 ÷ Steadfast p99) |")
     print("|---|---:|---:|---:|")
     for p in versus:
+        t = stats[p]
+        print(f"| {name(p)} | {ratio(med(s['enqueue']), med(t['enqueue']))} | {ratio(med(s['drain']), med(t['drain']))} "
+              f"| {ratio(med(t['p99']), med(s['p99']))} |")
+
+for key in python:
+    s = stats[key]
+    print("\n## Steadfast (SQLite) + Python worker ÷ the Python queues (higher is better for Steadfast)\n")
+    print("| peer | enqueue | drain | W2 p99 (peer p99 ÷ Steadfast p99) |")
+    print("|---|---:|---:|---:|")
+    for p in peers:
+        if p[0] not in ("celery", "rq", "dramatiq"):
+            continue
         t = stats[p]
         print(f"| {name(p)} | {ratio(med(s['enqueue']), med(t['enqueue']))} | {ratio(med(s['drain']), med(t['drain']))} "
               f"| {ratio(med(t['p99']), med(s['p99']))} |")
@@ -170,6 +196,22 @@ if pgk in groups:
     if gw in groups and p is not None:
         g = med(stats[gw]["p99"])
         targets.append(("PostgreSQL p99 at 200/s ≤ graphile-worker's", f"{p:.2f} ms vs {g:.2f} ms", p <= g))
+for key in python:
+    # Issue 16: the Python worker's drain against the Python queues, each in its faster Redis mode.
+    s = stats[key]
+    d = med(s["drain"])
+    cpu = [r["worker_cpu_s"] / r["jobs"] * 1e6 for r in raw_reports(key, "steadfast-py-worker.json", ("w1",)) if r.get("jobs")]
+    if cpu:
+        print(f"\nSteadfast + Python worker: the worker's CPU per job over W1 (warm-up included): "
+              f"{fmt(cpu, '{:,.1f}')} µs (getrusage, user + system).")
+    for peer in ("celery", "rq", "dramatiq"):
+        theirs = [k for k in peers if k[0] == peer]
+        if not theirs or not d:
+            continue
+        best = max(theirs, key=lambda k: med(stats[k]["drain"]) or 0)
+        o = med(stats[best]["drain"])
+        targets.append((f"(issue 16) Python worker drain ≥ 3× {peer}",
+                        f"{d:,.0f} vs 3 × {o:,.0f} ({name(best)}) = {3 * o:,.0f}: {d / o:.2f}×", d >= 3 * o))
 if targets:
     print("\n## Targets (issue 12, and issue 7's where so marked), from the medians above\n")
     print("| target | measured | met |")

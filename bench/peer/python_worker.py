@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import itertools
 import resource
 import sys
 import time
@@ -24,7 +25,8 @@ from pyrec import record  # noqa: E402  (the harness's own per-job record)
 
 import steadfast  # noqa: E402
 
-jobs = 0
+# next() on a count is atomic under the GIL: handler threads count safely.
+counter = itertools.count(1)
 
 
 def main() -> None:
@@ -36,16 +38,14 @@ def main() -> None:
 
         @worker.handler(queue)
         async def noop_async(ctx: steadfast.AsyncJobContext, p: Dict[str, Any]) -> None:
-            global jobs
-            jobs += 1
+            next(counter)
             record(p["i"], p["t"], time.time())
 
     else:
 
         @worker.handler(queue)
         def noop(ctx: steadfast.JobContext, p: Dict[str, Any]) -> None:
-            global jobs
-            jobs += 1
+            next(counter)
             record(p["i"], p["t"], time.time())
 
     started = time.time()
@@ -53,7 +53,7 @@ def main() -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     report = {
         "worker_cpu_s": usage.ru_utime + usage.ru_stime,
-        "jobs": jobs,
+        "jobs": next(counter) - 1,
         "wall_s": time.time() - started,
         "concurrency": concurrency,
         "handler": os.environ.get("STEADFAST_PY_HANDLER", "sync"),

@@ -117,7 +117,8 @@ class Server:
         return steadfast.Client(self.url, key or self.admin_key, **options)  # type: ignore[arg-type]
 
     def requests(self) -> Dict[str, float]:
-        """``steadfast_http_requests_total`` by ``METHOD route``, summed over statuses."""
+        """``steadfast_http_requests_total`` by ``METHOD route`` (summed over
+        statuses) and by ``METHOD route STATUS``."""
         text = httpx.get(
             f"{self.url}/metrics", headers={"authorization": f"Bearer {self.admin_key}"}
         ).text
@@ -127,7 +128,9 @@ class Server:
                 continue
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
             name = f"{labels['method']} {labels['route']}"
-            counts[name] = counts.get(name, 0) + float(line.rsplit(" ", 1)[1])
+            count = float(line.rsplit(" ", 1)[1])
+            counts[name] = counts.get(name, 0) + count
+            counts[f"{name} {labels['status']}"] = count
         return counts
 
     def stop(self) -> None:

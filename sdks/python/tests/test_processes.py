@@ -112,6 +112,9 @@ def test_a_worker_frozen_past_its_lease_cannot_checkpoint_or_complete(
     assert zombie.read() == {"stopped": True}
     assert zombie.process.wait(30) == 0
 
+    requests = server.requests()
+    for route in ("POST /v1/jobs/{id}/steps/{name}/start", "POST /v1/jobs/{id}/complete"):
+        assert requests.get(f"{route} 409", 0) == 0, f"the zombie sent nothing stale: {requests}"
     fenced = client.get(job.id)
     assert fenced.state == "running", "the zombie's completion never landed"
     assert fenced.lease is not None

@@ -166,7 +166,8 @@ def test_a_batch_the_server_refuses_whole_is_sent_item_by_item(start_server: Any
             what="60 jobs to succeed",
         )
     requests = server.requests()
-    assert requests.get("POST /v1/jobs/{id}/complete", 0) > 0, requests
+    assert requests.get("POST /v1/jobs/batch/complete 422", 0) > 0, "batches were refused"
+    assert requests.get("POST /v1/jobs/{id}/complete 200", 0) > 0, requests
 
 
 def test_failures_are_reported_with_their_kind(client: steadfast.Client, queue: str) -> None:
@@ -250,6 +251,11 @@ def test_a_handler_whose_lease_is_lost_is_told_and_cannot_complete(start_server:
     assert job.state == "cancelled"
     assert job.output is None
     assert [s.name for s in job.steps or []] == []
+    requests = server.requests()
+    for route in ("POST /v1/jobs/{id}/complete", "POST /v1/jobs/batch/complete"):
+        assert requests.get(route, 0) == 0, f"the fenced attempts sent no completion: {requests}"
+    assert requests.get("POST /v1/jobs/batch/steps", 0) == 0
+    assert requests.get("POST /v1/jobs/{id}/steps/{name}/start", 0) == 0
 
 
 def test_shutdown_finishes_running_jobs_within_the_grace_and_hands_back_the_rest(
@@ -333,3 +339,79 @@ def test_the_jobs_trace_is_the_current_context(server: Server, queue: str) -> No
     with running(worker):
         done = wait_state(client, job.id, "succeeded")
     assert done.output == trace_id
+
+
+def test_heartbeats_keep_jobs_longer_than_their_lease(start_server: Any) -> None:
+    server: Server = start_server("--lease-ttl-secs", "1")
+    client = server.client()
+    worker = steadfast.Worker(client, concurrency=3, poll_wait=0.5)
+    started = threading.Semaphore(0)
+
+    @worker.handler("long")
+    def long(ctx: steadfast.JobContext, payload: int) -> int:
+        started.release()
+        time.sleep(2.5)  # work that outlasts the 1 s lease twice over
+        return payload
+
+    first = client.enqueue("long", 1)
+    with running(worker):
+        assert started.acquire(timeout=30)
+        # The others start while the first runs: each keeps its own rhythm.
+        later = [client.enqueue("long", n) for n in (2, 3)]
+        done = [wait_state(client, job.id, "succeeded") for job in [first, *later]]
+    for job in done:
+        history = client.get(job.id).attempts or []
+        assert [a.outcome for a in history] == ["succeeded"], history
+
+
+def test_jobs_are_leased_ahead_while_they_are_short(client: steadfast.Client, queue: str) -> None:
+    ended: Dict[str, float] = {}
+    worker = steadfast.Worker(client, concurrency=1, poll_wait=0.5)
+
+    @worker.handler(queue)
+    def short(ctx: steadfast.JobContext, payload: int) -> int:
+        time.sleep(0.02)  # a short job's work
+        ended[ctx.id] = time.time()
+        return payload
+
+    jobs = [client.enqueue(queue, i) for i in range(20)]
+    with running(worker):
+        for job in jobs:
+            wait_state(client, job.id, "succeeded")
+    leased = {j.id: (client.get(j.id).attempts or [])[0].started_at.timestamp() for j in jobs}
+    order = sorted(jobs, key=lambda j: ended[j.id])
+    ahead = [
+        later.id for earlier, later in zip(order, order[1:]) if leased[later.id] < ended[earlier.id]
+    ]
+    assert ahead, "some job was leased while the one before it still ran"
+
+
+def test_a_job_whose_lease_lapsed_while_waiting_locally_is_not_started(
+    start_server: Any,
+) -> None:
+    server: Server = start_server("--lease-ttl-secs", "1", "--retry-base-ms", "10")
+    client = server.client()
+    seen: List[Any] = []
+    worker = steadfast.Worker(client, concurrency=1, poll_wait=0.5)
+
+    @worker.handler("mixed")
+    def handle(ctx: steadfast.JobContext, payload: str) -> str:
+        seen.append((payload, ctx.attempt))
+        if payload == "slow":
+            time.sleep(2.0)  # while the job leased ahead waits past its 1 s lease
+        return payload
+
+    names = [f"quick-{i}" for i in range(8)] + ["slow"] + [f"after-{i}" for i in range(3)]
+    jobs = {name: client.enqueue("mixed", name) for name in names}
+    with running(worker):
+        for job in jobs.values():
+            wait_state(client, job.id, "succeeded")
+    lapsed = [
+        name
+        for name, job in jobs.items()
+        if [a.outcome for a in client.get(job.id).attempts or []] == ["lease_expired", "succeeded"]
+    ]
+    assert lapsed, "a job leased ahead waited past its lease"
+    for name in lapsed:
+        assert (name, 1) not in seen, f"{name}'s lapsed attempt was not started"
+        assert (name, 2) in seen

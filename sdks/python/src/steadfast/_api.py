@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 from datetime import datetime
 from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Sequence, TypeVar, Union
 from urllib.parse import quote
 
 from . import models as m
-from ._codec import decode, encode
+from ._codec import decode, dumps, encode
 
 T = TypeVar("T")
 JSON = Any
@@ -547,6 +546,8 @@ def replay_event(id: str, event_id: str) -> Call[m.Replayed]:
 
 
 # -- what the worker sends, with outputs already encoded ------------------
+# The typed calls above with a raw body and a raw answer: the worker encodes
+# each output once, when the handler returns, and splices it into batches.
 
 
 def _raw(body: JSON, _headers: Headers) -> Any:
@@ -557,8 +558,12 @@ def _results(body: JSON, _headers: Headers) -> Any:
     return body["results"]
 
 
+def _jobs(body: JSON, _headers: Headers) -> Any:
+    return body["jobs"]
+
+
 def _json(value: JSON) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return dumps(value)
 
 
 def encoded_completion(id: str, lease_token: str, output: str) -> str:
@@ -568,13 +573,13 @@ def encoded_completion(id: str, lease_token: str, output: str) -> str:
 
 def complete_encoded(id: str, lease_token: str, output: str) -> Call[Any]:
     body = RawJson(f'{{"lease_token":{_json(lease_token)},"output":{output}}}')
-    return Call("POST", f"v1/jobs/{_seg(id)}/complete", _raw, body)
+    return dataclasses.replace(complete(id, lease_token), body=body, read=_raw)
 
 
 def complete_batch_encoded(items: Sequence[str]) -> Call[Any]:
     """``complete_batch`` of :func:`encoded_completion` items; answers the raw results."""
     body = RawJson('{"completions":[' + ",".join(items) + "]}")
-    return Call("POST", "v1/jobs/batch/complete", _results, body)
+    return dataclasses.replace(complete_batch([]), body=body, read=_results)
 
 
 def encoded_step(
@@ -597,30 +602,24 @@ def step_encoded(
     id: str, lease_token: str, step: str, output: Optional[str], traceparent: Optional[str]
 ) -> Call[Any]:
     """A lone start (``output`` None) or checkpoint on its own route."""
-    path = f"v1/jobs/{_seg(id)}/steps/{_seg(step)}"
-    token = _json(lease_token)
     if output is None:
-        body = RawJson(f'{{"lease_token":{token}}}')
-        return Call("POST", path + "/start", _raw, body, traceparent=traceparent)
-    body = RawJson(f'{{"lease_token":{token},"output":{output}}}')
-    return Call("PUT", path, _raw, body, traceparent=traceparent)
+        call = start_step(id, step, lease_token)
+    else:
+        body = RawJson(f'{{"lease_token":{_json(lease_token)},"output":{output}}}')
+        call = dataclasses.replace(checkpoint_step(id, step, lease_token), body=body)
+    return dataclasses.replace(call, read=_raw, traceparent=traceparent)
 
 
 def steps_batch_encoded(items: Sequence[str]) -> Call[Any]:
     """``steps_batch`` of :func:`encoded_step` items; answers the raw results."""
     body = RawJson('{"steps":[' + ",".join(items) + "]}")
-    return Call("POST", "v1/jobs/batch/steps", _results, body)
+    return dataclasses.replace(steps_batch([]), body=body, read=_results)
 
 
 def lease_raw(queues: Sequence[str], worker_id: str, max_jobs: int, wait_ms: int) -> Call[Any]:
     """``lease``, answering the raw jobs (the worker reads what it needs)."""
-    body = {
-        "queues": list(queues),
-        "worker_id": worker_id,
-        "max_jobs": max_jobs,
-        "wait_ms": wait_ms,
-    }
-    return Call("POST", "v1/lease", lambda body, _headers: body["jobs"], body)
+    call = lease(queues, worker_id=worker_id, max_jobs=max_jobs, wait_ms=wait_ms)
+    return dataclasses.replace(call, read=_jobs)
 
 
 # -- health ---------------------------------------------------------------

@@ -6,10 +6,20 @@ on its own route."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from typing import Any, Awaitable, Callable, Deque, Generic, List, Optional, TypeVar
 
 from . import errors
+
+T = TypeVar("T")
+
+
+def detached(coroutine: Awaitable[T]) -> asyncio.Future[T]:
+    """A task that runs in a context of its own, not in that of the job
+    (its log fields and trace) that happened to start it."""
+    return contextvars.Context().run(asyncio.ensure_future, coroutine)
+
 
 #: Batch requests in flight at once: while one commits, the next gathers.
 CONCURRENT_BATCHES = 4
@@ -41,12 +51,23 @@ class Item:
 ItemT = TypeVar("ItemT", bound=Item)
 
 
+class CountMismatch(Exception):
+    """The server answered a batch with a different number of results."""
+
+
+def check_count(results: List[Any], batch: List[Any]) -> None:
+    if len(results) != len(batch):
+        raise CountMismatch(f"{len(results)} results for {len(batch)} items")
+
+
 def retry_alone(error: BaseException) -> bool:
     """Whether a batch refused whole is worth sending again item by item: the
     server answered with a 4xx about the batch (too large, an older server
     without the route, one item it could not take). A 5xx, no answer, a rate
     limit or quota (429) or a timeout (408) would fail each item alike, and
     sending them one by one would multiply the load on a struggling server."""
+    if isinstance(error, CountMismatch):
+        return True
     return (
         isinstance(error, errors.ApiError)
         and 400 <= error.status < 500
@@ -70,14 +91,14 @@ class Batcher(Generic[ItemT]):
         self._send_batch = send_batch
         self._send_one = send_one
         self._pending: Deque[ItemT] = deque()
-        self._draining: Optional[asyncio.Task[None]] = None
+        self._draining: Optional[asyncio.Future[None]] = None
         self._slots = asyncio.Semaphore(CONCURRENT_BATCHES)
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Future[None]] = set()
 
     def push(self, item: ItemT) -> None:
         self._pending.append(item)
         if self._draining is None or self._draining.done():
-            self._draining = asyncio.ensure_future(self._drain())
+            self._draining = detached(self._drain())
 
     async def _drain(self) -> None:
         while self._pending:
@@ -94,7 +115,7 @@ class Batcher(Generic[ItemT]):
                 item = self._pending.popleft()
                 size += item.size
                 batch.append(item)
-            task = asyncio.ensure_future(self._send(batch))
+            task = detached(self._send(batch))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
+import json
 import re
 import sys
 import typing
@@ -100,6 +101,18 @@ def decode(cls: Type[T], raw: Any) -> T:
     """``raw`` (parsed JSON) as a ``cls``."""
     result: T = converter(cls)(raw)
     return result
+
+
+def dumps(value: Any, what: str = "the value") -> str:
+    """``value`` as compact JSON the server will take. What is not JSON (a
+    ``set``, NaN, a lone surrogate) is a ``TypeError`` here, before anything
+    is sent, rather than a ``malformed_json`` answer or a failed batch."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
+        raise TypeError(f"{what} is not JSON: {error}") from None
+    return text
 
 
 def encode(value: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, TypeVar, Union
 
 from . import errors
 from ._api import Call, RawJson
+from ._codec import dumps
 
 T = TypeVar("T")
 
@@ -103,9 +104,18 @@ def request(config: Config, call: Call[Any]) -> Request:
         content = call.body.data.encode()
         headers["content-type"] = "application/json"
     elif call.body is not None:
-        content = json.dumps(call.body, separators=(",", ":"), ensure_ascii=False).encode()
+        content = dumps(call.body, "the request body").encode()
         headers["content-type"] = "application/json"
     return Request(call.method, config.url + call.path, headers, content, call.query)
+
+
+def _retry_after_header(headers: Mapping[str, str]) -> Optional[float]:
+    """``Retry-After`` in seconds (the server sends whole seconds), if any."""
+    try:
+        wait = float(headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return wait if wait >= 0 else None
 
 
 def retry_after(status: int, headers: Mapping[str, str]) -> Optional[float]:
@@ -114,11 +124,8 @@ def retry_after(status: int, headers: Mapping[str, str]) -> Optional[float]:
     waiting would not help)."""
     if status != 429:
         return None
-    try:
-        wait = float(headers.get("retry-after", ""))
-    except ValueError:
-        return None
-    return wait if 0 <= wait <= MAX_RETRY_AFTER else None
+    wait = _retry_after_header(headers)
+    return wait if wait is not None and wait <= MAX_RETRY_AFTER else None
 
 
 def answer(call: Call[T], status: int, headers: Mapping[str, str], content: bytes) -> T:
@@ -132,13 +139,12 @@ def answer(call: Call[T], status: int, headers: Mapping[str, str], content: byte
             ) from None
         return call.read(body, headers)
     code, message = _error_of(status, content)
-    wait = headers.get("retry-after")
     raise errors.from_response(
         status,
         code,
         message,
         request_id=headers.get("x-request-id"),
-        retry_after=float(wait) if wait and wait.isdigit() else None,
+        retry_after=_retry_after_header(headers),
     )
 
 

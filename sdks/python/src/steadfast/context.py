@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
 
 from . import _api, errors
 from . import models as m
-from ._codec import decode, parse_time
+from ._codec import decode, dumps, parse_time
 
 if TYPE_CHECKING:
     from .worker import _Runtime
@@ -62,13 +62,6 @@ class JobFailed(Exception):
         self.retry_after = retry_after
 
 
-def _encode(value: JSON, what: str) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{what} is not JSON: {error}") from None
-
-
 class _Started:
     """A step's start: either its stored output (done) or its key to run with."""
 
@@ -84,14 +77,26 @@ class _Run:
     """One attempt of one job, on the worker's event loop: the protocol both
     contexts speak (memoized steps, waits, children, fencing)."""
 
-    def __init__(self, runtime: _Runtime, job: Dict[str, Any]) -> None:
+    def __init__(self, runtime: _Runtime, job: Dict[str, Any], leased_at: float) -> None:
         self.runtime = runtime
         self.job = job
+        self.ttl: float = job["lease_ttl_ms"] / 1000
+        #: When the lease arrived (``time.monotonic()``).
+        self.leased_at = leased_at
+        #: Until when the lease is surely ours by this process's clock: a
+        #: tenth of the lease short of its end, for the answer's trip (a
+        #: long-poll lease is granted just before it is answered), or
+        #: counted from when the last answered heartbeat was sent.
+        self.valid_until = leased_at + self.ttl * 0.9
         self.id: str = job["id"]
         self.token: str = job["lease_token"]
         self.traceparent: Optional[str] = job.get("traceparent")
         self.completed: Dict[str, JSON] = dict(job.get("steps") or {})
         self.lost = False
+        #: The handler has ended (its outcome may still be reporting).
+        self.finished = False
+        #: Its concurrency slot was given back.
+        self.slot_freed = False
         #: Cancelled when the lease is lost, if the handler is a coroutine.
         self.handler_task: Optional[asyncio.Future[Any]] = None
         self.client = runtime.client.with_traceparent(self.traceparent)
@@ -103,7 +108,16 @@ class _Run:
             if self.handler_task is not None:
                 self.handler_task.cancel()
 
+    def renewed(self, sent_at: float) -> None:
+        """A heartbeat sent at ``sent_at`` was answered: the lease runs on."""
+        self.valid_until = max(self.valid_until, sent_at + self.ttl)
+
     def check(self) -> None:
+        """Raises :class:`LeaseLost` if the lease is lost, or has run out by
+        this process's clock (a process frozen past its lease, e.g. by
+        SIGSTOP or a long GC pause, finds out here without asking the server)."""
+        if not self.lost and time.monotonic() >= self.valid_until:
+            self.lose()
         if self.lost:
             raise errors.LeaseLost(
                 409, "lease_lost", "the lease was lost: stop working on this job"
@@ -114,37 +128,42 @@ class _Run:
             self.lose()
         return error
 
-    async def step_call(self, step: str, output: Optional[str]) -> Dict[str, Any]:
+    async def step_call(self, step: str, output: Optional[str]) -> Optional[Dict[str, Any]]:
         """Starts (``output`` None) or checkpoints ``step``, batched with
         other running jobs' step calls."""
         self.check()
         try:
-            info: Dict[str, Any] = await self.runtime.steps.call(self, step, output)
+            info: Optional[Dict[str, Any]] = await self.runtime.steps.call(self, step, output)
         except errors.SteadfastError as error:
             raise self._lease_lost(error) from None
         return info
 
     async def begin_step(self, name: str) -> _Started:
+        self.check()
         if name in self.completed:
             return _Started(True, "", self.completed[name])
         info = await self.step_call(name, None)
+        if info is None:
+            raise errors.SteadfastError(
+                f"the server answered neither a step nor an error for {name!r}"
+            )
         if info.get("state") == "completed":
             self.completed[name] = info.get("output")
             return _Started(True, info["idempotency_key"], info.get("output"))
         return _Started(False, info["idempotency_key"], None)
 
     async def finish_step(self, name: str, value: JSON) -> JSON:
-        info = await self.step_call(name, _encode(value, f"step {name!r}'s result"))
-        output = info.get("output")
+        info = await self.step_call(name, dumps(value, f"step {name!r}'s result"))
+        output = None if info is None else info.get("output")
         self.completed[name] = output
         return output
 
     async def park(self, step: str, **wait: Any) -> JSON:
         """Waits in ``step``: its output if the wait already ended, else
         the job parks and :class:`Suspended` ends this attempt."""
+        self.check()
         if step in self.completed:
             return self.completed[step]
-        self.check()
         try:
             answer = await self.client.wait(self.id, self.token, step, **wait)
         except errors.SteadfastError as error:
@@ -246,13 +265,26 @@ class _Context:
 
 
 StepFn = Callable[[str], Any]
+Duration = Union[float, timedelta]
+
+
+def _seconds(duration: Duration) -> float:
+    return duration.total_seconds() if isinstance(duration, timedelta) else duration
 
 
 class JobContext(_Context):
     """The context of a plain ``def`` handler: every call blocks."""
 
     def _call(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._run.runtime.loop).result()
+        """Runs ``coroutine`` on the worker's loop and waits for it. A job
+        handed back at shutdown is lost: the loop may be gone by then."""
+        try:
+            self._run.check()
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._run.runtime.loop)
+        except BaseException:
+            coroutine.close()
+            raise
+        return future.result()
 
     def step(self, name: str, fn: StepFn) -> JSON:
         """Runs ``fn(idempotency_key)`` once for this job, memoized.
@@ -271,18 +303,17 @@ class JobContext(_Context):
             raise TypeError(f"step {name!r}: a plain handler's step must not return an awaitable")
         return self._call(self._run.finish_step(name, value))
 
-    def sleep(self, name: str, duration: Union[float, timedelta]) -> None:
+    def sleep(self, name: str, duration: Duration) -> None:
         """A durable sleep in step ``name``: the job parks (this attempt ends
         with :class:`Suspended`) and resumes after ``duration`` seconds;
         then the call returns at once."""
-        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
-        self._call(self._run.sleep(name, seconds))
+        self._call(self._run.sleep(name, _seconds(duration)))
 
-    def wait_for_signal(self, name: str, timeout: Union[float, timedelta, None] = None) -> JSON:
+    def wait_for_signal(self, name: str, timeout: Optional[Duration] = None) -> JSON:
         """Waits for signal ``name`` (an approval, an external event), parking
         the job meanwhile. Returns the signal's payload, or ``None`` when
         ``timeout`` (seconds) passed first."""
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        seconds = None if timeout is None else _seconds(timeout)
         return self._call(self._run.wait_for_signal(name, seconds))
 
     def spawn(self, step: str, queue: str, payload: JSON, **options: Any) -> m.Job:
@@ -305,16 +336,13 @@ class AsyncJobContext(_Context):
             value = await value
         return await self._run.finish_step(name, value)
 
-    async def sleep(self, name: str, duration: Union[float, timedelta]) -> None:
+    async def sleep(self, name: str, duration: Duration) -> None:
         """:meth:`JobContext.sleep`."""
-        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
-        await self._run.sleep(name, seconds)
+        await self._run.sleep(name, _seconds(duration))
 
-    async def wait_for_signal(
-        self, name: str, timeout: Union[float, timedelta, None] = None
-    ) -> JSON:
+    async def wait_for_signal(self, name: str, timeout: Optional[Duration] = None) -> JSON:
         """:meth:`JobContext.wait_for_signal`."""
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        seconds = None if timeout is None else _seconds(timeout)
         return await self._run.wait_for_signal(name, seconds)
 
     async def spawn(self, step: str, queue: str, payload: JSON, **options: Any) -> m.Job:

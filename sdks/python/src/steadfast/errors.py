@@ -74,6 +74,8 @@ class ApiError(SteadfastError):
 
     #: The code subclasses stand for; ``None`` for the base class.
     CODE: Optional[str] = None
+    #: The HTTP status the server answers the code with (docs/errors.md).
+    STATUS: int = 0
 
     def __init__(
         self, status: int, code: str, message: str, request_id: Optional[str] = None
@@ -89,6 +91,7 @@ class MalformedJson(ApiError):
     """400: the body is not valid JSON."""
 
     CODE = "malformed_json"
+    STATUS = 400
 
 
 class ValidationFailed(ApiError):
@@ -96,48 +99,56 @@ class ValidationFailed(ApiError):
     message names it."""
 
     CODE = "validation_failed"
+    STATUS = 422
 
 
 class Unauthorized(ApiError):
     """401: the API key is missing, unknown or revoked."""
 
     CODE = "unauthorized"
+    STATUS = 401
 
 
 class SignatureInvalid(ApiError):
     """401: a webhook delivery's signature matched none of its source's secrets."""
 
     CODE = "signature_invalid"
+    STATUS = 401
 
 
 class TimestampOutOfTolerance(ApiError):
     """401: a webhook delivery's signed timestamp is too far from the server's clock."""
 
     CODE = "timestamp_out_of_tolerance"
+    STATUS = 401
 
 
 class Forbidden(ApiError):
     """403: the key's role may not do this."""
 
     CODE = "forbidden"
+    STATUS = 403
 
 
 class NotFound(ApiError):
     """404: no such object in this tenant."""
 
     CODE = "not_found"
+    STATUS = 404
 
 
 class RouteNotFound(ApiError):
     """404: no such route (a server older than this client?)."""
 
     CODE = "route_not_found"
+    STATUS = 404
 
 
 class MethodNotAllowed(ApiError):
     """405: the route exists, but not with this method."""
 
     CODE = "method_not_allowed"
+    STATUS = 405
 
 
 class LeaseLost(ApiError):
@@ -145,6 +156,7 @@ class LeaseLost(ApiError):
     cancelled). Nothing changed: stop working on the job."""
 
     CODE = "lease_lost"
+    STATUS = 409
 
 
 class SingletonRunning(ApiError):
@@ -152,48 +164,56 @@ class SingletonRunning(ApiError):
     already started. Nothing was created."""
 
     CODE = "singleton_running"
+    STATUS = 409
 
 
 class InvalidState(ApiError):
     """409: the job's state does not allow this action."""
 
     CODE = "invalid_state"
+    STATUS = 409
 
 
 class PayloadTooLarge(ApiError):
     """413: the body exceeds the server's limit."""
 
     CODE = "payload_too_large"
+    STATUS = 413
 
 
 class UnsupportedMediaType(ApiError):
     """415: the body was not sent as JSON."""
 
     CODE = "unsupported_media_type"
+    STATUS = 415
 
 
 class IdempotencyKeyReused(ApiError):
     """422: the idempotency key was used for a request with different content."""
 
     CODE = "idempotency_key_reused"
+    STATUS = 422
 
 
 class LimitExceeded(ApiError):
     """422: a per-job bound (steps, pending signals, children) would be exceeded."""
 
     CODE = "limit_exceeded"
+    STATUS = 422
 
 
 class BatchTooLarge(ApiError):
     """422: more items in one batch than the server takes."""
 
     CODE = "batch_too_large"
+    STATUS = 422
 
 
 class RequestTimeout(ApiError):
     """408: the request's body did not arrive in time. Nothing changed."""
 
     CODE = "request_timeout"
+    STATUS = 408
 
 
 class RateLimited(ApiError):
@@ -204,6 +224,7 @@ class RateLimited(ApiError):
     """
 
     CODE = "rate_limited"
+    STATUS = 429
 
     def __init__(
         self,
@@ -221,24 +242,28 @@ class QuotaExceeded(ApiError):
     """429: the tenant holds as many unfinished jobs as it may. Nothing was created."""
 
     CODE = "quota_exceeded"
+    STATUS = 429
 
 
 class Unavailable(ApiError):
     """503: storage could not read or durably write. Retry with the same idempotency key."""
 
     CODE = "unavailable"
+    STATUS = 503
 
 
 class StorageFull(ApiError):
     """503: the server's disk is full. Nothing changed; retry once there is room."""
 
     CODE = "storage_full"
+    STATUS = 503
 
 
 class Internal(ApiError):
     """500: a bug in the server; quote ``request_id`` when reporting it."""
 
     CODE = "internal"
+    STATUS = 500
 
 
 def _by_code() -> Dict[str, Type[ApiError]]:
@@ -252,6 +277,13 @@ def _by_code() -> Dict[str, Type[ApiError]]:
 
 #: Every code this version maps, to its exception class.
 BY_CODE: Dict[str, Type[ApiError]] = _by_code()
+
+
+def for_item(code: str, message: str) -> ApiError:
+    """The exception for one refused item of a batch (which answers 200 as a
+    whole): the status is the one the code has on its own route."""
+    cls = BY_CODE.get(code, ApiError)
+    return from_response(cls.STATUS, code, message)
 
 
 def from_response(

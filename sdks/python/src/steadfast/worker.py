@@ -9,6 +9,7 @@ context's calls are handed to the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -23,8 +24,9 @@ from collections import deque
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Tuple, TypeVar, Union
 
 from . import _api, _batch, _tracing, errors
+from ._codec import dumps
 from .client import AsyncClient, Client
-from .context import AsyncJobContext, JobContext, JobFailed, Suspended, _encode, _Run
+from .context import AsyncJobContext, JobContext, JobFailed, Suspended, _Run
 
 JSON = Any
 Handler = Callable[..., Any]
@@ -40,6 +42,8 @@ LEASE_RETRY_SECS = 0.5
 SHUTDOWN_KIND = "worker_shutdown"
 #: Tries of a completion whose request got no answer or a 503.
 COMPLETION_TRIES = 3
+#: At shutdown, how long jobs whose handler ended may still take to report.
+REPORT_GRACE_SECS = 10.0
 
 _job_logging: contextvars.ContextVar[Optional[Tuple[str, int]]] = contextvars.ContextVar(
     "steadfast_job", default=None
@@ -101,11 +105,12 @@ class _Threads:
 
         def work() -> None:
             try:
-                result = context.run(fn)
-            except BaseException as error:
-                loop.call_soon_threadsafe(_settle, future, None, error)
-            else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
+                result, error = context.run(fn), None
+            except BaseException as raised:
+                result, error = None, raised
+            # A handler that outlived the grace finds the worker's loop gone.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, future, result, error)
 
         if self._started < self._size:
             self._started += 1
@@ -162,8 +167,7 @@ class _StepCall(_batch.Item):
 def _item_error(detail: Optional[Dict[str, Any]]) -> Optional[errors.ApiError]:
     if not detail:
         return None
-    status = 409 if detail.get("code") in ("lease_lost", "invalid_state") else 422
-    return errors.from_response(status, str(detail.get("code")), str(detail.get("message")))
+    return errors.for_item(str(detail.get("code")), str(detail.get("message")))
 
 
 class _Steps:
@@ -181,10 +185,11 @@ class _Steps:
 
     async def _send_batch(self, batch: List[_StepCall]) -> None:
         results = await self.client._send(_api.steps_batch_encoded([i.encoded for i in batch]))
-        if len(results) != len(batch):
-            raise errors.SteadfastError("the server answered a different number of steps")
+        _batch.check_count(results, batch)
         for item, result in zip(batch, results):
-            error = _item_error(result.get("error"))
+            error: Optional[errors.SteadfastError] = _item_error(result.get("error"))
+            if error is None and not result.get("info"):
+                error = errors.SteadfastError("the server answered neither a step nor an error")
             item.settle(result.get("info"), error)
 
     async def _send_one(self, item: _StepCall) -> None:
@@ -220,8 +225,7 @@ class _Completions:
 
     async def _send_batch(self, batch: List[_Completion]) -> None:
         results = await self.client._send(_api.complete_batch_encoded([i.encoded for i in batch]))
-        if len(results) != len(batch):
-            raise errors.SteadfastError("the server answered a different number of completions")
+        _batch.check_count(results, batch)
         for item, result in zip(batch, results):
             item.settle(result.get("state"), _item_error(result.get("error")))
 
@@ -232,48 +236,50 @@ class _Completions:
 
 
 class _Heartbeats:
-    """One task heartbeats every running job at a third of its lease time,
-    counted from when the lease was granted."""
+    """Heartbeats every running job at a third of its lease time, counted
+    from when the lease was granted: one timer per job on the loop."""
 
-    def __init__(self, client: AsyncClient) -> None:
-        self.client = client
-        self.due: Dict[_Run, Tuple[float, float]] = {}
-        self.task: Optional[asyncio.Task[None]] = None
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.timers: Dict[_Run, asyncio.TimerHandle] = {}
         self.in_flight: set[asyncio.Future[None]] = set()
 
-    def add(self, run: _Run, leased_at: float) -> None:
-        every = max(0.1, run.job["lease_ttl_ms"] / 3000)
-        self.due[run] = (leased_at + every, every)
-        if self.task is None:
-            self.task = asyncio.ensure_future(self._beat())
+    def add(self, run: _Run) -> None:
+        every = max(0.1, run.ttl / 3)
+        self._schedule(run, run.leased_at + every, every)
+
+    def _schedule(self, run: _Run, due: float, every: float) -> None:
+        # The loop's clock is time.monotonic(), the clock leases are timed by.
+        self.timers[run] = self.loop.call_at(due, self._fire, run, due, every)
+
+    def _fire(self, run: _Run, due: float, every: float) -> None:
+        # A beat that went out late (a busy loop, a frozen process) sets
+        # the rhythm from now: no burst of catch-up beats.
+        self._schedule(run, max(due + every, time.monotonic() + every), every)
+        beat = _batch.detached(self._one(run))
+        self.in_flight.add(beat)
+        beat.add_done_callback(self.in_flight.discard)
 
     def remove(self, run: _Run) -> None:
-        self.due.pop(run, None)
-
-    async def _beat(self) -> None:
-        while True:
-            now = time.monotonic()
-            for run, (due, every) in list(self.due.items()):
-                if due <= now:
-                    self.due[run] = (due + every, every)
-                    beat = asyncio.ensure_future(self._one(run))
-                    self.in_flight.add(beat)
-                    beat.add_done_callback(self.in_flight.discard)
-            soonest = min((due for due, _ in self.due.values()), default=now + 1.0)
-            await asyncio.sleep(min(1.0, max(0.01, soonest - time.monotonic())))
+        timer = self.timers.pop(run, None)
+        if timer is not None:
+            timer.cancel()
 
     async def _one(self, run: _Run) -> None:
+        sent_at = time.monotonic()
         try:
             await run.client.heartbeat(run.id, run.token)
+            run.renewed(sent_at)
         except errors.LeaseLost:
             logger.warning("lease lost: job %s is no longer ours", run.id)
+            self.remove(run)
             run.lose()
         except errors.SteadfastError as error:
             logger.warning("heartbeat for job %s failed: %s", run.id, error)
 
     def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for run in list(self.timers):
+            self.remove(run)
 
 
 class _Runtime:
@@ -286,7 +292,7 @@ class _Runtime:
         self.client = client
         self.steps = _Steps(client)
         self.completions = _Completions(client)
-        self.heartbeats = _Heartbeats(client)
+        self.heartbeats = _Heartbeats(loop)
         self.threads = _Threads(concurrency)
         self.pace = _Pace()
 
@@ -388,6 +394,7 @@ class Worker:
                 loop.add_signal_handler(sig, self._signal)
         client = AsyncClient.from_config(self.config, max_connections=self.concurrency + 16)
         runtime = _Runtime(loop, client, self.concurrency)
+        grace = self.shutdown_grace
         try:
             await _Loop(self, runtime).run()
         finally:
@@ -397,7 +404,10 @@ class Worker:
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-            self._loop = None
+            # Ready to run again.
+            self._loop, self._stopping, self._grace_over = None, None, None
+            self._stop_asked.clear()
+            self._signals, self.shutdown_grace = 0, grace
 
 
 class _Loop:
@@ -453,15 +463,29 @@ class _Loop:
         while self.local and self.free > 0:
             job, leased_at = self.local.popleft()
             self.free -= 1
-            run = _Run(self.runtime, job)
-            task = asyncio.ensure_future(self._run_job(run, leased_at))
+            run = _Run(self.runtime, job, leased_at)
+            task = asyncio.ensure_future(self._run_job(run))
             self.running[run] = task
-            task.add_done_callback(lambda _, run=run: self._ended(run))  # type: ignore[misc]
+            task.add_done_callback(lambda task, run=run: self._ended(task, run))  # type: ignore[misc]
 
-    def _ended(self, run: _Run) -> None:
-        if self.running.pop(run, None) is not None:
+    def _free_slot(self, run: _Run) -> None:
+        """A job's slot is free once its handler has ended: a finished job is
+        not running, and the next lease need not wait for its report."""
+        if not run.slot_freed:
+            run.slot_freed = True
             self.free += 1
+            self.wake.set()
+
+    def _ended(self, task: asyncio.Future[None], run: _Run) -> None:
+        self.running.pop(run, None)
+        self._free_slot(run)
         self.wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "job %s: the worker failed to run or report it",
+                run.id,
+                exc_info=task.exception(),
+            )
 
     def _lease_more(self) -> None:
         wanted = (
@@ -484,32 +508,41 @@ class _Loop:
         grace_over = self.worker._grace_over
         assert grace_over is not None
         self.runtime.loop.call_later(self.worker.shutdown_grace, grace_over.set)
+        grace = asyncio.ensure_future(grace_over.wait())
+        grace.add_done_callback(self._woken)
         # A lease in flight may already hold jobs on the server: take them too.
         if self.leasing is not None:
-            await asyncio.wait([self.leasing], timeout=self.worker.shutdown_grace)
+            await asyncio.wait([self.leasing, grace], return_when=asyncio.FIRST_COMPLETED)
+            if not self.leasing.done():
+                self.leasing.cancel()  # the grace is over: what it held will lapse
             self._take_leased()
         while (self.running or self.local) and not grace_over.is_set():
             self._start_local()
             self.wake.clear()
-            waiter = asyncio.ensure_future(grace_over.wait())
-            waiter.add_done_callback(self._woken)
             await self.wake.wait()
-            waiter.cancel()
-        if not (self.running or self.local):
-            return
-        logger.warning(
-            "grace period over: handing back %d running and %d unstarted jobs",
-            len(self.running),
-            len(self.local),
-        )
-        handing_back = [self._hand_back(run) for run in list(self.running)]
-        handing_back += [self._hand_back(_Run(self.runtime, job)) for job, _ in self.local]
+        grace.cancel()
+        unfinished = [run for run in self.running if not run.finished]
+        if unfinished or self.local:
+            logger.warning(
+                "grace period over: handing back %d running and %d unstarted jobs",
+                len(unfinished),
+                len(self.local),
+            )
+        handing_back = [self._hand_back(run) for run in unfinished]
+        handing_back += [self._hand_back(_Run(self.runtime, job, at)) for job, at in self.local]
         self.local.clear()
         await asyncio.gather(*handing_back, return_exceptions=True)
-        tasks = list(self.running.values())
-        for task in tasks:
+        for run in unfinished:
+            task = self.running.get(run)  # a cancelled coroutine may be gone already
+            if task is not None:
+                task.cancel()
+        # Jobs whose handler ended are reporting: let them (a bounded wait:
+        # a completion is tried at most COMPLETION_TRIES times).
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=REPORT_GRACE_SECS)
+        for task in self.running.values():
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self.running.values(), return_exceptions=True)
 
     async def _hand_back(self, run: _Run) -> None:
         """Fails the job retryably, so it runs again soon rather than after
@@ -526,19 +559,19 @@ class _Loop:
         except errors.SteadfastError as error:
             logger.info("could not hand back job %s (its lease will lapse): %s", run.id, error)
 
-    async def _run_job(self, run: _Run, leased_at: float) -> None:
-        job = run.job
-        ttl = job["lease_ttl_ms"] / 1000
-        if time.monotonic() - leased_at >= ttl:
+    async def _run_job(self, run: _Run) -> None:
+        if time.monotonic() >= run.valid_until:
             return  # waited locally past its lease: another worker may hold it by now
-        handler, is_async = self.worker._handlers[job["queue"]]
-        self.runtime.heartbeats.add(run, leased_at)
+        handler, is_async = self.worker._handlers[run.job["queue"]]
+        self.runtime.heartbeats.add(run)
         started = time.monotonic()
         try:
             outcome = await self._call_handler(run, handler, is_async)
         finally:
             self.runtime.heartbeats.remove(run)
-            self.runtime.pace.record(time.monotonic() - started, ttl)
+            self.runtime.pace.record(time.monotonic() - started, run.ttl)
+        run.finished = True
+        self._free_slot(run)
         await self._report(run, outcome)
 
     async def _call_handler(self, run: _Run, handler: Handler, is_async: bool) -> Tuple[bool, Any]:
@@ -578,7 +611,7 @@ class _Loop:
         try:
             if succeeded:
                 try:
-                    output = _encode(value, "the handler's result")
+                    output = dumps(value, "the handler's result")
                 except TypeError as error:
                     await run.client.fail(run.id, run.token, str(error), retryable=False)
                     return
@@ -587,7 +620,7 @@ class _Loop:
                 await self._fail(run, value)
         except errors.LeaseLost:
             pass  # another attempt owns the job now
-        except errors.SteadfastError as error:
+        except Exception as error:
             logger.warning(
                 "could not report job %s's outcome (its lease will lapse): %s", run.id, error
             )
