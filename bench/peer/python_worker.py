@@ -11,19 +11,18 @@ $REC_DIR/../steadfast-py-worker.json, for CPU microseconds per job.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import itertools
 import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 sys.path.insert(0, str(Path(os.environ["PEERS_ROOT"]) / "common"))
-from pyrec import record  # noqa: E402  (the harness's own per-job record)
-
-import steadfast  # noqa: E402
+import steadfast
+from pyrec import record
 
 # next() on a count is atomic under the GIL: handler threads count safely.
 counter = itertools.count(1)
@@ -31,20 +30,22 @@ counter = itertools.count(1)
 
 def main() -> None:
     concurrency = int(os.environ.get("STEADFAST_PY_CONCURRENCY", "64"))
-    worker = steadfast.Worker(steadfast.Client(), concurrency=concurrency, shutdown_grace=10)
+    worker = steadfast.Worker(
+        steadfast.Client(), concurrency=concurrency, shutdown_grace=10
+    )
     queue = os.environ.get("STEADFAST_BENCH_QUEUE", "bench")
 
     if os.environ.get("STEADFAST_PY_HANDLER", "sync") == "async":
 
         @worker.handler(queue)
-        async def noop_async(ctx: steadfast.AsyncJobContext, p: Dict[str, Any]) -> None:
+        async def noop_async(ctx: steadfast.AsyncJobContext, p: dict[str, Any]) -> None:
             next(counter)
             record(p["i"], p["t"], time.time())
 
     else:
 
         @worker.handler(queue)
-        def noop(ctx: steadfast.JobContext, p: Dict[str, Any]) -> None:
+        def noop(ctx: steadfast.JobContext, p: dict[str, Any]) -> None:
             next(counter)
             record(p["i"], p["t"], time.time())
 
@@ -58,7 +59,9 @@ def main() -> None:
         "concurrency": concurrency,
         "handler": os.environ.get("STEADFAST_PY_HANDLER", "sync"),
     }
-    (Path(os.environ["REC_DIR"]).parent / "steadfast-py-worker.json").write_text(json.dumps(report))
+    (Path(os.environ["REC_DIR"]).parent / "steadfast-py-worker.json").write_text(
+        json.dumps(report)
+    )
 
 
 if __name__ == "__main__":
