@@ -4,7 +4,8 @@
 # usage: bench/compare.sh [SPEC ...]     SPEC = PEER[:VARIANT] as the peers' run-all.sh takes it
 #   default: steadfast steadfast-pg steadfast-py celery bullmq graphile-worker pg-boss procrastinate
 #            apalis dramatiq rq:simple   (steadfast = embedded SQLite, steadfast-pg = the harness's
-#            PostgreSQL, steadfast-py = embedded SQLite with the Python SDK's worker)
+#            PostgreSQL, steadfast-py = embedded SQLite with the Python SDK's worker, coroutine handlers;
+#            steadfast-py:sync the same with plain handlers)
 # env:
 #   PEERS_DIR     the peers' harness (default: ../shared/peers next to this repository); it is
 #                 copied to $WORK/peers (never modified); the peers install from the registries there
@@ -27,7 +28,7 @@ OUT="${OUT:-$REPO/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 export REPS="${REPS:-3}" REDIS_MODES="${REDIS_MODES:-nodur aof}"
 SPECS=("$@")
 if [[ ${#SPECS[@]} -eq 0 ]]; then
-  SPECS=(steadfast steadfast-pg steadfast-py celery bullmq graphile-worker pg-boss procrastinate apalis dramatiq rq:simple)
+  SPECS=(steadfast steadfast-pg steadfast-py steadfast-py:sync celery bullmq graphile-worker pg-boss procrastinate apalis dramatiq rq:simple)
 fi
 mkdir -p "$OUT" "$WORK/peers"
 OUT="$(cd "$OUT" && pwd)"

@@ -53,7 +53,8 @@ def ours_on_pg(key):
 def name(key):
     peer, variant, mode = key
     if is_python(key):
-        return "**Steadfast (SQLite) + Python worker**"
+        handlers = "plain handlers" if key[1] == "sync" else "async handlers"
+        return f"**Steadfast (SQLite) + Python worker, {handlers}**"
     if is_ours(key):
         return "**Steadfast (PostgreSQL)**" if ours_on_pg(key) else "**Steadfast (SQLite)**"
     label = peer + (f" ({variant})" if variant else "")
@@ -71,6 +72,16 @@ def raw_reports(key, name, workloads=("w1", "w2")):
             if f.exists():
                 found.append(json.loads(f.read_text()))
     return found
+
+
+def raw_workers(key):
+    """Per W1 run, the reports of the steadfast-py worker processes."""
+    peer, variant, mode = key
+    runs = []
+    for r in groups[key]["w1"]:
+        tag = f"{peer}{('-' + variant) if variant else ''}-{mode}-w1-r{r['rep']}"
+        runs.append([json.loads(f.read_text()) for f in sorted((out / "raw" / tag).glob("steadfast-py-worker-*.json"))])
+    return runs
 
 
 def server_rss(key):
@@ -145,7 +156,7 @@ for variant, key in ours.items():
 
 for key in python:
     s = stats[key]
-    print("\n## Steadfast (SQLite) + Python worker ÷ the Python queues (higher is better for Steadfast)\n")
+    print(f"\n## {name(key)} ÷ the Python queues (higher is better for Steadfast)\n")
     print("| peer | enqueue | drain | W2 p99 (peer p99 ÷ Steadfast p99) |")
     print("|---|---:|---:|---:|")
     for p in peers:
@@ -200,17 +211,21 @@ for key in python:
     # Issue 16: the Python worker's drain against the Python queues, each in its faster Redis mode.
     s = stats[key]
     d = med(s["drain"])
-    cpu = [r["worker_cpu_s"] / r["jobs"] * 1e6 for r in raw_reports(key, "steadfast-py-worker.json", ("w1",)) if r.get("jobs")]
+    cpu = []
+    for run in raw_workers(key):
+        jobs = sum(r["jobs"] for r in run)
+        if jobs:
+            cpu.append(sum(r["worker_cpu_s"] for r in run) / jobs * 1e6)
     if cpu:
-        print(f"\nSteadfast + Python worker: the worker's CPU per job over W1 (warm-up included): "
-              f"{fmt(cpu, '{:,.1f}')} µs (getrusage, user + system).")
+        print(f"\n{name(key)}: the worker processes' CPU per job over W1 (warm-up included): "
+              f"{fmt(cpu, '{:,.1f}')} µs (getrusage, user + system, all processes).")
     for peer in ("celery", "rq", "dramatiq"):
         theirs = [k for k in peers if k[0] == peer]
         if not theirs or not d:
             continue
         best = max(theirs, key=lambda k: med(stats[k]["drain"]) or 0)
         o = med(stats[best]["drain"])
-        targets.append((f"(issue 16) Python worker drain ≥ 3× {peer}",
+        targets.append((f"(issue 16) Python worker ({'plain' if key[1] == 'sync' else 'async'} handlers) drain ≥ 3× {peer}",
                         f"{d:,.0f} vs 3 × {o:,.0f} ({name(best)}) = {3 * o:,.0f}: {d / o:.2f}×", d >= 3 * o))
 if targets:
     print("\n## Targets (issue 12, and issue 7's where so marked), from the medians above\n")

@@ -4,7 +4,8 @@
 # measures every peer (same payload, same per-job record, same clock, same W1/W2 procedure).
 #
 #   peers/steadfast/peer.sh     embedded SQLite on a fresh data dir (WAL, fsync before every 2xx)
-#   peers/steadfast-py/peer.sh  embedded SQLite, with the Python SDK's Worker (bench/peer/python_worker.py)
+#   peers/steadfast-py/peer.sh  embedded SQLite, with the Python SDK's Worker (bench/peer/python_worker.py):
+#                               coroutine handlers, or plain ones (in threads) as steadfast-py:sync
 #   peers/steadfast-pg/peer.sh  PostgreSQL: the harness's own server and database (the one
 #                               graphile-worker, pg-boss, procrastinate and apalis use), migrated by
 #                               `steadfast migrate`, served by a non-superuser role as `serve` requires
@@ -79,7 +80,9 @@ case "$1" in
   produce) exec "$BIN" bench peer produce "$2" "$3" ;;
   worker)
     if [[ -n "${PYTHON_WORKER:-}" ]]; then
-      "${STEADFAST_PY:?bench/compare.sh sets STEADFAST_PY to the SDK venv python}" "$HERE/python_worker.py" &
+      # steadfast-py:sync runs plain handlers (in the worker's threads); the default, coroutines.
+      STEADFAST_PY_HANDLER="${STEADFAST_PY_HANDLER:-${PEER_VARIANT:-async}}" \
+        "${STEADFAST_PY:?bench/compare.sh sets STEADFAST_PY to the SDK venv python}" "$HERE/python_worker.py" &
     else
       STEADFAST_BENCH_CONCURRENCY="${STEADFAST_BENCH_CONCURRENCY:-256}" "$BIN" bench peer worker &
     fi

@@ -3,10 +3,13 @@ no-op job (one record line per job, the same `record` every Python peer
 calls) under `steadfast.Worker`, as a user would write it.
 
 Run by bench/peer/peer.sh with the SDK's venv (bench/compare.sh makes it).
-STEADFAST_URL and STEADFAST_KEY say where the server is;
-STEADFAST_PY_CONCURRENCY and STEADFAST_PY_HANDLER (`sync` or `async`)
-shape it. On SIGTERM it writes the process's CPU time and job count to
-$REC_DIR/../steadfast-py-worker.json, for CPU microseconds per job.
+STEADFAST_URL and STEADFAST_KEY say where the server is. The shape:
+STEADFAST_PY_PROCESSES worker processes (default 2, one per core, as
+Dramatiq and Celery run by default), each with STEADFAST_PY_CONCURRENCY
+jobs at once (default 256) and STEADFAST_PY_HANDLER `sync` (a plain
+function, run in the worker's threads; the default) or `async`.
+On SIGTERM each process writes its CPU time and job count to
+$REC_DIR/../steadfast-py-worker-<pid>.json, for CPU microseconds per job.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import itertools
 import json
 import os
 import resource
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,14 +33,13 @@ from pyrec import record
 counter = itertools.count(1)
 
 
-def main() -> None:
-    concurrency = int(os.environ.get("STEADFAST_PY_CONCURRENCY", "64"))
-    worker = steadfast.Worker(
-        steadfast.Client(), concurrency=concurrency, shutdown_grace=10
-    )
+def serve() -> None:
+    concurrency = int(os.environ.get("STEADFAST_PY_CONCURRENCY", "256"))
+    handler = os.environ.get("STEADFAST_PY_HANDLER", "sync")
+    worker = steadfast.Worker(steadfast.Client(), concurrency=concurrency, shutdown_grace=10)
     queue = os.environ.get("STEADFAST_BENCH_QUEUE", "bench")
 
-    if os.environ.get("STEADFAST_PY_HANDLER", "sync") == "async":
+    if handler == "async":
 
         @worker.handler(queue)
         async def noop_async(ctx: steadfast.AsyncJobContext, p: dict[str, Any]) -> None:
@@ -57,11 +61,28 @@ def main() -> None:
         "jobs": next(counter) - 1,
         "wall_s": time.time() - started,
         "concurrency": concurrency,
-        "handler": os.environ.get("STEADFAST_PY_HANDLER", "sync"),
+        "handler": handler,
     }
-    (Path(os.environ["REC_DIR"]).parent / "steadfast-py-worker.json").write_text(
-        json.dumps(report)
-    )
+    out = Path(os.environ["REC_DIR"]).parent / f"steadfast-py-worker-{os.getpid()}.json"
+    out.write_text(json.dumps(report))
+
+
+def main() -> None:
+    processes = int(os.environ.get("STEADFAST_PY_PROCESSES", "2"))
+    if processes <= 1:
+        serve()
+        return
+    env = {**os.environ, "STEADFAST_PY_PROCESSES": "1"}
+    children = [subprocess.Popen([sys.executable, __file__], env=env) for _ in range(processes)]
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.wait()
 
 
 if __name__ == "__main__":

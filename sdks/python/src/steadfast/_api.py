@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from datetime import datetime
+from json.encoder import encode_basestring as _string
 from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Sequence, TypeVar, Union
 from urllib.parse import quote
 
@@ -563,7 +564,8 @@ def _jobs(body: JSON, _headers: Headers) -> Any:
 
 
 def _json(value: JSON) -> str:
-    return dumps(value)
+    # Strings (ids, tokens, step names) take the C encoder's fast path.
+    return _string(value) if type(value) is str else dumps(value)
 
 
 def encoded_completion(id: str, lease_token: str, output: str) -> str:

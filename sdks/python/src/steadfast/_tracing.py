@@ -5,7 +5,7 @@ current OpenTelemetry context, if ``opentelemetry-api`` is installed (the
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import ContextManager, Iterator, Optional
 
 try:
     from opentelemetry import context as _context
@@ -16,12 +16,19 @@ except ImportError:  # the extra is not installed
     _propagator = None
 
 
-@contextlib.contextmanager
-def attached(traceparent: Optional[str]) -> Iterator[None]:
+_NOTHING = contextlib.nullcontext()
+
+
+def attached(traceparent: Optional[str]) -> ContextManager[None]:
     """Makes ``traceparent`` the current trace context for the block."""
     if _propagator is None or not traceparent:
-        yield
-        return
+        return _NOTHING
+    return _attached(traceparent)
+
+
+@contextlib.contextmanager
+def _attached(traceparent: str) -> Iterator[None]:
+    assert _propagator is not None
     token = _context.attach(_propagator.extract({"traceparent": traceparent}))
     try:
         yield

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
@@ -20,6 +21,7 @@ from . import models as m
 from ._codec import decode, dumps, parse_time
 
 if TYPE_CHECKING:
+    from .client import AsyncClient
     from .worker import _Runtime
 
 JSON = Any
@@ -62,6 +64,16 @@ class JobFailed(Exception):
         self.retry_after = retry_after
 
 
+_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def _check_name(name: str) -> None:
+    """Step and signal names are 1-128 ASCII letters, digits and ``-_.:``:
+    refused here, before a batch carries them, as the server would."""
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise ValueError(f"{name!r}: a step or signal name is 1-128 ASCII letters, digits and -_.:")
+
+
 class _Started:
     """A step's start: either its stored output (done) or its key to run with."""
 
@@ -99,14 +111,25 @@ class _Run:
         self.slot_freed = False
         #: Cancelled when the lease is lost, if the handler is a coroutine.
         self.handler_task: Optional[asyncio.Future[Any]] = None
-        self.client = runtime.client.with_traceparent(self.traceparent)
+        self._client: Optional[AsyncClient] = None
+
+    @property
+    def client(self) -> AsyncClient:
+        """The worker's client, in the job's trace (made when first needed:
+        most jobs only complete, in batches)."""
+        if self._client is None:
+            self._client = self.runtime.client.with_traceparent(self.traceparent)
+        return self._client
 
     def lose(self) -> None:
         """The lease is gone: nothing this attempt does may count any more."""
         if not self.lost:
             self.lost = True
-            if self.handler_task is not None:
-                self.handler_task.cancel()
+            # A coroutine handler is cancelled at its next await; not when it
+            # found out itself (the LeaseLost it gets says so already).
+            task = self.handler_task
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
 
     def renewed(self, sent_at: float) -> None:
         """A heartbeat sent at ``sent_at`` was answered: the lease runs on."""
@@ -139,6 +162,7 @@ class _Run:
         return info
 
     async def begin_step(self, name: str) -> _Started:
+        _check_name(name)
         self.check()
         if name in self.completed:
             return _Started(True, "", self.completed[name])
@@ -175,9 +199,11 @@ class _Run:
         return answer.step.output
 
     async def sleep(self, name: str, seconds: float) -> None:
+        _check_name(name)
         await self.park(f"sleep:{name}", sleep_ms=max(0, round(seconds * 1000)))
 
     async def wait_for_signal(self, name: str, timeout: Optional[float]) -> JSON:
+        _check_name(name)
         timeout_secs = None if timeout is None else max(1, round(timeout))
         outcome = await self.park(f"signal:{name}", signal=name, timeout_secs=timeout_secs)
         if isinstance(outcome, Mapping) and outcome.get("outcome") == "signal":
@@ -193,12 +219,15 @@ class _Run:
             raise self._lease_lost(error) from None
 
 
+_LOG = logging.getLogger("steadfast.job")
+
+
 class _Context:
     """What both contexts share: the job's facts."""
 
     def __init__(self, run: _Run) -> None:
         self._run = run
-        self.log = logging.getLogger("steadfast.job")
+        self.log = _LOG
         """A logger for the handler; like every logger's records while the
         handler runs, its records carry ``job_id`` and ``attempt``."""
 

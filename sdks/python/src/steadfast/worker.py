@@ -42,6 +42,8 @@ LEASE_RETRY_SECS = 0.5
 SHUTDOWN_KIND = "worker_shutdown"
 #: Tries of a completion whose request got no answer or a 503.
 COMPLETION_TRIES = 3
+#: How often heartbeats are looked at while no job runs.
+IDLE_SWEEP_SECS = 1.0
 #: At shutdown, how long jobs whose handler ended may still take to report.
 REPORT_GRACE_SECS = 10.0
 
@@ -92,15 +94,21 @@ class _Pace:
 class _Threads:
     """The pool plain handlers run in. Its threads are daemons: a handler
     stuck past the shutdown grace (its job already handed back) must not
-    keep the process from exiting, as ``ThreadPoolExecutor``'s would."""
+    keep the process from exiting, as ``ThreadPoolExecutor``'s would.
+    Results go back to the loop in bunches: one wake-up of the loop for
+    whatever finished meanwhile, not one per job."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self._loop = loop
         self._work: _queue.SimpleQueue[Optional[Callable[[], None]]] = _queue.SimpleQueue()
         self._size = size
         self._started = 0
+        self._finished: Deque[Tuple[asyncio.Future[Any], Any, Optional[BaseException]]] = deque()
+        self._lock = threading.Lock()
+        self._wake_pending = False
 
-    def submit(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = loop.create_future()
+    def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self._loop.create_future()
         context = contextvars.copy_context()
 
         def work() -> None:
@@ -108,17 +116,32 @@ class _Threads:
                 result, error = context.run(fn), None
             except BaseException as raised:
                 result, error = None, raised
-            # A handler that outlived the grace finds the worker's loop gone.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, future, result, error)
+            self._finish(future, result, error)
 
         if self._started < self._size:
             self._started += 1
-            threading.Thread(
-                target=self._serve, name=f"steadfast-handler-{self._started}", daemon=True
-            ).start()
+            name = f"steadfast-handler-{self._started}"
+            threading.Thread(target=self._serve, name=name, daemon=True).start()
         self._work.put(work)
         return future
+
+    def _finish(
+        self, future: asyncio.Future[Any], result: Any, error: Optional[BaseException]
+    ) -> None:
+        self._finished.append((future, result, error))
+        with self._lock:
+            if self._wake_pending:
+                return  # the wake-up already asked for will take this one too
+            self._wake_pending = True
+        # A handler that outlived the grace finds the worker's loop gone.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._settle_finished)
+
+    def _settle_finished(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        while self._finished:
+            _settle(*self._finished.popleft())
 
     def _serve(self) -> None:
         while True:
@@ -237,33 +260,45 @@ class _Completions:
 
 class _Heartbeats:
     """Heartbeats every running job at a third of its lease time, counted
-    from when the lease was granted: one timer per job on the loop."""
+    from when the lease arrived. One task sweeps the running jobs at a sixth
+    of the shortest lease (so a beat is at most that late, well inside the
+    lease), and is woken when a job with a shorter lease starts: cheaper per
+    job than a timer each, as most jobs end before their first beat."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.timers: Dict[_Run, asyncio.TimerHandle] = {}
+    def __init__(self) -> None:
+        self.due: Dict[_Run, float] = {}
+        self.tick = IDLE_SWEEP_SECS
+        self.changed = asyncio.Event()
+        self.task: Optional[asyncio.Future[None]] = None
         self.in_flight: set[asyncio.Future[None]] = set()
 
     def add(self, run: _Run) -> None:
-        every = max(0.1, run.ttl / 3)
-        self._schedule(run, run.leased_at + every, every)
-
-    def _schedule(self, run: _Run, due: float, every: float) -> None:
-        # The loop's clock is time.monotonic(), the clock leases are timed by.
-        self.timers[run] = self.loop.call_at(due, self._fire, run, due, every)
-
-    def _fire(self, run: _Run, due: float, every: float) -> None:
-        # A beat that went out late (a busy loop, a frozen process) sets
-        # the rhythm from now: no burst of catch-up beats.
-        self._schedule(run, max(due + every, time.monotonic() + every), every)
-        beat = _batch.detached(self._one(run))
-        self.in_flight.add(beat)
-        beat.add_done_callback(self.in_flight.discard)
+        self.due[run] = run.leased_at + run.ttl / 3
+        if self.task is None:
+            self.task = _batch.detached(self._sweep())
+        if run.ttl / 6 < self.tick:
+            self.changed.set()
 
     def remove(self, run: _Run) -> None:
-        timer = self.timers.pop(run, None)
-        if timer is not None:
-            timer.cancel()
+        self.due.pop(run, None)
+
+    async def _sweep(self) -> None:
+        while True:
+            now = time.monotonic()
+            shortest = IDLE_SWEEP_SECS * 6
+            for run, due in list(self.due.items()):
+                shortest = min(shortest, run.ttl)
+                if due <= now:
+                    # A late beat (a busy loop, a frozen process) sets the
+                    # rhythm from now: no burst of catch-up beats.
+                    self.due[run] = max(due, now - run.ttl / 3) + run.ttl / 3
+                    beat = _batch.detached(self._one(run))
+                    self.in_flight.add(beat)
+                    beat.add_done_callback(self.in_flight.discard)
+            self.tick = max(0.01, shortest / 6)
+            self.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), self.tick)
 
     async def _one(self, run: _Run) -> None:
         sent_at = time.monotonic()
@@ -278,8 +313,8 @@ class _Heartbeats:
             logger.warning("heartbeat for job %s failed: %s", run.id, error)
 
     def stop(self) -> None:
-        for run in list(self.timers):
-            self.remove(run)
+        if self.task is not None:
+            self.task.cancel()
 
 
 class _Runtime:
@@ -292,8 +327,8 @@ class _Runtime:
         self.client = client
         self.steps = _Steps(client)
         self.completions = _Completions(client)
-        self.heartbeats = _Heartbeats(loop)
-        self.threads = _Threads(concurrency)
+        self.heartbeats = _Heartbeats()
+        self.threads = _Threads(loop, concurrency)
         self.pace = _Pace()
 
 
@@ -579,15 +614,15 @@ class _Loop:
         label = (run.id, int(run.job["attempt"]))
         try:
             if is_async:
-                context = AsyncJobContext(run)
-
-                async def call() -> Any:
-                    _job_logging.set(label)
+                # Inline, in this job's own task: losing the lease cancels it.
+                run.handler_task = asyncio.current_task()
+                _job_logging.set(label)
+                try:
                     with _tracing.attached(run.traceparent):
-                        return await handler(context, run.job["payload"])
-
-                run.handler_task = asyncio.ensure_future(call())
-                return True, await run.handler_task
+                        return True, await handler(AsyncJobContext(run), run.job["payload"])
+                finally:
+                    run.handler_task = None
+                    _job_logging.set(None)
 
             sync_context = JobContext(run)
 
@@ -596,7 +631,7 @@ class _Loop:
                 with _tracing.attached(run.traceparent):
                     return handler(sync_context, run.job["payload"])
 
-            return True, await self.runtime.threads.submit(self.runtime.loop, call_sync)
+            return True, await self.runtime.threads.submit(call_sync)
         except asyncio.CancelledError:
             if run.lost:
                 return False, errors.LeaseLost(409, "lease_lost", "the lease was lost")
