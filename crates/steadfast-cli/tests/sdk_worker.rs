@@ -278,3 +278,43 @@ async fn short_jobs_are_leased_ahead_and_still_run_when_the_worker_stops() {
     assert!(numbers(&client, "ahead", wire::JobState::Running).await.is_empty());
     assert_eq!(numbers(&client, "ahead", wire::JobState::Queued).await, [3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_still_running_when_the_grace_runs_out_are_handed_back_unspent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"));
+    let client = Client::new(&server.url, &server.admin_key()).unwrap();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let config = WorkerConfig {
+        concurrency: 1,
+        poll_wait: Duration::from_millis(200),
+        shutdown_grace: Duration::from_millis(200),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(client.clone(), config).handle("stuck", {
+        let started = started.clone();
+        move |_ctx| {
+            let started = started.clone();
+            async move {
+                started.notify_one();
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        }
+    });
+    enqueue_numbers(&client, "stuck", 1..=1).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    started.notified().await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+
+    let listed = client.list_jobs(&ListJobs::default()).await.unwrap();
+    let job = client.get_job(&listed.jobs[0].id.to_string()).await.unwrap();
+    assert_eq!(job.state, wire::JobState::Queued, "ready again at once");
+    assert_eq!(job.attempts_left, job.max_attempts, "the attempt was not spent");
+    let outcomes: Vec<_> = job.attempts.unwrap().iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [Some(wire::AttemptOutcome::Released)]);
+}

@@ -136,16 +136,20 @@ pub enum AttemptOutcome {
     /// The workflow parked the job to wait for a time or a signal. Not a
     /// failure: it does not count against `max_attempts`.
     Suspended,
+    /// The worker handed the job back unfinished (it was shutting down).
+    /// Not a failure: it does not count against `max_attempts`.
+    Released,
 }
 
 impl AttemptOutcome {
-    pub const ALL: [AttemptOutcome; 6] = [
+    pub const ALL: [AttemptOutcome; 7] = [
         AttemptOutcome::Succeeded,
         AttemptOutcome::Failed,
         AttemptOutcome::LeaseExpired,
         AttemptOutcome::TimedOut,
         AttemptOutcome::Cancelled,
         AttemptOutcome::Suspended,
+        AttemptOutcome::Released,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +160,7 @@ impl AttemptOutcome {
             AttemptOutcome::TimedOut => "timed_out",
             AttemptOutcome::Cancelled => "cancelled",
             AttemptOutcome::Suspended => "suspended",
+            AttemptOutcome::Released => "released",
         }
     }
 }

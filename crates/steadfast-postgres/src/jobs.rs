@@ -420,6 +420,14 @@ impl JobStore for PostgresStore {
         .await
     }
 
+    async fn release(&self, scope: &TenantScope, id: JobId, token: &str, now: Timestamp) -> Result<Ended, StoreError> {
+        let (filter, tenant) = (self.filter, scope.tenant_id());
+        self.decided(Some(scope), Durability::Durable, now, async |tx| {
+            decide::release(load_job(tx, filter, tenant, id, true).await?, token, now)
+        })
+        .await
+    }
+
     async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
         let (filter, tenant) = (self.filter, scope.tenant_id());
         self.decided(Some(scope), Durability::Durable, now, async |tx| {

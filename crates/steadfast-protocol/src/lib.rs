@@ -46,6 +46,8 @@ pub enum AttemptOutcome {
     TimedOut,
     Cancelled,
     Suspended,
+    /// The worker handed the job back unfinished (`POST /v1/jobs/{id}/release`).
+    Released,
 }
 
 /// What is known about a workflow step.
@@ -455,6 +457,15 @@ pub struct LeaseResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
+    pub lease_token: String,
+}
+
+/// `POST /v1/jobs/{id}/release`: hand a leased job back unfinished (a
+/// worker shutting down). The attempt ends `released` without being spent,
+/// and the job is `queued` again at once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
     pub lease_token: String,
 }
 

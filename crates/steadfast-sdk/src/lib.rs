@@ -304,6 +304,18 @@ impl Client {
             .0)
     }
 
+    /// Hands a leased job back unfinished (a worker shutting down): the
+    /// attempt is not spent and the job is ready again at once.
+    pub async fn release(&self, id: &str, lease_token: &str) -> Result<wire::Job, Error> {
+        let body = wire::ReleaseRequest {
+            lease_token: lease_token.to_owned(),
+        };
+        Ok(self
+            .send(Method::POST, &format!("v1/jobs/{id}/release"), Some(&body), None)
+            .await?
+            .0)
+    }
+
     pub async fn complete(&self, id: &str, lease_token: &str, output: Option<wire::Json>) -> Result<wire::Job, Error> {
         let body = wire::CompleteRequest {
             lease_token: lease_token.to_owned(),

@@ -32,7 +32,7 @@ pub struct WorkerConfig {
     /// How long one lease request waits for work (at most 30 s).
     pub poll_wait: Duration,
     /// On shutdown, how long in-flight jobs may take to finish; the rest are
-    /// abandoned and their leases expire.
+    /// handed back (released: ready again at once, their attempts unspent).
     pub shutdown_grace: Duration,
 }
 
@@ -126,7 +126,7 @@ impl Worker {
     }
 
     /// Runs until `shutdown` resolves: then stops leasing, lets in-flight jobs
-    /// finish within the grace period, and abandons the rest (their leases expire).
+    /// finish within the grace period, and hands the rest back (released).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let Worker {
             client,
@@ -143,6 +143,7 @@ impl Worker {
             completer: Completer::start(client.clone(), concurrency),
             stepper: Stepper::start(client.clone(), concurrency),
             pace: pace.clone(),
+            in_flight: InFlight::default(),
         };
         let mut local = LocalQueue::default();
         let mut leasing: Option<Leasing> = None;
@@ -216,19 +217,35 @@ impl Worker {
             {
                 local.extend(jobs);
             }
-            while let Some(waiting) = local.pop() {
+            // A job leaves the local queue only with a slot: one the grace
+            // cuts short is still there to be handed back.
+            while local.ready() {
                 let permit = slots.clone().acquire_owned().await.expect("never closed");
-                spawn(&mut running, waiting, permit);
+                spawn(&mut running, local.pop().expect("ready"), permit);
             }
             while running.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
+            // Hand back what is left, so it runs again at once with its
+            // attempt unspent rather than after its lease lapses.
+            let unfinished: Vec<_> = shared.in_flight.lock().expect("not poisoned").drain().collect();
             tracing::warn!(
-                abandoned = running.len(),
-                "grace period over; abandoning jobs, their leases will expire"
+                running = unfinished.len(),
+                unstarted = local.len(),
+                "grace period over; handing jobs back"
             );
             running.abort_all();
+            let unstarted = local.drain().map(|job| (job.id, (client.clone(), job.lease_token)));
+            let releases = unfinished
+                .into_iter()
+                .chain(unstarted)
+                .map(|(id, (client, token))| async move {
+                    if let Err(error) = client.release(&id.to_string(), &token).await {
+                        tracing::info!(job = %id, %error, "could not hand the job back; its lease will lapse");
+                    }
+                });
+            futures::future::join_all(releases).await;
         }
         Ok(())
     }
@@ -257,6 +274,10 @@ impl LocalQueue {
 
     fn pop(&mut self) -> Option<(wire::LeasedJob, tokio::time::Instant)> {
         self.0.pop_front()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = wire::LeasedJob> + '_ {
+        self.0.drain(..).map(|(job, _)| job)
     }
 }
 
@@ -388,7 +409,12 @@ struct Shared {
     completer: Completer,
     stepper: Stepper,
     pace: Arc<Pace>,
+    in_flight: InFlight,
 }
+
+/// Jobs whose handler is running, with the client (in the job's trace) and
+/// lease token to hand each back if the shutdown grace runs out.
+type InFlight = Arc<std::sync::Mutex<HashMap<uuid::Uuid, (Client, String)>>>;
 
 /// Runs one leased job to its end: heartbeats while the handler runs, then
 /// completes, fails, or (suspended, lease lost) reports nothing.
@@ -401,6 +427,7 @@ async fn run_job(
         completer,
         stepper,
         pace,
+        in_flight,
     }: Shared,
     handler: Option<Handler>,
     job: wire::LeasedJob,
@@ -446,11 +473,17 @@ async fn run_job(
     let lease_ttl_ms = job.lease_ttl_ms;
     let context = JobContext::new(client.clone(), stepper, job);
     let started = tokio::time::Instant::now();
+    in_flight
+        .lock()
+        .expect("not poisoned")
+        .insert(job_id, (client.clone(), token.clone()));
     let outcome = tokio::select! {
         outcome = AssertUnwindSafe(handler(context)).catch_unwind() => outcome
             .unwrap_or_else(|_| Err(JobError::retryable("the handler panicked"))),
         () = heartbeat => Err(JobError::LeaseLost),
     };
+    // Its handler has ended: from here on the job reports, and is not handed back.
+    in_flight.lock().expect("not poisoned").remove(&job_id);
     pace.record(started.elapsed(), lease_ttl_ms);
     let reported = match outcome {
         Ok(output) => match complete(&completer, &client, job_id, token.clone(), output).await {

@@ -183,7 +183,7 @@ impl Metrics {
         );
         registry.register(
             "job_attempts",
-            "Attempts that ended, by outcome (succeeded, failed, lease_expired, timed_out, cancelled, suspended)",
+            "Attempts that ended, by outcome (succeeded, failed, lease_expired, timed_out, cancelled, suspended, released)",
             metrics.attempts.clone(),
         );
         registry.register(

@@ -263,6 +263,14 @@ impl JobStore for SqliteStore {
         .await
     }
 
+    async fn release(&self, scope: &TenantScope, id: JobId, token: &str, now: Timestamp) -> Result<Ended, StoreError> {
+        let (tenant, token) = (scope.tenant_id(), token.to_owned());
+        self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
+            decide::release(load_job(conn, tenant, id)?, &token, now)
+        })
+        .await
+    }
+
     async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
         let tenant = scope.tenant_id();
         self.decided(Author::of(scope), Durability::Durable, now, move |conn| {

@@ -302,6 +302,11 @@ pub mod drafts {
         )
     }
 
+    /// A worker handed the job back unfinished (it was shutting down).
+    pub fn job_released(before: &Job, after: &Job) -> Draft {
+        transition("job.released", before, after, json!({}))
+    }
+
     pub fn job_retried(before: &Job, after: &Job) -> Draft {
         transition("job.retried", before, after, json!({}))
     }

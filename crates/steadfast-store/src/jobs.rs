@@ -285,6 +285,10 @@ pub trait JobStore {
         now: Timestamp,
     ) -> Result<Ended, StoreError>;
 
+    /// The worker hands its job back unfinished: `queued` again at once,
+    /// the attempt ended `released` and not spent.
+    async fn release(&self, scope: &TenantScope, id: JobId, token: &str, now: Timestamp) -> Result<Ended, StoreError>;
+
     /// Operator action: a dead or cancelled job goes back to `queued`.
     async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError>;
 

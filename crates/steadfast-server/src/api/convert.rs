@@ -144,6 +144,7 @@ fn outcome(outcome: AttemptOutcome) -> wire::AttemptOutcome {
         AttemptOutcome::TimedOut => wire::AttemptOutcome::TimedOut,
         AttemptOutcome::Cancelled => wire::AttemptOutcome::Cancelled,
         AttemptOutcome::Suspended => wire::AttemptOutcome::Suspended,
+        AttemptOutcome::Released => wire::AttemptOutcome::Released,
     }
 }
 

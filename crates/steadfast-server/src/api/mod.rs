@@ -72,6 +72,7 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(workers::complete))
         .routes(routes!(workers::complete_batch))
         .routes(routes!(workers::fail))
+        .routes(routes!(workers::release))
         .routes(routes!(workflows::start_step))
         .routes(routes!(workflows::checkpoint_step))
         .routes(routes!(workflows::steps_batch))

@@ -197,6 +197,31 @@ pub async fn complete_batch(
     Ok(Json(wire::BatchCompleteResponse { results }))
 }
 
+/// Hand a leased job back unfinished (a worker shutting down): the attempt
+/// ends `released` without being spent, and the job is ready again at once.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/release", tag = "workers",
+    params(("id" = String, Path, description = "Job id")),
+    request_body = wire::ReleaseRequest,
+    responses(
+        (status = 200, description = "The job, queued again (or dead, past 10,000 uncounted attempts with none left)", body = wire::Job),
+        (status = 409, description = "`lease_lost`", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn release(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<wire::ReleaseRequest>,
+) -> Result<Json<wire::Job>, ApiError> {
+    caller.require(Action::ActOnLease)?;
+    let ended = engine
+        .release(&caller.scope, job_id(&id)?, &request.lease_token)
+        .await?;
+    Ok(Json(convert::job(&ended.job)?))
+}
+
 /// Report failure; the retry policy decides what happens next.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/fail", tag = "workers",

@@ -534,6 +534,14 @@ impl Engine {
         Ok(ended)
     }
 
+    /// The worker hands its job back unfinished; see [`steadfast_store::JobStore::release`].
+    pub async fn release(&self, scope: &TenantScope, id: JobId, token: &str) -> Result<Ended, StoreError> {
+        let ended = self.inner.store.release(scope, id, token, self.now()).await?;
+        self.observe_end(&ended.job, ended.attempt.as_ref());
+        self.after_change(&ended.job);
+        Ok(ended)
+    }
+
     pub async fn retry(&self, scope: &TenantScope, id: JobId) -> Result<Job, StoreError> {
         let job = self.inner.store.retry(scope, id, self.now()).await?;
         self.after_change(&job);

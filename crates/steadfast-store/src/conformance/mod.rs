@@ -56,6 +56,7 @@ macro_rules! conformance_suite {
             failures_retry_with_backoff_then_die,
             expired_leases_are_failed_attempts,
             heartbeat_extends_the_lease,
+            a_released_job_is_ready_at_once_and_its_attempt_is_not_spent,
             cancel_and_retry_are_operator_actions,
             tenants_never_see_each_other,
             listing_pages_newest_first_with_filters,

@@ -25,6 +25,53 @@ const LIMITS: WorkflowLimits = WorkflowLimits {
     max_children: 1000,
 };
 
+pub async fn a_released_job_is_ready_at_once_and_its_attempt_is_not_spent(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    let job = enqueue_one(store, &scope, spec("handed-back"), t0()).await;
+    let leased = lease_jobs(store, &scope, lease_request(&["handed-back"], 1, &key), at(1))
+        .await
+        .remove(0);
+    assert_eq!(
+        store.release(&scope, job.id, "lt_wrong", at(2)).await.err(),
+        Some(StoreError::LeaseLost),
+        "only the lease holder hands a job back"
+    );
+    store
+        .start_step(&scope, job.id, &token(&leased), step("charge"), LIMITS, at(2))
+        .await
+        .unwrap();
+    let released = store.release(&scope, job.id, &token(&leased), at(3)).await.unwrap();
+    assert_eq!(released.job.state, JobState::Queued);
+    assert_eq!(released.job.run_at, at(3), "ready at once, whatever the backoff");
+    assert_eq!(
+        released.job.attempts_left(),
+        leased.attempts_left() + 1,
+        "the attempt is not spent"
+    );
+    assert_eq!(released.job.last_error, None, "a hand-back is not a failure");
+    assert_eq!(released.attempt.map(|a| a.outcome), Some(AttemptOutcome::Released));
+    assert_eq!(
+        store.release(&scope, job.id, &token(&leased), at(3)).await.err(),
+        Some(StoreError::LeaseLost),
+        "a lease is handed back once"
+    );
+
+    let again = lease_jobs(store, &scope, lease_request(&["handed-back"], 1, &key), at(4)).await;
+    let record = store.job(&scope, job.id).await.unwrap().unwrap();
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(
+        record.steps[0].state(&record.job),
+        StepState::Uncertain,
+        "its started step may have run"
+    );
+    assert_eq!(
+        record.attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+        [AttemptOutcome::Released]
+    );
+    let actions = actions(store, &scope, job.id).await;
+    assert!(actions.iter().any(|action| action == "job.released"), "{actions:?}");
+}
+
 pub async fn steps_are_memoized_and_the_first_checkpoint_wins(store: &impl Store) {
     let (scope, key) = new_tenant(store).await;
     let job = enqueue_one(store, &scope, spec("wf"), t0()).await;

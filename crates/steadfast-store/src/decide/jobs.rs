@@ -273,6 +273,16 @@ pub fn fail(
     )
 }
 
+/// A worker hands its job back unfinished: ready again at once, the
+/// attempt not spent.
+pub fn release(job: Option<Job>, token: &str, now: Timestamp) -> Result<Decision<Ended>, StoreError> {
+    transition(
+        job,
+        |job| lifecycle::release(job, token, now),
+        |before, after| Some(drafts::job_released(before, after)),
+    )
+}
+
 /// Operator action: a dead or cancelled job goes back to `queued`, unless
 /// another unfinished job now holds its singleton key (`singleton_taken`):
 /// two would then be unfinished under one key.

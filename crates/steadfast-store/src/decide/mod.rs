@@ -23,8 +23,8 @@ mod workflows;
 
 pub use inbox::{Ingest, LiveInboxKey, ingest, replay, retire_secrets, within_source_limit};
 pub use jobs::{
-    ClaimedKey, cancel, complete, complete_many, enqueue, fail, found, heartbeat, lease, needs_history, resumable,
-    retry,
+    ClaimedKey, cancel, complete, complete_many, enqueue, fail, found, heartbeat, lease, needs_history, release,
+    resumable, retry,
 };
 pub use keys::{Rotation, key_ended, revocation, rotate_key};
 pub use retention::prune_cutoffs;

@@ -222,6 +222,14 @@ def heartbeat(id: str, lease_token: str) -> Call[m.HeartbeatResponse]:
     return Call("POST", f"v1/jobs/{_seg(id)}/heartbeat", _as(m.HeartbeatResponse), body)
 
 
+def release(id: str, lease_token: str) -> Call[m.Job]:
+    """Hands a leased job back unfinished (a worker shutting down): the
+    attempt ends ``released`` without being spent, and the job is ready again
+    at once. :class:`~steadfast.Worker` does this at the end of its grace."""
+    body = {"lease_token": lease_token}
+    return Call("POST", f"v1/jobs/{_seg(id)}/release", _as(m.Job), body)
+
+
 def complete(id: str, lease_token: str, output: JSON = None) -> Call[m.Job]:
     """Reports success, with the job's output."""
     body = {"lease_token": lease_token, "output": output}

@@ -19,6 +19,7 @@ AttemptOutcome = Literal[
     "timed_out",
     "cancelled",
     "suspended",
+    "released",
 ]
 
 

@@ -38,7 +38,8 @@ logger = logging.getLogger("steadfast.worker")
 MAX_JOBS_PER_LEASE = 1000
 #: How long to wait after a lease request failed before the next.
 LEASE_RETRY_SECS = 0.5
-#: The error kind a job handed back at shutdown is failed with.
+#: The error kind a job handed back at shutdown is failed with, by a server
+#: older than the release route.
 SHUTDOWN_KIND = "worker_shutdown"
 #: Tries of a completion whose request got no answer or a 503.
 COMPLETION_TRIES = 3
@@ -580,17 +581,22 @@ class _Loop:
         await asyncio.gather(*self.running.values(), return_exceptions=True)
 
     async def _hand_back(self, run: _Run) -> None:
-        """Fails the job retryably, so it runs again soon rather than after
-        its lease lapses. Its handler, if still running, can no longer count."""
+        """Releases the job: it is ready again at once, its attempt not spent,
+        rather than after its lease lapses. Its handler, if still running, can
+        no longer count. (A server without the release route gets a retryable
+        failure of kind ``worker_shutdown`` instead.)"""
         run.lose()
         self.runtime.heartbeats.remove(run)
         try:
-            await run.client.fail(
-                run.id,
-                run.token,
-                "the worker shut down before the job finished",
-                kind=SHUTDOWN_KIND,
-            )
+            try:
+                await run.client.release(run.id, run.token)
+            except errors.RouteNotFound:
+                await run.client.fail(
+                    run.id,
+                    run.token,
+                    "the worker shut down before the job finished",
+                    kind=SHUTDOWN_KIND,
+                )
         except errors.SteadfastError as error:
             logger.info("could not hand back job %s (its lease will lapse): %s", run.id, error)
 
