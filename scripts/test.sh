@@ -118,10 +118,13 @@ echo "== the Python SDK (sdks/python): ruff, mypy --strict, pytest against the b
 # Its own venv, installed from the repository as users install it (not
 # editable); pinned tools. The tests start their own servers.
 py_venv="$(realpath "${CARGO_TARGET_DIR:-target}")/python-sdk-venv"
-if ! "$py_venv/bin/python" -c "import pytest, mypy, ruff, opentelemetry" 2>/dev/null; then
+py_tools="pytest==9.2.0 ruff==0.17.6 mypy==2.4.1 opentelemetry-api==1.45.2"
+# Made anew when the pins change (the stamp records what it holds).
+if [ "$(cat "$py_venv/pins" 2>/dev/null)" != "$py_tools" ]; then
     rm -rf "$py_venv"
     python3 -m venv "$py_venv"
-    "$py_venv/bin/pip" install -q "pytest==9.2.0" "ruff==0.17.6" "mypy==2.4.1" "opentelemetry-api==1.45.2"
+    "$py_venv/bin/pip" install -q $py_tools
+    echo "$py_tools" > "$py_venv/pins"
 fi
 "$py_venv/bin/pip" install -q --force-reinstall --no-deps ./sdks/python
 "$py_venv/bin/pip" install -q ./sdks/python
@@ -140,10 +143,12 @@ for candidate in python3.9 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.9*/bin/pytho
 done
 if [ -n "$py39" ]; then
     py39_venv="$(realpath "${CARGO_TARGET_DIR:-target}")/python-sdk-venv-3.9"
-    if ! "$py39_venv/bin/python" -c "import pytest, opentelemetry" 2>/dev/null; then
+    py39_tools="pytest==8.4.2 opentelemetry-api==1.41.1"
+    if [ "$(cat "$py39_venv/pins" 2>/dev/null)" != "$py39_tools" ]; then
         rm -rf "$py39_venv"
         "$py39" -m venv "$py39_venv"
-        "$py39_venv/bin/pip" install -q "pytest==8.4.2" "opentelemetry-api==1.41.1"
+        "$py39_venv/bin/pip" install -q $py39_tools
+        echo "$py39_tools" > "$py39_venv/pins"
     fi
     "$py39_venv/bin/pip" install -q --force-reinstall --no-deps ./sdks/python
     "$py39_venv/bin/pip" install -q ./sdks/python

@@ -148,6 +148,14 @@ impl Worker {
         let mut local = LocalQueue::default();
         let mut leasing: Option<Leasing> = None;
         let spawn = |running: &mut JoinSet<()>, (job, leased_at): (wire::LeasedJob, tokio::time::Instant), permit| {
+            // Registered before its task first runs: a grace that ends first
+            // still hands it back.
+            let job_client = client.with_traceparent(job.traceparent.as_deref());
+            shared
+                .in_flight
+                .lock()
+                .expect("not poisoned")
+                .insert(job.id, (job_client, job.lease_token.clone()));
             let handler = handlers.get(&job.queue).cloned();
             running.spawn(run_job(client.clone(), shared.clone(), handler, job, leased_at, permit));
         };
@@ -228,14 +236,16 @@ impl Worker {
         .await;
         if drained.is_err() {
             // Hand back what is left, so it runs again at once with its
-            // attempt unspent rather than after its lease lapses.
+            // attempt unspent rather than after its lease lapses. Stop the
+            // tasks first: a handler that ends meanwhile reports instead.
+            running.abort_all();
+            while running.join_next().await.is_some() {}
             let unfinished: Vec<_> = shared.in_flight.lock().expect("not poisoned").drain().collect();
             tracing::warn!(
                 running = unfinished.len(),
                 unstarted = local.len(),
                 "grace period over; handing jobs back"
             );
-            running.abort_all();
             let unstarted = local.drain().map(|job| (job.id, (client.clone(), job.lease_token)));
             let releases = unfinished
                 .into_iter()
@@ -438,7 +448,9 @@ async fn run_job(
     let client = client.with_traceparent(job.traceparent.as_deref());
     let id = job.id.to_string();
     let token = job.lease_token.clone();
+    let unregister = || in_flight.lock().expect("not poisoned").remove(&job.id);
     let Some(handler) = handler else {
+        unregister();
         let error = wire::ErrorInfo {
             message: format!("no handler for queue {}", job.queue),
             kind: None,
@@ -449,6 +461,7 @@ async fn run_job(
     let ttl = Duration::from_millis(job.lease_ttl_ms);
     if leased_at.elapsed() >= ttl {
         // Waited locally past its lease: another worker may hold it by now.
+        unregister();
         return;
     }
     // Heartbeats keep the rhythm of the lease, counted from when it was
@@ -473,10 +486,6 @@ async fn run_job(
     let lease_ttl_ms = job.lease_ttl_ms;
     let context = JobContext::new(client.clone(), stepper, job);
     let started = tokio::time::Instant::now();
-    in_flight
-        .lock()
-        .expect("not poisoned")
-        .insert(job_id, (client.clone(), token.clone()));
     let outcome = tokio::select! {
         outcome = AssertUnwindSafe(handler(context)).catch_unwind() => outcome
             .unwrap_or_else(|_| Err(JobError::retryable("the handler panicked"))),

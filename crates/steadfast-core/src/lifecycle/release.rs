@@ -3,7 +3,7 @@
 
 use super::{MAX_UNCOUNTED_ATTEMPTS, Rejection, Transition, end_attempt, require_live_lease};
 
-use crate::{AttemptOutcome, Job, JobState, Timestamp};
+use crate::{AttemptError, AttemptOutcome, Job, JobState, Timestamp};
 
 pub fn release(job: &Job, token: &str, now: Timestamp) -> Result<Transition, Rejection> {
     require_live_lease(job, token, now)?;
@@ -19,9 +19,16 @@ pub fn release(job: &Job, token: &str, now: Timestamp) -> Result<Transition, Rej
     if next.attempts_left() == 0 {
         next.state = JobState::Dead;
         next.finished_at = Some(now);
+        next.last_error = Some(AttemptError {
+            message: format!(
+                "handed back by its workers with no attempt left (over {MAX_UNCOUNTED_ATTEMPTS} uncounted attempts)"
+            ),
+            kind: Some("released".into()),
+        });
     } else {
+        // Its `run_at` stays: it was ready already, and keeps its place
+        // among the jobs of its priority rather than going to the back.
         next.state = JobState::Queued;
-        next.run_at = now;
     }
     Ok(Transition {
         job: next,

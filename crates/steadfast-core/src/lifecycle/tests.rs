@@ -319,6 +319,30 @@ fn rate_limited_failures_are_free_only_up_to_a_bound() {
 }
 
 #[test]
+fn a_release_spends_no_attempt_and_keeps_the_jobs_place_up_to_the_bound() {
+    let job = lease(&fresh_job(1, 60), grant(1), start()).unwrap();
+    let token = job.lease.clone().unwrap().token;
+    let later = start().saturating_add(Duration::from_secs(5)).unwrap();
+    let released = release(&job, &token, later).unwrap();
+    assert_eq!(released.job.state, JobState::Queued);
+    assert_eq!(released.job.run_at, job.run_at, "it keeps its place");
+    assert_eq!(released.job.attempts_left(), 1, "its only attempt is not spent");
+    assert_eq!(released.ended_attempt.unwrap().outcome, crate::AttemptOutcome::Released);
+    assert_eq!(release(&released.job, &token, later), Err(Rejection::LeaseLost));
+
+    let mut worn = job.clone();
+    worn.uncounted_attempts = MAX_UNCOUNTED_ATTEMPTS;
+    worn.attempt = MAX_UNCOUNTED_ATTEMPTS + 1;
+    let dead = release(&worn, &token, later).unwrap().job;
+    assert_eq!(
+        dead.state,
+        JobState::Dead,
+        "past the bound, a release spends the attempt"
+    );
+    assert_eq!(dead.last_error.unwrap().kind.as_deref(), Some("released"));
+}
+
+#[test]
 fn non_retryable_failure_is_dead_at_once() {
     let job = lease(&fresh_job(10, 60), grant(1), start()).unwrap();
     let token = job.lease.clone().unwrap().token;

@@ -204,7 +204,7 @@ pub async fn complete_batch(
     params(("id" = String, Path, description = "Job id")),
     request_body = wire::ReleaseRequest,
     responses(
-        (status = 200, description = "The job, queued again (or dead, past 10,000 uncounted attempts with none left)", body = wire::Job),
+        (status = 200, description = "The job, queued again in its old place (or dead, past 10,000 uncounted attempts with none left)", body = wire::Job),
         (status = 409, description = "`lease_lost`", body = wire::ErrorBody),
     ),
     security(("bearer" = []))

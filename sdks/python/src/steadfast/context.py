@@ -125,15 +125,22 @@ class _Run:
         """The lease is gone: nothing this attempt does may count any more."""
         if not self.lost:
             self.lost = True
-            # A coroutine handler is cancelled at its next await; not when it
-            # found out itself (the LeaseLost it gets says so already).
+            # A coroutine handler is cancelled at its next await. When it found
+            # out itself, it gets the LeaseLost first, and the cancel only if
+            # it carries on regardless.
             task = self.handler_task
-            if task is not None and task is not asyncio.current_task():
+            if task is not None and task is asyncio.current_task():
+                asyncio.get_running_loop().call_soon(self._cancel_if_still_handling, task)
+            elif task is not None:
                 task.cancel()
 
     def renewed(self, sent_at: float) -> None:
         """A heartbeat sent at ``sent_at`` was answered: the lease runs on."""
         self.valid_until = max(self.valid_until, sent_at + self.ttl)
+
+    def _cancel_if_still_handling(self, task: Optional[asyncio.Future[Any]]) -> None:
+        if task is not None and self.handler_task is task:
+            task.cancel()
 
     def check(self) -> None:
         """Raises :class:`LeaseLost` if the lease is lost, or has run out by

@@ -113,8 +113,14 @@ class _Threads:
         context = contextvars.copy_context()
 
         def work() -> None:
+            result: Any
+            error: Optional[BaseException]
             try:
                 result, error = context.run(fn), None
+            except StopIteration as raised:
+                # A future refuses StopIteration (it would end the coroutine
+                # awaiting it): report it as what it is, a bug in the handler.
+                result, error = None, RuntimeError(f"the handler raised StopIteration: {raised!r}")
             except BaseException as raised:
                 result, error = None, raised
             self._finish(future, result, error)
@@ -142,7 +148,15 @@ class _Threads:
         with self._lock:
             self._wake_pending = False
         while self._finished:
-            _settle(*self._finished.popleft())
+            future, result, error = self._finished.popleft()
+            try:
+                _settle(future, result, error)
+            except Exception as refused:  # no job may be stranded by another's result
+                _settle(
+                    future,
+                    None,
+                    RuntimeError(f"the handler's result could not be delivered: {refused!r}"),
+                )
 
     def _serve(self) -> None:
         while True:
@@ -274,10 +288,13 @@ class _Heartbeats:
         self.in_flight: set[asyncio.Future[None]] = set()
 
     def add(self, run: _Run) -> None:
-        self.due[run] = run.leased_at + run.ttl / 3
+        due = run.leased_at + run.ttl / 3
+        self.due[run] = due
         if self.task is None:
             self.task = _batch.detached(self._sweep())
-        if run.ttl / 6 < self.tick:
+        # Wake the sweep if it would look too late: for a shorter lease, or
+        # for a job that waited locally and whose first beat is due already.
+        if run.ttl / 6 < self.tick or due <= time.monotonic() + self.tick:
             self.changed.set()
 
     def remove(self, run: _Run) -> None:
@@ -557,6 +574,10 @@ class _Loop:
             self.wake.clear()
             await self.wake.wait()
         grace.cancel()
+        # Handlers that ended just now report rather than being handed back:
+        # deliver what the threads finished, and let those jobs see it.
+        self.runtime.threads._settle_finished()
+        await asyncio.sleep(0)
         unfinished = [run for run in self.running if not run.finished]
         if unfinished or self.local:
             logger.warning(
@@ -585,6 +606,8 @@ class _Loop:
         rather than after its lease lapses. Its handler, if still running, can
         no longer count. (A server without the release route gets a retryable
         failure of kind ``worker_shutdown`` instead.)"""
+        if run.finished:
+            return  # it ended meanwhile, and reports
         run.lose()
         self.runtime.heartbeats.remove(run)
         try:
