@@ -557,7 +557,12 @@ class _Loop:
 
     async def _drain(self) -> None:
         """Lets running jobs and those leased ahead finish within the grace
-        period, then hands the rest back."""
+        period, hands the rest back, and lets reports under way end."""
+        await self._finish_within_grace()
+        await self._hand_back_the_rest()
+        await self._let_reports_end()
+
+    async def _finish_within_grace(self) -> None:
         grace_over = self.worker._grace_over
         assert grace_over is not None
         self.runtime.loop.call_later(self.worker.shutdown_grace, grace_over.set)
@@ -574,6 +579,8 @@ class _Loop:
             self.wake.clear()
             await self.wake.wait()
         grace.cancel()
+
+    async def _hand_back_the_rest(self) -> None:
         # Handlers that ended just now report rather than being handed back:
         # deliver what the threads finished, and let those jobs see it.
         self.runtime.threads._settle_finished()
@@ -593,8 +600,10 @@ class _Loop:
             task = self.running.get(run)  # a cancelled coroutine may be gone already
             if task is not None:
                 task.cancel()
-        # Jobs whose handler ended are reporting: let them (a bounded wait:
-        # a completion is tried at most COMPLETION_TRIES times).
+
+    async def _let_reports_end(self) -> None:
+        """Jobs whose handler ended are reporting: a bounded wait for them (a
+        completion is tried at most COMPLETION_TRIES times)."""
         if self.running:
             await asyncio.wait(list(self.running.values()), timeout=REPORT_GRACE_SECS)
         for task in self.running.values():
