@@ -33,17 +33,21 @@ def test_the_url_and_key_come_from_the_environment(
 
 def test_enqueue_get_and_replay(client: steadfast.Client, queue: str) -> None:
     run_at = datetime.now(timezone.utc) + timedelta(hours=1)
-    job = client.enqueue(
-        queue,
-        {"to": "a@example.com"},
-        idempotency_key=f"{queue}-1",
-        max_attempts=3,
-        timeout_secs=30,
-        run_at=run_at,
-        priority=5,
-        flow_key="customer-7",
-        resource="mailer",
-    )
+
+    def enqueue() -> steadfast.EnqueuedJob:
+        return client.enqueue(
+            queue,
+            {"to": "a@example.com"},
+            idempotency_key=f"{queue}-1",
+            max_attempts=3,
+            timeout_secs=30,
+            run_at=run_at,
+            priority=5,
+            flow_key="customer-7",
+            resource="mailer",
+        )
+
+    job = enqueue()
     assert isinstance(job.id, str)
     assert uuid.UUID(job.id)
     assert job.state == "scheduled"
@@ -53,17 +57,7 @@ def test_enqueue_get_and_replay(client: steadfast.Client, queue: str) -> None:
     assert abs(job.run_at - run_at) < timedelta(milliseconds=1)
     assert job.run_at.tzinfo is not None
 
-    again = client.enqueue(
-        queue,
-        {"to": "a@example.com"},
-        idempotency_key=f"{queue}-1",
-        max_attempts=3,
-        timeout_secs=30,
-        run_at=run_at,
-        priority=5,
-        flow_key="customer-7",
-        resource="mailer",
-    )
+    again = enqueue()  # the same request again
     assert again.replayed
     assert again.id == job.id
 

@@ -12,6 +12,8 @@ place says what each call sends and how its answer reads)::
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import functools
 import importlib.util
 import sys
@@ -106,9 +108,8 @@ class Client:
     def with_traceparent(self, traceparent: Optional[str]) -> Client:
         """A client sharing this one's connections whose calls carry
         ``traceparent`` (W3C trace context), so they join that trace."""
-        other = Client.__new__(Client)
-        other.config = Config(**{**self.config.__dict__, "traceparent": traceparent})
-        other._http = self._http
+        other = copy.copy(self)
+        other.config = dataclasses.replace(self.config, traceparent=traceparent)
         return other
 
     def close(self) -> None:
@@ -243,9 +244,8 @@ class AsyncClient:
 
     def with_traceparent(self, traceparent: Optional[str]) -> AsyncClient:
         """A client sharing this one's connections whose calls carry ``traceparent``."""
-        other = AsyncClient.__new__(AsyncClient)
-        other.config = Config(**{**self.config.__dict__, "traceparent": traceparent})
-        other._http = self._http
+        other = copy.copy(self)
+        other.config = dataclasses.replace(self.config, traceparent=traceparent)
         return other
 
     async def aclose(self) -> None:

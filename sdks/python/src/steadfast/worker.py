@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, TypeVar, Union
 
 from . import _api, _batch, _tracing, errors
 from ._codec import dumps
@@ -727,6 +727,3 @@ def _describe(error: BaseException) -> str:
     head = "".join(traceback.format_exception_only(type(error), error)).strip()
     frames = traceback.format_tb(error.__traceback__)[-3:]
     return head + ("\n" + "".join(frames) if frames else "")
-
-
-HandlerResult = Union[JSON, Awaitable[JSON]]
