@@ -905,12 +905,18 @@ pub enum JobCommand {
     /// Send a dead or cancelled job back to the queue (admin).
     Retry {
         id: String,
+        /// Why; kept in the audit record with the key that acted.
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Cancel a job that has not finished (admin).
     Cancel {
         id: String,
+        /// Why; kept in the audit record with the key that acted.
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -84,8 +84,16 @@ pub async fn job_command(command: JobCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        JobCommand::Retry { id, client: args } => print(&client(&args)?.retry(&id).await?),
-        JobCommand::Cancel { id, client: args } => print(&client(&args)?.cancel(&id).await?),
+        JobCommand::Retry {
+            id,
+            reason,
+            client: args,
+        } => print(&client(&args)?.retry(&id, reason.as_deref()).await?),
+        JobCommand::Cancel {
+            id,
+            reason,
+            client: args,
+        } => print(&client(&args)?.cancel(&id, reason.as_deref()).await?),
     }
 }
 

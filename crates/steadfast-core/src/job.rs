@@ -267,6 +267,8 @@ pub struct Job {
     pub wait: Option<Wait>,
     /// Set when a workflow step enqueued this job.
     pub parent: Option<ParentLink>,
+    /// Set when an operator made this job as a replay of another.
+    pub replay_of: Option<JobId>,
     /// The W3C trace context of the enqueue, continued by every attempt.
     pub traceparent: Option<String>,
     pub output: Option<String>,

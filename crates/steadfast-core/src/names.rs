@@ -118,6 +118,40 @@ name_type!(
     IdempotencyKey, "idempotency_key", 255, |c: char| c.is_ascii_graphic(), "printable ASCII without spaces"
 );
 
+/// Why an operator acted, kept in the audit record with the actor: 1–1000
+/// bytes of text, trimmed, with no control characters but tabs and line
+/// breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Reason(String);
+
+impl Reason {
+    /// The longest accepted value, in bytes.
+    pub const MAX_LEN: usize = 1000;
+
+    pub fn new(value: &str) -> Result<Self, InvalidName> {
+        let value = value.trim();
+        let allowed = |c: char| !c.is_control() || matches!(c, '\n' | '\r' | '\t');
+        check(
+            "reason",
+            value,
+            Self::MAX_LEN,
+            allowed,
+            "text without control characters",
+        )?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +171,9 @@ mod tests {
         assert!(FlowKey::new("é".repeat(65)).is_err());
         assert!(ResourceName::new("stripe").is_ok());
         assert!(ResourceName::new("stripe/eu").is_err());
+        assert_eq!(Reason::new("  customer asked\n").unwrap().as_str(), "customer asked");
+        assert_eq!(Reason::new(" \t ").unwrap_err().problem, "must not be empty");
+        assert!(Reason::new("bell\u{7}").is_err());
+        assert!(Reason::new(&"x".repeat(1001)).is_err());
     }
 }

@@ -3,7 +3,7 @@ use std::time::Duration;
 use crate::Transaction;
 use async_trait::async_trait;
 use steadfast_core::lifecycle::Failure;
-use steadfast_core::{Job, JobId, QueueName, TenantId, Timestamp};
+use steadfast_core::{Job, JobId, QueueName, Reason, TenantId, Timestamp};
 use steadfast_store::decide::{self, Decision, LiveKey};
 use steadfast_store::{
     Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, Leased, LeasedJob,
@@ -428,7 +428,13 @@ impl JobStore for PostgresStore {
         .await
     }
 
-    async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+    async fn retry(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        reason: Option<&Reason>,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
         let (filter, tenant) = (self.filter, scope.tenant_id());
         self.decided(Some(scope), Durability::Durable, now, async |tx| {
             let job = load_job(tx, filter, tenant, id, true).await?;
@@ -436,15 +442,39 @@ impl JobStore for PostgresStore {
                 Some(job) => singleton_held_by_another(tx, job).await?,
                 None => false,
             };
-            decide::retry(job, taken, now)
+            decide::retry(job, taken, reason, now)
         })
         .await
     }
 
-    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Ended, StoreError> {
+    async fn cancel(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        reason: Option<&Reason>,
+        now: Timestamp,
+    ) -> Result<Ended, StoreError> {
         let (filter, tenant) = (self.filter, scope.tenant_id());
         self.decided(Some(scope), Durability::Durable, now, async |tx| {
-            decide::cancel(load_job(tx, filter, tenant, id, true).await?, now)
+            decide::cancel(load_job(tx, filter, tenant, id, true).await?, reason, now)
+        })
+        .await
+    }
+
+    async fn replay(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        replay: JobId,
+        payload: Option<String>,
+        reason: &Reason,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        let (filter, tenant) = (self.filter, scope.tenant_id());
+        self.decided(Some(scope), Durability::Durable, now, async |tx| {
+            // Read, not locked: the original does not change.
+            let original = load_job(tx, filter, tenant, id, false).await?;
+            decide::replay_job(original, replay, payload, reason, now)
         })
         .await
     }

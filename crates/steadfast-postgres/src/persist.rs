@@ -9,7 +9,7 @@ use steadfast_store::decide::{Author, ClaimedKey, PayloadWrite, Writes};
 use crate::audit::append;
 use crate::flow::{record_outcomes, save_flows};
 use crate::rows::{insert_attempts, insert_jobs, millis, save_jobs};
-use crate::workflows::{consume_signal, insert_signal, save_steps};
+use crate::workflows::{consume_signal, forget_steps, insert_signal, save_steps};
 use crate::{after_failure, pg_error, set_tenant, statement};
 
 /// Writes every group of `writes`, tenant by tenant, in the order of its
@@ -36,6 +36,7 @@ pub(crate) async fn persist(
             save_jobs(tx, owner, &writes.changed_jobs).await?;
             insert_attempts(tx, owner, &writes.attempts).await?;
             save_steps(tx, owner, &writes.steps).await?;
+            forget_steps(tx, owner, &writes.forgotten_steps).await?;
             for consumed in &writes.consumed_signals {
                 consume_signal(tx, consumed).await?;
             }

@@ -34,7 +34,7 @@ pub const JOB_COLUMNS: &str = "seq, id, tenant_id, queue, payload, state, priori
      uncounted_attempts, max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, \
      lease_started_at, lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, \
      created_at, updated_at, finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent, \
-     flow_key, resource, singleton_key";
+     flow_key, resource, singleton_key, replay_of";
 
 fn wait_from_row(row: &Row) -> Result<Option<Wait>, StoreError> {
     let Some(step) = row.get::<_, Option<String>>(25) else {
@@ -117,6 +117,7 @@ pub fn job_from_row(row: &Row) -> Result<(i64, Job), StoreError> {
             .map(FlowKey::new)
             .transpose()
             .map_err(corrupt)?,
+        replay_of: row.get::<_, Option<uuid::Uuid>>(34).map(JobId),
     };
     Ok((row.get(0), job))
 }
@@ -145,16 +146,16 @@ pub async fn insert_jobs(tx: &Transaction, tenant: TenantId, jobs: &[Job]) -> Re
             tx,
             "INSERT INTO jobs (tenant_id, id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
              max_attempts, timeout_ms, idempotency_key, created_at, updated_at, parent_id, parent_step, traceparent, \
-             flow_key, resource, singleton_key) \
+             flow_key, resource, singleton_key, replay_of) \
              SELECT $1, n.id, n.queue, n.payload, n.state, n.priority, n.run_at, n.attempt, n.uncounted_attempts, \
              n.max_attempts, n.timeout_ms, n.idempotency_key, n.created_at, n.updated_at, n.parent_id, n.parent_step, \
-             n.traceparent, n.flow_key, n.resource, n.singleton_key FROM unnest($2::uuid[], $3::text[], $4::text[], \
-             $5::text[], $6::integer[], $7::bigint[], $8::integer[], $9::integer[], $10::integer[], $11::bigint[], \
-             $12::text[], $13::bigint[], $14::bigint[], $15::uuid[], $16::text[], $17::text[], $18::text[], \
-             $19::text[], $20::text[]) \
+             n.traceparent, n.flow_key, n.resource, n.singleton_key, n.replay_of FROM unnest($2::uuid[], $3::text[], \
+             $4::text[], $5::text[], $6::integer[], $7::bigint[], $8::integer[], $9::integer[], $10::integer[], \
+             $11::bigint[], $12::text[], $13::bigint[], $14::bigint[], $15::uuid[], $16::text[], $17::text[], \
+             $18::text[], $19::text[], $20::text[], $21::uuid[]) \
              WITH ORDINALITY AS n(id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
              max_attempts, timeout_ms, idempotency_key, created_at, updated_at, parent_id, parent_step, traceparent, \
-             flow_key, resource, singleton_key, position) ORDER BY n.position",
+             flow_key, resource, singleton_key, replay_of, position) ORDER BY n.position",
         )
         .await?,
         &[
@@ -196,6 +197,7 @@ pub async fn insert_jobs(tx: &Transaction, tenant: TenantId, jobs: &[Job]) -> Re
                 .iter()
                 .map(|j| j.singleton_key.as_ref().map(|k| k.as_str()))
                 .collect::<Vec<_>>(),
+            &jobs.iter().map(|j| j.replay_of.map(|id| id.0)).collect::<Vec<_>>(),
         ],
     )
     .await

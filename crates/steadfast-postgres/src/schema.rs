@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_retention_and_quotas.sql"),
     include_str!("migrations/0007_webhook_inbox.sql"),
     include_str!("migrations/0008_flow_control.sql"),
+    include_str!("migrations/0009_operator_actions.sql"),
 ];
 
 /// The schema version this build expects.
@@ -124,7 +125,8 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
              GRANT SELECT, INSERT, UPDATE, DELETE ON source_secrets TO {app};
              GRANT SELECT, INSERT ON inbox_jobs TO {app};
              GRANT SELECT, INSERT, UPDATE, DELETE ON flow_keys, resources TO {app};
-             GRANT SELECT, INSERT, UPDATE ON jobs, idempotency_keys, steps, signals TO {app};
+             GRANT SELECT, INSERT, UPDATE ON jobs, idempotency_keys, signals TO {app};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON steps TO {app};
              REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC;
              GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} TO {app};"
         ))

@@ -2,9 +2,9 @@ use std::collections::HashMap;
 
 use crate::Transaction;
 use async_trait::async_trait;
-use steadfast_core::lifecycle::{Checkpoint, StepStart};
-use steadfast_core::{Job, JobId, Signal, SignalName, Step, StepName, TenantId, Timestamp, WaitFor};
-use steadfast_store::decide::{self, ConsumedSignal, PendingSignal, SignalWrite, StepRows, StepWrite};
+use steadfast_core::lifecycle::{Checkpoint, StepResolution, StepStart};
+use steadfast_core::{Job, JobId, Reason, Signal, SignalName, Step, StepName, TenantId, Timestamp, WaitFor};
+use steadfast_store::decide::{self, ConsumedSignal, ForgottenStep, PendingSignal, SignalWrite, StepRows, StepWrite};
 use steadfast_store::{
     Enqueued, NewJob, SignalRecord, Signalled, StepDone, StepOp, StoreError, TenantScope, Waited, WorkflowLimits,
     WorkflowStore,
@@ -147,6 +147,34 @@ async fn count(tx: &Transaction, sql: &str, tenant: TenantId, id: JobId) -> Resu
 /// in order would leave: a completed step is never overwritten. Steps keep
 /// the order of their first write, and a new one is numbered after the
 /// job's last, as writing them one by one would number them.
+/// Removes uncompleted step markers, in one statement; a completed step never goes.
+pub(crate) async fn forget_steps(
+    tx: &Transaction,
+    tenant: TenantId,
+    steps: &[ForgottenStep],
+) -> Result<(), StoreError> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        &statement(
+            tx,
+            "DELETE FROM steps USING unnest($2::uuid[], $3::text[]) AS f(job_id, name) \
+             WHERE steps.tenant_id = $1 AND steps.job_id = f.job_id AND steps.name = f.name \
+             AND steps.completed_at IS NULL",
+        )
+        .await?,
+        &[
+            &tenant.0,
+            &steps.iter().map(|s| s.job_id.0).collect::<Vec<_>>(),
+            &steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
 pub(crate) async fn save_steps(tx: &Transaction, tenant: TenantId, writes: &[StepWrite]) -> Result<(), StoreError> {
     // Per step: the index of its first write, and its last write.
     let mut steps: Vec<(usize, &StepWrite)> = Vec::new();
@@ -398,6 +426,7 @@ impl WorkflowStore for PostgresStore {
         id: JobId,
         name: SignalName,
         payload: String,
+        reason: Option<&Reason>,
         limits: WorkflowLimits,
         now: Timestamp,
     ) -> Result<Signalled, StoreError> {
@@ -411,7 +440,24 @@ impl WorkflowStore for PostgresStore {
                 id,
             )
             .await?;
-            decide::signal(job, pending, name, payload, limits, now)
+            decide::signal(job, pending, name, payload, reason, limits, now)
+        })
+        .await
+    }
+
+    async fn resolve_step(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        step: StepName,
+        resolution: StepResolution,
+        reason: &Reason,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        let (filter, tenant) = (self.filter, scope.tenant_id());
+        self.decided(Some(scope), Durability::Durable, now, async |tx| {
+            let rows = step_rows(tx, filter, tenant, id, &step).await?;
+            decide::resolve_step(rows.job, rows.step, &resolution, reason, now)
         })
         .await
     }

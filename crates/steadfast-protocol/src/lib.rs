@@ -235,6 +235,9 @@ pub struct Job {
     /// The job whose step enqueued this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentInfo>,
+    /// The job this one replays (`POST /v1/jobs/{id}/replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<uuid::Uuid>,
     /// Every attempt, oldest first, the running one last without an end.
     /// Present in `GET /v1/jobs/{id}` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -806,6 +809,58 @@ pub struct SignalRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<serde_json::Value>)]
     pub payload: Option<Json>,
+    /// Why an operator sent it (1–1000 bytes): kept in the audit record,
+    /// with the key that sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/jobs/{id}/retry` and `POST /v1/jobs/{id}/cancel`. The body is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorRequest {
+    /// Why (1–1000 bytes): kept in the audit record, with the key that acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What an operator found out about an uncertain step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepResolution {
+    /// The side effect happened: the step is completed with `output`, and
+    /// later attempts replay it.
+    Succeeded,
+    /// It failed or must not happen: the job ends `dead` (kind
+    /// `step_failed`), and the step runs afresh if the job is retried.
+    Failed,
+    /// It did not happen: the next attempt runs the step again.
+    Reexecute,
+}
+
+/// `POST /v1/jobs/{id}/steps/{name}/resolve`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveStepRequest {
+    pub outcome: StepResolution,
+    /// The step's output, for `succeeded` only (`null` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub output: Option<Json>,
+    /// Why (1–1000 bytes): kept in the audit record, with the key that acted.
+    pub reason: String,
+}
+
+/// `POST /v1/jobs/{id}/replay`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// The new job's payload; the original's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub payload: Option<Json>,
+    /// Why (1–1000 bytes): kept in the audit record, with the key that acted.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -275,16 +275,50 @@ impl Client {
         Ok(self.send(Method::GET, "v1/jobs", None::<&()>, Some(filter)).await?.0)
     }
 
-    pub async fn retry(&self, id: &str) -> Result<wire::Job, Error> {
+    /// Sends a dead or cancelled job back to the queue; `reason` goes into the audit record.
+    pub async fn retry(&self, id: &str, reason: Option<&str>) -> Result<wire::Job, Error> {
+        let body = wire::OperatorRequest {
+            reason: reason.map(str::to_owned),
+        };
         Ok(self
-            .send(Method::POST, &format!("v1/jobs/{id}/retry"), None::<&()>, None)
+            .send(Method::POST, &format!("v1/jobs/{id}/retry"), Some(&body), None)
             .await?
             .0)
     }
 
-    pub async fn cancel(&self, id: &str) -> Result<wire::Job, Error> {
+    /// Cancels an unfinished job; `reason` goes into the audit record.
+    pub async fn cancel(&self, id: &str, reason: Option<&str>) -> Result<wire::Job, Error> {
+        let body = wire::OperatorRequest {
+            reason: reason.map(str::to_owned),
+        };
         Ok(self
-            .send(Method::POST, &format!("v1/jobs/{id}/cancel"), None::<&()>, None)
+            .send(Method::POST, &format!("v1/jobs/{id}/cancel"), Some(&body), None)
+            .await?
+            .0)
+    }
+
+    /// Runs a job again as a new job linked to it (`replay_of`); the original does not change.
+    pub async fn replay(&self, id: &str, request: &wire::ReplayRequest) -> Result<wire::Job, Error> {
+        Ok(self
+            .send(Method::POST, &format!("v1/jobs/{id}/replay"), Some(request), None)
+            .await?
+            .0)
+    }
+
+    /// Settles an uncertain step; answers the job with its history.
+    pub async fn resolve_step(
+        &self,
+        id: &str,
+        step: &str,
+        request: &wire::ResolveStepRequest,
+    ) -> Result<wire::Job, Error> {
+        Ok(self
+            .send(
+                Method::POST,
+                &format!("v1/jobs/{id}/steps/{step}/resolve"),
+                Some(request),
+                None,
+            )
             .await?
             .0)
     }
@@ -397,8 +431,12 @@ impl Client {
         id: &str,
         name: &str,
         payload: Option<wire::Json>,
+        reason: Option<&str>,
     ) -> Result<wire::SignalResponse, Error> {
-        let body = wire::SignalRequest { payload };
+        let body = wire::SignalRequest {
+            payload,
+            reason: reason.map(str::to_owned),
+        };
         Ok(self
             .send(Method::POST, &format!("v1/jobs/{id}/signals/{name}"), Some(&body), None)
             .await?

@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use steadfast_core::lifecycle::Failure;
-use steadfast_core::{Job, JobId, TenantId, Timestamp};
+use steadfast_core::{Job, JobId, Reason, TenantId, Timestamp};
 use steadfast_store::decide::{self, Author, Decision, LiveKey};
 use steadfast_store::{
     Completing, Ended, Enqueued, JobCursor, JobPage, JobQuery, JobRecord, JobStore, LeaseRequest, Leased, LeasedJob,
@@ -271,23 +271,51 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
-        let tenant = scope.tenant_id();
+    async fn retry(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        reason: Option<&Reason>,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        let (tenant, reason) = (scope.tenant_id(), reason.cloned());
         self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
             let job = load_job(conn, tenant, id)?;
             let taken = match &job {
                 Some(job) => singleton_held_by_another(conn, job)?,
                 None => false,
             };
-            decide::retry(job, taken, now)
+            decide::retry(job, taken, reason.as_ref(), now)
         })
         .await
     }
 
-    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Ended, StoreError> {
-        let tenant = scope.tenant_id();
+    async fn cancel(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        reason: Option<&Reason>,
+        now: Timestamp,
+    ) -> Result<Ended, StoreError> {
+        let (tenant, reason) = (scope.tenant_id(), reason.cloned());
         self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
-            decide::cancel(load_job(conn, tenant, id)?, now)
+            decide::cancel(load_job(conn, tenant, id)?, reason.as_ref(), now)
+        })
+        .await
+    }
+
+    async fn replay(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        replay: JobId,
+        payload: Option<String>,
+        reason: &Reason,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        let (tenant, reason) = (scope.tenant_id(), reason.clone());
+        self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
+            decide::replay_job(load_job(conn, tenant, id)?, replay, payload, &reason, now)
         })
         .await
     }

@@ -10,7 +10,7 @@ use crate::audit::append;
 use crate::flow::save_flow;
 use crate::rows::{insert_attempt, insert_job, millis, save_job};
 use crate::sqlite_error;
-use crate::workflows::{consume_signal, insert_signal, save_step};
+use crate::workflows::{consume_signal, forget_step, insert_signal, save_step};
 
 /// Writes every group of `writes`, in the order of its fields; the audit
 /// records name `author` and carry `now`.
@@ -26,6 +26,9 @@ pub(crate) fn persist(conn: &Connection, writes: &Writes, author: &Author, now: 
     }
     for step in &writes.steps {
         save_step(conn, step)?;
+    }
+    for forgotten in &writes.forgotten_steps {
+        forget_step(conn, forgotten)?;
     }
     for consumed in &writes.consumed_signals {
         consume_signal(conn, consumed)?;

@@ -1,8 +1,10 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use steadfast_core::lifecycle::{Checkpoint, StepStart};
-use steadfast_core::{Job, JobId, Signal, SignalName, Step, StepName, TenantId, Timestamp, WaitFor};
-use steadfast_store::decide::{self, Author, ConsumedSignal, PendingSignal, SignalWrite, StepRows, StepWrite};
+use steadfast_core::lifecycle::{Checkpoint, StepResolution, StepStart};
+use steadfast_core::{Job, JobId, Reason, Signal, SignalName, Step, StepName, TenantId, Timestamp, WaitFor};
+use steadfast_store::decide::{
+    self, Author, ConsumedSignal, ForgottenStep, PendingSignal, SignalWrite, StepRows, StepWrite,
+};
 use steadfast_store::{
     Enqueued, NewJob, SignalRecord, Signalled, StepDone, StepOp, StoreError, TenantScope, Waited, WorkflowLimits,
     WorkflowStore,
@@ -133,6 +135,14 @@ fn oldest_pending_signal(
             .optional()
     })
     .map_err(sqlite_error)
+}
+
+/// Removes an uncompleted step's marker; a completed step never goes.
+pub(crate) fn forget_step(conn: &Connection, forgotten: &ForgottenStep) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM steps WHERE job_id = ?1 AND name = ?2 AND completed_at IS NULL")
+        .and_then(|mut delete| delete.execute(params![forgotten.job_id.to_string(), forgotten.name.as_str()]))
+        .map_err(sqlite_error)?;
+    Ok(())
 }
 
 pub(crate) fn consume_signal(conn: &Connection, consumed: &ConsumedSignal) -> Result<(), StoreError> {
@@ -274,10 +284,11 @@ impl WorkflowStore for SqliteStore {
         id: JobId,
         name: SignalName,
         payload: String,
+        reason: Option<&Reason>,
         limits: WorkflowLimits,
         now: Timestamp,
     ) -> Result<Signalled, StoreError> {
-        let tenant = scope.tenant_id();
+        let (tenant, reason) = (scope.tenant_id(), reason.cloned());
         self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
             let job = load_job(conn, tenant, id)?;
             let pending = count(
@@ -285,7 +296,24 @@ impl WorkflowStore for SqliteStore {
                 "SELECT COUNT(*) FROM signals WHERE job_id = ?1 AND consumed_at IS NULL",
                 id,
             )?;
-            decide::signal(job, pending, name, payload, limits, now)
+            decide::signal(job, pending, name, payload, reason.as_ref(), limits, now)
+        })
+        .await
+    }
+
+    async fn resolve_step(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        step: StepName,
+        resolution: StepResolution,
+        reason: &Reason,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        let (tenant, reason) = (scope.tenant_id(), reason.clone());
+        self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
+            let rows = step_rows(conn, tenant, id, &step)?;
+            decide::resolve_step(rows.job, rows.step, &resolution, &reason, now)
         })
         .await
     }

@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use steadfast_core::audit::{Draft, Head, Record};
-use steadfast_core::{Job, JobId, KeyId, Step, Timestamp};
+use steadfast_core::lifecycle::StepResolution;
+use steadfast_core::{Job, JobId, KeyId, Reason, Step, Timestamp};
 
 use crate::decide::{KeyChange, SigningKeyRecord};
 
@@ -151,6 +152,14 @@ fn summary(value: Value) -> String {
 /// validated on the way in.
 fn stored_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+/// `details` with the operator's `reason`, when one was given.
+fn with_reason(mut details: Value, reason: Option<&Reason>) -> Value {
+    if let (Value::Object(map), Some(reason)) = (&mut details, reason) {
+        map.insert("reason".into(), reason.as_str().into());
+    }
+    details
 }
 
 fn job_draft(action: &'static str, job: &Job, details: Value) -> Draft {
@@ -307,12 +316,53 @@ pub mod drafts {
         transition("job.released", before, after, json!({}))
     }
 
-    pub fn job_retried(before: &Job, after: &Job) -> Draft {
-        transition("job.retried", before, after, json!({}))
+    pub fn job_retried(before: &Job, after: &Job, reason: Option<&Reason>) -> Draft {
+        transition("job.retried", before, after, with_reason(json!({}), reason))
     }
 
-    pub fn job_cancelled(before: &Job, after: &Job) -> Draft {
-        transition("job.cancelled", before, after, json!({}))
+    pub fn job_cancelled(before: &Job, after: &Job, reason: Option<&Reason>) -> Draft {
+        transition("job.cancelled", before, after, with_reason(json!({}), reason))
+    }
+
+    /// An operator settled an uncertain step; `after` is the job after it
+    /// (changed only when the resolution failed it).
+    pub fn step_resolved(
+        before: &Job,
+        after: &Job,
+        step: &Step,
+        resolution: &StepResolution,
+        reason: &Reason,
+    ) -> Draft {
+        let output = match resolution {
+            StepResolution::Succeeded { output } => Some(stored_json(output)),
+            _ => None,
+        };
+        transition(
+            "step.resolved",
+            before,
+            after,
+            json!({
+                "step": step.name.as_str(),
+                "started_by_attempt": step.attempt,
+                "outcome": resolution.as_str(),
+                "output": output,
+                "reason": reason.as_str(),
+            }),
+        )
+    }
+
+    /// An operator replayed `original` as the new job `replay` (whose own
+    /// `job.enqueued` record follows).
+    pub fn job_replayed(original: &Job, replay: &Job, reason: &Reason) -> Draft {
+        job_draft(
+            "job.replayed",
+            original,
+            json!({
+                "replay": replay.id.to_string(),
+                "payload_changed": replay.payload != original.payload,
+                "reason": reason.as_str(),
+            }),
+        )
     }
 
     /// A scheduled job's time came.
@@ -375,11 +425,14 @@ pub mod drafts {
         )
     }
 
-    pub fn signal_received(job: &Job, name: &str, payload: &str, woke: bool) -> Draft {
+    pub fn signal_received(job: &Job, name: &str, payload: &str, woke: bool, reason: Option<&Reason>) -> Draft {
         job_draft(
             "signal.received",
             job,
-            json!({ "signal": name, "payload": stored_json(payload), "woke": woke }),
+            with_reason(
+                json!({ "signal": name, "payload": stored_json(payload), "woke": woke }),
+                reason,
+            ),
         )
     }
 

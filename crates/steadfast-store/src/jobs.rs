@@ -2,7 +2,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use steadfast_core::lifecycle::{Failure, JobSpec};
-use steadfast_core::{Attempt, Job, JobId, JobState, KeyId, QueueName, RetryPolicy, Signal, Step, Timestamp, WorkerId};
+use steadfast_core::{
+    Attempt, Job, JobId, JobState, KeyId, QueueName, Reason, RetryPolicy, Signal, Step, Timestamp, WorkerId,
+};
 
 use crate::{StoreError, TenantScope};
 
@@ -289,9 +291,35 @@ pub trait JobStore {
     /// the attempt ended `released` and not spent.
     async fn release(&self, scope: &TenantScope, id: JobId, token: &str, now: Timestamp) -> Result<Ended, StoreError>;
 
-    /// Operator action: a dead or cancelled job goes back to `queued`.
-    async fn retry(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Job, StoreError>;
+    /// Operator action: a dead or cancelled job goes back to `queued`. The
+    /// `reason`, when given, goes into the audit record.
+    async fn retry(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        reason: Option<&Reason>,
+        now: Timestamp,
+    ) -> Result<Job, StoreError>;
 
     /// Operator action: an unfinished job becomes `cancelled`.
-    async fn cancel(&self, scope: &TenantScope, id: JobId, now: Timestamp) -> Result<Ended, StoreError>;
+    async fn cancel(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        reason: Option<&Reason>,
+        now: Timestamp,
+    ) -> Result<Ended, StoreError>;
+
+    /// Operator action: the new job `replay` runs job `id` again (with
+    /// `payload`, or the original's), linked to it; the original does not
+    /// change. See [`crate::decide::replay_job`].
+    async fn replay(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        replay: JobId,
+        payload: Option<String>,
+        reason: &Reason,
+        now: Timestamp,
+    ) -> Result<Job, StoreError>;
 }

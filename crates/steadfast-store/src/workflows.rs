@@ -1,6 +1,6 @@
 use async_trait::async_trait;
-use steadfast_core::lifecycle::{Checkpoint, StepStart};
-use steadfast_core::{Job, JobId, SignalName, Step, StepName, Timestamp, WaitFor};
+use steadfast_core::lifecycle::{Checkpoint, StepResolution, StepStart};
+use steadfast_core::{Job, JobId, Reason, SignalName, Step, StepName, Timestamp, WaitFor};
 
 use crate::{Enqueued, NewJob, StoreError, TenantScope};
 
@@ -119,15 +119,29 @@ pub trait WorkflowStore {
 
     /// Delivers a signal: wakes the job if it waits for this name, otherwise
     /// keeps it for the job's next wait on that name.
+    #[allow(clippy::too_many_arguments)]
     async fn signal(
         &self,
         scope: &TenantScope,
         id: JobId,
         name: SignalName,
         payload: String,
+        reason: Option<&Reason>,
         limits: WorkflowLimits,
         now: Timestamp,
     ) -> Result<Signalled, StoreError>;
+
+    /// Operator action: settles the uncertain step `step` of job `id` (see
+    /// [`crate::decide::resolve_step`]); answers the job afterwards.
+    async fn resolve_step(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        step: StepName,
+        resolution: StepResolution,
+        reason: &Reason,
+        now: Timestamp,
+    ) -> Result<Job, StoreError>;
 
     /// Enqueues `child` from the parent's step `step`, once: a second call for
     /// the same parent and step returns the first child, `replayed`.

@@ -102,15 +102,41 @@ def test_batches_lists_and_pages(client: steadfast.Client, queue: str) -> None:
 
 def test_cancel_retry_and_signals(client: steadfast.Client, queue: str) -> None:
     job = client.enqueue(queue, {})
-    signalled = client.signal(job.id, "approval", {"by": "ops"})
+    signalled = client.signal(job.id, "approval", {"by": "ops"}, reason="approved by phone")
     assert not signalled.woke
     cancelled = client.cancel(job.id)
     assert cancelled.state == "cancelled"
     assert cancelled.finished_at is not None
-    retried = client.retry(job.id)
+    retried = client.retry(job.id, reason="the customer asked again")
     assert retried.state == "queued"
     detail = client.get(job.id)
     assert [(s.name, s.payload) for s in detail.signals or []] == [("approval", {"by": "ops"})]
+    reasons = {r.action: r.summary.get("reason") for r in client.audit(job_id=job.id).records}
+    assert reasons["job.retried"] == "the customer asked again"
+    assert reasons["signal.received"] == "approved by phone"
+    assert reasons["job.cancelled"] is None
+
+
+def test_replay_and_resolving_an_uncertain_step(client: steadfast.Client, queue: str) -> None:
+    job = client.enqueue(queue, {"claim": 1})
+    [leased] = client.lease([queue], worker_id="by-hand")
+    client.start_step(leased.id, "charge", leased.lease_token)
+    client.release(leased.id, leased.lease_token)
+    assert [s.state for s in client.get(job.id).steps or []] == ["uncertain"]
+
+    resolved = client.resolve_step(
+        job.id, "charge", "succeeded", "ch_1 exists", output={"charge": "ch_1"}
+    )
+    assert [(s.state, s.output) for s in resolved.steps or []] == [
+        ("completed", {"charge": "ch_1"})
+    ]
+    with pytest.raises(steadfast.InvalidState):
+        client.resolve_step(job.id, "charge", "reexecute", "again")
+
+    replay = client.replay(job.id, "run it once more", payload={"claim": 2})
+    assert (replay.replay_of, replay.payload, replay.queue) == (job.id, {"claim": 2}, queue)
+    same = client.replay(job.id, "and with its own payload")
+    assert same.payload == {"claim": 1}
 
 
 def test_the_worker_calls_by_hand(client: steadfast.Client, queue: str) -> None:

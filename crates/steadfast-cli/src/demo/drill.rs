@@ -263,7 +263,7 @@ pub async fn run(args: ClaimsArgs) -> anyhow::Result<()> {
         for job in jobs_in(&client, wire::JobState::Waiting).await? {
             let payload = serde_json::value::to_raw_value(&serde_json::json!({"by": "drill-approver"}))?;
             client
-                .signal(&job.id.to_string(), APPROVAL_SIGNAL, Some(payload))
+                .signal(&job.id.to_string(), APPROVAL_SIGNAL, Some(payload), None)
                 .await?;
             approvals += 1;
         }

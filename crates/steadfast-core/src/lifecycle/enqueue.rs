@@ -273,7 +273,43 @@ pub fn new_job(id: JobId, tenant_id: TenantId, spec: JobSpec, now: Timestamp) ->
         lease: None,
         wait: None,
         parent: None,
+        replay_of: None,
         traceparent: spec.traceparent,
+        output: None,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    }
+}
+
+/// An operator's replay of `original`: a new job `id`, queued now in the
+/// same queue with the same options and `payload` (the original's when
+/// `None`), linked to the original. Idempotency and singleton keys stay
+/// with the original: the replay is a deliberate second run, and a parent's
+/// step keeps its first child.
+pub fn replay(original: &Job, id: JobId, payload: Option<String>, now: Timestamp) -> Job {
+    Job {
+        id,
+        tenant_id: original.tenant_id,
+        queue: original.queue.clone(),
+        payload: payload.unwrap_or_else(|| original.payload.clone()),
+        state: JobState::Queued,
+        priority: original.priority,
+        run_at: now,
+        attempt: 0,
+        uncounted_attempts: 0,
+        max_attempts: original.max_attempts,
+        timeout: original.timeout,
+        idempotency_key: None,
+        flow_key: original.flow_key.clone(),
+        resource: original.resource.clone(),
+        singleton_key: None,
+        lease: None,
+        wait: None,
+        parent: None,
+        replay_of: Some(original.id),
+        traceparent: None,
         output: None,
         last_error: None,
         created_at: now,

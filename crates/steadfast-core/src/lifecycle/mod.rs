@@ -11,6 +11,7 @@ mod heartbeat;
 mod lease;
 mod promote;
 mod release;
+mod resolve;
 mod retry;
 mod spawn;
 mod steps;
@@ -20,7 +21,7 @@ pub use cancel::cancel;
 pub use complete::complete;
 pub use enqueue::{
     DEFAULT_DEBOUNCE_MAX_FACTOR, Debounce, EnqueueRequest, Fingerprint, InvalidRequest, JobSpec, Singleton,
-    SingletonMode, new_job, replace_payload,
+    SingletonMode, new_job, replace_payload, replay,
 };
 pub use expire::expire;
 pub use fail::{Failure, MAX_UNCOUNTED_ATTEMPTS, RATE_LIMITED, fail};
@@ -28,6 +29,7 @@ pub use heartbeat::heartbeat;
 pub use lease::{LeaseGrant, lease, lease_token};
 pub use promote::{defer, promote};
 pub use release::release;
+pub use resolve::{Resolved, StepResolution, resolve_step};
 pub use retry::retry;
 pub use spawn::spawn_child;
 pub use steps::{Checkpoint, StepStart, checkpoint, start_step};

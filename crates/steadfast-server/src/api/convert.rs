@@ -7,7 +7,7 @@ use steadfast_core::lifecycle::{EnqueueRequest, Fingerprint, JobSpec};
 use steadfast_core::limits::json_depth;
 
 use steadfast_core::{
-    Attempt, AttemptOutcome, Job, JobId, JobState, Limits, Step, StepState, Timestamp, WaitFor, step_key,
+    Attempt, AttemptOutcome, Job, JobId, JobState, Limits, Reason, Step, StepState, Timestamp, WaitFor, step_key,
 };
 use steadfast_protocol as wire;
 use steadfast_store::{JobRecord, LeasedJob};
@@ -67,6 +67,16 @@ pub fn optional_json(field: &str, json: Option<&RawValue>, limits: &Limits) -> R
         }
         None => Ok("null".to_owned()),
     }
+}
+
+/// An operator's reason, trimmed and bounded.
+pub fn reason(raw: &str) -> Result<Reason, ApiError> {
+    Reason::new(raw).map_err(|e| ApiError::validation(format!("reason: {}", e.problem)))
+}
+
+/// An optional reason (`/retry`, `/cancel`, signals accept one).
+pub fn optional_reason(raw: Option<&str>) -> Result<Option<Reason>, ApiError> {
+    raw.map(reason).transpose()
 }
 
 pub fn job_spec(
@@ -194,6 +204,7 @@ pub fn job(job: &Job) -> Result<wire::Job, ApiError> {
             id: parent.job_id.0,
             step: parent.step.to_string(),
         }),
+        replay_of: job.replay_of.map(|id| id.0),
         attempts: None,
         steps: None,
         signals: None,

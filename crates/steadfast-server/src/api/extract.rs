@@ -63,6 +63,34 @@ pub async fn rate_limit_headers(
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
+/// An optional JSON body: `None` when the request has none (as clients
+/// that predate the body send it) or it is `null`, otherwise read as
+/// [`ApiJson`] reads it.
+#[derive(Debug)]
+pub struct OptionalApiJson<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for OptionalApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::Bytes::from_request(axum::extract::Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|rejection| ApiError::from(axum::extract::rejection::JsonRejection::from(rejection)))?;
+        if bytes.is_empty() {
+            return Ok(OptionalApiJson(None));
+        }
+        let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+        // A JSON `null` is no body too.
+        let ApiJson(value) = ApiJson::<Option<T>>::from_request(request, state).await?;
+        Ok(OptionalApiJson(value))
+    }
+}
+
 /// Query parameters; unknown or malformed ones become `validation_failed`.
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]

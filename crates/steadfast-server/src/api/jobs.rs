@@ -7,12 +7,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use steadfast_core::{Action, JobId, QueueName};
 use steadfast_protocol as wire;
-use steadfast_store::{JobCursor, JobQuery, StoreError};
+use steadfast_store::{JobCursor, JobQuery, JobRecord, StoreError};
 use utoipa::IntoParams;
 
 use super::convert;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, Caller};
+use super::extract::{ApiJson, ApiQuery, Caller, OptionalApiJson};
 use crate::{Engine, telemetry};
 
 /// Parses a job id from the path. Anything that is not a UUID names no job.
@@ -140,17 +140,32 @@ pub async fn get_job(
     if !caller.role.allows(Action::ReadAnyJob) && !record.was_leased_by(&caller.key_id) {
         return Err(ApiError::not_found());
     }
+    Ok(Json(detail(&engine, &caller, record).await?))
+}
+
+/// A job's full history, with the webhook event that made it, if one did.
+pub async fn detail(engine: &Engine, caller: &Caller, record: JobRecord) -> Result<wire::Job, ApiError> {
     let mut detail = convert::job_detail(&record)?;
     detail.event = engine
         .store()
-        .job_event(&caller.scope, id)
+        .job_event(&caller.scope, record.job.id)
         .await?
         .map(|event| wire::JobEventInfo {
             source_id: event.source_id,
             event_id: event.event_id,
             replay: event.replay,
         });
-    Ok(Json(detail))
+    Ok(detail)
+}
+
+/// [`detail`] of job `id`, read again after an operator changed it.
+pub async fn detail_of(engine: &Engine, caller: &Caller, id: JobId) -> Result<wire::Job, ApiError> {
+    let record = engine
+        .store()
+        .job(&caller.scope, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    detail(engine, caller, record).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -213,9 +228,12 @@ pub async fn list_jobs(
 }
 
 /// Operator action: send a dead or cancelled job back to the queue with a fresh attempt budget.
+///
+/// The body is optional; its `reason` goes into the audit record.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/retry", tag = "operators",
     params(("id" = String, Path, description = "Job id")),
+    request_body(content = Option<wire::OperatorRequest>, description = "Optional"),
     responses(
         (status = 200, body = wire::Job),
         (status = 409, description = "`invalid_state`: only dead or cancelled jobs can be retried", body = wire::ErrorBody),
@@ -226,16 +244,22 @@ pub async fn retry(
     State(engine): State<Engine>,
     caller: Caller,
     Path(id): Path<String>,
+    OptionalApiJson(request): OptionalApiJson<wire::OperatorRequest>,
 ) -> Result<Json<wire::Job>, ApiError> {
     caller.require(Action::OperatorAction)?;
-    let job = engine.retry(&caller.scope, job_id(&id)?).await?;
+    let id = job_id(&id)?;
+    let reason = convert::optional_reason(request.unwrap_or_default().reason.as_deref())?;
+    let job = engine.retry(&caller.scope, id, reason.as_ref()).await?;
     Ok(Json(convert::job(&job)?))
 }
 
 /// Operator action: cancel a job that has not finished. A running attempt's lease stops working at once.
+///
+/// The body is optional; its `reason` goes into the audit record.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/cancel", tag = "operators",
     params(("id" = String, Path, description = "Job id")),
+    request_body(content = Option<wire::OperatorRequest>, description = "Optional"),
     responses(
         (status = 200, body = wire::Job),
         (status = 409, description = "`invalid_state`: the job already finished", body = wire::ErrorBody),
@@ -246,8 +270,46 @@ pub async fn cancel(
     State(engine): State<Engine>,
     caller: Caller,
     Path(id): Path<String>,
+    OptionalApiJson(request): OptionalApiJson<wire::OperatorRequest>,
 ) -> Result<Json<wire::Job>, ApiError> {
     caller.require(Action::OperatorAction)?;
-    let job = engine.cancel(&caller.scope, job_id(&id)?).await?;
+    let id = job_id(&id)?;
+    let reason = convert::optional_reason(request.unwrap_or_default().reason.as_deref())?;
+    let job = engine.cancel(&caller.scope, id, reason.as_ref()).await?;
     Ok(Json(convert::job(&job)?))
+}
+
+/// Operator action: run a job again as a new job linked to the original (`replay_of`).
+///
+/// The new job has the original's queue and options, and its payload or a
+/// new one. The original and its history do not change; any job can be
+/// replayed, finished or not. Idempotency and singleton keys are not
+/// carried over.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/replay", tag = "operators",
+    params(("id" = String, Path, description = "Job id")),
+    request_body = wire::ReplayRequest,
+    responses(
+        (status = 201, description = "The new job; durable on disk before this answer", body = wire::Job),
+        (status = 404, description = "`not_found`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed` or `quota_exceeded`", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn replay(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<wire::ReplayRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Action::OperatorAction)?;
+    let id = job_id(&id)?;
+    let reason = convert::reason(&request.reason)?;
+    let payload = request
+        .payload
+        .as_deref()
+        .map(|payload| convert::check_depth("payload", payload, engine.limits()).map(|()| payload.get().to_owned()))
+        .transpose()?;
+    let job = engine.replay(&caller.scope, id, payload, &reason).await?;
+    Ok((StatusCode::CREATED, Json(convert::job(&job)?)).into_response())
 }

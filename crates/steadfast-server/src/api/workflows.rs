@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use steadfast_core::lifecycle::StepStart;
+use steadfast_core::lifecycle::{StepResolution, StepStart};
 use steadfast_core::{Action, JobId, SignalName, StepName, WaitFor};
 use steadfast_protocol as wire;
 use steadfast_store::{StepAction, StepDone, StepOp, Waited};
@@ -280,11 +280,61 @@ pub async fn signal(
     caller.require(Action::Signal)?;
     let id = job_id(&id)?;
     let payload = convert::optional_json("payload", request.payload.as_deref(), engine.limits())?;
-    let signalled = engine.signal(&caller.scope, id, signal_name(name)?, payload).await?;
+    let reason = convert::optional_reason(request.reason.as_deref())?;
+    let signalled = engine
+        .signal(&caller.scope, id, signal_name(name)?, payload, reason.as_ref())
+        .await?;
     Ok(Json(wire::SignalResponse {
         woke: signalled.woke,
         job: convert::job(&signalled.job)?,
     }))
+}
+
+/// Operator action: settle a step whose outcome is uncertain.
+///
+/// An attempt ended after starting the step and before its checkpoint, and
+/// someone has checked the downstream: `succeeded` completes it with
+/// `output`, so later attempts replay it; `reexecute` lets the next attempt run it again;
+/// `failed` ends the job `dead` (kind `step_failed`; a finished job stays
+/// as it is), and the step runs afresh if the job is retried. Answers the
+/// job with its history.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/steps/{name}/resolve", tag = "operators",
+    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Step name: 1–128 ASCII letters, digits and `-_.:`", pattern = r"^[A-Za-z0-9_.:-]{1,128}$")),
+    request_body = wire::ResolveStepRequest,
+    responses(
+        (status = 200, description = "Resolved; durable on disk before this answer", body = wire::Job),
+        (status = 404, description = "`not_found`: no such job, or it has no step of that name", body = wire::ErrorBody),
+        (status = 409, description = "`invalid_state`: the step is not uncertain, or the job succeeded", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn resolve_step(
+    State(engine): State<Engine>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    ApiJson(request): ApiJson<wire::ResolveStepRequest>,
+) -> Result<Json<wire::Job>, ApiError> {
+    caller.require(Action::OperatorAction)?;
+    let id = job_id(&id)?;
+    let step = step_name(name)?;
+    let reason = convert::reason(&request.reason)?;
+    let output = request.output.as_deref();
+    let resolution = match request.outcome {
+        wire::StepResolution::Succeeded => StepResolution::Succeeded {
+            output: convert::optional_json("output", output, engine.limits())?,
+        },
+        _ if output.is_some() => {
+            return Err(ApiError::validation("output: only a succeeded step has an output"));
+        }
+        wire::StepResolution::Failed => StepResolution::Failed,
+        wire::StepResolution::Reexecute => StepResolution::Reexecute,
+    };
+    engine
+        .resolve_step(&caller.scope, id, step, resolution, &reason)
+        .await?;
+    Ok(Json(super::jobs::detail_of(&engine, &caller, id).await?))
 }
 
 /// Enqueue a child job from a step, once per (parent, step).

@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use futures::future::select_all;
 use steadfast_core::audit::{GENESIS, Head};
-use steadfast_core::lifecycle::{Checkpoint, Failure, JobSpec, StepStart};
+use steadfast_core::lifecycle::{Checkpoint, Failure, JobSpec, StepResolution, StepStart};
 use steadfast_core::{
-    Attempt, Job, JobId, JobState, Limits, QueueName, RetryPolicy, SignalName, StepName, Timestamp, WaitFor, WorkerId,
+    Attempt, Job, JobId, JobState, Limits, QueueName, Reason, RetryPolicy, SignalName, StepName, Timestamp, WaitFor,
+    WorkerId,
 };
 use steadfast_protocol::AuditCheckpoint;
 use steadfast_protocol::tls::TrustedRoots;
@@ -542,16 +543,64 @@ impl Engine {
         Ok(ended)
     }
 
-    pub async fn retry(&self, scope: &TenantScope, id: JobId) -> Result<Job, StoreError> {
-        let job = self.inner.store.retry(scope, id, self.now()).await?;
+    pub async fn retry(&self, scope: &TenantScope, id: JobId, reason: Option<&Reason>) -> Result<Job, StoreError> {
+        let job = self.inner.store.retry(scope, id, reason, self.now()).await?;
         self.after_change(&job);
         Ok(job)
     }
 
-    pub async fn cancel(&self, scope: &TenantScope, id: JobId) -> Result<Ended, StoreError> {
-        let ended = self.inner.store.cancel(scope, id, self.now()).await?;
+    pub async fn cancel(&self, scope: &TenantScope, id: JobId, reason: Option<&Reason>) -> Result<Ended, StoreError> {
+        let ended = self.inner.store.cancel(scope, id, reason, self.now()).await?;
         self.observe_end(&ended.job, ended.attempt.as_ref());
         Ok(ended)
+    }
+
+    /// Runs job `id` again as a new job linked to it; see
+    /// [`steadfast_store::JobStore::replay`]. Counts against the tenant's
+    /// quota like any enqueue.
+    pub async fn replay(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        payload: Option<String>,
+        reason: &Reason,
+    ) -> Result<Job, StoreError> {
+        let tenant = scope.tenant_id();
+        self.reserve_quota(tenant, 1)?;
+        let replay = JobId(self.new_uuid());
+        let job = self
+            .inner
+            .store
+            .replay(scope, id, replay, payload, reason, self.now())
+            .await
+            .inspect_err(|_| self.settle_quota(tenant, 1, 0))?;
+        self.settle_quota(tenant, 1, 1);
+        self.after_change(&job);
+        if self.records_metrics() {
+            let queue = QueueLabels {
+                queue: self.inner.metrics.queue(job.queue.as_str()),
+            };
+            self.inner.metrics.enqueued.get_or_create(&queue).inc();
+        }
+        Ok(job)
+    }
+
+    /// Settles an uncertain step; see [`steadfast_store::WorkflowStore::resolve_step`].
+    pub async fn resolve_step(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        step: StepName,
+        resolution: StepResolution,
+        reason: &Reason,
+    ) -> Result<Job, StoreError> {
+        let job = self
+            .inner
+            .store
+            .resolve_step(scope, id, step, resolution, reason, self.now())
+            .await?;
+        self.after_change(&job);
+        Ok(job)
     }
 
     pub async fn start_step(
@@ -637,11 +686,12 @@ impl Engine {
         id: JobId,
         name: SignalName,
         payload: String,
+        reason: Option<&Reason>,
     ) -> Result<Signalled, StoreError> {
         let signalled = self
             .inner
             .store
-            .signal(scope, id, name, payload, self.inner.config.workflow, self.now())
+            .signal(scope, id, name, payload, reason, self.inner.config.workflow, self.now())
             .await?;
         self.after_change(&signalled.job);
         Ok(signalled)

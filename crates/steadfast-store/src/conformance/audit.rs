@@ -1,4 +1,4 @@
-use steadfast_core::audit::{Actor, Breach, Head};
+use steadfast_core::audit::{Actor, Breach, Head, Record};
 use steadfast_core::{ApiKeySecret, Role};
 
 use super::*;
@@ -7,18 +7,20 @@ use steadfast_core::{AttemptOutcome, JobState};
 
 use crate::{AuditQuery, Completing, Principal, RetryPlan, StoreError};
 
-/// The actions of a job's audit records, oldest first.
-pub(super) async fn actions(store: &impl Store, scope: &TenantScope, job: JobId) -> Vec<String> {
+/// A job's audit records, oldest first.
+pub(super) async fn job_records(store: &impl Store, scope: &TenantScope, job: JobId) -> Vec<Record> {
     let query = AuditQuery {
         job_id: Some(job),
         limit: 100,
         ..AuditQuery::default()
     };
-    store
-        .audit_records(scope, query)
+    store.audit_records(scope, query).await.unwrap().records
+}
+
+/// The actions of a job's audit records, oldest first.
+pub(super) async fn actions(store: &impl Store, scope: &TenantScope, job: JobId) -> Vec<String> {
+    job_records(store, scope, job)
         .await
-        .unwrap()
-        .records
         .into_iter()
         .map(|r| r.action)
         .collect()

@@ -666,7 +666,7 @@ pub async fn a_resource_limits_its_jobs_across_queues(store: &impl Store) {
     let from_a = lease_jobs(store, &scope, lease_request(&["a"], 10, &key), at(1)).await;
     let from_b = lease_jobs(store, &scope, lease_request(&["b"], 10, &key), at(1)).await;
     assert_eq!((from_a.len(), from_b.len()), (3, 0), "three running over both queues");
-    store.cancel(&scope, from_a[0].id, at(2)).await.unwrap();
+    store.cancel(&scope, from_a[0].id, None, at(2)).await.unwrap();
     assert_eq!(
         lease_jobs(store, &scope, lease_request(&["b"], 10, &key), at(2))
             .await
@@ -1103,14 +1103,14 @@ pub async fn only_probes_decide_a_half_open_breaker(store: &impl Store) {
 pub async fn a_retried_singleton_does_not_take_a_key_already_held(store: &impl Store) {
     let (scope, _) = new_tenant(store).await;
     let first = enqueue_singleton(store, &scope, singleton("sync", "acct", None, "{}", None), at(1)).await;
-    store.cancel(&scope, first.job.id, at(2)).await.unwrap();
+    store.cancel(&scope, first.job.id, None, at(2)).await.unwrap();
     let second = enqueue_singleton(store, &scope, singleton("sync", "acct", None, "{}", None), at(3)).await;
     assert!(second.created(), "the cancelled job freed the key");
-    let refused = store.retry(&scope, first.job.id, at(4)).await;
+    let refused = store.retry(&scope, first.job.id, None, at(4)).await;
     assert!(matches!(refused, Err(StoreError::InvalidState { .. })), "{refused:?}");
-    store.cancel(&scope, second.job.id, at(5)).await.unwrap();
+    store.cancel(&scope, second.job.id, None, at(5)).await.unwrap();
     assert_eq!(
-        store.retry(&scope, first.job.id, at(6)).await.unwrap().state,
+        store.retry(&scope, first.job.id, None, at(6)).await.unwrap().state,
         JobState::Queued
     );
 }

@@ -300,7 +300,7 @@ pub async fn cancel_and_retry_are_operator_actions(store: &impl Store) {
     let leased = lease_jobs(store, &scope, lease_request(&["ops"], 1, &key), at(1))
         .await
         .remove(0);
-    let cancelled = store.cancel(&scope, job.id, at(2)).await.unwrap();
+    let cancelled = store.cancel(&scope, job.id, None, at(2)).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert_eq!(
         store.complete(&scope, job.id, &token(&leased), "1".into(), at(3)).await,
@@ -308,11 +308,11 @@ pub async fn cancel_and_retry_are_operator_actions(store: &impl Store) {
         "cancelling fences the running worker"
     );
     assert!(matches!(
-        store.cancel(&scope, job.id, at(3)).await,
+        store.cancel(&scope, job.id, None, at(3)).await,
         Err(StoreError::InvalidState { .. })
     ));
 
-    let retried = store.retry(&scope, job.id, at(4)).await.unwrap();
+    let retried = store.retry(&scope, job.id, None, at(4)).await.unwrap();
     assert_eq!(
         (retried.state, retried.attempt, retried.finished_at),
         (JobState::Queued, 1, None)
@@ -326,7 +326,7 @@ pub async fn cancel_and_retry_are_operator_actions(store: &impl Store) {
         .await
         .unwrap();
     assert!(matches!(
-        store.retry(&scope, job.id, at(7)).await,
+        store.retry(&scope, job.id, None, at(7)).await,
         Err(StoreError::InvalidState { .. })
     ));
     let record = store.job(&scope, job.id).await.unwrap().unwrap();

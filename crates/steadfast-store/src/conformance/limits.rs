@@ -96,7 +96,7 @@ pub async fn finished_jobs_are_pruned_after_their_retention_with_everything_they
         .fail(&scope, dead.id, &token_of(dead.id), failure, plan, at(10))
         .await
         .unwrap();
-    store.cancel(&scope, cancelled.id, at(10)).await.unwrap();
+    store.cancel(&scope, cancelled.id, None, at(10)).await.unwrap();
     let waiting = enqueue_one(store, &scope, spec("done"), at(11)).await;
 
     let pairs = store.job_queues().await.unwrap();
@@ -186,7 +186,7 @@ pub async fn a_finished_child_is_kept_while_its_parent_is_kept(store: &impl Stor
         .await
         .unwrap()
         .job;
-    store.cancel(&scope, child.id, at(3)).await.unwrap();
+    store.cancel(&scope, child.id, None, at(3)).await.unwrap();
     let kids = QueueName::new("kids").unwrap();
     let long_after = PruneCutoffs {
         succeeded_before: at(1000),

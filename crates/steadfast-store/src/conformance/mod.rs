@@ -12,6 +12,7 @@ mod inbox;
 mod jobs;
 mod leases;
 mod limits;
+mod operators;
 mod tenancy;
 mod upgrade;
 mod workflows;
@@ -22,6 +23,7 @@ pub use inbox::*;
 pub use jobs::*;
 pub use leases::*;
 pub use limits::*;
+pub use operators::*;
 pub use tenancy::*;
 pub use upgrade::*;
 pub use workflows::*;
@@ -102,6 +104,11 @@ macro_rules! conformance_suite {
             a_held_resource_does_not_stop_the_jobs_behind_it,
             only_probes_decide_a_half_open_breaker,
             a_retried_singleton_does_not_take_a_key_already_held,
+            operator_reasons_are_audited_with_the_action,
+            an_uncertain_step_resolved_as_succeeded_is_replayed_not_run,
+            an_uncertain_step_resolved_for_reexecution_runs_afresh,
+            an_uncertain_step_resolved_as_failed_ends_the_job,
+            a_replay_is_a_new_linked_job_and_the_original_is_untouched,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

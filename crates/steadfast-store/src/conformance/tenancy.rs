@@ -109,8 +109,8 @@ pub async fn tenants_never_see_each_other(store: &impl Store) {
         .heartbeat(&b, job_a.id, &token_a, Duration::from_secs(5), at(1))
         .await;
     assert_eq!(beat.err(), not_found);
-    assert_eq!(store.cancel(&b, job_a.id, at(1)).await.err(), not_found);
-    assert_eq!(store.retry(&b, job_a.id, at(1)).await.err(), not_found);
+    assert_eq!(store.cancel(&b, job_a.id, None, at(1)).await.err(), not_found);
+    assert_eq!(store.retry(&b, job_a.id, None, at(1)).await.err(), not_found);
     let state_a = store.job(&a, job_a.id).await.unwrap().unwrap().job.state;
     assert_eq!(state_a, JobState::Running, "nothing B did touched A's job");
 }

@@ -13,7 +13,14 @@ fn signal(name: &str) -> SignalName {
     SignalName::new(name).unwrap()
 }
 
-async fn lease_one(store: &impl Store, scope: &TenantScope, key: &KeyId, queue: &str, now: Timestamp) -> LeasedJob {
+/// Leases the one ready job of `queue`, with its steps and uncertain attempts.
+pub(super) async fn lease_one(
+    store: &impl Store,
+    scope: &TenantScope,
+    key: &KeyId,
+    queue: &str,
+    now: Timestamp,
+) -> LeasedJob {
     let mut leased = store.lease(scope, lease_request(&[queue], 1, key), now).await.unwrap();
     assert_eq!(leased.len(), 1, "expected a job to lease");
     leased.remove(0)
@@ -464,6 +471,7 @@ pub async fn a_signal_wakes_a_waiting_job_and_a_wait_times_out_without_one(store
             job.id,
             signal("approve"),
             r#"{"by":"ana"}"#.into(),
+            None,
             LIMITS,
             at(3),
         )
@@ -501,7 +509,7 @@ pub async fn a_signal_delivered_before_the_wait_is_kept_for_it(store: &impl Stor
     let (scope, key) = new_tenant(store).await;
     let job = enqueue_one(store, &scope, spec("early"), t0()).await;
     let early = store
-        .signal(&scope, job.id, signal("go"), "1".into(), LIMITS, at(1))
+        .signal(&scope, job.id, signal("go"), "1".into(), None, LIMITS, at(1))
         .await
         .unwrap();
     assert!(!early.woke);
@@ -553,7 +561,7 @@ pub async fn finished_jobs_take_no_signals(store: &impl Store) {
         .await
         .unwrap();
     let late = store
-        .signal(&scope, job.id, signal("go"), "1".into(), LIMITS, at(3))
+        .signal(&scope, job.id, signal("go"), "1".into(), None, LIMITS, at(3))
         .await;
     assert!(matches!(
         late,
@@ -564,7 +572,7 @@ pub async fn finished_jobs_take_no_signals(store: &impl Store) {
     ));
     let (other_tenant, _) = new_tenant(store).await;
     let foreign = store
-        .signal(&other_tenant, job.id, signal("go"), "1".into(), LIMITS, at(3))
+        .signal(&other_tenant, job.id, signal("go"), "1".into(), None, LIMITS, at(3))
         .await;
     assert_eq!(foreign, Err(StoreError::NotFound));
 }
@@ -668,11 +676,11 @@ pub async fn workflow_limits_are_enforced(store: &impl Store) {
         })
     );
     store
-        .signal(&scope, job.id, signal("a"), "1".into(), tight, at(3))
+        .signal(&scope, job.id, signal("a"), "1".into(), None, tight, at(3))
         .await
         .unwrap();
     let second = store
-        .signal(&scope, job.id, signal("b"), "1".into(), tight, at(3))
+        .signal(&scope, job.id, signal("b"), "1".into(), None, tight, at(3))
         .await;
     assert_eq!(
         second,
@@ -729,7 +737,7 @@ pub async fn a_waiting_job_can_be_cancelled(store: &impl Store) {
         )
         .await
         .unwrap();
-    let cancelled = store.cancel(&scope, job.id, at(3)).await.unwrap();
+    let cancelled = store.cancel(&scope, job.id, None, at(3)).await.unwrap();
     assert_eq!((cancelled.state, cancelled.wait.is_none()), (JobState::Cancelled, true));
     assert_eq!(
         store.fire_timers(at(10), 10).await.unwrap().count,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use steadfast_core::lifecycle::{self, Failure, Fingerprint, Rejection, SingletonMode, Transition};
 use steadfast_core::retry::jitter_sample;
-use steadfast_core::{Attempt, FlowKey, IdempotencyKey, Job, JobId, QueueName, Step, StepState, TenantId, Timestamp};
+use steadfast_core::{
+    Attempt, FlowKey, IdempotencyKey, Job, JobId, QueueName, Reason, Step, StepState, TenantId, Timestamp,
+};
 
 use super::flow::{self, Admitted, Blocked, QueueLease, ResourceLease};
 use super::{Decision, LiveKey, Writes};
@@ -181,7 +183,7 @@ pub fn resumable(job: Job, steps: Vec<Step>, attempts: Vec<Attempt>) -> LeasedJo
 fn transition(
     job: Option<Job>,
     apply: impl FnOnce(&Job) -> Result<Transition, Rejection>,
-    describe: fn(&Job, &Job) -> Option<steadfast_core::audit::Draft>,
+    describe: impl FnOnce(&Job, &Job) -> Option<steadfast_core::audit::Draft>,
 ) -> Result<Decision<Ended>, StoreError> {
     let before = found(job)?;
     let Transition { job, ended_attempt } = apply(&before)?;
@@ -286,7 +288,12 @@ pub fn release(job: Option<Job>, token: &str, now: Timestamp) -> Result<Decision
 /// Operator action: a dead or cancelled job goes back to `queued`, unless
 /// another unfinished job now holds its singleton key (`singleton_taken`):
 /// two would then be unfinished under one key.
-pub fn retry(job: Option<Job>, singleton_taken: bool, now: Timestamp) -> Result<Decision<Job>, StoreError> {
+pub fn retry(
+    job: Option<Job>,
+    singleton_taken: bool,
+    reason: Option<&Reason>,
+    now: Timestamp,
+) -> Result<Decision<Job>, StoreError> {
     if let (true, Some(job)) = (singleton_taken, &job) {
         return Err(StoreError::InvalidState {
             state: job.state,
@@ -296,16 +303,36 @@ pub fn retry(job: Option<Job>, singleton_taken: bool, now: Timestamp) -> Result<
     let decision = transition(
         job,
         |job| lifecycle::retry(job, now).map(unchanged),
-        |before, after| Some(drafts::job_retried(before, after)),
+        |before, after| Some(drafts::job_retried(before, after, reason)),
     )?;
     Ok(decision.map(|ended| ended.job))
 }
 
 /// Operator action: an unfinished job becomes `cancelled`.
-pub fn cancel(job: Option<Job>, now: Timestamp) -> Result<Decision<Ended>, StoreError> {
+pub fn cancel(job: Option<Job>, reason: Option<&Reason>, now: Timestamp) -> Result<Decision<Ended>, StoreError> {
     transition(
         job,
         |job| lifecycle::cancel(job, now),
-        |before, after| Some(drafts::job_cancelled(before, after)),
+        |before, after| Some(drafts::job_cancelled(before, after, reason)),
     )
+}
+
+/// Operator action: a new job `id` with `original`'s queue and options
+/// and `payload` (the original's when `None`), linked to the original; the
+/// original is left exactly as it was. Any job can be replayed, finished or
+/// not.
+pub fn replay_job(
+    original: Option<Job>,
+    id: JobId,
+    payload: Option<String>,
+    reason: &Reason,
+    now: Timestamp,
+) -> Result<Decision<Job>, StoreError> {
+    let original = found(original)?;
+    let job = lifecycle::replay(&original, id, payload, now);
+    let mut writes = Writes::default();
+    writes.audit(original.tenant_id, drafts::job_replayed(&original, &job, reason));
+    writes.audit(original.tenant_id, drafts::job_enqueued(&job));
+    writes.new_jobs.push(job.clone());
+    Ok(Decision { answer: job, writes })
 }

@@ -24,17 +24,19 @@ mod workflows;
 pub use inbox::{Ingest, LiveInboxKey, ingest, replay, retire_secrets, within_source_limit};
 pub use jobs::{
     ClaimedKey, cancel, complete, complete_many, enqueue, fail, found, heartbeat, lease, needs_history, release,
-    resumable, retry,
+    replay_job, resumable, retry,
 };
 pub use keys::{Rotation, key_ended, revocation, rotate_key};
 pub use retention::prune_cutoffs;
 pub use signing_keys::{KeyChange, NewSigningKey, SigningKeyRecord, SigningKeyRefused, register_signing_key};
 pub use slos::{SloFiring, slo_firing};
 pub use sweeps::{expire_leases, fire_timers};
-pub use workflows::{StepRows, checkpoint_step, signal, spawn_child, start_step, step_many, wait};
+pub use workflows::{StepRows, checkpoint_step, resolve_step, signal, spawn_child, start_step, step_many, wait};
 
 use steadfast_core::audit::{Actor, Draft};
-use steadfast_core::{Attempt, IdempotencyKey, Job, JobId, JobState, QueueName, Signal, Step, TenantId, Timestamp};
+use steadfast_core::{
+    Attempt, IdempotencyKey, Job, JobId, JobState, QueueName, Signal, Step, StepName, TenantId, Timestamp,
+};
 
 use crate::TenantScope;
 
@@ -76,6 +78,9 @@ pub struct Writes {
     /// Steps to record. The first checkpoint wins: a backend never
     /// overwrites a completed step.
     pub steps: Vec<StepWrite>,
+    /// Uncompleted step markers to remove (an operator resolved an
+    /// uncertain step as failed or to be run again).
+    pub forgotten_steps: Vec<ForgottenStep>,
     /// Pending signals that a wait consumed.
     pub consumed_signals: Vec<ConsumedSignal>,
     /// Signals delivered, appended to their job's signal queue.
@@ -118,6 +123,13 @@ pub struct StepWrite {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgottenStep {
+    pub tenant_id: TenantId,
+    pub job_id: JobId,
+    pub name: StepName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedSignal {
     pub tenant_id: TenantId,
     pub job_id: JobId,
@@ -149,6 +161,7 @@ impl Writes {
         self.changed_jobs.extend(other.changed_jobs);
         self.attempts.extend(other.attempts);
         self.steps.extend(other.steps);
+        self.forgotten_steps.extend(other.forgotten_steps);
         self.consumed_signals.extend(other.consumed_signals);
         self.signals.extend(other.signals);
         self.keys.extend(other.keys);
@@ -248,6 +261,9 @@ impl Writes {
         }
         for step in self.steps {
             group(&mut groups, step.tenant_id).steps.push(step);
+        }
+        for forgotten in self.forgotten_steps {
+            group(&mut groups, forgotten.tenant_id).forgotten_steps.push(forgotten);
         }
         for consumed in self.consumed_signals {
             group(&mut groups, consumed.tenant_id).consumed_signals.push(consumed);

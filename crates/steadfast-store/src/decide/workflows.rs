@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use steadfast_core::lifecycle::{self, Checkpoint, Delivery, StepStart, WaitOutcome};
-use steadfast_core::{Job, JobId, Signal, SignalName, Step, StepName, Timestamp, WaitFor};
+use steadfast_core::lifecycle::{self, Checkpoint, Delivery, StepResolution, StepStart, WaitOutcome};
+use steadfast_core::{Job, JobId, Reason, Signal, SignalName, Step, StepName, Timestamp, WaitFor};
 
-use super::{ConsumedSignal, Decision, PendingSignal, SignalWrite, Writes, found};
+use super::{ConsumedSignal, Decision, ForgottenStep, PendingSignal, SignalWrite, Writes, found};
 use crate::audit::drafts;
 use crate::{Enqueued, NewJob, Signalled, StepAction, StepDone, StepOp, StoreError, Waited, WorkflowLimits};
 
@@ -171,11 +171,13 @@ pub fn wait(
 /// Delivers a signal: wakes the job if it waits for this name, otherwise
 /// keeps it (up to `max_pending_signals` per job; `pending` is how many the
 /// job holds now).
+#[allow(clippy::too_many_arguments)]
 pub fn signal(
     job: Option<Job>,
     pending: u32,
     name: SignalName,
     payload: String,
+    reason: Option<&Reason>,
     limits: WorkflowLimits,
     now: Timestamp,
 ) -> Result<Decision<Signalled>, StoreError> {
@@ -205,7 +207,7 @@ pub fn signal(
     let woke = consumed_at.is_some();
     writes.audit(
         job.tenant_id,
-        drafts::signal_received(&job, signal.name.as_str(), &signal.payload, woke),
+        drafts::signal_received(&job, signal.name.as_str(), &signal.payload, woke, reason),
     );
     writes.signals.push(SignalWrite {
         tenant_id: job.tenant_id,
@@ -217,6 +219,41 @@ pub fn signal(
         answer: Signalled { job, woke },
         writes,
     })
+}
+
+/// Operator action: settles `step`, an uncertain step of `job` (see
+/// [`lifecycle::resolve_step`]); answers the job as it is afterwards.
+pub fn resolve_step(
+    job: Option<Job>,
+    step: Option<Step>,
+    resolution: &StepResolution,
+    reason: &Reason,
+    now: Timestamp,
+) -> Result<Decision<Job>, StoreError> {
+    let before = found(job)?;
+    let step = step.ok_or(StoreError::NotFound)?;
+    let resolved = lifecycle::resolve_step(&before, &step, resolution, now)?;
+    let mut writes = Writes::default();
+    let after = match resolved.transition {
+        Some(transition) => {
+            writes.transition(&transition.job, transition.ended_attempt.as_ref());
+            transition.job
+        }
+        None => before.clone(),
+    };
+    match resolved.step {
+        Some(completed) => writes.step(&after, &completed),
+        None => writes.forgotten_steps.push(ForgottenStep {
+            tenant_id: after.tenant_id,
+            job_id: after.id,
+            name: step.name.clone(),
+        }),
+    }
+    writes.audit(
+        after.tenant_id,
+        drafts::step_resolved(&before, &after, &step, resolution, reason),
+    );
+    Ok(Decision { answer: after, writes })
 }
 
 /// Enqueues `child` from the parent's step, once per (parent, step):

@@ -183,21 +183,45 @@ def list_jobs(
     return Call("GET", "v1/jobs", _as(m.JobList), query=query)
 
 
-def retry(id: str) -> Call[m.Job]:
-    """Queues a dead or cancelled job again (operator action, audited)."""
-    return Call("POST", f"v1/jobs/{_seg(id)}/retry", _as(m.Job))
+def retry(id: str, reason: Optional[str] = None) -> Call[m.Job]:
+    """Queues a dead or cancelled job again (operator action, audited with
+    ``reason``)."""
+    return Call("POST", f"v1/jobs/{_seg(id)}/retry", _as(m.Job), _fields(reason=reason))
 
 
-def cancel(id: str) -> Call[m.Job]:
-    """Cancels an unfinished job (operator action, audited)."""
-    return Call("POST", f"v1/jobs/{_seg(id)}/cancel", _as(m.Job))
+def cancel(id: str, reason: Optional[str] = None) -> Call[m.Job]:
+    """Cancels an unfinished job (operator action, audited with ``reason``)."""
+    return Call("POST", f"v1/jobs/{_seg(id)}/cancel", _as(m.Job), _fields(reason=reason))
 
 
-def signal(id: str, name: str, payload: JSON = None) -> Call[m.SignalResponse]:
+def replay(id: str, reason: str, *, payload: Any = UNSET) -> Call[m.Job]:
+    """Runs a job again as a new job linked to it (``replay_of``), with
+    ``payload`` or the original's; the original does not change (operator
+    action, audited with ``reason``)."""
+    body = _patch(reason=reason, payload=payload)
+    return Call("POST", f"v1/jobs/{_seg(id)}/replay", _as(m.Job), body)
+
+
+def resolve_step(
+    id: str, step: str, outcome: m.StepResolution, reason: str, *, output: Any = UNSET
+) -> Call[m.Job]:
+    """Settles a step whose outcome is uncertain: ``succeeded`` (with
+    ``output``), ``failed`` (the job ends dead) or ``reexecute`` (the next
+    attempt runs it again). Operator action, audited with ``reason``;
+    answers the job with its history."""
+    path = f"v1/jobs/{_seg(id)}/steps/{_seg(step)}/resolve"
+    return Call("POST", path, _as(m.Job), _patch(outcome=outcome, reason=reason, output=output))
+
+
+def signal(
+    id: str, name: str, payload: JSON = None, reason: Optional[str] = None
+) -> Call[m.SignalResponse]:
     """Delivers signal ``name`` to a job: it wakes the job if it waits for
-    it, and is kept for its next wait on that name otherwise."""
+    it, and is kept for its next wait on that name otherwise. A ``reason``
+    goes into the audit record."""
     path = f"v1/jobs/{_seg(id)}/signals/{_seg(name)}"
-    return Call("POST", path, _as(m.SignalResponse), {"payload": payload})
+    body: Dict[str, JSON] = {"payload": payload, **_fields(reason=reason)}
+    return Call("POST", path, _as(m.SignalResponse), body)
 
 
 # -- workers ------------------------------------------------------------

@@ -68,6 +68,10 @@ SourceKind = Literal["stripe", "github", "standard", "shopify", "slack", "hmac"]
 StepAction = Literal["start", "checkpoint"]
 
 
+StepResolution = Literal["succeeded", "failed", "reexecute"]
+"""What an operator found out about an uncertain step."""
+
+
 StepState = Literal["completed", "started", "uncertain"]
 
 
@@ -365,6 +369,8 @@ class Job:
     lease: Optional[LeaseInfo] = None
     output: Any = None
     parent: Optional[ParentInfo] = None
+    replay_of: Optional[str] = None
+    """The job this one replays (``POST /v1/jobs/{id}/replay``)."""
     resource: Optional[str] = None
     signals: Optional[List[SignalInfo]] = None
     """Signals delivered, oldest first. `GET /v1/jobs/{id}` only."""
