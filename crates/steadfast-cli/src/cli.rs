@@ -614,6 +614,26 @@ pub struct ServeArgs {
     #[arg(long, env = "STEADFAST_MAX_HOOK_IN_FLIGHT", default_value_t = 256)]
     pub max_hook_in_flight: usize,
 
+    /// A dashboard session unused this long ends (seconds).
+    #[arg(long, env = "STEADFAST_UI_SESSION_IDLE_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ui_session_idle_secs: u64,
+
+    /// A dashboard session ends this long after sign-in, however busy (seconds).
+    #[arg(long, env = "STEADFAST_UI_SESSION_LIFETIME_SECS", default_value_t = 43200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ui_session_lifetime_secs: u64,
+
+    /// Dashboard sessions held at once on this node; past it the least recently used ends.
+    #[arg(long, env = "STEADFAST_UI_MAX_SESSIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ui_max_sessions: u32,
+
+    /// A dashboard read still running after this is stopped (milliseconds).
+    #[arg(long, env = "STEADFAST_UI_QUERY_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub ui_query_timeout_ms: u64,
+
+    /// How often live dashboard views refresh; a tenant's same view is read at most once per interval (seconds, at least 2).
+    #[arg(long, env = "STEADFAST_UI_REFRESH_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub ui_refresh_secs: u64,
+
     /// Requests per second each API key may make, sustained (429 above it);
     /// a tenant may have its own (`steadfast tenant set-limits`).
     #[arg(long, env = "STEADFAST_KEY_RATE_LIMIT", default_value_t = 1000)]

@@ -13,6 +13,7 @@ use steadfast_core::{Limits, RetryPolicy, Role, TenantId, TenantName};
 use steadfast_postgres::{ConnectError, PostgresStore};
 use steadfast_protocol::tls::TrustedRoots;
 use steadfast_server::engine::audit::AuditSigner;
+use steadfast_server::engine::sessions::DashboardLimits;
 use steadfast_server::engine::{AbuseLimits, DeliveryLimits, InboxLimits, Rate, TenantDefaults};
 use steadfast_server::serve::{ConnectionLimits, ServeOptions};
 use steadfast_server::{Clock, Engine, EngineConfig, SystemClock, SystemRandom};
@@ -84,6 +85,13 @@ impl ServeArgs {
                 source_rate: Rate::new(self.hook_rate_limit, self.hook_rate_burst).expect("validated"),
                 max_in_flight: self.max_hook_in_flight,
                 ..InboxLimits::default()
+            },
+            dashboard: DashboardLimits {
+                idle: Duration::from_secs(self.ui_session_idle_secs),
+                lifetime: Duration::from_secs(self.ui_session_lifetime_secs),
+                max_sessions: self.ui_max_sessions as usize,
+                query_time_limit: Duration::from_millis(self.ui_query_timeout_ms),
+                refresh_every: Duration::from_secs(self.ui_refresh_secs.max(2)),
             },
         }
     }

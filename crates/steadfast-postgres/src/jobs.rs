@@ -247,6 +247,19 @@ async fn list_in(
         params.push(after);
         sql.push_str(&format!(" AND seq < ${}", params.len()));
     }
+    if let Some(kind) = &query.error_kind {
+        params.push(kind);
+        sql.push_str(&format!(" AND last_error_kind = ${}", params.len()));
+    }
+    let (created_after, created_before) = (query.created_after.map(millis), query.created_before.map(millis));
+    if let Some(at) = &created_after {
+        params.push(at);
+        sql.push_str(&format!(" AND created_at >= ${}", params.len()));
+    }
+    if let Some(at) = &created_before {
+        params.push(at);
+        sql.push_str(&format!(" AND created_at < ${}", params.len()));
+    }
     params.push(&limit);
     sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", params.len()));
     let rows = tx.query(&statement(tx, &sql).await?, &params).await.map_err(pg_error)?;

@@ -17,6 +17,7 @@
 //! Only this crate contains PostgreSQL SQL.
 
 mod audit;
+mod dashboard;
 mod flow;
 mod inbox;
 mod jobs;

@@ -40,6 +40,7 @@ async fn with_the_store_filter_off_the_database_alone_isolates_tenants() {
         state: None,
         limit: 100,
         after: None,
+        ..JobQuery::default()
     };
 
     // Non-vacuous: the same unfiltered queries do find the job within its tenant.

@@ -128,12 +128,12 @@ pub async fn serve(listener: TcpListener, app: Router, options: ServeOptions, sh
         tokio::spawn(async move {
             let _slot = slot;
             match acceptor {
-                None => connection.run(stream).await,
+                None => connection.run(stream, Transport { tls: false }).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(connection.limits.header_read_timeout, acceptor.accept(stream));
                     match handshake.await {
-                        Ok(Ok(stream)) => connection.run(stream).await,
+                        Ok(Ok(stream)) => connection.run(stream, Transport { tls: true }).await,
                         Ok(Err(error)) => tracing::debug!(%error, %client, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
                     }
@@ -145,6 +145,13 @@ pub async fn serve(listener: TcpListener, app: Router, options: ServeOptions, sh
     graceful.shutdown().await;
 }
 
+/// How a request arrived, as a request extension: the dashboard marks its
+/// cookies `Secure` when the connection is TLS.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Transport {
+    pub tls: bool,
+}
+
 /// One accepted connection, before its transport is known.
 struct Connection {
     app: Router,
@@ -154,11 +161,12 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, stream: S) {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, stream: S, transport: Transport) {
         let client = self.client;
         let body_timeout = self.limits.body_read_timeout;
         let service = self.app.map_request(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(client));
+            request.extensions_mut().insert(transport);
             // A body not whole in time (stalled, or trickled) fails its read,
             // and the request with it.
             request.map(|body| axum::body::Body::new(DeadlineBody::new(body_timeout, body)))

@@ -57,14 +57,16 @@ fn resumable(conn: &Connection, job: Job) -> Result<LeasedJob, StoreError> {
 
 fn list_in(conn: &Connection, tenant_id: TenantId, query: JobQuery) -> Result<JobPage, StoreError> {
     let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = ?1");
-    if query.queue.is_some() {
-        sql.push_str(" AND queue = ?2");
-    }
-    if query.state.is_some() {
-        sql.push_str(" AND state = ?3");
-    }
-    if query.after.is_some() {
-        sql.push_str(" AND seq < ?4");
+    let optional = [
+        (query.queue.is_some(), " AND queue = ?2"),
+        (query.state.is_some(), " AND state = ?3"),
+        (query.after.is_some(), " AND seq < ?4"),
+        (query.error_kind.is_some(), " AND last_error_kind = ?6"),
+        (query.created_after.is_some(), " AND created_at >= ?7"),
+        (query.created_before.is_some(), " AND created_at < ?8"),
+    ];
+    for (_, clause) in optional.iter().filter(|(wanted, _)| *wanted) {
+        sql.push_str(clause);
     }
     sql.push_str(" ORDER BY seq DESC LIMIT ?5");
     let mut select = conn.prepare_cached(&sql).map_err(sqlite_error)?;
@@ -82,6 +84,15 @@ fn list_in(conn: &Connection, tenant_id: TenantId, query: JobQuery) -> Result<Jo
     }
     // One extra row tells whether another page follows.
     bind(5, &(i64::from(query.limit) + 1))?;
+    if let Some(kind) = &query.error_kind {
+        bind(6, kind)?;
+    }
+    if let Some(at) = query.created_after {
+        bind(7, &millis(at))?;
+    }
+    if let Some(at) = query.created_before {
+        bind(8, &millis(at))?;
+    }
     let mut rows = select.raw_query();
     let mut found = Vec::new();
     while let Some(row) = rows.next().map_err(sqlite_error)? {

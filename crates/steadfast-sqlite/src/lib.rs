@@ -10,6 +10,7 @@
 //! Only this crate contains SQLite SQL.
 
 mod audit;
+mod dashboard;
 mod flow;
 mod inbox;
 mod jobs;
@@ -171,6 +172,7 @@ pub(crate) fn sqlite_error(error: rusqlite::Error) -> StoreError {
             StoreError::Unavailable("the database is locked by another process".into())
         }
         Some(DatabaseCorrupt | NotADatabase) => StoreError::Corrupt(error.to_string()),
+        Some(OperationInterrupted) => StoreError::Unavailable("the query ran past its time limit".into()),
         _ => StoreError::Unavailable(error.to_string()),
     }
 }

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use steadfast_store::StoreError;
@@ -38,6 +39,31 @@ impl Readers {
             let conn = readers.take()?;
             let result = query(&conn);
             readers.give_back(conn);
+            result
+        })
+        .await
+        .map_err(|_| StoreError::Corrupt("a storage query panicked".into()))?
+    }
+
+    /// [`Readers::read`], interrupted once it has run for `limit` (the
+    /// dashboard's statement timeout): it then fails `Unavailable`.
+    pub async fn read_within<T, F>(&self, limit: Duration, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = readers.take()?;
+            let deadline = Instant::now() + limit;
+            // Checked every few thousand virtual machine steps.
+            conn.progress_handler(4096, Some(move || Instant::now() > deadline))
+                .map_err(sqlite_error)?;
+            let result = query(&conn);
+            // A connection whose handler cannot be removed is not reused.
+            if conn.progress_handler(0, None::<fn() -> bool>).is_ok() {
+                readers.give_back(conn);
+            }
             result
         })
         .await

@@ -37,7 +37,7 @@ fn conversion(kind: Type, error: impl std::error::Error + Send + Sync + 'static)
     rusqlite::Error::FromSqlConversionFailure(0, kind, Box::new(error))
 }
 
-fn parsed<T, E>(text: String, parse: impl FnOnce(String) -> Result<T, E>) -> rusqlite::Result<T>
+pub(crate) fn parsed<T, E>(text: String, parse: impl FnOnce(String) -> Result<T, E>) -> rusqlite::Result<T>
 where
     E: std::error::Error + Send + Sync + 'static,
 {

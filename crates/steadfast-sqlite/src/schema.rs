@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_webhook_inbox.sql"),
     include_str!("migrations/0008_flow_control.sql"),
     include_str!("migrations/0009_operator_actions.sql"),
+    include_str!("migrations/0010_dashboard.sql"),
 ];
 
 /// The schema version this build expects.

@@ -160,10 +160,17 @@ impl IntoIterator for Leased {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobCursor(pub i64);
 
-#[derive(Debug, Clone)]
+/// A page of one tenant's jobs, newest first, each filter optional.
+#[derive(Debug, Clone, Default)]
 pub struct JobQuery {
     pub queue: Option<QueueName>,
     pub state: Option<JobState>,
+    /// Only jobs whose last error has this kind.
+    pub error_kind: Option<String>,
+    /// Only jobs created at or after this time.
+    pub created_after: Option<Timestamp>,
+    /// Only jobs created before this time.
+    pub created_before: Option<Timestamp>,
     pub limit: u32,
     pub after: Option<JobCursor>,
 }

@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod auth;
 pub mod conformance;
+pub mod dashboard;
 pub mod decide;
 
 /// How a job's wait is stored, the same in every backend: the waiting
@@ -46,6 +47,7 @@ mod workflows;
 
 pub use audit::{AuditCursor, AuditPage, AuditQuery, AuditStore};
 pub use auth::{Principal, TenantScope};
+pub use dashboard::DashboardStore;
 pub use error::StoreError;
 pub use flow::{FlowStore, PolicyPatch, QueueFlow, QueueFlowState, QueueOverview, QueuePolicy};
 pub use inbox::{
@@ -73,6 +75,7 @@ pub trait Store:
     + AuditStore
     + SloStore
     + InboxStore
+    + DashboardStore
     + Maintenance
     + std::fmt::Debug
     + Send
@@ -91,6 +94,7 @@ impl<T> Store for T where
         + AuditStore
         + SloStore
         + InboxStore
+        + DashboardStore
         + Maintenance
         + std::fmt::Debug
         + Send

@@ -219,6 +219,7 @@ pub async fn list_jobs(
         state: params.state.map(convert::state_from_wire),
         limit,
         after,
+        ..JobQuery::default()
     };
     let page = engine.store().list_jobs(&caller.scope, query).await?;
     Ok(Json(wire::JobList {

@@ -9,6 +9,7 @@ mod deliveries;
 mod duties;
 mod inbox;
 mod rate_limits;
+pub mod sessions;
 pub mod slos;
 mod tenancy;
 mod wakeups;
@@ -87,6 +88,8 @@ pub struct EngineConfig {
     pub tenants: TenantDefaults,
     /// Bounds on webhook sources and deliveries.
     pub inbox: InboxLimits,
+    /// Bounds on the dashboard's sessions and reads.
+    pub dashboard: sessions::DashboardLimits,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +109,7 @@ impl Default for EngineConfig {
             tenants: TenantDefaults::default(),
             random: Arc::new(SystemRandom),
             inbox: InboxLimits::default(),
+            dashboard: sessions::DashboardLimits::default(),
         }
     }
 }
@@ -149,6 +153,7 @@ struct Inner {
     /// When the flow control gauges were last read (they cost a few reads
     /// per policy queue: scrapes closer together reuse them).
     flow_gauges_read: std::sync::Mutex<Option<tokio::time::Instant>>,
+    sessions: sessions::Sessions,
 }
 
 impl Engine {
@@ -177,6 +182,7 @@ impl Engine {
                 limiters,
                 tenants: tenancy::TenantState::default(),
                 flow_gauges_read: std::sync::Mutex::default(),
+                sessions: sessions::Sessions::default(),
             }),
         }
     }
@@ -188,6 +194,28 @@ impl Engine {
     /// 64 bits from the injected randomness.
     pub fn random(&self) -> u64 {
         self.inner.config.random.next_u64()
+    }
+
+    /// Starts a dashboard session for an API key that just authenticated;
+    /// answers the session's cookie token and the session.
+    pub fn start_session(&self, secret: String) -> (String, sessions::Session) {
+        let random = || self.random();
+        let (token, csrf) = (sessions::token(random), sessions::token(random));
+        let session = self
+            .inner
+            .sessions
+            .start(secret, token.clone(), csrf, self.inner.config.dashboard, self.now());
+        (token, session)
+    }
+
+    /// The live dashboard session of cookie token `token`, marked used.
+    pub fn session(&self, token: &str) -> Option<sessions::Session> {
+        self.inner.sessions.touch(token, self.inner.config.dashboard, self.now())
+    }
+
+    /// Ends a dashboard session (sign-out).
+    pub fn end_session(&self, token: &str) {
+        self.inner.sessions.end(token);
     }
 
     /// A new time-ordered id (UUIDv7) from the clock and the randomness.

@@ -79,6 +79,7 @@ pub async fn idempotent_enqueue_replays_and_refuses_reuse(store: &impl Store) {
                 state: None,
                 limit: 10,
                 after: None,
+                ..JobQuery::default()
             },
         )
         .await
@@ -139,6 +140,7 @@ pub async fn batch_enqueue_is_all_or_nothing(store: &impl Store) {
                 state: None,
                 limit: 10,
                 after: None,
+                ..JobQuery::default()
             },
         )
         .await
@@ -177,6 +179,7 @@ pub async fn listing_pages_newest_first_with_filters(store: &impl Store) {
                     state: None,
                     limit: 3,
                     after,
+                    ..JobQuery::default()
                 },
             )
             .await
@@ -200,6 +203,7 @@ pub async fn listing_pages_newest_first_with_filters(store: &impl Store) {
                 state: None,
                 limit: 100,
                 after: None,
+                ..JobQuery::default()
             },
         )
         .await
@@ -217,6 +221,7 @@ pub async fn listing_pages_newest_first_with_filters(store: &impl Store) {
                 state: Some(JobState::Running),
                 limit: 100,
                 after: None,
+                ..JobQuery::default()
             },
         )
         .await

@@ -7,6 +7,7 @@
 //! are tested exactly.
 
 mod audit;
+mod dashboard;
 mod flow;
 mod inbox;
 mod jobs;
@@ -18,6 +19,7 @@ mod upgrade;
 mod workflows;
 
 pub use audit::*;
+pub use dashboard::*;
 pub use flow::*;
 pub use inbox::*;
 pub use jobs::*;
@@ -109,6 +111,7 @@ macro_rules! conformance_suite {
             an_uncertain_step_resolved_for_reexecution_runs_afresh,
             an_uncertain_step_resolved_as_failed_ends_the_job,
             a_replay_is_a_new_linked_job_and_the_original_is_untouched,
+            the_dashboard_reads_what_needs_attention,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

@@ -89,6 +89,7 @@ pub async fn tenants_never_see_each_other(store: &impl Store) {
                 state: None,
                 limit: 100,
                 after: None,
+                ..JobQuery::default()
             },
         )
         .await

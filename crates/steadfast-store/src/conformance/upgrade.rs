@@ -29,6 +29,7 @@ pub async fn assert_carried_over(store: &impl Store, written: &Written) -> Tenan
         state: None,
         limit: 100,
         after: None,
+        ..JobQuery::default()
     };
     let page = store.list_jobs(&scope, all).await.expect("list jobs");
     let mut jobs: Vec<(String, String)> = page
