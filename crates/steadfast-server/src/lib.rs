@@ -11,6 +11,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod serve;
 pub mod telemetry;
+pub mod ui;
 
 pub use api::router;
 pub use clock::{Clock, ManualClock, Random, SeededRandom, SystemClock, SystemRandom};

@@ -1,8 +1,8 @@
 //! The HTTP API under `/v1`, health endpoints, and the OpenAPI document
 //! generated from the handlers' annotations.
 
-mod audit;
-mod convert;
+pub(crate) mod audit;
+pub(crate) mod convert;
 
 pub use audit::record as audit_record;
 pub mod error;
@@ -158,6 +158,7 @@ pub fn router(engine: Engine) -> Router {
             observability::record_http,
         ))
         .route("/openapi.json", get(move || async move { openapi.clone() }))
+        .merge(crate::ui::routes())
         .fallback(|| async { ApiError::new(ErrorCode::RouteNotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take that method")

@@ -210,7 +210,9 @@ impl Engine {
 
     /// The live dashboard session of cookie token `token`, marked used.
     pub fn session(&self, token: &str) -> Option<sessions::Session> {
-        self.inner.sessions.touch(token, self.inner.config.dashboard, self.now())
+        self.inner
+            .sessions
+            .touch(token, self.inner.config.dashboard, self.now())
     }
 
     /// Ends a dashboard session (sign-out).

@@ -77,7 +77,14 @@ fn digest(token: &str) -> [u8; 32] {
 
 impl Sessions {
     /// Starts a session for `secret`; answers its token and CSRF token.
-    pub fn start(&self, secret: String, token: String, csrf: String, limits: DashboardLimits, now: Timestamp) -> Session {
+    pub fn start(
+        &self,
+        secret: String,
+        token: String,
+        csrf: String,
+        limits: DashboardLimits,
+        now: Timestamp,
+    ) -> Session {
         let session = Session {
             secret,
             csrf,
