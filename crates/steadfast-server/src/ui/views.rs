@@ -294,17 +294,19 @@ fn parse_time(field: &str, text: &str) -> Result<Timestamp, Failure> {
         .map_err(|_| bad())
 }
 
+/// What a query value or path segment keeps unencoded (RFC 3986's unreserved).
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// The URL of a list page with these filters (and cursor).
 fn list_url(base: &str, pairs: &[(&str, &str)]) -> String {
     let query: Vec<String> = pairs
         .iter()
         .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| {
-            format!(
-                "{k}={}",
-                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-            )
-        })
+        .map(|(k, v)| format!("{k}={}", percent_encoding::utf8_percent_encode(v, COMPONENT)))
         .collect();
     if query.is_empty() {
         base.to_owned()
@@ -355,10 +357,7 @@ async fn job_list(
     };
     let page = engine.store().list_jobs(&viewer.principal.scope, query).await?;
     let base = match &path_queue {
-        Some(q) => format!(
-            "/ui/queues/{}",
-            percent_encoding::utf8_percent_encode(q, percent_encoding::NON_ALPHANUMERIC)
-        ),
+        Some(q) => format!("/ui/queues/{}", percent_encoding::utf8_percent_encode(q, COMPONENT)),
         None => "/ui/jobs".to_owned(),
     };
     let (queue_s, state_s, kind_s, from_s, to_s) = (
