@@ -108,6 +108,16 @@ fi
 (cd tests/providers && npm ci --no-audit --no-fund --loglevel=error)
 export STEADFAST_TEST_PROVIDER_PYTHON="$venv/bin/python"
 
+echo "== the dashboard in a real browser (tests/ui: Debian's Chromium driven by playwright-core, axe-core)"
+if [ ! -x /usr/bin/chromium ]; then
+    $sudo apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends chromium >/dev/null
+fi
+# No install scripts: the browser is Debian's, and nothing phones home.
+(cd tests/ui && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+ui_bin="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/steadfast"
+(cd tests/ui && STEADFAST_BIN="$ui_bin" node --test --test-concurrency=1)
+
 echo "== a small filesystem for the full-disk test"
 # A size-capped tmpfs (mounting needs root; sudo otherwise); the test fills it.
 small_fs=$(mktemp -d "${TMPDIR:-/tmp}/steadfast-small-fs.XXXXXX")

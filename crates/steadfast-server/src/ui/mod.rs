@@ -29,8 +29,26 @@ use crate::api::error::ApiError;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The dashboard's routes, for [`crate::router`] to merge.
+/// The API reference's policy: Swagger UI sets inline styles, so styles
+/// may be inline there; scripts still come only from this server, and
+/// nothing is fetched from anywhere else.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                        img-src 'self' data:; font-src 'self' data:; connect-src 'self'; form-action 'self'; \
+                        frame-ancestors 'none'; base-uri 'none'";
+
+#[derive(Template)]
+#[template(path = "docs.html")]
+struct DocsPage;
+
+/// The dashboard's and the API reference's routes, for [`crate::router`]
+/// to merge.
 pub fn routes() -> Router<Engine> {
+    let docs = Router::new()
+        .route("/docs", get(|| async { render(StatusCode::OK, &DocsPage) }))
+        .route("/docs/static/{file}", get(assets::serve_docs))
+        .layer(axum::middleware::from_fn(|request, next| {
+            headers(DOCS_CSP, request, next)
+        }));
     Router::new()
         .route("/ui", get(views::overview))
         .route("/ui/", get(|| async { Redirect::permanent("/ui") }))
@@ -59,17 +77,18 @@ pub fn routes() -> Router<Engine> {
             get(|| async { Failure::new(StatusCode::NOT_FOUND, "There is no such page.") }),
         )
         .layer(axum::Extension(std::sync::Arc::new(live::Live::default())))
-        .layer(axum::middleware::from_fn(security_headers))
+        .layer(axum::middleware::from_fn(|request, next| headers(CSP, request, next)))
+        .merge(docs)
 }
 
-/// Every dashboard response: the strict CSP, no sniffing, no framing, no
+/// Every dashboard response: its CSP, no sniffing, no framing, no
 /// referrer leaving the site, and pages never cached (they show live data
 /// and carry CSRF tokens).
-async fn security_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let is_asset = request.uri().path().starts_with("/ui/static/");
+async fn headers(csp: &'static str, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let is_asset = request.uri().path().contains("/static/");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
