@@ -101,7 +101,7 @@ async fn lock_keys(tx: &Transaction, tenant: TenantId, jobs: &[NewJob]) -> Resul
 
 /// Whether another unfinished job of `job`'s queue holds its singleton key
 /// (the key locked first, as an enqueue of it locks it).
-async fn singleton_held_by_another(tx: &Transaction, job: &Job) -> Result<bool, StoreError> {
+pub(crate) async fn singleton_held_by_another(tx: &Transaction, job: &Job) -> Result<bool, StoreError> {
     let Some(key) = &job.singleton_key else {
         return Ok(false);
     };

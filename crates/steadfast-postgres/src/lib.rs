@@ -17,6 +17,7 @@
 //! Only this crate contains PostgreSQL SQL.
 
 mod audit;
+mod bulk;
 mod dashboard;
 mod flow;
 mod inbox;

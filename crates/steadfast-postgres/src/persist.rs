@@ -7,6 +7,7 @@ use steadfast_store::StoreError;
 use steadfast_store::decide::{Author, ClaimedKey, PayloadWrite, Writes};
 
 use crate::audit::append;
+use crate::bulk::save as save_bulk;
 use crate::flow::{record_outcomes, save_flows};
 use crate::rows::{insert_attempts, insert_jobs, millis, save_jobs};
 use crate::workflows::{consume_signal, forget_steps, insert_signal, save_steps};
@@ -45,7 +46,8 @@ pub(crate) async fn persist(
             }
             claim_keys(tx, owner, &writes.keys, now).await?;
             save_payloads(tx, owner, &writes.payloads).await?;
-            save_flows(tx, owner, &writes.flow).await
+            save_flows(tx, owner, &writes.flow).await?;
+            save_bulk(tx, &writes.bulk_operations).await
         };
         let audit = append(tx, owner, &author.actor, author.request_id.as_deref(), now, drafts);
         // The audit intake references no row, so its insert is sent with

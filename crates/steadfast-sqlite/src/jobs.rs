@@ -129,7 +129,7 @@ fn live_singletons(conn: &Connection, tenant: TenantId, jobs: &[NewJob]) -> Resu
 }
 
 /// Whether another unfinished job of `job`'s queue holds its singleton key.
-fn singleton_held_by_another(conn: &Connection, job: &Job) -> Result<bool, StoreError> {
+pub(crate) fn singleton_held_by_another(conn: &Connection, job: &Job) -> Result<bool, StoreError> {
     let Some(key) = &job.singleton_key else {
         return Ok(false);
     };

@@ -10,6 +10,7 @@
 //! Only this crate contains SQLite SQL.
 
 mod audit;
+mod bulk;
 mod dashboard;
 mod flow;
 mod inbox;

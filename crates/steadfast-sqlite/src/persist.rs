@@ -7,6 +7,7 @@ use steadfast_store::StoreError;
 use steadfast_store::decide::{Author, ClaimedKey, Writes};
 
 use crate::audit::append;
+use crate::bulk::save as save_bulk;
 use crate::flow::save_flow;
 use crate::rows::{insert_attempt, insert_job, millis, save_job};
 use crate::sqlite_error;
@@ -46,6 +47,9 @@ pub(crate) fn persist(conn: &Connection, writes: &Writes, author: &Author, now: 
     }
     for write in &writes.flow {
         save_flow(conn, write)?;
+    }
+    for operation in &writes.bulk_operations {
+        save_bulk(conn, operation)?;
     }
     for (tenant, drafts) in writes.audit_runs() {
         append(

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_flow_control.sql"),
     include_str!("migrations/0009_operator_actions.sql"),
     include_str!("migrations/0010_dashboard.sql"),
+    include_str!("migrations/0011_bulk_operations.sql"),
 ];
 
 /// The schema version this build expects.

@@ -324,6 +324,23 @@ pub mod drafts {
         transition("job.cancelled", before, after, with_reason(json!({}), reason))
     }
 
+    /// A bulk operation started, completed or was cancelled.
+    pub fn bulk_changed(action: &'static str, operation: &crate::bulk::BulkOperation) -> Draft {
+        Draft {
+            action,
+            target: operation.id.to_string(),
+            job_id: None,
+            summary: summary(json!({
+                "action": operation.spec.action.as_str(),
+                "filter": operation.spec.filter,
+                "reason": operation.spec.reason,
+                "matched": operation.matched,
+                "done": operation.done,
+                "failed": operation.failed,
+            })),
+        }
+    }
+
     /// An operator settled an uncertain step; `after` is the job after it
     /// (changed only when the resolution failed it).
     pub fn step_resolved(

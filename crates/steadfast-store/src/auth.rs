@@ -115,6 +115,24 @@ pub fn system(tenant: &Tenant) -> TenantScope {
     }
 }
 
+/// The scope in which a bulk operation goes on in the background after
+/// the request that started it: its tenant, recorded as the key that
+/// started it (whose role allowed it then).
+pub fn bulk_operation(operation: &crate::bulk::BulkOperation) -> TenantScope {
+    let actor = match KeyId::parse(&operation.spec.key_id) {
+        Ok(key_id) => Actor::Key {
+            key_id,
+            name: operation.spec.key_name.clone(),
+        },
+        Err(_) => Actor::System,
+    };
+    TenantScope {
+        tenant_id: operation.tenant_id,
+        actor,
+        request_id: None,
+    }
+}
+
 /// [`system`] for a tenant known by id only (the engine's gauges).
 pub fn system_for(tenant_id: TenantId) -> TenantScope {
     TenantScope {

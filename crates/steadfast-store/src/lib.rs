@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bulk;
 pub mod conformance;
 pub mod dashboard;
 pub mod decide;
@@ -47,6 +48,7 @@ mod workflows;
 
 pub use audit::{AuditCursor, AuditPage, AuditQuery, AuditStore};
 pub use auth::{Principal, TenantScope};
+pub use bulk::BulkStore;
 pub use dashboard::DashboardStore;
 pub use error::StoreError;
 pub use flow::{FlowStore, PolicyPatch, QueueFlow, QueueFlowState, QueueOverview, QueuePolicy};
@@ -76,6 +78,7 @@ pub trait Store:
     + SloStore
     + InboxStore
     + DashboardStore
+    + BulkStore
     + Maintenance
     + std::fmt::Debug
     + Send
@@ -95,6 +98,7 @@ impl<T> Store for T where
         + SloStore
         + InboxStore
         + DashboardStore
+        + BulkStore
         + Maintenance
         + std::fmt::Debug
         + Send

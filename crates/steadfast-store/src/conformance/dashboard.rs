@@ -10,7 +10,14 @@ use crate::{JobQuery, RetryPlan, WorkflowLimits};
 const TIME_LIMIT: Duration = Duration::from_secs(5);
 
 /// Leases the next job of `queue` and fails it for good with `kind`.
-async fn kill(store: &impl Store, scope: &TenantScope, key: &KeyId, queue: &str, kind: &str, now: Timestamp) -> Job {
+pub(super) async fn kill(
+    store: &impl Store,
+    scope: &TenantScope,
+    key: &KeyId,
+    queue: &str,
+    kind: &str,
+    now: Timestamp,
+) -> Job {
     let leased = lease_jobs(store, scope, lease_request(&[queue], 1, key), now)
         .await
         .remove(0);

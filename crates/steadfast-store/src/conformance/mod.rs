@@ -7,6 +7,7 @@
 //! are tested exactly.
 
 mod audit;
+mod bulk;
 mod dashboard;
 mod flow;
 mod inbox;
@@ -19,6 +20,7 @@ mod upgrade;
 mod workflows;
 
 pub use audit::*;
+pub use bulk::*;
 pub use dashboard::*;
 pub use flow::*;
 pub use inbox::*;
@@ -112,6 +114,8 @@ macro_rules! conformance_suite {
             an_uncertain_step_resolved_as_failed_ends_the_job,
             a_replay_is_a_new_linked_job_and_the_original_is_untouched,
             the_dashboard_reads_what_needs_attention,
+            a_bulk_retry_walks_every_matching_job_in_batches,
+            a_bulk_operation_can_be_stopped_and_a_tenant_runs_a_bounded_number,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

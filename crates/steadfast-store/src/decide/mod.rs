@@ -11,6 +11,7 @@
 //! Every function here is pure: no IO, no clock, no randomness beyond the
 //! seeds the engine passed in.
 
+mod bulk;
 pub mod flow;
 mod inbox;
 mod jobs;
@@ -21,6 +22,7 @@ mod slos;
 mod sweeps;
 mod workflows;
 
+pub use bulk::{BulkCandidate, bulk_step, cancel_bulk, start_bulk};
 pub use inbox::{Ingest, LiveInboxKey, ingest, replay, retire_secrets, within_source_limit};
 pub use jobs::{
     ClaimedKey, cancel, complete, complete_many, enqueue, fail, found, heartbeat, lease, needs_history, release,
@@ -94,6 +96,8 @@ pub struct Writes {
     /// Flow control state that leases moved (queues' and keys' limiters,
     /// the fairness cursor, retry budgets).
     pub flow: Vec<flow::FlowWrite>,
+    /// Bulk operations started or moved on (upserted whole).
+    pub bulk_operations: Vec<crate::bulk::BulkOperation>,
     /// Queues whose waiting workers should ask again once this commits,
     /// though no job became ready (a changed policy).
     pub woken: Vec<(TenantId, QueueName)>,
@@ -167,6 +171,7 @@ impl Writes {
         self.keys.extend(other.keys);
         self.payloads.extend(other.payloads);
         self.flow.extend(other.flow);
+        self.bulk_operations.extend(other.bulk_operations);
         self.woken.extend(other.woken);
         self.audit.extend(other.audit);
     }
@@ -279,6 +284,9 @@ impl Writes {
         }
         for write in self.flow {
             group(&mut groups, write.tenant_id()).flow.push(write);
+        }
+        for operation in self.bulk_operations {
+            group(&mut groups, operation.tenant_id).bulk_operations.push(operation);
         }
         for (tenant, queue) in self.woken {
             group(&mut groups, tenant).woken.push((tenant, queue));
