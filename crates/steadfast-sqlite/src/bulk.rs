@@ -88,8 +88,6 @@ pub(crate) fn save(conn: &Connection, operation: &BulkOperation) -> Result<(), S
     Ok(())
 }
 
-/// Serialises what the operation row keeps as JSON text.
-
 fn spec_text(operation: &BulkOperation) -> String {
     serde_json::to_string(&operation.spec).expect("a bulk operation's spec serialises")
 }
