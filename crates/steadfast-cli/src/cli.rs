@@ -614,6 +614,10 @@ pub struct ServeArgs {
     #[arg(long, env = "STEADFAST_MAX_HOOK_IN_FLIGHT", default_value_t = 256)]
     pub max_hook_in_flight: usize,
 
+    /// Jobs one batch of a bulk retry or cancel acts on (one transaction each).
+    #[arg(long, env = "STEADFAST_BULK_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub bulk_batch: u32,
+
     /// A dashboard session unused this long ends (seconds).
     #[arg(long, env = "STEADFAST_UI_SESSION_IDLE_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
     pub ui_session_idle_secs: u64,

@@ -86,6 +86,7 @@ impl ServeArgs {
                 max_in_flight: self.max_hook_in_flight,
                 ..InboxLimits::default()
             },
+            bulk_batch: self.bulk_batch,
             dashboard: DashboardLimits {
                 idle: Duration::from_secs(self.ui_session_idle_secs),
                 lifetime: Duration::from_secs(self.ui_session_lifetime_secs),

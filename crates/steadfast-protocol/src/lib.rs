@@ -1494,3 +1494,114 @@ debug_without_secret!(
         source
     },
 );
+
+/// What a bulk operation does to each job it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkAction {
+    /// Dead or cancelled jobs go back to the queue with a fresh attempt budget.
+    Retry,
+    /// Unfinished jobs are cancelled.
+    Cancel,
+}
+
+/// Which jobs a bulk operation acts on: every field optional, all must hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// One of the states the action applies to (`dead` or `cancelled` for
+    /// `retry`; `scheduled`, `queued`, `running` or `waiting` for `cancel`);
+    /// all of them when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    /// Jobs created at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub created_after: Option<Timestamp>,
+    /// Jobs created before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub created_before: Option<Timestamp>,
+    /// Jobs whose last error has this kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+}
+
+/// `POST /v1/jobs/bulk`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    pub action: BulkAction,
+    #[serde(default)]
+    pub filter: BulkFilter,
+    /// Only count the jobs the filter matches; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Why (1–1000 bytes): kept in the operation and in every job's audit record.
+    pub reason: String,
+}
+
+/// The answer to a dry run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkCount {
+    /// Jobs the filter matches now.
+    pub matched: u64,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkStatus {
+    Running,
+    /// Every matching job was acted on; `failed` counts those that could not be.
+    Completed,
+    /// Stopped by `POST /v1/bulk/{id}/cancel`; what was done stays done.
+    Cancelled,
+}
+
+/// A job a bulk operation could not act on, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkFailure {
+    pub job_id: String,
+    pub error: String,
+}
+
+/// A bulk operation: who started it, when, on what, and how far it got.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkOperation {
+    pub id: uuid::Uuid,
+    pub status: BulkStatus,
+    pub action: BulkAction,
+    pub filter: BulkFilter,
+    pub reason: String,
+    /// Jobs the filter matched when it started (later ones are left alone).
+    pub matched: u64,
+    /// Jobs acted on so far.
+    pub done: u64,
+    /// Jobs it could not act on (the first 100 are in `failures`).
+    pub failed: u64,
+    pub failures: Vec<BulkFailure>,
+    /// The key that started it.
+    pub created_by: BulkActor,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkActor {
+    pub key_id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkList {
+    /// Newest first.
+    pub operations: Vec<BulkOperation>,
+}

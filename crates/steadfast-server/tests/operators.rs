@@ -255,7 +255,172 @@ async fn a_replay_is_a_new_job_linked_to_the_original(backend: Backend) {
     );
 }
 
+/// A job of `queue` that died with `kind`.
+async fn dead_job(server: &TestServer, key: &str, queue: &str, kind: &str) -> String {
+    let id = server.enqueue(key, json!({"queue": queue, "payload": {}})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let leased = server.lease_one(key, queue, "w1").await;
+    let failed = server
+        .post(
+            &format!("/v1/jobs/{id}/fail"),
+            key,
+            json!({"lease_token": leased["lease_token"], "error": {"message": "no", "kind": kind}, "retryable": false}),
+        )
+        .await;
+    assert_eq!(failed.json()["state"], "dead", "{}", failed.text);
+    id
+}
+
+async fn bulk_retry_by_filter_counts_first_then_runs_in_the_background(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        steadfast_server::EngineConfig {
+            bulk_batch: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let admin = server.key("acme", Role::Admin).await;
+    let reader = server.key("acme", Role::Reader).await;
+    let stranger = server.key("globex", Role::Admin).await;
+    let mut declined = Vec::new();
+    for _ in 0..5 {
+        declined.push(dead_job(&server, &admin, "pay", "declined").await);
+    }
+    let other = dead_job(&server, &admin, "pay", "timeout").await;
+    let body = |dry_run: bool| json!({"action": "retry", "filter": {"queue": "pay", "error_kind": "declined"}, "dry_run": dry_run, "reason": "the card processor is back"});
+
+    let count = server.post("/v1/jobs/bulk", &admin, body(true)).await;
+    assert_eq!(
+        (count.status, count.json()["matched"].clone()),
+        (StatusCode::OK, json!(5))
+    );
+    for (bad, what) in [
+        (json!({"action": "retry", "reason": ""}), "a blank reason"),
+        (
+            json!({"action": "retry", "filter": {"state": "queued"}, "reason": "x"}),
+            "a state retry does not apply to",
+        ),
+        (
+            json!({"action": "cancel", "filter": {"state": "dead"}, "reason": "x"}),
+            "a state cancel does not apply to",
+        ),
+        (
+            json!({"action": "retry", "filter": {"queue": "a b"}, "reason": "x"}),
+            "a bad queue name",
+        ),
+        (
+            json!({"action": "retry", "filter": {"created_after": "2030-01-01T00:00:00Z", "created_before": "2029-01-01T00:00:00Z"}, "reason": "x"}),
+            "an empty time range",
+        ),
+        (json!({"action": "delete", "reason": "x"}), "an unknown action"),
+    ] {
+        let refused = server.post("/v1/jobs/bulk", &admin, bad).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{what}: {}",
+            refused.text
+        );
+    }
+    assert_eq!(
+        server.post("/v1/jobs/bulk", &reader, body(false)).await.code(),
+        "forbidden"
+    );
+
+    let started = server.post("/v1/jobs/bulk", &admin, body(false)).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.text);
+    let operation = started.json();
+    let id = operation["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (
+            &operation["status"],
+            &operation["matched"],
+            &operation["done"],
+            &operation["created_by"]["key_id"]
+        ),
+        (&json!("running"), &json!(5), &json!(0), &json!(key_id(&admin)))
+    );
+    let mut passes = 0;
+    while server.engine.run_bulk_once().await.unwrap() > 0 {
+        passes += 1;
+        let progress = server.get(&format!("/v1/bulk/{id}"), &reader).await.json();
+        assert_eq!(progress["done"], json!(2 * passes), "two per batch");
+    }
+    let done = server.get(&format!("/v1/bulk/{id}"), &admin).await.json();
+    assert_eq!(
+        (&done["status"], &done["done"], &done["failed"]),
+        (&json!("completed"), &json!(5), &json!(0))
+    );
+    assert!(done["finished_at"].is_string());
+    for job in &declined {
+        assert_eq!(
+            server.get(&format!("/v1/jobs/{job}"), &admin).await.json()["state"],
+            "queued"
+        );
+        let record = &records(&server, &admin, job, "job.retried").await[0];
+        assert_eq!(
+            (&record["summary"]["bulk_operation"], &record["summary"]["reason"]),
+            (&json!(id), &json!("the card processor is back"))
+        );
+        assert_eq!(record["actor"]["key_id"], key_id(&admin));
+    }
+    assert_eq!(
+        server.get(&format!("/v1/jobs/{other}"), &admin).await.json()["state"],
+        "dead"
+    );
+    let listed = server.get("/v1/bulk", &admin).await.json();
+    assert_eq!(listed["operations"][0]["id"], json!(id));
+    assert_eq!(
+        server.get(&format!("/v1/bulk/{id}"), &stranger).await.code(),
+        "not_found"
+    );
+    assert_eq!(server.get("/v1/bulk/nope", &admin).await.code(), "not_found");
+}
+
+async fn a_bulk_cancel_can_be_stopped_halfway(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        steadfast_server::EngineConfig {
+            bulk_batch: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let admin = server.key("acme", Role::Admin).await;
+    for _ in 0..6 {
+        server.enqueue(&admin, json!({"queue": "mail", "payload": {}})).await;
+    }
+    let started = server
+        .post(
+            "/v1/jobs/bulk",
+            &admin,
+            json!({"action": "cancel", "filter": {"queue": "mail"}, "reason": "a bad template"}),
+        )
+        .await
+        .json();
+    let id = started["id"].as_str().unwrap();
+    server.engine.run_bulk_once().await.unwrap();
+    let stopped = server.post(&format!("/v1/bulk/{id}/cancel"), &admin, json!({})).await;
+    assert_eq!(stopped.status, StatusCode::OK, "{}", stopped.text);
+    assert_eq!(
+        (stopped.json()["status"].clone(), stopped.json()["done"].clone()),
+        (json!("cancelled"), json!(2))
+    );
+    assert_eq!(server.engine.run_bulk_once().await.unwrap(), 0);
+    let queued = server.get("/v1/jobs?queue=mail&state=queued", &admin).await.json();
+    assert_eq!(
+        queued["jobs"].as_array().unwrap().len(),
+        4,
+        "what was done stays done, nothing more"
+    );
+}
+
 on_both_backends!(
+    bulk_retry_by_filter_counts_first_then_runs_in_the_background,
+    a_bulk_cancel_can_be_stopped_halfway,
     retry_cancel_and_signals_take_a_reason_into_the_audit_log,
     an_uncertain_step_is_resolved_by_an_operator,
     a_replay_is_a_new_job_linked_to_the_original,

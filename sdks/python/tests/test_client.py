@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -115,6 +116,30 @@ def test_cancel_retry_and_signals(client: steadfast.Client, queue: str) -> None:
     assert reasons["job.retried"] == "the customer asked again"
     assert reasons["signal.received"] == "approved by phone"
     assert reasons["job.cancelled"] is None
+
+
+def test_bulk_retry_by_filter(client: steadfast.Client, queue: str) -> None:
+    for _ in range(3):
+        client.enqueue(queue, {})
+        [leased] = client.lease([queue], worker_id="by-hand")
+        client.fail(leased.id, leased.lease_token, "no", kind="declined", retryable=False)
+    assert client.count_bulk("retry", queue=queue, error_kind="declined") == 3
+    started = client.bulk("retry", "the processor is back", queue=queue, state="dead")
+    assert (started.status, started.matched, started.created_by.name) == (
+        "running",
+        3,
+        started.created_by.name,
+    )
+    assert started.filter.queue == queue
+    assert started.filter.state == "dead"
+    deadline = time.monotonic() + 30
+    while (done := client.get_bulk(started.id)).status == "running":
+        assert time.monotonic() < deadline, "the bulk retry did not finish"
+        time.sleep(0.05)
+    assert (done.status, done.done, done.failed) == ("completed", 3, 0)
+    assert started.id in [op.id for op in client.list_bulk()]
+    assert client.cancel_bulk(started.id).status == "completed"
+    assert {job.state for job in client.iter_jobs(queue=queue)} == {"queued"}
 
 
 def test_replay_and_resolving_an_uncertain_step(client: steadfast.Client, queue: str) -> None:

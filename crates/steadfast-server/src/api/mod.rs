@@ -2,6 +2,7 @@
 //! generated from the handlers' annotations.
 
 pub(crate) mod audit;
+pub(crate) mod bulk;
 pub(crate) mod convert;
 
 pub use audit::record as audit_record;
@@ -68,6 +69,10 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::retry))
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::replay))
+        .routes(routes!(bulk::start))
+        .routes(routes!(bulk::list))
+        .routes(routes!(bulk::get))
+        .routes(routes!(bulk::cancel))
         .routes(routes!(workers::lease))
         .routes(routes!(workers::heartbeat))
         .routes(routes!(workers::complete))
@@ -101,16 +106,20 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts();
-    link_operations(&mut openapi, "/v1/jobs", "/v1/jobs/{id}");
-    link_operations(&mut openapi, "/v1/slos", "/v1/slos/{id}");
-    link_operations(&mut openapi, "/v1/sources", "/v1/sources/{id}");
+    let answers_with_id = ["200", "201", "202"];
+    link_operations(&mut openapi, "/v1/jobs", "/v1/jobs/{id}", &answers_with_id);
+    link_operations(&mut openapi, "/v1/slos", "/v1/slos/{id}", &answers_with_id);
+    link_operations(&mut openapi, "/v1/sources", "/v1/sources/{id}", &answers_with_id);
+    // A dry run's 200 is a count, with no id to follow.
+    link_operations(&mut openapi, "/v1/jobs/bulk", "/v1/bulk/{id}", &["202"]);
     (router, openapi)
 }
 
 /// OpenAPI links from the operation that creates a resource (`POST
-/// {create}`, answering its `id`) to every operation on `{prefix}...`
-/// that takes that `id`: generated clients and fuzzers follow them.
-fn link_operations(openapi: &mut utoipa::openapi::OpenApi, create: &str, prefix: &str) {
+/// {create}`, answering its `id` with one of `statuses`) to every
+/// operation on `{prefix}...` that takes that `id`: generated clients and
+/// fuzzers follow them.
+fn link_operations(openapi: &mut utoipa::openapi::OpenApi, create: &str, prefix: &str, statuses: &[&str]) {
     use utoipa::openapi::RefOr;
     use utoipa::openapi::link::LinkBuilder;
 
@@ -129,7 +138,7 @@ fn link_operations(openapi: &mut utoipa::openapi::OpenApi, create: &str, prefix:
         return;
     };
     for (status, response) in creating.responses.responses.iter_mut() {
-        let (RefOr::T(response), true) = (response, status.starts_with('2')) else {
+        let (RefOr::T(response), true) = (response, statuses.contains(&status.as_str())) else {
             continue;
         };
         for target in &targets {

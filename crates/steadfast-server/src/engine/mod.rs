@@ -5,6 +5,7 @@
 
 pub mod audit;
 mod authentication;
+mod bulk;
 mod deliveries;
 mod duties;
 mod inbox;
@@ -90,6 +91,8 @@ pub struct EngineConfig {
     pub inbox: InboxLimits,
     /// Bounds on the dashboard's sessions and reads.
     pub dashboard: sessions::DashboardLimits,
+    /// Jobs one batch of a bulk operation acts on (one transaction).
+    pub bulk_batch: u32,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +113,7 @@ impl Default for EngineConfig {
             random: Arc::new(SystemRandom),
             inbox: InboxLimits::default(),
             dashboard: sessions::DashboardLimits::default(),
+            bulk_batch: 500,
         }
     }
 }
@@ -142,6 +146,8 @@ struct Inner {
     duties_nudge: Notify,
     /// Wakes the notification deliveries: a notification was enqueued.
     deliveries_nudge: Notify,
+    /// Wakes the bulk duty: an operation started.
+    bulk_nudge: Notify,
     draining: watch::Sender<bool>,
     key_uses: authentication::KeyUses,
     failed_auths: authentication::FailedAuths,
@@ -173,6 +179,7 @@ impl Engine {
                 metrics: Arc::new(Metrics::new()),
                 duties_nudge: Notify::new(),
                 deliveries_nudge: Notify::new(),
+                bulk_nudge: Notify::new(),
                 draining: watch::channel(false).0,
                 key_uses: authentication::KeyUses::default(),
                 failed_auths: authentication::FailedAuths::default(),

@@ -213,6 +213,75 @@ def resolve_step(
     return Call("POST", path, _as(m.Job), _patch(outcome=outcome, reason=reason, output=output))
 
 
+def bulk(
+    action: m.BulkAction,
+    reason: str,
+    *,
+    queue: Optional[str] = None,
+    state: Optional[m.JobState] = None,
+    created_after: Optional[datetime] = None,
+    created_before: Optional[datetime] = None,
+    error_kind: Optional[str] = None,
+) -> Call[m.BulkOperation]:
+    """Retries or cancels every job the filter matches, in the background
+    (operator action; each job audited with ``reason``). Follow it with
+    :func:`get_bulk`; count first with :func:`count_bulk`."""
+    filter = _fields(
+        queue=queue,
+        state=state,
+        created_after=created_after,
+        created_before=created_before,
+        error_kind=error_kind,
+    )
+    body: Dict[str, JSON] = {"action": action, "filter": filter, "reason": reason}
+    return Call("POST", "v1/jobs/bulk", _as(m.BulkOperation), body)
+
+
+def count_bulk(
+    action: m.BulkAction,
+    *,
+    queue: Optional[str] = None,
+    state: Optional[m.JobState] = None,
+    created_after: Optional[datetime] = None,
+    created_before: Optional[datetime] = None,
+    error_kind: Optional[str] = None,
+) -> Call[int]:
+    """How many jobs :func:`bulk` with this filter would act on now (a dry
+    run: nothing changes)."""
+    filter = _fields(
+        queue=queue,
+        state=state,
+        created_after=created_after,
+        created_before=created_before,
+        error_kind=error_kind,
+    )
+    # A dry run changes nothing; the reason is required all the same.
+    body: Dict[str, JSON] = {
+        "action": action,
+        "filter": filter,
+        "reason": "dry run",
+        "dry_run": True,
+    }
+    return Call(
+        "POST", "v1/jobs/bulk", lambda body, _headers: decode(m.BulkCount, body).matched, body
+    )
+
+
+def get_bulk(id: str) -> Call[m.BulkOperation]:
+    """A bulk operation: its progress, and what failed."""
+    return Call("GET", f"v1/bulk/{_seg(id)}", _as(m.BulkOperation))
+
+
+def list_bulk() -> Call[List[m.BulkOperation]]:
+    """The tenant's bulk operations, newest first."""
+    return Call("GET", "v1/bulk", _list_of(m.BulkOperation, "operations"))
+
+
+def cancel_bulk(id: str) -> Call[m.BulkOperation]:
+    """Stops a running bulk operation; what it did stays done."""
+    return Call("POST", f"v1/bulk/{_seg(id)}/cancel", _as(m.BulkOperation))
+
+
 def signal(
     id: str, name: str, payload: JSON = None, reason: Optional[str] = None
 ) -> Call[m.SignalResponse]:

@@ -26,6 +26,13 @@ AttemptOutcome = Literal[
 BreakerStatus = Literal["closed", "open", "half_open"]
 
 
+BulkAction = Literal["retry", "cancel"]
+"""What a bulk operation does to each job it matches."""
+
+
+BulkStatus = Literal["running", "completed", "cancelled"]
+
+
 ErrorCode = Literal[
     "malformed_json",
     "validation_failed",
@@ -196,6 +203,65 @@ class BreakerWindow:
     failures: int
     requests: int
     started_at: datetime
+
+
+@dataclass(frozen=True)
+class BulkActor:
+    key_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class BulkCount:
+    """The answer to a dry run."""
+
+    dry_run: bool
+    matched: int
+    """Jobs the filter matches now."""
+
+
+@dataclass(frozen=True)
+class BulkFailure:
+    """A job a bulk operation could not act on, and why."""
+
+    error: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class BulkFilter:
+    """Which jobs a bulk operation acts on: every field optional, all must hold."""
+
+    created_after: Optional[datetime] = None
+    created_before: Optional[datetime] = None
+    error_kind: Optional[str] = None
+    queue: Optional[str] = None
+    state: Optional[JobState] = None
+
+
+@dataclass(frozen=True)
+class BulkList:
+    operations: List[BulkOperation]
+    """Newest first."""
+
+
+@dataclass(frozen=True)
+class BulkOperation:
+    """A bulk operation: who started it, when, on what, and how far it got."""
+
+    action: BulkAction
+    created_at: datetime
+    created_by: BulkActor
+    done: int
+    failed: int
+    failures: List[BulkFailure]
+    filter: BulkFilter
+    id: str
+    matched: int
+    reason: str
+    status: BulkStatus
+    updated_at: datetime
+    finished_at: Optional[datetime] = None
 
 
 @dataclass(frozen=True)
