@@ -203,6 +203,30 @@ describe("an admin", () => {
     await ctx.close();
   });
 
+  test("retries every dead timeout at once: counted first, confirmed by its count, followed to the end", async () => {
+    const { ctx, page, problems } = await context({ viewport: { width: 1280, height: 900 } });
+    await signIn(page, server, server.admin);
+    await page.goto("/ui/jobs");
+    await page.getByLabel("State").selectOption("dead");
+    await page.getByLabel("Error kind").fill("timeout");
+    await page.getByRole("button", { name: "Filter" }).click();
+    await page.getByRole("button", { name: "Retry all matching…" }).click();
+    await page.getByText("1 job matches").waitFor();
+    await axe(page, "the bulk confirmation");
+    await page.getByLabel("Reason").fill("The bank is answering again");
+    await page.getByRole("button", { name: "Retry 1 job" }).click();
+    await page.getByRole("heading", { name: /Bulk operation/ }).waitFor();
+    // The server works through it in the background; htmx shows the end.
+    await page.getByText("completed", { exact: true }).waitFor({ timeout: 15000 });
+    await page.getByText("1 done, 0 failed, of 1 matched").waitFor();
+    await axe(page, "a bulk operation");
+    await shoot(page, "bulk-operation");
+    const { jobs } = await server.api("GET", "/v1/jobs?queue=payments&state=dead");
+    assert.equal(jobs.filter((j) => j.last_error?.kind === "timeout").length, 0);
+    assert.deepEqual(problems, []);
+    await ctx.close();
+  });
+
   test("resolves an uncertain step", async () => {
     const { ctx, page } = await context();
     await signIn(page, server, server.admin);

@@ -561,7 +561,96 @@ async fn the_overview_counts_and_is_read_once_per_refresh_interval(backend: Back
     assert!(idle.html.contains("no worker leasing"), "{}", idle.html);
 }
 
+async fn a_bulk_retry_counts_first_names_the_count_and_shows_its_progress(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let reader = server.key("acme", Role::Reader).await;
+    let mut dead = Vec::new();
+    for kind in ["declined", "declined", "declined", "timeout"] {
+        let id = id_of(&server, &admin, json!({"queue": "pay", "payload": {}})).await;
+        let leased = server.lease_one(&admin, "pay", "w1").await;
+        server
+            .post(
+                &format!("/v1/jobs/{id}/fail"),
+                &admin,
+                json!({"lease_token": leased["lease_token"], "error": {"message": "no", "kind": kind}, "retryable": false}),
+            )
+            .await;
+        if kind == "declined" {
+            dead.push(id);
+        }
+    }
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&admin).await;
+    let list = browser.get("/ui/jobs?state=dead&kind=declined").await;
+    assert!(list.html.contains(">Retry all matching…</button>"));
+    let confirm = browser
+        .get("/ui/bulk/new?action=retry&queue=&state=dead&kind=declined&from=&to=")
+        .await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.html);
+    assert!(
+        confirm.html.contains("<strong>3</strong> jobs match"),
+        "{}",
+        confirm.html
+    );
+    assert!(confirm.html.contains(">Retry 3 jobs</button>"));
+    assert_eq!(
+        server.get(&format!("/v1/jobs/{}", dead[0]), &admin).await.json()["state"],
+        "dead",
+        "a dry run changes nothing"
+    );
+    let form = [
+        ("csrf", confirm.csrf()),
+        ("action", "retry".into()),
+        ("queue", String::new()),
+        ("state", "dead".into()),
+        ("kind", "declined".into()),
+        ("from", String::new()),
+        ("to", String::new()),
+        ("reason", "the processor is back".into()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let started = browser.post("/ui/bulk", &form).await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.html);
+    let page_path = started.location().to_owned();
+    assert!(page_path.starts_with("/ui/bulk/"));
+    let running = browser.get(&page_path).await;
+    assert!(running.html.contains("<strong>running</strong>") && running.html.contains(">Stop</button>"));
+    while server.engine.run_bulk_once().await.unwrap() > 0 {}
+    let done = browser.get(&page_path).await;
+    assert!(done.html.contains("<strong>completed</strong>"), "{}", done.html);
+    assert!(done.html.contains("3 done, 0 failed, of 3 matched"));
+    assert!(done.html.contains("the processor is back"));
+    for id in &dead {
+        assert_eq!(
+            server.get(&format!("/v1/jobs/{id}"), &admin).await.json()["state"],
+            "queued"
+        );
+    }
+    let listed = browser.get("/ui/bulk").await;
+    assert!(listed.html.contains(&page_path));
+
+    let mut reading = Browser::new(&server);
+    reading.sign_in(&reader).await;
+    let list = reading.get("/ui/jobs?state=dead").await;
+    assert!(!list.html.contains("Retry all matching"));
+    assert_eq!(
+        reading.get("/ui/bulk/new?action=retry&state=dead").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mut forged: Vec<(&str, &str)> = form.clone();
+    let token = list.csrf();
+    forged[0] = ("csrf", token.as_str());
+    assert_eq!(reading.post("/ui/bulk", &forged).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        reading.get(&page_path).await.status,
+        StatusCode::OK,
+        "a reader may look"
+    );
+}
+
 on_both_backends!(
+    a_bulk_retry_counts_first_names_the_count_and_shows_its_progress,
     sign_in_makes_a_strict_session_that_ends_at_sign_out_idleness_or_revocation,
     forms_are_refused_from_another_site_or_without_the_token,
     a_reader_sees_everything_and_no_action_and_its_forged_posts_are_refused,

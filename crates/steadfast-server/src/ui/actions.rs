@@ -262,3 +262,55 @@ pub async fn verify_audit(
         .await,
     )
 }
+
+#[derive(Debug, Deserialize)]
+pub struct BulkForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    action: String,
+    #[serde(flatten)]
+    filter: super::views::ListFilter,
+}
+
+csrf_form!(BulkForm);
+
+/// `POST /ui/bulk`: starts the operation the confirmation named.
+pub async fn start_bulk(State(engine): State<Engine>, posted: Posted<BulkForm>) -> Response {
+    respond(
+        async {
+            let Posted { viewer, form } = posted;
+            viewer.require(Action::OperatorAction)?;
+            let reason = reason(&form.reason)?;
+            let action = super::views::bulk_action(&form.action)?;
+            let (filter, _) = super::views::bulk_filter(action, form.filter)?;
+            let spec = steadfast_store::bulk::BulkSpec {
+                action,
+                filter,
+                reason: reason.as_str().to_owned(),
+                key_id: viewer.principal.key_id.to_string(),
+                key_name: viewer.principal.key_name.clone(),
+            };
+            let started = engine.start_bulk(&viewer.principal.scope, spec).await?;
+            Ok(Redirect::to(&format!("/ui/bulk/{}", started.id)).into_response())
+        }
+        .await,
+    )
+}
+
+/// `POST /ui/bulk/{id}/cancel`: stops a running operation.
+pub async fn stop_bulk(State(engine): State<Engine>, Path(id): Path<String>, posted: Posted<VerifyForm>) -> Response {
+    respond(
+        async {
+            posted.viewer.require(Action::OperatorAction)?;
+            let id: uuid::Uuid = id
+                .parse()
+                .map_err(|_| Failure::new(StatusCode::NOT_FOUND, "There is no such bulk operation."))?;
+            engine.cancel_bulk(&posted.viewer.principal.scope, id).await?;
+            Ok(Redirect::to(&format!("/ui/bulk/{id}")).into_response())
+        }
+        .await,
+    )
+}

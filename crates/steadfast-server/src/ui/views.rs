@@ -41,6 +41,7 @@ impl Chrome {
             ("/ui/jobs", "Jobs"),
             ("/ui/dead", "Dead letters"),
             ("/ui/audit", "Audit log"),
+            ("/ui/bulk", "Bulk operations"),
             ("/ui/sources", "Webhooks"),
             ("/ui/policies", "Policies"),
             ("/docs", "API reference"),
@@ -233,14 +234,14 @@ pub async fn overview_live(
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListFilter {
-    queue: Option<String>,
-    state: Option<String>,
-    kind: Option<String>,
+    pub(super) queue: Option<String>,
+    pub(super) state: Option<String>,
+    pub(super) kind: Option<String>,
     /// `YYYY-MM-DD` or RFC 3339: jobs created at or after.
-    from: Option<String>,
+    pub(super) from: Option<String>,
     /// Jobs created before.
-    to: Option<String>,
-    cursor: Option<String>,
+    pub(super) to: Option<String>,
+    pub(super) cursor: Option<String>,
 }
 
 pub struct ListedJob {
@@ -268,6 +269,7 @@ pub struct JobsPage {
     pub jobs: Vec<ListedJob>,
     pub next: Option<String>,
     pub first_page: Option<String>,
+    pub can_bulk: bool,
 }
 
 /// Rows per page of a job list.
@@ -421,6 +423,7 @@ async fn job_list(
         jobs,
         next,
         first_page,
+        can_bulk: viewer.may(Action::OperatorAction),
     };
     Ok(render(StatusCode::OK, &page))
 }
@@ -1173,6 +1176,232 @@ pub async fn policies(State(engine): State<Engine>, viewer: Viewer) -> Response 
                 resources,
             },
         ))
+    };
+    read.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+// ---------------------------------------------------------------- bulk operations
+
+pub struct BulkLine {
+    pub id: String,
+    pub action: &'static str,
+    pub status: &'static str,
+    pub filter: String,
+    pub reason: String,
+    pub by: String,
+    pub matched: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub created: Moment,
+    pub finished: Option<Moment>,
+    pub failures: Vec<(String, String)>,
+}
+
+/// The filter in words: `queue=pay, state=dead, kind=declined`.
+fn describe_filter(filter: &steadfast_store::bulk::BulkFilter) -> String {
+    let mut parts = Vec::new();
+    for (name, value) in [
+        ("queue", &filter.queue),
+        ("state", &filter.state),
+        ("kind", &filter.error_kind),
+    ] {
+        if let Some(value) = value {
+            parts.push(format!("{name}={value}"));
+        }
+    }
+    if let Some(at) = filter.created_after {
+        parts.push(format!("created from {}", moment(at).text));
+    }
+    if let Some(at) = filter.created_before {
+        parts.push(format!("created before {}", moment(at).text));
+    }
+    if parts.is_empty() {
+        "every job it applies to".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+pub fn bulk_line(op: &steadfast_store::bulk::BulkOperation) -> BulkLine {
+    BulkLine {
+        id: op.id.to_string(),
+        action: op.spec.action.as_str(),
+        status: op.status.as_str(),
+        filter: describe_filter(&op.spec.filter),
+        reason: op.spec.reason.clone(),
+        by: format!("{} ({})", op.spec.key_name, op.spec.key_id),
+        matched: op.matched,
+        done: op.done,
+        failed: op.failed,
+        created: moment(op.created_at),
+        finished: op.finished_at.map(moment),
+        failures: op
+            .failures
+            .iter()
+            .map(|f| (f.job_id.clone(), f.error.clone()))
+            .collect(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "bulk_list.html")]
+pub struct BulkListPage {
+    pub chrome: Chrome,
+    pub operations: Vec<BulkLine>,
+}
+
+/// `GET /ui/bulk`: the tenant's bulk operations, newest first.
+pub async fn bulk_list(State(engine): State<Engine>, viewer: Viewer) -> Response {
+    let read = async {
+        viewer.require(Action::ListJobs)?;
+        let operations = engine.store().list_bulk(&viewer.principal.scope, 100).await?;
+        let page = BulkListPage {
+            chrome: Chrome::new(&viewer, "/ui/bulk"),
+            operations: operations.iter().map(bulk_line).collect(),
+        };
+        Ok::<_, Failure>(render(StatusCode::OK, &page))
+    };
+    read.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Template)]
+#[template(path = "bulk_progress.html")]
+pub struct BulkProgress {
+    pub op: BulkLine,
+    pub refresh_secs: u64,
+}
+
+#[derive(Template)]
+#[template(path = "bulk_op.html")]
+pub struct BulkPage {
+    pub chrome: Chrome,
+    pub progress: BulkProgress,
+    pub can_stop: bool,
+}
+
+async fn bulk_operation(engine: &Engine, viewer: &Viewer, id: &str) -> Result<BulkProgress, Failure> {
+    viewer.require(Action::ListJobs)?;
+    let missing = || Failure::new(StatusCode::NOT_FOUND, "There is no such bulk operation in this tenant.");
+    let id: uuid::Uuid = id.parse().map_err(|_| missing())?;
+    let op = engine
+        .store()
+        .bulk(&viewer.principal.scope, id)
+        .await?
+        .ok_or_else(missing)?;
+    Ok(BulkProgress {
+        op: bulk_line(&op),
+        refresh_secs: engine.config().dashboard.refresh_every.as_secs(),
+    })
+}
+
+/// `GET /ui/bulk/{id}`: one operation: who, when, the filter, progress,
+/// and what failed.
+pub async fn bulk(State(engine): State<Engine>, viewer: Viewer, Path(id): Path<String>) -> Response {
+    match bulk_operation(&engine, &viewer, &id).await {
+        Ok(progress) => {
+            let page = BulkPage {
+                can_stop: progress.op.status == "running" && viewer.may(Action::OperatorAction),
+                chrome: Chrome::new(&viewer, "/ui/bulk"),
+                progress,
+            };
+            render(StatusCode::OK, &page)
+        }
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// `GET /ui/bulk/{id}/progress`: the progress alone, for htmx to poll.
+pub async fn bulk_progress(State(engine): State<Engine>, viewer: Viewer, Path(id): Path<String>) -> Response {
+    match bulk_operation(&engine, &viewer, &id).await {
+        Ok(progress) => render(StatusCode::OK, &progress),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BulkQuery {
+    action: String,
+    #[serde(flatten)]
+    filter: ListFilter,
+}
+
+#[derive(Template)]
+#[template(path = "bulk_new.html")]
+pub struct BulkNewPage {
+    pub chrome: Chrome,
+    pub action: &'static str,
+    pub verb: &'static str,
+    pub matched: u64,
+    pub described: String,
+    pub queue: String,
+    pub state: String,
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// The bulk filter of a job list's filters, as the list page carries them.
+pub fn bulk_filter(
+    action: steadfast_store::bulk::BulkAction,
+    filter: ListFilter,
+) -> Result<(steadfast_store::bulk::BulkFilter, [String; 5]), Failure> {
+    let texts = [
+        blank_to_none(filter.queue).unwrap_or_default(),
+        blank_to_none(filter.state).unwrap_or_default(),
+        blank_to_none(filter.kind).unwrap_or_default(),
+        blank_to_none(filter.from).unwrap_or_default(),
+        blank_to_none(filter.to).unwrap_or_default(),
+    ];
+    let some = |text: &String| (!text.is_empty()).then(|| text.clone());
+    let state = some(&texts[1])
+        .map(|s| s.parse::<JobState>())
+        .transpose()
+        .map_err(|e| Failure::new(StatusCode::UNPROCESSABLE_ENTITY, format!("state: {e}")))?;
+    let wire = steadfast_protocol::BulkFilter {
+        queue: some(&texts[0]),
+        state: state.map(crate::api::convert::state),
+        error_kind: some(&texts[2]),
+        created_after: some(&texts[3]).map(|t| parse_time("from", &t)).transpose()?,
+        created_before: some(&texts[4]).map(|t| parse_time("to", &t)).transpose()?,
+    };
+    Ok((crate::api::bulk::filter(action, wire)?, texts))
+}
+
+pub fn bulk_action(text: &str) -> Result<steadfast_store::bulk::BulkAction, Failure> {
+    match text {
+        "retry" => Ok(steadfast_store::bulk::BulkAction::Retry),
+        "cancel" => Ok(steadfast_store::bulk::BulkAction::Cancel),
+        _ => Err(Failure::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "action: retry or cancel",
+        )),
+    }
+}
+
+/// `GET /ui/bulk/new?action=…&<the list's filters>`: the dry run, and the
+/// confirmation that names the count.
+pub async fn bulk_new(State(engine): State<Engine>, viewer: Viewer, Query(query): Query<BulkQuery>) -> Response {
+    let read = async {
+        viewer.require(Action::OperatorAction)?;
+        let action = bulk_action(&query.action)?;
+        let (filter, [queue, state, kind, from, to]) = bulk_filter(action, query.filter)?;
+        let matched = engine.count_bulk(&viewer.principal.scope, action, &filter).await?;
+        let page = BulkNewPage {
+            chrome: Chrome::new(&viewer, "/ui/bulk"),
+            action: action.as_str(),
+            verb: match action {
+                steadfast_store::bulk::BulkAction::Retry => "Retry",
+                steadfast_store::bulk::BulkAction::Cancel => "Cancel",
+            },
+            matched,
+            described: describe_filter(&filter),
+            queue,
+            state,
+            kind,
+            from,
+            to,
+        };
+        Ok::<_, Failure>(render(StatusCode::OK, &page))
     };
     read.await.unwrap_or_else(IntoResponse::into_response)
 }
