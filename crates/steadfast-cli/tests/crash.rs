@@ -170,3 +170,97 @@ async fn acknowledged_enqueues_survive_kill_9() {
     assert_eq!(unexpected, 0);
     assert_eq!(duplicated, 0);
 }
+
+/// A bulk cancel killed with SIGKILL halfway: after a restart it finishes,
+/// every matching job is cancelled, and each was acted on exactly once
+/// (one `job.cancelled` record, naming the operation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_operation_killed_halfway_finishes_after_a_restart_acting_once_per_job() {
+    const JOBS: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let http = reqwest::Client::new();
+    // Small batches, so the kill lands between many of them.
+    let mut server = ServerProcess::start_with(&data_dir, &["--bulk-batch", "20"]);
+    let key = server.admin_key();
+    for chunk in 0..JOBS / 1000 {
+        let jobs: Vec<Value> = (0..1000)
+            .map(|n| json!({"queue": "bulk", "payload": {"n": chunk * 1000 + n}}))
+            .collect();
+        let created = http
+            .post(format!("{}/v1/jobs/batch", server.url))
+            .bearer_auth(&key)
+            .json(&json!({"jobs": jobs}))
+            .send()
+            .await
+            .unwrap();
+        assert!(created.status().is_success());
+    }
+    let started: Value = http
+        .post(format!("{}/v1/jobs/bulk", server.url))
+        .bearer_auth(&key)
+        .json(&json!({"action": "cancel", "filter": {"queue": "bulk"}, "reason": "a bad release"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["id"].as_str().unwrap().to_owned();
+    assert_eq!(started["matched"], JOBS);
+    let progress = |url: String| {
+        let (http, key, id) = (http.clone(), key.clone(), id.clone());
+        async move {
+            http.get(format!("{url}/v1/bulk/{id}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = progress(server.url.clone()).await["done"].as_u64().unwrap();
+        if done > 0 {
+            assert!(done < JOBS as u64, "the kill must land halfway; raise JOBS");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the operation never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill_9();
+
+    let server = ServerProcess::start_with(&data_dir, &["--bulk-batch", "20"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let finished = loop {
+        let now = progress(server.url.clone()).await;
+        if now["status"] == "completed" {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operation did not finish after the restart: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (finished["done"].as_u64(), finished["failed"].as_u64()),
+        (Some(JOBS as u64), Some(0))
+    );
+    let jobs = all_jobs(&http, &server.url, &key).await;
+    assert_eq!(jobs.len(), JOBS);
+    assert!(jobs.iter().all(|job| job["state"] == "cancelled"));
+    let records = common::all_pages(&http, &server.url, &key, "/v1/audit?action=job.cancelled", "records").await;
+    let mut per_job: HashMap<String, usize> = HashMap::new();
+    for record in &records {
+        assert_eq!(record["summary"]["bulk_operation"], id.as_str());
+        *per_job
+            .entry(record["job_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_job.len(), JOBS, "every job has its record");
+    assert!(per_job.values().all(|n| *n == 1), "no job was cancelled twice");
+}
