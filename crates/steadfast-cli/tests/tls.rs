@@ -211,3 +211,65 @@ fn a_body_trickled_past_its_deadline_gets_408_request_timeout() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
 }
+
+/// Over TLS the dashboard's cookies are `Secure` (never sent over plain
+/// HTTP), and a form must come from the `https` origin.
+#[test]
+fn the_dashboards_cookies_are_secure_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("steadfast test CA");
+    let identity = ca.issue(&["localhost"]).write(dir.path(), "server");
+    let server = ServerProcess::start_tls(&dir.path().join("data"), &identity, &ca.pem, &[]);
+    let key = server.admin_key();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(sign_in_over_tls(&server.url, &key, &ca.pem));
+}
+
+async fn sign_in_over_tls(url: &str, key: &str, ca_pem: &str) {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookies = |response: &reqwest::Response| -> Vec<String> {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    let login = http.get(format!("{url}/ui/login")).send().await.unwrap();
+    let login_cookie = cookies(&login)
+        .into_iter()
+        .find(|c| c.starts_with("sf_login="))
+        .unwrap();
+    assert!(
+        login_cookie.contains("Secure") && login_cookie.contains("HttpOnly"),
+        "{login_cookie}"
+    );
+    let html = login.text().await.unwrap();
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = &html[at..at + html[at..].find('"').unwrap()];
+    let pair = login_cookie.split(';').next().unwrap().to_owned();
+    let form = format!("api_key={key}&csrf={csrf}&next=%2Fui");
+    let post = |origin: String| {
+        http.post(format!("{url}/ui/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", pair.clone())
+            .header("origin", origin)
+            .body(form.clone())
+            .send()
+    };
+    let plain_origin = post(url.replace("https://", "http://")).await.unwrap();
+    assert_eq!(plain_origin.status(), 403, "the http origin is another site");
+    let signed = post(url.to_owned()).await.unwrap();
+    assert_eq!(signed.status(), 303);
+    let session = cookies(&signed)
+        .into_iter()
+        .find(|c| c.starts_with("sf_session="))
+        .unwrap();
+    for attribute in ["Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(session.contains(attribute), "{session}");
+    }
+}
