@@ -6,7 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use steadfast_core::{Job, JobId, JobState, QueueName, StepName, TenantId, Timestamp, WorkerId};
 use steadfast_store::dashboard::{
-    self, Attention, DashboardStore, DeadGroup, LapsedAttempt, MAX_DEAD_GROUPS, QueueSummary, UncertainStepRow,
+    self, Attention, DashboardStore, DeadGroup, LapsedAttempt, MAX_DEAD_GROUPS, MAX_SUMMARY_QUEUES, QueueSummary,
+    UncertainStepRow,
 };
 use steadfast_store::{StoreError, TenantScope};
 use tokio_postgres::Row;
@@ -54,29 +55,43 @@ async fn rows(
     tx.query(&statement(tx, sql).await?, params).await.map_err(pg_error)
 }
 
+/// Unfinished counts of every queue, and what each finished since
+/// `since`, each read riding an index as the embedded store's do: queued
+/// jobs from `jobs_ready`, the other unfinished states (bounded by workers
+/// and waits) by state, and the last hour of each queue found by skipping
+/// through `jobs_finished` queue to queue.
 async fn summaries(tx: &Transaction, tenant: TenantId, since: Timestamp) -> Result<Vec<QueueSummary>, StoreError> {
-    let unfinished = rows(
+    let queued = rows(
         tx,
-        "SELECT queue, state, count(*), min(run_at) FROM jobs WHERE tenant_id = $1 \
-         AND state IN ('scheduled', 'queued', 'running', 'waiting') GROUP BY queue, state",
+        "SELECT queue, 'queued', count(*), min(run_at) FROM jobs WHERE tenant_id = $1 AND state = 'queued' \
+         GROUP BY queue \
+         UNION ALL SELECT queue, state, count(*), NULL FROM jobs \
+         WHERE tenant_id = $1 AND state IN ('scheduled', 'running', 'waiting') GROUP BY queue, state",
         &[&tenant.0],
     )
-    .await?
-    .into_iter()
-    .map(|row| {
-        let oldest = optional_timestamp(row.get(3))?;
-        Ok((
-            queue(row.get(0))?,
-            state(row.get(1))?,
-            row.get::<_, i64>(2) as u64,
-            oldest,
-        ))
-    })
-    .collect::<Result<Vec<_>, StoreError>>()?;
+    .await?;
+    let unfinished = queued
+        .into_iter()
+        .map(|row| {
+            let oldest = optional_timestamp(row.get(3))?;
+            Ok((
+                queue(row.get(0))?,
+                state(row.get(1))?,
+                row.get::<_, i64>(2) as u64,
+                oldest,
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let finished = rows(
         tx,
-        "SELECT queue, state, count(*) FROM jobs WHERE tenant_id = $1 AND finished_at >= $2 GROUP BY queue, state",
-        &[&tenant.0, &millis(since)],
+        "WITH RECURSIVE q(queue) AS ( \
+           SELECT (SELECT min(queue) FROM jobs WHERE tenant_id = $1 AND finished_at IS NOT NULL) \
+           UNION ALL SELECT (SELECT min(queue) FROM jobs WHERE tenant_id = $1 AND finished_at IS NOT NULL \
+                             AND queue > q.queue) FROM q WHERE q.queue IS NOT NULL) \
+         SELECT q.queue, c.state, c.n FROM (SELECT queue FROM q WHERE queue IS NOT NULL LIMIT $3) q \
+         CROSS JOIN LATERAL (SELECT state, count(*) AS n FROM jobs \
+                             WHERE tenant_id = $1 AND queue = q.queue AND finished_at >= $2 GROUP BY state) c",
+        &[&tenant.0, &millis(since), &(MAX_SUMMARY_QUEUES as i64)],
     )
     .await?
     .into_iter()

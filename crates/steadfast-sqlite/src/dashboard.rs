@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, Row, params};
 use steadfast_core::{JobId, JobState, QueueName, StepName, TenantId, Timestamp, WorkerId};
 use steadfast_store::dashboard::{
-    self, Attention, DashboardStore, DeadGroup, LapsedAttempt, MAX_DEAD_GROUPS, QueueSummary, UncertainStepRow,
+    self, Attention, DashboardStore, DeadGroup, LapsedAttempt, MAX_DEAD_GROUPS, MAX_SUMMARY_QUEUES, QueueSummary,
+    UncertainStepRow,
 };
 use steadfast_store::{StoreError, TenantScope};
 
@@ -22,30 +23,63 @@ fn queue(text: String) -> rusqlite::Result<QueueName> {
     parsed(text, QueueName::new)
 }
 
-/// Unfinished counts of every queue, and what each finished since `since`.
+/// Unfinished counts of every queue, and what each finished since
+/// `since`. Each read rides an index: queued jobs (the big backlog) are
+/// counted from `jobs_ready` alone; the other unfinished states, which
+/// workers and waits bound, through `jobs_by_state`; queues that finished
+/// jobs are found by skipping through `jobs_finished`, queue to queue, and
+/// each one's last hour is a range of it.
 fn summaries(conn: &Connection, tenant: TenantId, since: Timestamp) -> Result<Vec<QueueSummary>, StoreError> {
     let t = tenant.to_string();
-    let unfinished = query_all(
+    let mut unfinished = query_all(
         conn,
-        "SELECT queue, state, count(*), min(run_at) FROM jobs WHERE tenant_id = ?1 \
-         AND state IN ('scheduled', 'queued', 'running', 'waiting') GROUP BY queue, state",
+        "SELECT queue, count(*), min(run_at) FROM jobs INDEXED BY jobs_ready \
+         WHERE tenant_id = ?1 AND state = 'queued' GROUP BY queue",
         params![t],
         |row| {
-            let oldest = optional_timestamp(row.get(3)?)?;
+            let oldest = optional_timestamp(row.get(2)?)?;
             Ok((
                 queue(row.get(0)?)?,
-                state(row.get(1)?)?,
-                row.get::<_, i64>(2)? as u64,
+                JobState::Queued,
+                row.get::<_, i64>(1)? as u64,
                 oldest,
             ))
         },
     )?;
-    let finished = query_all(
+    unfinished.extend(query_all(
         conn,
-        "SELECT queue, state, count(*) FROM jobs WHERE tenant_id = ?1 AND finished_at >= ?2 GROUP BY queue, state",
-        params![t, millis(since)],
-        |row| Ok((queue(row.get(0)?)?, state(row.get(1)?)?, row.get::<_, i64>(2)? as u64)),
+        "SELECT queue, state, count(*) FROM jobs INDEXED BY jobs_by_state \
+         WHERE tenant_id = ?1 AND state IN ('scheduled', 'running', 'waiting') GROUP BY queue, state",
+        params![t],
+        |row| {
+            Ok((
+                queue(row.get(0)?)?,
+                state(row.get(1)?)?,
+                row.get::<_, i64>(2)? as u64,
+                None,
+            ))
+        },
+    )?);
+    let finishing = query_all(
+        conn,
+        "WITH RECURSIVE q(queue) AS ( \
+           SELECT (SELECT min(queue) FROM jobs WHERE tenant_id = ?1 AND finished_at IS NOT NULL) \
+           UNION ALL SELECT (SELECT min(queue) FROM jobs WHERE tenant_id = ?1 AND finished_at IS NOT NULL \
+                             AND queue > q.queue) FROM q WHERE q.queue IS NOT NULL) \
+         SELECT queue FROM q WHERE queue IS NOT NULL LIMIT ?2",
+        params![t, MAX_SUMMARY_QUEUES as i64],
+        |row| queue(row.get(0)?),
     )?;
+    let mut finished = Vec::new();
+    for name in finishing {
+        finished.extend(query_all(
+            conn,
+            "SELECT state, count(*) FROM jobs INDEXED BY jobs_finished \
+             WHERE tenant_id = ?1 AND queue = ?2 AND finished_at >= ?3 GROUP BY state",
+            params![t, name.as_str(), millis(since)],
+            |row| Ok((name.clone(), state(row.get(0)?)?, row.get::<_, i64>(1)? as u64)),
+        )?);
+    }
     Ok(dashboard::summaries(unfinished, finished))
 }
 

@@ -94,6 +94,12 @@ pub async fn the_dashboard_reads_what_needs_attention(store: &impl Store) {
     let summaries = store.queue_summaries(&scope, t0(), TIME_LIMIT).await.unwrap();
     let names: Vec<&str> = summaries.iter().map(|s| s.queue.as_str()).collect();
     assert_eq!(names, ["claims", "mail", "pay"]);
+    let claims = &summaries[0];
+    assert_eq!(
+        (claims.unfinished(JobState::Waiting), claims.unfinished(JobState::Scheduled)),
+        (1, 1),
+        "the approval waits; the vanished job backs off"
+    );
     let mail = &summaries[1];
     assert_eq!(
         (mail.unfinished(JobState::Queued), mail.finished(JobState::Succeeded)),
