@@ -3,21 +3,21 @@
 //! operation's row, so two nodes never run the same batch.
 
 use async_trait::async_trait;
-use steadfast_core::{JobId, TenantId, Timestamp};
+use steadfast_core::{JobId, JobState, TenantId, Timestamp};
 use steadfast_store::bulk::{
-    BulkAction, BulkCursor, BulkFilter, BulkOperation, BulkStatus, BulkStepped, BulkStore, MAX_KEPT_PER_TENANT, NewBulk,
+    BulkAction, BulkFilter, BulkOperation, BulkStatus, BulkStepped, BulkStore, MAX_KEPT_PER_TENANT, NewBulk,
 };
 use steadfast_store::decide::{self, BulkCandidate, Decision};
 use steadfast_store::{StoreError, TenantScope};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::jobs::singleton_held_by_another;
+use crate::jobs::{lock_singletons, singleton_held_once_locked};
 use crate::rows::{load_jobs, millis, optional_timestamp, timestamp};
 use crate::{Durability, PostgresStore, Transaction, pg_error, statement};
 
-const COLUMNS: &str = "id, tenant_id, spec, status, matched, done, failed, failures, through_seq, cursor_state, \
-                       cursor_seq, created_at, updated_at, finished_at";
+const COLUMNS: &str = "id, tenant_id, spec, status, matched, done, failed, failures, through_seq, cursor_seq, \
+                       created_at, updated_at, finished_at";
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("bulk operation: {what}"))
@@ -35,23 +35,34 @@ fn operation_from_row(row: &Row) -> Result<BulkOperation, StoreError> {
         failed: row.get::<_, i64>(6) as u64,
         failures: serde_json::from_str(row.get(7)).map_err(corrupt)?,
         through_seq: row.get(8),
-        cursor: BulkCursor {
-            state: row.get(9),
-            seq: row.get(10),
-        },
-        created_at: timestamp(row.get(11))?,
-        updated_at: timestamp(row.get(12))?,
-        finished_at: optional_timestamp(row.get(13))?,
+        cursor_seq: row.get(9),
+        created_at: timestamp(row.get(10))?,
+        updated_at: timestamp(row.get(11))?,
+        finished_at: optional_timestamp(row.get(12))?,
     })
+}
+
+/// How a batch reads its operation's row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    None,
+    /// Held to the end of the transaction.
+    Wait,
+    /// Held, unless another node holds it (then `None` is answered).
+    Skip,
 }
 
 async fn load(
     tx: &Transaction,
     tenant: TenantId,
     id: uuid::Uuid,
-    lock: bool,
+    lock: Lock,
 ) -> Result<Option<BulkOperation>, StoreError> {
-    let lock = if lock { " FOR UPDATE" } else { "" };
+    let lock = match lock {
+        Lock::None => "",
+        Lock::Wait => " FOR UPDATE",
+        Lock::Skip => " FOR UPDATE SKIP LOCKED",
+    };
     let sql = format!("SELECT {COLUMNS} FROM bulk_operations WHERE tenant_id = $1 AND id = $2{lock}");
     tx.query_opt(&statement(tx, &sql).await?, &[&tenant.0, &id])
         .await
@@ -68,12 +79,11 @@ pub(crate) async fn save(tx: &Transaction, operations: &[BulkOperation]) -> Resu
             &statement(
                 tx,
                 "INSERT INTO bulk_operations (tenant_id, id, spec, status, matched, done, failed, failures, \
-                 through_seq, cursor_state, cursor_seq, created_at, updated_at, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 through_seq, cursor_seq, created_at, updated_at, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                  ON CONFLICT (tenant_id, id) DO UPDATE SET status = excluded.status, done = excluded.done, \
-                 failed = excluded.failed, failures = excluded.failures, cursor_state = excluded.cursor_state, \
-                 cursor_seq = excluded.cursor_seq, updated_at = excluded.updated_at, \
-                 finished_at = excluded.finished_at",
+                 failed = excluded.failed, failures = excluded.failures, cursor_seq = excluded.cursor_seq, \
+                 updated_at = excluded.updated_at, finished_at = excluded.finished_at",
             )
             .await?,
             &[
@@ -86,8 +96,7 @@ pub(crate) async fn save(tx: &Transaction, operations: &[BulkOperation]) -> Resu
                 &(operation.failed as i64),
                 &failures_text(operation),
                 &operation.through_seq,
-                &operation.cursor.state,
-                &operation.cursor.seq,
+                &operation.cursor_seq,
                 &millis(operation.created_at),
                 &millis(operation.updated_at),
                 &operation.finished_at.map(millis),
@@ -107,19 +116,16 @@ fn failures_text(operation: &BulkOperation) -> String {
     serde_json::to_string(&operation.failures).expect("a bulk operation's failures serialise")
 }
 
-/// The jobs `filter` matches for `action`: a `WHERE` clause whose
-/// parameters start at `$1` (the tenant), and their values.
+/// The jobs in `states` that `filter` matches for `action`: a `WHERE`
+/// clause whose parameters start at `$1` (the tenant), and their values.
 fn matching(
     tenant: TenantId,
     action: BulkAction,
     filter: &BulkFilter,
+    states: &[JobState],
     started: Timestamp,
 ) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
-    let states: Vec<String> = filter
-        .states(action)
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect();
+    let states: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
     let mut sql = format!("tenant_id = $1 AND state IN ({})", states.join(", "));
     let mut values: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(tenant.0)];
     let mut add = |clause: &str, value: Box<dyn ToSql + Sync + Send>, sql: &mut String| {
@@ -128,7 +134,7 @@ fn matching(
     };
     if action == BulkAction::Retry {
         // Finished jobs change only by an operator's hand: one retried (by
-        // this operation or anyone) after the start is not retried again.
+        // anyone) after the start is left to whoever retried it.
         add("updated_at <=", Box::new(millis(started)), &mut sql);
     }
     if let Some(queue) = &filter.queue {
@@ -157,7 +163,7 @@ async fn count(
     filter: &BulkFilter,
     started: Timestamp,
 ) -> Result<u64, StoreError> {
-    let (clause, values) = matching(tenant, action, filter, started);
+    let (clause, values) = matching(tenant, action, filter, &filter.states(action), started);
     let sql = format!("SELECT count(*) FROM jobs WHERE {clause}");
     let row = tx
         .query_one(&statement(tx, &sql).await?, &refs(&values))
@@ -166,47 +172,61 @@ async fn count(
     Ok(row.get::<_, i64>(0) as u64)
 }
 
-/// The next `batch` jobs of the walk after the cursor, in (state, seq)
-/// order, locked in id order as every multi-job transaction locks them.
-async fn candidates(tx: &Transaction, operation: &BulkOperation, batch: u32) -> Result<Vec<BulkCandidate>, StoreError> {
+/// The next `batch` matching jobs after the cursor, in `seq` order (the
+/// first `batch` of each state, merged), locked in id order as every
+/// multi-job transaction locks them, their singleton keys locked in the
+/// order enqueues take them.
+async fn walk(tx: &Transaction, operation: &BulkOperation, batch: u32) -> Result<Vec<BulkCandidate>, StoreError> {
     let spec = &operation.spec;
-    let (clause, mut values) = matching(operation.tenant_id, spec.action, &spec.filter, operation.created_at);
-    let n = values.len();
-    values.push(Box::new(operation.through_seq));
-    values.push(Box::new(operation.cursor.state.clone()));
-    values.push(Box::new(operation.cursor.seq));
-    values.push(Box::new(i64::from(batch)));
-    let sql = format!(
-        "SELECT seq, id FROM jobs WHERE {clause} AND seq <= ${} AND (state, seq) > (${}, ${}) \
-         ORDER BY state, seq LIMIT ${}",
-        n + 1,
-        n + 2,
-        n + 3,
-        n + 4
-    );
-    let walk: Vec<(i64, JobId)> = tx
-        .query(&statement(tx, &sql).await?, &refs(&values))
-        .await
-        .map_err(pg_error)?
-        .iter()
-        .map(|row| (row.get(0), JobId(row.get(1))))
-        .collect();
-    let ids: Vec<JobId> = walk.iter().map(|(_, id)| *id).collect();
-    let mut locked = load_jobs(tx, crate::TenantFilter::Enforced, operation.tenant_id, &ids, true).await?;
-    let mut found = Vec::with_capacity(walk.len());
-    for (seq, id) in walk {
-        let Some(at) = locked.iter().position(|job| job.id == id) else {
-            continue;
+    let mut walked: Vec<(i64, JobId)> = Vec::new();
+    for state in spec.filter.states(spec.action) {
+        let (clause, mut values) = matching(
+            operation.tenant_id,
+            spec.action,
+            &spec.filter,
+            &[state],
+            operation.created_at,
+        );
+        let n = values.len();
+        values.push(Box::new(operation.cursor_seq));
+        values.push(Box::new(operation.through_seq));
+        values.push(Box::new(i64::from(batch)));
+        let sql = format!(
+            "SELECT seq, id FROM jobs WHERE {clause} AND seq > ${} AND seq <= ${} ORDER BY seq LIMIT ${}",
+            n + 1,
+            n + 2,
+            n + 3
+        );
+        let rows = tx
+            .query(&statement(tx, &sql).await?, &refs(&values))
+            .await
+            .map_err(pg_error)?;
+        walked.extend(rows.iter().map(|row| (row.get::<_, i64>(0), JobId(row.get(1)))));
+    }
+    walked.sort_by_key(|(seq, _)| *seq);
+    walked.truncate(batch as usize);
+    let ids: Vec<JobId> = walked.iter().map(|(_, id)| *id).collect();
+    let locked = load_jobs(tx, crate::TenantFilter::Enforced, operation.tenant_id, &ids, true).await?;
+    let retry = spec.action == BulkAction::Retry;
+    if retry {
+        lock_singletons(tx, operation.tenant_id, &locked.iter().collect::<Vec<_>>()).await?;
+    }
+    let mut candidates = Vec::with_capacity(walked.len());
+    for (seq, id) in walked {
+        // Gone since the walk read it (retention): the step counts it failed.
+        let job = locked.iter().find(|job| job.id == id).cloned();
+        let singleton_taken = match &job {
+            Some(job) if retry => singleton_held_once_locked(tx, job).await?,
+            _ => false,
         };
-        let job = locked.swap_remove(at);
-        let singleton_taken = spec.action == BulkAction::Retry && singleton_held_by_another(tx, &job).await?;
-        found.push(BulkCandidate {
+        candidates.push(BulkCandidate {
             seq,
+            id,
             job,
             singleton_taken,
         });
     }
-    Ok(found)
+    Ok(candidates)
 }
 
 #[async_trait]
@@ -228,6 +248,13 @@ impl BulkStore for PostgresStore {
         let tenant = scope.tenant_id();
         let started = self
             .decided(Some(scope), Durability::Durable, now, async |tx| {
+                // One start at a time per tenant, so the running count holds.
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('bulk-operations/' || $1, 0))",
+                    &[&tenant.0.to_string()],
+                )
+                .await
+                .map_err(pg_error)?;
                 let matched = count(tx, tenant, new.spec.action, &new.spec.filter, now).await?;
                 let through_seq: i64 = tx
                     .query_one(
@@ -265,7 +292,7 @@ impl BulkStore for PostgresStore {
     async fn bulk(&self, scope: &TenantScope, id: uuid::Uuid) -> Result<Option<BulkOperation>, StoreError> {
         let tenant = scope.tenant_id();
         self.transaction(Some(tenant), Durability::Durable, async |tx| {
-            load(tx, tenant, id, false).await
+            load(tx, tenant, id, Lock::None).await
         })
         .await
     }
@@ -294,7 +321,7 @@ impl BulkStore for PostgresStore {
     ) -> Result<BulkOperation, StoreError> {
         let tenant = scope.tenant_id();
         self.decided(Some(scope), Durability::Durable, now, async |tx| {
-            decide::cancel_bulk(load(tx, tenant, id, true).await?, now)
+            decide::cancel_bulk(load(tx, tenant, id, Lock::Wait).await?, now)
         })
         .await
     }
@@ -309,15 +336,21 @@ impl BulkStore for PostgresStore {
         // Who started it is fixed: its records name that key.
         let started = self
             .transaction(Some(tenant), Durability::Durable, async |tx| {
-                load(tx, tenant, id, false).await
+                load(tx, tenant, id, Lock::None).await
             })
             .await?
             .ok_or(StoreError::NotFound)?;
         let scope = steadfast_store::auth::bulk_operation(&started);
         self.decided(Some(&scope), Durability::Durable, now, async |tx| {
-            let operation = load(tx, tenant, id, true).await?.ok_or(StoreError::NotFound)?;
+            // Another node is running this operation's batch: leave it to it.
+            let Some(operation) = load(tx, tenant, id, Lock::Skip).await? else {
+                return Ok(Decision::read_only(BulkStepped {
+                    operation: started.clone(),
+                    ready: Vec::new(),
+                }));
+            };
             let candidates = if operation.status == BulkStatus::Running {
-                candidates(tx, &operation, batch).await?
+                walk(tx, &operation, batch).await?
             } else {
                 Vec::new()
             };

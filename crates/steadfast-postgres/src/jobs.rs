@@ -111,6 +111,38 @@ pub(crate) async fn singleton_held_by_another(tx: &Transaction, job: &Job) -> Re
     )
     .await
     .map_err(pg_error)?;
+    singleton_held_once_locked(tx, job).await
+}
+
+/// Takes the singleton key locks of `jobs` (of one tenant) in one
+/// statement, in the order every enqueue takes them (see [`lock_keys`]).
+pub(crate) async fn lock_singletons(tx: &Transaction, tenant: TenantId, jobs: &[&Job]) -> Result<(), StoreError> {
+    let locks: Vec<String> = jobs
+        .iter()
+        .filter_map(|job| job.singleton_key.as_ref().map(|key| singleton_lock(&job.queue, key)))
+        .collect();
+    if locks.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        &statement(
+            tx,
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended($1 || '/' || k, 0) AS h \
+             FROM unnest($2::text[]) AS k) AS hashes ORDER BY h",
+        )
+        .await?,
+        &[&tenant.0.to_string(), &locks],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// [`singleton_held_by_another`], its key's lock already held.
+pub(crate) async fn singleton_held_once_locked(tx: &Transaction, job: &Job) -> Result<bool, StoreError> {
+    let Some(key) = &job.singleton_key else {
+        return Ok(false);
+    };
     let row = tx
         .query_opt(
             &statement(

@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use steadfast_core::{TenantId, Timestamp};
+use steadfast_core::{JobState, TenantId, Timestamp};
 use steadfast_store::bulk::{
-    BulkAction, BulkCursor, BulkFilter, BulkOperation, BulkStatus, BulkStepped, BulkStore, MAX_KEPT_PER_TENANT, NewBulk,
+    BulkAction, BulkFilter, BulkOperation, BulkStatus, BulkStepped, BulkStore, MAX_KEPT_PER_TENANT, NewBulk,
 };
 use steadfast_store::decide::{self, Author, BulkCandidate, Decision};
 use steadfast_store::{StoreError, TenantScope};
@@ -16,8 +16,8 @@ use crate::rows::{JOB_COLUMNS, job_from_row, millis, optional_timestamp, query_a
 use crate::writer::Durability;
 use crate::{SqliteStore, sqlite_error};
 
-const COLUMNS: &str = "id, tenant_id, spec, status, matched, done, failed, failures, through_seq, cursor_state, \
-                       cursor_seq, created_at, updated_at, finished_at";
+const COLUMNS: &str = "id, tenant_id, spec, status, matched, done, failed, failures, through_seq, cursor_seq, \
+                       created_at, updated_at, finished_at";
 
 fn corrupt(what: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.to_string().into())
@@ -35,13 +35,10 @@ fn operation_from_row(row: &Row<'_>) -> rusqlite::Result<BulkOperation> {
         failed: row.get::<_, i64>(6)? as u64,
         failures: serde_json::from_str(&row.get::<_, String>(7)?).map_err(corrupt)?,
         through_seq: row.get(8)?,
-        cursor: BulkCursor {
-            state: row.get(9)?,
-            seq: row.get(10)?,
-        },
-        created_at: timestamp(row.get(11)?)?,
-        updated_at: timestamp(row.get(12)?)?,
-        finished_at: optional_timestamp(row.get(13)?)?,
+        cursor_seq: row.get(9)?,
+        created_at: timestamp(row.get(10)?)?,
+        updated_at: timestamp(row.get(11)?)?,
+        finished_at: optional_timestamp(row.get(12)?)?,
     })
 }
 
@@ -60,11 +57,11 @@ fn load(conn: &Connection, tenant: TenantId, id: uuid::Uuid) -> Result<Option<Bu
 pub(crate) fn save(conn: &Connection, operation: &BulkOperation) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO bulk_operations (id, tenant_id, spec, status, matched, done, failed, failures, through_seq, \
-         cursor_state, cursor_seq, created_at, updated_at, finished_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+         cursor_seq, created_at, updated_at, finished_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, done = excluded.done, failed = excluded.failed, \
-         failures = excluded.failures, cursor_state = excluded.cursor_state, cursor_seq = excluded.cursor_seq, \
-         updated_at = excluded.updated_at, finished_at = excluded.finished_at",
+         failures = excluded.failures, cursor_seq = excluded.cursor_seq, updated_at = excluded.updated_at, \
+         finished_at = excluded.finished_at",
     )
     .and_then(|mut upsert| {
         upsert.execute(params![
@@ -77,8 +74,7 @@ pub(crate) fn save(conn: &Connection, operation: &BulkOperation) -> Result<(), S
             operation.failed as i64,
             failures_text(operation),
             operation.through_seq,
-            operation.cursor.state,
-            operation.cursor.seq,
+            operation.cursor_seq,
             millis(operation.created_at),
             millis(operation.updated_at),
             operation.finished_at.map(millis),
@@ -96,19 +92,16 @@ fn failures_text(operation: &BulkOperation) -> String {
     serde_json::to_string(&operation.failures).expect("a bulk operation's failures serialise")
 }
 
-/// The jobs `filter` matches for `action`, as a `WHERE` clause and its
-/// parameters (named, so callers add their own).
+/// The jobs in `states` that `filter` matches for `action`, as a `WHERE`
+/// clause and its parameters (named, so callers add their own).
 fn matching(
     tenant: TenantId,
     action: BulkAction,
     filter: &BulkFilter,
+    states: &[JobState],
     started: Timestamp,
 ) -> (String, Vec<(&'static str, SqlValue)>) {
-    let states: Vec<String> = filter
-        .states(action)
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect();
+    let states: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
     let mut sql = format!("tenant_id = :tenant AND state IN ({})", states.join(", "));
     let mut values = vec![(":tenant", SqlValue::Text(tenant.to_string()))];
     if action == BulkAction::Retry {
@@ -156,32 +149,45 @@ fn count(
     filter: &BulkFilter,
     started: Timestamp,
 ) -> Result<u64, StoreError> {
-    let (clause, values) = matching(tenant, action, filter, started);
+    let (clause, values) = matching(tenant, action, filter, &filter.states(action), started);
     conn.prepare_cached(&format!("SELECT count(*) FROM jobs WHERE {clause}"))
         .and_then(|mut select| select.query_row(bind(&values).as_slice(), |row| row.get::<_, i64>(0)))
         .map(|n| n as u64)
         .map_err(sqlite_error)
 }
 
-/// The next `batch` jobs of the walk after the cursor, in (state, seq) order.
-fn candidates(conn: &Connection, operation: &BulkOperation, batch: u32) -> Result<Vec<BulkCandidate>, StoreError> {
+/// The next `batch` matching jobs after the cursor, in `seq` order: the
+/// first `batch` of each state (a range of `jobs_by_state` each), merged.
+fn walk(conn: &Connection, operation: &BulkOperation, batch: u32) -> Result<Vec<BulkCandidate>, StoreError> {
     let spec = &operation.spec;
-    let (clause, mut values) = matching(operation.tenant_id, spec.action, &spec.filter, operation.created_at);
-    values.push((":through", SqlValue::Integer(operation.through_seq)));
-    values.push((":cursor_state", SqlValue::Text(operation.cursor.state.clone())));
-    values.push((":cursor_seq", SqlValue::Integer(operation.cursor.seq)));
-    values.push((":batch", SqlValue::Integer(i64::from(batch))));
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE {clause} AND seq <= :through \
-         AND (state, seq) > (:cursor_state, :cursor_seq) ORDER BY state, seq LIMIT :batch"
-    );
-    let rows = query_all(conn, &sql, bind(&values).as_slice(), job_from_row)?;
-    rows.into_iter()
+    let mut walked = Vec::new();
+    for state in spec.filter.states(spec.action) {
+        let (clause, mut values) = matching(
+            operation.tenant_id,
+            spec.action,
+            &spec.filter,
+            &[state],
+            operation.created_at,
+        );
+        values.push((":through", SqlValue::Integer(operation.through_seq)));
+        values.push((":cursor", SqlValue::Integer(operation.cursor_seq)));
+        values.push((":batch", SqlValue::Integer(i64::from(batch))));
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_by_state WHERE {clause} \
+             AND seq > :cursor AND seq <= :through ORDER BY seq LIMIT :batch"
+        );
+        walked.extend(query_all(conn, &sql, bind(&values).as_slice(), job_from_row)?);
+    }
+    walked.sort_by_key(|(seq, _)| *seq);
+    walked.truncate(batch as usize);
+    walked
+        .into_iter()
         .map(|(seq, job)| {
             let singleton_taken = spec.action == BulkAction::Retry && singleton_held_by_another(conn, &job)?;
             Ok(BulkCandidate {
                 seq,
-                job,
+                id: job.id,
+                job: Some(job),
                 singleton_taken,
             })
         })
@@ -274,7 +280,7 @@ impl BulkStore for SqliteStore {
         self.decided(Author::of(&scope), Durability::Durable, now, move |conn| {
             let operation = load(conn, tenant, id)?.ok_or(StoreError::NotFound)?;
             let candidates = if operation.status == BulkStatus::Running {
-                candidates(conn, &operation, batch)?
+                walk(conn, &operation, batch)?
             } else {
                 Vec::new()
             };

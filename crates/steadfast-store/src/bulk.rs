@@ -30,8 +30,7 @@ impl BulkAction {
         }
     }
 
-    /// The states of the jobs it applies to, in the order it works
-    /// through them.
+    /// The states of the jobs it applies to.
     pub fn states(self) -> &'static [JobState] {
         match self {
             BulkAction::Retry => &[JobState::Cancelled, JobState::Dead],
@@ -124,13 +123,6 @@ pub const MAX_RUNNING_PER_TENANT: u64 = 10;
 /// The most operations a tenant keeps; starting one more forgets the oldest finished.
 pub const MAX_KEPT_PER_TENANT: u64 = 1000;
 
-/// Where an operation is in its (state, seq)-ordered walk of the jobs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct BulkCursor {
-    pub state: String,
-    pub seq: i64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkOperation {
     pub id: uuid::Uuid,
@@ -145,7 +137,11 @@ pub struct BulkOperation {
     pub failures: Vec<BulkFailure>,
     /// Jobs created after the operation started (a higher seq) are left alone.
     pub through_seq: i64,
-    pub cursor: BulkCursor,
+    /// The walk visits jobs in `seq` order, each once: every matching job
+    /// up to this one has been visited. A job's `seq` never changes, so a
+    /// job that moves between matching states is still ahead of the cursor
+    /// or already behind it, never skipped.
+    pub cursor_seq: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,

@@ -1,6 +1,6 @@
 -- Schema 11: bulk operations. One row per operation: what it was asked
 -- (spec: action, filter, reason, the key that started it, as JSON), where
--- its walk of the jobs is (cursor_state, cursor_seq) and what it did. A
+-- its walk of the jobs in seq order is (cursor_seq) and what it did. A
 -- batch advances the cursor in the same transaction as the jobs it moved,
 -- holding the row (FOR UPDATE) so two nodes never run the same batch.
 CREATE TABLE bulk_operations (
@@ -13,7 +13,6 @@ CREATE TABLE bulk_operations (
     failed        bigint NOT NULL,
     failures      text NOT NULL,            -- JSON: the first failures
     through_seq   bigint NOT NULL,
-    cursor_state  text NOT NULL,
     cursor_seq    bigint NOT NULL,
     created_at    bigint NOT NULL,
     updated_at    bigint NOT NULL,

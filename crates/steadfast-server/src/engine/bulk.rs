@@ -45,7 +45,15 @@ impl Engine {
         let batch = self.inner.config.bulk_batch;
         let mut running = 0;
         for (tenant, id) in self.store().running_bulk(PASS_LIMIT).await? {
-            let stepped = self.store().step_bulk(tenant, id, batch, self.now()).await?;
+            // One operation's failing batch (storage trouble) must not hold
+            // up the others: it is logged and tried again next pass.
+            let stepped = match self.store().step_bulk(tenant, id, batch, self.now()).await {
+                Ok(stepped) => stepped,
+                Err(error) => {
+                    tracing::warn!(%error, operation = %id, "a bulk operation's batch failed; retrying");
+                    continue;
+                }
+            };
             for queue in &stepped.ready {
                 self.inner.wakeups.wake(tenant, queue);
             }

@@ -1,6 +1,6 @@
 -- Schema 11: bulk operations. One row per operation: what it was asked
 -- (spec: action, filter, reason, the key that started it, as JSON), where
--- its walk of the jobs is (cursor_state, cursor_seq) and what it did. A
+-- its walk of the jobs in seq order is (cursor_seq) and what it did. A
 -- batch advances the cursor in the same transaction as the jobs it moved.
 CREATE TABLE bulk_operations (
     id            TEXT PRIMARY KEY,
@@ -12,7 +12,6 @@ CREATE TABLE bulk_operations (
     failed        INTEGER NOT NULL,
     failures      TEXT NOT NULL,            -- JSON: the first failures
     through_seq   INTEGER NOT NULL,
-    cursor_state  TEXT NOT NULL,
     cursor_seq    INTEGER NOT NULL,
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL,

@@ -200,3 +200,98 @@ pub async fn a_bulk_operation_can_be_stopped_and_a_tenant_runs_a_bounded_number(
         Err(StoreError::LimitExceeded { .. })
     ));
 }
+
+/// The walk goes in `seq` order, each job once: a job that moves between
+/// matching states while the operation runs is still reached, and two dead
+/// jobs of one singleton key in one batch do not both come back.
+pub async fn a_bulk_walk_reaches_jobs_that_change_state_and_keeps_singletons_single(store: &impl Store) {
+    let (scope, key) = new_tenant(store).await;
+    // The oldest job is scheduled for later; three queued ones follow.
+    let later = steadfast_core::lifecycle::EnqueueRequest {
+        run_at: Some(at(100)),
+        ..request("bulk-w", "{}")
+    }
+    .validate(&steadfast_core::Limits::default(), [0; 32], t0())
+    .unwrap();
+    let scheduled = enqueue_one(store, &scope, later, t0()).await;
+    assert_eq!(scheduled.state, JobState::Scheduled);
+    let mut jobs = vec![scheduled.id];
+    for _ in 0..3 {
+        jobs.push(enqueue_one(store, &scope, spec("bulk-w"), t0()).await.id);
+    }
+    let all = BulkFilter {
+        queue: Some("bulk-w".into()),
+        ..BulkFilter::default()
+    };
+    let started = store
+        .start_bulk(&scope, new_bulk(BulkAction::Cancel, all, &key), at(4))
+        .await
+        .unwrap();
+    assert_eq!(started.matched, 4);
+    let first = store.step_bulk(scope.tenant_id(), started.id, 2, at(5)).await.unwrap();
+    assert_eq!(first.operation.done, 2);
+    // Time passes: anything still scheduled becomes queued. A walk in
+    // (state, seq) order would have passed queued jobs of a lower seq.
+    store.fire_timers(at(200), 100).await.unwrap();
+    let mut last = first.operation;
+    while last.status == BulkStatus::Running {
+        last = store
+            .step_bulk(scope.tenant_id(), started.id, 2, at(201))
+            .await
+            .unwrap()
+            .operation;
+    }
+    assert_eq!((last.done, last.failed), (4, 0));
+    for id in &jobs {
+        assert_eq!(
+            store.job(&scope, *id).await.unwrap().unwrap().job.state,
+            JobState::Cancelled
+        );
+    }
+
+    // Two dead jobs of one singleton key: the first comes back, the second
+    // fails (its key has an unfinished job again).
+    let singleton = |queue: &str| {
+        steadfast_core::lifecycle::EnqueueRequest {
+            singleton: Some(("nightly".into(), None)),
+            ..request(queue, "{}")
+        }
+        .validate(&steadfast_core::Limits::default(), [0; 32], t0())
+        .unwrap()
+    };
+    let mut dead = Vec::new();
+    for n in 0..2 {
+        let job = enqueue_one(store, &scope, singleton("bulk-s"), at(10 + n)).await;
+        kill(store, &scope, &key, "bulk-s", "boom", at(10 + n)).await;
+        dead.push(job.id);
+    }
+    let retry = BulkFilter {
+        queue: Some("bulk-s".into()),
+        ..BulkFilter::default()
+    };
+    let started = store
+        .start_bulk(&scope, new_bulk(BulkAction::Retry, retry, &key), at(20))
+        .await
+        .unwrap();
+    let stepped = store
+        .step_bulk(scope.tenant_id(), started.id, 10, at(21))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            stepped.operation.done,
+            stepped.operation.failed,
+            stepped.operation.status
+        ),
+        (1, 1, BulkStatus::Completed)
+    );
+    assert_eq!(stepped.operation.failures[0].job_id, dead[1].to_string());
+    assert_eq!(
+        store.job(&scope, dead[0]).await.unwrap().unwrap().job.state,
+        JobState::Queued
+    );
+    assert_eq!(
+        store.job(&scope, dead[1]).await.unwrap().unwrap().job.state,
+        JobState::Dead
+    );
+}

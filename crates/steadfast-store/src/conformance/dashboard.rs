@@ -96,7 +96,10 @@ pub async fn the_dashboard_reads_what_needs_attention(store: &impl Store) {
     assert_eq!(names, ["claims", "mail", "pay"]);
     let claims = &summaries[0];
     assert_eq!(
-        (claims.unfinished(JobState::Waiting), claims.unfinished(JobState::Scheduled)),
+        (
+            claims.unfinished(JobState::Waiting),
+            claims.unfinished(JobState::Scheduled)
+        ),
         (1, 1),
         "the approval waits; the vanished job backs off"
     );

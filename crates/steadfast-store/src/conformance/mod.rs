@@ -116,6 +116,7 @@ macro_rules! conformance_suite {
             the_dashboard_reads_what_needs_attention,
             a_bulk_retry_walks_every_matching_job_in_batches,
             a_bulk_operation_can_be_stopped_and_a_tenant_runs_a_bounded_number,
+            a_bulk_walk_reaches_jobs_that_change_state_and_keeps_singletons_single,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

@@ -2,30 +2,36 @@
 //! operator action would, tagged with the operation; the operation's
 //! progress; and its end once no job is left.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
-use steadfast_core::{Job, Timestamp};
+use steadfast_core::{FlowKey, Job, JobId, QueueName, Timestamp};
 
 use super::{Decision, Writes, jobs};
 use crate::StoreError;
 use crate::audit::drafts;
-use crate::bulk::{BulkAction, BulkCursor, BulkFailure, BulkOperation, BulkStatus, MAX_KEPT_FAILURES};
+use crate::bulk::{BulkAction, BulkFailure, BulkOperation, BulkStatus, MAX_KEPT_FAILURES};
 
-/// A job the batch loaded: its position in the walk, the job, and (for a
-/// retry) whether another unfinished job now holds its singleton key.
+/// A job the walk reached: its position, and the job as the batch locked
+/// it (`None` if it was deleted in between), with, for a retry, whether
+/// another unfinished job now holds its singleton key.
 #[derive(Debug, Clone)]
 pub struct BulkCandidate {
     pub seq: i64,
-    pub job: Job,
+    pub id: JobId,
+    pub job: Option<Job>,
     pub singleton_taken: bool,
 }
 
-/// Acts on `candidates` (the next at most `batch` matching jobs, in walk
-/// order): each one is retried or cancelled exactly as the single action
-/// would, audited with the operation's reason and id, or counted as a
-/// failure with why. Fewer than `batch` candidates means the walk is over.
+/// Acts on `walked` (the next at most `batch` matching jobs after the
+/// cursor, in `seq` order): each is retried or cancelled exactly as the
+/// single action would, audited with the operation's reason and id, or
+/// counted as a failure with why (it changed state since the walk read it,
+/// it is gone, or a retry would give its singleton key a second
+/// unfinished job). Fewer than `batch` means the walk is over.
 pub fn bulk_step(
     mut operation: BulkOperation,
-    candidates: Vec<BulkCandidate>,
+    walked: Vec<BulkCandidate>,
     batch: u32,
     now: Timestamp,
 ) -> Result<Decision<BulkOperation>, StoreError> {
@@ -33,21 +39,29 @@ pub fn bulk_step(
         return Ok(Decision::read_only(operation));
     }
     let reason = operation.reason()?;
-    let finished = candidates.len() < batch as usize;
-    if let Some(last) = candidates.last() {
-        operation.cursor = BulkCursor {
-            state: last.job.state.as_str().to_owned(),
-            seq: last.seq,
-        };
+    let finished = walked.len() < batch as usize;
+    if let Some(last) = walked.last() {
+        operation.cursor_seq = last.seq;
     }
     let mut writes = Writes::default();
-    for candidate in candidates {
-        let id = candidate.job.id;
-        let decided = match operation.spec.action {
-            BulkAction::Retry => {
-                jobs::retry(Some(candidate.job), candidate.singleton_taken, Some(&reason), now).map(|d| d.writes)
-            }
-            BulkAction::Cancel => jobs::cancel(Some(candidate.job), Some(&reason), now).map(|d| d.writes),
+    // Singleton keys this batch gave an unfinished job: a second job of the
+    // same key in the batch would be the key's second.
+    let mut singletons: HashSet<(QueueName, FlowKey)> = HashSet::new();
+    for candidate in walked {
+        let decided = match candidate.job {
+            None => Err(StoreError::NotFound),
+            Some(job) => match operation.spec.action {
+                BulkAction::Retry => {
+                    let key = job.singleton_key.clone().map(|key| (job.queue.clone(), key));
+                    let taken = candidate.singleton_taken || key.as_ref().is_some_and(|k| singletons.contains(k));
+                    let retried = jobs::retry(Some(job), taken, Some(&reason), now).map(|d| d.writes);
+                    if let (Ok(_), Some(key)) = (&retried, key) {
+                        singletons.insert(key);
+                    }
+                    retried
+                }
+                BulkAction::Cancel => jobs::cancel(Some(job), Some(&reason), now).map(|d| d.writes),
+            },
         };
         match decided {
             Ok(mut moved) => {
@@ -58,9 +72,13 @@ pub fn bulk_step(
             Err(error) => {
                 operation.failed += 1;
                 if operation.failures.len() < MAX_KEPT_FAILURES {
+                    let error = match error {
+                        StoreError::NotFound => "the job no longer exists".to_owned(),
+                        other => other.to_string(),
+                    };
                     operation.failures.push(BulkFailure {
-                        job_id: id.to_string(),
-                        error: error.to_string(),
+                        job_id: candidate.id.to_string(),
+                        error,
                     });
                 }
             }
@@ -116,7 +134,7 @@ pub fn start_bulk(
         failed: 0,
         failures: Vec::new(),
         through_seq,
-        cursor: BulkCursor::default(),
+        cursor_seq: 0,
         created_at: now,
         updated_at: now,
         finished_at: None,
