@@ -236,9 +236,16 @@ impl BulkStore for PostgresStore {
         scope: &TenantScope,
         action: BulkAction,
         filter: &BulkFilter,
+        time_limit: Option<std::time::Duration>,
     ) -> Result<u64, StoreError> {
         let tenant = scope.tenant_id();
         self.transaction(Some(tenant), Durability::Durable, async |tx| {
+            if let Some(limit) = time_limit {
+                let ms = limit.as_millis().max(1).to_string();
+                tx.execute("SELECT set_config('statement_timeout', $1, true)", &[&ms])
+                    .await
+                    .map_err(pg_error)?;
+            }
             count(tx, tenant, action, filter, Timestamp::MAX).await
         })
         .await

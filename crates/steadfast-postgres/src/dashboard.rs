@@ -174,7 +174,7 @@ async fn dead_groups(tx: &Transaction, tenant: TenantId) -> Result<Vec<DeadGroup
         Ok(DeadGroup {
             kind: row.get(0),
             count: row.get::<_, i64>(1) as u64,
-            latest: timestamp(row.get(2))?,
+            latest: optional_timestamp(row.get(2))?.unwrap_or(Timestamp::UNIX_EPOCH),
         })
     })
     .collect()

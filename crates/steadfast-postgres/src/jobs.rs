@@ -338,6 +338,12 @@ impl JobStore for PostgresStore {
     async fn list_jobs(&self, scope: &TenantScope, query: JobQuery) -> Result<JobPage, StoreError> {
         let (filter, tenant) = (self.filter, scope.tenant_id());
         self.transaction(Some(tenant), Durability::Durable, async |tx| {
+            if let Some(limit) = query.time_limit {
+                let ms = limit.as_millis().max(1).to_string();
+                tx.execute("SELECT set_config('statement_timeout', $1, true)", &[&ms])
+                    .await
+                    .map_err(pg_error)?;
+            }
             list_in(tx, filter, tenant, query).await
         })
         .await

@@ -142,11 +142,6 @@ async fn count(tx: &Transaction, sql: &str, tenant: TenantId, id: JobId) -> Resu
     Ok(row.get::<_, i64>(0) as u32)
 }
 
-/// Records steps in one statement. Writes for the same step (a start, then
-/// its checkpoint, in one batch) become its last, which is what writing them
-/// in order would leave: a completed step is never overwritten. Steps keep
-/// the order of their first write, and a new one is numbered after the
-/// job's last, as writing them one by one would number them.
 /// Removes uncompleted step markers, in one statement; a completed step never goes.
 pub(crate) async fn forget_steps(
     tx: &Transaction,
@@ -175,6 +170,11 @@ pub(crate) async fn forget_steps(
     Ok(())
 }
 
+/// Records steps in one statement. Writes for the same step (a start, then
+/// its checkpoint, in one batch) become its last, which is what writing them
+/// in order would leave: a completed step is never overwritten. Steps keep
+/// the order of their first write, and a new one is numbered after the
+/// job's last, as writing them one by one would number them.
 pub(crate) async fn save_steps(tx: &Transaction, tenant: TenantId, writes: &[StepWrite]) -> Result<(), StoreError> {
     // Per step: the index of its first write, and its last write.
     let mut steps: Vec<(usize, &StepWrite)> = Vec::new();

@@ -97,14 +97,18 @@ impl Browser {
     }
 
     async fn get(&mut self, path: &str) -> Page {
-        let response = self
+        self.get_with(path, &[]).await
+    }
+
+    async fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Page {
+        let mut request = self
             .http
             .get(format!("{}{path}", self.base))
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        self.keep(response).await
+            .header("cookie", self.cookie_header());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.keep(request.send().await.unwrap()).await
     }
 
     /// A form post as a browser on this origin sends it.
@@ -216,11 +220,31 @@ async fn sign_in_makes_a_strict_session_that_ends_at_sign_out_idleness_or_revoca
     assert_eq!(home.status, StatusCode::OK);
     assert!(home.html.contains("Signed in as"));
 
-    // Idle past the limit (30 minutes by default): signed out.
+    // Idle past the limit (30 minutes by default): signed out. A page's
+    // own polling is not use, so an unattended tab ends too.
     server.advance(Duration::from_secs(29 * 60));
     assert_eq!(browser.get("/ui").await.status, StatusCode::OK);
-    server.advance(Duration::from_secs(30 * 60 + 1));
+    server.advance(Duration::from_secs(29 * 60));
+    let poll = browser.get_with("/ui/live/overview", &[("hx-request", "true")]).await;
+    assert_eq!(poll.status, StatusCode::OK, "still signed in");
+    server.advance(Duration::from_secs(60 + 1));
+    let poll = browser.get_with("/ui/live/overview", &[("hx-request", "true")]).await;
+    assert_eq!(
+        (poll.status, poll.headers["hx-redirect"].to_str().unwrap()),
+        (StatusCode::NO_CONTENT, "/ui/login"),
+        "htmx is sent to sign in, not given the form to swap in"
+    );
     assert_eq!(browser.get("/ui").await.status, StatusCode::SEE_OTHER);
+
+    // A `next` that is not a plain path of the dashboard goes nowhere else.
+    let login = browser.get("/ui/login").await;
+    let odd = browser
+        .post(
+            "/ui/login",
+            &[("api_key", &admin), ("csrf", &login.csrf()), ("next", "/ui\n/x")],
+        )
+        .await;
+    assert_eq!((odd.status, odd.location()), (StatusCode::SEE_OTHER, "/ui"));
 
     // Sign-out ends the session on the server, not only in the browser.
     browser.sign_in(&admin).await;
@@ -417,10 +441,21 @@ async fn approve_and_reject_deliver_the_awaited_signal_with_who_and_why(backend:
     for (id, verb, approved) in [(&waiting[0], "approve", true), (&waiting[1], "reject", false)] {
         let page = browser.get(&format!("/ui/jobs/{id}")).await;
         assert!(page.html.contains(">Approve</button>") && page.html.contains(">Reject</button>"));
+        let stale = browser
+            .post(
+                &format!("/ui/jobs/{id}/{verb}"),
+                &[("csrf", &page.csrf()), ("reason", "x"), ("signal", "another-wait")],
+            )
+            .await;
+        assert_eq!(stale.status, StatusCode::CONFLICT, "a decision answers the wait it saw");
         let done = browser
             .post(
                 &format!("/ui/jobs/{id}/{verb}"),
-                &[("csrf", &page.csrf()), ("reason", "limits checked")],
+                &[
+                    ("csrf", &page.csrf()),
+                    ("reason", "limits checked"),
+                    ("signal", "approval"),
+                ],
             )
             .await;
         assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.html);

@@ -201,18 +201,27 @@ impl BulkStore for SqliteStore {
         scope: &TenantScope,
         action: BulkAction,
         filter: &BulkFilter,
+        time_limit: Option<std::time::Duration>,
     ) -> Result<u64, StoreError> {
         let (tenant, filter) = (scope.tenant_id(), filter.clone());
-        let started = Timestamp::MAX;
-        self.readers()
-            .read(move |conn| count(conn, tenant, action, &filter, started))
-            .await
+        let read = move |conn: &Connection| count(conn, tenant, action, &filter, Timestamp::MAX);
+        match time_limit {
+            Some(limit) => self.readers().read_within(limit, read).await,
+            None => self.readers().read(read).await,
+        }
     }
 
     async fn start_bulk(&self, scope: &TenantScope, new: NewBulk, now: Timestamp) -> Result<BulkOperation, StoreError> {
         let tenant = scope.tenant_id();
+        // Counted on a reader, not in the writer's transaction: a count of a
+        // large backlog must not hold up every write. (It is what the
+        // operation reports as matched; the walk itself decides each job.)
+        let (action, filter) = (new.spec.action, new.spec.filter.clone());
+        let matched = self
+            .readers()
+            .read(move |conn| count(conn, tenant, action, &filter, now))
+            .await?;
         self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
-            let matched = count(conn, tenant, new.spec.action, &new.spec.filter, now)?;
             let through_seq = conn
                 .query_row("SELECT coalesce(max(seq), 0) FROM jobs", [], |row| row.get(0))
                 .map_err(sqlite_error)?;

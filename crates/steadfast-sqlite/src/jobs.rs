@@ -186,7 +186,14 @@ impl JobStore for SqliteStore {
 
     async fn list_jobs(&self, scope: &TenantScope, query: JobQuery) -> Result<JobPage, StoreError> {
         let tenant_id = scope.tenant_id();
-        self.readers().read(move |conn| list_in(conn, tenant_id, query)).await
+        match query.time_limit {
+            Some(limit) => {
+                self.readers()
+                    .read_within(limit, move |conn| list_in(conn, tenant_id, query))
+                    .await
+            }
+            None => self.readers().read(move |conn| list_in(conn, tenant_id, query)).await,
+        }
     }
 
     async fn lease(&self, scope: &TenantScope, request: LeaseRequest, now: Timestamp) -> Result<Leased, StoreError> {

@@ -172,9 +172,15 @@ pub struct NewBulk {
 
 #[async_trait]
 pub trait BulkStore {
-    /// How many jobs `filter` matches for `action` now: a dry run's answer.
-    async fn count_bulk(&self, scope: &TenantScope, action: BulkAction, filter: &BulkFilter)
-    -> Result<u64, StoreError>;
+    /// How many jobs `filter` matches for `action` now: a dry run's
+    /// answer, stopped after `time_limit` when one is given.
+    async fn count_bulk(
+        &self,
+        scope: &TenantScope,
+        action: BulkAction,
+        filter: &BulkFilter,
+        time_limit: Option<std::time::Duration>,
+    ) -> Result<u64, StoreError>;
 
     /// Counts the matching jobs and records the operation, `running`
     /// (audited `bulk.started`). `LimitExceeded` when the tenant already

@@ -29,7 +29,7 @@ pub enum StoreError {
     #[error("the key is revoked or expired")]
     KeyNotActive,
     /// A per-job bound (steps, pending signals, children) would be exceeded.
-    #[error("a job may have at most {limit} {what}")]
+    #[error("at most {limit} {what}")]
     LimitExceeded { what: &'static str, limit: u32 },
     /// The request's content breaks a bound the store checks (e.g. a policy
     /// merged with the stored one); the message names the field and is safe to show.

@@ -173,6 +173,9 @@ pub struct JobQuery {
     pub created_before: Option<Timestamp>,
     pub limit: u32,
     pub after: Option<JobCursor>,
+    /// Stop the read after this long (`Unavailable`): the dashboard's
+    /// statement timeout. `None`: the store's usual bounds.
+    pub time_limit: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]

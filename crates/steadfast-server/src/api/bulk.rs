@@ -142,7 +142,7 @@ pub async fn start(
     let reason = convert::reason(&request.reason)?;
     let filter = filter(act, request.filter)?;
     if request.dry_run {
-        let matched = engine.count_bulk(&caller.scope, act, &filter).await?;
+        let matched = engine.count_bulk(&caller.scope, act, &filter, None).await?;
         return Ok(Json(wire::BulkCount { matched, dry_run: true }).into_response());
     }
     let spec = BulkSpec {

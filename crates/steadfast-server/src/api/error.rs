@@ -89,10 +89,9 @@ impl From<StoreError> for ApiError {
                 format!("the tenant holds its limit of {limit} unfinished jobs; nothing was created"),
             ),
             StoreError::KeyNotActive => ApiError::new(ErrorCode::InvalidState, "the key is revoked or expired"),
-            StoreError::LimitExceeded { what, limit } => ApiError::new(
-                ErrorCode::LimitExceeded,
-                format!("a job may have at most {limit} {what}"),
-            ),
+            StoreError::LimitExceeded { what, limit } => {
+                ApiError::new(ErrorCode::LimitExceeded, format!("at most {limit} {what}"))
+            }
             StoreError::Invalid(problem) => ApiError::validation(problem),
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "storage unavailable");

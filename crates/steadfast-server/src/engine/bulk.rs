@@ -15,13 +15,16 @@ const PASS_LIMIT: u32 = 100;
 const IDLE: Duration = Duration::from_secs(1);
 
 impl Engine {
+    /// A dry run: the jobs `filter` matches now, the read stopped after
+    /// `time_limit` when one is given.
     pub async fn count_bulk(
         &self,
         scope: &TenantScope,
         action: BulkAction,
         filter: &BulkFilter,
+        time_limit: Option<Duration>,
     ) -> Result<u64, StoreError> {
-        self.store().count_bulk(scope, action, filter).await
+        self.store().count_bulk(scope, action, filter, time_limit).await
     }
 
     /// Starts an operation; the duties take it from here.

@@ -215,11 +215,12 @@ impl Engine {
         (token, session)
     }
 
-    /// The live dashboard session of cookie token `token`, marked used.
-    pub fn session(&self, token: &str) -> Option<sessions::Session> {
+    /// The live dashboard session of cookie token `token`, marked used
+    /// unless the request is a page polling for itself (`used: false`).
+    pub fn session(&self, token: &str, used: bool) -> Option<sessions::Session> {
         self.inner
             .sessions
-            .touch(token, self.inner.config.dashboard, self.now())
+            .touch(token, self.inner.config.dashboard, self.now(), used)
     }
 
     /// Ends a dashboard session (sign-out).

@@ -47,6 +47,10 @@ impl Default for DashboardLimits {
     }
 }
 
+/// The most sessions one API key holds at once: signing in again past it
+/// ends that key's least recently used session, not anyone else's.
+pub const MAX_SESSIONS_PER_KEY: usize = 20;
+
 /// What a live session holds.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -93,19 +97,22 @@ impl Sessions {
         };
         let mut held = self.held.lock().expect("the session map is never poisoned");
         held.retain(|_, s| live(s, limits, now));
+        // A key past its own bound gives up its own oldest session first.
+        let same_key = |s: &Session| s.secret == session.secret;
+        while held.values().filter(|s| same_key(s)).count() >= MAX_SESSIONS_PER_KEY {
+            evict_least_recent(&mut held, same_key);
+        }
         while held.len() >= limits.max_sessions.max(1) {
-            let oldest = held.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k);
-            match oldest {
-                Some(key) => held.remove(&key),
-                None => break,
-            };
+            evict_least_recent(&mut held, |_| true);
         }
         held.insert(digest(&token), session.clone());
         session
     }
 
-    /// The live session of `token`, marked used now; `None` once it ended.
-    pub fn touch(&self, token: &str, limits: DashboardLimits, now: Timestamp) -> Option<Session> {
+    /// The live session of `token`; `None` once it ended. A person's
+    /// request (`used`) marks it used now; a page's own polling does not,
+    /// so an unattended tab still ends when idle.
+    pub fn touch(&self, token: &str, limits: DashboardLimits, now: Timestamp, used: bool) -> Option<Session> {
         let mut held = self.held.lock().expect("the session map is never poisoned");
         let key = digest(token);
         let session = held.get_mut(&key)?;
@@ -113,7 +120,9 @@ impl Sessions {
             held.remove(&key);
             return None;
         }
-        session.last_seen = now;
+        if used {
+            session.last_seen = now;
+        }
         Some(session.clone())
     }
 
@@ -132,6 +141,17 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+fn evict_least_recent(held: &mut HashMap<[u8; 32], Session>, among: impl Fn(&Session) -> bool) {
+    let oldest = held
+        .iter()
+        .filter(|(_, s)| among(s))
+        .min_by_key(|(_, s)| s.last_seen)
+        .map(|(k, _)| *k);
+    if let Some(key) = oldest {
+        held.remove(&key);
     }
 }
 
@@ -160,28 +180,56 @@ mod tests {
     fn sessions_end_when_idle_at_their_lifetime_at_sign_out_and_when_crowded_out() {
         let sessions = Sessions::default();
         sessions.start("k1".into(), "t1".into(), "c1".into(), LIMITS, at(0));
-        assert_eq!(sessions.touch("t1", LIMITS, at(59)).unwrap().csrf, "c1");
-        assert!(sessions.touch("nope", LIMITS, at(59)).is_none());
+        assert_eq!(sessions.touch("t1", LIMITS, at(59), true).unwrap().csrf, "c1");
+        assert!(sessions.touch("nope", LIMITS, at(59), true).is_none());
         // Used every 50 s: idle never ends it, the lifetime does.
         for t in (109..300).step_by(50) {
-            assert!(sessions.touch("t1", LIMITS, at(t)).is_some(), "{t}");
+            assert!(sessions.touch("t1", LIMITS, at(t), true).is_some(), "{t}");
         }
-        assert!(sessions.touch("t1", LIMITS, at(300)).is_none());
+        assert!(sessions.touch("t1", LIMITS, at(300), true).is_none());
 
         sessions.start("k2".into(), "t2".into(), "c2".into(), LIMITS, at(400));
-        assert!(sessions.touch("t2", LIMITS, at(460)).is_none(), "idle for 60 s");
+        assert!(sessions.touch("t2", LIMITS, at(460), true).is_none(), "idle for 60 s");
 
         sessions.start("k3".into(), "t3".into(), "c3".into(), LIMITS, at(500));
         sessions.start("k4".into(), "t4".into(), "c4".into(), LIMITS, at(501));
-        sessions.touch("t3", LIMITS, at(502));
+        sessions.touch("t3", LIMITS, at(502), true);
         sessions.start("k5".into(), "t5".into(), "c5".into(), LIMITS, at(503));
         assert!(
-            sessions.touch("t4", LIMITS, at(504)).is_none(),
+            sessions.touch("t4", LIMITS, at(504), true).is_none(),
             "the least recently used went"
         );
-        assert!(sessions.touch("t3", LIMITS, at(504)).is_some());
+        assert!(sessions.touch("t3", LIMITS, at(504), true).is_some());
         sessions.end("t3");
-        assert!(sessions.touch("t3", LIMITS, at(505)).is_none());
+        assert!(sessions.touch("t3", LIMITS, at(505), true).is_none());
+    }
+
+    #[test]
+    fn polling_does_not_keep_a_session_alive_and_a_key_crowds_out_only_itself() {
+        let sessions = Sessions::default();
+        sessions.start("k1".into(), "t1".into(), "c1".into(), LIMITS, at(0));
+        assert!(sessions.touch("t1", LIMITS, at(50), false).is_some());
+        assert!(
+            sessions.touch("t1", LIMITS, at(60), false).is_none(),
+            "polls are not use"
+        );
+
+        let wide = DashboardLimits {
+            max_sessions: 1000,
+            ..LIMITS
+        };
+        sessions.start("other".into(), "o".into(), "c".into(), wide, at(100));
+        for n in 0..=MAX_SESSIONS_PER_KEY {
+            sessions.start("busy".into(), format!("b{n}"), "c".into(), wide, at(101 + n as i64));
+        }
+        assert!(
+            sessions.touch("b0", wide, at(130), true).is_none(),
+            "its own oldest went"
+        );
+        assert!(
+            sessions.touch("o", wide, at(130), true).is_some(),
+            "another key's stayed"
+        );
     }
 
     #[test]

@@ -39,6 +39,17 @@ pub struct ReasonForm {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct DecisionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    /// The signal the page showed the job waiting for.
+    #[serde(default)]
+    signal: String,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct ReplayForm {
     #[serde(default)]
     csrf: String,
@@ -81,7 +92,14 @@ pub struct VerifyForm {
     csrf: String,
 }
 
-csrf_form!(ReasonForm, ReplayForm, SignalForm, ResolveForm, VerifyForm);
+csrf_form!(
+    ReasonForm,
+    DecisionForm,
+    ReplayForm,
+    SignalForm,
+    ResolveForm,
+    VerifyForm
+);
 
 fn invalid(message: impl Into<String>) -> Failure {
     Failure::new(StatusCode::UNPROCESSABLE_ENTITY, message)
@@ -164,7 +182,7 @@ async fn decide(
     engine: &Engine,
     viewer: &Viewer,
     id: &str,
-    form: &ReasonForm,
+    form: &DecisionForm,
     approved: bool,
 ) -> Result<Response, Failure> {
     viewer.require(Action::Signal)?;
@@ -177,6 +195,13 @@ async fn decide(
             "This job is not waiting for a signal.",
         ));
     };
+    // The decision answers the wait the operator saw, not one begun since.
+    if name.as_str() != form.signal {
+        return Err(Failure::new(
+            StatusCode::CONFLICT,
+            "This job now waits for another signal; reload the page and decide again.",
+        ));
+    }
     let payload = serde_json::json!({
         "approved": approved,
         "reason": reason.as_str(),
@@ -189,12 +214,12 @@ async fn decide(
 }
 
 /// `POST /ui/jobs/{id}/approve`.
-pub async fn approve(State(engine): State<Engine>, Path(id): Path<String>, posted: Posted<ReasonForm>) -> Response {
+pub async fn approve(State(engine): State<Engine>, Path(id): Path<String>, posted: Posted<DecisionForm>) -> Response {
     respond(decide(&engine, &posted.viewer, &id, &posted.form, true).await)
 }
 
 /// `POST /ui/jobs/{id}/reject`.
-pub async fn reject(State(engine): State<Engine>, Path(id): Path<String>, posted: Posted<ReasonForm>) -> Response {
+pub async fn reject(State(engine): State<Engine>, Path(id): Path<String>, posted: Posted<DecisionForm>) -> Response {
     respond(decide(&engine, &posted.viewer, &id, &posted.form, false).await)
 }
 

@@ -91,8 +91,22 @@ fn clear_cookie(name: &str, secure: bool) -> HeaderValue {
     set_cookie(name, String::new(), secure, Some(cookie::time::Duration::ZERO))
 }
 
-/// Where a signed-out visitor is sent: the sign-in page, then back.
+/// A request htmx made for a live part of a page (not a person's click).
+fn polling(parts: &Parts) -> bool {
+    parts.headers.contains_key("hx-request")
+}
+
+/// Where a signed-out visitor is sent: the sign-in page, then back. A
+/// live part asks htmx to move the whole page there instead of swapping
+/// the sign-in form into the part.
 fn to_login(parts: &Parts) -> Response {
+    if polling(parts) {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        response
+            .headers_mut()
+            .insert("hx-redirect", HeaderValue::from_static("/ui/login"));
+        return response;
+    }
     let here = parts.uri.path_and_query().map_or("/ui", |p| p.as_str());
     let next = if parts.method == axum::http::Method::GET {
         here
@@ -113,7 +127,7 @@ impl FromRequestParts<Engine> for Viewer {
         let Some(token) = cookie_value(&parts.headers, SESSION_COOKIE) else {
             return Err(to_login(parts));
         };
-        let Some(session) = engine.session(&token) else {
+        let Some(session) = engine.session(&token, !polling(parts)) else {
             return Err(to_login(parts));
         };
         match engine.authenticate(&session.secret, client(parts)).await {
@@ -222,10 +236,14 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-/// Only a path of the dashboard itself: never another site.
+/// Only a path of the dashboard itself, of printable ASCII (it becomes a
+/// `Location` header): never another site.
 fn safe_next(next: Option<&str>) -> String {
+    let printable = |next: &str| next.bytes().all(|b| (0x21..=0x7e).contains(&b));
     match next {
-        Some(next) if next.starts_with("/ui") && !next.contains("//") && !next.contains('\\') => next.to_owned(),
+        Some(next) if next.starts_with("/ui") && !next.contains("//") && !next.contains('\\') && printable(next) => {
+            next.to_owned()
+        }
         _ => "/ui".to_owned(),
     }
 }
@@ -281,6 +299,10 @@ pub async fn login(State(engine): State<Engine>, request: Request) -> Response {
     let secret = form.api_key.trim().to_owned();
     match engine.authenticate(&secret, client(&parts)).await {
         Ok(_) => {
+            // A session the browser still held ends: one browser, one session.
+            if let Some(old) = cookie_value(&parts.headers, SESSION_COOKIE) {
+                engine.end_session(&old);
+            }
             let (token, _) = engine.start_session(secret);
             let mut response = Redirect::to(&next).into_response();
             let headers = response.headers_mut();

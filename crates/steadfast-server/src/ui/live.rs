@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use steadfast_core::slo::{self, SloKind};
-use steadfast_core::{TenantId, Timestamp};
+use steadfast_core::{Job, TenantId, Timestamp, WaitFor};
 use steadfast_store::TenantScope;
 use steadfast_store::dashboard::{Attention, QueueSummary};
 
 use super::Failure;
+use super::format::{Moment, moment};
 use crate::Engine;
 
 /// How far back throughput, failures and lapsed leases are counted.
@@ -29,12 +30,89 @@ pub struct SloLine {
     pub firing: Vec<String>,
 }
 
+/// A job that needs someone, as the overview lists it.
+#[derive(Debug, Clone)]
+pub struct JobLine {
+    pub id: String,
+    pub queue: String,
+    pub state: &'static str,
+    pub detail: String,
+    pub at: Moment,
+}
+
+/// What needs attention, as lines: the cache keeps these, not the jobs
+/// (whose payloads may be large).
+#[derive(Debug, Default)]
+pub struct Trouble {
+    pub dead: Vec<JobLine>,
+    pub uncertain: Vec<JobLine>,
+    pub approvals: Vec<JobLine>,
+    pub lapsed: Vec<JobLine>,
+}
+
 #[derive(Debug)]
 pub struct Overview {
     pub read_at: Timestamp,
     pub queues: Vec<QueueSummary>,
     pub slos: Vec<SloLine>,
-    pub attention: Attention,
+    pub trouble: Trouble,
+}
+
+fn trouble(attention: Attention) -> Trouble {
+    let job_line = |job: &Job, detail: String, at: Timestamp| JobLine {
+        id: job.id.to_string(),
+        queue: job.queue.to_string(),
+        state: job.state.as_str(),
+        detail,
+        at: moment(at),
+    };
+    Trouble {
+        dead: attention
+            .dead
+            .iter()
+            .map(|job| {
+                let error = job.last_error.as_ref();
+                let detail = match error.and_then(|e| e.kind.as_deref()) {
+                    Some(kind) => format!("{kind}: {}", error.map_or("", |e| e.message.as_str())),
+                    None => error.map_or_else(String::new, |e| e.message.clone()),
+                };
+                job_line(job, detail, job.finished_at.unwrap_or(job.updated_at))
+            })
+            .collect(),
+        uncertain: attention
+            .uncertain_steps
+            .iter()
+            .map(|s| JobLine {
+                id: s.job_id.to_string(),
+                queue: s.queue.to_string(),
+                state: s.job_state.as_str(),
+                detail: format!("step {} (started by attempt {})", s.step, s.attempt),
+                at: moment(s.started_at),
+            })
+            .collect(),
+        approvals: attention
+            .awaiting_signals
+            .iter()
+            .map(|job| {
+                let signal = match job.wait.as_ref().map(|w| &w.wait_for) {
+                    Some(WaitFor::Signal { name, .. }) => name.to_string(),
+                    _ => String::new(),
+                };
+                job_line(job, format!("waits for signal {signal}"), job.updated_at)
+            })
+            .collect(),
+        lapsed: attention
+            .lapsed
+            .iter()
+            .map(|a| JobLine {
+                id: a.job_id.to_string(),
+                queue: a.queue.to_string(),
+                state: a.outcome.as_str(),
+                detail: format!("attempt {} on worker {}", a.attempt, a.worker_id),
+                at: moment(a.ended_at),
+            })
+            .collect(),
+    }
 }
 
 /// The last "Verify now" of a tenant's audit chain.
@@ -52,8 +130,14 @@ pub struct Verification {
 #[derive(Debug, Default)]
 pub struct Live {
     overviews: Mutex<HashMap<TenantId, Arc<Overview>>>,
+    /// One read at a time per tenant: polls that find the cache stale
+    /// together wait for the one read rather than each reading.
+    reading: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
     verifications: Mutex<HashMap<TenantId, Verification>>,
 }
+
+/// Overviews nobody asked for in this long are forgotten.
+const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Live {
     pub fn verification(&self, tenant: TenantId) -> Option<Verification> {
@@ -70,22 +154,36 @@ impl Live {
     /// The tenant's overview: the one read within the refresh interval, or
     /// a fresh read.
     pub async fn overview(&self, engine: &Engine, scope: &TenantScope) -> Result<Arc<Overview>, Failure> {
-        let now = engine.now();
+        let tenant = scope.tenant_id();
         let every = engine.config().dashboard.refresh_every;
-        let cached = self
-            .overviews
+        let fresh_enough = |now: Timestamp| {
+            let cached = self.overviews.lock().expect("never poisoned").get(&tenant).cloned();
+            cached.filter(|o| o.read_at.saturating_add(every).is_ok_and(|until| now < until))
+        };
+        if let Some(overview) = fresh_enough(engine.now()) {
+            return Ok(overview);
+        }
+        let turn = self
+            .reading
             .lock()
             .expect("never poisoned")
-            .get(&scope.tenant_id())
-            .cloned();
-        if let Some(overview) = cached.filter(|o| o.read_at.saturating_add(every).is_ok_and(|until| now < until)) {
+            .entry(tenant)
+            .or_default()
+            .clone();
+        let _reading = turn.lock().await;
+        // Another poll may have read it while this one waited its turn.
+        let now = engine.now();
+        if let Some(overview) = fresh_enough(now) {
             return Ok(overview);
         }
         let fresh = Arc::new(read(engine, scope, now).await?);
-        self.overviews
+        let mut overviews = self.overviews.lock().expect("never poisoned");
+        overviews.retain(|_, o| o.read_at.saturating_add(FORGET_AFTER).is_ok_and(|until| now < until));
+        overviews.insert(tenant, fresh.clone());
+        self.reading
             .lock()
             .expect("never poisoned")
-            .insert(scope.tenant_id(), fresh.clone());
+            .retain(|t, lock| overviews.contains_key(t) || Arc::strong_count(lock) > 1);
         Ok(fresh)
     }
 }
@@ -125,6 +223,6 @@ async fn read(engine: &Engine, scope: &TenantScope, now: Timestamp) -> Result<Ov
         read_at: now,
         queues,
         slos,
-        attention,
+        trouble: trouble(attention),
     })
 }

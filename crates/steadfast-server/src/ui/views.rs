@@ -10,13 +10,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use steadfast_core::{Action, Job, JobState, QueueName, StepState, Timestamp, WaitFor};
+use steadfast_core::{Action, JobState, QueueName, StepState, Timestamp, WaitFor};
 use steadfast_store::audit::verify;
 use steadfast_store::{AuditCursor, AuditQuery, JobCursor, JobQuery};
 
 use super::auth::Viewer;
 use super::format::{self, Moment, age, moment, percent, pretty_json};
-use super::live::{Live, Overview, SloLine};
+use super::live::{JobLine, Live, Overview, SloLine};
 use super::{Failure, render};
 use crate::Engine;
 
@@ -77,14 +77,6 @@ pub struct QueueLine {
     pub idle: bool,
 }
 
-pub struct JobLine {
-    pub id: String,
-    pub queue: String,
-    pub state: &'static str,
-    pub detail: String,
-    pub at: Moment,
-}
-
 /// The overview's live part, also served alone for polling.
 #[derive(Template)]
 #[template(path = "overview_fragment.html")]
@@ -134,65 +126,16 @@ fn live_part(overview: &Overview, now: Timestamp, refresh_secs: u64) -> Overview
             }
         })
         .collect();
-    let attention = &overview.attention;
-    let job_line = |job: &Job, detail: String, at: Timestamp| JobLine {
-        id: job.id.to_string(),
-        queue: job.queue.to_string(),
-        state: job.state.as_str(),
-        detail,
-        at: moment(at),
-    };
     OverviewLive {
         read_at: moment(overview.read_at),
         refresh_secs,
         idle_queues: queues.iter().filter(|q| q.idle).map(|q| q.name.clone()).collect(),
         queues,
         slos: overview.slos.clone(),
-        dead: attention
-            .dead
-            .iter()
-            .map(|job| {
-                let error = job.last_error.as_ref();
-                let detail = match error.and_then(|e| e.kind.as_deref()) {
-                    Some(kind) => format!("{kind}: {}", error.map_or("", |e| e.message.as_str())),
-                    None => error.map_or_else(String::new, |e| e.message.clone()),
-                };
-                job_line(job, detail, job.finished_at.unwrap_or(job.updated_at))
-            })
-            .collect(),
-        uncertain: attention
-            .uncertain_steps
-            .iter()
-            .map(|s| JobLine {
-                id: s.job_id.to_string(),
-                queue: s.queue.to_string(),
-                state: s.job_state.as_str(),
-                detail: format!("step {} (started by attempt {})", s.step, s.attempt),
-                at: moment(s.started_at),
-            })
-            .collect(),
-        approvals: attention
-            .awaiting_signals
-            .iter()
-            .map(|job| {
-                let signal = match job.wait.as_ref().map(|w| &w.wait_for) {
-                    Some(WaitFor::Signal { name, .. }) => name.to_string(),
-                    _ => String::new(),
-                };
-                job_line(job, format!("waits for signal {signal}"), job.updated_at)
-            })
-            .collect(),
-        lapsed: attention
-            .lapsed
-            .iter()
-            .map(|a| JobLine {
-                id: a.job_id.to_string(),
-                queue: a.queue.to_string(),
-                state: a.outcome.as_str(),
-                detail: format!("attempt {} on worker {}", a.attempt, a.worker_id),
-                at: moment(a.ended_at),
-            })
-            .collect(),
+        dead: overview.trouble.dead.clone(),
+        uncertain: overview.trouble.uncertain.clone(),
+        approvals: overview.trouble.approvals.clone(),
+        lapsed: overview.trouble.lapsed.clone(),
     }
 }
 
@@ -356,6 +299,7 @@ async fn job_list(
         created_before: to.as_deref().map(|t| parse_time("to", t)).transpose()?,
         limit: PAGE,
         after,
+        time_limit: Some(engine.config().dashboard.query_time_limit),
     };
     let page = engine.store().list_jobs(&viewer.principal.scope, query).await?;
     let base = match &path_queue {
@@ -1185,6 +1129,8 @@ pub async fn policies(State(engine): State<Engine>, viewer: Viewer) -> Response 
 pub struct BulkLine {
     pub id: String,
     pub action: &'static str,
+    /// The audit action of each job it changes.
+    pub job_action: &'static str,
     pub status: &'static str,
     pub filter: String,
     pub reason: String,
@@ -1226,6 +1172,10 @@ pub fn bulk_line(op: &steadfast_store::bulk::BulkOperation) -> BulkLine {
     BulkLine {
         id: op.id.to_string(),
         action: op.spec.action.as_str(),
+        job_action: match op.spec.action {
+            steadfast_store::bulk::BulkAction::Retry => "job.retried",
+            steadfast_store::bulk::BulkAction::Cancel => "job.cancelled",
+        },
         status: op.status.as_str(),
         filter: describe_filter(&op.spec.filter),
         reason: op.spec.reason.clone(),
@@ -1385,7 +1335,10 @@ pub async fn bulk_new(State(engine): State<Engine>, viewer: Viewer, Query(query)
         viewer.require(Action::OperatorAction)?;
         let action = bulk_action(&query.action)?;
         let (filter, [queue, state, kind, from, to]) = bulk_filter(action, query.filter)?;
-        let matched = engine.count_bulk(&viewer.principal.scope, action, &filter).await?;
+        let limit = engine.config().dashboard.query_time_limit;
+        let matched = engine
+            .count_bulk(&viewer.principal.scope, action, &filter, Some(limit))
+            .await?;
         let page = BulkNewPage {
             chrome: Chrome::new(&viewer, "/ui/bulk"),
             action: action.as_str(),

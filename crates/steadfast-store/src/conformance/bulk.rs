@@ -38,18 +38,27 @@ pub async fn a_bulk_retry_walks_every_matching_job_in_batches(store: &impl Store
         queue: Some("bulk-a".into()),
         ..BulkFilter::default()
     };
-    assert_eq!(store.count_bulk(&scope, BulkAction::Retry, &in_a).await.unwrap(), 6);
-    assert_eq!(store.count_bulk(&scope, BulkAction::Cancel, &in_a).await.unwrap(), 0);
+    assert_eq!(
+        store.count_bulk(&scope, BulkAction::Retry, &in_a, None).await.unwrap(),
+        6
+    );
+    assert_eq!(
+        store.count_bulk(&scope, BulkAction::Cancel, &in_a, None).await.unwrap(),
+        0
+    );
     let timed_out = BulkFilter {
         error_kind: Some("timeout".into()),
         ..in_a.clone()
     };
     assert_eq!(
-        store.count_bulk(&scope, BulkAction::Retry, &timed_out).await.unwrap(),
+        store
+            .count_bulk(&scope, BulkAction::Retry, &timed_out, None)
+            .await
+            .unwrap(),
         5
     );
     assert_eq!(
-        store.count_bulk(&other, BulkAction::Retry, &in_a).await.unwrap(),
+        store.count_bulk(&other, BulkAction::Retry, &in_a, None).await.unwrap(),
         0,
         "per tenant"
     );
@@ -76,7 +85,10 @@ pub async fn a_bulk_retry_walks_every_matching_job_in_batches(store: &impl Store
     enqueue_one(store, &scope, spec("bulk-a"), at(4)).await;
     let late = kill(store, &scope, &key, "bulk-a", "timeout", at(4)).await;
     let queued = enqueue_one(store, &scope, spec("bulk-a"), at(4)).await;
-    assert_eq!(store.count_bulk(&scope, BulkAction::Cancel, &in_a).await.unwrap(), 1);
+    assert_eq!(
+        store.count_bulk(&scope, BulkAction::Cancel, &in_a, None).await.unwrap(),
+        1
+    );
 
     let mut steps = Vec::new();
     loop {
@@ -173,7 +185,7 @@ pub async fn a_bulk_operation_can_be_stopped_and_a_tenant_runs_a_bounded_number(
     assert_eq!(after.operation.done, 1, "a stopped operation does no more");
     assert_eq!(
         store
-            .count_bulk(&scope, BulkAction::Cancel, &BulkFilter::default())
+            .count_bulk(&scope, BulkAction::Cancel, &BulkFilter::default(), None)
             .await
             .unwrap(),
         2

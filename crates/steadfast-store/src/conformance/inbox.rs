@@ -142,7 +142,7 @@ pub async fn sources_keep_their_secrets_and_rotate_without_a_gap(store: &impl St
             .create_source(&other, source(&unique("src"), "second"), 1, at(1))
             .await,
         Err(StoreError::LimitExceeded {
-            what: "sources",
+            what: "sources per tenant",
             limit: 1
         }),
         "the tenant's cap counts live sources"

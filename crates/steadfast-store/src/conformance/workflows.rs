@@ -268,7 +268,7 @@ pub async fn a_batch_of_steps_is_judged_item_by_item_in_order(store: &impl Store
     assert_eq!(
         results[5],
         Err(StoreError::LimitExceeded {
-            what: "steps",
+            what: "steps per job",
             limit: 2
         }),
         "steps recorded earlier in the batch count against the limit"
@@ -671,7 +671,7 @@ pub async fn workflow_limits_are_enforced(store: &impl Store) {
     assert_eq!(
         third,
         Err(StoreError::LimitExceeded {
-            what: "steps",
+            what: "steps per job",
             limit: 2
         })
     );
@@ -685,7 +685,7 @@ pub async fn workflow_limits_are_enforced(store: &impl Store) {
     assert_eq!(
         second,
         Err(StoreError::LimitExceeded {
-            what: "pending signals",
+            what: "pending signals per job",
             limit: 1
         })
     );
@@ -715,7 +715,7 @@ pub async fn workflow_limits_are_enforced(store: &impl Store) {
     assert_eq!(
         another,
         Err(StoreError::LimitExceeded {
-            what: "children",
+            what: "children per job",
             limit: 1
         })
     );

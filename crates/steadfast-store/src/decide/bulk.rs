@@ -120,7 +120,7 @@ pub fn start_bulk(
 ) -> Result<Decision<BulkOperation>, StoreError> {
     if running >= crate::bulk::MAX_RUNNING_PER_TENANT {
         return Err(StoreError::LimitExceeded {
-            what: "bulk operations running at once (per tenant)",
+            what: "bulk operations running at once per tenant",
             limit: crate::bulk::MAX_RUNNING_PER_TENANT as u32,
         });
     }

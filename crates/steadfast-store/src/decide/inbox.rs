@@ -102,7 +102,7 @@ pub fn retire_secrets(
 pub fn within_source_limit(live: usize, max_sources: usize) -> Result<(), StoreError> {
     if live >= max_sources {
         return Err(StoreError::LimitExceeded {
-            what: "sources",
+            what: "sources per tenant",
             limit: u32::try_from(max_sources).unwrap_or(u32::MAX),
         });
     }

@@ -23,7 +23,7 @@ pub struct StepRows {
 fn check_step_room(rows: &StepRows, limits: WorkflowLimits) -> Result<(), StoreError> {
     if rows.step.is_none() && rows.step_count >= limits.max_steps {
         return Err(StoreError::LimitExceeded {
-            what: "steps",
+            what: "steps per job",
             limit: limits.max_steps,
         });
     }
@@ -197,7 +197,7 @@ pub fn signal(
         Delivery::Stored => {
             if pending >= limits.max_pending_signals {
                 return Err(StoreError::LimitExceeded {
-                    what: "pending signals",
+                    what: "pending signals per job",
                     limit: limits.max_pending_signals,
                 });
             }
@@ -278,7 +278,7 @@ pub fn spawn_child(
     }
     if children >= limits.max_children {
         return Err(StoreError::LimitExceeded {
-            what: "children",
+            what: "children per job",
             limit: limits.max_children,
         });
     }
