@@ -384,6 +384,20 @@ pub fn parse_budget(text: &str) -> Result<wire::RetryBudget, String> {
     })
 }
 
+/// An origin: `http://` or `https://`, a host, maybe a port; no path.
+pub fn parse_origin(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| format!("{text:?} is not an origin like https://ops.example.com"))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Err(format!(
+            "{text:?} is not an origin like https://ops.example.com (no path)"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// `FAILURE_RATIO,MIN_REQUESTS,WINDOW_SECS,OPEN_SECS,HALF_OPEN_PROBES`.
 pub fn parse_breaker(text: &str) -> Result<wire::BreakerConfig, String> {
     let usage = || {
@@ -617,6 +631,12 @@ pub struct ServeArgs {
     /// Jobs one batch of a bulk retry or cancel acts on (one transaction each).
     #[arg(long, env = "STEADFAST_BULK_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub bulk_batch: u32,
+
+    /// The dashboard's origin as browsers see it, when a proxy in front terminates TLS
+    /// (e.g. https://ops.example.com): forms must come from it, and cookies are Secure
+    /// when it is https. Unset: this server's own scheme and Host.
+    #[arg(long, env = "STEADFAST_UI_ORIGIN", value_parser = parse_origin)]
+    pub ui_origin: Option<String>,
 
     /// A dashboard session unused this long ends (seconds).
     #[arg(long, env = "STEADFAST_UI_SESSION_IDLE_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]

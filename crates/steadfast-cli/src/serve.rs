@@ -87,6 +87,7 @@ impl ServeArgs {
                 ..InboxLimits::default()
             },
             bulk_batch: self.bulk_batch,
+            ui_origin: self.ui_origin.clone(),
             dashboard: DashboardLimits {
                 idle: Duration::from_secs(self.ui_session_idle_secs),
                 lifetime: Duration::from_secs(self.ui_session_lifetime_secs),

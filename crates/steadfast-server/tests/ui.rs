@@ -684,7 +684,45 @@ async fn a_bulk_retry_counts_first_names_the_count_and_shows_its_progress(backen
     );
 }
 
+async fn behind_a_tls_proxy_forms_come_from_the_public_origin_and_cookies_are_secure(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        steadfast_server::EngineConfig {
+            ui_origin: Some("https://ops.example.com".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let admin = server.key("acme", Role::Admin).await;
+    let mut browser = Browser::new(&server);
+    let login = browser.get("/ui/login").await;
+    let cookie = login
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("sf_login="))
+        .unwrap();
+    assert!(cookie.contains("Secure"), "{cookie}");
+    let form = [("api_key", admin.as_str()), ("csrf", &login.csrf()), ("next", "/ui")];
+    let local = browser.post("/ui/login", &form).await;
+    assert_eq!(
+        local.status,
+        StatusCode::FORBIDDEN,
+        "the server's own origin is not the public one"
+    );
+    let public = browser
+        .post_with("/ui/login", &form, &[("origin", "https://ops.example.com".to_owned())])
+        .await;
+    assert_eq!(public.status, StatusCode::SEE_OTHER, "{}", public.html);
+    let session = public
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("sf_session="))
+        .unwrap();
+    assert!(session.contains("Secure"), "{session}");
+}
+
 on_both_backends!(
+    behind_a_tls_proxy_forms_come_from_the_public_origin_and_cookies_are_secure,
     a_bulk_retry_counts_first_names_the_count_and_shows_its_progress,
     sign_in_makes_a_strict_session_that_ends_at_sign_out_idleness_or_revocation,
     forms_are_refused_from_another_site_or_without_the_token,

@@ -93,6 +93,10 @@ pub struct EngineConfig {
     pub dashboard: sessions::DashboardLimits,
     /// Jobs one batch of a bulk operation acts on (one transaction).
     pub bulk_batch: u32,
+    /// The dashboard's origin as browsers see it (`https://ops.example.com`)
+    /// when a proxy in front terminates TLS: forms must come from it, and
+    /// cookies are `Secure` when it is `https`. Unset: this server's own.
+    pub ui_origin: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -114,6 +118,7 @@ impl Default for EngineConfig {
             inbox: InboxLimits::default(),
             dashboard: sessions::DashboardLimits::default(),
             bulk_batch: 500,
+            ui_origin: None,
         }
     }
 }

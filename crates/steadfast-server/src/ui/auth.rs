@@ -63,8 +63,17 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|cookie| cookie.value().to_owned())
 }
 
-fn tls(parts: &Parts) -> bool {
-    parts.extensions.get::<Transport>().is_some_and(|t| t.tls)
+/// Whether the browser reached the dashboard over TLS: this server's own,
+/// or the configured public origin's (a proxy terminating it in front).
+fn tls(engine: &Engine, parts: &Parts) -> bool {
+    secure(engine, parts.extensions.get::<Transport>().copied())
+}
+
+fn secure(engine: &Engine, transport: Option<Transport>) -> bool {
+    match &engine.config().ui_origin {
+        Some(origin) => origin.starts_with("https://"),
+        None => transport.is_some_and(|t| t.tls),
+    }
 }
 
 fn client(parts: &Parts) -> Option<std::net::IpAddr> {
@@ -163,7 +172,7 @@ impl FromRequestParts<Engine> for Viewer {
 /// Refuses a form sent from another site: `Sec-Fetch-Site` (when the
 /// browser sends it) must say the same origin, and `Origin` (when present)
 /// must be this server's.
-fn check_origin(parts: &Parts) -> Result<(), Failure> {
+fn check_origin(engine: &Engine, parts: &Parts) -> Result<(), Failure> {
     let cross_site = || Failure::new(StatusCode::FORBIDDEN, "This form was sent from another site.");
     if let Some(site) = parts.headers.get("sec-fetch-site")
         && !matches!(site.as_bytes(), b"same-origin" | b"none")
@@ -171,9 +180,14 @@ fn check_origin(parts: &Parts) -> Result<(), Failure> {
         return Err(cross_site());
     }
     if let Some(origin) = parts.headers.get(header::ORIGIN) {
-        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let scheme = if tls(parts) { "https" } else { "http" };
-        let expected = host.map(|host| format!("{scheme}://{host}"));
+        let expected = match &engine.config().ui_origin {
+            Some(public) => Some(public.clone()),
+            None => {
+                let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+                let scheme = if tls(engine, parts) { "https" } else { "http" };
+                host.map(|host| format!("{scheme}://{host}"))
+            }
+        };
         if expected.as_deref().map(str::as_bytes) != Some(origin.as_bytes()) {
             return Err(cross_site());
         }
@@ -205,7 +219,7 @@ where
 
     async fn from_request(request: Request, engine: &Engine) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
-        check_origin(&parts).map_err(IntoResponse::into_response)?;
+        check_origin(engine, &parts).map_err(IntoResponse::into_response)?;
         let viewer = Viewer::from_request_parts(&mut parts, engine).await?;
         let Form(form) = Form::<T>::from_request(Request::from_parts(parts, body), engine)
             .await
@@ -267,7 +281,7 @@ pub async fn login_page(
     transport: Option<Extension<Transport>>,
     Query(query): Query<LoginQuery>,
 ) -> Response {
-    let secure = transport.is_some_and(|t| t.tls);
+    let secure = secure(&engine, transport.map(|Extension(t)| t));
     login_form(&engine, secure, safe_next(query.next.as_deref()), None, StatusCode::OK)
 }
 
@@ -282,14 +296,14 @@ pub struct LoginForm {
 /// `POST /ui/login`: checks the key as the API would, then starts a session.
 pub async fn login(State(engine): State<Engine>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    if let Err(failure) = check_origin(&parts) {
+    if let Err(failure) = check_origin(&engine, &parts) {
         return failure.into_response();
     }
     let Ok(Form(form)) = Form::<LoginForm>::from_request(Request::from_parts(parts.clone(), body), &engine).await
     else {
         return Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "The sign-in form was incomplete.").into_response();
     };
-    let secure = tls(&parts);
+    let secure = tls(&engine, &parts);
     let next = safe_next(form.next.as_deref());
     let expected = cookie_value(&parts.headers, LOGIN_COOKIE).unwrap_or_default();
     if !same_token(&form.csrf, &expected) {
@@ -343,7 +357,7 @@ pub async fn logout(
     posted: Posted<LogoutForm>,
 ) -> Response {
     engine.end_session(&posted.viewer.token);
-    let secure = transport.is_some_and(|t| t.tls);
+    let secure = secure(&engine, transport.map(|Extension(t)| t));
     let mut response = Redirect::to("/ui/login").into_response();
     response
         .headers_mut()
