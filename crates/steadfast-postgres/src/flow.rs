@@ -501,8 +501,12 @@ async fn overviews(tx: &Transaction, tenant: TenantId, now: Timestamp) -> Result
         .query(
             &statement(
                 tx,
-                "SELECT queue, state, count(*) FROM jobs WHERE tenant_id = $1 \
-                 AND state IN ('scheduled', 'queued', 'running', 'waiting') GROUP BY queue, state",
+                // Queued jobs (the backlog) counted apart, so the planner
+                // can read them from the ready index alone.
+                "SELECT queue, 'queued', count(*) FROM jobs WHERE tenant_id = $1 AND state = 'queued' \
+                 GROUP BY queue \
+                 UNION ALL SELECT queue, state, count(*) FROM jobs WHERE tenant_id = $1 \
+                 AND state IN ('scheduled', 'running', 'waiting') GROUP BY queue, state",
             )
             .await?,
             &[&tenant.0],

@@ -340,8 +340,12 @@ fn overviews(conn: &Connection, tenant: TenantId, now: Timestamp) -> Result<Vec<
     let t = tenant.to_string();
     let counts = query_all(
         conn,
-        "SELECT queue, state, count(*) FROM jobs WHERE tenant_id = ?1 \
-         AND state IN ('scheduled', 'queued', 'running', 'waiting') GROUP BY queue, state",
+        // Queued jobs (the backlog) from the ready index alone; the other
+        // unfinished states, which workers and waits keep small, by state.
+        "SELECT queue, 'queued', count(*) FROM jobs INDEXED BY jobs_ready WHERE tenant_id = ?1 \
+         AND state = 'queued' GROUP BY queue \
+         UNION ALL SELECT queue, state, count(*) FROM jobs INDEXED BY jobs_by_state WHERE tenant_id = ?1 \
+         AND state IN ('scheduled', 'running', 'waiting') GROUP BY queue, state",
         params![t],
         |row| {
             Ok((
