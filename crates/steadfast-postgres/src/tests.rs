@@ -813,3 +813,40 @@ mod upgrade {
         assert_eq!(verified.records as i64, records + 3, "leased, succeeded, enqueued");
     }
 }
+
+/// Every table that holds a tenant's rows has row-level security enabled,
+/// forced (the owner obeys it too) and a policy: a table added without
+/// them fails here, whatever the store's own filters do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tenant_table_is_under_row_level_security() {
+    let (_store, db) = fresh_store().await;
+    let client = connect_raw(&db.owner_url).await;
+    let tables = client
+        .query(
+            "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, \
+                    EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'steadfast' AND c.relkind = 'r' \
+               AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' \
+                           AND NOT a.attisdropped) \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = tables.iter().map(|row| row.get(0)).collect();
+    assert!(
+        names.contains(&"jobs".to_owned()) && names.contains(&"bulk_operations".to_owned()),
+        "{names:?}"
+    );
+    let unprotected: Vec<String> = tables
+        .iter()
+        .filter(|row| !(row.get::<_, bool>(1) && row.get::<_, bool>(2) && row.get::<_, bool>(3)))
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        unprotected,
+        Vec::<String>::new(),
+        "tables with tenant rows but no forced policy"
+    );
+}
