@@ -81,6 +81,13 @@ async fn lock_keys(tx: &Transaction, tenant: TenantId, jobs: &[NewJob]) -> Resul
             locks.push(singleton_lock(&new.spec.queue, &singleton.key));
         }
     }
+    lock_in_order(tx, tenant, &locks).await
+}
+
+/// Takes a tenant's advisory locks named `locks` in one statement, in hash
+/// order: every transaction that takes several takes them in this order,
+/// so none waits on another in a cycle.
+async fn lock_in_order(tx: &Transaction, tenant: TenantId, locks: &[String]) -> Result<(), StoreError> {
     if locks.is_empty() {
         return Ok(());
     }
@@ -121,21 +128,7 @@ pub(crate) async fn lock_singletons(tx: &Transaction, tenant: TenantId, jobs: &[
         .iter()
         .filter_map(|job| job.singleton_key.as_ref().map(|key| singleton_lock(&job.queue, key)))
         .collect();
-    if locks.is_empty() {
-        return Ok(());
-    }
-    tx.execute(
-        &statement(
-            tx,
-            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended($1 || '/' || k, 0) AS h \
-             FROM unnest($2::text[]) AS k) AS hashes ORDER BY h",
-        )
-        .await?,
-        &[&tenant.0.to_string(), &locks],
-    )
-    .await
-    .map_err(pg_error)?;
-    Ok(())
+    lock_in_order(tx, tenant, &locks).await
 }
 
 /// [`singleton_held_by_another`], its key's lock already held.
