@@ -101,8 +101,14 @@ async fn process(ctx: JobContext, downstreams: Downstreams) -> Result<serde_json
         let approval: Option<serde_json::Value> = ctx
             .wait_for_signal(APPROVAL_SIGNAL, Some(Duration::from_secs(3600)))
             .await?;
+        let by = |approval: &serde_json::Value| approval["by"].as_str().unwrap_or("someone").to_owned();
         match approval {
-            Some(approval) => approval["by"].as_str().unwrap_or("someone").to_owned(),
+            // The dashboard's Reject sends `approved: false`: no payment.
+            Some(approval) if approval["approved"] == false => {
+                let reason = approval["reason"].as_str().unwrap_or("no reason given");
+                return Err(JobError::fatal(format!("rejected by {}: {reason}", by(&approval))));
+            }
+            Some(approval) => by(&approval),
             None => return Err(JobError::fatal("no approval within an hour")),
         }
     } else {

@@ -82,6 +82,10 @@ def pipeline(downstreams: Downstreams) -> Any:
             if approval is None:
                 raise steadfast.JobFailed("no approval within an hour", retryable=False)
             approved_by = approval.get("by", "someone")
+            # The dashboard's Reject sends "approved": false: no payment.
+            if approval.get("approved") is False:
+                reason = approval.get("reason", "no reason given")
+                raise steadfast.JobFailed(f"rejected by {approved_by}: {reason}", retryable=False)
         else:
             approved_by = ctx.step("approve", lambda key: "auto")
         # The provider honours idempotency keys: the step's stable key makes
