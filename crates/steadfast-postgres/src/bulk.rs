@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use steadfast_core::{JobId, JobState, TenantId, Timestamp};
 use steadfast_store::bulk::{
-    BulkAction, BulkFilter, BulkOperation, BulkStatus, BulkStepped, BulkStore, MAX_KEPT_PER_TENANT, NewBulk,
+    BulkAction, BulkFilter, BulkOperation, BulkStatus, BulkStepped, BulkStore, ConditionValue, MAX_KEPT_PER_TENANT,
+    NewBulk,
 };
 use steadfast_store::decide::{self, BulkCandidate, Decision};
 use steadfast_store::{StoreError, TenantScope};
@@ -128,26 +129,12 @@ fn matching(
     let states: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
     let mut sql = format!("tenant_id = $1 AND state IN ({})", states.join(", "));
     let mut values: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(tenant.0)];
-    let mut add = |clause: &str, value: Box<dyn ToSql + Sync + Send>, sql: &mut String| {
-        values.push(value);
-        sql.push_str(&format!(" AND {clause} ${}", values.len()));
-    };
-    if action == BulkAction::Retry {
-        // Finished jobs change only by an operator's hand: one retried (by
-        // anyone) after the start is left to whoever retried it.
-        add("updated_at <=", Box::new(millis(started)), &mut sql);
-    }
-    if let Some(queue) = &filter.queue {
-        add("queue =", Box::new(queue.clone()), &mut sql);
-    }
-    if let Some(kind) = &filter.error_kind {
-        add("last_error_kind =", Box::new(kind.clone()), &mut sql);
-    }
-    if let Some(at) = filter.created_after {
-        add("created_at >=", Box::new(millis(at)), &mut sql);
-    }
-    if let Some(at) = filter.created_before {
-        add("created_at <", Box::new(millis(at)), &mut sql);
+    for condition in filter.conditions(action, started) {
+        values.push(match condition.value {
+            ConditionValue::Text(text) => Box::new(text),
+            ConditionValue::Millis(millis) => Box::new(millis),
+        });
+        sql.push_str(&format!(" AND {} {} ${}", condition.column, condition.op, values.len()));
     }
     (sql, values)
 }

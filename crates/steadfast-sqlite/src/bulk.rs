@@ -6,7 +6,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use steadfast_core::{JobState, TenantId, Timestamp};
 use steadfast_store::bulk::{
-    BulkAction, BulkFilter, BulkOperation, BulkStatus, BulkStepped, BulkStore, MAX_KEPT_PER_TENANT, NewBulk,
+    BulkAction, BulkFilter, BulkOperation, BulkStatus, BulkStepped, BulkStore, ConditionValue, MAX_KEPT_PER_TENANT,
+    NewBulk,
 };
 use steadfast_store::decide::{self, Author, BulkCandidate, Decision};
 use steadfast_store::{StoreError, TenantScope};
@@ -93,52 +94,35 @@ fn failures_text(operation: &BulkOperation) -> String {
 }
 
 /// The jobs in `states` that `filter` matches for `action`, as a `WHERE`
-/// clause and its parameters (named, so callers add their own).
+/// clause and its named parameters (callers add their own).
 fn matching(
     tenant: TenantId,
     action: BulkAction,
     filter: &BulkFilter,
     states: &[JobState],
     started: Timestamp,
-) -> (String, Vec<(&'static str, SqlValue)>) {
+) -> (String, Vec<(String, SqlValue)>) {
     let states: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
     let mut sql = format!("tenant_id = :tenant AND state IN ({})", states.join(", "));
-    let mut values = vec![(":tenant", SqlValue::Text(tenant.to_string()))];
-    if action == BulkAction::Retry {
-        // Finished jobs change only by an operator's hand: one retried (by
-        // this operation or anyone) after the start is not retried again.
-        sql.push_str(" AND updated_at <= :started");
-        values.push((":started", SqlValue::Integer(millis(started))));
-    }
-    let optional = [
-        ("queue", ":queue", filter.queue.clone().map(SqlValue::Text)),
-        (
-            "last_error_kind",
-            ":kind",
-            filter.error_kind.clone().map(SqlValue::Text),
-        ),
-    ];
-    for (column, name, value) in optional {
-        if let Some(value) = value {
-            sql.push_str(&format!(" AND {column} = {name}"));
-            values.push((name, value));
-        }
-    }
-    if let Some(at) = filter.created_after {
-        sql.push_str(" AND created_at >= :after");
-        values.push((":after", SqlValue::Integer(millis(at))));
-    }
-    if let Some(at) = filter.created_before {
-        sql.push_str(" AND created_at < :before");
-        values.push((":before", SqlValue::Integer(millis(at))));
+    let mut values = vec![(":tenant".to_owned(), SqlValue::Text(tenant.to_string()))];
+    for (n, condition) in filter.conditions(action, started).into_iter().enumerate() {
+        let name = format!(":c{n}");
+        sql.push_str(&format!(" AND {} {} {name}", condition.column, condition.op));
+        values.push((
+            name,
+            match condition.value {
+                ConditionValue::Text(text) => SqlValue::Text(text),
+                ConditionValue::Millis(millis) => SqlValue::Integer(millis),
+            },
+        ));
     }
     (sql, values)
 }
 
-fn bind<'a>(values: &'a [(&'static str, SqlValue)]) -> Vec<(&'static str, &'a dyn rusqlite::ToSql)> {
+fn bind(values: &[(String, SqlValue)]) -> Vec<(&str, &dyn rusqlite::ToSql)> {
     values
         .iter()
-        .map(|(name, value)| (*name, value as &dyn rusqlite::ToSql))
+        .map(|(name, value)| (name.as_str(), value as &dyn rusqlite::ToSql))
         .collect()
 }
 
@@ -169,9 +153,9 @@ fn walk(conn: &Connection, operation: &BulkOperation, batch: u32) -> Result<Vec<
             &[state],
             operation.created_at,
         );
-        values.push((":through", SqlValue::Integer(operation.through_seq)));
-        values.push((":cursor", SqlValue::Integer(operation.cursor_seq)));
-        values.push((":batch", SqlValue::Integer(i64::from(batch))));
+        values.push((":through".to_owned(), SqlValue::Integer(operation.through_seq)));
+        values.push((":cursor".to_owned(), SqlValue::Integer(operation.cursor_seq)));
+        values.push((":batch".to_owned(), SqlValue::Integer(i64::from(batch))));
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_by_state WHERE {clause} \
              AND seq > :cursor AND seq <= :through ORDER BY seq LIMIT :batch"

@@ -73,6 +73,51 @@ impl BulkFilter {
     }
 }
 
+/// A value a condition compares a column with: text, or a time as the
+/// Unix milliseconds both backends store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConditionValue {
+    Text(String),
+    Millis(i64),
+}
+
+/// One condition a matching job meets: `column op value`. Both backends
+/// render the same list, each in its own placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub column: &'static str,
+    pub op: &'static str,
+    pub value: ConditionValue,
+}
+
+impl BulkFilter {
+    /// What a job of the right tenant and state must also meet for
+    /// `action`, in an operation started at `started`.
+    pub fn conditions(&self, action: BulkAction, started: Timestamp) -> Vec<Condition> {
+        let condition = |column, op, value| Condition { column, op, value };
+        let millis = |at: Timestamp| ConditionValue::Millis(at.as_millisecond());
+        let mut conditions = Vec::new();
+        if action == BulkAction::Retry {
+            // Finished jobs change only by an operator's hand: one retried
+            // (by anyone) after the start is left to whoever retried it.
+            conditions.push(condition("updated_at", "<=", millis(started)));
+        }
+        if let Some(queue) = &self.queue {
+            conditions.push(condition("queue", "=", ConditionValue::Text(queue.clone())));
+        }
+        if let Some(kind) = &self.error_kind {
+            conditions.push(condition("last_error_kind", "=", ConditionValue::Text(kind.clone())));
+        }
+        if let Some(at) = self.created_after {
+            conditions.push(condition("created_at", ">=", millis(at)));
+        }
+        if let Some(at) = self.created_before {
+            conditions.push(condition("created_at", "<", millis(at)));
+        }
+        conditions
+    }
+}
+
 /// What an operation was asked to do, by whom; fixed once started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BulkSpec {
