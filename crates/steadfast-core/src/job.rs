@@ -262,6 +262,9 @@ pub struct Job {
     /// At most one unfinished job of the queue has this key.
     pub singleton_key: Option<FlowKey>,
     /// Present exactly while `state` is `Running`.
+    /// The version of the queue's payload schema the payload was validated
+    /// against; `None` when the queue had none.
+    pub schema_version: Option<u32>,
     pub lease: Option<Lease>,
     /// Present exactly while `state` is `Waiting`.
     pub wait: Option<Wait>,

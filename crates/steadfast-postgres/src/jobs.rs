@@ -510,7 +510,7 @@ impl JobStore for PostgresStore {
         scope: &TenantScope,
         id: JobId,
         replay: JobId,
-        payload: Option<String>,
+        payload: Option<(String, Option<u32>)>,
         reason: &Reason,
         now: Timestamp,
     ) -> Result<Job, StoreError> {

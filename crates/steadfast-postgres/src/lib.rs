@@ -29,6 +29,7 @@ mod maintenance;
 mod persist;
 mod rows;
 pub mod schema;
+mod schemas;
 mod slos;
 mod tenants;
 #[cfg(any(test, feature = "test-support"))]

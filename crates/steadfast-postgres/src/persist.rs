@@ -71,7 +71,8 @@ async fn save_payloads(tx: &Transaction, tenant: TenantId, payloads: &[PayloadWr
     tx.execute(
         &statement(
             tx,
-            "UPDATE jobs SET payload = u.payload FROM unnest($2::uuid[], $3::text[]) AS u(id, payload) \
+            "UPDATE jobs SET payload = u.payload, schema_version = u.schema_version \
+             FROM unnest($2::uuid[], $3::text[], $4::int4[]) AS u(id, payload, schema_version) \
              WHERE jobs.tenant_id = $1 AND jobs.id = u.id",
         )
         .await?,
@@ -79,6 +80,7 @@ async fn save_payloads(tx: &Transaction, tenant: TenantId, payloads: &[PayloadWr
             &tenant.0,
             &payloads.iter().map(|p| p.job_id.0).collect::<Vec<_>>(),
             &payloads.iter().map(|p| p.payload.as_str()).collect::<Vec<_>>(),
+            &payloads.iter().map(|p| p.schema_version.map(|v| v as i32)).collect::<Vec<_>>(),
         ],
     )
     .await

@@ -34,7 +34,7 @@ pub const JOB_COLUMNS: &str = "seq, id, tenant_id, queue, payload, state, priori
      uncounted_attempts, max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, \
      lease_started_at, lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, \
      created_at, updated_at, finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent, \
-     flow_key, resource, singleton_key, replay_of";
+     flow_key, resource, singleton_key, replay_of, schema_version";
 
 fn wait_from_row(row: &Row) -> Result<Option<Wait>, StoreError> {
     let Some(step) = row.get::<_, Option<String>>(25) else {
@@ -118,6 +118,7 @@ pub fn job_from_row(row: &Row) -> Result<(i64, Job), StoreError> {
             .transpose()
             .map_err(corrupt)?,
         replay_of: row.get::<_, Option<uuid::Uuid>>(34).map(JobId),
+        schema_version: row.get::<_, Option<i32>>(35).map(|version| version as u32),
     };
     Ok((row.get(0), job))
 }
@@ -146,16 +147,17 @@ pub async fn insert_jobs(tx: &Transaction, tenant: TenantId, jobs: &[Job]) -> Re
             tx,
             "INSERT INTO jobs (tenant_id, id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
              max_attempts, timeout_ms, idempotency_key, created_at, updated_at, parent_id, parent_step, traceparent, \
-             flow_key, resource, singleton_key, replay_of) \
+             flow_key, resource, singleton_key, replay_of, schema_version) \
              SELECT $1, n.id, n.queue, n.payload, n.state, n.priority, n.run_at, n.attempt, n.uncounted_attempts, \
              n.max_attempts, n.timeout_ms, n.idempotency_key, n.created_at, n.updated_at, n.parent_id, n.parent_step, \
-             n.traceparent, n.flow_key, n.resource, n.singleton_key, n.replay_of FROM unnest($2::uuid[], $3::text[], \
+             n.traceparent, n.flow_key, n.resource, n.singleton_key, n.replay_of, n.schema_version \
+             FROM unnest($2::uuid[], $3::text[], \
              $4::text[], $5::text[], $6::integer[], $7::bigint[], $8::integer[], $9::integer[], $10::integer[], \
              $11::bigint[], $12::text[], $13::bigint[], $14::bigint[], $15::uuid[], $16::text[], $17::text[], \
-             $18::text[], $19::text[], $20::text[], $21::uuid[]) \
+             $18::text[], $19::text[], $20::text[], $21::uuid[], $22::integer[]) \
              WITH ORDINALITY AS n(id, queue, payload, state, priority, run_at, attempt, uncounted_attempts, \
              max_attempts, timeout_ms, idempotency_key, created_at, updated_at, parent_id, parent_step, traceparent, \
-             flow_key, resource, singleton_key, replay_of, position) ORDER BY n.position",
+             flow_key, resource, singleton_key, replay_of, schema_version, position) ORDER BY n.position",
         )
         .await?,
         &[
@@ -198,6 +200,10 @@ pub async fn insert_jobs(tx: &Transaction, tenant: TenantId, jobs: &[Job]) -> Re
                 .map(|j| j.singleton_key.as_ref().map(|k| k.as_str()))
                 .collect::<Vec<_>>(),
             &jobs.iter().map(|j| j.replay_of.map(|id| id.0)).collect::<Vec<_>>(),
+            &jobs
+                .iter()
+                .map(|j| j.schema_version.map(|version| version as i32))
+                .collect::<Vec<_>>(),
         ],
     )
     .await

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_operator_actions.sql"),
     include_str!("migrations/0010_dashboard.sql"),
     include_str!("migrations/0011_bulk_operations.sql"),
+    include_str!("migrations/0012_payload_schemas.sql"),
 ];
 
 /// The schema version this build expects.
@@ -130,6 +131,7 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
              GRANT SELECT, INSERT, UPDATE ON jobs, idempotency_keys, signals TO {app};
              GRANT SELECT, INSERT, UPDATE, DELETE ON steps TO {app};
              GRANT SELECT, INSERT, UPDATE, DELETE ON bulk_operations TO {app};
+             GRANT SELECT, INSERT ON queue_schemas TO {app};
              REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC;
              GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} TO {app};"
         ))

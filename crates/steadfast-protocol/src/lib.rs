@@ -120,6 +120,11 @@ pub struct EnqueueRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 86_400_000)]
     pub debounce_max_ms: Option<i64>,
+    /// Validate the payload against this version of the queue's schema
+    /// instead of the latest (`PUT /v1/queues/{queue}/schemas/{version}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2_147_483_647)]
+    pub schema_version: Option<i64>,
 }
 
 /// What an enqueue does when its singleton key already has an unfinished job.
@@ -238,6 +243,10 @@ pub struct Job {
     /// The job this one replays (`POST /v1/jobs/{id}/replay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<uuid::Uuid>,
+    /// The version of the queue's payload schema the payload was validated
+    /// against; absent when the queue had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
     /// Every attempt, oldest first, the running one last without an end.
     /// Present in `GET /v1/jobs/{id}` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -571,13 +580,16 @@ pub enum ErrorCode {
     SignatureInvalid,
     TimestampOutOfTolerance,
     SingletonRunning,
+    SchemaIncompatible,
+    PayloadInvalid,
+    OutputInvalid,
     /// A code this build does not know (from a newer server). Never sent.
     #[serde(other, skip_serializing)]
     Unknown,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::MalformedJson,
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthorized,
@@ -601,6 +613,9 @@ impl ErrorCode {
         ErrorCode::SignatureInvalid,
         ErrorCode::TimestampOutOfTolerance,
         ErrorCode::SingletonRunning,
+        ErrorCode::SchemaIncompatible,
+        ErrorCode::PayloadInvalid,
+        ErrorCode::OutputInvalid,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -628,6 +643,9 @@ impl ErrorCode {
             ErrorCode::SignatureInvalid => "signature_invalid",
             ErrorCode::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
             ErrorCode::SingletonRunning => "singleton_running",
+            ErrorCode::SchemaIncompatible => "schema_incompatible",
+            ErrorCode::PayloadInvalid => "payload_invalid",
+            ErrorCode::OutputInvalid => "output_invalid",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -640,13 +658,18 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::LeaseLost | ErrorCode::InvalidState | ErrorCode::SingletonRunning => 409,
+            ErrorCode::LeaseLost
+            | ErrorCode::InvalidState
+            | ErrorCode::SingletonRunning
+            | ErrorCode::SchemaIncompatible => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::ValidationFailed
             | ErrorCode::IdempotencyKeyReused
             | ErrorCode::BatchTooLarge
-            | ErrorCode::LimitExceeded => 422,
+            | ErrorCode::LimitExceeded
+            | ErrorCode::PayloadInvalid
+            | ErrorCode::OutputInvalid => 422,
             ErrorCode::RateLimited | ErrorCode::QuotaExceeded => 429,
             ErrorCode::RequestTimeout => 408,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
@@ -673,6 +696,67 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// For humans; may change between releases.
     pub message: String,
+    /// With `payload_invalid`, `output_invalid` and `schema_incompatible`:
+    /// each violation, where it is and the rule it broke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Vec<Violation>>,
+}
+
+/// One reason a payload, an output or a schema was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Violation {
+    /// JSON Pointer: into the payload or output (`payload_invalid`,
+    /// `output_invalid`), or into the new schema (`schema_incompatible`).
+    pub pointer: String,
+    /// The JSON Schema keyword that failed (e.g. `required`, `type`), or
+    /// the compatibility rule broken (e.g. `required_added`, `type_narrowed`).
+    pub rule: String,
+    pub message: String,
+}
+
+/// `PUT /v1/queues/{queue}/schemas/{version}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSchemaRequest {
+    /// A JSON Schema (draft 2020-12) every payload of the queue must pass.
+    #[schema(value_type = serde_json::Value)]
+    pub schema: Json,
+    /// A JSON Schema (draft 2020-12) every output of the queue's jobs
+    /// validated against this version must pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub output_schema: Option<Json>,
+    /// Register even though the version breaks the previous one; needs a `reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    /// Why (1–1000 bytes); required with `force`, recorded in the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 1000)]
+    pub reason: Option<String>,
+}
+
+/// A registered version of a queue's payload schema.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PayloadSchema {
+    pub queue: String,
+    pub version: u32,
+    #[schema(value_type = serde_json::Value)]
+    pub schema: Json,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub output_schema: Option<Json>,
+    /// Registered with `force` although it breaks the previous version.
+    pub forced: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+/// `GET /v1/schemas`: every version, by queue then version.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SchemaList {
+    pub schemas: Vec<PayloadSchema>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -327,7 +327,7 @@ impl JobStore for SqliteStore {
         scope: &TenantScope,
         id: JobId,
         replay: JobId,
-        payload: Option<String>,
+        payload: Option<(String, Option<u32>)>,
         reason: &Reason,
         now: Timestamp,
     ) -> Result<Job, StoreError> {

@@ -21,6 +21,7 @@ mod maintenance;
 mod persist;
 mod readers;
 mod rows;
+mod schemas;
 pub mod schema;
 mod slos;
 mod tenants;

@@ -41,8 +41,10 @@ pub(crate) fn persist(conn: &Connection, writes: &Writes, author: &Author, now: 
         claim_key(conn, key)?;
     }
     for write in &writes.payloads {
-        conn.prepare_cached("UPDATE jobs SET payload = ?2 WHERE id = ?1")
-            .and_then(|mut update| update.execute(params![write.job_id.to_string(), write.payload]))
+        conn.prepare_cached("UPDATE jobs SET payload = ?2, schema_version = ?3 WHERE id = ?1")
+            .and_then(|mut update| {
+                update.execute(params![write.job_id.to_string(), write.payload, write.schema_version])
+            })
             .map_err(sqlite_error)?;
     }
     for write in &writes.flow {

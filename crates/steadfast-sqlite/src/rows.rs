@@ -53,7 +53,7 @@ pub const JOB_COLUMNS: &str = "seq, id, tenant_id, queue, payload, state, priori
      uncounted_attempts, max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, \
      lease_started_at, lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, \
      created_at, updated_at, finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent, \
-     flow_key, resource, singleton_key, replay_of";
+     flow_key, resource, singleton_key, replay_of, schema_version";
 
 fn wait_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Wait>> {
     let Some(step) = row.get::<_, Option<String>>(25)? else {
@@ -147,6 +147,7 @@ pub fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
             .get::<_, Option<String>>(34)?
             .map(|id| parsed(id, |s| s.parse::<JobId>()))
             .transpose()?,
+        schema_version: row.get(35)?,
     };
     Ok((row.get(0)?, job))
 }
@@ -158,8 +159,8 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
          max_attempts, timeout_ms, idempotency_key, lease_token, lease_worker_id, lease_key_id, lease_started_at, \
          lease_expires_at, lease_deadline, output, last_error_message, last_error_kind, created_at, updated_at, \
          finished_at, wait_step, wait_signal, wait_until, parent_id, parent_step, traceparent, flow_key, resource, \
-         singleton_key, replay_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)",
+         singleton_key, replay_of, schema_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+         ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35)",
     )
     .and_then(|mut insert| {
         let (wait_step, wait_signal, wait_until) = wait_columns(job);
@@ -198,6 +199,7 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
             job.resource.as_ref().map(|r| r.as_str()),
             job.singleton_key.as_ref().map(|k| k.as_str()),
             job.replay_of.map(|id| id.to_string()),
+            job.schema_version,
         ])
     })
     .map_err(sqlite_error)?;

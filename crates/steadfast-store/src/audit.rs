@@ -556,6 +556,35 @@ pub mod drafts {
         }
     }
 
+    /// A version of a queue's payload schema was registered; `breaking`
+    /// lists what it breaks when it was forced.
+    pub fn queue_schema_registered(
+        schema: &crate::schemas::PayloadSchema,
+        previous: Option<u32>,
+        breaking: &[crate::schemas::Violation],
+    ) -> Draft {
+        use sha2::Digest;
+        let digest = |text: &str| hex::encode(sha2::Sha256::digest(text.as_bytes()));
+        Draft {
+            action: "queue.schema_registered",
+            target: schema.queue.to_string(),
+            job_id: None,
+            summary: summary(json!({
+                "queue": schema.queue.as_str(),
+                "version": schema.version,
+                "previous_version": previous,
+                "schema_sha256": digest(&schema.schema),
+                "output_schema_sha256": schema.output_schema.as_deref().map(digest),
+                "forced": schema.forced,
+                "reason": schema.reason,
+                "breaking": breaking
+                    .iter()
+                    .map(|found| json!({"pointer": found.pointer, "rule": found.rule}))
+                    .collect::<Vec<_>>(),
+            })),
+        }
+    }
+
     /// A resource was created or its limits and breaker changed.
     pub fn resource_set(
         name: &steadfast_core::ResourceName,

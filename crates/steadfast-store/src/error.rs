@@ -18,6 +18,25 @@ pub enum StoreError {
     IdempotencyKeyReused { index: usize },
     #[error("already exists")]
     AlreadyExists,
+    /// The request conflicts with what is stored; the message says how and
+    /// is safe to show.
+    #[error("{0}")]
+    Conflict(String),
+    /// A new schema version would refuse payloads the previous one accepted.
+    #[error("the schema breaks the previous version")]
+    SchemaIncompatible(Vec<crate::schemas::Violation>),
+    /// The payload of batch item `index` fails its queue's schema.
+    #[error("the payload fails the queue's schema (item {index})")]
+    PayloadInvalid {
+        index: usize,
+        violations: Vec<crate::schemas::Violation>,
+    },
+    /// The output of batch item `index` fails its queue's output schema.
+    #[error("the output fails the queue's output schema (item {index})")]
+    OutputInvalid {
+        index: usize,
+        violations: Vec<crate::schemas::Violation>,
+    },
     /// Batch item `index` would replace the payload of its singleton key's
     /// job, which has already started.
     #[error("the singleton's job has started; its payload can no longer change (item {index})")]

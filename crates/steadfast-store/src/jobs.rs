@@ -328,7 +328,7 @@ pub trait JobStore {
         scope: &TenantScope,
         id: JobId,
         replay: JobId,
-        payload: Option<String>,
+        payload: Option<(String, Option<u32>)>,
         reason: &Reason,
         now: Timestamp,
     ) -> Result<Job, StoreError>;

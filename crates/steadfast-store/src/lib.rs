@@ -15,6 +15,7 @@ pub mod bulk;
 pub mod conformance;
 pub mod dashboard;
 pub mod decide;
+pub mod schemas;
 
 /// How a job's wait is stored, the same in every backend: the waiting
 /// step, the awaited signal (none for a sleep) and the deadline in Unix
@@ -62,6 +63,7 @@ pub use jobs::{
 pub use keys::{ApiKeyInfo, KeyStore, LAST_USED_RESOLUTION, NewApiKey, StoredKey};
 pub use limits::{LimitStore, PruneCutoffs, QueueRetention, Retention, TenantLimits};
 pub use maintenance::{Maintenance, QueueStat, ReadyCallback, Swept};
+pub use schemas::SchemaStore;
 pub use slos::{SloRecord, SloStore};
 pub use tenants::{Tenant, TenantStore};
 pub use workflows::{Signalled, StepAction, StepDone, StepOp, Waited, WorkflowLimits, WorkflowStore};
@@ -79,6 +81,7 @@ pub trait Store:
     + InboxStore
     + DashboardStore
     + BulkStore
+    + SchemaStore
     + Maintenance
     + std::fmt::Debug
     + Send
@@ -99,6 +102,7 @@ impl<T> Store for T where
         + InboxStore
         + DashboardStore
         + BulkStore
+        + SchemaStore
         + Maintenance
         + std::fmt::Debug
         + Send

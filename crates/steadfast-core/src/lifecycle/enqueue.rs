@@ -26,6 +26,9 @@ pub struct EnqueueRequest {
     pub singleton: Option<(String, Option<String>)>,
     pub debounce_ms: Option<i64>,
     pub debounce_max_ms: Option<i64>,
+    /// The version of the queue's payload schema to validate against
+    /// (the latest when absent).
+    pub schema_version: Option<i64>,
 }
 
 /// What an enqueue does when its singleton key already has an unfinished job.
@@ -67,6 +70,10 @@ pub struct JobSpec {
     pub flow_key: Option<FlowKey>,
     pub resource: Option<ResourceName>,
     pub singleton: Option<Singleton>,
+    /// The payload schema version: before the engine checks the payload,
+    /// the one the request named; after, the one it was validated against
+    /// (`None` when the queue has no schema).
+    pub schema_version: Option<u32>,
 }
 
 /// A request field that is out of bounds; safe to show to the client.
@@ -158,6 +165,10 @@ impl EnqueueRequest {
             limits,
         )?;
         let traceparent = self.traceparent.filter(|tp| valid_traceparent(tp));
+        let schema_version = self
+            .schema_version
+            .map(|version| in_range("schema_version", version, 1, i64::from(i32::MAX)).map(|v| v as u32))
+            .transpose()?;
         Ok(JobSpec {
             traceparent,
             queue,
@@ -170,6 +181,7 @@ impl EnqueueRequest {
             flow_key,
             resource,
             singleton,
+            schema_version,
         })
     }
 }
@@ -270,6 +282,7 @@ pub fn new_job(id: JobId, tenant_id: TenantId, spec: JobSpec, now: Timestamp) ->
         flow_key: spec.flow_key,
         resource: spec.resource,
         singleton_key: spec.singleton.map(|singleton| singleton.key),
+        schema_version: spec.schema_version,
         lease: None,
         wait: None,
         parent: None,
@@ -287,13 +300,15 @@ pub fn new_job(id: JobId, tenant_id: TenantId, spec: JobSpec, now: Timestamp) ->
 /// same queue with the same options and `payload` (the original's when
 /// `None`), linked to the original. Idempotency and singleton keys stay
 /// with the original: the replay is a deliberate second run, and a parent's
-/// step keeps its first child.
-pub fn replay(original: &Job, id: JobId, payload: Option<String>, now: Timestamp) -> Job {
+/// step keeps its first child. A new payload comes with the schema version
+/// it was validated against.
+pub fn replay(original: &Job, id: JobId, payload: Option<(String, Option<u32>)>, now: Timestamp) -> Job {
+    let (payload, schema_version) = payload.unwrap_or_else(|| (original.payload.clone(), original.schema_version));
     Job {
         id,
         tenant_id: original.tenant_id,
         queue: original.queue.clone(),
-        payload: payload.unwrap_or_else(|| original.payload.clone()),
+        payload,
         state: JobState::Queued,
         priority: original.priority,
         run_at: now,
@@ -305,6 +320,7 @@ pub fn replay(original: &Job, id: JobId, payload: Option<String>, now: Timestamp
         flow_key: original.flow_key.clone(),
         resource: original.resource.clone(),
         singleton_key: None,
+        schema_version,
         lease: None,
         wait: None,
         parent: None,
@@ -326,7 +342,7 @@ pub fn replay(original: &Job, id: JobId, payload: Option<String>, now: Timestamp
 /// steps were recorded against it.
 pub fn replace_payload(
     existing: &Job,
-    payload: String,
+    (payload, schema_version): (String, Option<u32>),
     debounce: Option<Debounce>,
     now: Timestamp,
 ) -> Result<Job, super::Rejection> {
@@ -338,6 +354,7 @@ pub fn replace_payload(
     }
     let mut next = existing.clone();
     next.payload = payload;
+    next.schema_version = schema_version;
     next.updated_at = now;
     if let Some(debounce) = debounce {
         let latest = existing

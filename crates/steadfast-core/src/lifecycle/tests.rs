@@ -25,6 +25,7 @@ fn fresh_job(max_attempts: u32, timeout_secs: u64) -> Job {
         flow_key: None,
         resource: None,
         singleton: None,
+        schema_version: None,
     };
     new_job(JobId(uuid::Uuid::nil()), TenantId(uuid::Uuid::nil()), spec, start())
 }

@@ -110,6 +110,7 @@ pub fn job_spec(
         }),
         debounce_ms: request.debounce_ms,
         debounce_max_ms: request.debounce_max_ms,
+        schema_version: request.schema_version,
     };
     Ok(request.validate(limits, fingerprint, now)?)
 }
@@ -205,6 +206,7 @@ pub fn job(job: &Job) -> Result<wire::Job, ApiError> {
             step: parent.step.to_string(),
         }),
         replay_of: job.replay_of.map(|id| id.0),
+        schema_version: job.schema_version,
         attempts: None,
         steps: None,
         signals: None,

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use steadfast_core::lifecycle::InvalidRequest;
 pub use steadfast_protocol::ErrorCode;
-use steadfast_protocol::{ErrorBody, ErrorDetail};
+use steadfast_protocol::{ErrorBody, ErrorDetail, Violation};
 use steadfast_store::StoreError;
 
 use crate::engine::AuthError;
@@ -20,6 +20,8 @@ use crate::engine::AuthError;
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// What a payload, output or schema broke, when that is the error.
+    pub violations: Option<Vec<Violation>>,
 }
 
 impl ApiError {
@@ -27,7 +29,19 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            violations: None,
         }
+    }
+
+    pub fn with_violations(mut self, violations: Vec<Violation>) -> ApiError {
+        self.violations = Some(violations);
+        self
+    }
+
+    /// The same error about batch item `index` (`jobs[3].payload: …`).
+    pub fn of_item(mut self, list: &str, index: usize) -> ApiError {
+        self.message = format!("{list}[{index}].{}", self.message);
+        self
     }
 
     pub fn not_found() -> ApiError {
@@ -43,6 +57,7 @@ impl ApiError {
         ErrorDetail {
             code: self.code,
             message: self.message,
+            violations: self.violations,
         }
     }
 }
@@ -80,6 +95,27 @@ impl From<StoreError> for ApiError {
                 "idempotency_key: already used for a different request within the dedup window",
             ),
             StoreError::AlreadyExists => ApiError::new(ErrorCode::InvalidState, "already exists"),
+            StoreError::Conflict(problem) => ApiError::new(ErrorCode::InvalidState, problem),
+            StoreError::PayloadInvalid { violations, .. } => ApiError::new(
+                ErrorCode::PayloadInvalid,
+                "payload: fails the queue's schema; nothing was created",
+            )
+            .with_violations(wire_violations(violations)),
+            StoreError::OutputInvalid { violations, .. } => ApiError::new(
+                ErrorCode::OutputInvalid,
+                "output: fails the queue's output schema; nothing was changed",
+            )
+            .with_violations(wire_violations(violations)),
+            StoreError::SchemaIncompatible(breaking) => ApiError::new(
+                ErrorCode::SchemaIncompatible,
+                format!(
+                    "the schema would refuse payloads the previous version accepted ({} change{}); \
+                     send `force: true` with a `reason` to register it anyway",
+                    breaking.len(),
+                    if breaking.len() == 1 { "" } else { "s" }
+                ),
+            )
+            .with_violations(wire_violations(breaking)),
             StoreError::SingletonRunning { .. } => ApiError::new(
                 ErrorCode::SingletonRunning,
                 "singleton: the key's job has started, so its payload can no longer change; nothing was created",
@@ -118,6 +154,17 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+fn wire_violations(found: Vec<steadfast_store::schemas::Violation>) -> Vec<Violation> {
+    found
+        .into_iter()
+        .map(|found| Violation {
+            pointer: found.pointer,
+            rule: found.rule,
+            message: found.message,
+        })
+        .collect()
 }
 
 impl From<AuthError> for ApiError {

@@ -29,7 +29,7 @@ pub fn job_id(raw: &str) -> Result<JobId, ApiError> {
     responses(
         (status = 201, description = "Created; durable on disk before this answer", body = wire::Job),
         (status = 200, description = "Replayed: the idempotency key matched; the original job, with header `Idempotent-Replayed: true`", body = wire::Job),
-        (status = 422, description = "`validation_failed` or `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `idempotency_key_reused`, or `payload_invalid` (the payload fails the queue's schema; `violations` lists where and why)", body = wire::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -62,7 +62,7 @@ pub async fn enqueue(
     responses(
         (status = 201, description = "Created (some items may be replays)", body = wire::BatchEnqueueResponse),
         (status = 200, description = "Every item was a replay", body = wire::BatchEnqueueResponse),
-        (status = 422, description = "`validation_failed`, `batch_too_large` or `idempotency_key_reused`; nothing was created", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `batch_too_large`, `idempotency_key_reused` or `payload_invalid`; nothing was created", body = wire::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -89,10 +89,9 @@ pub async fn enqueue_batch(
         .enqueue(&caller.scope, specs)
         .await
         .map_err(|error| match error {
-            StoreError::IdempotencyKeyReused { index } | StoreError::SingletonRunning { index } => {
-                let ApiError { code, message } = ApiError::from(error);
-                ApiError::new(code, format!("jobs[{index}].{message}"))
-            }
+            StoreError::IdempotencyKeyReused { index }
+            | StoreError::SingletonRunning { index }
+            | StoreError::PayloadInvalid { index, .. } => ApiError::from(error).of_item("jobs", index),
             other => other.into(),
         })?;
     let all_replayed = enqueued.iter().all(|e| !e.created());

@@ -14,6 +14,7 @@ mod jobs;
 mod observability;
 mod queues;
 mod resources;
+mod schemas;
 mod slos;
 mod sources;
 mod workers;
@@ -95,6 +96,8 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(queues::get_retention, queues::set_retention))
         .routes(routes!(queues::list))
         .routes(routes!(queues::get_policy, queues::set_policy))
+        .routes(routes!(schemas::put, schemas::get))
+        .routes(routes!(schemas::list))
         .routes(routes!(resources::list))
         .routes(routes!(resources::get, resources::put, resources::delete))
         .routes(routes!(sources::create, sources::list))

@@ -110,6 +110,7 @@ pub async fn heartbeat(
     responses(
         (status = 200, body = wire::Job),
         (status = 409, description = "`lease_lost`: the lease expired or was superseded; nothing changed", body = wire::ErrorBody),
+        (status = 422, description = "`output_invalid`: the output fails the output schema of the version the payload passed (`violations` lists where and why); nothing changed, the lease is still held", body = wire::ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -6,6 +6,7 @@
 pub mod audit;
 mod authentication;
 mod bulk;
+pub mod contracts;
 mod deliveries;
 mod duties;
 mod inbox;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use futures::future::select_all;
 use steadfast_core::audit::{GENESIS, Head};
-use steadfast_core::lifecycle::{Checkpoint, Failure, JobSpec, StepResolution, StepStart};
+use steadfast_core::lifecycle::{Checkpoint, EnqueueRequest, Failure, JobSpec, StepResolution, StepStart};
 use steadfast_core::{
     Attempt, Job, JobId, JobState, Limits, QueueName, Reason, RetryPolicy, SignalName, StepName, Timestamp, WaitFor,
     WorkerId,
@@ -165,6 +166,7 @@ struct Inner {
     /// per policy queue: scrapes closer together reuse them).
     flow_gauges_read: std::sync::Mutex<Option<tokio::time::Instant>>,
     sessions: sessions::Sessions,
+    schemas: contracts::SchemaCache,
 }
 
 impl Engine {
@@ -195,6 +197,7 @@ impl Engine {
                 tenants: tenancy::TenantState::default(),
                 flow_gauges_read: std::sync::Mutex::default(),
                 sessions: sessions::Sessions::default(),
+                schemas: contracts::SchemaCache::default(),
             }),
         }
     }
@@ -397,7 +400,8 @@ impl Engine {
         let _ = draining.wait_for(|draining| *draining).await;
     }
 
-    pub async fn enqueue(&self, scope: &TenantScope, specs: Vec<JobSpec>) -> Result<Vec<Enqueued>, StoreError> {
+    pub async fn enqueue(&self, scope: &TenantScope, mut specs: Vec<JobSpec>) -> Result<Vec<Enqueued>, StoreError> {
+        self.check_payloads(scope, &mut specs).await?;
         let jobs = specs
             .into_iter()
             .map(|spec| NewJob {
@@ -539,6 +543,9 @@ impl Engine {
         token: &str,
         output: String,
     ) -> Result<Ended, StoreError> {
+        if self.checks_outputs(scope).await? {
+            self.check_job_output(scope, id, &output, 0).await?;
+        }
         let ended = self.inner.store.complete(scope, id, token, output, self.now()).await?;
         self.observe_end(&ended.job, ended.attempt.as_ref());
         Ok(ended)
@@ -550,11 +557,62 @@ impl Engine {
         scope: &TenantScope,
         items: Vec<Completing>,
     ) -> Result<Vec<Result<Ended, StoreError>>, StoreError> {
-        let results = self.inner.store.complete_many(scope, items, self.now()).await?;
+        let results = if self.checks_outputs(scope).await? {
+            self.complete_checked(scope, items).await?
+        } else {
+            self.inner.store.complete_many(scope, items, self.now()).await?
+        };
         for ended in results.iter().flatten() {
             self.observe_end(&ended.job, ended.attempt.as_ref());
         }
         Ok(results)
+    }
+
+    /// [`Engine::complete_many`] for a tenant with output schemas: items
+    /// whose output fails are answered `OutputInvalid` and left as they were.
+    async fn complete_checked(
+        &self,
+        scope: &TenantScope,
+        items: Vec<Completing>,
+    ) -> Result<Vec<Result<Ended, StoreError>>, StoreError> {
+        let mut checked = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            checked.push(self.check_job_output(scope, item.id, &item.output, index).await.err());
+        }
+        let passing = items
+            .into_iter()
+            .zip(&checked)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|(item, _)| item)
+            .collect();
+        let mut stored = self.inner.store.complete_many(scope, passing, self.now()).await?.into_iter();
+        Ok(checked
+            .into_iter()
+            .map(|refused| match refused {
+                Some(refused) => Err(refused),
+                None => stored
+                    .next()
+                    .unwrap_or_else(|| Err(StoreError::Corrupt("a completion went unanswered".into()))),
+            })
+            .collect())
+    }
+
+    /// Checks a completion's output against the output schema of the
+    /// version its job's payload passed, if it has one.
+    async fn check_job_output(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        output: &str,
+        index: usize,
+    ) -> Result<(), StoreError> {
+        let Some(record) = self.inner.store.job(scope, id).await? else {
+            return Ok(()); // The completion answers `not_found`.
+        };
+        let Some(version) = record.job.schema_version else { return Ok(()) };
+        self.check_output(scope, &record.job.queue, version, output)
+            .await
+            .map_err(|violations| StoreError::OutputInvalid { index, violations })
     }
 
     pub async fn fail(
@@ -598,6 +656,28 @@ impl Engine {
         Ok(ended)
     }
 
+    /// A replay's new payload, checked against the newest schema of the
+    /// original's queue: with the version it passed.
+    async fn checked_replay_payload(
+        &self,
+        scope: &TenantScope,
+        id: JobId,
+        payload: String,
+    ) -> Result<(String, Option<u32>), StoreError> {
+        let original = self.inner.store.job(scope, id).await?.ok_or(StoreError::NotFound)?;
+        let request = EnqueueRequest {
+            queue: original.job.queue.as_str().to_owned(),
+            payload,
+            ..EnqueueRequest::default()
+        };
+        let mut spec = [request
+            .validate(self.limits(), [0; 32], self.now())
+            .map_err(|invalid| StoreError::Invalid(invalid.to_string()))?];
+        self.check_payloads(scope, &mut spec).await?;
+        let [spec] = spec;
+        Ok((spec.payload, spec.schema_version))
+    }
+
     /// Runs job `id` again as a new job linked to it; see
     /// [`steadfast_store::JobStore::replay`]. Counts against the tenant's
     /// quota like any enqueue.
@@ -609,6 +689,10 @@ impl Engine {
         reason: &Reason,
     ) -> Result<Job, StoreError> {
         let tenant = scope.tenant_id();
+        let payload = match payload {
+            Some(payload) => Some(self.checked_replay_payload(scope, id, payload).await?),
+            None => None,
+        };
         self.reserve_quota(tenant, 1)?;
         let replay = JobId(self.new_uuid());
         let job = self
@@ -748,6 +832,9 @@ impl Engine {
         step: StepName,
         spec: JobSpec,
     ) -> Result<Enqueued, StoreError> {
+        let mut spec = [spec];
+        self.check_payloads(scope, &mut spec).await?;
+        let [spec] = spec;
         let child = NewJob {
             id: JobId(self.new_uuid()),
             spec,

@@ -261,7 +261,7 @@ pub async fn a_replay_is_a_new_linked_job_and_the_original_is_untouched(store: &
             &scope,
             original.id,
             replay_id,
-            Some(r#"{"fixed":true}"#.into()),
+            Some((r#"{"fixed":true}"#.into(), None)),
             &reason("the template was wrong"),
             at(3),
         )

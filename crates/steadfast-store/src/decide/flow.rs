@@ -1157,6 +1157,7 @@ mod tests {
             flow_key: (!key.is_empty()).then(|| FlowKey::new(key).unwrap()),
             resource: None,
             singleton: None,
+            schema_version: None,
         };
         let mut job = new_job(JobId(uuid::Uuid::from_u64_pair(0, n)), tenant(), spec, t0());
         if retry {

@@ -81,7 +81,12 @@ pub fn enqueue(
                 let outcome = match singleton.mode {
                     SingletonMode::Skip => (existing.clone(), SingletonOutcome::Skipped),
                     SingletonMode::Replace => {
-                        let replaced = lifecycle::replace_payload(existing, new.spec.payload, singleton.debounce, now)
+                        let replaced = lifecycle::replace_payload(
+                            existing,
+                            (new.spec.payload, new.spec.schema_version),
+                            singleton.debounce,
+                            now,
+                        )
                             .map_err(|_| StoreError::SingletonRunning { index })?;
                         writes.replace_payload(existing, &replaced);
                         // Earlier items of this batch that answered with
@@ -324,7 +329,7 @@ pub fn cancel(job: Option<Job>, reason: Option<&Reason>, now: Timestamp) -> Resu
 pub fn replay_job(
     original: Option<Job>,
     id: JobId,
-    payload: Option<String>,
+    payload: Option<(String, Option<u32>)>,
     reason: &Reason,
     now: Timestamp,
 ) -> Result<Decision<Job>, StoreError> {

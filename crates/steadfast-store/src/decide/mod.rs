@@ -17,6 +17,7 @@ mod inbox;
 mod jobs;
 mod keys;
 mod retention;
+mod schemas;
 mod signing_keys;
 mod slos;
 mod sweeps;
@@ -30,6 +31,7 @@ pub use jobs::{
 };
 pub use keys::{Rotation, key_ended, revocation, rotate_key};
 pub use retention::prune_cutoffs;
+pub use schemas::register_schema;
 pub use signing_keys::{KeyChange, NewSigningKey, SigningKeyRecord, SigningKeyRefused, register_signing_key};
 pub use slos::{SloFiring, slo_firing};
 pub use sweeps::{expire_leases, fire_timers};
@@ -110,6 +112,7 @@ pub struct PayloadWrite {
     pub tenant_id: TenantId,
     pub job_id: JobId,
     pub payload: String,
+    pub schema_version: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +194,7 @@ impl Writes {
             tenant_id: after.tenant_id,
             job_id: after.id,
             payload: after.payload.clone(),
+            schema_version: after.schema_version,
         });
         self.audit(
             after.tenant_id,

@@ -419,6 +419,7 @@ impl Engine {
                 flow_key: None,
                 resource: None,
                 singleton: None,
+                schema_version: None,
             },
         }
     }
