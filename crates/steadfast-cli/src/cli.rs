@@ -922,6 +922,10 @@ pub struct EnqueueArgs {
     /// ... and never later than this after the first (ms).
     #[arg(long, requires = "debounce_ms")]
     pub debounce_max_ms: Option<i64>,
+    /// Validate the payload against this version of the queue's schema
+    /// instead of the newest.
+    #[arg(long)]
+    pub schema_version: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]

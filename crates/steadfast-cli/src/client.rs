@@ -46,6 +46,7 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<()> {
             .transpose()?,
         debounce_ms: args.debounce_ms,
         debounce_max_ms: args.debounce_max_ms,
+        schema_version: args.schema_version,
     };
     let enqueued = client(&args.client)?.enqueue(&request).await?;
     if enqueued.replayed {

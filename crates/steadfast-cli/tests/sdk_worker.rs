@@ -318,3 +318,58 @@ async fn jobs_still_running_when_the_grace_runs_out_are_handed_back_unspent() {
     let outcomes: Vec<_> = job.attempts.unwrap().iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes, [Some(wire::AttemptOutcome::Released)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_queue_refuses_fails_the_job_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"));
+    let client = Client::new(&server.url, &server.admin_key()).unwrap();
+    let schema = |value: serde_json::Value| serde_json::value::to_raw_value(&value).unwrap();
+    let request = wire::PutSchemaRequest {
+        schema: schema(serde_json::json!({"type": "object"})),
+        output_schema: Some(schema(serde_json::json!({"type": "object", "required": ["receipt"]}))),
+        force: None,
+        reason: None,
+    };
+    client.put_schema("charges", 1, &request).await.unwrap();
+    enqueue_many(&client, "charges", 4).await;
+    let config = WorkerConfig {
+        poll_wait: Duration::from_millis(200),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(client.clone(), config).handle("charges", |ctx| async move {
+        let n = ctx.payload::<serde_json::Value>()?["n"].as_u64().unwrap_or(0);
+        Ok(if n % 2 == 0 {
+            serde_json::json!({"receipt": n})
+        } else {
+            serde_json::json!({"oops": n})
+        })
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let dead = ListJobs {
+            queue: Some("charges".into()),
+            state: Some(wire::JobState::Dead),
+            limit: Some(10),
+            cursor: None,
+        };
+        let dead = client.list_jobs(&dead).await.unwrap().jobs;
+        if dead.len() == 2 {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "{} jobs dead", dead.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    all_succeeded(&client, "charges", 2).await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    for job in dead {
+        let error = job.last_error.unwrap();
+        assert_eq!(error.kind.as_deref(), Some("output_invalid"), "{}", error.message);
+        assert_eq!(job.attempt, 1, "not retried");
+    }
+}

@@ -80,7 +80,10 @@ async fn save_payloads(tx: &Transaction, tenant: TenantId, payloads: &[PayloadWr
             &tenant.0,
             &payloads.iter().map(|p| p.job_id.0).collect::<Vec<_>>(),
             &payloads.iter().map(|p| p.payload.as_str()).collect::<Vec<_>>(),
-            &payloads.iter().map(|p| p.schema_version.map(|v| v as i32)).collect::<Vec<_>>(),
+            &payloads
+                .iter()
+                .map(|p| p.schema_version.map(|v| v as i32))
+                .collect::<Vec<_>>(),
         ],
     )
     .await

@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
             singleton: None,
             debounce_ms: None,
             debounce_max_ms: None,
+            schema_version: None,
         })
         .await?
         .job;

@@ -515,6 +515,27 @@ impl Client {
         Ok(self.send(Method::GET, "v1/queues", None::<&()>, None).await?.0)
     }
 
+    /// `PUT /v1/queues/{queue}/schemas/{version}`: registers a version of
+    /// the queue's payload schema (admin).
+    pub async fn put_schema(
+        &self,
+        queue: &str,
+        version: u32,
+        request: &wire::PutSchemaRequest,
+    ) -> Result<wire::PayloadSchema, Error> {
+        let path = format!("v1/queues/{}/schemas/{version}", segment(queue));
+        Ok(self.send(Method::PUT, &path, Some(request), None).await?.0)
+    }
+
+    /// `GET /v1/schemas`: every registered version (one queue's if given).
+    pub async fn schemas(&self, queue: Option<&str>) -> Result<wire::SchemaList, Error> {
+        let path = match queue {
+            Some(queue) => format!("v1/schemas?queue={}", segment(queue)),
+            None => "v1/schemas".to_owned(),
+        };
+        Ok(self.send(Method::GET, &path, None::<&()>, None).await?.0)
+    }
+
     pub async fn put_resource(&self, name: &str, request: &wire::ResourceRequest) -> Result<wire::Resource, Error> {
         let path = format!("v1/resources/{}", segment(name));
         Ok(self.send(Method::PUT, &path, Some(request), None).await?.0)

@@ -338,8 +338,11 @@ struct PendingCompletion {
     completion: wire::Completion,
     /// The job's client (in the job's trace), for a completion sent alone.
     client: Client,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), Refused>>,
 }
+
+/// Why a completion did not take: the server's code, if it answered one.
+type Refused = (Option<ErrorCode>, String);
 
 impl batch::Item for PendingCompletion {
     const MAX_PER_REQUEST: usize = 250;
@@ -362,7 +365,7 @@ impl batch::Item for PendingCompletion {
                     for (result, pending) in results.into_iter().zip(batch) {
                         let outcome = result
                             .error
-                            .map_or(Ok(()), |e| Err(format!("{}: {}", e.code, e.message)));
+                            .map_or(Ok(()), |e| Err((Some(e.code), format!("{}: {}", e.code, e.message))));
                         let _ = pending.done.send(outcome);
                     }
                     return;
@@ -370,7 +373,7 @@ impl batch::Item for PendingCompletion {
                 Err(error) if !batch::retry_alone(&error) => {
                     let reason = error.to_string();
                     for pending in batch {
-                        let _ = pending.done.send(Err(reason.clone()));
+                        let _ = pending.done.send(Err((None, reason.clone())));
                     }
                     return;
                 }
@@ -386,7 +389,7 @@ impl batch::Item for PendingCompletion {
             let result = client
                 .complete(&completion.id.to_string(), &completion.lease_token, completion.output)
                 .await;
-            let _ = done.send(result.map(|_| ()).map_err(|e| e.to_string()));
+            let _ = done.send(result.map(|_| ()).map_err(|e| (e.code(), e.to_string())));
         }
     }
 }
@@ -398,7 +401,7 @@ async fn complete(
     id: uuid::Uuid,
     lease_token: String,
     output: wire::Json,
-) -> Result<oneshot::Receiver<Result<(), String>>, String> {
+) -> Result<oneshot::Receiver<Result<(), Refused>>, String> {
     let (done, result) = oneshot::channel();
     let pending = PendingCompletion {
         completion: wire::Completion {
@@ -498,9 +501,25 @@ async fn run_job(
         Ok(output) => match complete(&completer, &client, job_id, token.clone(), output).await {
             Ok(answer) => {
                 drop(permit);
-                answer
-                    .await
-                    .unwrap_or_else(|_| Err("the worker is stopping".to_owned()))
+                match answer.await {
+                    Ok(Ok(())) => Ok(()),
+                    // The queue's output schema refused the result: the same
+                    // code would return the same result, so the attempt fails
+                    // for good rather than waiting for its lease to lapse.
+                    Ok(Err((Some(ErrorCode::OutputInvalid), message))) => {
+                        let error = wire::ErrorInfo {
+                            message: format!("the output fails the queue's output schema: {message}"),
+                            kind: Some("output_invalid".into()),
+                        };
+                        client
+                            .fail(&id, &token, error, false)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                    Ok(Err((_, message))) => Err(message),
+                    Err(_) => Err("the worker is stopping".to_owned()),
+                }
             }
             Err(error) => Err(error),
         },

@@ -204,7 +204,11 @@ fn compare(old: &Value, new: &Value, at: &str, found: &mut Vec<Violation>) {
         {
             found.push(broken(
                 &child(at, keyword),
-                if keyword == "pattern" { "pattern_changed" } else { "format_changed" },
+                if keyword == "pattern" {
+                    "pattern_changed"
+                } else {
+                    "format_changed"
+                },
                 format!("`{keyword}` is now {value}"),
             ));
         }
@@ -219,7 +223,9 @@ fn compare_types(old: &Map<String, Value>, new: &Map<String, Value>, at: &str, f
         Some(old_types) => old_types
             .into_iter()
             .filter(|old_type| {
-                !new_types.contains(old_type) && !(*old_type == "integer" && new_types.contains(&"number"))
+                let still_accepted =
+                    new_types.contains(old_type) || (*old_type == "integer" && new_types.contains(&"number"));
+                !still_accepted
             })
             .collect(),
     };
@@ -303,7 +309,9 @@ fn compare_values(old: &Map<String, Value>, new: &Map<String, Value>, at: &str, 
             _ => None,
         }
     };
-    let Some((now_allowed, keyword)) = allowed(new) else { return };
+    let Some((now_allowed, keyword)) = allowed(new) else {
+        return;
+    };
     let at = child(at, keyword);
     match allowed(old) {
         None => found.push(broken(
@@ -377,7 +385,9 @@ fn compare_unknown(old: &Map<String, Value>, new: &Map<String, Value>, at: &str,
             found.push(broken(
                 &child(at, keyword),
                 "unsupported_change",
-                format!("`{keyword}` changed, and whether every payload accepted before still passes cannot be checked"),
+                format!(
+                    "`{keyword}` changed, and whether every payload accepted before still passes cannot be checked"
+                ),
             ));
         }
     }
@@ -385,7 +395,11 @@ fn compare_unknown(old: &Map<String, Value>, new: &Map<String, Value>, at: &str,
 
 /// The keyword's schemas in both versions when either has one; a side
 /// without it accepts everything there.
-fn either<'a>(old: &'a Map<String, Value>, new: &'a Map<String, Value>, keyword: &str) -> Option<(&'a Value, &'a Value)> {
+fn either<'a>(
+    old: &'a Map<String, Value>,
+    new: &'a Map<String, Value>,
+    keyword: &str,
+) -> Option<(&'a Value, &'a Value)> {
     const ACCEPT_ALL: &Value = &Value::Bool(true);
     match (old.get(keyword), new.get(keyword)) {
         (None, None) => None,
@@ -422,7 +436,10 @@ mod tests {
     }
 
     fn expected(found: &[(&str, &str)]) -> Vec<(String, String)> {
-        found.iter().map(|(at, rule)| (at.to_string(), rule.to_string())).collect()
+        found
+            .iter()
+            .map(|(at, rule)| (at.to_string(), rule.to_string()))
+            .collect()
     }
 
     fn order() -> Value {
@@ -471,7 +488,8 @@ mod tests {
         narrower["properties"]["amount"]["type"] = json!("string");
         assert_eq!(
             rules(order(), narrower),
-            expected(&[("/properties/amount/type", "type_narrowed"),
+            expected(&[
+                ("/properties/amount/type", "type_narrowed"),
                 ("/properties/lines/items/properties/sku/type", "type_narrowed"),
             ])
         );
@@ -486,7 +504,8 @@ mod tests {
         narrower["properties"]["id"]["pattern"] = json!("^o_");
         assert_eq!(
             rules(order(), narrower),
-            expected(&[("/properties/amount/minimum", "bound_tightened"),
+            expected(&[
+                ("/properties/amount/minimum", "bound_tightened"),
                 ("/properties/currency/const", "enum_narrowed"),
                 ("/properties/id/maxLength", "bound_tightened"),
                 ("/properties/id/pattern", "pattern_changed"),
@@ -524,7 +543,13 @@ mod tests {
         );
         let mut rejecting = order();
         rejecting["properties"]["id"] = json!(false);
-        assert_eq!(rules(order(), rejecting), expected(&[("/properties/id", "rejects_all")]));
-        assert_eq!(rules(json!(true), json!({"type": "object"})), expected(&[("/type", "type_narrowed")]));
+        assert_eq!(
+            rules(order(), rejecting),
+            expected(&[("/properties/id", "rejects_all")])
+        );
+        assert_eq!(
+            rules(json!(true), json!({"type": "object"})),
+            expected(&[("/type", "type_narrowed")])
+        );
     }
 }

@@ -287,6 +287,34 @@ def test_queues_policies_retention_and_resources(client: steadfast.Client, queue
         client.get_resource(f"{queue}-api")
 
 
+def test_payload_schemas(client: steadfast.Client, queue: str) -> None:
+    schema = {
+        "type": "object",
+        "required": ["order_id"],
+        "properties": {"order_id": {"type": "string"}},
+    }
+    first = client.put_schema(queue, 1, schema)
+    assert (first.version, first.schema, first.forced) == (1, schema, False)
+    assert client.put_schema(queue, 1, schema) == first, "the same content again is a replay"
+    job = client.enqueue(queue, {"order_id": "o1"})
+    assert job.schema_version == 1
+    with pytest.raises(steadfast.PayloadInvalid) as invalid:
+        client.enqueue(queue, {"order_id": 7})
+    assert [(v.pointer, v.rule) for v in invalid.value.violations] == [("/order_id", "type")]
+    breaking = {**schema, "required": ["order_id", "currency"]}
+    with pytest.raises(steadfast.SchemaIncompatible) as refused:
+        client.put_schema(queue, 2, breaking)
+    assert [(v.pointer, v.rule) for v in refused.value.violations] == [
+        ("/required", "required_added")
+    ]
+    forced = client.put_schema(queue, 2, breaking, force=True, reason="currency is required now")
+    assert (forced.forced, forced.reason) == (True, "currency is required now")
+    pinned = client.enqueue(queue, {"order_id": "o2"}, schema_version=1)
+    assert pinned.schema_version == 1
+    assert [s.version for s in client.list_schemas(queue)] == [1, 2]
+    assert client.get_schema(queue, 2).schema == breaking
+
+
 def test_audit_and_slos(client: steadfast.Client, queue: str) -> None:
     job = client.enqueue(queue, {})
     page = client.audit(job_id=job.id)

@@ -204,6 +204,30 @@ def test_failures_are_reported_with_their_kind(client: steadfast.Client, queue: 
         assert "not JSON" in refused.last_error.message
 
 
+def test_an_output_the_queue_refuses_fails_the_job(client: steadfast.Client, queue: str) -> None:
+    client.put_schema(
+        queue,
+        1,
+        {"type": "object"},
+        output_schema={"type": "object", "required": ["receipt"]},
+    )
+    worker = steadfast.Worker(client, concurrency=2, poll_wait=0.5)
+
+    @worker.handler(queue)
+    def handle(ctx: steadfast.JobContext, payload: Dict[str, Any]) -> Any:
+        return {"receipt": "r1"} if payload.get("good") else {"oops": True}
+
+    good = client.enqueue(queue, {"good": True})
+    bad = client.enqueue(queue, {"good": False})
+    with running(worker):
+        assert wait_state(client, good.id, "succeeded").output == {"receipt": "r1"}
+        dead = wait_state(client, bad.id, "dead")
+    assert dead.last_error is not None
+    assert dead.last_error.kind == "output_invalid"
+    assert "receipt" in dead.last_error.message
+    assert dead.attempt == 1, "not retried: the same code returns the same output"
+
+
 def test_a_handler_whose_lease_is_lost_is_told_and_cannot_complete(start_server: Any) -> None:
     server: Server = start_server("--lease-ttl-secs", "1")
     client = server.client()

@@ -195,6 +195,7 @@ fn request(queue: &str, i: impl TryInto<i64>) -> wire::EnqueueRequest {
         singleton: None,
         debounce_ms: None,
         debounce_max_ms: None,
+        schema_version: None,
     }
 }
 

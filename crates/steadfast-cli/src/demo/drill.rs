@@ -205,6 +205,7 @@ pub async fn run(args: ClaimsArgs) -> anyhow::Result<()> {
                     singleton: None,
                     debounce_ms: None,
                     debounce_max_ms: None,
+                    schema_version: None,
                 }
             })
             .collect();

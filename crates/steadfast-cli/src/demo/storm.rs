@@ -218,6 +218,7 @@ async fn storm(
                 singleton: None,
                 debounce_ms: None,
                 debounce_max_ms: None,
+                schema_version: None,
             })
             .collect();
         client.enqueue_batch(&wire::BatchEnqueueRequest { jobs }).await?;

@@ -292,7 +292,7 @@ pub async fn cancel(
     responses(
         (status = 201, description = "The new job; durable on disk before this answer", body = wire::Job),
         (status = 404, description = "`not_found`", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed` or `quota_exceeded`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `payload_invalid` (a new payload fails the queue's schema) or `quota_exceeded`", body = wire::ErrorBody),
     ),
     security(("bearer" = []))
 )]

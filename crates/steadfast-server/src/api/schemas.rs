@@ -32,13 +32,20 @@ fn version(raw: &str) -> Result<u32, ApiError> {
 /// 2020-12 that refers to nothing outside itself), as canonical JSON text.
 fn checked_schema(field: &str, raw: &wire::Json) -> Result<String, ApiError> {
     if raw.get().len() > MAX_SCHEMA_BYTES {
-        return Err(ApiError::validation(format!("{field}: at most {MAX_SCHEMA_BYTES} bytes")));
+        return Err(ApiError::validation(format!(
+            "{field}: at most {MAX_SCHEMA_BYTES} bytes"
+        )));
     }
-    let schema: Value = serde_json::from_str(raw.get()).map_err(|_| ApiError::validation(format!("{field}: not JSON")))?;
+    let schema: Value =
+        serde_json::from_str(raw.get()).map_err(|_| ApiError::validation(format!("{field}: not JSON")))?;
     if !matches!(schema, Value::Object(_) | Value::Bool(_)) {
-        return Err(ApiError::validation(format!("{field}: a JSON Schema is an object or a boolean")));
+        return Err(ApiError::validation(format!(
+            "{field}: a JSON Schema is an object or a boolean"
+        )));
     }
-    compile(&schema).map_err(|problem| ApiError::validation(format!("{field}: not a valid JSON Schema (draft 2020-12): {problem}")))?;
+    compile(&schema).map_err(|problem| {
+        ApiError::validation(format!("{field}: not a valid JSON Schema (draft 2020-12): {problem}"))
+    })?;
     Ok(schema.to_string())
 }
 

@@ -110,7 +110,12 @@ impl Engine {
             .store
             .register_schema(scope, queue, registration, self.now())
             .await?;
-        let mut heads = self.inner.schemas.heads.lock().expect("the schema cache is never poisoned");
+        let mut heads = self
+            .inner
+            .schemas
+            .heads
+            .lock()
+            .expect("the schema cache is never poisoned");
         heads.generation += 1;
         heads.tenants.remove(&scope.tenant_id());
         Ok(registered)
@@ -164,8 +169,12 @@ impl Engine {
             // The completion itself will meet a failing store again.
             Ok(None) | Err(_) => return Ok(()),
         };
-        let Some(validator) = &compiled.output else { return Ok(()) };
-        let Ok(output) = serde_json::from_str::<Value>(output) else { return Ok(()) };
+        let Some(validator) = &compiled.output else {
+            return Ok(());
+        };
+        let Ok(output) = serde_json::from_str::<Value>(output) else {
+            return Ok(());
+        };
         let found = violations(validator, &output);
         if found.is_empty() { Ok(()) } else { Err(found) }
     }
@@ -198,7 +207,12 @@ impl Engine {
         let tenant = scope.tenant_id();
         let now = self.inner.clock.elapsed();
         let generation = {
-            let heads = self.inner.schemas.heads.lock().expect("the schema cache is never poisoned");
+            let heads = self
+                .inner
+                .schemas
+                .heads
+                .lock()
+                .expect("the schema cache is never poisoned");
             if let Some((read_at, known)) = heads.tenants.get(&tenant)
                 && now.saturating_sub(*read_at) < HEADS_TTL
             {
@@ -215,7 +229,12 @@ impl Engine {
             .map(|head| (head.queue.clone(), head))
             .collect();
         let read = Arc::new(read);
-        let mut heads = self.inner.schemas.heads.lock().expect("the schema cache is never poisoned");
+        let mut heads = self
+            .inner
+            .schemas
+            .heads
+            .lock()
+            .expect("the schema cache is never poisoned");
         if heads.generation == generation {
             heads.tenants.insert(tenant, (now, read.clone()));
         }

@@ -585,7 +585,12 @@ impl Engine {
             .filter(|(_, refused)| refused.is_none())
             .map(|(item, _)| item)
             .collect();
-        let mut stored = self.inner.store.complete_many(scope, passing, self.now()).await?.into_iter();
+        let mut stored = self
+            .inner
+            .store
+            .complete_many(scope, passing, self.now())
+            .await?
+            .into_iter();
         Ok(checked
             .into_iter()
             .map(|refused| match refused {
@@ -609,7 +614,9 @@ impl Engine {
         let Some(record) = self.inner.store.job(scope, id).await? else {
             return Ok(()); // The completion answers `not_found`.
         };
-        let Some(version) = record.job.schema_version else { return Ok(()) };
+        let Some(version) = record.job.schema_version else {
+            return Ok(());
+        };
         self.check_output(scope, &record.job.queue, version, output)
             .await
             .map_err(|violations| StoreError::OutputInvalid { index, violations })

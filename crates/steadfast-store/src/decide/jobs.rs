@@ -87,7 +87,7 @@ pub fn enqueue(
                             singleton.debounce,
                             now,
                         )
-                            .map_err(|_| StoreError::SingletonRunning { index })?;
+                        .map_err(|_| StoreError::SingletonRunning { index })?;
                         writes.replace_payload(existing, &replaced);
                         // Earlier items of this batch that answered with
                         // this job answer with it as it now is.

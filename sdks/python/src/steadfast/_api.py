@@ -129,6 +129,7 @@ def enqueue(
     singleton: Union[m.SingletonRequest, Mapping[str, Any], None] = None,
     debounce_ms: Optional[int] = None,
     debounce_max_ms: Optional[int] = None,
+    schema_version: Optional[int] = None,
 ) -> Call[m.EnqueuedJob]:
     """Enqueues a job (``POST /v1/jobs``) and returns it, with ``replayed``
     set when ``idempotency_key`` matched an earlier request (within the dedup
@@ -145,6 +146,7 @@ def enqueue(
         singleton=singleton,
         debounce_ms=debounce_ms,
         debounce_max_ms=debounce_max_ms,
+        schema_version=schema_version,
     )
     body["payload"] = payload
     return Call("POST", "v1/jobs", _enqueued, body)
@@ -508,6 +510,41 @@ def list_resources() -> Call[List[m.Resource]]:
 def delete_resource(name: str) -> Call[None]:
     """Removes a downstream's configuration (admin key)."""
     return Call("DELETE", f"v1/resources/{_seg(name)}", _nothing)
+
+
+# -- payload schemas -----------------------------------------------------
+
+
+def put_schema(
+    queue: str,
+    version: int,
+    schema: JSON,
+    *,
+    output_schema: Optional[JSON] = None,
+    force: Optional[bool] = None,
+    reason: Optional[str] = None,
+) -> Call[m.PayloadSchema]:
+    """Registers ``version`` of the queue's payload schema (admin key): a
+    JSON Schema (draft 2020-12) every later enqueue is validated against. A
+    version that breaks the previous one raises
+    :class:`~steadfast.SchemaIncompatible` unless ``force=True`` with a
+    ``reason``; registering the same content again returns it."""
+    body = _fields(output_schema=output_schema, force=force, reason=reason)
+    body["schema"] = schema
+    path = f"v1/queues/{_seg(queue)}/schemas/{int(version)}"
+    return Call("PUT", path, _as(m.PayloadSchema), body)
+
+
+def get_schema(queue: str, version: int) -> Call[m.PayloadSchema]:
+    """One registered version of a queue's payload schema."""
+    return Call("GET", f"v1/queues/{_seg(queue)}/schemas/{int(version)}", _as(m.PayloadSchema))
+
+
+def list_schemas(queue: Optional[str] = None) -> Call[List[m.PayloadSchema]]:
+    """Every registered version, by queue then version (one queue's if given)."""
+    return Call(
+        "GET", "v1/schemas", _list_of(m.PayloadSchema, "schemas"), query=_query(queue=queue)
+    )
 
 
 # -- audit and SLOs ------------------------------------------------------

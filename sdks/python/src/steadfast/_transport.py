@@ -7,11 +7,12 @@ import json
 import os
 import ssl
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from . import errors
+from . import models as m
 from ._api import Call, RawJson
-from ._codec import dumps
+from ._codec import decode, dumps
 
 T = TypeVar("T")
 
@@ -138,22 +139,34 @@ def answer(call: Call[T], status: int, headers: Mapping[str, str], content: byte
                 status, "unknown", f"an answer that does not parse: {error}"
             ) from None
         return call.read(body, headers)
-    code, message = _error_of(status, content)
+    code, message, violations = _error_of(status, content)
     raise errors.from_response(
         status,
         code,
         message,
         request_id=headers.get("x-request-id"),
         retry_after=_retry_after_header(headers),
+        violations=violations,
     )
 
 
-def _error_of(status: int, content: bytes) -> Tuple[str, str]:
-    """The code and message of an error answer; a body that is not an API
-    error (a proxy's page) keeps its text as the message."""
+def violations_of(detail: Mapping[str, Any]) -> Optional[List[m.Violation]]:
+    """The ``violations`` of an error detail, if it has any that read."""
+    raw = detail.get("violations")
+    if not isinstance(raw, list):
+        return None
+    try:
+        return [decode(m.Violation, item) for item in raw]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _error_of(status: int, content: bytes) -> Tuple[str, str, Optional[List[m.Violation]]]:
+    """The code, message and violations of an error answer; a body that is
+    not an API error (a proxy's page) keeps its text as the message."""
     try:
         detail = json.loads(content)["error"]
-        return str(detail["code"]), str(detail["message"])
-    except (ValueError, KeyError, TypeError):
+        return str(detail["code"]), str(detail["message"]), violations_of(detail)
+    except (ValueError, KeyError, TypeError, AttributeError):
         text = content.decode("utf-8", "replace")[:1000]
-        return "unknown", text or f"HTTP {status}"
+        return "unknown", text or f"HTTP {status}", None

@@ -17,7 +17,9 @@ with the same idempotency key.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import Dict, List, Optional, Type
+
+from .models import Violation
 
 __all__ = [
     "BY_CODE",
@@ -33,11 +35,14 @@ __all__ = [
     "MalformedJson",
     "MethodNotAllowed",
     "NotFound",
+    "OutputInvalid",
+    "PayloadInvalid",
     "PayloadTooLarge",
     "QuotaExceeded",
     "RateLimited",
     "RequestTimeout",
     "RouteNotFound",
+    "SchemaIncompatible",
     "SignatureInvalid",
     "SingletonRunning",
     "SteadfastError",
@@ -70,6 +75,8 @@ class ApiError(SteadfastError):
 
     ``code`` is stable and meant for programs; ``message`` is for people.
     ``request_id`` is the server's ``x-request-id``, worth quoting in a report.
+    ``violations`` lists what a payload, an output or a schema broke
+    (``payload_invalid``, ``output_invalid``, ``schema_incompatible``).
     """
 
     #: The code subclasses stand for; ``None`` for the base class.
@@ -78,13 +85,19 @@ class ApiError(SteadfastError):
     STATUS: int = 0
 
     def __init__(
-        self, status: int, code: str, message: str, request_id: Optional[str] = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        request_id: Optional[str] = None,
+        violations: Optional[List[Violation]] = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.violations: List[Violation] = violations or []
 
 
 class MalformedJson(ApiError):
@@ -188,6 +201,31 @@ class UnsupportedMediaType(ApiError):
     STATUS = 415
 
 
+class SchemaIncompatible(ApiError):
+    """409: the new schema version would refuse payloads the previous one
+    accepted; ``violations`` lists each change. Register it with
+    ``force=True`` and a reason, or make it compatible."""
+
+    CODE = "schema_incompatible"
+    STATUS = 409
+
+
+class PayloadInvalid(ApiError):
+    """422: the payload fails its queue's schema; ``violations`` gives the
+    JSON Pointer of each violation and the rule it broke. Nothing was created."""
+
+    CODE = "payload_invalid"
+    STATUS = 422
+
+
+class OutputInvalid(ApiError):
+    """422: the output fails the output schema of the version the job's
+    payload passed. Nothing changed; the lease is still held."""
+
+    CODE = "output_invalid"
+    STATUS = 422
+
+
 class IdempotencyKeyReused(ApiError):
     """422: the idempotency key was used for a request with different content."""
 
@@ -279,11 +317,11 @@ def _by_code() -> Dict[str, Type[ApiError]]:
 BY_CODE: Dict[str, Type[ApiError]] = _by_code()
 
 
-def for_item(code: str, message: str) -> ApiError:
+def for_item(code: str, message: str, violations: Optional[List[Violation]] = None) -> ApiError:
     """The exception for one refused item of a batch (which answers 200 as a
     whole): the status is the one the code has on its own route."""
     cls = BY_CODE.get(code, ApiError)
-    return from_response(cls.STATUS, code, message)
+    return from_response(cls.STATUS, code, message, violations=violations)
 
 
 def from_response(
@@ -292,9 +330,10 @@ def from_response(
     message: str,
     request_id: Optional[str] = None,
     retry_after: Optional[float] = None,
+    violations: Optional[List[Violation]] = None,
 ) -> ApiError:
     """The exception for an error answer."""
     cls = BY_CODE.get(code, ApiError)
     if cls is RateLimited:
         return RateLimited(status, code, message, request_id, retry_after)
-    return cls(status, code, message, request_id)
+    return cls(status, code, message, request_id, violations)

@@ -57,6 +57,9 @@ ErrorCode = Literal[
     "signature_invalid",
     "timestamp_out_of_tolerance",
     "singleton_running",
+    "schema_incompatible",
+    "payload_invalid",
+    "output_invalid",
 ]
 
 
@@ -333,6 +336,9 @@ class EnqueueRequest:
     circuit breaker hold it: 1–128 bytes of ASCII letters, digits and `-_.:`."""
     run_at: Optional[datetime] = None
     """Not before this time; in the future, the job starts `scheduled`."""
+    schema_version: Optional[int] = None
+    """Validate the payload against this version of the queue's schema
+    instead of the latest."""
     singleton: Optional[SingletonRequest] = None
     timeout_secs: Optional[int] = None
     """Each attempt's hard deadline in seconds (default 300, at most 86400)."""
@@ -344,6 +350,9 @@ class ErrorDetail:
     """Stable, machine-readable; see docs/errors.md."""
     message: str
     """For humans; may change between releases."""
+    violations: Optional[List[Violation]] = None
+    """With `payload_invalid`, `output_invalid` and `schema_incompatible`:
+    each violation, where it is and the rule it broke."""
 
 
 @dataclass(frozen=True)
@@ -438,6 +447,9 @@ class Job:
     replay_of: Optional[str] = None
     """The job this one replays (``POST /v1/jobs/{id}/replay``)."""
     resource: Optional[str] = None
+    schema_version: Optional[int] = None
+    """The version of the queue's payload schema the payload was validated
+    against; absent when the queue had none."""
     signals: Optional[List[SignalInfo]] = None
     """Signals delivered, oldest first. `GET /v1/jobs/{id}` only."""
     singleton_key: Optional[str] = None
@@ -599,6 +611,20 @@ class Replayed:
 
 
 @dataclass(frozen=True)
+class PayloadSchema:
+    """A registered version of a queue's payload schema."""
+
+    created_at: datetime
+    forced: bool
+    """Registered with `force` although it breaks the previous version."""
+    queue: str
+    schema: Any
+    version: int
+    output_schema: Any = None
+    reason: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Resource:
     """A downstream: its limits, and its breaker's state now."""
 
@@ -643,6 +669,13 @@ class SecretAdded:
     """The source with every secret, after the change."""
     expires_at: Optional[datetime] = None
     secret: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class SchemaList:
+    """`GET /v1/schemas`: every version, by queue then version."""
+
+    schemas: List[PayloadSchema]
 
 
 @dataclass(frozen=True)
@@ -790,6 +823,19 @@ class UncertainStep:
     attempt_ended_at: Optional[datetime] = None
     """When that attempt ended."""
     attempt_outcome: Optional[AttemptOutcome] = None
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One reason a payload, an output or a schema was refused."""
+
+    message: str
+    pointer: str
+    """JSON Pointer: into the payload or output (`payload_invalid`,
+    `output_invalid`), or into the new schema (`schema_incompatible`)."""
+    rule: str
+    """The JSON Schema keyword that failed (e.g. `required`, `type`), or
+    the compatibility rule broken (e.g. `required_added`, `type_narrowed`)."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, TypeVar, Union
 
-from . import _api, _batch, _tracing, errors
+from . import _api, _batch, _tracing, _transport, errors
 from ._codec import dumps
 from .client import AsyncClient, Client
 from .context import AsyncJobContext, JobContext, JobFailed, Suspended, _Run
@@ -205,7 +205,9 @@ class _StepCall(_batch.Item):
 def _item_error(detail: Optional[Dict[str, Any]]) -> Optional[errors.ApiError]:
     if not detail:
         return None
-    return errors.for_item(str(detail.get("code")), str(detail.get("message")))
+    return errors.for_item(
+        str(detail.get("code")), str(detail.get("message")), _transport.violations_of(detail)
+    )
 
 
 class _Steps:
@@ -688,7 +690,10 @@ class _Loop:
                 except TypeError as error:
                     await run.client.fail(run.id, run.token, str(error), retryable=False)
                     return
-                await self.runtime.completions.complete(run, output)
+                try:
+                    await self.runtime.completions.complete(run, output)
+                except errors.OutputInvalid as error:
+                    await self._refuse_output(run, error)
             else:
                 await self._fail(run, value)
         except errors.LeaseLost:
@@ -697,6 +702,18 @@ class _Loop:
             logger.warning(
                 "could not report job %s's outcome (its lease will lapse): %s", run.id, error
             )
+
+    async def _refuse_output(self, run: _Run, error: errors.OutputInvalid) -> None:
+        """The server refused the handler's result: the attempt fails, for
+        good (the same code would return the same result again)."""
+        found = "; ".join(f"{v.pointer or '/'}: {v.message}" for v in error.violations[:5])
+        await run.client.fail(
+            run.id,
+            run.token,
+            f"the output fails the queue's output schema: {found or error.message}",
+            kind="output_invalid",
+            retryable=False,
+        )
 
     async def _fail(self, run: _Run, error: BaseException) -> None:
         if isinstance(error, JobFailed):
