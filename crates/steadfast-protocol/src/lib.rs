@@ -442,6 +442,9 @@ pub struct LeasedJob {
     /// `downstream_unavailable`, `timeout` or `rate_limited` when it lets you down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    /// The version of the queue's payload schema the payload passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
 }
 
 /// The attempt that started a step and ended before its checkpoint.

@@ -234,6 +234,11 @@ impl JobContext {
         self.job.attempt
     }
 
+    /// The version of the queue's payload schema the payload passed.
+    pub fn schema_version(&self) -> Option<u32> {
+        self.job.schema_version
+    }
+
     pub fn lease_token(&self) -> &str {
         &self.job.lease_token
     }

@@ -215,6 +215,7 @@ def test_an_output_the_queue_refuses_fails_the_job(client: steadfast.Client, que
 
     @worker.handler(queue)
     def handle(ctx: steadfast.JobContext, payload: Dict[str, Any]) -> Any:
+        assert ctx.schema_version == 1
         return {"receipt": "r1"} if payload.get("good") else {"oops": True}
 
     good = client.enqueue(queue, {"good": True})

@@ -353,6 +353,7 @@ pub fn leased_job(leased: &LeasedJob, lease_ttl: std::time::Duration) -> Result<
         traceparent: crate::telemetry::lease_traceparent(job),
         flow_key: job.flow_key.as_ref().map(ToString::to_string),
         resource: job.resource.as_ref().map(ToString::to_string),
+        schema_version: job.schema_version,
     })
 }
 

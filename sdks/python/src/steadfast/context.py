@@ -270,6 +270,11 @@ class _Context:
         return self._run.job.get("resource")
 
     @property
+    def schema_version(self) -> Optional[int]:
+        """The version of the queue's payload schema the payload passed."""
+        return self._run.job.get("schema_version")
+
+    @property
     def traceparent(self) -> Optional[str]:
         """The job's W3C trace context, if it has one."""
         return self._run.traceparent

@@ -515,6 +515,8 @@ class LeasedJob:
     resource: Optional[str] = None
     """The downstream the job calls: fail with `error.kind`
     `downstream_unavailable`, `timeout` or `rate_limited` when it lets you down."""
+    schema_version: Optional[int] = None
+    """The version of the queue's payload schema the payload passed."""
     steps: Optional[Dict[str, Any]] = None
     """Completed steps (name → output): replay these instead of running them again."""
     traceparent: Optional[str] = None
