@@ -114,6 +114,11 @@ name_type!(
     ResourceName, "resource", 128, identifier_char, "ASCII letters, digits and -_.:"
 );
 name_type!(
+    /// A schedule's name, unique within its tenant: 1–128 bytes of ASCII
+    /// letters, digits and `-_.:`.
+    ScheduleName, "schedule name", 128, identifier_char, "ASCII letters, digits and -_.:"
+);
+name_type!(
     /// A producer-chosen idempotency key: 1–255 printable ASCII bytes.
     IdempotencyKey, "idempotency_key", 255, |c: char| c.is_ascii_graphic(), "printable ASCII without spaces"
 );

@@ -28,6 +28,7 @@ mod listen;
 mod maintenance;
 mod persist;
 mod rows;
+mod schedules;
 pub mod schema;
 mod schemas;
 mod slos;

@@ -756,6 +756,99 @@ pub struct PayloadSchema {
     pub created_at: Timestamp,
 }
 
+/// What a schedule's tick does when the previous tick's job is unfinished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleOverlap {
+    /// The tick is skipped (the default).
+    Skip,
+    /// The tick's job is enqueued anyway.
+    Allow,
+}
+
+/// What happens to ticks missed while no node was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleCatchUp {
+    /// They are skipped (the default).
+    None,
+    /// The latest of them fires once.
+    Latest,
+}
+
+/// What became of a schedule's last tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TickOutcome {
+    Fired,
+    /// The previous tick's job was unfinished (`overlap: skip`).
+    SkippedOverlap,
+    /// No node was running at the tick (`catch_up: none`).
+    Missed,
+    /// The queue refused the job (its schema, the tenant's quota).
+    Failed,
+}
+
+/// `PUT /v1/schedules/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    /// 5 fields (`minute hour day-of-month month day-of-week`), or 6 with
+    /// seconds first; Vixie cron's syntax with `L`, `W` and `#`; Sunday is 0 or 7.
+    #[schema(min_length = 1, max_length = 256)]
+    pub cron: String,
+    /// An IANA time zone, e.g. `Europe/Berlin` (default `UTC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 64)]
+    pub timezone: Option<String>,
+    /// 1–128 bytes of ASCII letters, digits and `-_.:`.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
+    pub queue: String,
+    /// Each tick's job's payload; checked against the queue's schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub payload: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<ScheduleOverlap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<ScheduleCatchUp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleInfo {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub queue: String,
+    #[schema(value_type = serde_json::Value)]
+    pub payload: Json,
+    pub overlap: ScheduleOverlap,
+    pub catch_up: ScheduleCatchUp,
+    pub paused: bool,
+    /// The next 5 ticks (none while paused).
+    #[schema(value_type = Vec<String>)]
+    pub next_fire_times: Vec<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_tick_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<TickOutcome>,
+    /// The job of the last tick that fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub last_job_id: Option<uuid::Uuid>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+/// `GET /v1/schedules`: the tenant's schedules by name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleInfo>,
+}
+
 /// `GET /v1/schemas`: every version, by queue then version.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SchemaList {

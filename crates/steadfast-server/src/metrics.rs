@@ -130,6 +130,7 @@ pub struct Metrics {
     pub slo_alerts: Family<SloLabels, Gauge>,
     pub inbox_events: Family<InboxLabels, Counter>,
     pub retries_deferred: Family<QueueLabels, Counter>,
+    pub schedule_ticks: Family<OutcomeLabels, Counter>,
     pub jobs_held: Family<HeldLabels, Gauge>,
     pub breaker_state: Family<ResourceLabels, Gauge>,
     known_resources: Mutex<HashSet<String>>,
@@ -166,6 +167,7 @@ impl Metrics {
             slo_alerts: Family::default(),
             inbox_events: Family::default(),
             retries_deferred: Family::default(),
+            schedule_ticks: Family::default(),
             jobs_held: Family::default(),
             breaker_state: Family::default(),
             known_resources: Mutex::default(),
@@ -245,6 +247,11 @@ impl Metrics {
             "retries_deferred",
             "Retries a queue's retry budget sent back to wait, rather than lease",
             metrics.retries_deferred.clone(),
+        );
+        registry.register(
+            "schedule_ticks",
+            "Schedule ticks handled, by the queue they enqueue to and outcome: fired, skipped_overlap, missed, failed",
+            metrics.schedule_ticks.clone(),
         );
         registry.register(
             "jobs_held",

@@ -1,9 +1,12 @@
 //! Contracts over HTTP: versioned payload schemas (registration, the
-//! compatibility rule, validation at enqueue and completion).
+//! compatibility rule, validation at enqueue and completion) and schedules
+//! (ticks fired once each, overlap, catch-up, pause and resume).
 
 mod common;
 
-use common::{Backend, TestServer};
+use std::time::Duration;
+
+use common::{Backend, TestServer, t0};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use steadfast_core::Role;
@@ -362,7 +365,253 @@ async fn malformed_schemas_are_refused(backend: Backend) {
     assert_eq!(server.get("/v1/schemas", &admin).await.json()["schemas"], json!([]));
 }
 
+async fn put_schedule(server: &TestServer, key: &str, name: &str, body: Value) -> common::Response {
+    server
+        .call(Method::PUT, &format!("/v1/schedules/{name}"), Some(key), Some(body))
+        .await
+}
+
+/// The jobs of `queue`, oldest first.
+async fn jobs_of(server: &TestServer, key: &str, queue: &str) -> Vec<Value> {
+    let page = server
+        .get(&format!("/v1/jobs?queue={queue}&limit=500"), key)
+        .await
+        .json();
+    let mut jobs = page["jobs"].as_array().unwrap().clone();
+    jobs.reverse();
+    jobs
+}
+
+fn minutes(n: u64) -> Duration {
+    Duration::from_secs(60 * n)
+}
+
+fn at_minutes(n: i64) -> String {
+    (t0() + jiff::SignedDuration::from_mins(n)).to_string()
+}
+
+async fn a_schedule_fires_each_tick_once_and_skips_overlapping_ones(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    let reader = server.key("acme", Role::Reader).await;
+    let body = json!({"cron": "*/5 * * * *", "queue": "reports", "payload": {"kind": "digest"}});
+    assert_eq!(
+        put_schedule(&server, &reader, "digest", body.clone()).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let created = put_schedule(&server, &admin, "digest", body.clone()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let created = created.json();
+    assert_eq!(created["timezone"], "UTC");
+    assert_eq!(
+        (created["overlap"].clone(), created["catch_up"].clone()),
+        (json!("skip"), json!("none"))
+    );
+    let expected: Vec<Value> = (1..=5).map(|n| json!(at_minutes(5 * n))).collect();
+    assert_eq!(created["next_fire_times"], json!(expected));
+    assert_eq!(
+        put_schedule(&server, &admin, "digest", body).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.get("/v1/schedules/digest", &reader).await.json()["name"],
+        "digest"
+    );
+
+    // Before the tick nothing fires; at it, one job, however often the duty runs.
+    server.advance(minutes(4));
+    assert_eq!(server.engine.run_schedules_once().await.unwrap(), 0);
+    server.advance(minutes(1));
+    let (a, b) = tokio::join!(server.engine.run_schedules_once(), server.engine.run_schedules_once());
+    assert_eq!(a.unwrap() + b.unwrap(), 1, "the tick is recorded once");
+    assert_eq!(server.engine.run_schedules_once().await.unwrap(), 0);
+    let jobs = jobs_of(&server, &admin, "reports").await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let tick_ms = (t0() + jiff::SignedDuration::from_mins(5)).as_millisecond();
+    assert_eq!(jobs[0]["idempotency_key"], format!("schedule:digest:{tick_ms}"));
+    assert_eq!(jobs[0]["payload"], json!({"kind": "digest"}));
+    let schedule = server.get("/v1/schedules/digest", &admin).await.json();
+    assert_eq!(schedule["last_outcome"], "fired");
+    assert_eq!(schedule["last_job_id"], jobs[0]["id"]);
+
+    // The first job is still queued at the next tick: `skip` passes over it.
+    server.advance(minutes(5));
+    assert_eq!(server.engine.run_schedules_once().await.unwrap(), 1);
+    assert_eq!(jobs_of(&server, &admin, "reports").await.len(), 1);
+    let schedule = server.get("/v1/schedules/digest", &admin).await.json();
+    assert_eq!(schedule["last_outcome"], "skipped_overlap");
+    let worker = server.key("acme", Role::Worker).await;
+    let leased = server.lease_one(&worker, "reports", "w1").await;
+    let done = server
+        .post(
+            &format!("/v1/jobs/{}/complete", leased["id"].as_str().unwrap()),
+            &worker,
+            json!({"lease_token": leased["lease_token"]}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+    server.advance(minutes(5));
+    server.engine.run_schedules_once().await.unwrap();
+    assert_eq!(
+        jobs_of(&server, &admin, "reports").await.len(),
+        2,
+        "fires again once the job finished"
+    );
+
+    // A node that made the tick's job and died before recording it: the
+    // next pass finds the job by its key instead of making another.
+    let tick_ms = (t0() + jiff::SignedDuration::from_mins(20)).as_millisecond();
+    let orphan = server
+        .enqueue(
+            &admin,
+            json!({"queue": "reports", "payload": {"kind": "digest"}, "idempotency_key": format!("schedule:digest:{tick_ms}")}),
+        )
+        .await;
+    let allow = json!({"cron": "*/5 * * * *", "queue": "reports", "payload": {"kind": "digest"}, "overlap": "allow"});
+    assert_eq!(
+        put_schedule(&server, &admin, "digest", allow).await.status,
+        StatusCode::OK
+    );
+    server.advance(minutes(5));
+    server.engine.run_schedules_once().await.unwrap();
+    let jobs = jobs_of(&server, &admin, "reports").await;
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    let schedule = server.get("/v1/schedules/digest", &admin).await.json();
+    assert_eq!(schedule["last_job_id"], orphan["id"]);
+
+    let records = server.get("/v1/audit?action=schedule.set", &admin).await.json();
+    assert_eq!(records["records"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        server
+            .call(Method::DELETE, "/v1/schedules/digest", Some(&admin), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        server.get("/v1/schedules/digest", &admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+    server.advance(minutes(5));
+    server.engine.run_schedules_once().await.unwrap();
+    assert_eq!(
+        jobs_of(&server, &admin, "reports").await.len(),
+        3,
+        "a deleted schedule fires nothing"
+    );
+}
+
+async fn missed_ticks_fire_once_with_catch_up_and_never_while_paused(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    for (name, catch_up) in [("skipper", "none"), ("catcher", "latest")] {
+        let body =
+            json!({"cron": "0 * * * *", "queue": name, "payload": {}, "catch_up": catch_up, "timezone": "Asia/Tokyo"});
+        assert_eq!(
+            put_schedule(&server, &admin, name, body).await.status,
+            StatusCode::CREATED
+        );
+    }
+    // No node ran from before 09:00 to 11:30: the ticks of 09, 10 and 11 passed.
+    server.advance(minutes(3 * 60 + 30));
+    assert_eq!(server.engine.run_schedules_once().await.unwrap(), 2);
+    assert_eq!(jobs_of(&server, &admin, "skipper").await.len(), 0);
+    let caught = jobs_of(&server, &admin, "catcher").await;
+    assert_eq!(caught.len(), 1, "one job for the latest missed tick");
+    let latest_ms = (t0() + jiff::SignedDuration::from_hours(3)).as_millisecond();
+    assert_eq!(caught[0]["idempotency_key"], format!("schedule:catcher:{latest_ms}"));
+    let skipper = server.get("/v1/schedules/skipper", &admin).await.json();
+    assert_eq!(skipper["last_outcome"], "missed");
+    assert_eq!(skipper["next_fire_times"][0], json!(at_minutes(4 * 60)));
+
+    let paused = server.post("/v1/schedules/skipper/pause", &admin, json!({})).await;
+    assert_eq!(paused.json()["paused"], true, "{}", paused.text);
+    assert_eq!(paused.json()["next_fire_times"], json!([]));
+    server.advance(minutes(60));
+    server.engine.run_schedules_once().await.unwrap();
+    assert_eq!(jobs_of(&server, &admin, "skipper").await.len(), 0, "paused");
+    server.advance(minutes(10));
+    let resumed = server
+        .post("/v1/schedules/skipper/resume", &admin, json!({}))
+        .await
+        .json();
+    assert_eq!(
+        resumed["next_fire_times"][0],
+        json!(at_minutes(5 * 60)),
+        "the first tick after now"
+    );
+    server.advance(minutes(20));
+    server.engine.run_schedules_once().await.unwrap();
+    assert_eq!(jobs_of(&server, &admin, "skipper").await.len(), 1);
+    let actions: Vec<Value> = server.get("/v1/audit?action=schedule.paused", &admin).await.json()["records"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(actions.len(), 1);
+}
+
+async fn bad_schedules_are_refused(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.key("acme", Role::Admin).await;
+    put_schema(
+        &server,
+        &admin,
+        "typed",
+        "1",
+        json!({"schema": {"type": "object", "required": ["id"]}}),
+    )
+    .await;
+    for (body, code) in [
+        (json!({"cron": "* * * *", "queue": "q"}), "validation_failed"),
+        (json!({"cron": "0 0 30 2 *", "queue": "q"}), "validation_failed"),
+        (
+            json!({"cron": "* * * * *", "queue": "q", "timezone": "Mars/Olympus"}),
+            "validation_failed",
+        ),
+        (json!({"cron": "* * * * *", "queue": "bad queue"}), "validation_failed"),
+        (
+            json!({"cron": "* * * * *", "queue": "q", "overlap": "sometimes"}),
+            "validation_failed",
+        ),
+        (
+            json!({"cron": "* * * * *", "queue": "typed", "payload": {}}),
+            "payload_invalid",
+        ),
+    ] {
+        let refused = put_schedule(&server, &admin, "nightly", body.clone()).await;
+        assert_eq!(refused.code(), code, "{body}: {}", refused.text);
+    }
+    assert_eq!(
+        put_schedule(&server, &admin, "bad name", json!({"cron": "* * * * *", "queue": "q"}))
+            .await
+            .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(server.get("/v1/schedules", &admin).await.json()["schedules"], json!([]));
+    assert_eq!(
+        server.post("/v1/schedules/none/pause", &admin, json!({})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Another tenant's schedules are not there.
+    put_schedule(&server, &admin, "mine", json!({"cron": "* * * * *", "queue": "q"})).await;
+    let stranger = server.key("globex", Role::Admin).await;
+    assert_eq!(
+        server.get("/v1/schedules/mine", &stranger).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server
+            .call(Method::DELETE, "/v1/schedules/mine", Some(&stranger), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
 on_both_backends!(
+    a_schedule_fires_each_tick_once_and_skips_overlapping_ones,
+    missed_ticks_fire_once_with_catch_up_and_never_while_paused,
+    bad_schedules_are_refused,
     a_schema_refuses_invalid_payloads_and_records_its_version,
     a_breaking_version_is_refused_unless_forced_with_a_reason,
     outputs_are_checked_against_the_version_the_payload_passed,

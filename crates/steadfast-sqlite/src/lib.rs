@@ -21,6 +21,7 @@ mod maintenance;
 mod persist;
 mod readers;
 mod rows;
+mod schedules;
 pub mod schema;
 mod schemas;
 mod slos;

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_dashboard.sql"),
     include_str!("migrations/0011_bulk_operations.sql"),
     include_str!("migrations/0012_payload_schemas.sql"),
+    include_str!("migrations/0013_schedules.sql"),
 ];
 
 /// The schema version this build expects.

@@ -585,6 +585,56 @@ pub mod drafts {
         }
     }
 
+    /// A schedule was created or changed: what it enqueues, and when.
+    pub fn schedule_set(
+        name: &steadfast_core::ScheduleName,
+        before: Option<&crate::schedules::ScheduleSpec>,
+        after: &crate::schedules::ScheduleSpec,
+    ) -> Draft {
+        Draft {
+            action: "schedule.set",
+            target: name.to_string(),
+            job_id: None,
+            summary: summary(json!({
+                "schedule": name.as_str(),
+                "before": before.map(schedule_summary),
+                "after": schedule_summary(after),
+            })),
+        }
+    }
+
+    pub fn schedule_paused(name: &steadfast_core::ScheduleName, paused: bool) -> Draft {
+        Draft {
+            action: if paused { "schedule.paused" } else { "schedule.resumed" },
+            target: name.to_string(),
+            job_id: None,
+            summary: summary(json!({ "schedule": name.as_str() })),
+        }
+    }
+
+    pub fn schedule_deleted(name: &steadfast_core::ScheduleName, spec: &crate::schedules::ScheduleSpec) -> Draft {
+        Draft {
+            action: "schedule.deleted",
+            target: name.to_string(),
+            job_id: None,
+            summary: summary(json!({ "schedule": name.as_str(), "was": schedule_summary(spec) })),
+        }
+    }
+
+    /// A schedule's spec in its records; the payload by its SHA-256 (it
+    /// may be large, and the job records carry it).
+    fn schedule_summary(spec: &crate::schedules::ScheduleSpec) -> serde_json::Value {
+        use sha2::Digest;
+        json!({
+            "cron": spec.cron,
+            "timezone": spec.timezone,
+            "queue": spec.queue.as_str(),
+            "payload_sha256": hex::encode(sha2::Sha256::digest(spec.payload.as_bytes())),
+            "overlap": spec.overlap.as_str(),
+            "catch_up": spec.catch_up.as_str(),
+        })
+    }
+
     /// A resource was created or its limits and breaker changed.
     pub fn resource_set(
         name: &steadfast_core::ResourceName,

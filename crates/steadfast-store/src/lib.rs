@@ -15,6 +15,7 @@ pub mod bulk;
 pub mod conformance;
 pub mod dashboard;
 pub mod decide;
+pub mod schedules;
 pub mod schemas;
 
 /// How a job's wait is stored, the same in every backend: the waiting
@@ -63,6 +64,7 @@ pub use jobs::{
 pub use keys::{ApiKeyInfo, KeyStore, LAST_USED_RESOLUTION, NewApiKey, StoredKey};
 pub use limits::{LimitStore, PruneCutoffs, QueueRetention, Retention, TenantLimits};
 pub use maintenance::{Maintenance, QueueStat, ReadyCallback, Swept};
+pub use schedules::ScheduleStore;
 pub use schemas::SchemaStore;
 pub use slos::{SloRecord, SloStore};
 pub use tenants::{Tenant, TenantStore};
@@ -82,6 +84,7 @@ pub trait Store:
     + DashboardStore
     + BulkStore
     + SchemaStore
+    + ScheduleStore
     + Maintenance
     + std::fmt::Debug
     + Send
@@ -103,6 +106,7 @@ impl<T> Store for T where
         + DashboardStore
         + BulkStore
         + SchemaStore
+        + ScheduleStore
         + Maintenance
         + std::fmt::Debug
         + Send

@@ -1,7 +1,6 @@
 //! Between wire types and core types.
 
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use steadfast_core::lifecycle::{EnqueueRequest, Fingerprint, JobSpec};
 use steadfast_core::limits::json_depth;
@@ -14,21 +13,17 @@ use steadfast_store::{JobRecord, LeasedJob};
 
 use super::error::{ApiError, ErrorCode};
 
-/// The fingerprint of everything in a request but its idempotency key, over
-/// a canonical form (object keys sorted), so that a retry that re-serialised
-/// the same payload differently still matches.
 fn fingerprint(request: &wire::EnqueueRequest) -> Result<Fingerprint, ApiError> {
     let payload: serde_json::Value =
         serde_json::from_str(request.payload.get()).map_err(|e| ApiError::validation(format!("payload: {e}")))?;
-    let canonical = serde_json::json!({
-        "queue": request.queue,
-        "payload": payload,
-        "max_attempts": request.max_attempts,
-        "timeout_secs": request.timeout_secs,
-        "run_at": request.run_at,
-        "priority": request.priority,
-    });
-    Ok(Sha256::digest(canonical.to_string().as_bytes()).into())
+    Ok(crate::engine::fingerprint(&crate::engine::Fingerprinted {
+        queue: &request.queue,
+        payload: &payload,
+        max_attempts: request.max_attempts,
+        timeout_secs: request.timeout_secs,
+        run_at: request.run_at,
+        priority: request.priority,
+    }))
 }
 
 /// A batch request holds at least one item and at most `limit`

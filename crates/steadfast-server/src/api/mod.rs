@@ -14,6 +14,7 @@ mod jobs;
 mod observability;
 mod queues;
 mod resources;
+mod schedules;
 mod schemas;
 mod slos;
 mod sources;
@@ -98,6 +99,10 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(queues::get_policy, queues::set_policy))
         .routes(routes!(schemas::put, schemas::get))
         .routes(routes!(schemas::list))
+        .routes(routes!(schedules::list))
+        .routes(routes!(schedules::put, schedules::get, schedules::delete))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
         .routes(routes!(resources::list))
         .routes(routes!(resources::get, resources::put, resources::delete))
         .routes(routes!(sources::create, sources::list))

@@ -11,6 +11,7 @@ mod deliveries;
 mod duties;
 mod inbox;
 mod rate_limits;
+pub mod schedules;
 pub mod sessions;
 pub mod slos;
 mod tenancy;
@@ -154,6 +155,8 @@ struct Inner {
     deliveries_nudge: Notify,
     /// Wakes the bulk duty: an operation started.
     bulk_nudge: Notify,
+    /// Wakes the schedules' duty: a schedule changed.
+    schedules_nudge: Notify,
     draining: watch::Sender<bool>,
     key_uses: authentication::KeyUses,
     failed_auths: authentication::FailedAuths,
@@ -167,6 +170,35 @@ struct Inner {
     flow_gauges_read: std::sync::Mutex<Option<tokio::time::Instant>>,
     sessions: sessions::Sessions,
     schemas: contracts::SchemaCache,
+}
+
+/// What an enqueue's idempotency fingerprint covers: everything that
+/// makes one job differ from another, but the key.
+#[derive(Debug)]
+pub struct Fingerprinted<'a> {
+    pub queue: &'a str,
+    pub payload: &'a serde_json::Value,
+    pub max_attempts: Option<i64>,
+    pub timeout_secs: Option<i64>,
+    pub run_at: Option<Timestamp>,
+    pub priority: Option<i64>,
+}
+
+/// The fingerprint of an enqueue, over a canonical form (object keys
+/// sorted), so that a retry that re-serialised the same payload differently
+/// still matches; the API and the schedules compute it alike, so a tick's
+/// job is the job `POST /v1/jobs` with the tick's key would make.
+pub fn fingerprint(request: &Fingerprinted<'_>) -> steadfast_core::lifecycle::Fingerprint {
+    use sha2::Digest;
+    let canonical = serde_json::json!({
+        "queue": request.queue,
+        "payload": request.payload,
+        "max_attempts": request.max_attempts,
+        "timeout_secs": request.timeout_secs,
+        "run_at": request.run_at,
+        "priority": request.priority,
+    });
+    sha2::Sha256::digest(canonical.to_string().as_bytes()).into()
 }
 
 impl Engine {
@@ -187,6 +219,7 @@ impl Engine {
                 duties_nudge: Notify::new(),
                 deliveries_nudge: Notify::new(),
                 bulk_nudge: Notify::new(),
+                schedules_nudge: Notify::new(),
                 draining: watch::channel(false).0,
                 key_uses: authentication::KeyUses::default(),
                 failed_auths: authentication::FailedAuths::default(),

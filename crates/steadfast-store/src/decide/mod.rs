@@ -17,6 +17,7 @@ mod inbox;
 mod jobs;
 mod keys;
 mod retention;
+mod schedules;
 mod schemas;
 mod signing_keys;
 mod slos;
@@ -31,6 +32,7 @@ pub use jobs::{
 };
 pub use keys::{Rotation, key_ended, revocation, rotate_key};
 pub use retention::prune_cutoffs;
+pub use schedules::{delete_schedule, pause_schedule, put_schedule};
 pub use schemas::register_schema;
 pub use signing_keys::{KeyChange, NewSigningKey, SigningKeyRecord, SigningKeyRefused, register_signing_key};
 pub use slos::{SloFiring, slo_firing};
