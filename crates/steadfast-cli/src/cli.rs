@@ -72,6 +72,9 @@ pub enum Command {
     /// Resources: the downstreams jobs call, with their circuit breakers and limits (docs/flow-control.md).
     #[command(subcommand)]
     Resource(ResourceCommand),
+    /// Schedules: jobs enqueued on a cron pattern, in a time zone (docs/schedules.md).
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Create or upgrade the PostgreSQL schema, as the owning role, and grant the application role.
     #[command(
         after_help = "Example:\n  steadfast migrate --database-url postgres://steadfast_owner@db/steadfast --app-role steadfast_app\n\n\
@@ -349,6 +352,65 @@ steadfast resource set geocoder --concurrency 4"
         client: ClientArgs,
     },
     /// Remove a resource (admin key): its jobs are no longer held.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule or replace it (admin key); prints it with its next 5 fire times.
+    #[command(
+        after_help = "Examples:\n  steadfast schedule set nightly-report --cron '0 2 * * *' --timezone Europe/Berlin \\\n    --queue reports --payload '{\"kind\":\"nightly\"}'\n  steadfast schedule set heartbeat --cron '*/15 * * * * *' --queue pings --overlap allow"
+    )]
+    Set {
+        name: String,
+        /// 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first.
+        #[arg(long)]
+        cron: String,
+        /// An IANA time zone, e.g. Europe/Berlin.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        #[arg(long)]
+        queue: String,
+        /// Each tick's job's payload (JSON).
+        #[arg(long, default_value = "null")]
+        payload: String,
+        /// skip (no tick while the last tick's job is unfinished) or allow.
+        #[arg(long, default_value = "skip")]
+        overlap: String,
+        /// none (missed ticks are skipped) or latest (the latest missed tick fires once).
+        #[arg(long, default_value = "none")]
+        catch_up: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The schedule, its next 5 fire times and its last tick (JSON).
+    Get {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every schedule (JSON).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop firing until resumed (admin key).
+    Pause {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Fire again from the first tick after now (admin key).
+    Resume {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove the schedule (admin key); the jobs it made stay.
     Delete {
         name: String,
         #[command(flatten)]

@@ -4,7 +4,9 @@ use anyhow::Context;
 use serde::Serialize;
 use steadfast_sdk::{Client, ListJobs, wire};
 
-use crate::cli::{ClientArgs, EnqueueArgs, JobCommand, QueueCommand, ResourceCommand, SloCommand, SourceCommand};
+use crate::cli::{
+    ClientArgs, EnqueueArgs, JobCommand, QueueCommand, ResourceCommand, ScheduleCommand, SloCommand, SourceCommand,
+};
 
 fn client(args: &ClientArgs) -> anyhow::Result<Client> {
     Ok(Client::new(&args.url, &args.key)?)
@@ -275,6 +277,46 @@ async fn set_paused(queue: &str, args: &ClientArgs, paused: bool) -> anyhow::Res
         ..wire::QueuePolicyRequest::default()
     };
     print(&client(args)?.set_queue_policy(queue, &request).await?)
+}
+
+pub async fn schedule_command(command: ScheduleCommand) -> anyhow::Result<()> {
+    match command {
+        ScheduleCommand::Set {
+            name,
+            cron,
+            timezone,
+            queue,
+            payload,
+            overlap,
+            catch_up,
+            client: args,
+        } => {
+            fn choice<T: serde::de::DeserializeOwned>(flag: &str, value: String) -> anyhow::Result<T> {
+                serde_json::from_value(serde_json::Value::String(value))
+                    .with_context(|| format!("--{flag}: not one of the documented values"))
+            }
+            let request = wire::ScheduleRequest {
+                cron,
+                timezone: Some(timezone),
+                queue,
+                payload: Some(
+                    serde_json::value::RawValue::from_string(payload).context("--payload must be valid JSON")?,
+                ),
+                overlap: Some(choice("overlap", overlap)?),
+                catch_up: Some(choice("catch-up", catch_up)?),
+            };
+            print(&client(&args)?.put_schedule(&name, &request).await?)
+        }
+        ScheduleCommand::Get { name, client: args } => print(&client(&args)?.schedule(&name).await?),
+        ScheduleCommand::List { client: args } => print(&client(&args)?.list_schedules().await?),
+        ScheduleCommand::Pause { name, client: args } => print(&client(&args)?.pause_schedule(&name, true).await?),
+        ScheduleCommand::Resume { name, client: args } => print(&client(&args)?.pause_schedule(&name, false).await?),
+        ScheduleCommand::Delete { name, client: args } => {
+            client(&args)?.delete_schedule(&name).await?;
+            eprintln!("schedule {name} deleted");
+            Ok(())
+        }
+    }
 }
 
 pub async fn resource_command(command: ResourceCommand) -> anyhow::Result<()> {

@@ -70,6 +70,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Source(command) => client::source_command(command).await,
         Command::Queue(command) => client::queue_command(command).await,
         Command::Resource(command) => client::resource_command(command).await,
+        Command::Schedule(command) => client::schedule_command(command).await,
         Command::Audit(command) => audit::run(command).await,
     }
 }

@@ -227,6 +227,78 @@ fn slos_are_defined_and_listed_from_the_cli() {
     assert_eq!(listed["slos"][0]["alerts"], serde_json::json!([]));
 }
 
+#[test]
+fn schedules_are_set_paused_resumed_and_deleted_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"));
+    let key = server.admin_key();
+    let run = |args: &[&str]| -> Value {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--url", &server.url, "--key", &key]);
+        serde_json::from_str(&stdout(&steadfast(&all))).unwrap_or(Value::Null)
+    };
+    let set = run(&[
+        "schedule",
+        "set",
+        "pulse",
+        "--cron",
+        "* * * * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "--queue",
+        "pings",
+        "--payload",
+        r#"{"hello":1}"#,
+        "--overlap",
+        "allow",
+    ]);
+    let times: Vec<jiff::Timestamp> = set["next_fire_times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 5, "{set}");
+    assert!(
+        times
+            .windows(2)
+            .all(|w| w[1].duration_since(w[0]) == jiff::SignedDuration::from_secs(1))
+    );
+    // The server's own clock: poll until a tick fired.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while run(&["schedule", "get", "pulse"])["last_outcome"] != "fired" {
+        assert!(std::time::Instant::now() < deadline, "no tick fired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(run(&["schedule", "pause", "pulse"])["paused"], true);
+    assert_eq!(
+        run(&["schedule", "list"])["schedules"][0]["next_fire_times"],
+        serde_json::json!([])
+    );
+    assert_eq!(run(&["schedule", "resume", "pulse"])["paused"], false);
+    let refused = steadfast(&[
+        "schedule",
+        "set",
+        "bad",
+        "--cron",
+        "* * *",
+        "--queue",
+        "q",
+        "--url",
+        &server.url,
+        "--key",
+        &key,
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("validation_failed"));
+    run(&["schedule", "delete", "pulse"]);
+    assert!(
+        !steadfast(&["schedule", "get", "pulse", "--url", &server.url, "--key", &key])
+            .status
+            .success()
+    );
+}
+
 /// A tiny run of each benchmark keeps the bench code compiling and its JSON
 /// contract intact (no timings are judged here).
 #[test]

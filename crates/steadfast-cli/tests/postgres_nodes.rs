@@ -1145,3 +1145,72 @@ async fn a_breaker_grants_exactly_its_probes_across_three_nodes() {
     assert!(!lease(urls[1].clone(), 10).await.is_empty(), "closed: jobs flow again");
     drop(nodes);
 }
+
+/// A schedule firing every second on three nodes at once: every tick
+/// makes exactly one job (the tick's idempotency key), and no tick between
+/// the first and the last is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_each_tick_once_across_three_nodes() {
+    const TICKS: i64 = 8;
+    let database: TestDatabase = test_support::create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = admin_key(&database.app_url);
+    let nodes: Vec<ServerProcess> = (0..3).map(|n| node(dir.path(), n, &database.app_url)).collect();
+    let api = Api::new(key);
+    let status = api
+        .http
+        .put(format!("{}/v1/schedules/pulse", nodes[0].url))
+        .bearer_auth(&api.key)
+        .json(&json!({"cron": "* * * * * *", "queue": "ticks", "payload": {"n": 1}, "overlap": "allow"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 201);
+
+    let (db, connection) = tokio_postgres::connect(&database.owner_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let count = "SELECT count(*) FROM steadfast.jobs WHERE queue = 'ticks'";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.query_one(count, &[]).await.unwrap().get::<_, i64>(0) < TICKS {
+        assert!(
+            Instant::now() < deadline,
+            "the schedule did not fire {TICKS} times in a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = api
+        .post(&nodes[1].url, "/v1/schedules/pulse/pause", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
+    // A tick is owed only once the previous tick's job exists, so whenever
+    // this reads, the ticks with jobs run without a hole.
+    let keys: Vec<String> = db
+        .query(
+            "SELECT idempotency_key FROM steadfast.jobs WHERE queue = 'ticks' ORDER BY idempotency_key",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut ticks: Vec<i64> = keys
+        .iter()
+        .map(|key| key.strip_prefix("schedule:pulse:").unwrap().parse().unwrap())
+        .collect();
+    ticks.sort();
+    let distinct = ticks.len();
+    ticks.dedup();
+    assert_eq!(ticks.len(), distinct, "a tick made two jobs: {keys:?}");
+    assert!(ticks.len() as i64 >= TICKS, "{keys:?}");
+    let expected: Vec<i64> = (0..ticks.len() as i64).map(|i| ticks[0] + 1000 * i).collect();
+    assert_eq!(
+        ticks, expected,
+        "every second from the first tick to the last made one job"
+    );
+}

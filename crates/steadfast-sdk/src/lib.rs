@@ -550,6 +550,39 @@ impl Client {
         Ok(self.send(Method::GET, "v1/resources", None::<&()>, None).await?.0)
     }
 
+    /// `PUT /v1/schedules/{name}`: creates or replaces a schedule (admin).
+    pub async fn put_schedule(&self, name: &str, request: &wire::ScheduleRequest) -> Result<wire::ScheduleInfo, Error> {
+        let path = format!("v1/schedules/{}", segment(name));
+        Ok(self.send(Method::PUT, &path, Some(request), None).await?.0)
+    }
+
+    /// A schedule with its next fire times and its last tick.
+    pub async fn schedule(&self, name: &str) -> Result<wire::ScheduleInfo, Error> {
+        let path = format!("v1/schedules/{}", segment(name));
+        Ok(self.send(Method::GET, &path, None::<&()>, None).await?.0)
+    }
+
+    pub async fn list_schedules(&self) -> Result<wire::ScheduleList, Error> {
+        Ok(self.send(Method::GET, "v1/schedules", None::<&()>, None).await?.0)
+    }
+
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), Error> {
+        let path = format!("v1/schedules/{}", segment(name));
+        self.send::<()>(Method::DELETE, &path, None::<&()>, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Pauses (`true`) or resumes (`false`) a schedule (admin).
+    pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<wire::ScheduleInfo, Error> {
+        let action = if paused { "pause" } else { "resume" };
+        let path = format!("v1/schedules/{}/{action}", segment(name));
+        Ok(self
+            .send(Method::POST, &path, Some(&serde_json::json!({})), None)
+            .await?
+            .0)
+    }
+
     pub async fn delete_resource(&self, name: &str) -> Result<(), Error> {
         let path = format!("v1/resources/{}", segment(name));
         self.send::<()>(Method::DELETE, &path, None::<&()>, None)

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import steadfast
-from conftest import Server, wait_state
+from conftest import Server, eventually, wait_state
 from steadfast import _api, models
 
 
@@ -313,6 +313,34 @@ def test_payload_schemas(client: steadfast.Client, queue: str) -> None:
     assert pinned.schema_version == 1
     assert [s.version for s in client.list_schemas(queue)] == [1, 2]
     assert client.get_schema(queue, 2).schema == breaking
+
+
+def test_schedules(client: steadfast.Client, queue: str) -> None:
+    created = client.put_schedule(
+        "pulse", "* * * * * *", queue, {"hello": 1}, timezone="Europe/Berlin", overlap="allow"
+    )
+    assert (created.name, created.timezone, created.overlap, created.catch_up) == (
+        "pulse",
+        "Europe/Berlin",
+        "allow",
+        "none",
+    )
+    assert len(created.next_fire_times) == 5
+    fired = eventually(lambda: client.get_schedule("pulse").last_job_id, what="a tick")
+    job = client.get(fired)
+    assert job.payload == {"hello": 1}
+    assert job.idempotency_key is not None
+    assert job.idempotency_key.startswith("schedule:pulse:")
+    paused = client.pause_schedule("pulse")
+    assert paused.paused
+    assert paused.next_fire_times == []
+    assert client.resume_schedule("pulse").paused is False
+    assert [s.name for s in client.list_schedules()] == ["pulse"]
+    with pytest.raises(steadfast.ValidationFailed):
+        client.put_schedule("bad", "* * *", queue)
+    client.delete_schedule("pulse")
+    with pytest.raises(steadfast.NotFound):
+        client.get_schedule("pulse")
 
 
 def test_audit_and_slos(client: steadfast.Client, queue: str) -> None:

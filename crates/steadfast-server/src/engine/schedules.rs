@@ -93,24 +93,34 @@ impl Timing {
 /// What a schedule owing `owed` does at `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
-    /// The tick handled: the latest one due (older ones are passed over).
+    /// The tick handled.
     pub tick: Timestamp,
     /// Whether it fires (else it was missed).
     pub fires: bool,
-    /// The tick owed next (after `now`).
+    /// The tick owed next.
     pub next: Timestamp,
 }
 
-/// On time (within [`MISFIRE_GRACE`]), the latest due tick fires. Later,
-/// it was missed while no node ran: `catch_up: latest` fires it once,
-/// `none` passes over it. Either way only one tick is handled, however
-/// many passed.
+/// A tick is handled on time when it is at most [`MISFIRE_GRACE`] old:
+/// then it fires, and the schedule owes the tick after it (which may be
+/// due too, if the node fell a little behind: every tick still fires).
+/// An older tick was missed while no node ran: the schedule skips to the
+/// latest tick due, which fires if it is on time or `catch_up` is
+/// `latest`, and owes the first tick after now. However many ticks were
+/// missed, at most one of them fires.
 pub fn plan(timing: &Timing, owed: Timestamp, catch_up: CatchUp, now: Timestamp) -> Result<Plan, String> {
+    let on_time = |tick: Timestamp| now.duration_since(tick).unsigned_abs() <= MISFIRE_GRACE;
+    if on_time(owed) {
+        return Ok(Plan {
+            tick: owed,
+            fires: true,
+            next: timing.next_after(owed)?,
+        });
+    }
     let tick = timing.latest(owed, now);
-    let on_time = now.duration_since(tick).unsigned_abs() <= MISFIRE_GRACE;
     Ok(Plan {
         tick,
-        fires: on_time || catch_up == CatchUp::Latest,
+        fires: on_time(tick) || catch_up == CatchUp::Latest,
         next: timing.next_after(tick.max(now))?,
     })
 }
@@ -380,6 +390,31 @@ mod tests {
                 at("2026-10-25T01:00:00Z"),
                 at("2026-10-25T01:30:00Z"),
             ]
+        );
+    }
+
+    #[test]
+    fn a_node_a_little_behind_still_fires_every_tick() {
+        let every_second = timing("* * * * * *", "UTC");
+        let owed = at("2026-12-02T10:00:00Z");
+        let behind = plan(&every_second, owed, CatchUp::None, at("2026-12-02T10:00:03.5Z")).unwrap();
+        assert_eq!(
+            behind,
+            Plan {
+                tick: owed,
+                fires: true,
+                next: at("2026-12-02T10:00:01Z")
+            }
+        );
+        // Missed ticks pass over to the latest, which is on time itself.
+        let after_downtime = plan(&every_second, owed, CatchUp::None, at("2026-12-02T10:05:00.5Z")).unwrap();
+        assert_eq!(
+            after_downtime,
+            Plan {
+                tick: at("2026-12-02T10:05:00Z"),
+                fires: true,
+                next: at("2026-12-02T10:05:01Z")
+            }
         );
     }
 

@@ -547,6 +547,52 @@ def list_schemas(queue: Optional[str] = None) -> Call[List[m.PayloadSchema]]:
     )
 
 
+# -- schedules -----------------------------------------------------------
+
+
+def put_schedule(
+    name: str,
+    cron: str,
+    queue: str,
+    payload: JSON = None,
+    *,
+    timezone: Optional[str] = None,
+    overlap: Optional[m.ScheduleOverlap] = None,
+    catch_up: Optional[m.ScheduleCatchUp] = None,
+) -> Call[m.ScheduleInfo]:
+    """Creates or replaces a schedule (admin key): each tick of ``cron`` (5
+    fields, or 6 with seconds first) in ``timezone`` (default UTC) enqueues
+    one job to ``queue`` with ``payload``, however many nodes run."""
+    body = _fields(cron=cron, queue=queue, timezone=timezone, overlap=overlap, catch_up=catch_up)
+    body["payload"] = payload
+    return Call("PUT", f"v1/schedules/{_seg(name)}", _as(m.ScheduleInfo), body)
+
+
+def get_schedule(name: str) -> Call[m.ScheduleInfo]:
+    """A schedule with its next 5 fire times and its last tick."""
+    return Call("GET", f"v1/schedules/{_seg(name)}", _as(m.ScheduleInfo))
+
+
+def list_schedules() -> Call[List[m.ScheduleInfo]]:
+    """The tenant's schedules by name."""
+    return Call("GET", "v1/schedules", _list_of(m.ScheduleInfo, "schedules"))
+
+
+def delete_schedule(name: str) -> Call[None]:
+    """Removes a schedule (admin key); the jobs it made stay."""
+    return Call("DELETE", f"v1/schedules/{_seg(name)}", _nothing)
+
+
+def pause_schedule(name: str) -> Call[m.ScheduleInfo]:
+    """Stops a schedule firing until it is resumed (admin key)."""
+    return Call("POST", f"v1/schedules/{_seg(name)}/pause", _as(m.ScheduleInfo), {})
+
+
+def resume_schedule(name: str) -> Call[m.ScheduleInfo]:
+    """Fires again from the first tick after now (admin key)."""
+    return Call("POST", f"v1/schedules/{_seg(name)}/resume", _as(m.ScheduleInfo), {})
+
+
 # -- audit and SLOs ------------------------------------------------------
 
 

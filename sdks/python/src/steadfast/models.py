@@ -69,6 +69,14 @@ Fairness = Literal["flow_key"]
 JobState = Literal["scheduled", "queued", "running", "waiting", "succeeded", "dead", "cancelled"]
 
 
+ScheduleCatchUp = Literal["none", "latest"]
+"""What happens to ticks missed while no node was running."""
+
+
+ScheduleOverlap = Literal["skip", "allow"]
+"""What a schedule's tick does when the previous tick's job is unfinished."""
+
+
 SingletonMode = Literal["skip", "replace"]
 
 
@@ -83,6 +91,10 @@ StepResolution = Literal["succeeded", "failed", "reexecute"]
 
 
 StepState = Literal["completed", "started", "uncertain"]
+
+
+TickOutcome = Literal["fired", "skipped_overlap", "missed", "failed"]
+"""What became of a schedule's last tick."""
 
 
 @dataclass(frozen=True)
@@ -671,6 +683,33 @@ class SecretAdded:
     """The source with every secret, after the change."""
     expires_at: Optional[datetime] = None
     secret: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    catch_up: ScheduleCatchUp
+    created_at: datetime
+    cron: str
+    name: str
+    next_fire_times: List[datetime]
+    """The next 5 ticks (none while paused)."""
+    overlap: ScheduleOverlap
+    paused: bool
+    payload: Any
+    queue: str
+    timezone: str
+    updated_at: datetime
+    last_job_id: Optional[str] = None
+    """The job of the last tick that fired."""
+    last_outcome: Optional[TickOutcome] = None
+    last_tick_at: Optional[datetime] = None
+
+
+@dataclass(frozen=True)
+class ScheduleList:
+    """`GET /v1/schedules`: the tenant's schedules by name."""
+
+    schedules: List[ScheduleInfo]
 
 
 @dataclass(frozen=True)
