@@ -49,6 +49,7 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<()> {
         debounce_ms: args.debounce_ms,
         debounce_max_ms: args.debounce_max_ms,
         schema_version: args.schema_version,
+        producer: None,
     };
     let enqueued = client(&args.client)?.enqueue(&request).await?;
     if enqueued.replayed {

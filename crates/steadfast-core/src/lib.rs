@@ -24,8 +24,8 @@ pub use job::{
 pub use keys::{ApiKeySecret, KeyId, KeyParseError};
 pub use limits::Limits;
 pub use names::{
-    FlowKey, IdempotencyKey, InvalidName, QueueName, Reason, ResourceName, ScheduleName, SignalName, StepName,
-    TenantName, WorkerId,
+    FlowKey, IdempotencyKey, InvalidName, ProducerId, QueueName, Reason, ResourceName, ScheduleName, SignalName,
+    StepName, TenantName, WorkerId,
 };
 pub use retry::RetryPolicy;
 pub use role::{Action, Role};

@@ -119,6 +119,11 @@ name_type!(
     ScheduleName, "schedule name", 128, identifier_char, "ASCII letters, digits and -_.:"
 );
 name_type!(
+    /// A producer that numbers what it sends (an edge collector): 1–128
+    /// bytes of ASCII letters, digits and `-_.:`.
+    ProducerId, "producer.id", 128, identifier_char, "ASCII letters, digits and -_.:"
+);
+name_type!(
     /// A producer-chosen idempotency key: 1–255 printable ASCII bytes.
     IdempotencyKey, "idempotency_key", 255, |c: char| c.is_ascii_graphic(), "printable ASCII without spaces"
 );

@@ -27,6 +27,7 @@ mod limits;
 mod listen;
 mod maintenance;
 mod persist;
+mod producers;
 mod rows;
 mod schedules;
 pub mod schema;

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_bulk_operations.sql"),
     include_str!("migrations/0012_payload_schemas.sql"),
     include_str!("migrations/0013_schedules.sql"),
+    include_str!("migrations/0014_producers.sql"),
 ];
 
 /// The schema version this build expects.
@@ -134,6 +135,7 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
              GRANT SELECT, INSERT, UPDATE, DELETE ON bulk_operations TO {app};
              GRANT SELECT, INSERT ON queue_schemas TO {app};
              GRANT SELECT, INSERT, UPDATE, DELETE ON schedules TO {app};
+             GRANT SELECT, INSERT, UPDATE ON producers TO {app};
              REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC;
              GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} TO {app};"
         ))

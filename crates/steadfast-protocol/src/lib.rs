@@ -125,6 +125,60 @@ pub struct EnqueueRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 2_147_483_647)]
     pub schema_version: Option<i64>,
+    /// A numbered message of a producer (an edge collector): a repeated
+    /// `(id, sequence)` is a replay, like an idempotency key (so the two
+    /// do not go together), and holes in a producer's numbers are tracked
+    /// (`GET /v1/producers/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer: Option<ProducerRequest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerRequest {
+    /// 1–128 bytes of ASCII letters, digits and `-_.:`.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")]
+    pub id: String,
+    /// The message's number: the producer counts 1, 2, 3, …
+    #[schema(minimum = 1)]
+    pub sequence: i64,
+}
+
+/// A range of a producer's sequence numbers never received, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SequenceRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// `GET /v1/producers/{id}`: what Steadfast received of a producer's numbers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProducerInfo {
+    pub id: String,
+    /// The highest sequence number received.
+    pub highest_sequence: u64,
+    /// Numbers from 1 to `highest_sequence` never received, lowest first
+    /// (at most 1000 ranges; older ones are counted in `forgotten`).
+    pub missing: Vec<SequenceRange>,
+    /// How many numbers `missing` covers.
+    pub missing_count: u64,
+    /// Holes that ever opened, filled since or not.
+    pub gaps_total: u64,
+    /// Missing numbers no longer listed, to keep `missing` bounded.
+    pub forgotten: u64,
+    #[schema(value_type = String, format = DateTime)]
+    pub first_seen_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen_at: Timestamp,
+}
+
+/// `GET /v1/producers`: the tenant's producers by id.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProducerList {
+    pub producers: Vec<ProducerInfo>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 /// What an enqueue does when its singleton key already has an unfinished job.

@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
             debounce_ms: None,
             debounce_max_ms: None,
             schema_version: None,
+            producer: None,
         })
         .await?
         .job;

@@ -550,6 +550,13 @@ impl Client {
         Ok(self.send(Method::GET, "v1/resources", None::<&()>, None).await?.0)
     }
 
+    /// `GET /v1/producers/{id}`: the highest sequence number received from
+    /// a producer and the ranges below it never received.
+    pub async fn producer(&self, id: &str) -> Result<wire::ProducerInfo, Error> {
+        let path = format!("v1/producers/{}", segment(id));
+        Ok(self.send(Method::GET, &path, None::<&()>, None).await?.0)
+    }
+
     /// `PUT /v1/schedules/{name}`: creates or replaces a schedule (admin).
     pub async fn put_schedule(&self, name: &str, request: &wire::ScheduleRequest) -> Result<wire::ScheduleInfo, Error> {
         let path = format!("v1/schedules/{}", segment(name));

@@ -131,6 +131,7 @@ pub struct Metrics {
     pub inbox_events: Family<InboxLabels, Counter>,
     pub retries_deferred: Family<QueueLabels, Counter>,
     pub schedule_ticks: Family<OutcomeLabels, Counter>,
+    pub producer_gaps: Counter,
     pub jobs_held: Family<HeldLabels, Gauge>,
     pub breaker_state: Family<ResourceLabels, Gauge>,
     known_resources: Mutex<HashSet<String>>,
@@ -168,6 +169,7 @@ impl Metrics {
             inbox_events: Family::default(),
             retries_deferred: Family::default(),
             schedule_ticks: Family::default(),
+            producer_gaps: Counter::default(),
             jobs_held: Family::default(),
             breaker_state: Family::default(),
             known_resources: Mutex::default(),
@@ -252,6 +254,12 @@ impl Metrics {
             "schedule_ticks",
             "Schedule ticks handled, by the queue they enqueue to and outcome: fired, skipped_overlap, missed, failed",
             metrics.schedule_ticks.clone(),
+        );
+        registry.register(
+            "producer_gaps",
+            "Holes that opened in producers' sequence numbers (a number arrived past one not received); \
+             GET /v1/producers/{id} lists what is still missing",
+            metrics.producer_gaps.clone(),
         );
         registry.register(
             "jobs_held",

@@ -1,6 +1,7 @@
 //! Contracts over HTTP: versioned payload schemas (registration, the
 //! compatibility rule, validation at enqueue and completion) and schedules
-//! (ticks fired once each, overlap, catch-up, pause and resume).
+//! (ticks fired once each, overlap, catch-up, pause and resume) and
+//! producer sequence numbers (replays, holes).
 
 mod common;
 
@@ -608,7 +609,113 @@ async fn bad_schedules_are_refused(backend: Backend) {
     );
 }
 
+async fn send(server: &TestServer, key: &str, producer: &str, sequence: i64, payload: Value) -> common::Response {
+    server
+        .post(
+            "/v1/jobs",
+            key,
+            json!({"queue": "telemetry", "payload": payload, "producer": {"id": producer, "sequence": sequence}}),
+        )
+        .await
+}
+
+async fn a_producers_numbers_are_replays_when_repeated_and_holes_are_listed(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let key = server.key("acme", Role::Producer).await;
+    let mut first = Vec::new();
+    for sequence in 1..=3 {
+        let sent = send(&server, &key, "edge-7", sequence, json!({"n": sequence})).await;
+        assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.text);
+        first.push(sent.json()["id"].clone());
+    }
+    let seen = server.get("/v1/producers/edge-7", &key).await.json();
+    assert_eq!(
+        (seen["highest_sequence"].clone(), seen["missing"].clone()),
+        (json!(3), json!([]))
+    );
+
+    let again = send(&server, &key, "edge-7", 2, json!({"n": 2})).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.json()["id"], first[1]);
+    let changed = send(&server, &key, "edge-7", 2, json!({"n": 99})).await;
+    assert_eq!(changed.code(), "idempotency_key_reused", "{}", changed.text);
+
+    // 4 and 5 were lost on the way.
+    assert_eq!(
+        send(&server, &key, "edge-7", 6, json!({})).await.status,
+        StatusCode::CREATED
+    );
+    let holed = server.get("/v1/producers/edge-7", &key).await.json();
+    assert_eq!(holed["missing"], json!([{"start": 4, "end": 5}]));
+    assert_eq!(
+        (holed["missing_count"].clone(), holed["gaps_total"].clone()),
+        (json!(2), json!(1))
+    );
+    let admin = server.key("acme", Role::Admin).await;
+    let metrics = server.get("/metrics", &admin).await.text;
+    assert!(metrics.contains("steadfast_producer_gaps_total 1"), "{metrics}");
+
+    // A late delivery fills a hole; a batch can carry numbers too.
+    assert_eq!(
+        send(&server, &key, "edge-7", 5, json!({})).await.status,
+        StatusCode::CREATED
+    );
+    let batch = server
+        .post(
+            "/v1/jobs/batch",
+            &key,
+            json!({"jobs": [
+                {"queue": "telemetry", "payload": {}, "producer": {"id": "edge-7", "sequence": 4}},
+                {"queue": "telemetry", "payload": {}, "producer": {"id": "edge-7", "sequence": 7}},
+                {"queue": "telemetry", "payload": {}, "producer": {"id": "edge-8", "sequence": 1}}
+            ]}),
+        )
+        .await;
+    assert_eq!(batch.status, StatusCode::CREATED, "{}", batch.text);
+    let whole = server.get("/v1/producers/edge-7", &key).await.json();
+    assert_eq!(
+        (whole["highest_sequence"].clone(), whole["missing"].clone()),
+        (json!(7), json!([]))
+    );
+    assert_eq!(whole["gaps_total"], 1, "a filled hole still counts as one that opened");
+    let listed = server.get("/v1/producers?limit=1", &key).await.json();
+    assert_eq!(listed["producers"][0]["id"], "edge-7");
+    assert_eq!(listed["next_after"], "edge-7");
+    let rest = server.get("/v1/producers?after=edge-7", &key).await.json();
+    assert_eq!(rest["producers"][0]["id"], "edge-8");
+
+    for (body, field) in [
+        (
+            json!({"queue": "t", "payload": {}, "producer": {"id": "e", "sequence": 0}}),
+            "producer.sequence",
+        ),
+        (
+            json!({"queue": "t", "payload": {}, "producer": {"id": "e f", "sequence": 1}}),
+            "producer.id",
+        ),
+        (
+            json!({"queue": "t", "payload": {}, "producer": {"id": "e", "sequence": 1}, "idempotency_key": "k"}),
+            "idempotency_key",
+        ),
+    ] {
+        let refused = server.post("/v1/jobs", &key, body).await;
+        assert_eq!(refused.code(), "validation_failed", "{}", refused.text);
+        assert!(
+            refused.json()["error"]["message"].as_str().unwrap().starts_with(field),
+            "{}",
+            refused.text
+        );
+    }
+    let stranger = server.key("globex", Role::Admin).await;
+    assert_eq!(
+        server.get("/v1/producers/edge-7", &stranger).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
 on_both_backends!(
+    a_producers_numbers_are_replays_when_repeated_and_holes_are_listed,
     a_schedule_fires_each_tick_once_and_skips_overlapping_ones,
     missed_ticks_fire_once_with_catch_up_and_never_while_paused,
     bad_schedules_are_refused,

@@ -19,6 +19,7 @@ mod keys;
 mod limits;
 mod maintenance;
 mod persist;
+mod producers;
 mod readers;
 mod rows;
 mod schedules;

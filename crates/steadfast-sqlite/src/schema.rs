@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_bulk_operations.sql"),
     include_str!("migrations/0012_payload_schemas.sql"),
     include_str!("migrations/0013_schedules.sql"),
+    include_str!("migrations/0014_producers.sql"),
 ];
 
 /// The schema version this build expects.

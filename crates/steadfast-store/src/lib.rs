@@ -15,6 +15,7 @@ pub mod bulk;
 pub mod conformance;
 pub mod dashboard;
 pub mod decide;
+pub mod producers;
 pub mod schedules;
 pub mod schemas;
 
@@ -64,6 +65,7 @@ pub use jobs::{
 pub use keys::{ApiKeyInfo, KeyStore, LAST_USED_RESOLUTION, NewApiKey, StoredKey};
 pub use limits::{LimitStore, PruneCutoffs, QueueRetention, Retention, TenantLimits};
 pub use maintenance::{Maintenance, QueueStat, ReadyCallback, Swept};
+pub use producers::ProducerStore;
 pub use schedules::ScheduleStore;
 pub use schemas::SchemaStore;
 pub use slos::{SloRecord, SloStore};
@@ -85,6 +87,7 @@ pub trait Store:
     + BulkStore
     + SchemaStore
     + ScheduleStore
+    + ProducerStore
     + Maintenance
     + std::fmt::Debug
     + Send
@@ -107,6 +110,7 @@ impl<T> Store for T where
         + BulkStore
         + SchemaStore
         + ScheduleStore
+        + ProducerStore
         + Maintenance
         + std::fmt::Debug
         + Send

@@ -315,6 +315,20 @@ def test_payload_schemas(client: steadfast.Client, queue: str) -> None:
     assert client.get_schema(queue, 2).schema == breaking
 
 
+def test_producer_sequence_numbers(client: steadfast.Client, queue: str) -> None:
+    sent = [
+        client.enqueue(queue, {"point": n}, producer={"id": "truck-12", "sequence": n})
+        for n in (1, 2, 5)
+    ]
+    again = client.enqueue(queue, {"point": 2}, producer=models.ProducerRequest("truck-12", 2))
+    assert again.replayed
+    assert again.id == sent[1].id
+    seen = client.get_producer("truck-12")
+    assert (seen.highest_sequence, seen.missing_count, seen.gaps_total) == (5, 2, 1)
+    assert seen.missing == [models.SequenceRange(start=3, end=4)]
+    assert [p.id for p in client.list_producers().producers] == ["truck-12"]
+
+
 def test_schedules(client: steadfast.Client, queue: str) -> None:
     created = client.put_schedule(
         "pulse", "* * * * * *", queue, {"hello": 1}, timezone="Europe/Berlin", overlap="allow"

@@ -196,6 +196,7 @@ fn request(queue: &str, i: impl TryInto<i64>) -> wire::EnqueueRequest {
         debounce_ms: None,
         debounce_max_ms: None,
         schema_version: None,
+        producer: None,
     }
 }
 

@@ -206,6 +206,7 @@ pub async fn run(args: ClaimsArgs) -> anyhow::Result<()> {
                     debounce_ms: None,
                     debounce_max_ms: None,
                     schema_version: None,
+                    producer: None,
                 }
             })
             .collect();

@@ -219,6 +219,7 @@ async fn storm(
                 debounce_ms: None,
                 debounce_max_ms: None,
                 schema_version: None,
+                producer: None,
             })
             .collect();
         client.enqueue_batch(&wire::BatchEnqueueRequest { jobs }).await?;

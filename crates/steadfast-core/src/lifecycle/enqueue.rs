@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::{FlowKey, IdempotencyKey, Job, JobId, JobState, Limits, QueueName, ResourceName, TenantId, Timestamp};
+use crate::{
+    FlowKey, IdempotencyKey, Job, JobId, JobState, Limits, ProducerId, QueueName, ResourceName, TenantId, Timestamp,
+};
 
 /// A hash of everything in an enqueue request but its idempotency key: two
 /// requests with one key and different fingerprints are a client bug (`422`).
@@ -29,6 +31,8 @@ pub struct EnqueueRequest {
     /// The version of the queue's payload schema to validate against
     /// (the latest when absent).
     pub schema_version: Option<i64>,
+    /// The producer's id and this message's sequence number.
+    pub producer: Option<(String, i64)>,
 }
 
 /// What an enqueue does when its singleton key already has an unfinished job.
@@ -74,6 +78,15 @@ pub struct JobSpec {
     /// the one the request named; after, the one it was validated against
     /// (`None` when the queue has no schema).
     pub schema_version: Option<u32>,
+    /// The producer and sequence number this job was sent as; its
+    /// idempotency key is then [`producer_key`].
+    pub producer: Option<(ProducerId, u64)>,
+}
+
+/// The idempotency key of a producer's message: a repeated sequence number
+/// is a replay, like a repeated key.
+pub fn producer_key(producer: &ProducerId, sequence: u64) -> String {
+    format!("producer:{producer}:{sequence}")
 }
 
 /// A request field that is out of bounds; safe to show to the client.
@@ -111,8 +124,25 @@ impl EnqueueRequest {
             }
         };
         let queue = QueueName::new(self.queue).map_err(invalid_name("queue"))?;
-        let idempotency = self
-            .idempotency_key
+        let producer = self
+            .producer
+            .map(|(id, sequence)| -> Result<_, InvalidRequest> {
+                let id = ProducerId::new(id).map_err(invalid_name("producer.id"))?;
+                let sequence = in_range("producer.sequence", sequence, 1, i64::MAX)? as u64;
+                Ok((id, sequence))
+            })
+            .transpose()?;
+        let idempotency_key = match (&producer, self.idempotency_key) {
+            (Some(_), Some(_)) => {
+                return Err(InvalidRequest {
+                    field: "idempotency_key",
+                    problem: "not with producer: its sequence number is the key".into(),
+                });
+            }
+            (Some((id, sequence)), None) => Some(producer_key(id, *sequence)),
+            (None, key) => key,
+        };
+        let idempotency = idempotency_key
             .map(|key| IdempotencyKey::new(key).map(|key| (key, fingerprint)))
             .transpose()
             .map_err(invalid_name("idempotency_key"))?;
@@ -182,6 +212,7 @@ impl EnqueueRequest {
             resource,
             singleton,
             schema_version,
+            producer,
         })
     }
 }

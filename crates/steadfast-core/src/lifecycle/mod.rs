@@ -21,7 +21,7 @@ pub use cancel::cancel;
 pub use complete::complete;
 pub use enqueue::{
     DEFAULT_DEBOUNCE_MAX_FACTOR, Debounce, EnqueueRequest, Fingerprint, InvalidRequest, JobSpec, Singleton,
-    SingletonMode, new_job, replace_payload, replay,
+    SingletonMode, new_job, producer_key, replace_payload, replay,
 };
 pub use expire::expire;
 pub use fail::{Failure, MAX_UNCOUNTED_ATTEMPTS, RATE_LIMITED, fail};

@@ -26,6 +26,7 @@ fn fresh_job(max_attempts: u32, timeout_secs: u64) -> Job {
         resource: None,
         singleton: None,
         schema_version: None,
+        producer: None,
     };
     new_job(JobId(uuid::Uuid::nil()), TenantId(uuid::Uuid::nil()), spec, start())
 }

@@ -81,9 +81,9 @@ pub fn job_spec(
     now: Timestamp,
 ) -> Result<JobSpec, ApiError> {
     check_depth("payload", &request.payload, limits)?;
-    let fingerprint = match request.idempotency_key {
-        Some(_) => fingerprint(&request)?,
-        None => [0; 32],
+    let fingerprint = match (&request.idempotency_key, &request.producer) {
+        (None, None) => [0; 32],
+        _ => fingerprint(&request)?,
     };
     let request = EnqueueRequest {
         queue: request.queue,
@@ -106,6 +106,7 @@ pub fn job_spec(
         debounce_ms: request.debounce_ms,
         debounce_max_ms: request.debounce_max_ms,
         schema_version: request.schema_version,
+        producer: request.producer.map(|producer| (producer.id, producer.sequence)),
     };
     Ok(request.validate(limits, fingerprint, now)?)
 }

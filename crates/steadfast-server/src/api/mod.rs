@@ -12,6 +12,7 @@ mod health;
 mod hooks;
 mod jobs;
 mod observability;
+mod producers;
 mod queues;
 mod resources;
 mod schedules;
@@ -100,6 +101,8 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(schemas::put, schemas::get))
         .routes(routes!(schemas::list))
         .routes(routes!(schedules::list))
+        .routes(routes!(producers::list))
+        .routes(routes!(producers::get))
         .routes(routes!(schedules::put, schedules::get, schedules::delete))
         .routes(routes!(schedules::pause))
         .routes(routes!(schedules::resume))

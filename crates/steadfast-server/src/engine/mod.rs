@@ -10,6 +10,7 @@ pub mod contracts;
 mod deliveries;
 mod duties;
 mod inbox;
+mod producers;
 mod rate_limits;
 pub mod schedules;
 pub mod sessions;
@@ -435,6 +436,7 @@ impl Engine {
 
     pub async fn enqueue(&self, scope: &TenantScope, mut specs: Vec<JobSpec>) -> Result<Vec<Enqueued>, StoreError> {
         self.check_payloads(scope, &mut specs).await?;
+        let producers = producers::sequences_of(&specs);
         let jobs = specs
             .into_iter()
             .map(|spec| NewJob {
@@ -451,6 +453,9 @@ impl Engine {
             .await
             .inspect_err(|_| self.settle_quota(tenant, reserved, 0))?;
         self.settle_quota(tenant, reserved, created.iter().filter(|e| e.created()).count());
+        // Replays too: a node that died after the enqueue and before this
+        // left the numbers unrecorded, and the producer's retry records them.
+        self.receive_sequences(scope, producers).await?;
         for enqueued in &created {
             if !enqueued.replayed {
                 // New, or a singleton's job given a new payload or run time.

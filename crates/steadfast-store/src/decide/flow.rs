@@ -1158,6 +1158,7 @@ mod tests {
             resource: None,
             singleton: None,
             schema_version: None,
+            producer: None,
         };
         let mut job = new_job(JobId(uuid::Uuid::from_u64_pair(0, n)), tenant(), spec, t0());
         if retry {

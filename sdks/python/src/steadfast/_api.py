@@ -130,6 +130,7 @@ def enqueue(
     debounce_ms: Optional[int] = None,
     debounce_max_ms: Optional[int] = None,
     schema_version: Optional[int] = None,
+    producer: Union[m.ProducerRequest, Mapping[str, Any], None] = None,
 ) -> Call[m.EnqueuedJob]:
     """Enqueues a job (``POST /v1/jobs``) and returns it, with ``replayed``
     set when ``idempotency_key`` matched an earlier request (within the dedup
@@ -147,6 +148,7 @@ def enqueue(
         debounce_ms=debounce_ms,
         debounce_max_ms=debounce_max_ms,
         schema_version=schema_version,
+        producer=producer,
     )
     body["payload"] = payload
     return Call("POST", "v1/jobs", _enqueued, body)
@@ -545,6 +547,23 @@ def list_schemas(queue: Optional[str] = None) -> Call[List[m.PayloadSchema]]:
     return Call(
         "GET", "v1/schemas", _list_of(m.PayloadSchema, "schemas"), query=_query(queue=queue)
     )
+
+
+# -- producers -----------------------------------------------------------
+
+
+def get_producer(id: str) -> Call[m.ProducerInfo]:
+    """The highest sequence number received from a producer, and the ranges
+    below it never received: empty ``missing`` proves nothing was lost."""
+    return Call("GET", f"v1/producers/{_seg(id)}", _as(m.ProducerInfo))
+
+
+def list_producers(
+    *, after: Optional[str] = None, limit: Optional[int] = None
+) -> Call[m.ProducerList]:
+    """One page of the tenant's producers by id; pass ``next_after`` on."""
+    query = _query(after=after, limit=limit)
+    return Call("GET", "v1/producers", _as(m.ProducerList), query=query)
 
 
 # -- schedules -----------------------------------------------------------

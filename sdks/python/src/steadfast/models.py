@@ -343,6 +343,9 @@ class EnqueueRequest:
     """Attempts before the job is `dead` (default 25, at most 1000)."""
     priority: Optional[int] = None
     """-100 to 100, default 0; higher runs first."""
+    producer: Optional[ProducerRequest] = None
+    """A numbered message of a producer (an edge collector): a repeated
+    `(id, sequence)` is a replay, like an idempotency key."""
     resource: Optional[str] = None
     """The downstream the job calls (e.g. `stripe`), whose limits and
     circuit breaker hold it: 1–128 bytes of ASCII letters, digits and `-_.:`."""
@@ -639,6 +642,43 @@ class PayloadSchema:
 
 
 @dataclass(frozen=True)
+class ProducerInfo:
+    """`GET /v1/producers/{id}`: what Steadfast received of a producer's numbers."""
+
+    first_seen_at: datetime
+    forgotten: int
+    """Missing numbers no longer listed, to keep `missing` bounded."""
+    gaps_total: int
+    """Holes that ever opened, filled since or not."""
+    highest_sequence: int
+    """The highest sequence number received."""
+    id: str
+    last_seen_at: datetime
+    missing: List[SequenceRange]
+    """Numbers from 1 to `highest_sequence` never received, lowest first
+    (at most 1000 ranges; older ones are counted in `forgotten`)."""
+    missing_count: int
+    """How many numbers `missing` covers."""
+
+
+@dataclass(frozen=True)
+class ProducerList:
+    """`GET /v1/producers`: the tenant's producers by id."""
+
+    producers: List[ProducerInfo]
+    next_after: Optional[str] = None
+    """Pass as `after` for the next page; absent on the last."""
+
+
+@dataclass(frozen=True)
+class ProducerRequest:
+    id: str
+    """1–128 bytes of ASCII letters, digits and `-_.:`."""
+    sequence: int
+    """The message's number: the producer counts 1, 2, 3, …"""
+
+
+@dataclass(frozen=True)
 class Resource:
     """A downstream: its limits, and its breaker's state now."""
 
@@ -717,6 +757,14 @@ class SchemaList:
     """`GET /v1/schemas`: every version, by queue then version."""
 
     schemas: List[PayloadSchema]
+
+
+@dataclass(frozen=True)
+class SequenceRange:
+    """A range of a producer's sequence numbers never received, both ends included."""
+
+    end: int
+    start: int
 
 
 @dataclass(frozen=True)

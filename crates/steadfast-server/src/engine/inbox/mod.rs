@@ -420,6 +420,7 @@ impl Engine {
                 resource: None,
                 singleton: None,
                 schema_version: None,
+                producer: None,
             },
         }
     }
