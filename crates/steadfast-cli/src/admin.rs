@@ -232,5 +232,9 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
             migrated.from, migrated.to, args.app_role
         );
     }
+    for role in &args.enqueue_role {
+        steadfast_postgres::schema::grant_enqueue(&mut client, role).await?;
+        eprintln!("{role} may call steadfast.enqueue(...) inside its own transactions, and nothing else");
+    }
     Ok(())
 }

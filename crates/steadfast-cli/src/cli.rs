@@ -489,6 +489,11 @@ pub struct MigrateArgs {
     /// The role `steadfast serve` connects as: granted exactly what it needs.
     #[arg(long)]
     pub app_role: String,
+    /// A role your application connects as, to enqueue inside its own
+    /// transactions with steadfast.enqueue(...): granted that function and
+    /// nothing else (docs/postgres.md). Repeat for several.
+    #[arg(long)]
+    pub enqueue_role: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1214,3 +1214,208 @@ async fn a_schedule_fires_each_tick_once_across_three_nodes() {
         "every second from the first tick to the last made one job"
     );
 }
+
+/// An application enqueues inside its own transaction with
+/// `steadfast.enqueue(...)`, as a role granted only that: a rolled-back
+/// transaction leaves no job and no audit record; a committed one becomes
+/// a job that a worker leases like any other, audited as the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_enqueues_inside_its_own_transaction() {
+    let database: TestDatabase = test_support::create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = admin_key(&database.app_url);
+    let worker_key = cli(&[
+        "key",
+        "create",
+        "--tenant",
+        "acme",
+        "--role",
+        "worker",
+        "--database-url",
+        &database.app_url,
+    ]);
+    let server = node(dir.path(), 0, &database.app_url);
+    let api = Api::new(key.clone());
+
+    // The application's role, its own table, and the grant `migrate` gives.
+    let role = format!("enqueue_{}", database.name.trim_start_matches("steadfast_test_"));
+    let (admin, connection) = tokio_postgres::connect(&database.admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; CREATE TABLE public.app_orders (id integer PRIMARY KEY); \
+             GRANT INSERT, SELECT ON public.app_orders TO {role};"
+        ))
+        .await
+        .unwrap();
+    cli(&[
+        "migrate",
+        "--database-url",
+        &database.owner_url,
+        "--app-role",
+        test_support::APP_ROLE,
+        "--enqueue-role",
+        &role,
+    ]);
+    let (mut app, connection) = tokio_postgres::connect(
+        &database.app_url.replace(test_support::APP_ROLE, &role),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let enqueue = "SELECT steadfast.enqueue($1, 'orders', $2::text::jsonb, $3::text::jsonb)";
+
+    let tx = app.transaction().await.unwrap();
+    tx.execute("INSERT INTO app_orders VALUES (1)", &[]).await.unwrap();
+    let rolled_back: uuid::Uuid = tx
+        .query_one(enqueue, &[&key, &r#"{"order": 1}"#, &"{}"])
+        .await
+        .unwrap()
+        .get(0);
+    tx.rollback().await.unwrap();
+
+    let tx = app.transaction().await.unwrap();
+    tx.execute("INSERT INTO app_orders VALUES (2)", &[]).await.unwrap();
+    let committed: uuid::Uuid = tx
+        .query_one(
+            enqueue,
+            &[&key, &r#"{"order": 2}"#, &r#"{"idempotency_key": "order-2"}"#],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    assert_eq!(committed.get_version_num(), 7, "job ids are UUIDv7");
+
+    // A worker leases it like any other job.
+    let worker = Api::new(worker_key.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leased = loop {
+        let (status, body) = worker
+            .post(
+                &server.url,
+                "/v1/lease",
+                json!({"queues": ["orders"], "worker_id": "w", "wait_ms": 1000}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        if let Some(job) = body["jobs"].as_array().and_then(|jobs| jobs.first()) {
+            break job.clone();
+        }
+        assert!(Instant::now() < deadline, "the committed job never became ready");
+    };
+    assert_eq!(leased["id"], json!(committed.to_string()));
+    assert_eq!(leased["payload"], json!({"order": 2}));
+
+    // The rolled-back one left nothing: no job, no audit record.
+    let (status, _) = api.get(&server.url, &format!("/v1/jobs/{rolled_back}")).await.unwrap();
+    assert_eq!(status, 404);
+    let (_, trail) = api
+        .get(&server.url, &format!("/v1/audit?job_id={rolled_back}"))
+        .await
+        .unwrap();
+    assert_eq!(trail["records"], json!([]), "{trail}");
+    let (_, trail) = api
+        .get(
+            &server.url,
+            &format!("/v1/audit?job_id={committed}&action=job.enqueued"),
+        )
+        .await
+        .unwrap();
+    let record = &trail["records"][0];
+    assert_eq!(record["actor"]["kind"], "key", "{trail}");
+    assert_eq!(record["actor"]["key_id"], json!(key.split('_').nth(1).unwrap()));
+
+    // The same idempotency key again answers the first job, and makes no other.
+    let again: uuid::Uuid = app
+        .query_one(
+            enqueue,
+            &[&key, &r#"{"order": 2}"#, &r#"{"idempotency_key": "order-2"}"#],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(again, committed);
+    let (db, connection) = tokio_postgres::connect(&database.owner_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db
+        .query_one("SELECT count(*) FROM steadfast.outbox WHERE failed_at IS NULL", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(Instant::now() < deadline, "the outbox was not drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let jobs: i64 = db
+        .query_one("SELECT count(*) FROM steadfast.jobs WHERE queue = 'orders'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 1);
+
+    // A request the database cannot judge (a bound the server checks) is
+    // refused when its job is made, and stays in the outbox with the error.
+    let refused: uuid::Uuid = app
+        .query_one(enqueue, &[&key, &"{}", &r#"{"max_attempts": 0}"#])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let entry = loop {
+        let (_, outbox) = api.get(&server.url, "/v1/outbox").await.unwrap();
+        if let Some(entry) = outbox["entries"]
+            .as_array()
+            .and_then(|e| e.first())
+            .filter(|e| e.get("error").is_some())
+        {
+            break entry.clone();
+        }
+        assert!(Instant::now() < deadline, "the bad entry was not refused: {outbox}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entry["id"], json!(refused.to_string()));
+    assert_eq!(entry["error"]["code"], "validation_failed", "{entry}");
+
+    // The role can do nothing else, and bad calls fail inside the caller's transaction.
+    for forbidden in [
+        "SELECT count(*) FROM steadfast.jobs",
+        "SELECT count(*) FROM steadfast.outbox",
+        "SELECT * FROM steadfast.steadfast_key_by_id('x')",
+    ] {
+        let error = app.query(forbidden, &[]).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{forbidden}"
+        );
+    }
+    let wrong_secret = format!(
+        "{}{}",
+        &key[..key.len() - 1],
+        if key.ends_with('0') { "1" } else { "0" }
+    );
+    for (api_key, queue, options, state) in [
+        (wrong_secret.as_str(), "orders", "{}", "28000"),
+        (worker_key.as_str(), "orders", "{}", "42501"),
+        (key.as_str(), "bad queue", "{}", "22023"),
+        (key.as_str(), "orders", r#"{"color": "red"}"#, "22023"),
+    ] {
+        let error = app
+            .query_one(
+                "SELECT steadfast.enqueue($1, $2, '{}'::jsonb, $3::text::jsonb)",
+                &[&api_key, &queue, &options],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error.code().map(|c| c.code()), Some(state), "{error}");
+    }
+}

@@ -26,6 +26,7 @@ mod keys;
 mod limits;
 mod listen;
 mod maintenance;
+mod outbox;
 mod persist;
 mod producers;
 mod rows;

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_payload_schemas.sql"),
     include_str!("migrations/0013_schedules.sql"),
     include_str!("migrations/0014_producers.sql"),
+    include_str!("migrations/0015_transactional_enqueue.sql"),
 ];
 
 /// The schema version this build expects.
@@ -63,6 +64,27 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The role exists and is held to row-level security: neither a superuser
+/// nor `BYPASSRLS`.
+async fn check_unprivileged(client: &Client, role: &str) -> Result<(), SchemaError> {
+    let found = client
+        .query_opt(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
+            &[&role],
+        )
+        .await?
+        .ok_or_else(|| SchemaError::UnknownRole(role.to_owned()))?;
+    let why = match (found.get::<_, bool>(0), found.get::<_, bool>(1)) {
+        (true, _) => "a superuser",
+        (false, true) => "BYPASSRLS",
+        (false, false) => return Ok(()),
+    };
+    Err(SchemaError::PrivilegedRole {
+        role: role.to_owned(),
+        why,
+    })
+}
+
 /// What `migrate` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migrated {
@@ -73,25 +95,7 @@ pub struct Migrated {
 /// Creates or upgrades the schema as the connected (owning) role and grants
 /// `app_role` exactly what the server needs. Safe to run concurrently and repeatedly.
 pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, SchemaError> {
-    let role = client
-        .query_opt(
-            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
-            &[&app_role],
-        )
-        .await?
-        .ok_or_else(|| SchemaError::UnknownRole(app_role.to_owned()))?;
-    if role.get::<_, bool>(0) {
-        return Err(SchemaError::PrivilegedRole {
-            role: app_role.to_owned(),
-            why: "a superuser",
-        });
-    }
-    if role.get::<_, bool>(1) {
-        return Err(SchemaError::PrivilegedRole {
-            role: app_role.to_owned(),
-            why: "BYPASSRLS",
-        });
-    }
+    check_unprivileged(client, app_role).await?;
     let tx = client.transaction().await?;
     let result = async {
         tx.execute("SELECT pg_advisory_xact_lock(hashtext('steadfast.migrate'))", &[])
@@ -136,6 +140,7 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
              GRANT SELECT, INSERT ON queue_schemas TO {app};
              GRANT SELECT, INSERT, UPDATE, DELETE ON schedules TO {app};
              GRANT SELECT, INSERT, UPDATE ON producers TO {app};
+             GRANT SELECT, UPDATE, DELETE ON outbox TO {app};
              REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC;
              GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} TO {app};"
         ))
@@ -148,6 +153,22 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
         from,
         to: CURRENT_VERSION,
     })
+}
+
+/// Lets `role` enqueue inside its own transactions, with
+/// `steadfast.enqueue(api_key, queue, payload, options)`, and nothing else:
+/// no table, no other function. Refused for privileged roles, like the
+/// application role.
+pub async fn grant_enqueue(client: &mut Client, role: &str) -> Result<(), SchemaError> {
+    check_unprivileged(client, role).await?;
+    let role = ident(role);
+    client
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA {SCHEMA} TO {role};
+             GRANT EXECUTE ON FUNCTION {SCHEMA}.enqueue(text, text, jsonb, jsonb) TO {role};"
+        ))
+        .await?;
+    Ok(())
 }
 
 /// What `serve` checks before it runs: the schema is current, and the

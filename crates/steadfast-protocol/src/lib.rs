@@ -172,6 +172,36 @@ pub struct ProducerInfo {
     pub last_seen_at: Timestamp,
 }
 
+/// A request written with `steadfast.enqueue(...)` (PostgreSQL) whose job
+/// is not made yet, or was refused.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OutboxEntry {
+    /// The id `steadfast.enqueue` returned: the job's id once it is made.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    /// The id of the API key it was sent with.
+    pub key_id: String,
+    /// The request, in the shape of `POST /v1/jobs`.
+    #[schema(value_type = serde_json::Value)]
+    pub request: Json,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    /// Times a node took it up.
+    pub attempts: u32,
+    /// Why its job was refused for good (absent while it waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub failed_at: Option<Timestamp>,
+}
+
+/// `GET /v1/outbox`: the tenant's entries still in the outbox, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OutboxList {
+    pub entries: Vec<OutboxEntry>,
+}
+
 /// `GET /v1/producers`: the tenant's producers by id.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProducerList {

@@ -132,6 +132,7 @@ pub struct Metrics {
     pub retries_deferred: Family<QueueLabels, Counter>,
     pub schedule_ticks: Family<OutcomeLabels, Counter>,
     pub producer_gaps: Counter,
+    pub outbox_refused: Counter,
     pub jobs_held: Family<HeldLabels, Gauge>,
     pub breaker_state: Family<ResourceLabels, Gauge>,
     known_resources: Mutex<HashSet<String>>,
@@ -170,6 +171,7 @@ impl Metrics {
             retries_deferred: Family::default(),
             schedule_ticks: Family::default(),
             producer_gaps: Counter::default(),
+            outbox_refused: Counter::default(),
             jobs_held: Family::default(),
             breaker_state: Family::default(),
             known_resources: Mutex::default(),
@@ -260,6 +262,12 @@ impl Metrics {
             "Holes that opened in producers' sequence numbers (a number arrived past one not received); \
              GET /v1/producers/{id} lists what is still missing",
             metrics.producer_gaps.clone(),
+        );
+        registry.register(
+            "outbox_refused",
+            "Requests written with steadfast.enqueue (PostgreSQL) whose job was refused for good: \
+             an invalid request or payload; the entry stays in the outbox with the error",
+            metrics.outbox_refused.clone(),
         );
         registry.register(
             "jobs_held",

@@ -18,6 +18,7 @@ mod jobs;
 mod keys;
 mod limits;
 mod maintenance;
+mod outbox;
 mod persist;
 mod producers;
 mod readers;

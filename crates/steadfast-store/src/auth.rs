@@ -133,6 +133,17 @@ pub fn bulk_operation(operation: &crate::bulk::BulkOperation) -> TenantScope {
     }
 }
 
+/// The scope in which a request from the outbox (transactional enqueue)
+/// is made a job: its tenant, recorded as the key it was sent with (which
+/// the database checked when the application's transaction wrote it).
+pub fn outbox_entry(tenant_id: TenantId, key_id: KeyId, key_name: String) -> TenantScope {
+    TenantScope {
+        tenant_id,
+        actor: Actor::Key { key_id, name: key_name },
+        request_id: None,
+    }
+}
+
 /// [`system`] for a tenant known by id only (the engine's gauges).
 pub fn system_for(tenant_id: TenantId) -> TenantScope {
     TenantScope {

@@ -15,6 +15,7 @@ pub mod bulk;
 pub mod conformance;
 pub mod dashboard;
 pub mod decide;
+pub mod outbox;
 pub mod producers;
 pub mod schedules;
 pub mod schemas;
@@ -65,6 +66,7 @@ pub use jobs::{
 pub use keys::{ApiKeyInfo, KeyStore, LAST_USED_RESOLUTION, NewApiKey, StoredKey};
 pub use limits::{LimitStore, PruneCutoffs, QueueRetention, Retention, TenantLimits};
 pub use maintenance::{Maintenance, QueueStat, ReadyCallback, Swept};
+pub use outbox::OutboxStore;
 pub use producers::ProducerStore;
 pub use schedules::ScheduleStore;
 pub use schemas::SchemaStore;
@@ -88,6 +90,7 @@ pub trait Store:
     + SchemaStore
     + ScheduleStore
     + ProducerStore
+    + OutboxStore
     + Maintenance
     + std::fmt::Debug
     + Send
@@ -111,6 +114,7 @@ impl<T> Store for T where
         + SchemaStore
         + ScheduleStore
         + ProducerStore
+        + OutboxStore
         + Maintenance
         + std::fmt::Debug
         + Send

@@ -12,6 +12,7 @@ mod health;
 mod hooks;
 mod jobs;
 mod observability;
+mod outbox;
 mod producers;
 mod queues;
 mod resources;
@@ -102,6 +103,7 @@ fn api() -> (Router<Engine>, utoipa::openapi::OpenApi) {
         .routes(routes!(schemas::list))
         .routes(routes!(schedules::list))
         .routes(routes!(producers::list))
+        .routes(routes!(outbox::list))
         .routes(routes!(producers::get))
         .routes(routes!(schedules::put, schedules::get, schedules::delete))
         .routes(routes!(schedules::pause))

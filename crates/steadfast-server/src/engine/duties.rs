@@ -133,6 +133,7 @@ impl Engine {
         duties.spawn(self.clone().run_deliveries());
         duties.spawn(self.clone().run_bulk());
         duties.spawn(self.clone().run_schedules());
+        duties.spawn(self.clone().run_outbox());
         duties.spawn(self.clone().every(PRUNE_EVERY, PRUNE_EVERY, async |engine| {
             match engine.store().prune_idempotency_keys(engine.now(), 10_000).await {
                 Ok(pruned) if pruned > 0 => tracing::debug!(pruned, "pruned expired idempotency keys"),

@@ -10,6 +10,7 @@ pub mod contracts;
 mod deliveries;
 mod duties;
 mod inbox;
+mod outbox;
 mod producers;
 mod rate_limits;
 pub mod schedules;
@@ -434,15 +435,25 @@ impl Engine {
         let _ = draining.wait_for(|draining| *draining).await;
     }
 
-    pub async fn enqueue(&self, scope: &TenantScope, mut specs: Vec<JobSpec>) -> Result<Vec<Enqueued>, StoreError> {
+    pub async fn enqueue(&self, scope: &TenantScope, specs: Vec<JobSpec>) -> Result<Vec<Enqueued>, StoreError> {
+        let ids = specs.iter().map(|_| JobId(self.new_uuid())).collect();
+        self.enqueue_as(scope, ids, specs).await
+    }
+
+    /// [`Engine::enqueue`] with the new jobs' ids chosen by the caller (the
+    /// outbox: `steadfast.enqueue` returned them already).
+    pub(crate) async fn enqueue_as(
+        &self,
+        scope: &TenantScope,
+        ids: Vec<JobId>,
+        mut specs: Vec<JobSpec>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
         self.check_payloads(scope, &mut specs).await?;
         let producers = producers::sequences_of(&specs);
-        let jobs = specs
+        let jobs = ids
             .into_iter()
-            .map(|spec| NewJob {
-                id: JobId(self.new_uuid()),
-                spec,
-            })
+            .zip(specs)
+            .map(|(id, spec)| NewJob { id, spec })
             .collect::<Vec<_>>();
         let (tenant, reserved) = (scope.tenant_id(), jobs.len());
         self.reserve_quota(tenant, reserved)?;
