@@ -94,18 +94,21 @@ stop_st
 echo "== the providers' own webhook signing libraries (tests/providers)"
 # Pinned: Stripe's and Octokit's Node libraries (package-lock.json), Standard
 # Webhooks' and Slack's Python libraries (requirements.txt, in the same venv).
-if ! "$venv/bin/python" -c "import standardwebhooks, slack_sdk, mypy" 2>/dev/null; then
-    "$venv/bin/pip" install -q -r tests/providers/requirements.txt "ruff==0.17.6" "mypy==2.4.1"
+# The transactional-enqueue examples' psycopg too (examples/transactional-enqueue).
+if ! "$venv/bin/python" -c "import standardwebhooks, slack_sdk, mypy, psycopg" 2>/dev/null; then
+    "$venv/bin/pip" install -q -r tests/providers/requirements.txt \
+        -r examples/transactional-enqueue/requirements.txt "ruff==0.17.6" "mypy==2.4.1"
 fi
 echo "== ruff and mypy --strict (Python)"
-"$venv/bin/ruff" check tests/providers
-"$venv/bin/ruff" format --check tests/providers
-"$venv/bin/mypy" --strict tests/providers/sign.py
+"$venv/bin/ruff" check tests/providers examples/transactional-enqueue
+"$venv/bin/ruff" format --check tests/providers examples/transactional-enqueue
+"$venv/bin/mypy" --strict tests/providers/sign.py examples/transactional-enqueue/orders.py
 if ! command -v npm >/dev/null 2>&1; then
     $sudo apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
 fi
 (cd tests/providers && npm ci --no-audit --no-fund --loglevel=error)
+(cd examples/transactional-enqueue && npm ci --no-audit --no-fund --loglevel=error)
 export STEADFAST_TEST_PROVIDER_PYTHON="$venv/bin/python"
 
 echo "== the dashboard in a real browser (tests/ui: Debian's Chromium driven by playwright-core, axe-core)"

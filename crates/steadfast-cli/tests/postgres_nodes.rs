@@ -1215,6 +1215,108 @@ async fn a_schedule_fires_each_tick_once_across_three_nodes() {
     );
 }
 
+/// An application's own role and table (`app_orders`), and the grant
+/// `steadfast migrate --enqueue-role` gives it: its connection URL.
+async fn application_role(database: &TestDatabase) -> String {
+    let role = format!("enqueue_{}", database.name.trim_start_matches("steadfast_test_"));
+    let (admin, connection) = tokio_postgres::connect(&database.admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; CREATE TABLE public.app_orders (id integer PRIMARY KEY); \
+             GRANT INSERT, SELECT ON public.app_orders TO {role};"
+        ))
+        .await
+        .unwrap();
+    cli(&[
+        "migrate",
+        "--database-url",
+        &database.owner_url,
+        "--app-role",
+        test_support::APP_ROLE,
+        "--enqueue-role",
+        &role,
+    ]);
+    database.app_url.replace(test_support::APP_ROLE, &role)
+}
+
+/// The documented examples (`examples/transactional-enqueue`: psycopg and
+/// node-postgres) against a node: a committed order's job appears with the
+/// id the example printed; a rolled-back order's never does. Needs the
+/// examples' libraries: `scripts/test.sh` installs them and sets
+/// `STEADFAST_TEST_PROVIDER_PYTHON` (see `tests/providers.rs` to run by hand;
+/// also `(cd examples/transactional-enqueue && npm ci)` and
+/// `pip install -r examples/transactional-enqueue/requirements.txt`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_examples_enqueue_inside_a_transaction() {
+    let python = std::env::var("STEADFAST_TEST_PROVIDER_PYTHON")
+        .expect("STEADFAST_TEST_PROVIDER_PYTHON: a Python with psycopg (scripts/test.sh sets it)");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/transactional-enqueue");
+    assert!(
+        examples.join("node_modules/pg").exists(),
+        "install node-postgres first: (cd examples/transactional-enqueue && npm ci)"
+    );
+    let database: TestDatabase = test_support::create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = admin_key(&database.app_url);
+    let server = node(dir.path(), 0, &database.app_url);
+    let api = Api::new(key.clone());
+    let app_url = application_role(&database).await;
+    let run = |program: &str, script: &str, order: u32, fail: bool| {
+        let mut command = Command::new(program);
+        command
+            .arg(script)
+            .arg(order.to_string())
+            .current_dir(&examples)
+            .env("DATABASE_URL", &app_url)
+            .env("STEADFAST_KEY", &key);
+        if fail {
+            command.arg("--fail-after-enqueue");
+        }
+        let output = command.output().unwrap();
+        assert_eq!(
+            output.status.success(),
+            !fail,
+            "{script} {order}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    for (program, script, first) in [(python.as_str(), "orders.py", 1), ("node", "orders.mjs", 3)] {
+        let committed = run(program, script, first, false);
+        let rolled_back = run(program, script, first + 1, true);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, job) = api.get(&server.url, &format!("/v1/jobs/{committed}")).await.unwrap();
+            if status == 200 {
+                assert_eq!(job["payload"]["order_id"], first, "{job}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{script}: the committed order's job never appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Nothing is left to drain, and the rolled-back order made nothing.
+        loop {
+            let (_, outbox) = api.get(&server.url, "/v1/outbox").await.unwrap();
+            if outbox["entries"] == json!([]) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{script}: the outbox was not drained: {outbox}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, _) = api.get(&server.url, &format!("/v1/jobs/{rolled_back}")).await.unwrap();
+        assert_eq!(status, 404, "{script}: a rolled-back order's job");
+    }
+}
+
 /// An application enqueues inside its own transaction with
 /// `steadfast.enqueue(...)`, as a role granted only that: a rolled-back
 /// transaction leaves no job and no audit record; a committed one becomes
@@ -1237,34 +1339,9 @@ async fn an_application_enqueues_inside_its_own_transaction() {
     let server = node(dir.path(), 0, &database.app_url);
     let api = Api::new(key.clone());
 
-    // The application's role, its own table, and the grant `migrate` gives.
-    let role = format!("enqueue_{}", database.name.trim_start_matches("steadfast_test_"));
-    let (admin, connection) = tokio_postgres::connect(&database.admin_url, tokio_postgres::NoTls)
+    let (mut app, connection) = tokio_postgres::connect(&application_role(&database).await, tokio_postgres::NoTls)
         .await
         .unwrap();
-    tokio::spawn(connection);
-    admin
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN; CREATE TABLE public.app_orders (id integer PRIMARY KEY); \
-             GRANT INSERT, SELECT ON public.app_orders TO {role};"
-        ))
-        .await
-        .unwrap();
-    cli(&[
-        "migrate",
-        "--database-url",
-        &database.owner_url,
-        "--app-role",
-        test_support::APP_ROLE,
-        "--enqueue-role",
-        &role,
-    ]);
-    let (mut app, connection) = tokio_postgres::connect(
-        &database.app_url.replace(test_support::APP_ROLE, &role),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
     tokio::spawn(connection);
     let enqueue = "SELECT steadfast.enqueue($1, 'orders', $2::text::jsonb, $3::text::jsonb)";
 
