@@ -327,6 +327,7 @@ def test_producer_sequence_numbers(client: steadfast.Client, queue: str) -> None
     assert (seen.highest_sequence, seen.missing_count, seen.gaps_total) == (5, 2, 1)
     assert seen.missing == [models.SequenceRange(start=3, end=4)]
     assert [p.id for p in client.list_producers().producers] == ["truck-12"]
+    assert client.list_outbox() == [], "the embedded store has no outbox"
 
 
 def test_schedules(client: steadfast.Client, queue: str) -> None:

@@ -549,7 +549,7 @@ def list_schemas(queue: Optional[str] = None) -> Call[List[m.PayloadSchema]]:
     )
 
 
-# -- producers -----------------------------------------------------------
+# -- producers and the outbox --------------------------------------------
 
 
 def get_producer(id: str) -> Call[m.ProducerInfo]:
@@ -564,6 +564,12 @@ def list_producers(
     """One page of the tenant's producers by id; pass ``next_after`` on."""
     query = _query(after=after, limit=limit)
     return Call("GET", "v1/producers", _as(m.ProducerList), query=query)
+
+
+def list_outbox() -> Call[List[m.OutboxEntry]]:
+    """Requests written with ``steadfast.enqueue(...)`` (PostgreSQL) whose
+    jobs are not made yet, or were refused, with the error."""
+    return Call("GET", "v1/outbox", _list_of(m.OutboxEntry, "entries"))
 
 
 # -- schedules -----------------------------------------------------------

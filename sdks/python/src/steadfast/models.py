@@ -628,6 +628,32 @@ class Replayed:
 
 
 @dataclass(frozen=True)
+class OutboxEntry:
+    """A request written with `steadfast.enqueue(...)` (PostgreSQL) whose job
+    is not made yet, or was refused."""
+
+    attempts: int
+    """Times a node took it up."""
+    created_at: datetime
+    id: str
+    """The id `steadfast.enqueue` returned: the job's id once it is made."""
+    key_id: str
+    """The id of the API key it was sent with."""
+    request: Any
+    """The request, in the shape of `POST /v1/jobs`."""
+    error: Optional[ErrorDetail] = None
+    """Why its job was refused for good (absent while it waits)."""
+    failed_at: Optional[datetime] = None
+
+
+@dataclass(frozen=True)
+class OutboxList:
+    """`GET /v1/outbox`: the tenant's entries still in the outbox, oldest first."""
+
+    entries: List[OutboxEntry]
+
+
+@dataclass(frozen=True)
 class PayloadSchema:
     """A registered version of a queue's payload schema."""
 
