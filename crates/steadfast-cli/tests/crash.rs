@@ -171,41 +171,76 @@ async fn acknowledged_enqueues_survive_kill_9() {
     assert_eq!(duplicated, 0);
 }
 
-/// A bulk cancel killed with SIGKILL halfway: after a restart it finishes,
-/// every matching job is cancelled, and each was acted on exactly once
-/// (one `job.cancelled` record, naming the operation).
+/// A bulk retry of 100,000 dead jobs killed with SIGKILL halfway: after a
+/// restart it finishes, every job is queued again, and each was retried
+/// exactly once (one `job.retried` record naming the operation, counted in
+/// the database file itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bulk_operation_killed_halfway_finishes_after_a_restart_acting_once_per_job() {
-    const JOBS: usize = 3000;
+async fn a_bulk_retry_of_100000_dead_jobs_killed_halfway_finishes_after_a_restart_acting_once_per_job() {
+    const JOBS: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let http = reqwest::Client::new();
-    // Small batches, so the kill lands between many of them.
-    let mut server = ServerProcess::start_with(&data_dir, &["--bulk-batch", "20"]);
+    // Leases lapse after a second: an attempt that is never reported ends
+    // the job (one attempt allowed) without a call per job.
+    let flags = ["--lease-ttl-secs", "1"];
+    let mut server = ServerProcess::start_with(&data_dir, &flags);
     let key = server.admin_key();
+    let post = |url: String, body: Value| {
+        let (http, key) = (http.clone(), key.clone());
+        async move {
+            let response = http.post(url).bearer_auth(&key).json(&body).send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            response.json::<Value>().await.unwrap()
+        }
+    };
     for chunk in 0..JOBS / 1000 {
         let jobs: Vec<Value> = (0..1000)
-            .map(|n| json!({"queue": "bulk", "payload": {"n": chunk * 1000 + n}}))
+            .map(|n| json!({"queue": "bulk", "payload": {"n": chunk * 1000 + n}, "max_attempts": 1}))
             .collect();
-        let created = http
-            .post(format!("{}/v1/jobs/batch", server.url))
-            .bearer_auth(&key)
-            .json(&json!({"jobs": jobs}))
-            .send()
-            .await
-            .unwrap();
-        assert!(created.status().is_success());
+        post(format!("{}/v1/jobs/batch", server.url), json!({"jobs": jobs})).await;
     }
-    let started: Value = http
-        .post(format!("{}/v1/jobs/bulk", server.url))
-        .bearer_auth(&key)
-        .json(&json!({"action": "cancel", "filter": {"queue": "bulk"}, "reason": "a bad release"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mut leased = 0;
+    while leased < JOBS {
+        let body = json!({"queues": ["bulk"], "worker_id": "vanishing", "max_jobs": 1000});
+        leased += post(format!("{}/v1/lease", server.url), body).await["jobs"]
+            .as_array()
+            .unwrap()
+            .len();
+    }
+    let counts = |url: String| {
+        let (http, key) = (http.clone(), key.clone());
+        async move {
+            let queues: Value = http
+                .get(format!("{url}/v1/queues"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            queues["queues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|queue| queue["queue"] == "bulk")
+                .map(|queue| queue["counts"].clone())
+                .unwrap_or(Value::Null)
+        }
+    };
+    // The queue lists unfinished jobs only: it is gone once every job is dead.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !counts(server.url.clone()).await.is_null() {
+        assert!(Instant::now() < deadline, "the leases did not lapse");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let started = post(
+        format!("{}/v1/jobs/bulk", server.url),
+        json!({"action": "retry", "filter": {"queue": "bulk", "state": "dead"}, "reason": "the downstream is back"}),
+    )
+    .await;
     let id = started["id"].as_str().unwrap().to_owned();
     assert_eq!(started["matched"], JOBS);
     let progress = |url: String| {
@@ -221,11 +256,11 @@ async fn a_bulk_operation_killed_halfway_finishes_after_a_restart_acting_once_pe
                 .unwrap()
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let done = progress(server.url.clone()).await["done"].as_u64().unwrap();
         if done > 0 {
-            assert!(done < JOBS as u64, "the kill must land halfway; raise JOBS");
+            assert!(done < JOBS as u64, "the kill must land halfway");
             break;
         }
         assert!(Instant::now() < deadline, "the operation never started");
@@ -233,8 +268,8 @@ async fn a_bulk_operation_killed_halfway_finishes_after_a_restart_acting_once_pe
     }
     server.kill_9();
 
-    let server = ServerProcess::start_with(&data_dir, &["--bulk-batch", "20"]);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let server = ServerProcess::start_with(&data_dir, &flags);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let finished = loop {
         let now = progress(server.url.clone()).await;
         if now["status"] == "completed" {
@@ -244,23 +279,34 @@ async fn a_bulk_operation_killed_halfway_finishes_after_a_restart_acting_once_pe
             Instant::now() < deadline,
             "the operation did not finish after the restart: {now}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(
         (finished["done"].as_u64(), finished["failed"].as_u64()),
         (Some(JOBS as u64), Some(0))
     );
-    let jobs = all_jobs(&http, &server.url, &key).await;
-    assert_eq!(jobs.len(), JOBS);
-    assert!(jobs.iter().all(|job| job["state"] == "cancelled"));
-    let records = common::all_pages(&http, &server.url, &key, "/v1/audit?action=job.cancelled", "records").await;
-    let mut per_job: HashMap<String, usize> = HashMap::new();
-    for record in &records {
-        assert_eq!(record["summary"]["bulk_operation"], id.as_str());
-        *per_job
-            .entry(record["job_id"].as_str().unwrap().to_owned())
-            .or_default() += 1;
-    }
-    assert_eq!(per_job.len(), JOBS, "every job has its record");
-    assert!(per_job.values().all(|n| *n == 1), "no job was cancelled twice");
+    let now = counts(server.url.clone()).await;
+    assert_eq!(now["queued"].as_u64(), Some(JOBS as u64), "{now}");
+    drop(server);
+
+    // Each job's retry records, straight from the file the server wrote.
+    let db = rusqlite::Connection::open_with_flags(
+        data_dir.join("steadfast.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let (jobs, most, tagged): (i64, i64, i64) = db
+        .query_row(
+            "SELECT count(*), max(n), sum(tagged) FROM ( \
+                 SELECT json_extract(r.value, '$.job_id') AS job, count(*) AS n, \
+                 sum(json_extract(json_extract(r.value, '$.summary'), '$.bulk_operation') = ?1) AS tagged \
+                 FROM audit_batches b, json_each(b.records) r \
+                 WHERE json_extract(r.value, '$.action') = 'job.retried' GROUP BY job)",
+            [&id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(jobs, JOBS as i64, "every job has its record");
+    assert_eq!(most, 1, "no job was retried twice");
+    assert_eq!(tagged, JOBS as i64, "each record names the operation");
 }
