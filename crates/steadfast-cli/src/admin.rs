@@ -233,7 +233,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         );
     }
     for role in &args.enqueue_role {
-        steadfast_postgres::schema::grant_enqueue(&mut client, role).await?;
+        steadfast_postgres::schema::grant_enqueue(&mut client, role, &args.app_role).await?;
         eprintln!("{role} may call steadfast.enqueue(...) inside its own transactions, and nothing else");
     }
     Ok(())

@@ -267,6 +267,20 @@ async fn a_bulk_retry_of_100000_dead_jobs_killed_halfway_finishes_after_a_restar
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.kill_9();
+    // Halfway by what the database holds, not by an answer read before the kill.
+    let done_at_kill: i64 = rusqlite::Connection::open_with_flags(
+        data_dir.join("steadfast.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap()
+    .query_row("SELECT done FROM bulk_operations WHERE id = ?1", [&id], |row| {
+        row.get(0)
+    })
+    .unwrap();
+    assert!(
+        done_at_kill < JOBS as i64,
+        "the kill landed after the operation finished"
+    );
 
     let server = ServerProcess::start_with(&data_dir, &flags);
     let deadline = Instant::now() + Duration::from_secs(300);

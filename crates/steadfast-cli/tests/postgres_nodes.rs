@@ -1239,6 +1239,25 @@ async fn application_role(database: &TestDatabase) -> String {
         "--enqueue-role",
         &role,
     ]);
+    // The application role already holds far more: refused as an enqueue role.
+    let refused = Command::new(BINARY)
+        .args([
+            "migrate",
+            "--database-url",
+            &database.owner_url,
+            "--app-role",
+            test_support::APP_ROLE,
+        ])
+        .args(["--enqueue-role", test_support::APP_ROLE])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("holds far more"));
+    application_role_url(database)
+}
+
+fn application_role_url(database: &TestDatabase) -> String {
+    let role = format!("enqueue_{}", database.name.trim_start_matches("steadfast_test_"));
     database.app_url.replace(test_support::APP_ROLE, &role)
 }
 
@@ -1407,6 +1426,37 @@ async fn an_application_enqueues_inside_its_own_transaction() {
     assert_eq!(record["actor"]["kind"], "key", "{trail}");
     assert_eq!(record["actor"]["key_id"], json!(key.split('_').nth(1).unwrap()));
 
+    // Two transactions sending one key before its job is made: the second
+    // waits for the first to commit, and answers the same id.
+    let first_tx = app.transaction().await.unwrap();
+    let first: uuid::Uuid = first_tx
+        .query_one(
+            enqueue,
+            &[&key, &r#"{"order": 3}"#, &r#"{"idempotency_key": "order-3"}"#],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (other, connection) = tokio_postgres::connect(&application_role_url(&database), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let second = tokio::spawn({
+        let key = key.clone();
+        async move {
+            other
+                .query_one(
+                    enqueue,
+                    &[&key, &r#"{"order": 3}"#, &r#"{"idempotency_key": "order-3"}"#],
+                )
+                .await
+                .unwrap()
+                .get::<_, uuid::Uuid>(0)
+        }
+    });
+    first_tx.commit().await.unwrap();
+    assert_eq!(second.await.unwrap(), first, "one key, one id");
+
     // The same idempotency key again answers the first job, and makes no other.
     let again: uuid::Uuid = app
         .query_one(
@@ -1437,7 +1487,7 @@ async fn an_application_enqueues_inside_its_own_transaction() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(jobs, 1);
+    assert_eq!(jobs, 2, "order 2 and order 3, once each");
 
     // A request the database cannot judge (a bound the server checks) is
     // refused when its job is made, and stays in the outbox with the error.
@@ -1485,6 +1535,12 @@ async fn an_application_enqueues_inside_its_own_transaction() {
         (worker_key.as_str(), "orders", "{}", "42501"),
         (key.as_str(), "bad queue", "{}", "22023"),
         (key.as_str(), "orders", r#"{"color": "red"}"#, "22023"),
+        (
+            key.as_str(),
+            "orders",
+            r#"{"idempotency_key": "schedule:x:1"}"#,
+            "22023",
+        ),
     ] {
         let error = app
             .query_one(

@@ -53,6 +53,11 @@ pub enum SchemaError {
          Connect as the application role that `steadfast migrate --app-role` granted (see docs/postgres.md)"
     )]
     PrivilegedRole { role: String, why: &'static str },
+    #[error(
+        "role {0:?} is (or is a member of) the application role or the owner: it already holds far more \
+         than steadfast.enqueue. Give the application a role of its own (see docs/postgres.md)"
+    )]
+    EnqueueRoleHoldsMore(String),
     #[error("role {0:?} does not exist; create it first (see docs/postgres.md)")]
     UnknownRole(String),
     #[error(transparent)]
@@ -159,8 +164,20 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated, Sc
 /// `steadfast.enqueue(api_key, queue, payload, options)`, and nothing else:
 /// no table, no other function. Refused for privileged roles, like the
 /// application role.
-pub async fn grant_enqueue(client: &mut Client, role: &str) -> Result<(), SchemaError> {
+pub async fn grant_enqueue(client: &mut Client, role: &str, app_role: &str) -> Result<(), SchemaError> {
     check_unprivileged(client, role).await?;
+    // A role that is (or is a member of) the application role or the owner
+    // already holds far more than the function.
+    let holds_more: bool = client
+        .query_one(
+            "SELECT pg_has_role($1, $2, 'MEMBER') OR pg_has_role($1, current_user, 'MEMBER')",
+            &[&role, &app_role],
+        )
+        .await?
+        .get(0);
+    if holds_more {
+        return Err(SchemaError::EnqueueRoleHoldsMore(role.to_owned()));
+    }
     let role = ident(role);
     client
         .batch_execute(&format!(

@@ -383,6 +383,43 @@ async fn jobs_of(server: &TestServer, key: &str, queue: &str) -> Vec<Value> {
     jobs
 }
 
+/// The job a node made for a tick (`schedule:{name}:{tick_ms}`, the tick's
+/// own fingerprint) before it died, the tick unrecorded: straight through
+/// the store, as the engine would have.
+async fn tick_job_made_by_a_node_that_died(server: &TestServer, name: &str, tick_ms: i64, payload: Value) -> Value {
+    use steadfast_server::engine::{Fingerprinted, fingerprint};
+    let tenant = server
+        .store
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|tenant| tenant.name.as_str() == "acme")
+        .unwrap();
+    let spec = steadfast_core::lifecycle::EnqueueRequest {
+        queue: "reports".into(),
+        payload: payload.to_string(),
+        idempotency_key: Some(format!("schedule:{name}:{tick_ms}")),
+        ..Default::default()
+    }
+    .validate(
+        server.engine.limits(),
+        fingerprint(&Fingerprinted {
+            queue: "reports",
+            payload: &payload,
+            max_attempts: None,
+            timeout_secs: None,
+            run_at: None,
+            priority: None,
+        }),
+        server.engine.now(),
+    )
+    .unwrap();
+    let scope = steadfast_store::auth::system(&tenant);
+    let made = server.engine.enqueue(&scope, vec![spec]).await.unwrap();
+    json!({"id": made[0].job.id.to_string()})
+}
+
 fn minutes(n: u64) -> Duration {
     Duration::from_secs(60 * n)
 }
@@ -459,15 +496,19 @@ async fn a_schedule_fires_each_tick_once_and_skips_overlapping_ones(backend: Bac
         "fires again once the job finished"
     );
 
-    // A node that made the tick's job and died before recording it: the
-    // next pass finds the job by its key instead of making another.
+    // Clients may not use a schedule's keys.
     let tick_ms = (t0() + jiff::SignedDuration::from_mins(20)).as_millisecond();
-    let orphan = server
-        .enqueue(
+    let forged = server
+        .post(
+            "/v1/jobs",
             &admin,
             json!({"queue": "reports", "payload": {"kind": "digest"}, "idempotency_key": format!("schedule:digest:{tick_ms}")}),
         )
         .await;
+    assert_eq!(forged.code(), "validation_failed", "{}", forged.text);
+    // A node that made the tick's job and died before recording it: the
+    // next pass finds the job by its key instead of making another.
+    let orphan = tick_job_made_by_a_node_that_died(&server, "digest", tick_ms, json!({"kind": "digest"})).await;
     let allow = json!({"cron": "*/5 * * * *", "queue": "reports", "payload": {"kind": "digest"}, "overlap": "allow"});
     assert_eq!(
         put_schedule(&server, &admin, "digest", allow).await.status,
@@ -696,6 +737,11 @@ async fn a_producers_numbers_are_replays_when_repeated_and_holes_are_listed(back
         ),
         (
             json!({"queue": "t", "payload": {}, "producer": {"id": "e", "sequence": 1}, "idempotency_key": "k"}),
+            "idempotency_key",
+        ),
+        // A producer's numbers cannot be taken by a key in their form.
+        (
+            json!({"queue": "t", "payload": {}, "idempotency_key": "producer:edge-7:8"}),
             "idempotency_key",
         ),
     ] {

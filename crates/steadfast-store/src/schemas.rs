@@ -285,8 +285,18 @@ fn compare_properties(old: &Map<String, Value>, new: &Map<String, Value>, at: &s
             None => compare(old_property, new_rest, &child(at, "additionalProperties"), found),
         }
     }
-    // A property new in `new` was covered by `old`'s additionalProperties;
-    // adding an optional property is accepted as compatible (see above).
+    // A property new in `new` was covered by `old`'s additionalProperties.
+    // Where that was an explicit schema, the new property must accept what
+    // it did; where it was open (absent or `true`), adding an optional
+    // property is accepted as compatible (see above).
+    if old_rest.is_object() {
+        for (name, new_property) in new_properties
+            .iter()
+            .filter(|(name, _)| !old_properties.contains_key(*name))
+        {
+            compare(old_rest, new_property, &child(&child(at, "properties"), name), found);
+        }
+    }
     if new_rest == &Value::Bool(false) && old_rest != &Value::Bool(false) {
         found.push(broken(
             &child(at, "additionalProperties"),
@@ -531,6 +541,20 @@ mod tests {
         let mut dropped = order();
         dropped["properties"].as_object_mut().unwrap().remove("amount");
         assert_eq!(rules(order(), dropped), expected(&[]));
+    }
+
+    #[test]
+    fn a_new_property_must_accept_what_explicit_additional_properties_did() {
+        let typed_rest = json!({"type": "object", "additionalProperties": {"type": "string"}});
+        let mut narrower = typed_rest.clone();
+        narrower["properties"] = json!({"x": {"type": "integer"}});
+        assert_eq!(
+            rules(typed_rest.clone(), narrower),
+            expected(&[("/properties/x/type", "type_narrowed")])
+        );
+        let mut same = typed_rest.clone();
+        same["properties"] = json!({"x": {"type": "string", "description": "named now"}});
+        assert_eq!(rules(typed_rest, same), expected(&[]));
     }
 
     #[test]

@@ -10,6 +10,7 @@ CREATE TABLE outbox (
     id             uuid NOT NULL,            -- the job's id to be
     key_id         text NOT NULL,            -- the API key it was sent with
     request        text NOT NULL,            -- JSON, the shape of POST /v1/jobs
+    idempotency_key text,                    -- its key (a producer's is derived)
     created_at     bigint NOT NULL,
     claimed_until  bigint,                   -- a node is making its job
     attempts       integer NOT NULL DEFAULT 0,
@@ -19,6 +20,10 @@ CREATE TABLE outbox (
     PRIMARY KEY (tenant_id, id)
 );
 CREATE INDEX outbox_pending ON outbox (created_at) WHERE failed_at IS NULL;
+-- Two transactions sending one key before either's job is made wait on
+-- each other here, and the second gets the first's id.
+CREATE UNIQUE INDEX outbox_idempotency ON outbox (tenant_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL AND failed_at IS NULL;
 
 ALTER TABLE outbox ENABLE ROW LEVEL SECURITY;
 ALTER TABLE outbox FORCE ROW LEVEL SECURITY;
@@ -44,6 +49,7 @@ DECLARE
     v_key      record;
     v_key_id   text;
     v_existing uuid;
+    v_idem     text;
     v_now      bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
     v_id       uuid;
     v_unknown  text;
@@ -77,6 +83,12 @@ BEGIN
     IF v_unknown IS NOT NULL THEN
         RAISE EXCEPTION 'steadfast.enqueue: options: unknown field %', v_unknown USING ERRCODE = '22023';
     END IF;
+    IF options->>'idempotency_key' LIKE 'schedule:%' OR options->>'idempotency_key' LIKE 'producer:%' THEN
+        RAISE EXCEPTION 'steadfast.enqueue: options: idempotency keys starting with schedule: or producer: are reserved'
+            USING ERRCODE = '22023';
+    END IF;
+    v_idem := coalesce(options->>'idempotency_key',
+        'producer:' || (options->'producer'->>'id') || ':' || (options->'producer'->>'sequence'));
     v_request := options || jsonb_build_object('queue', queue, 'payload', coalesce(payload, 'null'::jsonb));
     IF octet_length(v_request::text) > 1048576 THEN
         RAISE EXCEPTION 'steadfast.enqueue: the request is over 1 MiB' USING ERRCODE = '54000';
@@ -84,14 +96,22 @@ BEGIN
     -- A UUIDv7, like every job id: the time in milliseconds, then random bits.
     v_id := encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
                 PLACING substring(int8send(v_now) FROM 3) FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid;
-    INSERT INTO outbox (tenant_id, id, key_id, request, created_at)
-        VALUES (v_key.tenant_id, v_id, v_key_id, v_request::text, v_now);
-    -- An idempotency key already claimed by a job: that job is the answer,
-    -- as POST /v1/jobs would give it (the entry is then a replay of it; one
-    -- whose content differs is refused when its job is made).
-    IF options ? 'idempotency_key' THEN
+    INSERT INTO outbox (tenant_id, id, key_id, request, idempotency_key, created_at)
+        VALUES (v_key.tenant_id, v_id, v_key_id, v_request::text, v_idem, v_now)
+        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL AND failed_at IS NULL
+        DO NOTHING;
+    IF NOT FOUND THEN
+        -- The key waits in the outbox already: its entry's id is the answer.
+        SELECT o.id INTO v_existing FROM outbox o
+            WHERE o.tenant_id = v_key.tenant_id AND o.idempotency_key = v_idem AND o.failed_at IS NULL;
+        RETURN v_existing;
+    END IF;
+    -- A key a job already claims: that job is the answer, as POST /v1/jobs
+    -- gives it (the entry is then a replay of it; one whose content
+    -- differs is refused when its job is made).
+    IF v_idem IS NOT NULL THEN
         SELECT i.job_id INTO v_existing FROM idempotency_keys i
-            WHERE i.tenant_id = v_key.tenant_id AND i.key = options->>'idempotency_key' AND i.expires_at > v_now;
+            WHERE i.tenant_id = v_key.tenant_id AND i.key = v_idem AND i.expires_at > v_now;
         IF FOUND THEN
             RETURN v_existing;
         END IF;
@@ -107,7 +127,10 @@ CREATE FUNCTION steadfast_claim_outbox(p_now bigint, p_claim_ms bigint, p_limit 
     RETURNS TABLE (tenant_id uuid, id uuid, key_id text, request text, attempts integer)
     LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = steadfast, pg_temp
     AS $$
-        UPDATE outbox o SET claimed_until = p_now + p_claim_ms, attempts = o.attempts + 1
+        -- Each claim of an entry lasts twice the last (at most an hour): one
+        -- that waits on its tenant's quota is not taken up every 30 s forever.
+        UPDATE outbox o SET claimed_until = p_now + least(p_claim_ms * power(2, least(o.attempts, 10))::bigint, 3600000),
+            attempts = o.attempts + 1
         FROM (SELECT tenant_id, id FROM outbox
               WHERE failed_at IS NULL AND (claimed_until IS NULL OR claimed_until <= p_now)
               ORDER BY created_at LIMIT p_limit FOR UPDATE SKIP LOCKED) due

@@ -74,6 +74,10 @@ pub fn optional_reason(raw: Option<&str>) -> Result<Option<Reason>, ApiError> {
     raw.map(reason).transpose()
 }
 
+/// Idempotency keys Steadfast makes itself: `schedule:{name}:{tick}` and
+/// `producer:{id}:{sequence}`.
+pub const RESERVED_KEY_PREFIXES: [&str; 2] = ["schedule:", "producer:"];
+
 pub fn job_spec(
     request: wire::EnqueueRequest,
     traceparent: Option<String>,
@@ -81,6 +85,16 @@ pub fn job_spec(
     now: Timestamp,
 ) -> Result<JobSpec, ApiError> {
     check_depth("payload", &request.payload, limits)?;
+    // Keys in these forms are Steadfast's own (a schedule's tick, a
+    // producer's number): a client's key must not take their place.
+    if let Some(key) = &request.idempotency_key
+        && RESERVED_KEY_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+    {
+        return Err(ApiError::validation(format!(
+            "idempotency_key: keys starting with {} are reserved",
+            RESERVED_KEY_PREFIXES.join(" or ")
+        )));
+    }
     let fingerprint = match (&request.idempotency_key, &request.producer) {
         (None, None) => [0; 32],
         _ => fingerprint(&request)?,

@@ -31,6 +31,12 @@ impl From<ScheduleError> for ApiError {
 }
 
 fn spec(request: wire::ScheduleRequest, engine: &Engine) -> Result<ScheduleSpec, ApiError> {
+    if request.cron.len() > 256 {
+        return Err(ApiError::validation("cron: at most 256 bytes"));
+    }
+    if request.timezone.as_ref().is_some_and(|zone| zone.len() > 64) {
+        return Err(ApiError::validation("timezone: at most 64 bytes"));
+    }
     if let Some(raw) = &request.payload {
         convert::check_depth("payload", raw, engine.limits())?;
     }

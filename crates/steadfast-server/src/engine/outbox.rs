@@ -59,8 +59,14 @@ impl Engine {
 
     async fn make_outbox_job(&self, entry: OutboxEntry) -> Result<(), StoreError> {
         let scope = self.outbox_scope(&entry).await?;
-        // An earlier claim may have made the job and died before the entry went.
+        // An earlier claim may have made the job and died before the entry
+        // went (and before its producer's number was recorded: that is
+        // idempotent, so it is recorded again).
         if entry.attempts > 1 && self.store().job(&scope, entry.id).await?.is_some() {
+            if let Ok(spec) = self.outbox_spec(&entry) {
+                self.receive_sequences(&scope, super::producers::sequences_of(std::slice::from_ref(&spec)))
+                    .await?;
+            }
             return self.store().finish_outbox(&scope, entry.id).await;
         }
         let made = match self.outbox_spec(&entry) {

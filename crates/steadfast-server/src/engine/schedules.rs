@@ -188,12 +188,20 @@ impl Engine {
     pub(super) async fn run_schedules(self) {
         let mut draining = self.inner.draining.subscribe();
         while !*draining.borrow_and_update() {
-            if let Err(error) = self.run_schedules_once().await {
-                tracing::warn!(%error, "firing schedules failed; retrying");
-            }
-            let pause = match self.store().next_schedule_due().await {
-                Ok(Some(next)) => next.duration_since(self.now()).unsigned_abs().min(IDLE),
-                Ok(None) | Err(_) => IDLE,
+            let pause = match self.run_schedules_once().await {
+                // A full pass: more may be due.
+                Ok(handled) if handled >= PASS_LIMIT as usize => Duration::ZERO,
+                Ok(_) => match self.store().next_schedule_due().await {
+                    // Overdue (a schedule owes the tick after the one just
+                    // handled, and it is due too): at once.
+                    Ok(Some(next)) if next <= self.now() => Duration::ZERO,
+                    Ok(Some(next)) => next.duration_since(self.now()).unsigned_abs().min(IDLE),
+                    Ok(None) | Err(_) => IDLE,
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "firing schedules failed; retrying");
+                    IDLE
+                }
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
