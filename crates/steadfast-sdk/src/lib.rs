@@ -29,6 +29,8 @@
 //!         singleton: None,
 //!         debounce_ms: None,
 //!         debounce_max_ms: None,
+//!         schema_version: None,
+//!         producer: None,
 //!     })
 //!     .await?;
 //! println!("{} is {:?}", job.job.id, job.job.state);

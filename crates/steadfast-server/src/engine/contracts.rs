@@ -27,6 +27,9 @@ pub const HEADS_TTL: Duration = Duration::from_secs(1);
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 /// Compiled versions kept per node; past it the cache starts over.
 const COMPILED_BOUND: usize = 10_000;
+/// Tenants whose newest versions a node remembers; past it that cache
+/// starts over.
+const TENANTS_BOUND: usize = 10_000;
 /// The longest violation message kept, in bytes: messages quote the
 /// offending value, which may be large.
 const MAX_MESSAGE_BYTES: usize = 300;
@@ -236,6 +239,9 @@ impl Engine {
             .lock()
             .expect("the schema cache is never poisoned");
         if heads.generation == generation {
+            if heads.tenants.len() >= TENANTS_BOUND && !heads.tenants.contains_key(&tenant) {
+                heads.tenants.clear();
+            }
             heads.tenants.insert(tenant, (now, read.clone()));
         }
         Ok(read)
