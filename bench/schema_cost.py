@@ -104,7 +104,19 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STEADFAST_")}
         env["RUST_LOG"] = "warn"
         server = subprocess.Popen(
-            [args.bin, "serve", "--data-dir", f"{tmp}/data", "--listen", f"127.0.0.1:{port}"],
+            [
+                args.bin,
+                "serve",
+                "--data-dir",
+                f"{tmp}/data",
+                "--listen",
+                f"127.0.0.1:{port}",
+                # The per-key rate limit would measure itself.
+                "--key-rate-limit",
+                "1000000",
+                "--key-rate-burst",
+                "1000000",
+            ],
             env=env,
             stderr=subprocess.DEVNULL,
         )
