@@ -26,6 +26,18 @@ fn fingerprint(request: &wire::EnqueueRequest) -> Result<Fingerprint, ApiError> 
     }))
 }
 
+/// A list's page size: `requested`, or the default, within the bounds.
+pub fn page_limit(requested: Option<u32>, limits: &Limits) -> Result<u32, ApiError> {
+    let limit = requested.unwrap_or(limits.default_list_limit);
+    if !(1..=limits.max_list_limit).contains(&limit) {
+        return Err(ApiError::validation(format!(
+            "limit: must be between 1 and {}",
+            limits.max_list_limit
+        )));
+    }
+    Ok(limit)
+}
+
 /// A batch request holds at least one item and at most `limit`
 /// (`--max-batch-jobs`); `field` names its items.
 pub fn check_batch_size(field: &str, len: usize, limit: usize) -> Result<(), ApiError> {

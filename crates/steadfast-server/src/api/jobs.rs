@@ -195,14 +195,7 @@ pub async fn list_jobs(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<wire::JobList>, ApiError> {
     caller.require(Action::ListJobs)?;
-    let limits = engine.limits();
-    let limit = params.limit.unwrap_or(limits.default_list_limit);
-    if limit == 0 || limit > limits.max_list_limit {
-        return Err(ApiError::validation(format!(
-            "limit: must be between 1 and {}",
-            limits.max_list_limit
-        )));
-    }
+    let limit = convert::page_limit(params.limit, engine.limits())?;
     let queue = params
         .queue
         .map(QueueName::new)

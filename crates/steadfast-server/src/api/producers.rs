@@ -85,14 +85,7 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ProducerParams>,
 ) -> Result<Json<wire::ProducerList>, ApiError> {
     caller.require(Action::ListJobs)?;
-    let limits = engine.limits();
-    let limit = params.limit.unwrap_or(limits.default_list_limit);
-    if limit == 0 || limit > limits.max_list_limit {
-        return Err(ApiError::validation(format!(
-            "limit: must be between 1 and {}",
-            limits.max_list_limit
-        )));
-    }
+    let limit = super::convert::page_limit(params.limit, engine.limits())?;
     let after = params.after.map(|after| producer_id(after, "after")).transpose()?;
     let producers = engine
         .store()

@@ -288,14 +288,7 @@ pub async fn events(
     ApiQuery(params): ApiQuery<EventParams>,
 ) -> Result<Json<wire::InboxEventList>, ApiError> {
     caller.require(Action::ReadAnyJob)?;
-    let limits = engine.limits();
-    let limit = params.limit.unwrap_or(limits.default_list_limit);
-    if !(1..=limits.max_list_limit).contains(&limit) {
-        return Err(ApiError::validation(format!(
-            "limit: must be between 1 and {}",
-            limits.max_list_limit
-        )));
-    }
+    let limit = super::convert::page_limit(params.limit, engine.limits())?;
     let before = params
         .cursor
         .map(|cursor| {
