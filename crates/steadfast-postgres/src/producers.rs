@@ -59,8 +59,7 @@ impl ProducerStore for PostgresStore {
                 .await
                 .map_err(pg_error)?;
             let mut state = producer_from_row(&row)?;
-            let opened = sequences.iter().map(|sequence| state.receive(*sequence)).sum();
-            state.last_seen_at = now;
+            let opened = state.receive_all(&sequences, now);
             tx.execute(
                 &statement(
                     tx,
@@ -72,7 +71,7 @@ impl ProducerStore for PostgresStore {
                     &tenant.0,
                     &producer.as_str(),
                     &(state.highest as i64),
-                    &serde_json::to_string(&state.missing).expect("ranges serialize"),
+                    &state.missing_column(),
                     &(state.gaps_total as i64),
                     &(state.forgotten as i64),
                     &millis(now),

@@ -51,8 +51,7 @@ impl ProducerStore for SqliteStore {
         self.decided(Author::of(scope), Durability::Durable, now, move |conn| {
             let mut state =
                 load(conn, tenant, &producer)?.unwrap_or_else(|| ProducerState::new(tenant, producer.clone(), now));
-            let opened = sequences.iter().map(|sequence| state.receive(*sequence)).sum();
-            state.last_seen_at = now;
+            let opened = state.receive_all(&sequences, now);
             conn.prepare_cached(&format!(
                 "INSERT OR REPLACE INTO producers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
             ))
@@ -61,7 +60,7 @@ impl ProducerStore for SqliteStore {
                     tenant.to_string(),
                     state.id.as_str(),
                     state.highest as i64,
-                    serde_json::to_string(&state.missing).expect("ranges serialize"),
+                    state.missing_column(),
                     state.gaps_total as i64,
                     state.forgotten as i64,
                     millis(state.first_seen_at),

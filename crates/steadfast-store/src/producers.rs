@@ -44,6 +44,19 @@ impl ProducerState {
         }
     }
 
+    /// Takes in the numbers one request carried, received at `now`; how
+    /// many holes they opened. Both backends call this between their read
+    /// and their write of the producer's row.
+    pub fn receive_all(&mut self, sequences: &[u64], now: Timestamp) -> u64 {
+        self.last_seen_at = now;
+        sequences.iter().map(|sequence| self.receive(*sequence)).sum()
+    }
+
+    /// `missing` as stored: JSON `[[start, end], ...]`.
+    pub fn missing_column(&self) -> String {
+        serde_json::to_string(&self.missing).expect("ranges serialize")
+    }
+
     /// How many sequence numbers below `highest` are missing now.
     pub fn missing_count(&self) -> u64 {
         self.missing.iter().map(|(from, to)| to - from + 1).sum()
